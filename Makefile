@@ -1,0 +1,37 @@
+# regwarden developer targets. `scripts/bootstrap` installs system packages and the venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint format typecheck bench clean
+
+setup:
+	scripts/bootstrap
+
+demo: setup
+	$(VENV)/bin/regwarden demo
+
+# The README's test command. Unit, integration (real docker-registry on loopback,
+# moto server) and e2e; interop tests run when ../shared/fixtures is present.
+test:
+	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-fast:
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck:
+	$(VENV)/bin/mypy --strict shared/
+
+bench:
+	$(PY) bench/oci_list.py
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
