@@ -1,0 +1,15 @@
+"""The ledger: what regwarden has seen and done, where the registry keeps no record.
+
+SQLite is the embedded default (one file, WAL mode, safe across threads and processes);
+DynamoDB backs the same interface on AWS.
+"""
+
+from ._sqlite import (
+    ActionRecord,
+    Ledger,
+    QuarantineRecord,
+    QueuedEvent,
+    SqliteLedger,
+)
+
+__all__ = ["ActionRecord", "Ledger", "QuarantineRecord", "QueuedEvent", "SqliteLedger"]

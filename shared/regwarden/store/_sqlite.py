@@ -1,0 +1,406 @@
+"""SQLite ledger. Every method takes `now` from the caller; nothing here reads the clock."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
+    first_seen TEXT NOT NULL, last_pulled TEXT,
+    PRIMARY KEY (registry, repository, digest)
+);
+CREATE TABLE IF NOT EXISTS tag_history (
+    registry TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL,
+    digest TEXT NOT NULL, seen_at TEXT NOT NULL,
+    PRIMARY KEY (registry, repository, tag, digest)
+);
+CREATE INDEX IF NOT EXISTS tag_history_by_tag ON tag_history (registry, repository, tag, seen_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    delivery_id TEXT PRIMARY KEY, received_at TEXT NOT NULL, expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT UNIQUE NOT NULL,
+    at TEXT NOT NULL, registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
+    kind TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    registry TEXT NOT NULL, digest TEXT NOT NULL, repository TEXT NOT NULL,
+    strategy TEXT NOT NULL, location TEXT NOT NULL, tags TEXT NOT NULL,
+    reason TEXT NOT NULL, quarantined_at TEXT NOT NULL, released_at TEXT,
+    PRIMARY KEY (registry, repository, digest)
+);
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL, body BLOB NOT NULL, content_type TEXT,
+    received_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until TEXT, done_at TEXT, error TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_pending ON queue (done_at, lease_until);
+"""
+
+
+def _ts(when: datetime) -> str:
+    if when.tzinfo is None:
+        raise ValueError("ledger times must be timezone-aware")
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    key: str
+    at: datetime
+    registry: str
+    repository: str
+    digest: str
+    kind: str
+    status: str
+    """'intent' before the first write, then 'done' or 'failed'."""
+    reason: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRecord:
+    registry: str
+    repository: str
+    digest: str
+    strategy: str
+    location: str
+    """Where the image is now: the quarantine repository for `move`, else the source."""
+    tags: tuple[str, ...]
+    """Tags the image had before quarantine; release restores exactly these."""
+    reason: str
+    quarantined_at: datetime
+    released_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    id: int
+    source: str
+    body: bytes
+    content_type: str | None
+    received_at: datetime
+    attempts: int
+
+
+class Ledger(Protocol):
+    """What the pipeline needs from a ledger; SQLite here, DynamoDB on AWS."""
+
+    def seen_delivery(self, delivery_id: str, *, now: datetime, ttl: timedelta) -> bool: ...
+
+    def record_push(
+        self, registry: str, repository: str, digest: str, tags: tuple[str, ...], *, now: datetime
+    ) -> None: ...
+
+    def previous_digest(
+        self, registry: str, repository: str, tag: str, *, before: str
+    ) -> str | None: ...
+
+
+class SqliteLedger:
+    """Ledger in one SQLite file. Thread-safe (one connection per thread)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._shared: sqlite3.Connection | None = None
+        self._conn().executescript(_SCHEMA)  # idempotent DDL; executescript commits itself
+
+    def _conn(self) -> sqlite3.Connection:
+        if str(self.path) == ":memory:":  # one in-memory db shared by every thread
+            if self._shared is None:
+                self._shared = sqlite3.connect(
+                    ":memory:", check_same_thread=False, isolation_level=None
+                )
+            return self._shared
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+
+    # -- deliveries (idempotency) ---------------------------------------------------------
+
+    def seen_delivery(self, delivery_id: str, *, now: datetime, ttl: timedelta) -> bool:
+        """Record a delivery id; True if it was already recorded and not expired."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT expires_at FROM deliveries WHERE delivery_id = ?", (delivery_id,)
+            ).fetchone()
+            if row is not None and row[0] > _ts(now):
+                return True
+            db.execute(
+                "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?)",
+                (delivery_id, _ts(now), _ts(now + ttl)),
+            )
+            return False
+
+    def expire_deliveries(self, *, now: datetime) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (_ts(now),)).rowcount
+
+    # -- images and tags ------------------------------------------------------------------
+
+    def record_push(
+        self, registry: str, repository: str, digest: str, tags: tuple[str, ...], *, now: datetime
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO images (registry, repository, digest, first_seen) "
+                "VALUES (?, ?, ?, ?)",
+                (registry, repository, digest, _ts(now)),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO tag_history VALUES (?, ?, ?, ?, ?)",
+                [(registry, repository, t, digest, _ts(now)) for t in tags],
+            )
+
+    def record_pull(self, registry: str, repository: str, digest: str, *, now: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO images (registry, repository, digest, first_seen, last_pulled) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_pulled = "
+                "max(coalesce(last_pulled, ''), excluded.last_pulled)",
+                (registry, repository, digest, _ts(now), _ts(now)),
+            )
+
+    def image_times(
+        self, registry: str, repository: str
+    ) -> dict[str, tuple[datetime, datetime | None]]:
+        """digest → (first seen, last pulled) for one repository."""
+        rows = self._conn().execute(
+            "SELECT digest, first_seen, last_pulled FROM images WHERE registry = ? "
+            "AND repository = ?",
+            (registry, repository),
+        )
+        return {d: (datetime.fromisoformat(f), _dt(p)) for d, f, p in rows}
+
+    def previous_digest(
+        self, registry: str, repository: str, tag: str, *, before: str
+    ) -> str | None:
+        """The digest `tag` pointed at before it moved to `before`, if regwarden saw it."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT digest FROM tag_history WHERE registry = ? AND repository = ? AND tag = ? "
+                "AND digest != ? ORDER BY seen_at DESC LIMIT 1",
+                (registry, repository, tag, before),
+            )
+            .fetchall()
+        )
+        return str(rows[0][0]) if rows else None
+
+    def tag_digests(self, registry: str, repository: str, tag: str) -> list[str]:
+        """Every digest `tag` has pointed at, oldest first."""
+        rows = self._conn().execute(
+            "SELECT digest FROM tag_history WHERE registry = ? AND repository = ? AND tag = ? "
+            "ORDER BY seen_at",
+            (registry, repository, tag),
+        )
+        return [str(r[0]) for r in rows]
+
+    # -- actions (audit and resumable intents) ---------------------------------------------
+
+    def begin_action(
+        self,
+        key: str,
+        *,
+        registry: str,
+        repository: str,
+        digest: str,
+        kind: str,
+        reason: str,
+        state: dict[str, Any],
+        now: datetime,
+    ) -> ActionRecord:
+        """Record the intent before the first write. Returns the existing record if the key
+        was already recorded (a retry resumes it rather than starting over)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO actions (key, at, registry, repository, digest, kind, "
+                "status, reason, state) VALUES (?, ?, ?, ?, ?, ?, 'intent', ?, ?)",
+                (key, _ts(now), registry, repository, digest, kind, reason, json.dumps(state)),
+            )
+        found = self.action(key)
+        assert found is not None
+        return found
+
+    def finish_action(self, key: str, *, status: str, state: dict[str, Any] | None = None) -> None:
+        with self._tx() as db:
+            if state is None:
+                db.execute("UPDATE actions SET status = ? WHERE key = ?", (status, key))
+            else:
+                db.execute(
+                    "UPDATE actions SET status = ?, state = ? WHERE key = ?",
+                    (status, json.dumps(state), key),
+                )
+
+    def action(self, key: str) -> ActionRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT key, at, registry, repository, digest, kind, status, reason, state "
+                "FROM actions WHERE key = ?",
+                (key,),
+            )
+            .fetchone()
+        )
+        return None if row is None else self._action(row)
+
+    def actions(self, *, status: str | None = None) -> list[ActionRecord]:
+        sql = (
+            "SELECT key, at, registry, repository, digest, kind, status, reason, state FROM actions"
+        )
+        args: tuple[str, ...] = ()
+        if status is not None:
+            sql += " WHERE status = ?"
+            args = (status,)
+        return [self._action(r) for r in self._conn().execute(sql + " ORDER BY id", args)]
+
+    @staticmethod
+    def _action(row: tuple[Any, ...]) -> ActionRecord:
+        key, at, reg, repo, digest, kind, status, reason, state = row
+        return ActionRecord(
+            key,
+            datetime.fromisoformat(at),
+            reg,
+            repo,
+            digest,
+            kind,
+            status,
+            reason,
+            json.loads(state),
+        )
+
+    # -- quarantine -----------------------------------------------------------------------
+
+    def record_quarantine(self, rec: QuarantineRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.registry,
+                    rec.digest,
+                    rec.repository,
+                    rec.strategy,
+                    rec.location,
+                    json.dumps(list(rec.tags)),
+                    rec.reason,
+                    _ts(rec.quarantined_at),
+                    _ts(rec.released_at) if rec.released_at else None,
+                ),
+            )
+
+    def quarantined(self, registry: str, repository: str, digest: str) -> QuarantineRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT registry, repository, digest, strategy, location, tags, reason, "
+                "quarantined_at, released_at FROM quarantine WHERE registry = ? AND repository = ? "
+                "AND digest = ?",
+                (registry, repository, digest),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        reg, repo, dig, strategy, location, tags, reason, q_at, r_at = row
+        return QuarantineRecord(
+            reg,
+            repo,
+            dig,
+            strategy,
+            location,
+            tuple(json.loads(tags)),
+            reason,
+            datetime.fromisoformat(q_at),
+            _dt(r_at),
+        )
+
+    def mark_released(self, registry: str, repository: str, digest: str, *, now: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE quarantine SET released_at = ? WHERE registry = ? AND repository = ? "
+                "AND digest = ?",
+                (_ts(now), registry, repository, digest),
+            )
+
+    # -- durable queue (regwarden serve) ----------------------------------------------------
+
+    def enqueue(self, source: str, body: bytes, content_type: str | None, *, now: datetime) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO queue (source, body, content_type, received_at) VALUES (?, ?, ?, ?)",
+                (source, body, content_type, _ts(now)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def lease(self, *, now: datetime, lease: timedelta, limit: int = 1) -> list[QueuedEvent]:
+        """Take up to `limit` pending events; a crashed worker's lease runs out and the
+        event is handed out again."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, source, body, content_type, received_at, attempts FROM queue "
+                "WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until <= ?) "
+                "ORDER BY id LIMIT ?",
+                (_ts(now), limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE queue SET lease_until = ?, attempts = attempts + 1 WHERE id = ?",
+                [(_ts(now + lease), r[0]) for r in rows],
+            )
+        return [
+            QueuedEvent(r[0], r[1], bytes(r[2]), r[3], datetime.fromisoformat(r[4]), r[5] + 1)
+            for r in rows
+        ]
+
+    def complete(self, event_id: int, *, now: datetime, error: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE queue SET done_at = ?, error = ? WHERE id = ?",
+                (_ts(now), error, event_id),
+            )
+
+    def pending_count(self) -> int:
+        row = self._conn().execute("SELECT count(*) FROM queue WHERE done_at IS NULL").fetchone()
+        return int(row[0])
