@@ -1,0 +1,255 @@
+"""Each check is a pure function of facts, rules and `now`, returning one CheckResult
+whose reason a person can act on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from ..model import CheckOutcome, CheckResult, Finding, Severity
+from ..reference import short_digest
+from ._facts import Facts
+from ._rules import (
+    AllowEntry,
+    HygieneRules,
+    ProvenanceRules,
+    SignatureRules,
+    TagRules,
+    VulnerabilityRules,
+)
+
+BASE_NAME_LABEL = "org.opencontainers.image.base.name"
+
+
+def _result(name: str, outcome: CheckOutcome, reason: str, **details: object) -> CheckResult:
+    return CheckResult(name=name, outcome=outcome, reason=reason, details=details)
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# -- signatures ---------------------------------------------------------------------------
+
+
+def check_signatures(facts: Facts, rules: SignatureRules, now: datetime) -> CheckResult:
+    name = "signatures"
+    if not rules.required:
+        return _result(name, CheckOutcome.SKIP, "signatures not required")
+    if facts.signature_error:
+        return _result(
+            name, CheckOutcome.ERROR, f"could not look up signatures: {facts.signature_error}"
+        )
+    good = [s for s in facts.signatures if s.verified]
+    if good:
+        who = ", ".join(sorted({f"{s.format} by {s.signer or 'unknown signer'}" for s in good}))
+        return _result(name, CheckOutcome.PASS, f"verified: {who}", verified=len(good))
+    bad = [f"{s.format} {short_digest(s.digest)}: {s.reason}" for s in facts.signatures]
+    deadline = facts.pushed_at + rules.grace_period
+    if now < deadline:
+        return _result(
+            name,
+            CheckOutcome.PENDING,
+            f"no valid signature yet; waiting until {deadline.isoformat()} "
+            f"(grace period {_ago(rules.grace_period)})",
+            deadline=deadline.isoformat(),
+            rejected=bad,
+        )
+    if bad:
+        return _result(
+            name,
+            CheckOutcome.FAIL,
+            f"no valid signature; rejected {len(bad)}: " + "; ".join(bad),
+            rejected=bad,
+        )
+    return _result(name, CheckOutcome.FAIL, "image is not signed")
+
+
+# -- vulnerabilities ------------------------------------------------------------------------
+
+
+def allow_active(entry: AllowEntry, now: datetime) -> bool:
+    """`until` is inclusive through the end of that day, UTC."""
+    if entry.until is None:
+        return True
+    end = datetime.combine(entry.until, time.min, tzinfo=UTC) + timedelta(days=1)
+    return now < end
+
+
+def _finding_text(f: Finding) -> str:
+    fix = f"fixed in {f.fixed_version}" if f.fixed_version else "no fix"
+    return f"{f.id} ({f.severity}, {f.package} {f.installed_version}, {fix})"
+
+
+def check_vulnerabilities(facts: Facts, rules: VulnerabilityRules, now: datetime) -> CheckResult:
+    name = "vulnerabilities"
+    if not rules.enabled:
+        return _result(name, CheckOutcome.SKIP, "no vulnerability rules")
+    waiting_until = facts.pushed_at + rules.scan_timeout
+    if facts.scan is None:
+        if facts.scan_error:
+            why = f"scan failed: {facts.scan_error}"
+        elif now < waiting_until:
+            return _result(
+                name,
+                CheckOutcome.PENDING,
+                f"no scan yet; waiting until {waiting_until.isoformat()}",
+                deadline=waiting_until.isoformat(),
+            )
+        else:
+            why = f"no scan within {_ago(rules.scan_timeout)} of the push"
+        if rules.fail_open:
+            return _result(name, CheckOutcome.WARN, why + " (failOpen: passing)")
+        return _result(name, CheckOutcome.FAIL, why + " (fail closed)")
+    scan = facts.scan
+    if rules.max_scan_age is not None and scan.scanned_at is not None:
+        age = now - scan.scanned_at
+        if age > rules.max_scan_age:
+            return _result(
+                name,
+                CheckOutcome.FAIL,
+                f"scan is {_ago(age)} old; policy allows {_ago(rules.max_scan_age)}",
+            )
+    active = {e.id: e for e in rules.allow if allow_active(e, now)}
+    expired = sorted(e.id for e in rules.allow if not allow_active(e, now))
+    considered = [
+        f for f in scan.findings if f.id not in active and (f.fixable or not rules.fixable_only)
+    ]
+    allowed = sorted({f.id for f in scan.findings if f.id in active})
+    problems: list[str] = []
+    offending: list[Finding] = []
+    if rules.max_severity is not None:
+        above = [f for f in considered if f.severity > rules.max_severity]
+        if above:
+            offending += above
+            problems.append(f"{len(above)} finding(s) above {rules.max_severity}")
+    for sev, limit in sorted(rules.max_counts.items()):
+        n = sum(1 for f in considered if f.severity == sev)
+        if n > limit:
+            offending += [f for f in considered if f.severity == sev]
+            problems.append(f"{n} {sev} finding(s), at most {limit} allowed")
+    if rules.max_cvss is not None:
+        over = [f for f in considered if f.cvss is not None and f.cvss > rules.max_cvss]
+        if over:
+            offending += over
+            problems.append(f"{len(over)} finding(s) with CVSS above {rules.max_cvss}")
+    details: dict[str, object] = {
+        "findings": len(scan.findings),
+        "allowed": allowed,
+        "expiredAllowlist": expired,
+    }
+    top = sorted(
+        {f.id: f for f in offending}.values(), key=lambda f: (-f.severity, -(f.cvss or 0), f.id)
+    )
+    details["top"] = [_finding_text(f) for f in top[:5]]
+    suffix = ""
+    if expired:
+        suffix = f"; expired allowlist entries no longer count: {', '.join(expired)}"
+    if problems:
+        return _result(
+            name,
+            CheckOutcome.FAIL,
+            "; ".join(problems) + ": " + ", ".join(details["top"]) + suffix,  # type: ignore[arg-type]
+            **details,
+        )
+    counts = scan.counts()
+    summary = ", ".join(f"{counts[s]} {s}" for s in sorted(Severity, reverse=True) if counts[s])
+    return _result(
+        name, CheckOutcome.PASS, f"within policy ({summary or 'no findings'})" + suffix, **details
+    )
+
+
+# -- tags ---------------------------------------------------------------------------------------
+
+
+def check_tags(facts: Facts, rules: TagRules) -> CheckResult:
+    name = "tags"
+    tags = sorted(set(facts.tags) | ({facts.image.tag} if facts.image.tag else set()))
+    forbidden = [t for t in tags if t in rules.forbidden]
+    if forbidden:
+        return _result(name, CheckOutcome.FAIL, f"forbidden tag(s): {', '.join(forbidden)}")
+    if rules.immutable:
+        moved = {t: d for t, d in facts.moved_tags.items() if d != facts.image.digest}
+        if moved:
+            text = ", ".join(f"{t} (was {short_digest(d)})" for t, d in sorted(moved.items()))
+            return _result(
+                name,
+                CheckOutcome.FAIL,
+                f"immutable tag(s) moved to a new digest: {text}",
+                moved=moved,
+            )
+    if rules.pattern is not None and tags:
+        bad = [t for t in tags if not rules.pattern.fullmatch(t)]
+        if bad:
+            return _result(
+                name,
+                CheckOutcome.FAIL,
+                f"tag(s) {', '.join(bad)} do not match {rules.pattern_name or 'pattern'}"
+                f" ({rules.pattern.pattern})",
+            )
+    if not (rules.pattern or rules.forbidden or rules.immutable):
+        return _result(name, CheckOutcome.SKIP, "no tag rules")
+    return _result(name, CheckOutcome.PASS, f"tags ok: {', '.join(tags) or '<untagged>'}")
+
+
+# -- hygiene ----------------------------------------------------------------------------------
+
+
+def check_hygiene(facts: Facts, rules: HygieneRules) -> CheckResult:
+    name = "hygiene"
+    if not (
+        rules.max_size or rules.max_layers or rules.allowed_base_images or rules.required_labels
+    ):
+        return _result(name, CheckOutcome.SKIP, "no hygiene rules")
+    problems: list[str] = []
+    if rules.max_size is not None and facts.size is not None and facts.size > rules.max_size:
+        problems.append(f"compressed size {facts.size} bytes exceeds {rules.max_size}")
+    if (
+        rules.max_layers is not None
+        and facts.layer_count is not None
+        and facts.layer_count > rules.max_layers
+    ):
+        problems.append(f"{facts.layer_count} layers exceed {rules.max_layers}")
+    if rules.allowed_base_images:
+        base = facts.labels.get(BASE_NAME_LABEL)
+        if base is None:
+            problems.append(f"no {BASE_NAME_LABEL} label to check the base image")
+        elif not any(p.fullmatch(base) for p in rules.allowed_base_images):
+            problems.append(f"base image {base} is not allowed")
+    missing = [label for label in rules.required_labels if not facts.labels.get(label)]
+    if missing:
+        problems.append(f"missing required label(s): {', '.join(missing)}")
+    if problems:
+        return _result(name, CheckOutcome.FAIL, "; ".join(problems))
+    return _result(name, CheckOutcome.PASS, "size, layers, base image and labels within policy")
+
+
+# -- provenance -------------------------------------------------------------------------------
+
+
+def check_provenance(
+    facts: Facts, rules: ProvenanceRules, grace: timedelta, now: datetime
+) -> CheckResult:
+    name = "provenance"
+    if not rules.required:
+        return _result(name, CheckOutcome.SKIP, "provenance not required")
+    verified = [p for p in facts.provenance if p.verified]
+    ok = [p for p in verified if not rules.builder_ids or p.builder_id in rules.builder_ids]
+    if ok:
+        return _result(name, CheckOutcome.PASS, f"built by {ok[0].builder_id}")
+    if verified:
+        ids = ", ".join(sorted({p.builder_id or "?" for p in verified}))
+        return _result(
+            name, CheckOutcome.FAIL, f"builder {ids} is not one of {', '.join(rules.builder_ids)}"
+        )
+    if now < facts.pushed_at + grace:
+        return _result(name, CheckOutcome.PENDING, "no signed provenance attestation yet")
+    reasons = "; ".join(p.reason for p in facts.provenance if p.reason)
+    return _result(
+        name,
+        CheckOutcome.FAIL,
+        "no verified SLSA provenance attestation" + (f" ({reasons})" if reasons else ""),
+    )
