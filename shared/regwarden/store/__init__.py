@@ -6,10 +6,9 @@ DynamoDB backs the same interface on AWS.
 
 from ._sqlite import (
     ActionRecord,
-    Ledger,
     QuarantineRecord,
     QueuedEvent,
     SqliteLedger,
 )
 
-__all__ = ["ActionRecord", "Ledger", "QuarantineRecord", "QueuedEvent", "SqliteLedger"]
+__all__ = ["ActionRecord", "QuarantineRecord", "QueuedEvent", "SqliteLedger"]

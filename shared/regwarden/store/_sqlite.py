@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     registry TEXT NOT NULL, digest TEXT NOT NULL, repository TEXT NOT NULL,
     strategy TEXT NOT NULL, location TEXT NOT NULL, tags TEXT NOT NULL,
     reason TEXT NOT NULL, quarantined_at TEXT NOT NULL, released_at TEXT,
+    PRIMARY KEY (registry, repository, digest)
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
+    outcome TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (registry, repository, digest)
 );
 CREATE TABLE IF NOT EXISTS queue (
@@ -97,20 +102,6 @@ class QueuedEvent:
     content_type: str | None
     received_at: datetime
     attempts: int
-
-
-class Ledger(Protocol):
-    """What the pipeline needs from a ledger; SQLite here, DynamoDB on AWS."""
-
-    def seen_delivery(self, delivery_id: str, *, now: datetime, ttl: timedelta) -> bool: ...
-
-    def record_push(
-        self, registry: str, repository: str, digest: str, tags: tuple[str, ...], *, now: datetime
-    ) -> None: ...
-
-    def previous_digest(
-        self, registry: str, repository: str, tag: str, *, before: str
-    ) -> str | None: ...
 
 
 class SqliteLedger:
@@ -238,6 +229,28 @@ class SqliteLedger:
             (registry, repository, tag),
         )
         return [str(r[0]) for r in rows]
+
+    # -- verdicts --------------------------------------------------------------------------
+
+    def record_verdict(
+        self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+                (registry, repository, digest, outcome, _ts(now)),
+            )
+
+    def last_verdict(self, registry: str, repository: str, digest: str) -> str | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT outcome FROM verdicts WHERE registry = ? AND repository = ? AND digest = ?",
+                (registry, repository, digest),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
 
     # -- actions (audit and resumable intents) ---------------------------------------------
 
@@ -400,6 +413,22 @@ class SqliteLedger:
                 "UPDATE queue SET done_at = ?, error = ? WHERE id = ?",
                 (_ts(now), error, event_id),
             )
+
+    def retry_at(self, event_id: int, *, at: datetime, error: str) -> None:
+        """Hand the event out again at `at` (backoff after a failed attempt)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE queue SET lease_until = ?, error = ? WHERE id = ?",
+                (_ts(at), error, event_id),
+            )
+
+    def dead_letters(self) -> list[tuple[int, str, str]]:
+        """(id, source, error) of events that failed for good."""
+        rows = self._conn().execute(
+            "SELECT id, source, error FROM queue WHERE done_at IS NOT NULL AND error IS NOT NULL "
+            "ORDER BY id"
+        )
+        return [(int(i), str(s), str(e)) for i, s, e in rows]
 
     def pending_count(self) -> int:
         row = self._conn().execute("SELECT count(*) FROM queue WHERE done_at IS NULL").fetchone()
