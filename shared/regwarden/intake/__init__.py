@@ -1,0 +1,33 @@
+"""Registry events in, `regwarden.model.ImageEvent` out: one parser per event source.
+
+Pure functions over the request body (no I/O, no clock). Malformed or unknown input
+raises `regwarden.errors.IntakeError` naming the field and where; nothing else escapes.
+
+- `parse_distribution` / `parse_distribution_batch`: CNCF distribution notifications
+- `parse_harbor` / `parse_harbor_results`: Harbor webhooks (default JSON and CloudEvents)
+- `signature_subject`, `manifest_subject`: tell signature/attestation/referrer pushes apart
+- `is_self_write`, `is_quarantine_repo`, `is_quarantine_tag`, `ignore_reason`: which events
+  regwarden ignores (its own writes, the quarantine repository, `quarantined-*` tags)
+"""
+
+from ._distribution import parse_distribution, parse_distribution_batch
+from ._filters import ignore_reason, is_quarantine_repo, is_quarantine_tag, is_self_write
+from ._harbor import harbor_delivery_id, parse_harbor, parse_harbor_results
+from ._result import IntakeBatch, IntakeResult
+from ._signatures import manifest_subject, signature_subject
+
+__all__ = [
+    "IntakeBatch",
+    "IntakeResult",
+    "harbor_delivery_id",
+    "ignore_reason",
+    "is_quarantine_repo",
+    "is_quarantine_tag",
+    "is_self_write",
+    "manifest_subject",
+    "parse_distribution",
+    "parse_distribution_batch",
+    "parse_harbor",
+    "parse_harbor_results",
+    "signature_subject",
+]
