@@ -1,0 +1,97 @@
+"""Container image signatures: cosign legacy `.sig`, Sigstore bundles, attestations.
+
+Pure functions over bytes. Discovery (the OCI client) fetches signature manifests and
+layer blobs and hands them over as `SignatureCandidate`s; `verify_candidates` returns one
+`SignatureResult` per signature and never raises for a bad signature. Structurally
+unusable input raises `SignatureFormatError` (keys: `KeyFormatError`).
+
+    policy = CosignPolicy(keys=(load_public_key(pem),))
+    results = verify_candidates(candidates, image_digest="sha256:…", policy=policy)
+
+Keys live in `regwarden.signatures.keys`. Notation lives in `regwarden.signatures.notation`.
+"""
+
+from ._bundle import BundleOutcome, ParsedBundle, parse_bundle, verify_bundle
+from ._errors import KeyFormatError, SignatureFormatError
+from ._keyless import certificate_identity
+from ._legacy import (
+    SimpleSigningClaims,
+    parse_containers_signature,
+    parse_payload,
+    parse_signature_manifest,
+)
+from ._model import (
+    BUNDLE_MEDIA_TYPES,
+    BUNDLE_V03_MEDIA_TYPE,
+    COSIGN_SIGN_PREDICATE,
+    COSIGN_VULN_PREDICATE,
+    DSSE_MEDIA_TYPE,
+    SIMPLE_SIGNING_MEDIA_TYPE,
+    SLSA_PROVENANCE_V02,
+    SLSA_PROVENANCE_V1,
+    AttestationResult,
+    CosignPolicy,
+    KeylessIdentity,
+    SignatureCandidate,
+    SignatureLayer,
+    SignatureManifest,
+)
+from ._sign import (
+    SignedArtifact,
+    attest_bundle,
+    attest_legacy,
+    resolve_predicate_type,
+    sign_bundle,
+    sign_legacy,
+    signature_tag,
+    simple_signing_payload,
+)
+from ._trust import TimestampAuthority, TransparencyLog, TrustedRoot
+from ._verify import verify_attestations, verify_candidates
+from .keys import KeyRef, PrivateKey, PublicKey, load_private_key, load_public_key
+
+__all__ = [
+    "BUNDLE_MEDIA_TYPES",
+    "BUNDLE_V03_MEDIA_TYPE",
+    "COSIGN_SIGN_PREDICATE",
+    "COSIGN_VULN_PREDICATE",
+    "DSSE_MEDIA_TYPE",
+    "SIMPLE_SIGNING_MEDIA_TYPE",
+    "SLSA_PROVENANCE_V02",
+    "SLSA_PROVENANCE_V1",
+    "AttestationResult",
+    "BundleOutcome",
+    "CosignPolicy",
+    "KeyFormatError",
+    "KeyRef",
+    "KeylessIdentity",
+    "ParsedBundle",
+    "PrivateKey",
+    "PublicKey",
+    "SignatureCandidate",
+    "SignatureFormatError",
+    "SignatureLayer",
+    "SignatureManifest",
+    "SignedArtifact",
+    "SimpleSigningClaims",
+    "TimestampAuthority",
+    "TransparencyLog",
+    "TrustedRoot",
+    "attest_bundle",
+    "attest_legacy",
+    "certificate_identity",
+    "load_private_key",
+    "load_public_key",
+    "parse_bundle",
+    "parse_containers_signature",
+    "parse_payload",
+    "parse_signature_manifest",
+    "resolve_predicate_type",
+    "sign_bundle",
+    "sign_legacy",
+    "signature_tag",
+    "simple_signing_payload",
+    "verify_attestations",
+    "verify_bundle",
+    "verify_candidates",
+]
