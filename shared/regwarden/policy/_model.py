@@ -1,0 +1,241 @@
+"""The policy document: defaults, repository entries, notifications, inventory, and the
+first-match, per-section merge that gives one repository its effective policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from ..errors import UsageError
+from ._base import Loc, PolicyModel, rule_error
+from ._glob import Glob
+from ._location import DOCUMENT_SCHEMES, Location, Schemes, resolve_file
+from ._notify import Notifications
+from ._sections import Mode, Quarantine, Retention, Signatures, Tags, Vulnerabilities
+
+__all__ = [
+    "API_VERSION",
+    "SECTIONS",
+    "Defaults",
+    "EffectiveRepositoryPolicy",
+    "Inventory",
+    "KubernetesInventory",
+    "Policy",
+    "RepositoryEntry",
+]
+
+API_VERSION = "regwarden/v1"
+
+
+class _Sections(PolicyModel):
+    """The sections a repository entry can set and `defaults` can provide.
+
+    To add a section: add a field here (default None) and the same field, resolved, to
+    `EffectiveRepositoryPolicy`; the merge picks it up by name.
+    """
+
+    mode: Mode | None = None
+    """`enforce`: failed images are quarantined. `audit`: alert only. Default: enforce."""
+
+    team: str | None = Field(default=None, min_length=1)
+    """The owning team; used to route alerts."""
+
+    quarantine: Quarantine | None = None
+    """How failed images are held. Default: move to `quarantine/{repository}`."""
+
+    signatures: Signatures | None = None
+    vulnerabilities: Vulnerabilities | None = None
+    tags: Tags | None = None
+    retention: Retention | None = None
+
+
+#: Section names, in document order; each is merged as a whole.
+SECTIONS: tuple[str, ...] = tuple(_Sections.model_fields)
+
+
+class Defaults(_Sections):
+    """Sections that apply to every repository unless its entry sets the same section."""
+
+
+class RepositoryEntry(_Sections):
+    """Sections for the repositories whose name matches `match`."""
+
+    match: Glob
+    """Repository glob (no registry host): `*` one segment, `**` any depth, `?` one char."""
+
+
+class KubernetesInventory(PolicyModel):
+    """Images running in Kubernetes clusters are in use."""
+
+    contexts: tuple[str, ...] = ()
+    """kubeconfig contexts to read; empty: the current context."""
+
+
+class Inventory(PolicyModel):
+    """Where regwarden learns which images are in use (never deleted by retention)."""
+
+    kubernetes: KubernetesInventory | None = None
+    files: tuple[Annotated[Location, Schemes(DOCUMENT_SCHEMES, "an inventory file")], ...] = ()
+    """Text files listing image references in use, one per line."""
+
+
+class EffectiveRepositoryPolicy(BaseModel):
+    """The policy for one repository after the merge: the first matching entry's sections,
+    and `defaults` for every section the entry does not set. Unset sections are None."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=False)
+
+    repository: str
+    entry: int | None
+    """Index of the matching entry in `repositories`; None when only defaults apply."""
+
+    match: Glob | None
+    mode: Mode
+    team: str | None
+    quarantine: Quarantine
+    signatures: Signatures | None
+    vulnerabilities: Vulnerabilities | None
+    tags: Tags | None
+    retention: Retention | None
+
+    @property
+    def source(self) -> str:
+        """Where the entry sections came from: `repositories[2]` or `defaults`."""
+        return "defaults" if self.entry is None else f"repositories[{self.entry}]"
+
+
+class Policy(PolicyModel):
+    """A whole `regwarden.yaml`."""
+
+    api_version: Literal["regwarden/v1"]
+    kind: Literal["Policy"]
+    defaults: Defaults = Defaults()
+    repositories: tuple[RepositoryEntry, ...] = ()
+    """Tried in order; the first whose `match` matches the repository name applies."""
+
+    notifications: Notifications = Notifications()
+    inventory: Inventory = Inventory()
+
+    _base_dir: Path | None = PrivateAttr(default=None)
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The directory `file://` locations are relative to (set by the loader)."""
+        return self._base_dir
+
+    @property
+    def source(self) -> str | None:
+        """Where the policy was loaded from (a path), for messages."""
+        return self._source
+
+    def bind(self, *, source: str | None, base_dir: Path | None) -> Policy:
+        """Record where the policy came from; returns `self` (used by the loader)."""
+        self._source = source
+        self._base_dir = base_dir
+        return self
+
+    def entry_for(self, repository: str) -> int | None:
+        """Index of the first entry whose glob matches `repository`, or None."""
+        for index, entry in enumerate(self.repositories):
+            if entry.match.matches(repository):
+                return index
+        return None
+
+    def for_repository(self, repository: str) -> EffectiveRepositoryPolicy:
+        """The effective policy for a repository name (no registry host).
+
+        Defaults apply to every repository, so this never returns None: a repository that
+        matches no entry gets the defaults alone. A section the entry sets replaces the
+        defaults' section as a whole.
+        """
+        index = self.entry_for(repository)
+        entry = self.repositories[index] if index is not None else None
+        merged: dict[str, object] = {}
+        for name in SECTIONS:
+            value = getattr(entry, name) if entry is not None else None
+            merged[name] = value if value is not None else getattr(self.defaults, name)
+        if merged["mode"] is None:
+            merged["mode"] = "enforce"
+        if merged["quarantine"] is None:
+            merged["quarantine"] = Quarantine()
+        return EffectiveRepositoryPolicy.model_validate(
+            {
+                "repository": repository,
+                "entry": index,
+                "match": entry.match if entry is not None else None,
+                **merged,
+            }
+        )
+
+    def is_quarantine_repository(self, repository: str) -> bool:
+        """Whether `repository` is where some `move` quarantine puts images (events for it
+        are ignored)."""
+        default = self.defaults.quarantine or Quarantine()
+        holders = [default, *(e.quarantine or default for e in self.repositories)]
+        return any(q.strategy == "move" and q.holds(repository) for q in holders)
+
+    def resolve_file(self, location: Location) -> Path:
+        """The path of a `file://` location, relative to the policy file's directory."""
+        if self._base_dir is None and not Path(location.target).is_absolute():
+            raise UsageError(
+                f"cannot resolve {location.raw!r}: the policy was not loaded from a file; "
+                "expected an absolute file:// path or a policy loaded with a base directory"
+            )
+        return resolve_file(location, self._base_dir or Path("/"))
+
+    @model_validator(mode="after")
+    def _check_document(self) -> Policy:
+        problems: list[tuple[Loc, str]] = []
+        problems += _check_entries(self.repositories)
+        problems += _check_routes(self.notifications)
+        if problems:
+            raise rule_error(problems)
+        return self
+
+
+def _check_entries(entries: tuple[RepositoryEntry, ...]) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    first: dict[str, int] = {}
+    catch_all: int | None = None
+    for index, entry in enumerate(entries):
+        pattern = entry.match.pattern
+        loc: Loc = ("repositories", index, "match")
+        if catch_all is not None:
+            problems.append(
+                (
+                    loc,
+                    f"entry can never apply: repositories[{catch_all}] matches every "
+                    "repository ('**') and comes first; move '**' to the end",
+                )
+            )
+        elif pattern in first:
+            problems.append(
+                (
+                    loc,
+                    f"duplicate match {pattern!r}: repositories[{first[pattern]}] has the "
+                    "same glob and comes first, so this entry can never apply",
+                )
+            )
+        first.setdefault(pattern, index)
+        if pattern == "**" and catch_all is None:
+            catch_all = index
+    return problems
+
+
+def _check_routes(notifications: Notifications) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    defined = sorted(notifications.channels)
+    for r, route in enumerate(notifications.routes):
+        for t, name in enumerate(route.to):
+            if name not in notifications.channels:
+                valid = ", ".join(defined) if defined else "none are defined"
+                problems.append(
+                    (
+                        ("notifications", "routes", r, "to", t),
+                        f"unknown channel {name!r}; defined channels: {valid}",
+                    )
+                )
+    return problems
