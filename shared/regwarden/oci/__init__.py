@@ -1,0 +1,73 @@
+"""A focused, synchronous OCI Distribution client on httpx.
+
+    with RegistryClient("127.0.0.1:5000") as client:
+        manifest = client.get_manifest("team/app", "v1")      # digest-verified
+        client.copy_image("team/app", "v1", "quarantine/team/app")
+
+Auth follows the registry's challenge (anonymous, Basic, Bearer token service); reads retry
+with backoff on 429/5xx honouring `Retry-After`; plain HTTP only for loopback hosts or
+`insecure=True`. Errors are the `regwarden.errors` registry family (AuthError, NotFound,
+DigestMismatch, Unsupported, RegistryError).
+"""
+
+from ._client import MAX_MANIFEST_BYTES, RegistryClient, is_loopback_host
+from ._credentials import Credentials
+from ._http import Challenge, parse_challenges, parse_next_link, parse_retry_after
+from ._media import (
+    ALL_MANIFEST_TYPES,
+    ANNOTATION_CREATED,
+    ANNOTATION_REF_NAME,
+    DOCKER_CONFIG,
+    DOCKER_FOREIGN_LAYER,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    EMPTY_JSON,
+    EMPTY_JSON_DIGEST,
+    IMAGE_MANIFEST_TYPES,
+    INDEX_TYPES,
+    OCI_CONFIG,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+)
+from ._models import Descriptor, Manifest, compute_digest, index_of, referrers_tag, verify_digest
+
+__all__ = [
+    "ALL_MANIFEST_TYPES",
+    "ANNOTATION_CREATED",
+    "ANNOTATION_REF_NAME",
+    "DOCKER_CONFIG",
+    "DOCKER_FOREIGN_LAYER",
+    "DOCKER_LAYER_GZIP",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "EMPTY_JSON",
+    "EMPTY_JSON_DIGEST",
+    "IMAGE_MANIFEST_TYPES",
+    "INDEX_TYPES",
+    "MAX_MANIFEST_BYTES",
+    "OCI_CONFIG",
+    "OCI_EMPTY",
+    "OCI_INDEX",
+    "OCI_LAYER",
+    "OCI_LAYER_GZIP",
+    "OCI_LAYER_ZSTD",
+    "OCI_MANIFEST",
+    "Challenge",
+    "Credentials",
+    "Descriptor",
+    "Manifest",
+    "RegistryClient",
+    "compute_digest",
+    "index_of",
+    "is_loopback_host",
+    "parse_challenges",
+    "parse_next_link",
+    "parse_retry_after",
+    "referrers_tag",
+    "verify_digest",
+]

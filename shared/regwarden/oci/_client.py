@@ -1,0 +1,876 @@
+"""`RegistryClient`: a lean, thread-safe, synchronous OCI Distribution client on httpx."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import NoReturn
+from urllib.parse import urljoin
+
+import httpx
+
+from .. import USER_AGENT
+from ..errors import (
+    AuthError,
+    DigestMismatch,
+    InvalidReference,
+    NotFound,
+    RegistryError,
+    Unsupported,
+    UsageError,
+)
+from ..reference import validate_digest
+from ._auth import Authenticator
+from ._credentials import Credentials
+from ._http import (
+    RETRYABLE_STATUS,
+    backoff_delay,
+    error_codes,
+    error_summary,
+    parse_next_link,
+    parse_retry_after,
+)
+from ._media import (
+    ALL_MANIFEST_TYPES,
+    DOCKER_FOREIGN_LAYER,
+    OCI_INDEX,
+)
+from ._models import Descriptor, Manifest, compute_digest, index_of, referrers_tag
+
+log = logging.getLogger("regwarden.oci")
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DEFAULT_ACCEPT = ", ".join(ALL_MANIFEST_TYPES)
+#: Registries must accept manifests up to 4 MiB; refuse to buffer anything larger.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_HUB_ALIASES = frozenset({"docker.io", "index.docker.io"})
+_OK = frozenset({200, 201, 202, 204})
+
+
+class _TransportFailure(RegistryError):
+    """The request never got an HTTP answer (connection refused, reset, timeout)."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost`, 127.0.0.0/8 and ::1, with or without a port or brackets."""
+    name = host
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    name = name.split("%", 1)[0].lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(host: str, insecure: bool) -> tuple[str, str]:
+    """(`scheme://host[:port]`, `host[:port]`) for what the user passed as `host`."""
+    text = host.strip().rstrip("/")
+    scheme: str | None = None
+    if "://" in text:
+        scheme, text = text.split("://", 1)
+        scheme = scheme.lower()
+        if scheme not in ("http", "https"):
+            raise UsageError(f"registry URL scheme: got {scheme!r}, expected 'https' or 'http'")
+        if "/" in text:
+            raise UsageError(
+                f"registry host: got {host!r} with a path, expected scheme://host[:port]"
+            )
+    if not text or "/" in text or any(c.isspace() for c in text):
+        raise UsageError(f"registry host: got {host!r}, expected host[:port]")
+    if text.lower() in _HUB_ALIASES:
+        text = "registry-1.docker.io"
+    plain_ok = insecure or is_loopback_host(text)
+    if scheme == "http" and not plain_ok:
+        raise UsageError(
+            f"refusing plain HTTP to non-loopback registry {text!r}",
+            hint="use https, or pass insecure=True (--insecure) if you really mean it",
+        )
+    if scheme is None:
+        scheme = "http" if plain_ok else "https"
+    return f"{scheme}://{text}", text
+
+
+def _check_repository(repo: str) -> str:
+    if not _REPOSITORY.fullmatch(repo) or len(repo) > 255:
+        raise InvalidReference(
+            repo,
+            "repository must be lowercase path components separated by '/' "
+            "(letters, digits and single . _ __ - separators)",
+        )
+    return repo
+
+
+def _is_digest(reference: str) -> bool:
+    return ":" in reference
+
+
+def _check_reference(reference: str) -> str:
+    if _is_digest(reference):
+        return validate_digest(reference)
+    if not _TAG.fullmatch(reference):
+        raise InvalidReference(reference, "expected a tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})")
+    return reference
+
+
+def _pull(repo: str) -> tuple[str, ...]:
+    return (f"repository:{repo}:pull",)
+
+
+def _push(repo: str) -> tuple[str, ...]:
+    return (f"repository:{repo}:pull,push",)
+
+
+class RegistryClient:
+    """Talks the OCI Distribution API to one registry host. Safe to share between threads.
+
+    One pooled `httpx.Client` (HTTP/1.1 keep-alive) carries every request. Auth follows
+    the registry's `WWW-Authenticate` challenge (anonymous, Basic, Bearer token service).
+    Reads are retried with exponential backoff and jitter on 429/5xx and connection errors,
+    honouring `Retry-After`; every manifest and blob read is checked against its digest.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        credentials: Credentials | None = None,
+        insecure: bool = False,
+        transport: httpx.BaseTransport | None = None,
+        max_retries: int = 4,
+        backoff: float = 0.2,
+        timeout: float = 30.0,
+        max_connections: int = 64,
+        max_backoff: float = 10.0,
+        max_retry_after: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_retries < 0:
+            raise UsageError(f"max_retries: got {max_retries}, expected 0 or more")
+        self._base, self.host = _base_url(host, insecure)
+        self.insecure = insecure
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+        self._random = random.Random()  # noqa: S311  (backoff jitter, not a secret)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._http = httpx.Client(
+            transport=transport,
+            limits=limits,
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+        )
+        self._credentials = credentials
+        self._auth = Authenticator(
+            self.host, credentials, self._token_send, check_realm=self._check_realm
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _check_realm(self, realm: str) -> None:
+        url = httpx.URL(realm)
+        if url.scheme == "https":
+            return
+        if url.scheme == "http" and (self.insecure or is_loopback_host(url.netloc.decode())):
+            return
+        raise AuthError(
+            f"token realm {realm!r}: got {url.scheme or 'no'} scheme for a non-loopback host, "
+            "expected https; refusing to send credentials in the clear",
+        )
+
+    def _token_send(
+        self,
+        method: str,
+        url: str,
+        params: list[tuple[str, str]],
+        form: dict[str, str] | None,
+        authorization: str | None,
+    ) -> httpx.Response:
+        headers = {"Authorization": authorization} if authorization else None
+        response, _ = self._exchange(
+            method,
+            url,
+            scopes=None,
+            headers=headers,
+            params=params or None,
+            data=form,
+            retry=True,
+        )
+        return response
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: tuple[str, ...] | None,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        params: list[tuple[str, str]] | None = None,
+        data: dict[str, str] | None = None,
+        retry: bool = True,
+        follow_redirects: bool = False,
+    ) -> tuple[httpx.Response, int]:
+        """Send with auth and bounded retries; return (response, attempts made).
+
+        `scopes=None` means "no registry auth" (token service calls, foreign hosts).
+        With `retry=False` only failures that provably sent nothing are retried.
+        """
+        if scopes is not None and not url.startswith(self._base + "/"):
+            scopes = None  # never hand our credentials to another host
+        authorization = self._auth.authorization(scopes) if scopes is not None else None
+        challenged = False
+        attempt = 0
+        while True:
+            send_headers = headers
+            if authorization is not None:
+                send_headers = (
+                    {**headers, "Authorization": authorization}
+                    if headers
+                    else {"Authorization": authorization}
+                )
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    headers=send_headers,
+                    content=content,
+                    params=tuple(params) if params else None,
+                    data=data,
+                    follow_redirects=follow_redirects,
+                )
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                unsent = isinstance(
+                    exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                )
+                if (retry or unsent) and attempt < self.max_retries:
+                    delay = self._backoff(attempt)
+                    log.debug("%s %s: %s; retry %d in %.2fs", method, url, exc, attempt + 1, delay)
+                    self._sleep(delay)
+                    attempt += 1
+                    continue
+                raise _TransportFailure(
+                    f"{method} {url}: {type(exc).__name__}: {exc or 'connection failed'} "
+                    f"(after {attempt + 1} attempt{'s' if attempt else ''})",
+                    hint=f"is the registry at {self._base} reachable?",
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise RegistryError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            status = response.status_code
+            if status == 401 and scopes is not None and not challenged:
+                challenged = True
+                renewed = self._auth.challenge(
+                    response.headers.get_list("www-authenticate"), scopes, authorization
+                )
+                if renewed is not None:
+                    authorization = renewed
+                    continue
+                return response, attempt + 1
+            if status in RETRYABLE_STATUS and retry:
+                waited = parse_retry_after(
+                    response.headers.get("retry-after"), now=datetime.now(UTC)
+                )
+                if attempt >= self.max_retries or (
+                    waited is not None and waited > self.max_retry_after
+                ):
+                    summary = error_summary(response.content, response.headers.get("content-type"))
+                    if waited is not None and waited > self.max_retry_after:
+                        why = (
+                            f"it asked to wait {waited:.0f}s, over our {self.max_retry_after:.0f}s"
+                        )
+                    else:
+                        why = f"gave up after {attempt + 1} attempts"
+                    raise RegistryError(
+                        f"{method} {url}: got HTTP {status}"
+                        f"{f' ({summary})' if summary else ''}; {why}",
+                        status=status,
+                    )
+                delay = waited if waited is not None else self._backoff(attempt)
+                log.debug(
+                    "%s %s: HTTP %d; retry %d in %.2fs", method, url, status, attempt + 1, delay
+                )
+                self._sleep(delay)
+                attempt += 1
+                continue
+            return response, attempt + 1
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: tuple[str, ...] | None,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        params: list[tuple[str, str]] | None = None,
+        retry: bool = True,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        return self._exchange(
+            method,
+            url,
+            scopes=scopes,
+            headers=headers,
+            content=content,
+            params=params,
+            retry=retry,
+            follow_redirects=follow_redirects,
+        )[0]
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(
+            attempt, base=self.backoff, cap=self.max_backoff, jitter=self._random.random()
+        )
+
+    def _fail(self, response: httpx.Response, what: str) -> NoReturn:
+        """Raise the error that fits a non-success response."""
+        status = response.status_code
+        summary = error_summary(response.content, response.headers.get("content-type"))
+        detail = f"{response.request.method} {response.request.url}: got HTTP {status}"
+        if summary:
+            detail += f" ({summary})"
+        if status in (401, 403):
+            creds = self._credentials
+            if creds is None:
+                who = "anonymous access was refused (no credentials configured)"
+            elif creds.username:
+                who = f"credentials for user {creds.username!r} were refused"
+            else:
+                who = "the identity token was refused"
+            raise AuthError(
+                f"{what}: {who} by {self.host}; {detail}",
+                status=status,
+                hint=f"check the credentials for {self.host} (docker login {self.host})",
+            )
+        if status == 404:
+            raise NotFound(f"{what} not found on {self.host}; {detail}", status=status)
+        if status in (405, 501):
+            raise Unsupported(f"{what}: {self.host} does not support this; {detail}", status=status)
+        raise RegistryError(f"{what}: {detail}", status=status)
+
+    def _url(self, repo: str, kind: str, reference: str) -> str:
+        return f"{self._base}/v2/{_check_repository(repo)}/{kind}/{reference}"
+
+    def _absolute(self, location: str) -> str:
+        return urljoin(self._base + "/", location)
+
+    def _paged(
+        self, first: str, params: list[tuple[str, str]] | None, scopes: tuple[str, ...], what: str
+    ) -> Iterator[httpx.Response]:
+        """Yield each page, following `Link: <…>; rel="next"` on the same host only."""
+        url: str | None = first
+        seen: set[str] = set()
+        while url is not None:
+            response = self._request("GET", url, scopes=scopes, params=params)
+            if response.status_code != 200:
+                self._fail(response, what)
+            yield response
+            link = parse_next_link(response.headers.get("link"))
+            if link is None:
+                return
+            nxt = self._absolute(link)
+            if not nxt.startswith(self._base + "/"):
+                raise RegistryError(
+                    f"{what}: pagination link points off the registry: got {nxt!r}, "
+                    f"expected a URL under {self._base}"
+                )
+            if nxt in seen:
+                raise RegistryError(f"{what}: pagination loops back to {nxt!r}")
+            seen.add(nxt)
+            url, params = nxt, None
+
+    # -- API: discovery ----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that the host speaks the Distribution API and accepts our credentials."""
+        response = self._request("GET", f"{self._base}/v2/", scopes=())
+        if response.status_code != 200:
+            self._fail(response, f"registry API at {self._base}/v2/")
+
+    def catalog(self, *, page_size: int | None = None) -> Iterator[str]:
+        """Every repository name, page by page (`n=page_size`), following `Link` headers."""
+        params = [("n", str(page_size))] if page_size else None
+        for response in self._paged(
+            f"{self._base}/v2/_catalog", params, ("registry:catalog:*",), "catalog"
+        ):
+            doc = _json_object(response, "catalog")
+            repos = doc.get("repositories") or []
+            if not isinstance(repos, list):
+                raise RegistryError(f"catalog: got repositories={repos!r}, expected a list")
+            yield from (str(r) for r in repos)
+
+    def list_tags(self, repo: str, *, page_size: int | None = None) -> list[str]:
+        """All tags of `repo`, following `Link` pages; with `page_size`, also `last=` paging.
+
+        Registries that honour `n` without sending `Link` are paged with `last=<final tag>`
+        until a short or empty page; one that ignores `n` is read in one response.
+        """
+        url = self._url(repo, "tags", "list")
+        what = f"tag list of {repo}"
+        scopes = _pull(repo)
+        tags: list[str] = []
+        seen: set[str] = set()
+        params = [("n", str(page_size))] if page_size else None
+        while True:
+            linked = False
+            added = 0
+            page: list[str] = []
+            for response in self._paged(url, params, scopes, what):
+                raw = _json_object(response, what).get("tags") or []
+                if not isinstance(raw, list) or not set(map(type, raw)) <= {str}:
+                    raise RegistryError(
+                        f"{what}: got tags={raw!r:.200}, expected a list of strings"
+                    )
+                page = raw
+                linked = linked or "link" in response.headers
+                fresh = list(dict.fromkeys(page))  # a page never repeats a tag, nor do pages
+                if seen:
+                    fresh = [t for t in fresh if t not in seen]
+                seen.update(fresh)
+                tags.extend(fresh)
+                added += len(fresh)
+            if linked or not page_size or len(page) != page_size or added == 0:
+                return tags
+            params = [("n", str(page_size)), ("last", page[-1])]
+
+    # -- API: manifests -----------------------------------------------------------------------
+
+    def get_manifest(
+        self, repo: str, reference: str, *, accept: Sequence[str] = ALL_MANIFEST_TYPES
+    ) -> Manifest:
+        """Fetch a manifest or index and verify its bytes against the digest (fail closed).
+
+        The digest is the one asked for when `reference` is a digest, else the registry's
+        `Docker-Content-Digest` (or, without that header, the sha256 of what arrived).
+        """
+        url = self._url(repo, "manifests", _check_reference(reference))
+        accept_value = _DEFAULT_ACCEPT if accept is ALL_MANIFEST_TYPES else ", ".join(accept)
+        response = self._request(
+            "GET", url, scopes=_pull(repo), headers={"Accept": accept_value}, follow_redirects=True
+        )
+        if response.status_code != 200:
+            self._fail(response, f"manifest {repo}:{reference}")
+        raw = response.content
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise RegistryError(
+                f"manifest {repo}:{reference}: got {len(raw)} bytes, "
+                f"expected at most {MAX_MANIFEST_BYTES}"
+            )
+        expected: str | None = reference
+        if not _is_digest(reference):
+            header = response.headers.get("docker-content-digest")
+            expected = _header_digest(header, f"manifest {repo}:{reference}") if header else None
+        try:
+            return Manifest.parse(
+                raw, media_type=response.headers.get("content-type"), digest=expected
+            )
+        except DigestMismatch as exc:
+            raise DigestMismatch(
+                expected=exc.expected, got=exc.got, what=f"manifest {repo}:{reference}"
+            ) from None
+
+    def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
+        """Descriptor of a manifest (digest, media type, size) without its body; None on 404."""
+        url = self._url(repo, "manifests", _check_reference(reference))
+        response = self._request(
+            "HEAD",
+            url,
+            scopes=_pull(repo),
+            headers={"Accept": _DEFAULT_ACCEPT},
+            follow_redirects=True,
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            self._fail(response, f"manifest {repo}:{reference}")
+        header = response.headers.get("docker-content-digest")
+        media_type = (response.headers.get("content-type") or "").split(";", 1)[0].strip()
+        size_text = response.headers.get("content-length") or ""
+        digest: str | None = None
+        if _is_digest(reference):
+            if header is None or header.strip() == reference:
+                digest = reference
+        elif header:
+            digest = _header_digest(header, f"manifest {repo}:{reference}")
+        if digest is None or not media_type or not size_text.isdigit():
+            # The headers do not say enough to trust: fetch (and verify) the body instead.
+            return self.get_manifest(repo, reference).descriptor()
+        return Descriptor(media_type=media_type, digest=digest, size=int(size_text))
+
+    def _put_manifest(
+        self, repo: str, reference: str, raw: bytes, media_type: str
+    ) -> tuple[str, httpx.Response]:
+        _check_reference(reference)
+        algorithm = reference.split(":", 1)[0] if _is_digest(reference) else "sha256"
+        digest = compute_digest(raw, algorithm)
+        if _is_digest(reference) and digest != reference:
+            raise DigestMismatch(expected=reference, got=digest, what=f"manifest to put in {repo}")
+        response = self._request(
+            "PUT",
+            self._url(repo, "manifests", reference),
+            scopes=_push(repo),
+            headers={"Content-Type": media_type},
+            content=raw,
+        )
+        if response.status_code not in _OK:
+            self._fail(response, f"put manifest {repo}:{reference}")
+        stored = response.headers.get("docker-content-digest")
+        if stored and stored.split(":", 1)[0] == algorithm and stored != digest:
+            raise DigestMismatch(expected=digest, got=stored, what=f"manifest stored in {repo}")
+        return digest, response
+
+    def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> str:
+        """Store `raw` under a tag or its digest; return its digest."""
+        return self._put_manifest(repo, reference, raw, media_type)[0]
+
+    def delete_manifest(self, repo: str, digest: str) -> None:
+        """Delete a manifest by digest (every tag pointing at it goes with it)."""
+        if not _is_digest(digest):
+            raise UsageError(
+                f"delete_manifest: got tag {digest!r}, expected a digest (use delete_tag for tags)"
+            )
+        validate_digest(digest)
+        response, attempts = self._exchange(
+            "DELETE", self._url(repo, "manifests", digest), scopes=(f"repository:{repo}:delete",)
+        )
+        if response.status_code in _OK:
+            return
+        if response.status_code == 404 and attempts > 1:
+            return  # an earlier attempt deleted it before its answer got lost
+        self._fail(response, f"delete manifest {repo}@{digest}")
+
+    def delete_tag(self, repo: str, tag: str) -> None:
+        """Remove one tag, keeping the manifest (OCI 1.1 `DELETE /manifests/<tag>`).
+
+        Registries without tag deletion (distribution 2.8 answers 400 DIGEST_INVALID)
+        raise `Unsupported`.
+        """
+        if _is_digest(tag) or not _TAG.fullmatch(tag):
+            raise UsageError(f"delete_tag: got {tag!r}, expected a tag (use delete_manifest)")
+        response, attempts = self._exchange(
+            "DELETE", self._url(repo, "manifests", tag), scopes=(f"repository:{repo}:delete",)
+        )
+        status = response.status_code
+        if status in _OK or (status == 404 and attempts > 1):
+            return
+        codes = error_codes(response.content)
+        if status in (405, 501) or (
+            status == 400 and codes & {"DIGEST_INVALID", "UNSUPPORTED", "TAG_INVALID"}
+        ):
+            summary = error_summary(response.content, response.headers.get("content-type"))
+            raise Unsupported(
+                f"{self.host} cannot delete tag {repo}:{tag} on its own (OCI 1.1 tag deletion): "
+                f"got HTTP {status}{f' ({summary})' if summary else ''}, expected 202",
+                status=status,
+                hint="this registry deletes manifests by digest only; re-point the tag or "
+                "delete the digest instead",
+            )
+        self._fail(response, f"delete tag {repo}:{tag}")
+
+    # -- API: blobs --------------------------------------------------------------------------
+
+    def get_blob(self, repo: str, digest: str) -> bytes:
+        """Download a blob (following redirects to storage) and verify its digest."""
+        validate_digest(digest)
+        response = self._request(
+            "GET", self._url(repo, "blobs", digest), scopes=_pull(repo), follow_redirects=True
+        )
+        if response.status_code != 200:
+            self._fail(response, f"blob {repo}@{digest}")
+        data = response.content
+        got = compute_digest(data, digest.split(":", 1)[0])
+        if got != digest:
+            raise DigestMismatch(expected=digest, got=got, what=f"blob {repo}@{digest}")
+        return data
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        validate_digest(digest)
+        response = self._request(
+            "HEAD", self._url(repo, "blobs", digest), scopes=_pull(repo), follow_redirects=True
+        )
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        self._fail(response, f"blob {repo}@{digest}")
+
+    def _start_upload(self, repo: str, *, mount: tuple[str, str] | None = None) -> httpx.Response:
+        scopes = _push(repo)
+        params = None
+        if mount is not None:
+            digest, source = mount
+            scopes = (*scopes, *_pull(source))
+            params = [("mount", digest), ("from", source)]
+        return self._request(
+            "POST", f"{self._url(repo, 'blobs', 'uploads')}/", scopes=scopes, params=params
+        )
+
+    def _location(self, response: httpx.Response, what: str) -> str:
+        location = response.headers.get("location")
+        if not location:
+            raise RegistryError(f"{what}: got HTTP {response.status_code} without a Location")
+        return self._absolute(location)
+
+    def push_blob(self, repo: str, data: bytes, digest: str | None = None) -> str:
+        """Upload `data` monolithically (POST, then PUT ?digest=); return its digest.
+
+        A blob that is already there is not sent again. The final PUT is not blindly
+        retried: after a failure we check whether the blob landed, then start afresh.
+        """
+        return self._push_blob(repo, data, digest, check=True)
+
+    def _push_blob(self, repo: str, data: bytes, digest: str | None, *, check: bool) -> str:
+        algorithm = digest.split(":", 1)[0] if digest else "sha256"
+        if digest:
+            validate_digest(digest)
+        actual = compute_digest(data, algorithm)
+        if digest and actual != digest:
+            raise DigestMismatch(expected=digest, got=actual, what=f"blob to push to {repo}")
+        if check and self.blob_exists(repo, actual):
+            return actual
+        what = f"upload blob {repo}@{actual}"
+        attempt = 0
+        while True:
+            started = self._start_upload(repo)
+            if started.status_code != 202:
+                self._fail(started, what)
+            target = httpx.URL(self._location(started, what)).copy_add_param("digest", actual)
+            failure: str
+            try:
+                response = self._request(
+                    "PUT",
+                    str(target),
+                    scopes=_push(repo),
+                    headers={"Content-Type": "application/octet-stream"},
+                    content=data,
+                    retry=False,
+                )
+            except _TransportFailure as exc:
+                failure = str(exc)
+            else:
+                if response.status_code in _OK:
+                    stored = response.headers.get("docker-content-digest")
+                    if stored and stored.split(":", 1)[0] == algorithm and stored != actual:
+                        raise DigestMismatch(expected=actual, got=stored, what=what)
+                    return actual
+                if response.status_code not in RETRYABLE_STATUS:
+                    self._fail(response, what)
+                failure = f"got HTTP {response.status_code}"
+            if self.blob_exists(repo, actual):
+                return actual
+            if attempt >= self.max_retries:
+                raise RegistryError(f"{what}: {failure}; gave up after {attempt + 1} attempts")
+            self._sleep(self._backoff(attempt))
+            attempt += 1
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount. True when mounted (201); False when the registry opened an
+        upload instead (202), which is then cancelled so nothing dangles."""
+        validate_digest(digest)
+        _check_repository(from_repo)
+        response = self._start_upload(repo, mount=(digest, from_repo))
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:
+            location = response.headers.get("location")
+            if location:
+                try:
+                    self._request("DELETE", self._absolute(location), scopes=_push(repo))
+                except RegistryError as exc:  # cancelling is best effort; the upload expires
+                    log.debug("cancelling upload %s failed: %s", location, exc)
+            return False
+        self._fail(response, f"mount blob {digest} from {from_repo} into {repo}")
+
+    def copy_blob(self, src_repo: str, dst_repo: str, digest: str) -> None:
+        """Make `digest` exist in `dst_repo`: mount it, else download and upload it."""
+        if self.mount_blob(dst_repo, digest, src_repo):
+            return
+        data = self.get_blob(src_repo, digest)
+        self._push_blob(dst_repo, data, digest, check=False)
+
+    def copy_image(
+        self, src_repo: str, reference: str, dst_repo: str, dst_tag: str | None = None
+    ) -> str:
+        """Copy a manifest (and index children, recursively) with its blobs; return its digest.
+
+        Blobs move by cross-repository mount. Idempotent: repeating a finished copy only
+        re-confirms what is there. The destination is tagged `dst_tag`, else the source tag
+        when `reference` is a tag, else stored by digest only.
+        """
+        manifest = self.get_manifest(src_repo, reference)
+        self._copy_content(src_repo, dst_repo, manifest)
+        target = dst_tag or (manifest.digest if _is_digest(reference) else reference)
+        self._put_manifest(dst_repo, target, manifest.raw, manifest.media_type)
+        return manifest.digest
+
+    def _copy_content(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
+        if manifest.is_index:
+            for child in manifest.manifests:
+                if self.head_manifest(dst_repo, child.digest) is not None:
+                    continue  # a stored manifest implies its blobs are there too
+                sub = self.get_manifest(src_repo, child.digest)
+                self._copy_content(src_repo, dst_repo, sub)
+                self._put_manifest(dst_repo, sub.digest, sub.raw, sub.media_type)
+            return
+        blobs = [manifest.config] if manifest.config is not None else []
+        for layer in manifest.layers:
+            if layer.media_type == DOCKER_FOREIGN_LAYER or "nondistributable" in layer.media_type:
+                continue  # foreign layers live at their `urls`, not in the registry
+            blobs.append(layer)
+        for blob in blobs:
+            if blob is not None:
+                self.copy_blob(src_repo, dst_repo, blob.digest)
+
+    # -- API: referrers ----------------------------------------------------------------------
+
+    def referrers(
+        self, repo: str, digest: str, *, artifact_type: str | None = None
+    ) -> list[Descriptor]:
+        """Manifests whose `subject` is `digest`: the referrers API, else the tag schema.
+
+        Registries without the API (404, e.g. distribution 2.8) are read through the
+        `sha256-<hex>` index tag. `artifact_type` is applied here too, whether or not the
+        registry filtered.
+        """
+        validate_digest(digest)
+        url = self._url(repo, "referrers", digest)
+        params = [("artifactType", artifact_type)] if artifact_type else None
+        descriptors: list[Descriptor] = []
+        response = self._request(
+            "GET", url, scopes=_pull(repo), headers={"Accept": OCI_INDEX}, params=params
+        )
+        if response.status_code in (404, 405, 501):
+            descriptors = self._referrers_from_tag(repo, digest)
+        else:
+            for page in self._referrer_pages(response, repo, digest):
+                descriptors.extend(page)
+        if artifact_type is not None:
+            descriptors = [d for d in descriptors if d.artifact_type == artifact_type]
+        return descriptors
+
+    def _referrer_pages(
+        self, first: httpx.Response, repo: str, digest: str
+    ) -> Iterator[list[Descriptor]]:
+        what = f"referrers of {repo}@{digest}"
+        response = first
+        seen: set[str] = set()
+        while True:
+            if response.status_code != 200:
+                self._fail(response, what)
+            ctype = (response.headers.get("content-type") or "").split(";", 1)[0].strip()
+            if ctype and ctype not in (OCI_INDEX, "application/json"):
+                raise RegistryError(f"{what}: got Content-Type {ctype!r}, expected {OCI_INDEX}")
+            index = Manifest.parse(response.content, media_type=OCI_INDEX)
+            yield index.manifests
+            link = parse_next_link(response.headers.get("link"))
+            if link is None:
+                return
+            nxt = self._absolute(link)
+            if not nxt.startswith(self._base + "/") or nxt in seen:
+                raise RegistryError(f"{what}: bad pagination link {nxt!r}")
+            seen.add(nxt)
+            response = self._request("GET", nxt, scopes=_pull(repo), headers={"Accept": OCI_INDEX})
+
+    def _referrers_from_tag(self, repo: str, digest: str) -> list[Descriptor]:
+        try:
+            index = self.get_manifest(repo, referrers_tag(digest), accept=(OCI_INDEX,))
+        except NotFound:
+            return []
+        if not index.is_index:
+            raise RegistryError(
+                f"referrers tag {repo}:{referrers_tag(digest)}: got {index.media_type}, "
+                f"expected {OCI_INDEX}"
+            )
+        return index.manifests
+
+    def push_referrer(self, repo: str, raw: bytes, media_type: str) -> str:
+        """Push a manifest that has a `subject`, keeping the referrers tag schema current.
+
+        When the registry does not confirm it indexed the subject (no `OCI-Subject`
+        header, as on distribution 2.8), the `sha256-<hex>` index tag is updated
+        (read-modify-write: concurrent writers may race, as the OCI spec notes).
+        """
+        manifest = Manifest.parse(raw, media_type=media_type)
+        subject = manifest.subject
+        if subject is None:
+            raise UsageError(
+                f"push_referrer: manifest {manifest.digest} has no subject; expected one"
+            )
+        digest, response = self._put_manifest(repo, manifest.digest, raw, media_type)
+        if response.headers.get("oci-subject"):
+            return digest
+        tag = referrers_tag(subject.digest)
+        try:
+            existing = self.get_manifest(repo, tag, accept=(OCI_INDEX,)).manifests
+        except NotFound:
+            existing = []
+        if any(d.digest == digest for d in existing):
+            return digest
+        entry = Descriptor(
+            media_type=media_type,
+            digest=digest,
+            size=len(raw),
+            artifact_type=manifest.artifact_type,
+            annotations=manifest.annotations,
+        )
+        self._put_manifest(repo, tag, index_of([*existing, entry]), OCI_INDEX)
+        return digest
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self._base!r})"
+
+
+def _json_object(response: httpx.Response, what: str) -> dict[str, object]:
+    try:
+        doc = response.json()
+    except ValueError:
+        raise RegistryError(f"{what}: got a body that is not JSON, expected an object") from None
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{what}: got JSON {type(doc).__name__}, expected an object")
+    return doc
+
+
+def _header_digest(value: str, what: str) -> str:
+    try:
+        return validate_digest(value.strip())
+    except InvalidReference:
+        raise RegistryError(
+            f"{what}: got Docker-Content-Digest {value!r}, expected algorithm:hex"
+        ) from None
