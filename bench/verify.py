@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -137,9 +138,17 @@ def bench_cosign_bundle_key(seconds: float) -> dict[str, Any]:
     return _figures(ours_rate, floor_rate, "cosign v3 bundle (DSSE), ECDSA P-256 key")
 
 
+def bench_notation_jws(seconds: float) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _verify_notation import bench_notation_jws as run
+
+    return dict(run(seconds))
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "cosign_legacy_ecdsa_p256": bench_cosign_legacy_ecdsa,
     "cosign_bundle_ecdsa_p256": bench_cosign_bundle_key,
+    "notation_jws_rsa_chain": bench_notation_jws,
 }
 
 
