@@ -5,6 +5,7 @@ Nothing here reads `../shared`; interop tests locate it themselves and skip with
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import uuid
@@ -17,6 +18,16 @@ from support.registries import AUTH_PASSWORD, AUTH_USER, AuthRegistry, PushImage
 
 from regwarden.devtools import DEFAULT_BINARY, Content, LocalRegistry, make_image, push_image
 from regwarden.oci import RegistryClient
+
+# Tests talk to loopback only: never let botocore probe the EC2 metadata address for
+# credentials, and give the AWS SDK dummy credentials so nothing reaches for real ones.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+for _name, _value in (
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+):
+    os.environ.setdefault(_name, _value)
 
 
 def _need_registry_binary() -> None:

@@ -156,6 +156,7 @@ class RegistryClient:
         max_backoff: float = 10.0,
         max_retry_after: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        user_agent: str = USER_AGENT,
     ) -> None:
         if max_retries < 0:
             raise UsageError(f"max_retries: got {max_retries}, expected 0 or more")
@@ -174,7 +175,7 @@ class RegistryClient:
             transport=transport,
             limits=limits,
             timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": user_agent},
             follow_redirects=False,
         )
         self._credentials = credentials

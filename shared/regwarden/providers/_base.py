@@ -1,0 +1,102 @@
+"""The provider protocol every registry implementation satisfies, and the records it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..oci import RegistryClient
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """One child of a multi-platform index."""
+
+    os: str
+    architecture: str
+    variant: str | None
+    digest: str
+    size: int
+
+    def __str__(self) -> str:
+        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One image (a manifest or an index) in a repository, with every tag that points at it."""
+
+    repository: str
+    digest: str
+    media_type: str
+    tags: tuple[str, ...] = ()
+    size: int | None = None
+    """Total compressed size in bytes: config + layers (summed over children for an index)."""
+    created: datetime | None = None
+    """The image config's `created`, or the registry's push time where it keeps one."""
+    pushed: datetime | None = None
+    last_pulled: datetime | None = None
+    children: tuple[str, ...] = ()
+    subject: str | None = None
+    artifact_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDetails:
+    """Everything `images`/`check` show about one image."""
+
+    record: ImageRecord
+    manifest: dict[str, object]
+    labels: dict[str, str] = field(default_factory=dict)
+    platforms: tuple[Platform, ...] = ()
+    layer_count: int = 0
+
+
+CAP_TAG_DELETE = "tag-delete"
+CAP_LOCK = "lock"
+CAP_PUSH_TIMES = "push-times"
+CAP_PULL_TIMES = "pull-times"
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """What regwarden needs from any registry. Data plane via OCI; control plane via SDKs."""
+
+    host: str
+    kind: str
+    capabilities: frozenset[str]
+
+    def list_repositories(self) -> Iterator[str]: ...
+
+    def list_images(self, repository: str) -> list[ImageRecord]:
+        """Every image in `repository`, tags grouped by digest."""
+        ...
+
+    def image_details(self, repository: str, reference: str) -> ImageDetails: ...
+
+    def resolve(self, repository: str, reference: str) -> str | None:
+        """The digest a tag (or digest) points at now, or None if absent. One cheap request."""
+        ...
+
+    def add_tag(self, repository: str, digest: str, tag: str) -> None: ...
+
+    def remove_tag(self, repository: str, tag: str) -> None:
+        """Remove one tag, leaving the image; raises Unsupported where the registry cannot."""
+        ...
+
+    def delete(self, repository: str, digest: str) -> None: ...
+
+    def copy(
+        self, src_repository: str, reference: str, dst_repository: str, tag: str | None = None
+    ) -> str:
+        """Copy an image (and an index's children) between repositories; returns the digest."""
+        ...
+
+    def data_plane(self) -> RegistryClient:
+        """The OCI client for this registry (signatures, referrers, blobs)."""
+        ...
+
+    def close(self) -> None: ...

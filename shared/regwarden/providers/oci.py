@@ -1,0 +1,204 @@
+"""Generic OCI provider: any registry speaking the Distribution API (distribution, Harbor,
+Zot, Quay). Everything goes through the OCI client; nothing here talks HTTP directly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from ..errors import RegistryError
+from ..oci import Credentials, Manifest, RegistryClient
+from . import (
+    CAP_TAG_DELETE,
+    ImageDetails,
+    ImageRecord,
+    Platform,
+    ProviderOptions,
+    Registry,
+    register,
+)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    # Go writes nanoseconds; Python's fromisoformat takes at most microseconds.
+    if "." in text:
+        head, _, tail = text.partition(".")
+        frac = "".join(c for c in tail if c.isdigit())
+        zone = tail[len(frac) :]
+        text = f"{head}.{frac[:6]}{zone}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _manifest_size(manifest: Manifest) -> int:
+    data = manifest.data
+    total = 0
+    config = data.get("config")
+    if isinstance(config, dict):
+        total += int(config.get("size", 0))
+    for layer in data.get("layers") or []:
+        if isinstance(layer, dict):
+            total += int(layer.get("size", 0))
+    return total
+
+
+class OciRegistry:
+    """`Registry` over the OCI Distribution API."""
+
+    kind = "oci"
+
+    def __init__(self, host: str, options: ProviderOptions, client: RegistryClient | None = None):
+        self.host = host
+        self._options = options
+        if client is None:
+            creds = (
+                Credentials(username=options.username, password=options.password)
+                if options.username
+                else Credentials.from_docker_config(host)
+            )
+            client = RegistryClient(host, credentials=creds, insecure=options.insecure)
+        self.client = client
+        # Distribution 2.8 cannot delete a tag alone; we learn otherwise if a delete succeeds.
+        self.capabilities: frozenset[str] = frozenset()
+
+    # -- reads --------------------------------------------------------------------------
+
+    def list_repositories(self) -> Iterator[str]:
+        return self.client.catalog()
+
+    def list_images(self, repository: str) -> list[ImageRecord]:
+        tags = self.client.list_tags(repository)
+        with ThreadPoolExecutor(max_workers=max(1, self._options.concurrency)) as pool:
+            heads = list(pool.map(lambda t: self.client.head_manifest(repository, t), tags))
+            by_digest: dict[str, list[str]] = {}
+            media: dict[str, str] = {}
+            for tag, desc in zip(tags, heads, strict=True):
+                if desc is None:  # tag vanished between listing and HEAD
+                    continue
+                by_digest.setdefault(desc.digest, []).append(tag)
+                media[desc.digest] = desc.media_type
+            details = list(
+                pool.map(
+                    lambda d: self._record(repository, d, tuple(sorted(by_digest[d]))), by_digest
+                )
+            )
+        return sorted(details, key=lambda r: (r.created is None, r.created), reverse=True)
+
+    def resolve(self, repository: str, reference: str) -> str | None:
+        desc = self.client.head_manifest(repository, reference)
+        return None if desc is None else desc.digest
+
+    def _record(self, repository: str, digest: str, tags: tuple[str, ...]) -> ImageRecord:
+        return self.image_details(repository, digest, tags=tags).record
+
+    def image_details(
+        self, repository: str, reference: str, *, tags: tuple[str, ...] = ()
+    ) -> ImageDetails:
+        manifest = self.client.get_manifest(repository, reference)
+        data = manifest.data
+        platforms: list[Platform] = []
+        children: tuple[str, ...] = ()
+        labels: dict[str, str] = {}
+        created: datetime | None = None
+        layer_count = 0
+        if manifest.is_index:
+            size = 0
+            first_child: Manifest | None = None
+            for entry in data.get("manifests") or []:
+                if not isinstance(entry, dict):
+                    continue
+                child = self.client.get_manifest(repository, str(entry["digest"]))
+                child_size = _manifest_size(child)
+                size += child_size
+                plat: dict[str, Any] = entry.get("platform") or {}
+                platforms.append(
+                    Platform(
+                        os=str(plat.get("os", "unknown")),
+                        architecture=str(plat.get("architecture", "unknown")),
+                        variant=plat.get("variant"),
+                        digest=child.digest,
+                        size=child_size,
+                    )
+                )
+                if first_child is None and "config" in child.data:
+                    first_child = child
+            children = tuple(p.digest for p in platforms)
+            if first_child is not None:
+                labels, created = self._config_facts(repository, first_child)
+                layer_count = len(first_child.data.get("layers") or [])
+        else:
+            size = _manifest_size(manifest)
+            layer_count = len(data.get("layers") or [])
+            if "config" in data:
+                labels, created = self._config_facts(repository, manifest)
+        subject = data.get("subject")
+        record = ImageRecord(
+            repository=repository,
+            digest=manifest.digest,
+            media_type=manifest.media_type,
+            tags=tags,
+            size=size,
+            created=created,
+            children=children,
+            subject=str(subject["digest"]) if isinstance(subject, dict) else None,
+            artifact_type=data.get("artifactType") or (data.get("config") or {}).get("mediaType"),
+        )
+        return ImageDetails(
+            record=record,
+            manifest=data,
+            labels=labels,
+            platforms=tuple(platforms),
+            layer_count=layer_count,
+        )
+
+    def _config_facts(
+        self, repository: str, manifest: Manifest
+    ) -> tuple[dict[str, str], datetime | None]:
+        config = manifest.data.get("config") or {}
+        media_type = str(config.get("mediaType", ""))
+        if not media_type.endswith(("image.config.v1+json", "container.image.v1+json")):
+            return {}, None  # an artifact (signature, SBOM): no image config to read
+        try:
+            blob = self.client.get_blob(repository, str(config["digest"]))
+            doc = json.loads(blob)
+        except (RegistryError, ValueError, KeyError):
+            return {}, None
+        labels = (doc.get("config") or {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}, _parse_time(doc.get("created"))
+
+    # -- writes -------------------------------------------------------------------------
+
+    def add_tag(self, repository: str, digest: str, tag: str) -> None:
+        manifest = self.client.get_manifest(repository, digest)
+        self.client.put_manifest(repository, tag, manifest.raw, manifest.media_type)
+
+    def remove_tag(self, repository: str, tag: str) -> None:
+        self.client.delete_tag(repository, tag)  # Unsupported on distribution 2.8
+        self.capabilities = self.capabilities | {CAP_TAG_DELETE}
+
+    def delete(self, repository: str, digest: str) -> None:
+        self.client.delete_manifest(repository, digest)
+
+    def copy(
+        self, src_repository: str, reference: str, dst_repository: str, tag: str | None = None
+    ) -> str:
+        return self.client.copy_image(src_repository, reference, dst_repository, tag)
+
+    def data_plane(self) -> RegistryClient:
+        return self.client
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@register("oci")
+def _factory(host: str, options: ProviderOptions) -> Registry:
+    return OciRegistry(host, options)
