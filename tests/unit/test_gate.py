@@ -383,3 +383,41 @@ def test_evaluate_table(kw: dict[str, object], rules: GateRules, outcome: Outcom
         "hygiene",
         "provenance",
     ]
+
+
+def test_signatures_require_all_and_threshold() -> None:
+    two = (
+        sig(True),
+        SignatureResult(
+            format="cosign-bundle", digest="sha256:" + "8" * 64, verified=True, signer="key:cd34"
+        ),
+    )
+    all_rules = SignatureRules(required=True, require="all")
+    r = check_signatures(
+        facts(
+            signatures=two[:1], signatures_unmet=("key cd34",), pushed_at=NOW - timedelta(hours=1)
+        ),
+        all_rules,
+        NOW,
+    )
+    assert r.outcome is CheckOutcome.FAIL and "no valid signature from key cd34" in r.reason
+    r = check_signatures(
+        facts(signatures=two[:1], signatures_unmet=("key cd34",)),
+        replace(all_rules, grace_period=timedelta(minutes=5)),
+        NOW,
+    )
+    assert r.outcome is CheckOutcome.PENDING
+    r = check_signatures(
+        facts(
+            signatures=two[:1], signatures_unmet=("key cd34",), pushed_at=NOW - timedelta(hours=1)
+        ),
+        SignatureRules(required=True, require="any"),
+        NOW,
+    )
+    assert r.outcome is CheckOutcome.PASS
+    thr = SignatureRules(required=True, threshold=2)
+    assert check_signatures(facts(signatures=two), thr, NOW).outcome is CheckOutcome.PASS
+    r = check_signatures(
+        facts(signatures=two[:1] * 2, pushed_at=NOW - timedelta(hours=1)), thr, NOW
+    )
+    assert r.outcome is CheckOutcome.FAIL and "1 distinct signer(s), 2 required" in r.reason

@@ -341,6 +341,10 @@ def test_effective_policy_has_every_section() -> None:
         "vulnerabilities",
         "tags",
         "retention",
+        "attestations",
+        "hygiene",
+        "provenance",
+        "promotion",
     }
 
 

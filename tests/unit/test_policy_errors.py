@@ -107,11 +107,16 @@ def test_snake_case_keys_are_not_accepted_from_yaml() -> None:
     text = HEAD + "defaults:\n  vulnerabilities:\n    max_severity: high\n"
     assert problems(text) == [
         # a missing key is named in the path and located at its parent
-        (4, "defaults.vulnerabilities.maxSeverity", "missing required key 'maxSeverity'"),
+        (
+            4,
+            "defaults.vulnerabilities.maxSeverity",
+            "missing a limit: expected at least one of maxSeverity, maxCounts, maxCvss",
+        ),
         (
             5,
             "defaults.vulnerabilities.max_severity",
-            "unknown key 'max_severity'; valid keys: maxSeverity, fixableOnly, scanTimeout, allow",
+            "unknown key 'max_severity'; valid keys: maxSeverity, fixableOnly, scanTimeout, "
+            "allow, maxCounts, maxCvss, maxScanAge, failOpen, sources",
         ),
     ]
 

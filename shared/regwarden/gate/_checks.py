@@ -44,6 +44,18 @@ def check_signatures(facts: Facts, rules: SignatureRules, now: datetime) -> Chec
             name, CheckOutcome.ERROR, f"could not look up signatures: {facts.signature_error}"
         )
     good = [s for s in facts.signatures if s.verified]
+    signers = {s.signer or s.digest for s in good}
+    missing: list[str] = []
+    if rules.require == "all" and facts.signatures_unmet:
+        missing.append("no valid signature from " + ", ".join(facts.signatures_unmet))
+    if good and len(signers) < rules.threshold:
+        missing.append(f"{len(signers)} distinct signer(s), {rules.threshold} required")
+    if good and missing:
+        deadline = facts.pushed_at + rules.grace_period
+        outcome = CheckOutcome.PENDING if now < deadline else CheckOutcome.FAIL
+        return _result(
+            name, outcome, "; ".join(missing), verified=len(good), deadline=deadline.isoformat()
+        )
     if good:
         who = ", ".join(sorted({f"{s.format} by {s.signer or 'unknown signer'}" for s in good}))
         return _result(name, CheckOutcome.PASS, f"verified: {who}", verified=len(good))
@@ -182,7 +194,7 @@ def check_tags(facts: Facts, rules: TagRules) -> CheckResult:
                 moved=moved,
             )
     if rules.pattern is not None and tags:
-        bad = [t for t in tags if not rules.pattern.fullmatch(t)]
+        bad = [t for t in tags if not rules.pattern.search(t)]
         if bad:
             return _result(
                 name,

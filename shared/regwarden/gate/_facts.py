@@ -25,6 +25,8 @@ class Facts:
     """Every tag that points at the digest now."""
     pushed_at: datetime
     signatures: tuple[SignatureResult, ...] = ()
+    signatures_unmet: tuple[str, ...] = ()
+    """Configured verifiers (keys, identities, trust policies) with no valid signature."""
     signature_error: str | None = None
     """Discovery failed (registry error): fail closed, retry later."""
     scan: ScanReport | None = None

@@ -23,6 +23,9 @@ class SignatureRules:
     required: bool = False
     grace_period: timedelta = timedelta(0)
     require: Literal["all", "any"] = "any"
+    """all: every configured key, identity and Notation policy must have signed."""
+    threshold: int = 1
+    """Distinct valid signers needed."""
 
 
 @dataclass(frozen=True, slots=True)

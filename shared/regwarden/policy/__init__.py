@@ -8,7 +8,7 @@ merge, and the JSON Schema.
 See docs/policy.md for every key.
 """
 
-from ._glob import Glob
+from ._glob import Glob, ImageGlob
 from ._load import load_policy, load_policy_text, validate_file, validate_text
 from ._location import Location, LocationScheme, resolve_file, resolve_secret, secret_env_var
 from ._model import (
@@ -37,10 +37,11 @@ from ._notify import (
     WebhookChannel,
 )
 from ._problems import Problem
+from ._push import Hygiene, Promotion, Provenance
 from ._schema import policy_json_schema
 from ._sections import (
+    SCAN_SOURCES,
     Allowance,
-    CosignVerifier,
     DeleteOlderThan,
     DeleteRule,
     DeleteUntagged,
@@ -51,24 +52,44 @@ from ._sections import (
     KeepSemver,
     KeepTagMatches,
     Mode,
-    NotationVerifier,
     Quarantine,
     QuarantineStrategy,
     Retention,
+    ScanSource,
     SemverKeep,
-    Signatures,
+    SeverityCounts,
     Tags,
     UntaggedAge,
     Vulnerabilities,
 )
-from ._values import TagPattern, format_duration, is_semver_tag, parse_duration, parse_severity
+from ._signing import (
+    SIGNATURE_FORMATS,
+    Attestations,
+    CosignIdentity,
+    CosignVerifier,
+    NotationVerifier,
+    SignatureFormat,
+    Signatures,
+)
+from ._values import (
+    TagPattern,
+    format_duration,
+    is_semver_tag,
+    parse_duration,
+    parse_severity,
+    parse_size,
+)
 
 __all__ = [
     "API_VERSION",
+    "SCAN_SOURCES",
     "SECTIONS",
+    "SIGNATURE_FORMATS",
     "ActionKind",
     "Allowance",
+    "Attestations",
     "Channel",
+    "CosignIdentity",
     "CosignVerifier",
     "Defaults",
     "DeleteOlderThan",
@@ -79,6 +100,8 @@ __all__ = [
     "FileChannel",
     "Glob",
     "Guard",
+    "Hygiene",
+    "ImageGlob",
     "Inventory",
     "KeepMostRecent",
     "KeepPulledWithin",
@@ -93,6 +116,8 @@ __all__ = [
     "Notifications",
     "Policy",
     "Problem",
+    "Promotion",
+    "Provenance",
     "PubSubChannel",
     "Quarantine",
     "QuarantineStrategy",
@@ -100,7 +125,10 @@ __all__ = [
     "Retention",
     "Route",
     "RouteMatch",
+    "ScanSource",
     "SemverKeep",
+    "SeverityCounts",
+    "SignatureFormat",
     "Signatures",
     "SlackChannel",
     "SnsChannel",
@@ -117,6 +145,7 @@ __all__ = [
     "load_policy_text",
     "parse_duration",
     "parse_severity",
+    "parse_size",
     "policy_json_schema",
     "resolve_file",
     "resolve_secret",

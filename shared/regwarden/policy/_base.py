@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -15,6 +15,14 @@ Loc = tuple[str | int, ...]
 
 #: The pydantic error type that carries several (relative location, message) problems.
 RULES_ERROR = "policy_rules"
+
+#: Validation context of the loader: the data is YAML, so only camelCase keys name fields.
+YAML_CONTEXT = {"yaml": True}
+
+
+def from_yaml(info: ValidationInfo) -> bool:
+    """Whether a validator is running for the loader (keys are camelCase aliases only)."""
+    return isinstance(info.context, dict) and info.context.get("yaml") is True
 
 
 class PolicyModel(BaseModel):

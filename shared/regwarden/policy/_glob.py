@@ -26,7 +26,7 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-__all__ = ["Glob"]
+__all__ = ["Glob", "ImageGlob"]
 
 _SEGMENT_CHARS = re.compile(r"[a-z0-9._*?-]+")
 
@@ -137,3 +137,97 @@ def _translate_segment(segment: str) -> str:
         else:
             parts.append(re.escape(char))
     return "".join(parts)
+
+
+# -- image reference globs (hygiene.allowedBaseImages) ----------------------------------------
+
+_IMAGE_CHARS = re.compile(r"[A-Za-z0-9._:/@+*?-]+")
+#: What a pattern without a tag or digest also accepts: any `:tag`, `@digest`, or both.
+_ANY_TAG_OR_DIGEST = r"(?::[^/:@]+)?(?:@[^/@]+)?"
+
+
+@dataclass(frozen=True)
+class ImageGlob:
+    """A glob over a whole image reference (`docker.io/library/debian:12-slim`).
+
+    `*` is any run of characters within one path segment (never `/`), `**` any run of
+    characters across segments, `?` one character (never `/`). A pattern whose last segment
+    has no `:tag` and no `@digest` also matches every tag and digest of what it names:
+    `docker.io/library/debian` matches `docker.io/library/debian:12` and
+    `docker.io/library/debian@sha256:…`, not `docker.io/library/debian-evil`.
+    """
+
+    pattern: str
+    regex: re.Pattern[str] = field(compare=False, repr=False)
+
+    @classmethod
+    def compile(cls, pattern: object) -> ImageGlob:
+        """Check and compile `pattern`; raise ValueError naming the problem."""
+        if isinstance(pattern, ImageGlob):
+            return pattern
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(
+                f"got {pattern!r}, expected an image reference glob such as "
+                "'docker.io/library/debian:*'"
+            )
+        if not _IMAGE_CHARS.fullmatch(pattern):
+            bad = sorted(set(re.sub(r"[A-Za-z0-9._:/@+*?-]", "", pattern)))
+            raise ValueError(
+                f"got {pattern!r}: character(s) {''.join(bad)!r} cannot appear in an image "
+                "reference; expected letters, digits, '.', '_', '-', ':', '@', '/', '+' and "
+                "the wildcards '*', '?', '**'"
+            )
+        return cls(pattern=pattern, regex=re.compile(_translate_image(pattern)))
+
+    def matches(self, reference: str) -> bool:
+        """Whether the whole reference matches."""
+        return self.regex.fullmatch(reference) is not None
+
+    def __str__(self) -> str:
+        return self.pattern
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.compile,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                str, return_schema=core_schema.str_schema()
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "type": "string",
+            "pattern": r"^[A-Za-z0-9._:/@+*?-]+$",
+            "description": "Image reference glob: * within one path segment, ** across "
+            "segments, ? one character; without a tag or digest it matches every tag and "
+            "digest.",
+            "examples": ["docker.io/library/debian:12*", "cgr.dev/chainguard/*", "ghcr.io/acme/**"],
+        }
+
+
+def _translate_image(pattern: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if char == "*":
+            out.append(r"[^/]*")
+        elif char == "?":
+            out.append(r"[^/]")
+        else:
+            out.append(re.escape(char))
+        i += 1
+    last = pattern.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last and not pattern.endswith("**"):
+        out.append(_ANY_TAG_OR_DIGEST)
+    return "".join(out)

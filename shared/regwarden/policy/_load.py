@@ -12,6 +12,7 @@ from pathlib import Path, PurePath
 from pydantic import ValidationError
 
 from ..errors import NotImplementedYet, PolicyError
+from ._base import YAML_CONTEXT
 from ._model import API_VERSION, Policy
 from ._problems import Problem, problems_from_validation, problems_from_yaml
 from ._yaml import parse_yaml
@@ -84,7 +85,9 @@ def _validate(
             )
         ]
     try:
-        policy = Policy.model_validate(document.data, by_alias=True, by_name=False)
+        policy = Policy.model_validate(
+            document.data, by_alias=True, by_name=False, context=YAML_CONTEXT
+        )
     except ValidationError as exc:
         return None, problems_from_validation(exc, document, Policy)
     return policy.bind(source=source, base_dir=base_dir), []

@@ -9,11 +9,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ..errors import UsageError
-from ._base import Loc, PolicyModel, rule_error
+from ._base import Loc, PolicyModel, render_path, rule_error
 from ._glob import Glob
 from ._location import DOCUMENT_SCHEMES, Location, Schemes, resolve_file
 from ._notify import Notifications
-from ._sections import Mode, Quarantine, Retention, Signatures, Tags, Vulnerabilities
+from ._push import Hygiene, Promotion, Provenance
+from ._sections import Mode, Quarantine, Retention, Tags, Vulnerabilities
+from ._signing import Attestations, Signatures
 
 __all__ = [
     "API_VERSION",
@@ -49,6 +51,10 @@ class _Sections(PolicyModel):
     vulnerabilities: Vulnerabilities | None = None
     tags: Tags | None = None
     retention: Retention | None = None
+    attestations: Attestations | None = None
+    hygiene: Hygiene | None = None
+    provenance: Provenance | None = None
+    promotion: Promotion | None = None
 
 
 #: Section names, in document order; each is merged as a whole.
@@ -99,11 +105,26 @@ class EffectiveRepositoryPolicy(BaseModel):
     vulnerabilities: Vulnerabilities | None
     tags: Tags | None
     retention: Retention | None
+    attestations: Attestations | None
+    hygiene: Hygiene | None
+    provenance: Provenance | None
+    promotion: Promotion | None
+
+    origins: dict[str, str] = {}
+    """Section name -> where it came from: `repositories[N]` or `defaults`; sections that
+    are unset or built-in are absent."""
 
     @property
     def source(self) -> str:
         """Where the entry sections came from: `repositories[2]` or `defaults`."""
         return "defaults" if self.entry is None else f"repositories[{self.entry}]"
+
+    def path(self, section: str, *rest: str | int) -> str:
+        """The policy document path of a key in an effective section, for messages:
+        `path("signatures", "cosign", "keys", 0)` -> `repositories[0].signatures.cosign.keys[0]`
+        (or `defaults.…` when the section came from the defaults)."""
+        origin = self.origins.get(section, self.source)
+        return render_path((*_origin_loc(origin), section, *rest))
 
 
 class Policy(PolicyModel):
@@ -154,9 +175,15 @@ class Policy(PolicyModel):
         index = self.entry_for(repository)
         entry = self.repositories[index] if index is not None else None
         merged: dict[str, object] = {}
+        origins: dict[str, str] = {}
         for name in SECTIONS:
             value = getattr(entry, name) if entry is not None else None
-            merged[name] = value if value is not None else getattr(self.defaults, name)
+            if value is not None:
+                origins[name] = f"repositories[{index}]"
+            elif getattr(self.defaults, name) is not None:
+                value = getattr(self.defaults, name)
+                origins[name] = "defaults"
+            merged[name] = value
         if merged["mode"] is None:
             merged["mode"] = "enforce"
         if merged["quarantine"] is None:
@@ -167,6 +194,7 @@ class Policy(PolicyModel):
                 "entry": index,
                 "match": entry.match if entry is not None else None,
                 **merged,
+                "origins": origins,
             }
         )
 
@@ -190,6 +218,7 @@ class Policy(PolicyModel):
     def _check_document(self) -> Policy:
         problems: list[tuple[Loc, str]] = []
         problems += _check_entries(self.repositories)
+        problems += _check_attestation_roots(self.defaults, self.repositories)
         problems += _check_routes(self.notifications)
         if problems:
             raise rule_error(problems)
@@ -223,6 +252,46 @@ def _check_entries(entries: tuple[RepositoryEntry, ...]) -> list[tuple[Loc, str]
         if pattern == "**" and catch_all is None:
             catch_all = index
     return problems
+
+
+def _check_attestation_roots(
+    defaults: Defaults, entries: tuple[RepositoryEntry, ...]
+) -> list[tuple[Loc, str]]:
+    """Keyless attestation signers need a trusted root from `signatures.cosign`; sections
+    merge per repository, so check every combination an effective policy can have."""
+    problems: list[tuple[Loc, str]] = []
+    reported: set[Loc] = set()
+    combos: list[tuple[Loc, _Sections]] = [(("defaults",), defaults)]
+    combos += [(("repositories", i), entry) for i, entry in enumerate(entries)]
+    for where, sections in combos:
+        attestations = sections.attestations
+        loc: Loc = (*where, "attestations", "identities")
+        if attestations is None:
+            attestations, loc = defaults.attestations, ("defaults", "attestations", "identities")
+        signatures = sections.signatures or defaults.signatures
+        if attestations is None or not attestations.identities or loc in reported:
+            continue
+        cosign = signatures.cosign if signatures is not None else None
+        if cosign is None or cosign.trusted_root is None:
+            reported.add(loc)
+            applies = (
+                "" if where == loc[: len(where)] else f" (as it applies to {render_path(where)})"
+            )
+            problems.append(
+                (
+                    loc,
+                    "keyless attestation identities need 'signatures.cosign.trustedRoot'"
+                    f"{applies}; expected a trusted root in the signatures section, or "
+                    "attestation keys instead",
+                )
+            )
+    return problems
+
+
+def _origin_loc(origin: str) -> Loc:
+    if origin.startswith("repositories["):
+        return ("repositories", int(origin.removeprefix("repositories[").rstrip("]")))
+    return (origin,)
 
 
 def _check_routes(notifications: Notifications) -> list[tuple[Loc, str]]:

@@ -1,4 +1,7 @@
-"""The per-repository sections: quarantine, signatures, vulnerabilities, tags, retention.
+"""The per-repository sections: quarantine, vulnerabilities, tags, retention.
+
+`signatures` and `attestations` are in `_signing.py`; `hygiene`, `provenance` and
+`promotion` in `_push.py`.
 
 Each section is replaced as a whole when a repository entry sets it (no deep merge), so
 every section is complete on its own: its defaults are documented here and in
@@ -9,24 +12,30 @@ from __future__ import annotations
 
 import re
 import string
+import typing
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, model_validator
-
-from ._base import Loc, PolicyModel, rule_error
-from ._location import (
-    DIRECTORY_SCHEMES,
-    DOCUMENT_SCHEMES,
-    KEY_SCHEMES,
-    Location,
-    Schemes,
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    ValidationInfo,
+    model_validator,
 )
-from ._values import Duration, PolicyDate, PolicySeverity, PositiveDuration, Regex, TagPattern
+
+from ..model import Severity
+from ._base import Loc, PolicyModel, from_yaml, rule_error
+from ._values import PolicyDate, PolicySeverity, PositiveDuration, Regex, TagPattern
 
 __all__ = [
+    "REPOSITORY_NAME",
+    "SCAN_SOURCES",
     "Allowance",
-    "CosignVerifier",
     "DeleteOlderThan",
     "DeleteRule",
     "DeleteUntagged",
@@ -37,21 +46,24 @@ __all__ = [
     "KeepSemver",
     "KeepTagMatches",
     "Mode",
-    "NotationVerifier",
     "Quarantine",
     "QuarantineStrategy",
     "Retention",
+    "ScanSource",
     "SemverKeep",
-    "Signatures",
+    "SeverityCounts",
     "Tags",
     "UntaggedAge",
     "Vulnerabilities",
+    "render_repository",
+    "repository_template_problem",
 ]
 
 Mode = Literal["enforce", "audit"]
 QuarantineStrategy = Literal["move", "retag", "lock"]
 
-_REPO_PATH = re.compile(
+#: A repository name without the registry host (distribution's path grammar).
+REPOSITORY_NAME = re.compile(
     r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
 )
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -81,7 +93,7 @@ class Quarantine(PolicyModel):
 
     def render(self, repository: str) -> str:
         """The quarantine repository for a source repository."""
-        return self.repository.replace(_PLACEHOLDER, repository)
+        return render_repository(self.repository, repository)
 
     def holds(self, repository: str) -> bool:
         """Whether `repository` is a quarantine repository under this template."""
@@ -93,6 +105,19 @@ class Quarantine(PolicyModel):
 
 def _template_problem(template: str) -> str | None:
     """What is wrong with a quarantine repository template, if anything."""
+    return repository_template_problem(
+        template,
+        own_repository=(
+            f"got {template!r}: images would be quarantined into their own repository; "
+            "expected e.g. 'quarantine/{repository}'"
+        ),
+    )
+
+
+def repository_template_problem(template: str, *, own_repository: str | None) -> str | None:
+    """What is wrong with a repository template (a name that may contain `{repository}`),
+    if anything. `own_repository` is the problem with `{repository}` alone (the image's own
+    repository); None accepts it."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
@@ -100,13 +125,10 @@ def _template_problem(template: str) -> str | None:
     unknown = [f for f in fields if f != "repository"]
     if unknown:
         return f"unknown placeholder {{{unknown[0]}}} in {template!r}; valid: {_PLACEHOLDER}"
-    if template.strip() == _PLACEHOLDER:
-        return (
-            f"got {template!r}: images would be quarantined into their own repository; "
-            "expected e.g. 'quarantine/{repository}'"
-        )
+    if own_repository is not None and template.strip() == _PLACEHOLDER:
+        return own_repository
     rendered = template.replace(_PLACEHOLDER, _SAMPLE_REPOSITORY)
-    if not _REPO_PATH.fullmatch(rendered):
+    if not REPOSITORY_NAME.fullmatch(rendered):
         return (
             f"got {template!r}, which renders to {rendered!r} for {_SAMPLE_REPOSITORY!r}: not a "
             "valid repository name (lower-case components separated by '/')"
@@ -114,57 +136,9 @@ def _template_problem(template: str) -> str | None:
     return None
 
 
-# -- signatures --------------------------------------------------------------------------------
-
-
-class CosignVerifier(PolicyModel):
-    """Cosign signatures checked against public keys."""
-
-    keys: tuple[Annotated[Location, Schemes(KEY_SCHEMES, "a cosign public key")], ...] = Field(
-        min_length=1
-    )
-    """Public keys: file://, s3://, gs://, https://, awskms://, gcpkms://, azurekms://,
-    secret:// or inline PEM."""
-
-
-class NotationVerifier(PolicyModel):
-    """Notary Project signatures checked with a trust policy and a trust store."""
-
-    trust_policy: Annotated[Location, Schemes(DOCUMENT_SCHEMES, "a notation trust policy")]
-    """The trust policy JSON document (notation's `trustpolicy.json` format)."""
-
-    trust_store: Annotated[Location, Schemes(DIRECTORY_SCHEMES, "a notation trust store")]
-    """The trust store directory: `x509/{ca,signingAuthority,tsa}/<name>/*.pem|crt|cer`."""
-
-
-class Signatures(PolicyModel):
-    """Which signatures an image needs before it may pass."""
-
-    required: bool = True
-    """Fail images without a valid signature. `false` records signatures but never fails."""
-
-    cosign: CosignVerifier | None = None
-    notation: NotationVerifier | None = None
-
-    grace_period: Duration = Field(
-        default=timedelta(minutes=5), json_schema_extra={"default": "5m"}
-    )
-    """How long after the push a missing signature leaves the image PENDING (the signer
-    usually pushes it moments later); after that it fails. `0s` fails at once."""
-
-    @model_validator(mode="after")
-    def _check_verifier(self) -> Signatures:
-        if self.required and self.cosign is None and self.notation is None:
-            raise rule_error(
-                [
-                    (
-                        (),
-                        "signatures are required but no verifier is configured; expected "
-                        "'cosign' and/or 'notation' (or 'required: false')",
-                    )
-                ]
-            )
-        return self
+def render_repository(template: str, repository: str) -> str:
+    """`template` with `{repository}` replaced by the source repository name."""
+    return template.replace(_PLACEHOLDER, repository)
 
 
 # -- vulnerabilities ---------------------------------------------------------------------------
@@ -194,10 +168,72 @@ class Allowance(PolicyModel):
         return now < self.expires_at
 
 
-class Vulnerabilities(PolicyModel):
-    """The vulnerability gate."""
+ScanSource = Literal[
+    "cosign-vuln", "harbor", "trivy-file", "ecr", "inspector", "artifact-analysis", "defender"
+]
+#: Where scan results may come from, in the order the docs list them.
+SCAN_SOURCES: tuple[str, ...] = typing.get_args(ScanSource)
 
-    max_severity: PolicySeverity
+
+class SeverityCounts(PolicyModel):
+    """At most this many findings of exactly each listed severity (unlisted: no limit)."""
+
+    unknown: StrictInt | None = Field(default=None, ge=0)
+    negligible: StrictInt | None = Field(default=None, ge=0)
+    low: StrictInt | None = Field(default=None, ge=0)
+    medium: StrictInt | None = Field(default=None, ge=0)
+    high: StrictInt | None = Field(default=None, ge=0)
+    critical: StrictInt | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SeverityCounts:
+        if not self.limits():
+            raise rule_error(
+                [((), f"no severity given; expected at least one of: {', '.join(_SEVERITIES)}")]
+            )
+        return self
+
+    def limits(self) -> dict[Severity, int]:
+        """The listed severities and their limits."""
+        out: dict[Severity, int] = {}
+        for name in _SEVERITIES:
+            value = getattr(self, name)
+            if value is not None:
+                out[Severity[name.upper()]] = value
+        return out
+
+
+_SEVERITIES = tuple(str(s) for s in Severity)
+_LIMIT_KEYS = ("maxSeverity", "maxCounts", "maxCvss")
+_LIMIT_NAMES = ("max_severity", "max_counts", "max_cvss")
+
+
+class _NoLimit:
+    """Stands in for `maxSeverity` when no limit is given, so the problem is reported
+    together with every other problem in the section."""
+
+    def __repr__(self) -> str:
+        return "no limit"
+
+
+_NO_LIMIT = _NoLimit()
+
+
+def _reject_no_limit(value: object) -> object:
+    if value is _NO_LIMIT:
+        raise ValueError("missing a limit: expected at least one of " + ", ".join(_LIMIT_KEYS))
+    return value
+
+
+class Vulnerabilities(PolicyModel):
+    """The vulnerability gate. At least one limit is required: `maxSeverity`, `maxCounts` or
+    `maxCvss`; a finding fails the image if it breaks any of them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": [key]} for key in _LIMIT_KEYS]}
+    )
+
+    max_severity: Annotated[PolicySeverity | None, BeforeValidator(_reject_no_limit)] = None
     """The highest severity that may pass; any finding above it fails (`critical` lets
     everything through)."""
 
@@ -212,6 +248,32 @@ class Vulnerabilities(PolicyModel):
     allow: tuple[Allowance, ...] = ()
     """Accepted vulnerabilities, each with an expiry date and a reason."""
 
+    max_counts: SeverityCounts | None = None
+    """At most N findings of exactly a severity: `{critical: 0, high: 5}`."""
+
+    max_cvss: StrictFloat | None = Field(default=None, ge=0, le=10)
+    """The highest CVSS score that may pass (0–10); findings without a score are not
+    counted by this limit."""
+
+    max_scan_age: PositiveDuration | None = None
+    """A scan older than this fails the image. Unset: any age."""
+
+    fail_open: bool = False
+    """No scan within `scanTimeout` (or a failed scan) passes with a warning instead of
+    failing. Default: fail closed."""
+
+    sources: tuple[ScanSource, ...] | None = Field(default=None, min_length=1)
+    """Where scan results come from. Unset: the registry's own (generic OCI:
+    `cosign-vuln`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _need_a_limit(cls, data: object, info: ValidationInfo) -> object:
+        keys = _LIMIT_KEYS if from_yaml(info) else (*_LIMIT_KEYS, *_LIMIT_NAMES)
+        if isinstance(data, dict) and not any(k in data for k in keys):
+            return {**data, "maxSeverity": _NO_LIMIT}
+        return data
+
     @model_validator(mode="after")
     def _check_allow(self) -> Vulnerabilities:
         seen: dict[str, int] = {}
@@ -225,6 +287,16 @@ class Vulnerabilities(PolicyModel):
                     )
                 )
             seen.setdefault(item.id, i)
+        first: dict[str, int] = {}
+        for i, source in enumerate(self.sources or ()):
+            if source in first:
+                problems.append(
+                    (
+                        ("sources", i),
+                        f"duplicate source {source!r} (first at sources[{first[source]}])",
+                    )
+                )
+            first.setdefault(source, i)
         if problems:
             raise rule_error(problems)
         return self

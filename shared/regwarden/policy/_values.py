@@ -1,4 +1,4 @@
-"""Scalar values in the policy file: durations, severities, regexes and tag patterns.
+"""Scalar values in the policy file: durations, sizes, severities, regexes and tag patterns.
 
 Each is a pydantic type that parses the YAML spelling, serialises back to it, and documents
 itself in the JSON Schema. Errors say what was given and what is expected.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,6 +27,7 @@ from semver import Version
 from ..model import Severity
 
 __all__ = [
+    "ByteSize",
     "Duration",
     "PolicyDate",
     "PolicySeverity",
@@ -36,6 +38,7 @@ __all__ = [
     "parse_date",
     "parse_duration",
     "parse_severity",
+    "parse_size",
 ]
 
 # -- durations ---------------------------------------------------------------------------------
@@ -114,6 +117,69 @@ Duration = Annotated[
 
 #: A duration greater than zero.
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+# -- sizes -------------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)")
+_SIZE_UNITS = {
+    "B": 1,
+    "kB": 1000,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+}
+_SIZE_HELP = "a size in bytes (an integer) or a string like 500MB, 1.5GiB"
+
+
+def parse_size(value: object) -> int:
+    """A size in bytes: an integer, or a number and a unit: `500MB`, `1.5GiB`, `200KiB`.
+
+    Decimal units (`kB`/`KB`, `MB`, `GB`, `TB`) are powers of 1000, binary units (`KiB`,
+    `MiB`, `GiB`, `TiB`) powers of 1024. The result must be a whole number of bytes, at least 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"got {value!r}, expected {_SIZE_HELP}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.fullmatch(value.strip())
+        if match is None or match.group(2) not in _SIZE_UNITS:
+            units = ", ".join(_SIZE_UNITS)
+            raise ValueError(f"got {value!r}, expected {_SIZE_HELP}; units: {units}")
+        exact = Decimal(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        if exact != exact.to_integral_value():
+            raise ValueError(f"got {value!r}, which is {exact} bytes; expected whole bytes")
+        size = int(exact)
+    if size < 1:
+        raise ValueError(f"got {value!r}, expected a size of at least 1 byte")
+    return size
+
+
+#: A size in bytes, written as an integer or with a unit (`500MB`, `1.5GiB`); read as int.
+ByteSize = Annotated[
+    int,
+    PlainValidator(parse_size),
+    PlainSerializer(int, return_type=int),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "integer", "minimum": 1},
+                {
+                    "type": "string",
+                    "pattern": r"^[0-9]+(\.[0-9]+)?\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+                },
+            ],
+            "description": "A size: bytes as an integer, or a number with a unit: B, kB, MB, "
+            "GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024).",
+            "examples": [524288000, "500MB", "1.5GiB"],
+        }
+    ),
+]
 
 # -- dates -----------------------------------------------------------------------------------
 
