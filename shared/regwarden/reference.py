@@ -20,7 +20,7 @@ import re
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
 
 from .errors import InvalidReference
 
@@ -107,6 +107,11 @@ class ImageRef(BaseModel):
                 "digest": parsed.digest,
             }
         return data
+
+    @model_serializer(mode="plain")
+    def _to_string(self) -> str:
+        """In JSON (alerts, verdicts, --output json) a reference is its canonical string."""
+        return str(self)
 
     @classmethod
     def parse(cls, text: str) -> ImageRef:

@@ -12,7 +12,9 @@ Keys live in `regwarden.signatures.keys`. Notation lives in `regwarden.signature
 """
 
 from ._bundle import BundleOutcome, ParsedBundle, parse_bundle, verify_bundle
+from ._discover import ContentSource, Discovered, LayoutSource, NotationEnvelope, discover
 from ._errors import KeyFormatError, SignatureFormatError
+from ._image import NotationTrust, VerifyReport, verify_image
 from ._keyless import certificate_identity
 from ._legacy import (
     SimpleSigningClaims,
@@ -36,6 +38,7 @@ from ._model import (
     SignatureLayer,
     SignatureManifest,
 )
+from ._publish import existing_attachment, publish
 from ._sign import (
     SignedArtifact,
     attest_bundle,
@@ -61,10 +64,15 @@ __all__ = [
     "SLSA_PROVENANCE_V1",
     "AttestationResult",
     "BundleOutcome",
+    "ContentSource",
     "CosignPolicy",
+    "Discovered",
     "KeyFormatError",
     "KeyRef",
     "KeylessIdentity",
+    "LayoutSource",
+    "NotationEnvelope",
+    "NotationTrust",
     "ParsedBundle",
     "PrivateKey",
     "PublicKey",
@@ -77,15 +85,19 @@ __all__ = [
     "TimestampAuthority",
     "TransparencyLog",
     "TrustedRoot",
+    "VerifyReport",
     "attest_bundle",
     "attest_legacy",
     "certificate_identity",
+    "discover",
+    "existing_attachment",
     "load_private_key",
     "load_public_key",
     "parse_bundle",
     "parse_containers_signature",
     "parse_payload",
     "parse_signature_manifest",
+    "publish",
     "resolve_predicate_type",
     "sign_bundle",
     "sign_legacy",
@@ -94,4 +106,5 @@ __all__ = [
     "verify_attestations",
     "verify_bundle",
     "verify_candidates",
+    "verify_image",
 ]
