@@ -12,16 +12,20 @@ from ._render import (
     sign_body,
     verify_body,
 )
+from ._router import Router, Selector, everything_to
 
 __all__ = [
     "CLOUDEVENT_TYPE",
     "SIGNATURE_HEADER",
     "Alert",
     "Notifier",
+    "Router",
+    "Selector",
     "SlackChannel",
     "StreamChannel",
     "TeamsChannel",
     "WebhookChannel",
+    "everything_to",
     "finding_line",
     "render_cloudevent",
     "render_slack",

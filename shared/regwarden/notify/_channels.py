@@ -94,10 +94,18 @@ class WebhookChannel(_HttpChannel):
 class StreamChannel:
     """Plain text to stdout (local runs) or appended JSON lines to a file."""
 
-    def __init__(self, name: str, *, stream: TextIO | None = None, path: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        stream: TextIO | None = None,
+        path: Path | None = None,
+        format: str = "text",
+    ) -> None:
         self.name = name
         self._stream = stream
         self._path = path
+        self._format = format
         self._lock = threading.Lock()
 
     def send(self, alert: Alert) -> None:
@@ -106,4 +114,5 @@ class StreamChannel:
                 with self._path.open("a", encoding="utf-8") as fh:
                     fh.write(alert.model_dump_json() + "\n")
             else:
-                print(render_text(alert), file=self._stream or sys.stdout, flush=True)
+                text = alert.model_dump_json() if self._format == "json" else render_text(alert)
+                print(text, file=self._stream or sys.stdout, flush=True)

@@ -166,6 +166,11 @@ class SqliteLedger:
             )
             return False
 
+    def forget_delivery(self, delivery_id: str) -> None:
+        """Drop a delivery id so a retry of the same event is processed again."""
+        with self._tx() as db:
+            db.execute("DELETE FROM deliveries WHERE delivery_id = ?", (delivery_id,))
+
     def expire_deliveries(self, *, now: datetime) -> int:
         with self._tx() as db:
             return db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (_ts(now),)).rowcount
@@ -220,6 +225,16 @@ class SqliteLedger:
             .fetchall()
         )
         return str(rows[0][0]) if rows else None
+
+    def tags_for(self, registry: str, repository: str, digest: str) -> list[str]:
+        """Tags whose most recent push (as regwarden saw it) was this digest."""
+        rows = self._conn().execute(
+            "SELECT tag FROM tag_history t WHERE registry = ? AND repository = ? AND digest = ? "
+            "AND seen_at = (SELECT max(seen_at) FROM tag_history u WHERE u.registry = t.registry "
+            "AND u.repository = t.repository AND u.tag = t.tag) ORDER BY tag",
+            (registry, repository, digest),
+        )
+        return [str(r[0]) for r in rows]
 
     def tag_digests(self, registry: str, repository: str, tag: str) -> list[str]:
         """Every digest `tag` has pointed at, oldest first."""
@@ -380,11 +395,21 @@ class SqliteLedger:
 
     # -- durable queue (regwarden serve) ----------------------------------------------------
 
-    def enqueue(self, source: str, body: bytes, content_type: str | None, *, now: datetime) -> int:
+    def enqueue(
+        self,
+        source: str,
+        body: bytes,
+        content_type: str | None,
+        *,
+        now: datetime,
+        not_before: datetime | None = None,
+    ) -> int:
+        """Persist an event; with `not_before`, it is handed out no earlier than that."""
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO queue (source, body, content_type, received_at) VALUES (?, ?, ?, ?)",
-                (source, body, content_type, _ts(now)),
+                "INSERT INTO queue (source, body, content_type, received_at, lease_until) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (source, body, content_type, _ts(now), _ts(not_before) if not_before else None),
             )
             return int(cur.lastrowid or 0)
 

@@ -1,0 +1,395 @@
+"""The push pipeline (imperative shell): event → facts → `evaluate` → actions → alerts.
+
+Stateless and idempotent per event: verdicts are recomputed from the registry's current
+state; the ledger only supplies what the registry does not keep (tag history, first-seen
+times, quarantine records) and de-duplicates deliveries and alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from . import USER_AGENT
+from .actions import (
+    describe_state,
+    promote,
+    quarantine,
+    release,
+)
+from .errors import NotFound, RegistryError
+from .gate import Facts, GateRules, ProvenanceFact, evaluate
+from .intake import ignore_reason
+from .model import (
+    EventKind,
+    Finding,
+    ImageEvent,
+    Outcome,
+    ScanReport,
+    Severity,
+    SignatureResult,
+    Verdict,
+)
+from .notify import Alert, Router
+from .providers import Registry
+from .reference import ImageRef
+from .store import SqliteLedger
+
+log = logging.getLogger("regwarden.pipeline")
+
+DELIVERY_TTL = timedelta(days=7)
+ALERT_TTL = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What is attached to an image: signatures, its scan, provenance. Gathered in one pass
+    so discovery runs once per evaluation."""
+
+    signatures: tuple[SignatureResult, ...] = ()
+    signatures_unmet: tuple[str, ...] = ()
+    scan: ScanReport | None = None
+    scan_error: str | None = None
+    provenance: tuple[ProvenanceFact, ...] = ()
+
+
+class EvidenceSource(Protocol):
+    def __call__(self, registry: Registry, image: ImageRef, rules: GateRules) -> Evidence: ...
+
+
+def no_evidence(registry: Registry, image: ImageRef, rules: GateRules) -> Evidence:
+    return Evidence()
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What happened to one event."""
+
+    event: ImageEvent
+    verdict: Verdict | None = None
+    actions: tuple[str, ...] = ()
+    alerts: int = 0
+    ignored: str | None = None
+    recheck_at: datetime | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class Pipeline:
+    ledger: SqliteLedger
+    rules_for: Callable[[str], GateRules | None]
+    """repository name → rules, or None when no policy entry covers it."""
+    registry_for: Callable[[str], Registry]
+    router: Router
+    evidence: EvidenceSource = no_evidence
+    release_hint: str = "regwarden quarantine release"
+    quarantine_templates: tuple[str, ...] = ("quarantine/{repository}",)
+    """Every quarantine repository template in the policy: their events are not gated."""
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    actor: str | None = None
+    """regwarden's own registry identity; with it, a spoofed User-Agent is not enough to
+    pass as one of regwarden's writes."""
+
+    # -- entry point ------------------------------------------------------------------------
+
+    def handle(self, event: ImageEvent, *, now: datetime, final_attempt: bool = True) -> Handled:
+        reason = self._ignore_reason(event)
+        if reason:
+            log.info("ignored %s %s: %s", event.kind, event.image, reason)
+            return Handled(event, ignored=reason)
+        img = event.image
+        if event.kind is EventKind.PULLED and img.digest:
+            self.ledger.record_pull(img.registry, img.repository, img.digest, now=event.time)
+            return Handled(event, ignored="pull recorded")
+        if event.kind is EventKind.DELETED:
+            return Handled(event, ignored="delete: nothing to gate")
+        if self.ledger.seen_delivery(
+            f"{event.source}:{event.delivery_id}", now=now, ttl=DELIVERY_TTL
+        ):
+            return Handled(event, ignored="duplicate delivery")
+        subject = img
+        if event.kind is EventKind.SIGNED and event.subject_digest:
+            subject = img.model_copy(update={"digest": event.subject_digest, "tag": None})
+        if subject.digest is None:
+            return Handled(event, ignored="no digest in the event")
+        rules = self.rules_for(subject.repository)
+        if rules is None:
+            return Handled(event, ignored="no policy entry for this repository")
+        try:
+            with self._image_lock(subject):
+                return self._gate(event, subject, rules, now=now, final_attempt=final_attempt)
+        except RegistryError:
+            if not final_attempt:  # let the queue retry the whole event; forget the delivery
+                self.ledger.forget_delivery(f"{event.source}:{event.delivery_id}")
+            raise
+
+    def recheck(self, image: ImageRef, *, now: datetime) -> Handled:
+        """Re-evaluate an image whose verdict was PENDING (the deadline passed)."""
+        event = ImageEvent(
+            kind=EventKind.SIGNED,
+            source="recheck",
+            image=image,
+            time=now,
+            delivery_id=f"recheck:{image}:{now.isoformat()}",
+            subject_digest=image.digest,
+        )
+        return self.handle(event, now=now)
+
+    def assess(self, image: ImageRef, *, now: datetime) -> Verdict:
+        """Every check on `image`, no actions, nothing recorded (`regwarden check`).
+
+        Grace periods and scan timeouts count from the first time regwarden saw the digest;
+        a digest it never saw is judged as if they had run out, so the answer is definite.
+        """
+        registry = self.registry_for(image.registry)
+        if image.digest is None:
+            digest = registry.resolve(image.repository, image.reference)
+            if digest is None:
+                raise NotFound(f"image {image} does not exist")
+            image = image.with_digest(digest)
+        rules = self.rules_for(image.repository)
+        if rules is None:
+            raise NotFound(f"no policy entry covers {image.repository}")
+        seen = self.ledger.image_times(image.registry, image.repository).get(image.digest or "")
+        long_ago = datetime(1970, 1, 1, tzinfo=now.tzinfo)
+        event = ImageEvent(
+            kind=EventKind.SIGNED,
+            source="check",
+            image=image,
+            time=seen[0] if seen else long_ago,
+            delivery_id="check",
+            subject_digest=image.digest,
+        )
+        facts = self._facts(event, image, registry, rules)
+        if facts is None:
+            raise NotFound(f"image {image} does not exist")
+        return evaluate(facts, rules, now)
+
+    def _image_lock(self, image: ImageRef) -> threading.Lock:
+        """One evaluation per image at a time in this process: events for the same digest
+        (push, .sig, .att arriving together) are judged in turn, never interleaved."""
+        key = f"{image.registry}/{image.repository}@{image.digest}"
+        with self._locks_guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                if len(self._locks) > 4096:  # bounded: drop idle locks
+                    self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _ignore_reason(self, event: ImageEvent) -> str | None:
+        for template in self.quarantine_templates:
+            reason = ignore_reason(
+                event,
+                user_agent_prefix=USER_AGENT.split("/")[0] + "/",
+                quarantine_repository=template,
+                actor=self.actor,
+            )
+            if reason:
+                return reason
+        return None
+
+    def _facts(
+        self, event: ImageEvent, image: ImageRef, registry: Registry, rules: GateRules
+    ) -> Facts | None:
+        assert image.digest is not None
+        try:
+            details = registry.image_details(image.repository, image.digest)
+        except NotFound:
+            return None
+        reg, repo = image.registry, image.repository
+        moved: dict[str, str] = {}
+        if event.kind is EventKind.PUSHED and image.tag:
+            prev = self.ledger.previous_digest(reg, repo, image.tag, before=image.digest)
+            current = self.ledger.tag_digests(reg, repo, image.tag)
+            if prev is not None and (not current or current[-1] != image.digest):
+                moved[image.tag] = prev
+            self.ledger.record_push(reg, repo, image.digest, (image.tag,), now=event.time)
+        elif event.kind is EventKind.PUSHED:
+            self.ledger.record_push(reg, repo, image.digest, (), now=event.time)
+        first_seen = self.ledger.image_times(reg, repo).get(image.digest, (event.time, None))[0]
+        tags = tuple(
+            sorted(
+                set(self.ledger.tags_for(reg, repo, image.digest))
+                | ({image.tag} if image.tag else set())
+            )
+        )
+        signature_error = None
+        try:
+            found = self.evidence(registry, image, rules)
+        except NotFound:
+            return None  # deleted or quarantined while we looked: nothing left to judge
+        except RegistryError as exc:  # fail closed: the checks turn this into ERROR
+            found, signature_error = Evidence(), str(exc)
+        return Facts(
+            image=image,
+            tags=tags,
+            pushed_at=first_seen,
+            signatures=found.signatures,
+            signatures_unmet=found.signatures_unmet,
+            signature_error=signature_error,
+            scan=found.scan,
+            scan_error=found.scan_error,
+            moved_tags=moved,
+            size=details.record.size,
+            layer_count=details.layer_count,
+            labels=details.labels,
+            provenance=found.provenance,
+        )
+
+    def _gate(
+        self,
+        event: ImageEvent,
+        image: ImageRef,
+        rules: GateRules,
+        *,
+        now: datetime,
+        final_attempt: bool,
+    ) -> Handled:
+        registry = self.registry_for(image.registry)
+        facts = self._facts(event, image, registry, rules)
+        if facts is None:
+            return Handled(event, ignored="image no longer exists")
+        verdict = evaluate(facts, rules, now)
+        actions: list[str] = []
+        notes: list[str] = []
+        state: str | None = None
+        reg, repo, digest = image.registry, image.repository, facts.image.digest
+        assert digest is not None
+        held = self.ledger.quarantined(reg, repo, digest)
+        outcome = verdict.outcome
+        try:
+            if outcome is Outcome.FAILED or (
+                outcome is Outcome.PENDING and rules.quarantine_strategy != "move"
+            ):
+                if held is not None and held.released_at is not None:
+                    # A person released this digest: their decision stands until it changes.
+                    notes.append(
+                        f"released on {held.released_at.isoformat()}; not quarantined again"
+                    )
+                else:  # new, or a half-done quarantine that this attempt resumes
+                    why = "; ".join(
+                        c.reason for c in verdict.checks if c.outcome.value in ("fail", "pending")
+                    )
+                    q = quarantine(
+                        registry,
+                        self.ledger,
+                        image=facts.image,
+                        tags=facts.tags,
+                        strategy=rules.quarantine_strategy,
+                        repository_template=rules.quarantine_repository,
+                        reason=why,
+                        now=now,
+                    )
+                    if not q.already_done:
+                        actions.append(f"quarantine ({q.strategy} → {q.location})")
+                        actions += [f"rollback {t} → {d}" for t, d in q.rolled_back.items()]
+                        notes += q.notes
+            elif outcome in (Outcome.PASSED, Outcome.WARN):
+                if held is not None and held.released_at is None and held.strategy != "move":
+                    r = release(
+                        registry,
+                        self.ledger,
+                        image=facts.image,
+                        reason=f"verdict {outcome.value} after hold",
+                        now=now,
+                    )
+                    actions.append(f"release (tags {', '.join(r.restored_tags) or 'none'})")
+                if outcome is Outcome.PASSED and rules.promotion is not None:
+                    p = promote(
+                        registry,
+                        image=facts.image,
+                        tag=rules.promotion.tag,
+                        repository=rules.promotion.repository,
+                    )
+                    actions.append(f"promote → {p.repository}:{p.tag or digest}")
+        except RegistryError as exc:
+            if not final_attempt:
+                raise
+            state = describe_state(self.ledger, facts.image)
+            verdict = verdict.model_copy(update={"outcome": Outcome.ERROR})
+            notes.append(f"action failed after retries: {exc}")
+            log.error("action on %s failed for good: %s (state: %s)", facts.image, exc, state)
+        self.ledger.record_verdict(reg, repo, digest, verdict.outcome.value, now=now)
+        recheck_at = None
+        if verdict.outcome is Outcome.PENDING:
+            deadlines = [c.details.get("deadline") for c in verdict.checks]
+            times = [datetime.fromisoformat(d) for d in deadlines if isinstance(d, str)]
+            recheck_at = min(times) if times else None
+        held_now = self.ledger.quarantined(reg, repo, digest)
+        standing = "quarantine" if held_now and held_now.released_at is None else "none"
+        sent = self._alert(verdict, facts, actions, notes, state, standing=standing, now=now)
+        log.info(
+            "%s %s: %s %s",
+            verdict.outcome.value,
+            facts.image,
+            ", ".join(actions) or "no action",
+            "; ".join(notes),
+        )
+        return Handled(
+            event,
+            verdict=verdict,
+            actions=tuple(actions),
+            alerts=sent,
+            recheck_at=recheck_at,
+            notes=tuple(notes),
+        )
+
+    def _alert(
+        self,
+        verdict: Verdict,
+        facts: Facts,
+        actions: list[str],
+        notes: list[str],
+        state: str | None,
+        *,
+        standing: str,
+        now: datetime,
+    ) -> int:
+        outcome = verdict.outcome
+        if outcome in (Outcome.PASSED, Outcome.PENDING) and not actions:
+            return 0
+        # No new action: describe the standing state, so a repeat push of a quarantined
+        # digest yields the same alert key as the first and is not sent again.
+        action = actions[0].split(" ", 1)[0] if actions else standing
+        severity = Severity.UNKNOWN
+        if facts.scan is not None:
+            severity = max((f.severity for f in facts.scan.findings), default=Severity.UNKNOWN)
+        failed = [c for c in verdict.checks if c.outcome.value in ("fail", "error", "warn")]
+        top: tuple[Finding, ...] = ()
+        if facts.scan is not None:
+            top = tuple(sorted(facts.scan.findings, key=lambda f: (-f.severity, f.id))[:5])
+        image = facts.image.with_tag(None)
+        alert = Alert(
+            time=now,
+            image=image,
+            tags=facts.tags,
+            team=verdict.team,
+            outcome=outcome,
+            severity=severity,
+            action=action,
+            summary=(f"{outcome.value}: " + (", ".join(actions) if actions else "no action")),
+            reasons=tuple(f"{c.name}: {c.reason}" for c in failed) + tuple(notes),
+            top_findings=top if outcome is not Outcome.PASSED else (),
+            state=state,
+            release_command=(
+                f"{self.release_hint} {image} --reason '…'" if action == "quarantine" else None
+            ),
+        )
+        if self.ledger.seen_delivery(f"alert:{alert.dedup_key}", now=now, ttl=ALERT_TTL):
+            return 0
+        sent = 0
+        for channel in self.router.channels_for(alert):
+            try:
+                channel.send(alert)
+                sent += 1
+            except RegistryError as exc:  # one dead channel must not block the others
+                log.error("alert to %s failed: %s", channel.name, exc)
+        return sent

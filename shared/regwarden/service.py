@@ -1,0 +1,112 @@
+"""Turning delivered bodies into handled events: shared by `regwarden serve`, `invoke` and
+the platform adapters. Parsing is pure; handling goes through the pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from .errors import IntakeError
+from .model import ImageEvent
+from .pipeline import Handled, Pipeline
+from .reference import ImageRef
+from .store import QueuedEvent, SqliteLedger
+
+log = logging.getLogger("regwarden.service")
+
+SOURCES = ("distribution", "harbor")
+RECHECK = "recheck"
+MAX_ATTEMPTS = 5
+
+
+def parse_body(source: str, body: bytes, content_type: str | None) -> list[ImageEvent]:
+    """Events in one delivery from `source`; raises IntakeError for a bad body."""
+    from . import intake
+
+    if source == "distribution":
+        batch = intake.parse_distribution_batch(body, content_type=content_type)
+        for err in batch.errors:  # one bad record never hides the good ones
+            log.warning("skipped a malformed distribution event: %s", err)
+        return list(batch.events)
+    if source == "harbor":
+        return [r.event for r in intake.parse_harbor_results(body, content_type=content_type)]
+    raise IntakeError(f"unknown event source {source!r}; valid: {', '.join(SOURCES)}")
+
+
+def count_events(source: str) -> Callable[[bytes, str | None], int]:
+    """A receiver validator: parse now (a malformed body is a 400), count what is kept."""
+
+    def validate(body: bytes, content_type: str | None) -> int:
+        return len(parse_body(source, body, content_type))
+
+    return validate
+
+
+def detect_source(body: bytes) -> str:
+    """For `regwarden invoke`: which sender wrote this file."""
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise IntakeError(f"event file is not JSON: {exc}") from None
+    if isinstance(doc, dict):
+        if "events" in doc:
+            return "distribution"
+        if "detail-type" in doc:
+            return "eventbridge"
+        if "event_data" in doc or "specversion" in doc:
+            return "harbor"
+    raise IntakeError(
+        "cannot tell the event source: expected a distribution envelope "
+        '({"events": […]}), a Harbor webhook or an EventBridge event'
+    )
+
+
+def enqueue_recheck(ledger: SqliteLedger, handled: Handled, *, now: datetime) -> None:
+    """PENDING verdicts come back at their deadline (grace period or scan timeout)."""
+    if handled.recheck_at is None or handled.verdict is None:
+        return
+    body = json.dumps({"image": str(handled.verdict.image)}).encode()
+    ledger.enqueue(
+        RECHECK,
+        body,
+        "application/json",
+        now=now,
+        not_before=handled.recheck_at + timedelta(seconds=1),
+    )
+
+
+class Processor:
+    """The worker pool's job: one queued delivery → its events handled."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        ledger: SqliteLedger,
+        *,
+        clock: Callable[[], datetime],
+        on_handled: Callable[[Handled], None] | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self._pipeline = pipeline
+        self._ledger = ledger
+        self._clock = clock
+        self._on_handled = on_handled
+        self._max_attempts = max_attempts
+
+    def __call__(self, item: QueuedEvent) -> None:
+        now = self._clock()
+        final = item.attempts >= self._max_attempts
+        if item.source == RECHECK:
+            image = ImageRef.parse(json.loads(item.body)["image"])
+            results = [self._pipeline.recheck(image, now=now)]
+        else:
+            results = [
+                self._pipeline.handle(e, now=now, final_attempt=final)
+                for e in parse_body(item.source, item.body, item.content_type)
+            ]
+        for handled in results:
+            enqueue_recheck(self._ledger, handled, now=now)
+            if self._on_handled is not None:
+                self._on_handled(handled)
