@@ -1,0 +1,5 @@
+"""`python -m regwarden` is the `regwarden` command."""
+
+from .cli import main
+
+main()

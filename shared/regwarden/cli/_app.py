@@ -1,0 +1,427 @@
+"""Command tree. Each command parses flags, calls the core, renders: no rule logic here."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import NotImplementedYet, UsageError
+
+DEFAULT_LEDGER = Path("~/.local/state/regwarden/ledger.db")
+
+app = typer.Typer(
+    name="regwarden",
+    help=(
+        "Keep container registries safe and clean: verify signatures, gate pushes on scans "
+        "and tag rules, quarantine, and apply retention that never deletes what is running.\n\n"
+        "Exit codes: 0 ok (PASSED, WARN) · 1 policy says no (FAILED, PENDING, guard rail) · "
+        "2 usage or configuration error · 3 registry or cloud unreachable."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+policy_app = typer.Typer(
+    help="Validate policy files and print their JSON Schema.", no_args_is_help=True
+)
+retention_app = typer.Typer(help="Plan and apply retention rules.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Inspect and release quarantined images.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(retention_app, name="retention")
+app.add_typer(quarantine_app, name="quarantine")
+
+
+class OutputFormat(enum.StrEnum):
+    table = "table"
+    json = "json"
+
+
+class GlobalOptions:
+    """Flags every command shares, set by the callback."""
+
+    insecure: bool = False
+    ledger: Path = DEFAULT_LEDGER
+
+
+OPTIONS = GlobalOptions()
+
+OutputOpt = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")
+]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"regwarden {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global(
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow plain HTTP to a non-loopback registry (loopback always may).",
+        ),
+    ] = False,
+    ledger: Annotated[
+        Path,
+        typer.Option(
+            "--ledger",
+            help="SQLite ledger of actions, tags and first-seen times.",
+            envvar="REGWARDEN_LEDGER",
+        ),
+    ] = DEFAULT_LEDGER,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    OPTIONS.insecure = insecure
+    OPTIONS.ledger = ledger.expanduser()
+
+
+def _not_yet(command: str, issue: str) -> NotImplementedYet:
+    return NotImplementedYet(f"'regwarden {command}' is not implemented yet ({issue})")
+
+
+# -- images -------------------------------------------------------------------------------
+
+
+@app.command()
+def images(
+    repository: Annotated[
+        str, typer.Argument(help="Repository as HOST/NAME, e.g. 127.0.0.1:5000/payments/api.")
+    ],
+    output: OutputOpt = OutputFormat.table,
+    include_artifacts: Annotated[
+        bool,
+        typer.Option("--include-artifacts", help="Also list signatures, attestations, SBOMs."),
+    ] = False,
+) -> None:
+    """List the images in a repository: digest, tags, size, created (newest first).
+
+    Tags that point at the same digest are shown together; a multi-platform index is one
+    image whose size sums its platforms.
+    """
+    from ._images import run_images
+
+    run_images(
+        repository,
+        output=output.value,
+        include_artifacts=include_artifacts,
+        insecure=OPTIONS.insecure,
+    )
+
+
+# -- policy -------------------------------------------------------------------------------
+
+
+@policy_app.command("validate")
+def policy_validate(
+    file: Annotated[Path, typer.Argument(help="Policy file (regwarden.yaml).")],
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Check a policy file; print every problem with its path and line. Exit 2 if invalid."""
+    from ._policy import run_validate
+
+    run_validate(file, output=output.value)
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the policy file's JSON Schema (point your editor's YAML plugin at it)."""
+    from ._policy import run_schema
+
+    run_schema()
+
+
+# -- commands that later issues build ------------------------------------------------------
+
+
+class Require(enum.StrEnum):
+    all = "all"
+    any = "any"
+
+
+class SignFormat(enum.StrEnum):
+    legacy = "legacy"
+    bundle = "bundle"
+
+
+@app.command()
+def verify(
+    image: Annotated[str, typer.Argument(help="Image reference (tag or digest) or oci:DIR[:TAG].")],
+    key: Annotated[
+        list[str],
+        typer.Option("--key", help="cosign public key: PEM file or awskms://… (repeatable)."),
+    ] = [],  # noqa: B006
+    trust_policy: Annotated[str | None, typer.Option(help="Notation trust policy JSON.")] = None,
+    trust_store: Annotated[
+        str | None,
+        typer.Option(help="Notation trust store directory (x509/{ca,signingAuthority,tsa}/NAME/)."),
+    ] = None,
+    certificate_identity: Annotated[
+        list[str], typer.Option(help="Keyless: expected certificate SAN (repeatable).")
+    ] = [],  # noqa: B006
+    certificate_identity_regexp: Annotated[
+        list[str], typer.Option(help="Keyless: SAN regex (whole match).")
+    ] = [],  # noqa: B006
+    certificate_oidc_issuer: Annotated[
+        str | None, typer.Option(help="Keyless: expected OIDC issuer.")
+    ] = None,
+    certificate_oidc_issuer_regexp: Annotated[
+        str | None, typer.Option(help="Keyless: OIDC issuer regex.")
+    ] = None,
+    trusted_root: Annotated[
+        str | None,
+        typer.Option(
+            help="Sigstore trusted_root.json (Fulcio, Rekor, TSA keys) for keyless and tlog."
+        ),
+    ] = None,
+    rekor_public_key: Annotated[
+        str | None, typer.Option(help="Rekor public key to check legacy signatures' SETs.")
+    ] = None,
+    require: Annotated[
+        Require,
+        typer.Option(
+            help="all: every key/identity/trust policy needs a valid signature; any: one does."
+        ),
+    ] = Require.all,
+    signature_repository: Annotated[
+        str | None, typer.Option(help="Repository holding the signatures (like COSIGN_REPOSITORY).")
+    ] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Verify an image's cosign (legacy and bundle) and Notation signatures, by digest.
+
+    Exit 0 when the requirement is met, 1 when it is not, 2 for bad input, 3 when the
+    registry cannot be reached. Signatures by unknown keys are listed, not fatal.
+    """
+    from ._signing import run_verify
+
+    run_verify(
+        image,
+        keys=key,
+        trust_policy=trust_policy,
+        trust_store=trust_store,
+        identities=certificate_identity,
+        identity_regexps=certificate_identity_regexp,
+        issuer=certificate_oidc_issuer,
+        issuer_regexp=certificate_oidc_issuer_regexp,
+        trusted_root=trusted_root,
+        rekor_key=rekor_public_key,
+        require=require.value,
+        signature_repository=signature_repository,
+        output=output.value,
+        insecure=OPTIONS.insecure,
+    )
+
+
+@app.command()
+def sign(
+    image: Annotated[str, typer.Argument(help="Image reference (tag or digest).")],
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key",
+            help="Private key PEM (cosign-encrypted keys read the password from COSIGN_PASSWORD).",
+        ),
+    ],
+    format: Annotated[
+        SignFormat,
+        typer.Option("--format", help="legacy: .sig tag (cosign 2); bundle: v3 bundle referrer."),
+    ] = SignFormat.legacy,
+    annotation: Annotated[
+        list[str],
+        typer.Option("--annotation", "-a", help="KEY=VALUE in the signed payload (legacy)."),
+    ] = [],  # noqa: B006
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Sign an image exactly as cosign does, without uploading to a transparency log."""
+    from ._signing import run_sign
+
+    run_sign(
+        image,
+        key=key,
+        fmt=format.value,
+        annotations=annotation,
+        output=output.value,
+        insecure=OPTIONS.insecure,
+    )
+
+
+@app.command()
+def attest(
+    image: Annotated[str, typer.Argument(help="Image reference (tag or digest).")],
+    key: Annotated[str, typer.Option("--key", help="Private key PEM.")],
+    type: Annotated[
+        str,
+        typer.Option(
+            "--type", help="vuln | slsaprovenance | slsaprovenance1 | a predicate type URI."
+        ),
+    ],
+    predicate: Annotated[str, typer.Option("--predicate", help="Predicate JSON file.")],
+    format: Annotated[
+        SignFormat, typer.Option("--format", help="legacy: .att tag; bundle: v3 bundle referrer.")
+    ] = SignFormat.legacy,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Attach a signed in-toto attestation, as `cosign attest` does (DSSE)."""
+    from ._signing import run_attest
+
+    run_attest(
+        image,
+        key=key,
+        kind=type,
+        predicate=predicate,
+        fmt=format.value,
+        output=output.value,
+        insecure=OPTIONS.insecure,
+    )
+
+
+PolicyOpt = Annotated[
+    Path,
+    typer.Option("--policy", "-p", help="Policy file (regwarden.yaml).", envvar="REGWARDEN_POLICY"),
+]
+
+
+@app.command()
+def check(
+    image: Annotated[str, typer.Argument(help="Image reference (tag or digest).")],
+    policy: PolicyOpt,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Run every push check against an image without acting on it.
+
+    Exit 0 for PASSED/WARN, 1 for FAILED/PENDING, 3 for ERROR.
+    """
+    from ._gate import run_check
+
+    run_check(
+        image, policy=policy, ledger=OPTIONS.ledger, insecure=OPTIONS.insecure, output=output.value
+    )
+
+
+@app.command()
+def invoke(
+    function: Annotated[str, typer.Argument(help="on_push | on_scan | retention | notify")],
+    event_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Event payload (distribution, Harbor or EventBridge JSON; see events/)."
+        ),
+    ] = None,
+    policy: PolicyOpt = Path("regwarden.yaml"),
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Run a function in-process on an event file, exactly as the deployed one would."""
+    from ._gate import run_invoke
+
+    run_invoke(
+        function,
+        event_file,
+        policy=policy,
+        ledger=OPTIONS.ledger,
+        insecure=OPTIONS.insecure,
+        output=output.value,
+    )
+
+
+@app.command()
+def serve(
+    policy: PolicyOpt,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Tokens callers must present (Bearer, Basic password, or Harbor auth_header)."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker threads processing events.")] = 4,
+) -> None:
+    """Receive registry webhooks and run the push gate.
+
+    POST /events/distribution and /events/harbor. Each body is checked, persisted in the
+    ledger's queue and acknowledged (202) before any registry I/O; workers process it.
+    """
+    from ._gate import run_serve
+
+    run_serve(
+        policy=policy,
+        host=host,
+        port=port,
+        auth_token_file=auth_token_file,
+        ledger=OPTIONS.ledger,
+        insecure=OPTIONS.insecure,
+        workers=workers,
+    )
+
+
+@app.command()
+def demo(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the registry running until Ctrl-C.")
+    ] = False,
+) -> None:
+    """End-to-end demo against a real local registry (docker-registry on loopback)."""
+    from ._demo import run_demo
+
+    run_demo(keep=keep)
+
+
+@retention_app.command(
+    "plan", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def retention_plan() -> None:
+    """Show what retention would keep and delete, and the rule that decided each image."""
+    raise _not_yet("retention plan", "retention")
+
+
+@retention_app.command(
+    "apply", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def retention_apply() -> None:
+    """Delete what the plan selects, within guard rails."""
+    raise _not_yet("retention apply", "retention")
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    image: Annotated[
+        str,
+        typer.Argument(help="The quarantined image: REPO@sha256:… (its original repository)."),
+    ],
+    reason: Annotated[str, typer.Option(help="Why it is released (audited).")],
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Restore exactly what quarantine changed (tags, repository), from the ledger."""
+    from ._gate import run_release
+
+    run_release(
+        image, reason=reason, ledger=OPTIONS.ledger, insecure=OPTIONS.insecure, output=output.value
+    )
+
+
+def parse_repository(text: str) -> tuple[str, str]:
+    """`HOST/NAME` → (host, name); a tag or digest is a usage error here."""
+    from ..reference import ImageRef
+
+    ref = ImageRef.parse(text)
+    if ref.tag or ref.digest:
+        raise UsageError(
+            f"expected a repository, got an image reference {text!r}",
+            hint=f"drop the tag or digest: {ref.name}",
+        )
+    return ref.api_host, ref.repository

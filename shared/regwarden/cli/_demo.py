@@ -1,0 +1,299 @@
+"""`regwarden demo`: the push gate end to end against a real local registry.
+
+A local distribution registry sends its notifications to regwarden's webhook receiver
+(running in this process, as `regwarden serve` would). Four pushes follow — a signed clean
+image, an unsigned one, one with a critical finding in its signed scan, and an overwrite
+of an immutable tag — each verdict and action printed as it happens. Then the quarantine
+repository is listed and one image released. Everything started is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..devtools import (
+    LocalRegistry,
+    Vuln,
+    free_port,
+    make_image,
+    push_image,
+    trivy_report,
+    vuln_predicate,
+)
+from ..oci import RegistryClient
+from ..signatures import attest_legacy, publish, sign_legacy
+from ..signatures.keys import PrivateKey, generate_private_key
+
+TOKEN_BYTES = 24
+POLICY = """\
+apiVersion: regwarden/v1
+kind: Policy
+defaults:
+  mode: enforce
+  quarantine: {{strategy: move, repository: "quarantine/{{repository}}"}}
+repositories:
+  - match: "payments/**"
+    team: payments
+    signatures:
+      required: true
+      cosign: {{keys: ["file://cosign.pub"]}}
+      gracePeriod: 2s
+    vulnerabilities:
+      maxSeverity: high
+      scanTimeout: 2s
+    tags: {{immutable: true, forbidden: [latest]}}
+notifications:
+  channels:
+    console: {{type: file, path: "{alerts}"}}
+  routes:
+    - {{match: {{team: payments}}, to: [console]}}
+"""
+CI = "demo-ci/1.0"  # the demo pushes as a CI system would
+REPO = "payments/api"
+CLEAN = [Vuln("CVE-2099-0101", "LOW", "zlib", "1.3", "1.3.1")]
+CRITICAL = [Vuln("CVE-2099-0102", "CRITICAL", "openssl", "3.0.1", "3.0.15", 9.8)]
+
+
+@contextmanager
+def _receiver(app: Any, port: int) -> Iterator[None]:
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _wait(cond: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the demo waited too long for a verdict")
+
+
+class _Demo:
+    def __init__(
+        self, console: Console, client: RegistryClient, key: PrivateKey, ledger: Any, host: str
+    ) -> None:
+        self.console, self.client, self.key, self.ledger, self.host = (
+            console,
+            client,
+            key,
+            ledger,
+            host,
+        )
+
+    def step(self, text: str) -> None:
+        self.console.print(f"\n[bold cyan]▶ {text}[/]")
+
+    def push(self, tag: str, seed: int) -> str:
+        digest = push_image(
+            self.client,
+            REPO,
+            make_image(seed=seed, layers=2, layer_size=2048, created=datetime.now(UTC)),
+            tag=tag,
+        )
+        self.console.print(f"  pushed {REPO}:{tag} ({digest[:19]}…)")
+        return digest
+
+    def sign(self, digest: str) -> None:
+        publish(
+            self.client,
+            REPO,
+            sign_legacy(image_digest=digest, docker_reference=f"{self.host}/{REPO}", key=self.key),
+        )
+        self.console.print("  signed it (cosign .sig)")
+
+    def attest(self, digest: str, vulns: list[Vuln]) -> None:
+        t = datetime.now(UTC)
+        report = trivy_report(f"{self.host}/{REPO}", vulns, created=t)
+        pred = vuln_predicate(report, started=t - timedelta(seconds=3), finished=t)
+        publish(
+            self.client,
+            REPO,
+            attest_legacy(
+                image_digest=digest,
+                repository=f"{self.host}/{REPO}",
+                key=self.key,
+                predicate_type="vuln",
+                predicate=pred,
+            ),
+        )
+        worst = max((v.severity for v in vulns), default="none")
+        self.console.print(
+            f"  attached its Trivy scan as a signed cosign vuln attestation "
+            f"(worst: {worst.lower()})"
+        )
+
+    def until(self, digest: str, *outcomes: str, idle: Callable[[], bool]) -> None:
+        _wait(lambda: self.ledger.last_verdict(self.host, REPO, digest) in outcomes)
+        _wait(idle)  # let every queued event for this step finish before the next one
+
+
+def run_demo(*, keep: bool) -> None:
+    import secrets
+
+    from ..actions import release
+    from ..pipeline import Handled
+    from ..receiver import Authenticator, WorkerPool, create_app
+    from ..runtime import load_runtime
+    from ..service import SOURCES, Processor, count_events
+    from ._gate import print_handled
+    from ._images import run_images
+
+    logging.basicConfig(level=logging.ERROR)
+    console = Console(highlight=False)
+    with tempfile.TemporaryDirectory(prefix="regwarden-demo-") as tmp:
+        root = Path(tmp)
+        key = generate_private_key("ecdsa-p256")
+        pem = key.public_key.pem
+        (root / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
+        alerts = root / "alerts.jsonl"
+        (root / "regwarden.yaml").write_text(POLICY.format(alerts=alerts))
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        runtime = load_runtime(root / "regwarden.yaml", ledger_path=root / "ledger.db")
+        pipeline = runtime.pipeline()
+        lock = threading.Lock()
+        shown: dict[str, str] = {}
+
+        def show(h: Handled) -> None:
+            """Print a verdict when it changes (each .sig/.att push re-evaluates)."""
+            if h.verdict is None:
+                return
+            key = str(h.verdict.image.with_tag(None))
+            with lock:
+                if shown.get(key) != h.verdict.outcome.value or h.actions:
+                    shown[key] = h.verdict.outcome.value
+                    print_handled(h)
+
+        pool = WorkerPool(
+            runtime.ledger,
+            Processor(pipeline, runtime.ledger, clock=lambda: datetime.now(UTC), on_handled=show),
+            workers=4,
+            poll=0.1,
+        )
+        app = create_app(
+            ledger=runtime.ledger,
+            auth=Authenticator([token]),
+            validators={s: count_events(s) for s in SOURCES},
+            pool=pool,
+        )
+        port = free_port()
+        pool.start()
+        try:
+            with (
+                _receiver(app, port),
+                LocalRegistry(
+                    notifications=f"http://127.0.0.1:{port}/events/distribution",
+                    notification_headers={"Authorization": f"Bearer {token}"},
+                    notification_timeout="2s",
+                    notification_backoff="200ms",
+                ) as registry,
+                RegistryClient(registry.host, user_agent=CI) as client,
+            ):
+                console.print(
+                    f"[bold]regwarden demo[/]: docker-registry on {registry.url} "
+                    f"notifies regwarden's receiver on 127.0.0.1:{port}"
+                )
+                console.print(
+                    f"policy: {REPO} must be signed by the demo key, have no "
+                    "finding above high, and keep its tags immutable"
+                )
+                demo = _Demo(console, client, key, runtime.ledger, registry.host)
+
+                demo.step("1. a signed image with a clean scan")
+                good = demo.push("1.0.0", seed=1)
+                demo.sign(good)
+                demo.attest(good, CLEAN)
+                demo.until(good, "PASSED", idle=pool.idle)
+
+                demo.step("2. an unsigned image (PENDING during the 2s grace, then FAILED)")
+                unsigned = demo.push("1.1.0", seed=2)
+                demo.until(unsigned, "FAILED", idle=pool.idle)
+
+                demo.step("3. a signed image whose scan has a critical finding")
+                vulnerable = demo.push("1.2.0", seed=3)
+                demo.sign(vulnerable)
+                demo.attest(vulnerable, CRITICAL)
+                demo.until(vulnerable, "FAILED", idle=pool.idle)
+
+                demo.step("4. overwriting the immutable tag 1.0.0 with another image")
+                overwrite = demo.push("1.0.0", seed=4)
+                demo.sign(overwrite)
+                demo.attest(overwrite, CLEAN)
+                demo.until(overwrite, "FAILED", idle=pool.idle)
+
+                demo.step("the source repository and the quarantine repository")
+                run_images(
+                    f"{registry.host}/{REPO}",
+                    output="table",
+                    include_artifacts=False,
+                    insecure=False,
+                )
+                run_images(
+                    f"{registry.host}/quarantine/{REPO}",
+                    output="table",
+                    include_artifacts=False,
+                    insecure=False,
+                )
+                count = len(alerts.read_text().splitlines()) if alerts.exists() else 0
+                console.print(f"{count} alert(s) routed to team payments ({alerts.name})")
+
+                demo.step(
+                    f"5. security reviews 1.2.0 and releases it: regwarden quarantine "
+                    f"release {registry.host}/{REPO}@{vulnerable[:19]}…"
+                )
+                registry_api = runtime.registry(registry.host)
+                out = release(
+                    registry_api,
+                    runtime.ledger,
+                    image=client_ref(registry.host, vulnerable),
+                    reason="risk accepted by security (demo)",
+                    now=datetime.now(UTC),
+                )
+                console.print(f"  released; tags restored: {', '.join(out.restored_tags)}")
+                run_images(
+                    f"{registry.host}/{REPO}",
+                    output="table",
+                    include_artifacts=False,
+                    insecure=False,
+                )
+                if keep:
+                    console.print(
+                        f"\nregistry {registry.url} and receiver :{port} stay up; Ctrl-C to stop"
+                    )
+                    try:
+                        while True:
+                            time.sleep(3600)
+                    except KeyboardInterrupt:
+                        pass
+        finally:
+            pool.stop()
+            runtime.close()
+    console.print("\n[green]demo finished[/]; the registry and the receiver were stopped")
+
+
+def client_ref(host: str, digest: str) -> Any:
+    from ..reference import ImageRef
+
+    return ImageRef(registry=host, repository=REPO, digest=digest)

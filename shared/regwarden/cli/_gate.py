@@ -1,0 +1,211 @@
+"""`regwarden serve | invoke | check | quarantine release`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from ..errors import NotImplementedYet, UsageError
+from ..pipeline import Handled
+from ._render import print_json
+
+log = logging.getLogger("regwarden.cli")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def handled_row(h: Handled) -> dict[str, object]:
+    verdict = h.verdict
+    return {
+        "event": h.event.kind.value,
+        "image": str(verdict.image if verdict else h.event.image),
+        "outcome": verdict.outcome.value if verdict else None,
+        "ignored": h.ignored,
+        "actions": list(h.actions),
+        "alerts": h.alerts,
+        "notes": list(h.notes),
+        "checks": [c.model_dump(mode="json") for c in verdict.checks] if verdict else [],
+        "recheckAt": h.recheck_at.isoformat() if h.recheck_at else None,
+    }
+
+
+def print_handled(h: Handled) -> None:
+    if h.verdict is None:
+        print(f"  {h.event.kind.value:7} {h.event.image}: ignored ({h.ignored})", flush=True)
+        return
+    v = h.verdict
+    print(f"  {v.outcome.value:7} {v.image}", flush=True)
+    for c in v.checks:
+        if c.outcome.value != "skip":
+            print(f"           {c.outcome.value:7} {c.name}: {c.reason}", flush=True)
+    for a in h.actions:
+        print(f"           → {a}", flush=True)
+    for n in h.notes:
+        print(f"           note: {n}", flush=True)
+
+
+def exit_code(results: Sequence[Handled]) -> int:
+    codes = [h.verdict.outcome.exit_code for h in results if h.verdict is not None]
+    return max(codes, default=0)
+
+
+def run_invoke(
+    function: str,
+    event_file: Path | None,
+    *,
+    policy: Path,
+    ledger: Path,
+    insecure: bool,
+    output: str,
+) -> None:
+    from .. import service
+    from ..runtime import load_runtime
+
+    if function in ("retention", "notify"):
+        raise NotImplementedYet(f"'regwarden invoke {function}' is not implemented yet")
+    if function not in ("on_push", "on_scan"):
+        raise UsageError(
+            f"unknown function {function!r}; valid: on_push, on_scan, retention, notify"
+        )
+    if event_file is None:
+        raise UsageError(f"invoke {function} needs an EVENT_FILE (see events/)")
+    try:
+        body = event_file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {event_file}: {exc.strerror}") from None
+    source = service.detect_source(body)
+    if source == "eventbridge":
+        import json
+
+        from ..intake.eventbridge import parse_eventbridge
+
+        events = parse_eventbridge(json.loads(body))
+    else:
+        events = service.parse_body(source, body, "application/json")
+    runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure)
+    try:
+        pipeline = runtime.pipeline()
+        results = [pipeline.handle(e, now=_now()) for e in events]
+    finally:
+        runtime.close()
+    if output == "json":
+        print_json([handled_row(h) for h in results])
+    else:
+        print(f"{function}: {len(events)} event(s) from {source}")
+        for h in results:
+            print_handled(h)
+    raise typer.Exit(exit_code(results))
+
+
+def run_check(image: str, *, policy: Path, ledger: Path, insecure: bool, output: str) -> None:
+    from ..reference import ImageRef
+    from ..runtime import load_runtime
+
+    ref = ImageRef.parse(image)
+    runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure)
+    try:
+        verdict = runtime.pipeline().assess(ref, now=_now())
+    finally:
+        runtime.close()
+    if output == "json":
+        print_json(verdict.model_dump(mode="json"))
+    else:
+        print(
+            f"{verdict.outcome.value}  {verdict.image}  (mode {verdict.mode}, "
+            f"team {verdict.team or '-'})"
+        )
+        for c in verdict.checks:
+            print(f"  {c.outcome.value:7} {c.name}: {c.reason}")
+    raise typer.Exit(verdict.outcome.exit_code)
+
+
+def run_release(image: str, *, reason: str, ledger: Path, insecure: bool, output: str) -> None:
+    from ..actions import release
+    from ..providers import ProviderOptions, open_registry
+    from ..reference import ImageRef
+    from ..store import SqliteLedger
+
+    if not reason.strip():
+        raise UsageError("--reason must say why the image is released (it is audited)")
+    ref = ImageRef.parse(image)
+    store = SqliteLedger(ledger)
+    registry = open_registry(ref.api_host, ProviderOptions(insecure=insecure))
+    try:
+        if ref.digest is None:
+            digest = registry.resolve(ref.repository, ref.reference)
+            if digest is None:
+                raise UsageError(f"{ref} not found; give the digest from the alert (REPO@sha256:…)")
+            ref = ref.with_digest(digest)
+        outcome = release(registry, store, image=ref.with_tag(None), reason=reason, now=_now())
+    finally:
+        registry.close()
+        store.close()
+    if output == "json":
+        print_json(
+            {
+                "image": str(ref),
+                "restoredTags": list(outcome.restored_tags),
+                "skipped": list(outcome.skipped),
+                "repository": outcome.location,
+            }
+        )
+    else:
+        print(
+            f"released {ref.with_tag(None)} into {outcome.location}; tags restored: "
+            f"{', '.join(outcome.restored_tags) or 'none'}"
+        )
+        for s in outcome.skipped:
+            print(f"  not restored: {s}")
+
+
+def run_serve(
+    *,
+    policy: Path,
+    host: str,
+    port: int,
+    auth_token_file: Path | None,
+    ledger: Path,
+    insecure: bool,
+    workers: int,
+) -> None:
+    import uvicorn
+
+    from .. import service
+    from ..receiver import Authenticator, WorkerPool, create_app
+    from ..runtime import load_runtime
+
+    if auth_token_file is None:
+        raise UsageError(
+            "regwarden serve needs --auth-token-file: webhook callers must authenticate",
+            hint="one token per line; give the same token to "
+            "the registry's notification endpoint headers",
+        )
+    auth = Authenticator.from_file(str(auth_token_file))
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure)
+    pipeline = runtime.pipeline()
+    processor = service.Processor(pipeline, runtime.ledger, clock=_now, on_handled=print_handled)
+    pool = WorkerPool(runtime.ledger, processor, workers=workers, max_attempts=service.MAX_ATTEMPTS)
+    app = create_app(
+        ledger=runtime.ledger,
+        auth=auth,
+        validators={s: service.count_events(s) for s in service.SOURCES},
+        pool=pool,
+    )
+    pool.start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        pool.stop()
+        runtime.close()

@@ -1,0 +1,289 @@
+"""`regwarden verify | sign | attest`: the signature commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import typer
+
+from .. import USER_AGENT
+from ..errors import NotFound, UsageError
+from ..reference import ImageRef
+from ._render import print_json
+
+_LAYOUT = re.compile(r"^oci:(?P<dir>[^:]+)(?::(?P<tag>.+))?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    image: ImageRef
+    """By digest (tags are resolved once, then never used again)."""
+    source: Any
+    """A RegistryClient or a LayoutSource."""
+    media_type: str
+    size: int
+
+
+def open_client(image: ImageRef, *, insecure: bool, writable: bool = False) -> Any:
+    """A data-plane client. Signing writes go out under their own User-Agent: a signature
+    pushed by `regwarden sign` is news to the gate (re-evaluate the image), not one of the
+    gate's own writes, which it ignores."""
+    from .. import __version__
+    from ..oci import Credentials, RegistryClient
+
+    return RegistryClient(
+        image.api_host,
+        credentials=Credentials.from_docker_config(image.registry),
+        insecure=insecure,
+        user_agent=f"regwarden-sign/{__version__}" if writable else USER_AGENT,
+    )
+
+
+@contextmanager
+def open_target(text: str, *, insecure: bool, writable: bool = False) -> Iterator[Target]:
+    """IMAGE as a registry reference or `oci:DIR[:TAG]`, resolved to its digest."""
+    m = _LAYOUT.match(text)
+    if m is not None:
+        if writable:
+            raise UsageError("signing an OCI layout is not supported; push it to a registry first")
+        from ..signatures import LayoutSource
+
+        layout = LayoutSource(Path(m["dir"]))
+        desc = layout.resolve(m["tag"])
+        name = re.sub(r"[^a-z0-9]+", "-", Path(m["dir"]).resolve().name.lower()).strip("-")
+        image = ImageRef(
+            registry="oci-layout.local",
+            repository=name or "layout",
+            tag=m["tag"],
+            digest=desc.digest,
+        )
+        yield Target(image, layout, desc.media_type, desc.size)
+        return
+    ref = ImageRef.parse(text)
+    client = open_client(ref, insecure=insecure, writable=writable)
+    try:
+        desc = client.head_manifest(ref.repository, ref.reference)
+        if desc is None:
+            raise NotFound(f"image {ref} does not exist")
+        if ref.digest and desc.digest != ref.digest:
+            raise UsageError(f"{ref}: registry answered digest {desc.digest}")
+        yield Target(ref.with_digest(desc.digest), client, desc.media_type, desc.size)
+    finally:
+        client.close()
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path!r}: {exc.strerror}") from None
+
+
+def _public_keys(keys: Sequence[str]) -> tuple[Any, ...]:
+    from ..signatures.keys import fetch_public_key, load_public_key
+
+    out = []
+    for key in keys:
+        if "://" in key and not key.startswith("file://"):
+            out.append(fetch_public_key(key))
+        else:
+            out.append(load_public_key(_read(key.removeprefix("file://"), "key file")))
+    return tuple(out)
+
+
+def run_verify(
+    image: str,
+    *,
+    keys: Sequence[str],
+    trust_policy: str | None,
+    trust_store: str | None,
+    identities: Sequence[str],
+    identity_regexps: Sequence[str],
+    issuer: str | None,
+    issuer_regexp: str | None,
+    trusted_root: str | None,
+    rekor_key: str | None,
+    require: Literal["all", "any"],
+    signature_repository: str | None,
+    output: str,
+    insecure: bool,
+) -> None:
+    from ..signatures import CosignPolicy, KeylessIdentity, NotationTrust, TrustedRoot, verify_image
+
+    if bool(trust_policy) != bool(trust_store):
+        raise UsageError("--trust-policy and --trust-store go together")
+    if (identities or identity_regexps) and not (issuer or issuer_regexp):
+        raise UsageError("keyless verification needs --certificate-oidc-issuer[-regexp]")
+    root = None
+    if trusted_root:
+        root = TrustedRoot.from_json(_read(trusted_root, "trusted root"))
+    elif rekor_key:
+        root = TrustedRoot.from_rekor_keys(*_public_keys([rekor_key]))
+    idents = tuple(
+        [KeylessIdentity(subject=s, issuer=issuer, issuer_regex=issuer_regexp) for s in identities]
+        + [
+            KeylessIdentity(subject_regex=s, issuer=issuer, issuer_regex=issuer_regexp)
+            for s in identity_regexps
+        ]
+    )
+    public_keys = _public_keys(keys)
+    cosign = (
+        CosignPolicy(keys=public_keys, identities=idents, trusted_root=root)
+        if public_keys or idents
+        else None
+    )
+    notation = None
+    if trust_policy and trust_store:
+        from ..signatures.notation import load_trust_policy, load_trust_store
+
+        notation = NotationTrust(load_trust_policy(trust_policy), load_trust_store(trust_store))
+    with open_target(image, insecure=insecure) as target:
+        report = verify_image(
+            target.source,
+            target.image,
+            cosign=cosign,
+            notation=notation,
+            require=require,
+            now=datetime.now(UTC),
+            signature_repo=signature_repository,
+        )
+    if output == "json":
+        print_json(
+            {
+                "image": str(target.image),
+                "digest": target.image.digest,
+                "require": require,
+                "met": report.met,
+                "unmet": list(report.unmet),
+                "reason": report.reason,
+                "signatures": [r.model_dump(mode="json") for r in report.results],
+            }
+        )
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(highlight=False)
+        table = Table(title=str(target.image), title_justify="left", show_edge=False)
+        for col in ("FORMAT", "SIGNATURE", "SIGNER", "RESULT"):
+            table.add_column(col)
+        for r in report.results:
+            table.add_row(
+                r.format,
+                r.digest[:19],
+                r.signer or "-",
+                "[green]valid[/]" if r.verified else f"[red]invalid[/]: {r.reason}",
+            )
+        if report.results:
+            console.print(table)
+        style = "green" if report.met else "red"
+        console.print(f"[{style}]{report.reason}[/]")
+    if not report.met:
+        raise typer.Exit(1)
+
+
+def _private_key(path: str) -> Any:
+    from ..signatures.keys import load_private_key
+
+    return load_private_key(_read(path, "key file"), env=os.environ)
+
+
+def run_sign(
+    image: str, *, key: str, fmt: str, annotations: Sequence[str], output: str, insecure: bool
+) -> None:
+    from ..signatures import existing_attachment, publish, sign_bundle, sign_legacy, signature_tag
+
+    private = _private_key(key)
+    notes = dict(_pair(a) for a in annotations)
+    with open_target(image, insecure=insecure, writable=True) as target:
+        ref, client = target.image, target.source
+        assert ref.digest is not None
+        if fmt == "legacy":
+            tag = signature_tag(ref.digest, "sig")
+            artifact = sign_legacy(
+                image_digest=ref.digest,
+                docker_reference=ref.name,
+                key=private,
+                annotations=notes or None,
+                existing_manifest=existing_attachment(client, ref.repository, tag),
+            )
+        else:
+            if notes:
+                raise UsageError("--annotation is only supported with --format legacy")
+            artifact = sign_bundle(
+                subject={"mediaType": target.media_type, "digest": ref.digest, "size": target.size},
+                key=private,
+                created=datetime.now(UTC),
+            )
+        digest = publish(client, ref.repository, artifact)
+    _report(output, "signed", ref, digest, artifact.tag, private.public_key.key_id)
+
+
+def run_attest(
+    image: str, *, key: str, kind: str, predicate: str, fmt: str, output: str, insecure: bool
+) -> None:
+    from ..signatures import (
+        attest_bundle,
+        attest_legacy,
+        existing_attachment,
+        publish,
+        signature_tag,
+    )
+
+    private = _private_key(key)
+    try:
+        body = json.loads(_read(predicate, "predicate file"))
+    except ValueError as exc:
+        raise UsageError(f"predicate file {predicate!r} is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise UsageError(f"predicate file {predicate!r}: expected a JSON object")
+    with open_target(image, insecure=insecure, writable=True) as target:
+        ref, client = target.image, target.source
+        assert ref.digest is not None
+        if fmt == "legacy":
+            tag = signature_tag(ref.digest, "att")
+            artifact = attest_legacy(
+                image_digest=ref.digest,
+                repository=ref.name,
+                key=private,
+                predicate_type=kind,
+                predicate=body,
+                existing_manifest=existing_attachment(client, ref.repository, tag),
+            )
+        else:
+            artifact = attest_bundle(
+                subject={"mediaType": target.media_type, "digest": ref.digest, "size": target.size},
+                key=private,
+                predicate_type=kind,
+                predicate=body,
+                created=datetime.now(UTC),
+            )
+        digest = publish(client, ref.repository, artifact)
+    _report(output, "attested", ref, digest, artifact.tag, private.public_key.key_id)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--annotation expects KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _report(
+    output: str, verb: str, ref: ImageRef, digest: str, tag: str | None, key_id: str
+) -> None:
+    where = f"{ref.name}:{tag}" if tag else f"{ref.name}@{digest} (referrer)"
+    if output == "json":
+        print_json(
+            {"image": str(ref), verb: True, "manifest": digest, "location": where, "keyId": key_id}
+        )
+    else:
+        print(f"{verb} {ref} with key {key_id[:16]} → {where}")

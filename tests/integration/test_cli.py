@@ -1,0 +1,143 @@
+"""The `regwarden` command as a user runs it: real process, real registry, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.registries import PushImage
+
+from regwarden.devtools import LocalRegistry, free_port, make_multiarch, push_image
+from regwarden.oci import RegistryClient
+
+pytestmark = pytest.mark.integration
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "regwarden", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def test_images_json_groups_tags_and_sizes_indexes(
+    registry: LocalRegistry, client: RegistryClient, repo: str, push: PushImage
+) -> None:
+    a = push(
+        repo,
+        "1.0.0",
+        layers=2,
+        layer_size=100,
+        seed=1,
+        labels={"org.opencontainers.image.source": "x"},
+    )
+    client.put_manifest(repo, "stable", a.manifest, a.media_type)
+    index = make_multiarch(layers=1, layer_size=50, seed=2)
+    push_image(client, repo, index, tag="2.0.0")
+
+    proc = run("images", f"{registry.host}/{repo}", "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["digest"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == {a.manifest_digest, index.manifest_digest}
+    assert rows[a.manifest_digest]["tags"] == ["1.0.0", "stable"]
+    assert rows[a.manifest_digest]["size"] == len(a.config) + sum(len(b) for b in a.layers)
+    idx = rows[index.manifest_digest]
+    assert idx["tags"] == ["2.0.0"]
+    assert len(idx["platforms"]) == 2
+    assert idx["size"] == sum(len(c.config) + sum(len(b) for b in c.layers) for c in index.children)
+
+    table = run("images", f"{registry.host}/{repo}")
+    assert table.returncode == 0
+    assert "1.0.0, stable" in table.stdout and "2 image(s)" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("images", "ghcr.io/Acme/api"), 2, "must be lowercase"),
+        (("images", "127.0.0.1:5000/a:tag"), 2, "expected a repository"),
+        (("images", "europe-docker.pkg.dev/proj/repo/img"), 2, "Google Artifact Registry"),
+        (("images", "acme.azurecr.io/api"), 2, "Azure Container Registry"),
+        (("retention", "plan"), 2, "not implemented yet"),
+        (("images",), 2, "Missing argument"),
+        (("images", "x", "--bogus"), 2, "No such option"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(
+    args: tuple[str, ...], code: int, message: str
+) -> None:
+    proc = run(*args)
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreachable_registry_exits_3() -> None:
+    port = free_port()  # nothing listens here
+    proc = run("images", f"127.0.0.1:{port}/nothing")
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"127.0.0.1:{port}" in proc.stderr
+
+
+def test_plain_http_to_remote_host_needs_insecure() -> None:
+    proc = run("images", "registry.invalid/x")
+    assert proc.returncode == 3  # https attempted (and unreachable), never plain http
+    proc = run("--insecure", "images", "registry.invalid/x")
+    assert proc.returncode == 3
+    assert "http://registry.invalid" in proc.stderr
+
+
+def test_missing_repository_is_not_an_infrastructure_error(registry: LocalRegistry) -> None:
+    proc = run("images", f"{registry.host}/does/not/exist")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_teaches() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for word in ("images", "verify", "retention", "quarantine", "policy", "demo", "Exit codes"):
+        assert word in proc.stdout
+
+
+def test_version() -> None:
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("regwarden ")
+
+
+def test_policy_validate_reports_path_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "regwarden.yaml"
+    bad.write_text(
+        "apiVersion: regwarden/v1\nkind: Policy\nrepositories:\n"
+        "  - match: 'payments/**'\n    vulnerabilities:\n      maxSeverity: extreme\n"
+    )
+    proc = run("policy", "validate", str(bad), "--output", "json")
+    assert proc.returncode == 2
+    report = json.loads(proc.stdout)
+    assert report["valid"] is False
+    (problem,) = report["problems"]
+    assert problem["path"] == "repositories[0].vulnerabilities.maxSeverity"
+    assert problem["line"] == 6
+    text = run("policy", "validate", str(bad))
+    assert f"{bad}:6: repositories[0].vulnerabilities.maxSeverity" in text.stderr
+
+
+def test_policy_schema_is_json_schema() -> None:
+    proc = run("policy", "schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert "repositories" in json.dumps(schema)
+
+
+def test_example_policy_validates() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "regwarden.yaml"
+    proc = run("policy", "validate", str(example))
+    assert proc.returncode == 0, proc.stderr
