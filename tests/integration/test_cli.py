@@ -141,3 +141,82 @@ def test_example_policy_validates() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "regwarden.yaml"
     proc = run("policy", "validate", str(example))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_invoke_on_push_runs_the_pipeline_in_process(
+    registry: LocalRegistry, repo: str, push: PushImage, tmp_path: Path
+) -> None:
+    """`regwarden invoke on_push EVENT` with a distribution envelope: an unsigned image in a
+    repository whose policy needs signatures fails and is quarantined (exit 1)."""
+    image = push(repo, "1.0.0", seed=77)
+    key = tmp_path / "cosign.pub"
+    from regwarden.signatures.keys import generate_private_key
+
+    pem = generate_private_key("ecdsa-p256").public_key.pem
+    key.write_bytes(pem if isinstance(pem, bytes) else pem.encode())
+    policy = tmp_path / "regwarden.yaml"
+    policy.write_text(
+        "apiVersion: regwarden/v1\nkind: Policy\nrepositories:\n"
+        f"  - match: '{repo.split('/')[0]}/**'\n    team: payments\n"
+        "    signatures: {required: true, cosign: {keys: ['file://cosign.pub']}, "
+        "gracePeriod: 1s}\n"
+    )
+    event = tmp_path / "push.json"
+    event.write_text(
+        json.dumps(
+            {
+                "events": [
+                    {
+                        "id": "invoke-1",
+                        "timestamp": "2026-01-01T00:00:00Z",
+                        "action": "push",
+                        "target": {
+                            "mediaType": image.media_type,
+                            "digest": image.manifest_digest,
+                            "repository": repo,
+                            "tag": "1.0.0",
+                            "size": len(image.manifest),
+                        },
+                        "request": {"host": registry.host, "useragent": "ci/1.0", "method": "PUT"},
+                    }
+                ]
+            }
+        )
+    )
+    ledger = tmp_path / "ledger.db"
+    proc = run(
+        "--ledger",
+        str(ledger),
+        "invoke",
+        "on_push",
+        str(event),
+        "--policy",
+        str(policy),
+        "--output",
+        "json",
+    )
+    assert proc.returncode == 1, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert row["outcome"] == "FAILED"
+    assert row["actions"][0].startswith("quarantine (move")
+    again = run(
+        "--ledger",
+        str(ledger),
+        "invoke",
+        "on_push",
+        str(event),
+        "--policy",
+        str(policy),
+        "--output",
+        "json",
+    )
+    assert json.loads(again.stdout)[0]["ignored"] == "duplicate delivery"
+    check = run(
+        "--ledger",
+        str(ledger),
+        "check",
+        f"{registry.host}/quarantine/{repo}@{image.manifest_digest}",
+        "--policy",
+        str(policy),
+    )
+    assert check.returncode == 2  # no policy entry covers the quarantine repository

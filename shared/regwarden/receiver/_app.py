@@ -31,8 +31,15 @@ def create_app(
     validators: dict[str, Validator],
     pool: WorkerPool | None = None,
     clock: Clock = utcnow,
+    run_pool: bool = False,
 ) -> Any:
-    """A Starlette app with `POST /events/<source>` for each validator and `GET /healthz`."""
+    """A Starlette app with `POST /events/<source>` for each validator and `GET /healthz`.
+
+    With `run_pool`, the app starts the worker pool at start-up and stops it at shutdown
+    (for ASGI servers that own the process: `uvicorn functions.http.app:app`)."""
+    import contextlib
+    from collections.abc import AsyncIterator
+
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -74,9 +81,20 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "pending": ledger.pending_count()})
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if run_pool and pool is not None:
+            pool.start()
+        try:
+            yield
+        finally:
+            if run_pool and pool is not None:
+                pool.stop()
+
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/events/{source}", receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-        ]
+        ],
     )

@@ -1,0 +1,1 @@
+"""Thin platform adapters over the shared core (`regwarden`); one package per platform."""
