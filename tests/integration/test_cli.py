@@ -211,12 +211,14 @@ def test_invoke_on_push_runs_the_pipeline_in_process(
         "json",
     )
     assert json.loads(again.stdout)[0]["ignored"] == "duplicate delivery"
+    # it was moved: checking it in its old repository is a clean "does not exist"
     check = run(
         "--ledger",
         str(ledger),
         "check",
-        f"{registry.host}/quarantine/{repo}@{image.manifest_digest}",
+        f"{registry.host}/{repo}@{image.manifest_digest}",
         "--policy",
         str(policy),
     )
-    assert check.returncode == 2  # no policy entry covers the quarantine repository
+    assert check.returncode == 2
+    assert "does not exist" in check.stderr
