@@ -19,22 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sqlite3
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from regwarden.devtools import LocalRegistry, free_port, make_image, push_image
+from regwarden.devtools import LocalRegistry, gated_registry, make_image, push_image
 from regwarden.oci import ALL_MANIFEST_TYPES, OCI_INDEX, RegistryClient, referrers_tag
 
 POLICY = """\
@@ -53,29 +50,10 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-@contextmanager
-def receiver(app: Any, port: int) -> Iterator[None]:
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def run_gate(n: int, workers: int) -> dict[str, Any]:
     from regwarden.pipeline import Handled
-    from regwarden.receiver import Authenticator, WorkerPool, create_app
     from regwarden.runtime import load_runtime
-    from regwarden.service import SOURCES, Processor, count_events
+    from regwarden.service import Processor
     from regwarden.signatures.keys import generate_private_key
     from regwarden.store import QueuedEvent
 
@@ -105,27 +83,12 @@ def run_gate(n: int, workers: int) -> dict[str, Any]:
                     latencies.append(finished - item.received_at.timestamp())
                     done_at.append(finished)
 
-    pool = WorkerPool(runtime.ledger, process, workers=workers, poll=0.05)
-    token = secrets.token_urlsafe(16)
-    app = create_app(
-        ledger=runtime.ledger,
-        auth=Authenticator([token]),
-        validators={s: count_events(s) for s in SOURCES},
-        pool=pool,
-    )
-    port = free_port()
-    pool.start()
     try:
         with (
-            receiver(app, port),
-            LocalRegistry(
-                notifications=f"http://127.0.0.1:{port}/events/distribution",
-                notification_headers={"Authorization": f"Bearer {token}"},
-                notification_timeout="2s",
-                notification_backoff="100ms",
-            ) as registry,
-            RegistryClient(registry.host, user_agent="bench-ci/1.0") as client,
+            gated_registry(runtime.ledger, process, workers=workers, backoff="100ms") as gated,
+            RegistryClient(gated.registry.host, user_agent="bench-ci/1.0") as client,
         ):
+            registry = gated.registry
             count = {"requests": 0}
 
             def counted(request: httpx.Request) -> None:
@@ -185,7 +148,6 @@ def run_gate(n: int, workers: int) -> dict[str, Any]:
                 "registry": registry.host,
             }
     finally:
-        pool.stop()
         runtime.close()
 
 

@@ -13,8 +13,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,8 @@ from typing import Any
 from rich.console import Console
 
 from ..devtools import (
-    LocalRegistry,
     Vuln,
-    free_port,
+    gated_registry,
     make_image,
     push_image,
     trivy_report,
@@ -34,7 +32,6 @@ from ..oci import RegistryClient
 from ..signatures import attest_legacy, publish, sign_legacy
 from ..signatures.keys import PrivateKey, generate_private_key
 
-TOKEN_BYTES = 24
 POLICY = """\
 apiVersion: regwarden/v1
 kind: Policy
@@ -62,24 +59,6 @@ CI = "demo-ci/1.0"  # the demo pushes as a CI system would
 REPO = "payments/api"
 CLEAN = [Vuln("CVE-2099-0101", "LOW", "zlib", "1.3", "1.3.1")]
 CRITICAL = [Vuln("CVE-2099-0102", "CRITICAL", "openssl", "3.0.1", "3.0.15", 9.8)]
-
-
-@contextmanager
-def _receiver(app: Any, port: int) -> Iterator[None]:
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _wait(cond: Callable[[], object], timeout: float = 30.0) -> None:
@@ -151,13 +130,11 @@ class _Demo:
 
 
 def run_demo(*, keep: bool) -> None:
-    import secrets
 
     from ..actions import release
     from ..pipeline import Handled
-    from ..receiver import Authenticator, WorkerPool, create_app
     from ..runtime import load_runtime
-    from ..service import SOURCES, Processor, count_events
+    from ..service import Processor
     from ._gate import print_handled
     from ._images import run_images
 
@@ -170,7 +147,6 @@ def run_demo(*, keep: bool) -> None:
         (root / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
         alerts = root / "alerts.jsonl"
         (root / "regwarden.yaml").write_text(POLICY.format(alerts=alerts))
-        token = secrets.token_urlsafe(TOKEN_BYTES)
         runtime = load_runtime(root / "regwarden.yaml", ledger_path=root / "ledger.db")
         pipeline = runtime.pipeline()
         lock = threading.Lock()
@@ -186,31 +162,15 @@ def run_demo(*, keep: bool) -> None:
                     shown[key] = h.verdict.outcome.value
                     print_handled(h)
 
-        pool = WorkerPool(
-            runtime.ledger,
-            Processor(pipeline, runtime.ledger, clock=lambda: datetime.now(UTC), on_handled=show),
-            workers=4,
-            poll=0.1,
+        processor = Processor(
+            pipeline, runtime.ledger, clock=lambda: datetime.now(UTC), on_handled=show
         )
-        app = create_app(
-            ledger=runtime.ledger,
-            auth=Authenticator([token]),
-            validators={s: count_events(s) for s in SOURCES},
-            pool=pool,
-        )
-        port = free_port()
-        pool.start()
         try:
             with (
-                _receiver(app, port),
-                LocalRegistry(
-                    notifications=f"http://127.0.0.1:{port}/events/distribution",
-                    notification_headers={"Authorization": f"Bearer {token}"},
-                    notification_timeout="2s",
-                    notification_backoff="200ms",
-                ) as registry,
-                RegistryClient(registry.host, user_agent=CI) as client,
+                gated_registry(runtime.ledger, processor, poll=0.1) as gated,
+                RegistryClient(gated.registry.host, user_agent=CI) as client,
             ):
+                registry, pool, port = gated.registry, gated.pool, gated.receiver_port
                 console.print(
                     f"[bold]regwarden demo[/]: docker-registry on {registry.url} "
                     f"notifies regwarden's receiver on 127.0.0.1:{port}"
@@ -288,7 +248,6 @@ def run_demo(*, keep: bool) -> None:
                     except KeyboardInterrupt:
                         pass
         finally:
-            pool.stop()
             runtime.close()
     console.print("\n[green]demo finished[/]; the registry and the receiver were stopped")
 

@@ -7,6 +7,7 @@ Used by the test-suite, the benchmarks and `regwarden demo`:
         digest = push_image(client, "payments/api", image, tag="v1")
 """
 
+from ._gated import GatedRegistry, gated_registry, serve_in_thread
 from ._layout import (
     DEFAULT_PLATFORMS,
     Content,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_BINARY",
     "DEFAULT_PLATFORMS",
     "Content",
+    "GatedRegistry",
     "ImageBlobs",
     "IndexBlobs",
     "LayoutEntry",
@@ -41,6 +43,7 @@ __all__ = [
     "build_image",
     "build_index",
     "free_port",
+    "gated_registry",
     "make_image",
     "make_index",
     "make_multiarch",
@@ -48,6 +51,7 @@ __all__ = [
     "parse_platform",
     "push_image",
     "push_layout",
+    "serve_in_thread",
     "skopeo_copy",
     "trivy_report",
     "vuln_predicate",

@@ -1,0 +1,81 @@
+"""A local registry whose notifications feed regwarden's webhook receiver, running in this
+process (as `regwarden serve` would): the demo and the push-gate benchmark use it."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..receiver import Authenticator, Processor, WorkerPool, create_app
+from ..store import SqliteLedger
+from ._registry import LocalRegistry, free_port
+
+
+@dataclass(frozen=True)
+class GatedRegistry:
+    registry: LocalRegistry
+    pool: WorkerPool
+    receiver_port: int
+
+
+@contextmanager
+def serve_in_thread(app: Any, port: int) -> Iterator[None]:
+    """Run an ASGI app with uvicorn on 127.0.0.1:`port` in a daemon thread."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the receiver could not start on 127.0.0.1:{port}")
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
+def gated_registry(
+    ledger: SqliteLedger,
+    process: Processor,
+    *,
+    workers: int = 4,
+    poll: float = 0.05,
+    backoff: str = "200ms",
+) -> Iterator[GatedRegistry]:
+    """docker-registry on loopback → receiver (random token) → durable queue → workers."""
+    from ..service import SOURCES, count_events
+
+    token = secrets.token_urlsafe(24)
+    pool = WorkerPool(ledger, process, workers=workers, poll=poll)
+    app = create_app(
+        ledger=ledger,
+        auth=Authenticator([token]),
+        validators={s: count_events(s) for s in SOURCES},
+        pool=pool,
+    )
+    port = free_port()
+    pool.start()
+    try:
+        with (
+            serve_in_thread(app, port),
+            LocalRegistry(
+                notifications=f"http://127.0.0.1:{port}/events/distribution",
+                notification_headers={"Authorization": f"Bearer {token}"},
+                notification_timeout="2s",
+                notification_backoff=backoff,
+            ) as registry,
+        ):
+            yield GatedRegistry(registry, pool, port)
+    finally:
+        pool.stop()
