@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .errors import NotImplementedYet
 from .gate import GateRules, ProvenanceFact
@@ -22,6 +22,7 @@ from .notify import (
     Notifier,
     Router,
     SlackChannel,
+    SnsChannel,
     StreamChannel,
     TeamsChannel,
     WebhookChannel,
@@ -30,11 +31,12 @@ from .pipeline import Evidence, Pipeline
 from .policy import Policy
 from .providers import ProviderOptions, Registry, open_registry
 from .reference import ImageRef
-from .store import SqliteLedger
+from .store import Ledger, SqliteLedger
 
 log = logging.getLogger("regwarden.runtime")
 
 RegistryFactory = Callable[[str], Registry]
+LedgerT = TypeVar("LedgerT", bound=Ledger)
 
 
 class _Unsupported:
@@ -72,19 +74,21 @@ def build_channels(policy: Policy, env: Mapping[str, str]) -> dict[str, Notifier
             out[name] = StreamChannel(name, format=ch.format)
         elif isinstance(ch, p.FileChannel):
             out[name] = StreamChannel(name, path=(policy.base_dir or Path.cwd()) / ch.path)
+        elif isinstance(ch, p.SnsChannel):
+            out[name] = SnsChannel(name, ch.topic_arn)
         else:
             out[name] = _Unsupported(name, ch.type)
     return out
 
 
-class Runtime:
+class Runtime(Generic[LedgerT]):
     """Everything one process needs to gate images under one policy."""
 
     def __init__(
         self,
         policy: Policy,
         *,
-        ledger: SqliteLedger,
+        ledger: LedgerT,
         insecure: bool = False,
         env: Mapping[str, str] | None = None,
         actor: str | None = None,
@@ -230,6 +234,20 @@ class Runtime:
             else:
                 if native is not None and (scan is None or _newer(native, scan)):
                     scan = native
+        if "harbor" in sources and registry.kind == "oci":
+            from .scanning import ScanFormatError
+            from .scanning.harbor_api import ENV_API_BASE, HarborScanFailed, HarborScanSource
+
+            harbor = HarborScanSource(
+                api_base=self.env.get(ENV_API_BASE) or None, env=self.env, insecure=self._insecure
+            )
+            try:
+                harbor_scan = harbor(registry, image)
+            except (HarborScanFailed, ScanFormatError) as exc:  # fail closed: never "no scan"
+                scan_error = str(exc)
+            else:
+                if harbor_scan is not None and (scan is None or _newer(harbor_scan, scan)):
+                    scan = harbor_scan
         return Evidence(
             signatures=tuple(signatures),
             signatures_unmet=unmet,
@@ -274,7 +292,7 @@ def load_runtime(
     ledger_path: Path,
     insecure: bool = False,
     extra_channels: tuple[Notifier, ...] = (),
-) -> Runtime:
+) -> Runtime[SqliteLedger]:
     from .policy import load_policy
 
     policy = load_policy(policy_path)
