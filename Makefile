@@ -35,3 +35,15 @@ bench:
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+
+# AWS: lint the SAM template (sam, cfn-lint, checkov), build it without Docker, and check
+# the bundle (no GCP/Azure SDK, code + layer <= 40 MB). The tools live in their own venvs
+# under .tools/ (scripts/aws-tools installs them from PyPI on first use).
+.PHONY: aws-check
+aws-check:
+	scripts/aws-tools
+	SAM_CLI_TELEMETRY=0 .tools/sam/bin/sam validate --lint
+	.tools/cfn-lint/bin/cfn-lint template.yaml
+	.tools/checkov/bin/checkov -f template.yaml --quiet --compact --skip-download
+	SAM_CLI_TELEMETRY=0 .tools/sam/bin/sam build
+	$(PY) scripts/package_report.py

@@ -37,7 +37,7 @@ from .model import (
 from .notify import Alert, Router
 from .providers import Registry
 from .reference import ImageRef
-from .store import SqliteLedger
+from .store import Ledger
 
 log = logging.getLogger("regwarden.pipeline")
 
@@ -80,7 +80,7 @@ class Handled:
 
 @dataclass
 class Pipeline:
-    ledger: SqliteLedger
+    ledger: Ledger
     rules_for: Callable[[str], GateRules | None]
     """repository name → rules, or None when no policy entry covers it."""
     registry_for: Callable[[str], Registry]

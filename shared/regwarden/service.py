@@ -12,7 +12,7 @@ from .errors import IntakeError
 from .model import ImageEvent
 from .pipeline import Handled, Pipeline
 from .reference import ImageRef
-from .store import QueuedEvent, SqliteLedger
+from .store import EventQueue, QueuedEvent
 
 log = logging.getLogger("regwarden.service")
 
@@ -63,7 +63,7 @@ def detect_source(body: bytes) -> str:
     )
 
 
-def enqueue_recheck(ledger: SqliteLedger, handled: Handled, *, now: datetime) -> None:
+def enqueue_recheck(ledger: EventQueue, handled: Handled, *, now: datetime) -> None:
     """PENDING verdicts come back at their deadline (grace period or scan timeout)."""
     if handled.recheck_at is None or handled.verdict is None:
         return
@@ -83,7 +83,7 @@ class Processor:
     def __init__(
         self,
         pipeline: Pipeline,
-        ledger: SqliteLedger,
+        ledger: EventQueue,
         *,
         clock: Callable[[], datetime],
         on_handled: Callable[[Handled], None] | None = None,

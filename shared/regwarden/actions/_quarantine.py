@@ -21,7 +21,7 @@ from datetime import datetime
 from ..errors import NotFound, UsageError
 from ..providers import Registry
 from ..reference import ImageRef, short_digest
-from ..store import QuarantineRecord, SqliteLedger
+from ..store import Ledger, QuarantineRecord
 
 QUARANTINE_TAG_PREFIX = "quarantined-"
 STRATEGIES = ("move", "retag", "lock")
@@ -52,7 +52,7 @@ def _action_key(kind: str, image: ImageRef) -> str:
 
 
 def _rollback_targets(
-    registry: Registry, ledger: SqliteLedger, image: ImageRef, tags: tuple[str, ...]
+    registry: Registry, ledger: Ledger, image: ImageRef, tags: tuple[str, ...]
 ) -> tuple[dict[str, str], list[str]]:
     """Tags whose previous digest is known, present and PASSED → that digest."""
     assert image.digest is not None
@@ -78,7 +78,7 @@ def _rollback_targets(
 
 def quarantine(
     registry: Registry,
-    ledger: SqliteLedger,
+    ledger: Ledger,
     *,
     image: ImageRef,
     tags: tuple[str, ...],
@@ -176,7 +176,7 @@ def quarantine(
     return QuarantineOutcome(strategy, qrepo, deployable, targets, tuple(notes))
 
 
-def describe_state(ledger: SqliteLedger, image: ImageRef) -> str:
+def describe_state(ledger: Ledger, image: ImageRef) -> str:
     """Where a quarantine of `image` stands, in words, for an alert after retries ran out."""
     record = ledger.action(_action_key("quarantine", image))
     if record is None:
@@ -202,7 +202,7 @@ class ReleaseOutcome:
 
 def release(
     registry: Registry,
-    ledger: SqliteLedger,
+    ledger: Ledger,
     *,
     image: ImageRef,
     reason: str,

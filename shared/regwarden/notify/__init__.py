@@ -13,6 +13,7 @@ from ._render import (
     verify_body,
 )
 from ._router import Router, Selector, everything_to
+from ._sns import SnsChannel, sns_attributes
 
 __all__ = [
     "CLOUDEVENT_TYPE",
@@ -22,6 +23,7 @@ __all__ = [
     "Router",
     "Selector",
     "SlackChannel",
+    "SnsChannel",
     "StreamChannel",
     "TeamsChannel",
     "WebhookChannel",
@@ -32,5 +34,6 @@ __all__ = [
     "render_teams",
     "render_text",
     "sign_body",
+    "sns_attributes",
     "verify_body",
 ]

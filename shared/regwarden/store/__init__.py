@@ -4,6 +4,8 @@ SQLite is the embedded default (one file, WAL mode, safe across threads and proc
 DynamoDB backs the same interface on AWS.
 """
 
+from ._dynamo import DynamoLedger
+from ._protocol import EventQueue, Ledger
 from ._sqlite import (
     ActionRecord,
     QuarantineRecord,
@@ -11,4 +13,12 @@ from ._sqlite import (
     SqliteLedger,
 )
 
-__all__ = ["ActionRecord", "QuarantineRecord", "QueuedEvent", "SqliteLedger"]
+__all__ = [
+    "ActionRecord",
+    "DynamoLedger",
+    "EventQueue",
+    "Ledger",
+    "QuarantineRecord",
+    "QueuedEvent",
+    "SqliteLedger",
+]

@@ -1,0 +1,571 @@
+"""What the AWS handlers share: cold-start state, one SQS record → the shared pipeline, and
+the Powertools pieces (Logger, Tracer, Metrics, idempotency on DynamoDB).
+
+Handlers stay thin (parse → call core → render); the core is `regwarden.pipeline`. Module
+import is cheap on purpose: Powertools' Logger/Tracer/Metrics and the batch utility only.
+The core, boto3 and the idempotency layer are imported on the first record of a cold
+start (`state()`), and kept for the warm process.
+
+Flow per SQS record (EventBridge event in the body):
+
+    body JSON → detail-type accepted by this function? → idempotent on the event id
+    (Powertools, DynamoDB) → parse_eventbridge → pipeline.handle → metrics, recheck
+
+A record that fails (malformed event, registry error before the last attempt) is reported
+in `batchItemFailures`; SQS retries it and after `maxReceiveCount` moves it to the DLQ.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from regwarden.notify import Alert, Notifier
+    from regwarden.pipeline import Handled, Pipeline
+    from regwarden.policy import Policy
+    from regwarden.providers import Registry
+    from regwarden.runtime import Runtime
+    from regwarden.store import DynamoLedger
+
+    from ._settings import Settings
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+__all__ = [
+    "GATE_FUNCTIONS",
+    "IDEMPOTENCY_TTL",
+    "NOTIFY_TTL",
+    "RECHECK",
+    "LazyTracer",
+    "gate_record",
+    "notify_record",
+    "powertools",
+    "reset",
+    "start",
+    "state",
+]
+
+RECHECK = "regwarden.recheck"
+"""`source` of the delayed SQS message that brings a PENDING verdict back at its deadline."""
+GATE_FUNCTIONS: dict[str, frozenset[str]] = {
+    "on_push": frozenset(
+        {
+            "ECR Image Action",
+            "ECR Referrer Action",
+            "ECR Pull Through Cache Action",
+            "ECR Replication Action",
+        }
+    ),
+    "on_scan": frozenset({"ECR Image Scan", "Inspector2 Scan"}),
+}
+"""Function → the EventBridge detail-types its queue is fed (anything else is misrouted)."""
+IDEMPOTENCY_TTL = timedelta(days=7)
+"""How long a processed event id is remembered (EventBridge and SQS retry for less)."""
+NOTIFY_TTL = timedelta(days=30)
+"""How long a (alert, channel) delivery is remembered by the notify function."""
+MAX_DELAY = 900
+"""SQS's longest DelaySeconds: a recheck further away is re-sent until it is due."""
+
+
+class _Stdout:
+    """Whatever `sys.stdout` is when a line is written (Lambda's never changes; a test
+    runner's does between tests)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+class LazyTracer:
+    """Powertools' Tracer, built on the first invocation rather than at import.
+
+    Constructing a Tracer imports the X-Ray SDK, whose global recorder creates botocore
+    clients for sampling rules (about 150-250 ms, more than `import boto3` itself). The
+    decorators below have the Tracer's signatures and wrap on first call, so a handler
+    module imports in a fraction of that and pays for tracing when it first runs.
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._tracer: Tracer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def tracer(self) -> Tracer:
+        with self._lock:
+            if self._tracer is None:
+                self._tracer = Tracer(service=self.service)
+            return self._tracer
+
+    def capture_lambda_handler(self, handler: _F) -> _F:
+        traced: list[Callable[..., Any]] = []
+
+        @functools.wraps(handler)
+        def wrapper(event: Any, context: Any) -> Any:
+            if not traced:
+                traced.append(self.tracer.capture_lambda_handler(handler))
+            return traced[0](event, context)
+
+        return cast(_F, wrapper)
+
+    def capture_method(self, method: _F) -> _F:
+        traced: list[Callable[..., Any]] = []
+
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not traced:
+                traced.append(self.tracer.capture_method(method))
+            return traced[0](*args, **kwargs)
+
+        return cast(_F, wrapper)
+
+
+def powertools(function: str) -> tuple[Logger, LazyTracer, Metrics]:
+    """Logger (structured JSON), Tracer and Metrics for one handler module.
+
+    Powertools' Metrics share one metric set per process, so the `function` dimension is
+    added per record (`gate_record`, `notify_record`), not as a default here.
+    """
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME") or "regwarden"
+    logger = Logger(service=service, function=function, stream=_Stdout())  # type: ignore[arg-type]
+    metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "regwarden")
+    return logger, LazyTracer(service), metrics
+
+
+# -- cold-start state -------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """Everything read or built once per cold start."""
+
+    function: str
+    settings: Settings
+    policy: Policy
+    ledger: DynamoLedger
+    runtime: Runtime[DynamoLedger]
+    secrets: Mapping[str, str]
+    """`REGWARDEN_SECRET_*` → value, fetched on first use (channel URLs, HMAC keys)."""
+    idempotency: IdempotencyConfig
+    idempotent: Callable[..., dict[str, Any]]
+    pipeline: Pipeline | None = None
+    """The push pipeline (gate functions only)."""
+    channels: dict[str, Notifier] = field(default_factory=dict)
+    sqs: Any = None
+
+    @property
+    def gate(self) -> Pipeline:
+        assert self.pipeline is not None, f"{self.function} is not a gate function"
+        return self.pipeline
+
+
+_STATE: dict[str, State] = {}
+_STATE_LOCK = threading.Lock()
+
+
+def state(function: str) -> State:
+    """The cold-start state of `function`, built on first use."""
+    with _STATE_LOCK:
+        found = _STATE.get(function)
+        if found is None:
+            found = _STATE[function] = _build(function)
+        return found
+
+
+def reset() -> None:
+    """Forget the cold-start state (tests change the environment between cases)."""
+    with _STATE_LOCK:
+        for st in _STATE.values():
+            st.runtime.close()
+            st.ledger.close()
+        _STATE.clear()
+
+
+def start(function: str, context: LambdaContext) -> State:
+    """Per invocation: the (cached) state, with the Lambda context registered so an
+    in-progress idempotency record expires when this invocation's time runs out."""
+    st = state(function)
+    st.idempotency.register_lambda_context(context)
+    return st
+
+
+def _build(function: str) -> State:
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    from regwarden.notify import SnsChannel, everything_to
+    from regwarden.runtime import Runtime
+    from regwarden.store import DynamoLedger
+    from regwarden.store._dynamo import TTL_ATTRIBUTE
+
+    from ._settings import SecretEnv, Settings, load_policy, policy_secrets
+
+    settings = Settings.from_env()
+    policy = load_policy(settings.policy)
+    ledger = DynamoLedger(settings.table)
+    gate = function in GATE_FUNCTIONS
+    store = settings.secret_store
+    # The runtime gets the secrets the gate itself needs (keys), fetched now: a key that
+    # cannot be read fails the cold start, so nothing is judged without it (fail closed).
+    # Channel secrets are fetched only when the notify function first builds that channel.
+    key_names = policy_secrets(policy, notifications=False) if gate else {}
+    keys = SecretEnv(os.environ, key_names, store=store)
+    actor = os.environ.get("REGWARDEN_ACTOR") or None
+    runtime = Runtime(
+        policy, ledger=ledger, env=keys, actor=actor, registry_factory=_registry_factory(settings)
+    )
+    pipeline = None
+    if gate:
+        from regwarden.pipeline import Pipeline
+
+        if settings.alerts_topic:  # every alert to the topic; `notify` fans out from there
+            router = everything_to(SnsChannel("alerts", settings.alerts_topic))
+        else:
+            router = runtime.router()
+        pipeline = Pipeline(
+            ledger=ledger,
+            rules_for=runtime.rules_for,
+            registry_for=runtime.registry,
+            router=router,
+            evidence=runtime.evidence,
+            quarantine_templates=runtime.quarantine_templates(),
+            actor=actor,
+        )
+    # gate functions: the EventBridge event id; notify: the whole alert (its content)
+    config = IdempotencyConfig(
+        event_key_jmespath="id" if gate else "@",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=int(IDEMPOTENCY_TTL.total_seconds()),
+    )
+    persistence = DynamoDBPersistenceLayer(
+        table_name=settings.table,
+        key_attr="pk",
+        sort_key_attr="sk",
+        static_pk_value=f"idempotency#{function}",
+        expiry_attr=TTL_ATTRIBUTE,
+    )
+    body = _gate_event if gate else _notify_alert
+    wrapped = idempotent_function(
+        data_keyword_argument="event", persistence_store=persistence, config=config
+    )(body)
+    _structured_core_logs()
+    secrets = SecretEnv(os.environ, policy_secrets(policy), store=store)
+    return State(
+        function, settings, policy, ledger, runtime, secrets, config, wrapped, pipeline=pipeline
+    )
+
+
+def _structured_core_logs() -> None:
+    """In Lambda, the core's `regwarden.*` loggers write through Powertools' JSON formatter
+    (same correlation id and keys). Left alone elsewhere (tests, local runs)."""
+    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    logging.getLogger("regwarden")
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME") or "regwarden"
+    copy_config_to_registered_loggers(source_logger=Logger(service=service), include={"regwarden"})
+
+
+def _registry_factory(settings: Settings) -> Callable[[str], Registry]:
+    from regwarden.providers import ProviderOptions, open_registry, provider_kind
+
+    def factory(host: str) -> Registry:
+        if provider_kind(host) != "ecr":
+            return open_registry(host)
+        from ._ecr import QuarantineEcr
+
+        return QuarantineEcr(host, ProviderOptions(), data_plane_host=settings.ecr_data_plane)
+
+    return factory
+
+
+# -- gate functions (on_push, on_scan) --------------------------------------------------------
+
+
+def _record_doc(record: SQSRecord) -> dict[str, Any]:
+    from regwarden.errors import IntakeError
+
+    try:
+        doc = json.loads(record.body)
+    except ValueError as exc:
+        raise IntakeError(f"SQS message {record.message_id}: body is not JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
+        raise IntakeError(
+            f"SQS message {record.message_id}: got {type(doc).__name__} without an 'id', "
+            "expected an EventBridge event"
+        )
+    return doc
+
+
+def gate_record(
+    record: SQSRecord, *, function: str, logger: Logger, metrics: Metrics
+) -> dict[str, Any]:
+    """One SQS record of `on_push`/`on_scan`: the EventBridge event through the pipeline.
+
+    Raises on failure (Powertools' batch processor reports the record in
+    `batchItemFailures`); returns a JSON summary, which the idempotency record stores.
+    """
+    from regwarden.errors import IntakeError
+
+    st = state(function)
+    doc = _record_doc(record)
+    logger.set_correlation_id(doc["id"])
+    if doc.get("source") != RECHECK:
+        kind = doc.get("detail-type")
+        if kind not in GATE_FUNCTIONS[function]:
+            raise IntakeError(
+                f"{function} got detail-type {kind!r}, expected one of: "
+                + ", ".join(sorted(GATE_FUNCTIONS[function]))
+            )
+    receives = int(record.attributes.approximate_receive_count or 1)
+    metrics.add_dimension(name="function", value=function)
+    metrics.add_metric(name="Events", unit=MetricUnit.Count, value=1)
+    summary = st.idempotent(
+        event=doc, function=function, receives=receives, logger=logger, metrics=metrics
+    )
+    logger.info("event handled", extra={"summary": summary})
+    return summary
+
+
+def _gate_event(
+    event: dict[str, Any], *, function: str, receives: int, logger: Logger, metrics: Metrics
+) -> dict[str, Any]:
+    """The idempotent body: runs once per event id (a completed id returns the stored
+    summary; a concurrent duplicate fails with IdempotencyAlreadyInProgressError and is
+    retried by SQS)."""
+    from regwarden.intake.eventbridge import parse_eventbridge
+
+    st = state(function)
+    now = datetime.now(UTC)
+    final = receives >= st.settings.max_receives
+    if event.get("source") == RECHECK:
+        return _recheck(st, event, now=now, logger=logger, metrics=metrics)
+    results = []
+    for ev in parse_eventbridge(event):
+        if receives > 1:  # an earlier attempt did not complete (Powertools says so)
+            st.ledger.forget_delivery(f"{ev.source}:{ev.delivery_id}")
+        resolved = _referrer_subject(st, ev, logger)
+        if resolved is None:
+            results.append({"image": str(ev.image), "ignored": "referrer without a subject"})
+            continue
+        started = time.monotonic()
+        handled = st.gate.handle(resolved, now=now, final_attempt=final)
+        results.append(_render(st, handled, started=started, now=now, metrics=metrics))
+    return {"id": event["id"], "results": results}
+
+
+def _referrer_subject(st: State, ev: Any, logger: Logger) -> Any:
+    """`ECR Referrer Action` names the referrer, not its subject: read the referrer's
+    manifest `subject` so the pipeline re-evaluates the image (None: no subject)."""
+    from regwarden.errors import NotFound
+    from regwarden.model import EventKind
+
+    if ev.kind is not EventKind.SIGNED or ev.subject_digest is not None or not ev.image.digest:
+        return ev
+    registry = st.runtime.registry(ev.image.registry)
+    try:
+        subject = registry.image_details(ev.image.repository, ev.image.digest).record.subject
+    except NotFound:
+        subject = None
+    if subject is None:
+        logger.info(
+            "referrer without a subject: nothing to re-evaluate", extra={"image": str(ev.image)}
+        )
+        return None
+    return ev.model_copy(update={"subject_digest": subject})
+
+
+def _render(
+    st: State, handled: Handled, *, started: float, now: datetime, metrics: Metrics
+) -> dict[str, Any]:
+    """Metrics, the recheck for a PENDING verdict, and the JSON summary of one event."""
+    from aws_lambda_powertools.metrics import single_metric
+
+    out: dict[str, Any] = {"image": str(handled.event.image)}
+    if handled.ignored:
+        out["ignored"] = handled.ignored
+        return out
+    if handled.verdict is not None:
+        verdict = handled.verdict
+        out.update(verdict=verdict.outcome.value, image=str(verdict.image))
+        with single_metric(
+            name="Verdicts",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=metrics.namespace,
+            default_dimensions={"function": st.function},
+        ) as metric:
+            metric.add_dimension(name="repository", value=verdict.image.repository)
+            metric.add_dimension(name="outcome", value=verdict.outcome.value)
+    if handled.actions:
+        latency = (datetime.now(UTC) - handled.event.time).total_seconds() * 1000
+        for action in handled.actions:
+            with single_metric(
+                name="ActionLatency",
+                unit=MetricUnit.Milliseconds,
+                value=max(latency, 0.0),
+                namespace=metrics.namespace,
+                default_dimensions={"function": st.function},
+            ) as metric:
+                metric.add_dimension(name="action", value=action.split(" ", 1)[0])
+    metrics.add_metric(
+        name="GateDuration", unit=MetricUnit.Milliseconds, value=(time.monotonic() - started) * 1000
+    )
+    out.update(actions=list(handled.actions), alerts=handled.alerts, notes=list(handled.notes))
+    if handled.recheck_at is not None and handled.verdict is not None:
+        out["recheck_at"] = handled.recheck_at.isoformat()
+        _schedule_recheck(st, str(handled.verdict.image), handled.recheck_at, now=now)
+    return out
+
+
+def _schedule_recheck(st: State, image: str, at: datetime, *, now: datetime) -> None:
+    """A delayed message on this function's own queue brings the image back at `at`."""
+    if not st.settings.recheck_queue:
+        return
+    if st.sqs is None:
+        import boto3
+
+        st.sqs = boto3.session.Session().client("sqs")
+    delay = int(min(max((at - now).total_seconds() + 1, 0), MAX_DELAY))
+    body = {"id": f"recheck:{image}:{at.isoformat()}", "source": RECHECK, "image": image}
+    body["at"] = at.isoformat()
+    st.sqs.send_message(
+        QueueUrl=st.settings.recheck_queue, MessageBody=json.dumps(body), DelaySeconds=delay
+    )
+
+
+def _recheck(
+    st: State, event: Mapping[str, Any], *, now: datetime, logger: Logger, metrics: Metrics
+) -> dict[str, Any]:
+    from regwarden.errors import IntakeError
+    from regwarden.reference import ImageRef
+
+    try:
+        image = ImageRef.parse(str(event["image"]))
+        at = datetime.fromisoformat(str(event["at"]))
+    except (KeyError, ValueError) as exc:
+        raise IntakeError(f"malformed recheck message {event.get('id')!r}: {exc}") from None
+    if at > now + timedelta(seconds=1):  # still early: SQS delays at most 15 minutes
+        _schedule_recheck(st, str(image), at, now=now)
+        return {
+            "id": event["id"],
+            "results": [{"image": str(image), "rescheduled": at.isoformat()}],
+        }
+    started = time.monotonic()
+    handled = st.gate.recheck(image, now=now)
+    return {
+        "id": event["id"],
+        "results": [_render(st, handled, started=started, now=now, metrics=metrics)],
+    }
+
+
+# -- notify -----------------------------------------------------------------------------------
+
+
+def notify_record(record: SQSRecord, *, logger: Logger, metrics: Metrics) -> dict[str, Any]:
+    """One SQS record of `notify`: an alert from the alerts topic (raw message delivery) →
+    every channel the policy routes it to, except the alerts topic itself."""
+    from pydantic import ValidationError
+
+    from regwarden.errors import IntakeError
+    from regwarden.notify import Alert
+
+    st = state("notify")
+    try:
+        alert = Alert.model_validate_json(record.body)
+    except ValidationError as exc:
+        raise IntakeError(
+            f"SQS message {record.message_id}: not a regwarden alert ({exc.errors()[0]['msg']})"
+        ) from None
+    logger.set_correlation_id(alert.dedup_key)
+    metrics.add_dimension(name="function", value="notify")
+    try:
+        summary = st.idempotent(event=json.loads(record.body), alert=alert, logger=logger)
+    except Exception:
+        metrics.add_metric(name="AlertDeliveryFailures", unit=MetricUnit.Count, value=1)
+        raise
+    metrics.add_metric(name="AlertsDelivered", unit=MetricUnit.Count, value=len(summary["sent"]))
+    return summary
+
+
+def _notify_alert(event: dict[str, Any], *, alert: Alert, logger: Logger) -> dict[str, Any]:
+    """Idempotent on the alert's content. Each (alert, channel) delivery is remembered, so
+    a retry after one channel failed sends only to the channels still missing it."""
+    from regwarden.errors import NotImplementedYet, RegistryError, UsageError
+
+    st = state("notify")
+    now = datetime.now(UTC)
+    names = st.policy.notifications.channels_for(
+        team=alert.team, severity=alert.severity, action=alert.action, repository=alert.repository
+    )
+    sent: list[str] = []
+    skipped: list[str] = []
+    failed: list[str] = []
+    for name in names:
+        channel = _channel(st, name)
+        if channel is None:
+            skipped.append(f"{name} (the alerts topic itself)")
+            continue
+        key = f"notify:{alert.dedup_key}:{name}"
+        if st.ledger.seen_delivery(key, now=now, ttl=NOTIFY_TTL):
+            skipped.append(f"{name} (already delivered)")
+            continue
+        try:
+            channel.send(alert)
+        except NotImplementedYet as exc:  # a channel kind this runtime cannot serve: permanent
+            logger.error("channel cannot deliver here", extra={"channel": name, "error": str(exc)})
+            skipped.append(f"{name} ({exc})")
+        except (RegistryError, UsageError) as exc:  # retried: another attempt may succeed
+            st.ledger.forget_delivery(key)
+            logger.error("channel failed", extra={"channel": name, "error": str(exc)})
+            failed.append(name)
+        else:
+            sent.append(name)
+    if failed:
+        raise RegistryError(
+            f"alert {alert.dedup_key}: delivery failed on {', '.join(failed)}; "
+            f"sent to {', '.join(sent) or 'none'} (not repeated on retry)"
+        )
+    return {"alert": alert.dedup_key, "sent": sent, "skipped": skipped}
+
+
+def _channel(st: State, name: str) -> Notifier | None:
+    """The channel `name`, built on first use (its secrets are fetched then, not before)."""
+    from regwarden.policy import SnsChannel as SnsConfig
+    from regwarden.runtime import build_channels
+
+    if name in st.channels:
+        return st.channels[name]
+    config = st.policy.notifications.channels[name]
+    if isinstance(config, SnsConfig) and config.topic_arn == st.settings.alerts_topic:
+        return None  # publishing back to the topic this function reads would loop
+    notifications = st.policy.notifications.model_copy(
+        update={"channels": {name: config}, "routes": ()}
+    )
+    only = st.policy.model_copy(update={"notifications": notifications})
+    built = build_channels(only, st.secrets)[name]
+    st.channels[name] = built
+    return built

@@ -1,0 +1,213 @@
+"""Settings for the AWS functions: read from the environment once per cold start.
+
+| variable                  | meaning                                                           |
+| ------------------------- | ----------------------------------------------------------------- |
+| `REGWARDEN_POLICY`        | `s3://BUCKET/KEY`, `ssm:/PARAMETER/NAME` or a bundled file path   |
+| `REGWARDEN_TABLE`         | the DynamoDB table: ledger and idempotency records                |
+| `REGWARDEN_ALERTS_TOPIC`  | the SNS alerts topic ARN (gate functions publish every alert)     |
+| `REGWARDEN_RECHECK_QUEUE` | this function's own SQS queue URL (PENDING verdicts come back)    |
+| `REGWARDEN_MAX_RECEIVES`  | the queue's `maxReceiveCount`: the last attempt acts or alerts    |
+| `REGWARDEN_SECRET_STORE`  | `secretsmanager` (default) or `ssm`: where `secret://NAME` lives  |
+| `ECR_DATA_PLANE`          | optional `host:port` serving ECR's `/v2/` (tests: a local registry)|
+
+Secrets never come from plain environment variables here: `secret://NAME` in the policy is
+the Secrets Manager secret `NAME` (or the SSM SecureString `/NAME`), fetched through
+Powertools parameters (cached for five minutes) when a channel or key first needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from regwarden.errors import PolicyError, UsageError
+
+if TYPE_CHECKING:
+    from regwarden.policy import Policy
+
+__all__ = [
+    "SECRET_STORES",
+    "SecretEnv",
+    "Settings",
+    "load_policy",
+    "policy_secrets",
+    "read_policy_text",
+]
+
+SECRET_STORES = ("secretsmanager", "ssm")
+SECRET_MAX_AGE = 300
+"""Seconds a fetched secret is cached in a warm function."""
+_S3 = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.+)")
+_SSM = re.compile(r"ssm:(?P<name>/[A-Za-z0-9_.\-/]+)")
+_POLICY_FORMS = "s3://BUCKET/KEY, ssm:/PARAMETER/NAME or a file path"
+_MAX_POLICY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """One function's configuration (frozen: read once per cold start)."""
+
+    policy: str
+    """Where the policy file lives: s3://, ssm: or a path bundled with the function."""
+    table: str
+    """The DynamoDB table holding the ledger and the idempotency records."""
+    alerts_topic: str | None = None
+    """SNS topic every alert of a gate function is published to; None: the policy's routes."""
+    recheck_queue: str | None = None
+    """SQS queue URL a PENDING verdict is sent back to (delayed) at its deadline."""
+    max_receives: int = 5
+    """The queue's maxReceiveCount; the attempt with this receive count is the last one."""
+    secret_store: str = "secretsmanager"  # noqa: S105  # a store name
+    """Where `secret://NAME` is read: Secrets Manager secret NAME, or SSM parameter /NAME."""
+    ecr_data_plane: str | None = None
+    """`host:port` serving ECR's /v2/ instead of the registry host (tests only)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def required(name: str, what: str) -> str:
+            value = (env.get(name) or "").strip()
+            if not value:
+                raise UsageError(f"{name} is not set; expected {what}")
+            return value
+
+        store = (env.get("REGWARDEN_SECRET_STORE") or "secretsmanager").strip().lower()
+        if store not in SECRET_STORES:
+            raise UsageError(
+                f"REGWARDEN_SECRET_STORE: got {store!r}, expected one of: "
+                + ", ".join(SECRET_STORES)
+            )
+        receives = (env.get("REGWARDEN_MAX_RECEIVES") or "5").strip()
+        if not receives.isdigit() or int(receives) < 1:
+            raise UsageError(
+                f"REGWARDEN_MAX_RECEIVES: got {receives!r}, expected a whole number >= 1"
+            )
+        return cls(
+            policy=required("REGWARDEN_POLICY", _POLICY_FORMS),
+            table=required("REGWARDEN_TABLE", "the DynamoDB table name"),
+            alerts_topic=(env.get("REGWARDEN_ALERTS_TOPIC") or "").strip() or None,
+            recheck_queue=(env.get("REGWARDEN_RECHECK_QUEUE") or "").strip() or None,
+            max_receives=int(receives),
+            secret_store=store,
+            ecr_data_plane=(env.get("ECR_DATA_PLANE") or "").strip() or None,
+        )
+
+
+def _client(service: str) -> Any:
+    import boto3
+
+    return boto3.session.Session().client(service)
+
+
+def read_policy_text(uri: str) -> str:
+    """The policy YAML at `s3://BUCKET/KEY` or `ssm:/PARAMETER/NAME` (boto3)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3, ssm = _S3.fullmatch(uri), _SSM.fullmatch(uri)
+    try:
+        if s3 is not None:
+            body = _client("s3").get_object(Bucket=s3["bucket"], Key=s3["key"])["Body"]
+            data: bytes = body.read(_MAX_POLICY_BYTES + 1)
+        elif ssm is not None:
+            answer = _client("ssm").get_parameter(Name=ssm["name"], WithDecryption=True)
+            data = str(answer["Parameter"]["Value"]).encode()
+        else:
+            raise UsageError(f"REGWARDEN_POLICY: got {uri!r}, expected {_POLICY_FORMS}")
+    except (ClientError, BotoCoreError) as exc:
+        raise PolicyError(f"cannot read the policy from {uri}: {exc}") from None
+    if len(data) > _MAX_POLICY_BYTES:
+        raise PolicyError(f"policy {uri} is larger than {_MAX_POLICY_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy {uri} is not UTF-8: {exc}") from None
+
+
+def load_policy(uri: str) -> Policy:
+    """Load and validate the policy from S3, SSM or a bundled file.
+
+    `file://` locations inside an S3 or SSM policy resolve against the function's code
+    directory (`LAMBDA_TASK_ROOT`), where bundled keys would live.
+    """
+    from regwarden.policy import load_policy as load_file
+    from regwarden.policy import load_policy_text
+
+    if uri.startswith(("s3://", "ssm:")):
+        base = Path(os.environ.get("LAMBDA_TASK_ROOT") or Path.cwd())
+        return load_policy_text(read_policy_text(uri), source=uri, base_dir=base)
+    return load_file(uri)
+
+
+def policy_secrets(policy: Policy, *, notifications: bool = True) -> dict[str, str]:
+    """Every `secret://NAME` the policy mentions: environment variable name → NAME (the
+    variable `regwarden.policy.resolve_secret` would look up for it). Without
+    `notifications`, the channel secrets (webhook URLs, HMAC keys) are left out."""
+    from pydantic import BaseModel
+
+    from regwarden.policy import Location, LocationScheme, secret_env_var
+
+    found: dict[str, str] = {}
+
+    def walk(value: object) -> None:
+        if isinstance(value, Location):
+            if value.scheme is LocationScheme.SECRET:
+                found[secret_env_var(value.target)] = value.target
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                if value is policy and name == "notifications" and not notifications:
+                    continue
+                walk(getattr(value, name))
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                walk(item)
+
+    walk(policy)
+    return found
+
+
+class SecretEnv(Mapping[str, str]):
+    """The environment `resolve_secret` reads, with `REGWARDEN_SECRET_*` values fetched from
+    Secrets Manager or SSM (through Powertools parameters) on first use, never from the
+    process environment. Other variables come from `base`."""
+
+    def __init__(self, base: Mapping[str, str], names: Mapping[str, str], *, store: str) -> None:
+        self._base = {k: v for k, v in base.items() if not k.startswith("REGWARDEN_SECRET_")}
+        self._names = dict(names)
+        self._store = store
+
+    def _fetch(self, name: str) -> str:
+        from aws_lambda_powertools.utilities import parameters
+
+        try:
+            if self._store == "ssm":
+                value = parameters.get_parameter(
+                    "/" + name.lstrip("/"), decrypt=True, max_age=SECRET_MAX_AGE
+                )
+            else:
+                value = parameters.get_secret(name, max_age=SECRET_MAX_AGE)
+        except parameters.GetParameterError as exc:
+            # name the secret, never a value
+            raise UsageError(f"secret {name!r} not readable from {self._store}: {exc}") from None
+        if isinstance(value, bytes):
+            value = value.decode()
+        return str(value)
+
+    def __getitem__(self, key: str) -> str:
+        if key in self._names:
+            return self._fetch(self._names[key])
+        return self._base[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._base
+        yield from (k for k in self._names if k not in self._base)
+
+    def __len__(self) -> int:
+        return len(set(self._base) | set(self._names))

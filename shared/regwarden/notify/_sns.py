@@ -1,0 +1,106 @@
+"""AWS SNS channel: the alert as JSON, with message attributes a subscriber filters on.
+
+Every message carries five String attributes, so a team subscribes with a filter policy:
+
+| attribute    | value                                                             |
+| ------------ | ----------------------------------------------------------------- |
+| `team`       | the owning team from the policy, `none` when the entry names none |
+| `repository` | the repository name without the registry host                     |
+| `severity`   | `unknown`, `negligible`, `low`, `medium`, `high`, `critical`      |
+| `verdict`    | `PASSED`, `WARN`, `FAILED`, `PENDING`, `ERROR`                    |
+| `action`     | `quarantine`, `release`, `promote`, `rollback`, `none`, …         |
+
+boto3 is imported on first send; the client's region comes from the topic ARN.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .. import USER_AGENT
+from ..errors import RegistryError, UsageError
+from ._alert import Alert
+
+__all__ = ["MAX_MESSAGE_BYTES", "NO_TEAM", "SnsChannel", "sns_attributes"]
+
+MAX_MESSAGE_BYTES = 256 * 1024
+"""SNS's limit on a message body plus its attributes."""
+NO_TEAM = "none"
+"""The `team` attribute of an alert whose repository has no team in the policy."""
+
+
+def sns_attributes(alert: Alert) -> dict[str, str]:
+    """The five filterable attributes of `alert` (never empty: SNS refuses empty values)."""
+    return {
+        "team": alert.team or NO_TEAM,
+        "repository": alert.repository,
+        "severity": str(alert.severity),
+        "verdict": alert.outcome.value,
+        "action": alert.action or "none",
+    }
+
+
+def _body(alert: Alert) -> str:
+    """The alert as JSON; findings are dropped (and said so) if it would exceed SNS's limit."""
+    text = alert.model_dump_json()
+    if len(text.encode()) <= MAX_MESSAGE_BYTES - 4096:
+        return text
+    trimmed = alert.model_copy(
+        update={
+            "top_findings": (),
+            "reasons": (*alert.reasons[:20], "(findings and further reasons cut to fit SNS)"),
+        }
+    )
+    return trimmed.model_dump_json()
+
+
+class SnsChannel:
+    """Publishes each alert to one SNS topic."""
+
+    def __init__(self, name: str, topic_arn: str, *, client: Any = None) -> None:
+        parts = topic_arn.split(":")
+        if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sns":
+            raise UsageError(
+                f"channel {name!r}: got topic {topic_arn!r}, expected "
+                "arn:aws:sns:REGION:ACCOUNT:TOPIC"
+            )
+        self.name = name
+        self.topic_arn = topic_arn
+        self.region = parts[3]
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                self._client = boto3.session.Session().client(
+                    "sns",
+                    region_name=self.region,
+                    config=Config(
+                        retries={"mode": "standard", "max_attempts": 5},
+                        user_agent_extra=USER_AGENT,
+                    ),
+                )
+            return self._client
+
+    def send(self, alert: Alert) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        attributes = {
+            key: {"DataType": "String", "StringValue": value}
+            for key, value in sns_attributes(alert).items()
+        }
+        try:
+            self.client.publish(
+                TopicArn=self.topic_arn,
+                Subject=alert.title.encode("ascii", "replace").decode()[:99],
+                Message=_body(alert),
+                MessageAttributes=attributes,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise RegistryError(f"channel {self.name!r}: SNS publish failed ({exc})") from exc
