@@ -60,6 +60,17 @@ _EC_CURVES: dict[str, int] = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 5
 JWS_NAMES = tuple(_BY_JWS)
 
 
+def _scheme(alg: Algorithm) -> tuple[hashes.HashAlgorithm, padding.PSS | None, ec.ECDSA | None]:
+    h = alg.hash()
+    if alg.is_ec:
+        return h, None, ec.ECDSA(h)
+    return h, padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size), None
+
+
+# What `verify` hands cryptography, built once (the objects are immutable).
+_SCHEMES = {alg: _scheme(alg) for alg in Algorithm}
+
+
 def from_jws(name: object) -> Algorithm:
     if not isinstance(name, str) or name not in _BY_JWS:
         raise NotationError(
@@ -103,8 +114,9 @@ def key_algorithm(key: object) -> Algorithm:
 
 def verify(alg: Algorithm, key: PublicKey, signature: bytes, message: bytes) -> bool:
     """True when `signature` over `message` verifies with `key` under `alg`."""
+    h, pss, ecdsa = _SCHEMES[alg]
     try:
-        if alg.is_ec:
+        if ecdsa is not None:
             if not isinstance(key, ec.EllipticCurvePublicKey):
                 return False
             size = alg.coordinate_size
@@ -112,17 +124,11 @@ def verify(alg: Algorithm, key: PublicKey, signature: bytes, message: bytes) -> 
                 return False
             r = int.from_bytes(signature[:size], "big")
             s = int.from_bytes(signature[size:], "big")
-            key.verify(encode_dss_signature(r, s), message, ec.ECDSA(alg.hash()))
+            key.verify(encode_dss_signature(r, s), message, ecdsa)
         else:
-            if not isinstance(key, rsa.RSAPublicKey):
+            if pss is None or not isinstance(key, rsa.RSAPublicKey):
                 return False
-            h = alg.hash()
-            key.verify(
-                signature,
-                message,
-                padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size),
-                h,
-            )
+            key.verify(signature, message, pss, h)
     except (InvalidSignature, UnsupportedAlgorithm, ValueError):
         return False
     return True

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from cryptography import x509
 
 from ._algorithms import Algorithm
 from ._errors import NotationError
-from ._x509 import CERT_ERRORS, load_der
+from ._x509 import CERT_ERRORS, Cert, cert_of
 
 MEDIA_TYPE_JWS = "application/jose+json"
 MEDIA_TYPE_COSE = "application/cose"
@@ -70,9 +71,11 @@ class RawSignerInfo:
     signing_agent: str | None
 
 
-@dataclass(frozen=True)
-class SignerInfo:
-    """A structurally valid Notation signature (nothing cryptographic checked yet)."""
+class SignerInfo(NamedTuple):
+    """A structurally valid Notation signature (nothing cryptographic checked yet).
+
+    Immutable; a NamedTuple rather than a frozen dataclass because it is built on every
+    verification and a frozen dataclass of this size costs several times more to build."""
 
     format: Literal["jws", "cose"]
     algorithm: Algorithm
@@ -84,11 +87,12 @@ class SignerInfo:
     expiry: datetime | None
     chain_der: tuple[bytes, ...]
     chain: tuple[x509.Certificate, ...]
+    certs: tuple[Cert, ...]  # the same chain, parsed for the checks
     timestamp_token: bytes | None
     signing_agent: str | None
     target: Target
     annotations: Mapping[str, str]
-    extended: Mapping[str, Any] = field(default_factory=dict)
+    extended: Mapping[str, Any] = MappingProxyType({})
 
 
 _KNOWN_CRITICAL = {H_SIGNING_SCHEME, H_EXPIRY, H_AUTHENTIC_SIGNING_TIME}
@@ -131,7 +135,7 @@ def finish(raw: RawSignerInfo) -> SignerInfo:
     if not raw.signature:
         raise NotationError("the envelope carries an empty signature")
     target, annotations = parse_payload(raw.payload)
-    chain = parse_chain(raw.chain_der)
+    certs = parse_chain(raw.chain_der)
     return SignerInfo(
         format=raw.format,
         algorithm=raw.algorithm,
@@ -142,7 +146,8 @@ def finish(raw: RawSignerInfo) -> SignerInfo:
         authentic_signing_time=raw.authentic_signing_time,
         expiry=raw.expiry,
         chain_der=tuple(raw.chain_der),
-        chain=chain,
+        chain=tuple([c.cert for c in certs]),
+        certs=certs,
         timestamp_token=raw.timestamp_token,
         signing_agent=raw.signing_agent,
         target=target,
@@ -191,7 +196,7 @@ def _check_critical(raw: RawSignerInfo) -> None:
 
 def parse_payload(payload: bytes) -> tuple[Target, dict[str, str]]:
     try:
-        doc = json.loads(payload, object_pairs_hook=_no_duplicates)
+        doc = _loads(payload, _STRICT_DECODER)
     except (ValueError, RecursionError) as exc:
         raise NotationError(f"the signed payload is not JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("targetArtifact"), dict):
@@ -214,34 +219,54 @@ def parse_payload(payload: bytes) -> tuple[Target, dict[str, str]]:
     return Target(media_type, digest, size), dict(annotations)
 
 
-def parse_chain(chain_der: list[bytes]) -> tuple[x509.Certificate, ...]:
+def parse_chain(chain_der: list[bytes]) -> tuple[Cert, ...]:
     if not chain_der:
         raise NotationError("the envelope carries no certificate chain")
     if len(chain_der) > _MAX_CHAIN:
         raise NotationError(f"certificate chain of {len(chain_der)} is longer than {_MAX_CHAIN}")
-    out: list[x509.Certificate] = []
+    out: list[Cert] = []
     for i, der in enumerate(chain_der):
         try:
-            out.append(load_der(der))
+            out.append(cert_of(der))
         except CERT_ERRORS as exc:
             raise NotationError(f"certificate #{i} of the chain is not DER X.509: {exc}") from None
     return tuple(out)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return out
+
+
+_DECODER = json.JSONDecoder()
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+
+
+def _loads(data: bytes | str, decoder: json.JSONDecoder) -> Any:
+    """json.loads with a decoder built once (json.loads builds one per call when given a
+    hook): the same encoding detection and BOM rule."""
+    if isinstance(data, str):
+        if data.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+        return decoder.decode(data)
+    # What json.detect_encoding answers for text that opens with "{" and no NUL: UTF-8.
+    utf8 = data[:1] == b"{" and data[1:2] != b"\x00"
+    return decoder.decode(
+        data.decode("utf-8" if utf8 else json.detect_encoding(data), "surrogatepass")
+    )
 
 
 def json_object(data: bytes | str, what: str, *, strict_keys: bool = True) -> dict[str, Any]:
     """Parse a JSON object; NotationError otherwise. `strict_keys` rejects duplicate keys
     (used for signed content, where two readings of one document must be impossible)."""
     try:
-        doc = json.loads(data, object_pairs_hook=_no_duplicates if strict_keys else None)
+        doc = _loads(data, _STRICT_DECODER if strict_keys else _DECODER)
     except (ValueError, RecursionError) as exc:
         raise NotationError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):

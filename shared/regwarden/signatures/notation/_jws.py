@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,10 @@ _RFC3339 = re.compile(
 )
 _STANDARD_HEADERS = {"alg", "cty", "crit"}
 _NOTARY_HEADERS = {H_SIGNING_SCHEME, H_SIGNING_TIME, H_AUTHENTIC_SIGNING_TIME, H_EXPIRY}
+_KNOWN_HEADERS = frozenset(_STANDARD_HEADERS | _NOTARY_HEADERS)
+_TIMESTAMP_KEY = H_TIMESTAMP.lower()
+_SIGNING_AGENT_KEY = H_SIGNING_AGENT.lower()
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
@@ -45,8 +50,10 @@ def b64url_decode(text: object, what: str) -> bytes:
     if not isinstance(text, str) or len(text) % 4 == 1 or "=" in text or "+" in text or "/" in text:
         raise NotationError(f"{what} is not unpadded base64url text")
     try:
-        raw = text.encode("ascii").translate(_URL_TO_STD)
-        return base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
+        raw = text.encode("ascii")
+        if raw.translate(None, _B64URL_ALPHABET):  # what is left is not base64url
+            raise binascii.Error("Non-base64 digit found")
+        return binascii.a2b_base64(raw.translate(_URL_TO_STD) + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise NotationError(f"{what} is not valid base64url: {exc}") from None
 
@@ -59,6 +66,14 @@ def b64std_decode(text: object, what: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise NotationError(f"{what} is not padded standard base64 text: {exc}") from None
+
+
+@functools.lru_cache(maxsize=512)
+def _certificate_der(text: str, index: int) -> bytes:
+    """x5c[index] decoded. Cached: a signer's chain recurs verbatim in its signatures, and
+    the one bytes object returned keeps its hash for the certificate cache and the trust
+    store lookups."""
+    return b64std_decode(text, f"x5c[{index}]")
 
 
 def parse_time(value: object, name: str) -> datetime:
@@ -100,10 +115,13 @@ def parse(data: bytes) -> SignerInfo:
     x5c = unprotected.get("x5c")
     if not isinstance(x5c, list) or not x5c:
         raise NotationError("the JWS unprotected header has no 'x5c' certificate chain")
-    chain_der = [b64std_decode(c, f"x5c[{i}]") for i, c in enumerate(x5c)]
-    token_b64 = unprotected.get(H_TIMESTAMP.lower())
+    chain_der = [
+        _certificate_der(c, i) if isinstance(c, str) else b64std_decode(c, f"x5c[{i}]")
+        for i, c in enumerate(x5c)
+    ]
+    token_b64 = unprotected.get(_TIMESTAMP_KEY)
     token = None if token_b64 is None else b64std_decode(token_b64, H_TIMESTAMP)
-    agent = unprotected.get(H_SIGNING_AGENT.lower())
+    agent = unprotected.get(_SIGNING_AGENT_KEY)
     if agent is not None and not isinstance(agent, str):
         raise NotationError(f"{H_SIGNING_AGENT!r} must be a string")
 
@@ -122,9 +140,7 @@ def parse(data: bytes) -> SignerInfo:
     for name in (H_SIGNING_TIME, H_AUTHENTIC_SIGNING_TIME, H_EXPIRY):
         value = protected.get(name)
         times[name] = None if value is None else parse_time(value, name)
-    extended: dict[str, Any] = {
-        k: v for k, v in protected.items() if k not in _STANDARD_HEADERS | _NOTARY_HEADERS
-    }
+    extended: dict[str, Any] = {k: v for k, v in protected.items() if k not in _KNOWN_HEADERS}
     return finish(
         RawSignerInfo(
             format="jws",

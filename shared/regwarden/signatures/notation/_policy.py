@@ -13,10 +13,12 @@ PolicyError naming the statement and listing the valid values.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -105,23 +107,41 @@ class TrustPolicyStatement(_Model):
     trusted_identities: tuple[str, ...] = Field(default=(), alias="trustedIdentities")
     global_policy: bool = Field(default=False, alias="globalPolicy")
 
-    def stores(self, store_type: str) -> list[str]:
+    def stores(self, store_type: str) -> tuple[str, ...]:
         """Names of the named stores of `store_type` this statement uses."""
-        out = []
-        for ref in self.trust_stores:
-            kind, _, name = ref.partition(":")
-            if kind == store_type:
-                out.append(name)
-        return out
+        return _stores_by_type(self.trust_stores).get(store_type, ())
 
     def identity_matches(self, subject_attrs: Mapping[str, str]) -> bool:
-        if WILDCARD in self.trusted_identities:
+        wanted = _subject_identities(self.trusted_identities)
+        if wanted is None:
             return True
-        for ident in self.trusted_identities:
-            prefix, _, value = ident.partition(":")
-            if prefix.strip() == X509_SUBJECT and is_subset(parse_dn(value), dict(subject_attrs)):
+        for dn in wanted:  # noqa: SIM110  (verification hot path: no generator)
+            if is_subset(dn, subject_attrs):
                 return True
         return False
+
+
+@functools.lru_cache(maxsize=256)
+def _stores_by_type(refs: tuple[str, ...]) -> Mapping[str, tuple[str, ...]]:
+    """`type:name` references grouped by type, in order (built once per distinct list)."""
+    out: dict[str, list[str]] = {}
+    for ref in refs:
+        kind, _, name = ref.partition(":")
+        out.setdefault(kind, []).append(name)
+    return MappingProxyType({kind: tuple(names) for kind, names in out.items()})
+
+
+@functools.lru_cache(maxsize=256)
+def _subject_identities(identities: tuple[str, ...]) -> tuple[Mapping[str, str], ...] | None:
+    """The x509.subject identities parsed (built once per distinct list); None for `*`."""
+    if WILDCARD in identities:
+        return None
+    out: list[Mapping[str, str]] = []
+    for ident in identities:
+        prefix, _, value = ident.partition(":")
+        if prefix.strip() == X509_SUBJECT:
+            out.append(MappingProxyType(parse_dn(value)))
+    return tuple(out)
 
 
 class TrustPolicyDocument(_Model):

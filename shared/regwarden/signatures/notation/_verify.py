@@ -22,7 +22,7 @@ Each of 4–7 is enforced, logged or skipped as the statement's level and overri
 
 from __future__ import annotations
 
-import hashlib
+import functools
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
@@ -58,7 +58,6 @@ from ._x509 import (
     DNError,
     has_revocation_info,
     subject,
-    subject_attributes,
     valid_at,
     validate_chain,
 )
@@ -137,6 +136,12 @@ def parse_envelope(envelope: bytes, media_type: str) -> SignerInfo:
 def _scope_of(reference: ImageRef | str) -> str:
     if isinstance(reference, ImageRef):
         return reference.name
+    return _scope_of_text(reference)
+
+
+@functools.lru_cache(maxsize=256)
+def _scope_of_text(reference: str) -> str:
+    """`registry/repository` of a reference (cached: a pure function of the text)."""
     text = reference.split("@", 1)[0]
     if text.rfind(":") > text.rfind("/"):
         text = text[: text.rfind(":")]
@@ -168,6 +173,12 @@ def _select(
     return st, f"no blob trust policy statement is named {policy_name!r}; valid: {names}"
 
 
+@functools.lru_cache(maxsize=256)
+def _passed(vtype: ValidationType, action: ValidationAction, note: str) -> ValidationOutcome:
+    """The (immutable) outcome of a validation that passed, built once per distinct value."""
+    return ValidationOutcome(type=vtype, action=action, status="passed", reason=note)
+
+
 class _Run:
     """Collects outcomes; `record` says whether verification must stop."""
 
@@ -180,9 +191,7 @@ class _Run:
     def record(self, vtype: ValidationType, problem: str | None, passed_note: str = "") -> bool:
         action = self.actions[vtype]
         if problem is None:
-            self.outcomes.append(
-                ValidationOutcome(type=vtype, action=action, status="passed", reason=passed_note)
-            )
+            self.outcomes.append(_passed(vtype, action, passed_note))
             return False
         self.outcomes.append(
             ValidationOutcome(type=vtype, action=action, status="failed", reason=problem)
@@ -200,9 +209,9 @@ class _Run:
 
 
 def _integrity(info: SignerInfo, target: Target) -> str | None:
-    leaf = info.chain[0]
+    leaf = info.certs[0]
     try:
-        key = leaf.public_key()
+        key = leaf.public_key
         expected = _algorithms.key_algorithm(key)
     except NotationError as exc:
         return f"the signing certificate's key is unusable: {exc}"
@@ -217,12 +226,14 @@ def _integrity(info: SignerInfo, target: Target) -> str | None:
     if not _algorithms.verify(info.algorithm, key, info.signature, info.signed_message):
         return "the signature does not verify with the signing certificate's key"
     try:
-        validate_chain(info.chain, "codesigning")
+        validate_chain(info.certs, "codesigning")
     except ChainError as exc:
         return f"invalid certificate chain: {exc}"
     except CERT_ERRORS as exc:  # defensive: load_der has parsed what the checks read
         return f"invalid certificate chain: malformed certificate: {exc}"
     got = info.target
+    if got == target:
+        return None
     for field, want, have in (
         ("mediaType", target.media_type, got.media_type),
         ("digest", target.digest, got.digest),
@@ -236,9 +247,7 @@ def _integrity(info: SignerInfo, target: Target) -> str | None:
     return None
 
 
-def _authenticity(
-    info: SignerInfo, st: TrustPolicyStatement, store: TrustStore, leaf_name: x509.Name
-) -> str | None:
+def _authenticity(info: SignerInfo, st: TrustPolicyStatement, store: TrustStore) -> str | None:
     kind = "signingAuthority" if info.signing_scheme == SCHEME_SIGNING_AUTHORITY else "ca"
     names = st.stores(kind)
     if not names:
@@ -251,22 +260,25 @@ def _authenticity(
             store.get(kind, name)
         except LookupError as exc:
             return str(exc)
-    if not any(store.contains_der(kind, names, der) for der in info.chain_der):
+    for der in info.chain_der:
+        if store.contains_der(kind, names, der):
+            break
+    else:
         refs = ", ".join(f"{kind}:{n}" for n in names)
         return (
             f"the signature is not from a trusted signer: no certificate of the chain of "
-            f"{subject(info.chain[0])!r} is in trust store {refs}"
+            f"{subject(info.certs[0])!r} is in trust store {refs}"
         )
     if "*" in st.trusted_identities:
         return None
+    leaf = info.certs[0]
     try:
-        attrs = subject_attributes(leaf_name)
-        if st.identity_matches(attrs):
+        if st.identity_matches(leaf.attributes):
             return None
     except DNError as exc:
         return f"the signing certificate subject cannot be matched: {exc}"
     return (
-        f"signing certificate subject {subject(leaf_name)!r} matches none of the trusted "
+        f"signing certificate subject {subject(leaf)!r} matches none of the trusted "
         f"identities {list(st.trusted_identities)} of statement {st.name!r}"
     )
 
@@ -275,7 +287,7 @@ def _authentic_time(
     info: SignerInfo, st: TrustPolicyStatement, store: TrustStore, now: datetime
 ) -> tuple[str | None, datetime | None, str]:
     """(problem, verified timestamp time, note)."""
-    chain = info.chain
+    chain = info.certs
     if info.signing_scheme == SCHEME_SIGNING_AUTHORITY:
         t = info.authentic_signing_time
         assert t is not None
@@ -287,7 +299,7 @@ def _authentic_time(
     tsa_names = st.stores("tsa")
     perform = bool(tsa_names)
     if perform and sv.verify_timestamp == "afterCertExpiry":
-        perform = any(now > c.not_valid_after_utc for c in chain)
+        perform = any(now > c.not_after for c in chain)
     if not perform:
         problem = valid_at(chain, now, now)
         if problem is not None:
@@ -331,8 +343,8 @@ def _authentic_time(
 
 
 def _revocation(info: SignerInfo) -> str | None:
-    for cert in info.chain:
-        if has_revocation_info(cert):
+    for cert in info.certs:
+        if cert.revocable:
             return (
                 f"revocation status of {subject(cert)!r} is unknown: it names OCSP/CRL "
                 "endpoints, which regwarden does not query"
@@ -379,20 +391,19 @@ def verify_notation(
 
     info = parse_envelope(envelope, media_type)
     try:
-        leaf_name = info.chain[0].subject  # a new Name each time: read it once
+        _ = info.certs[0].name  # a malformed subject makes the envelope unusable
     except CERT_ERRORS as exc:
         raise NotationError(f"the signing certificate's subject is malformed: {exc}") from None
+    signer = subject(info.certs[0])
     try:
-        return _verify_parsed(
-            info, leaf_name, st, trust_store, target, now, user_metadata, run, base
-        )
+        return _verify_parsed(info, signer, st, trust_store, target, now, user_metadata, run, base)
     except LAZY_CERT_ERRORS as exc:  # cryptography parses extensions and keys lazily
         raise NotationError(f"the envelope holds a malformed certificate: {exc}") from None
 
 
 def _verify_parsed(
     info: SignerInfo,
-    leaf_name: x509.Name,
+    signer: str,
     st: TrustPolicyStatement,
     trust_store: TrustStore,
     target: Target,
@@ -405,14 +416,14 @@ def _verify_parsed(
     details = {
         **base,
         "envelope_format": info.format,
-        "signer": subject(leaf_name),
+        "signer": signer,
         "signing_scheme": info.signing_scheme,
         "signing_time": info.signing_time or info.authentic_signing_time,
         "expiry": info.expiry,
         "signing_agent": info.signing_agent,
         "target": info.target,
         "annotations": dict(info.annotations),
-        "certificate_chain": tuple(hashlib.sha256(d).hexdigest() for d in info.chain_der),
+        "certificate_chain": tuple(c.fingerprint for c in info.certs),
     }
     timestamp: datetime | None = None
 
@@ -432,7 +443,7 @@ def _verify_parsed(
 
     if run.record(ValidationType.INTEGRITY, _integrity(info, target)):
         return done()
-    if run.record(ValidationType.AUTHENTICITY, _authenticity(info, st, trust_store, leaf_name)):
+    if run.record(ValidationType.AUTHENTICITY, _authenticity(info, st, trust_store)):
         return done()
     expired = info.expiry is not None and now >= info.expiry
     problem = (

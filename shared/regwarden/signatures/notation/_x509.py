@@ -6,20 +6,31 @@ constraints and path length, key types and sizes, and that nothing is signed wit
 (or anything other than SHA-256/384/512). It does not look at validity periods: which
 instant a chain must be valid at depends on timestamps and is decided by the caller.
 Failures raise `ChainError` with the reason.
+
+Certificates are handled as `Cert`: parsed once per exact DER encoding (`cert_of`, a
+bounded LRU cache), with the raw parts a signature check needs and memoised views of names,
+extensions and validity. Only parsing is shared; every signature and every rule is checked
+again on every call.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
+
+from . import _asn1 as asn1
 
 Purpose = Literal["codesigning", "timestamping"]
 
@@ -40,6 +51,68 @@ class ChainError(ValueError):
     """The certificate chain breaks a Notary Project rule."""
 
 
+Extensions = Mapping[x509.ObjectIdentifier, x509.Extension[x509.ExtensionType]]
+_LEAF_FORBIDDEN_KEY_USAGE = frozenset(
+    {
+        "keyEncipherment",
+        "dataEncipherment",
+        "keyAgreement",
+        "keyCertSign",
+        "cRLSign",
+        "encipherOnly",
+        "decipherOnly",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a certificate's key usage, extended key usage and basic constraints say,
+    decoded; None where the extension is absent."""
+
+    key_usage: tuple[str, ...] | None  # names of the bits set, in RFC 5280 order
+    key_usage_critical: bool
+    extended_key_usage: tuple[x509.ObjectIdentifier, ...] | None
+    extended_key_usage_critical: bool
+    ca: bool | None
+    path_length: int | None
+
+
+def _key_usage_names(ku: x509.KeyUsage) -> tuple[str, ...]:
+    bits = (
+        ("digitalSignature", ku.digital_signature),
+        ("contentCommitment", ku.content_commitment),
+        ("keyEncipherment", ku.key_encipherment),
+        ("dataEncipherment", ku.data_encipherment),
+        ("keyAgreement", ku.key_agreement),
+        ("keyCertSign", ku.key_cert_sign),
+        ("cRLSign", ku.crl_sign),
+        ("encipherOnly", ku.key_agreement and ku.encipher_only),
+        ("decipherOnly", ku.key_agreement and ku.decipher_only),
+    )
+    return tuple(name for name, on in bits if on)
+
+
+def _decode_usage(extensions: Extensions) -> Usage:
+    ku = extensions.get(ExtensionOID.KEY_USAGE)
+    eku = extensions.get(ExtensionOID.EXTENDED_KEY_USAGE)
+    bc = extensions.get(ExtensionOID.BASIC_CONSTRAINTS)
+    ku_value = ku.value if ku is not None else None
+    eku_value = eku.value if eku is not None else None
+    bc_value = bc.value if bc is not None else None
+    assert ku_value is None or isinstance(ku_value, x509.KeyUsage)
+    assert eku_value is None or isinstance(eku_value, x509.ExtendedKeyUsage)
+    assert bc_value is None or isinstance(bc_value, x509.BasicConstraints)
+    return Usage(
+        key_usage=None if ku_value is None else _key_usage_names(ku_value),
+        key_usage_critical=ku is not None and ku.critical,
+        extended_key_usage=None if eku_value is None else tuple(eku_value),
+        extended_key_usage_critical=eku is not None and eku.critical,
+        ca=None if bc_value is None else bc_value.ca,
+        path_length=None if bc_value is None else bc_value.path_length,
+    )
+
+
 # What cryptography raises for malformed certificate content (not all are ValueErrors).
 # TypeError comes from Name parsing; catch it only right where names are read.
 LAZY_CERT_ERRORS: tuple[type[Exception], ...] = (
@@ -52,14 +125,155 @@ LAZY_CERT_ERRORS: tuple[type[Exception], ...] = (
 CERT_ERRORS: tuple[type[Exception], ...] = (*LAZY_CERT_ERRORS, TypeError)
 
 
+class Cert:
+    """One certificate, parsed once per exact DER encoding (build it with `cert_of`).
+
+    Holds the cryptography object and the raw parts a signature check needs: the
+    TBSCertificate exactly as signed, the issuer and subject names as encoded, and whether
+    the inner and outer signature algorithms agree. Names, extensions and validity are
+    parsed on first use and memoised (a malformed part raises one of CERT_ERRORS each time
+    it is read). Nothing here records whether the certificate is valid or trusted.
+    """
+
+    def __init__(self, der: bytes) -> None:
+        cert = x509.load_der_x509_certificate(der)
+        if cert.serial_number < 0:
+            raise ValueError(f"negative serial number {cert.serial_number}")
+        try:  # cryptography has accepted the DER; take the raw parts out of it
+            outer = asn1.seq(asn1.parse(der), "Certificate")
+            if len(outer) != 3:
+                raise asn1.Asn1Error(f"expected 3 fields, got {len(outer)}")
+            tbs = asn1.seq(outer[0], "TBSCertificate")
+            at = 1 if tbs and tbs[0].is_context(0) else 0  # [0] version is optional
+            inner_alg, issuer, subject_name = tbs[at + 1], tbs[at + 2], tbs[at + 4]
+        except (asn1.Asn1Error, IndexError) as exc:
+            raise ValueError(f"malformed certificate structure: {exc}") from None
+        self.der = der
+        self.cert = cert
+        self.tbs = outer[0].raw
+        self.signature = cert.signature
+        self.algorithms_agree = inner_alg.raw == outer[1].raw
+        self.issuer_der = issuer.raw
+        self.subject_der = subject_name.raw
+
+    @functools.cached_property
+    def name(self) -> x509.Name:
+        """The subject (cryptography builds a new Name on every `cert.subject`)."""
+        return self.cert.subject
+
+    @functools.cached_property
+    def subject_text(self) -> str:
+        return _rfc4514(self.name)
+
+    @functools.cached_property
+    def attributes(self) -> Mapping[str, str]:
+        """The subject as attribute → value (DNError if an attribute repeats)."""
+        return subject_attributes(self.name)
+
+    @functools.cached_property
+    def extensions(self) -> Extensions:
+        return {ext.oid: ext for ext in self.cert.extensions}
+
+    @functools.cached_property
+    def usage(self) -> Usage:
+        """Key usage, extended key usage and basic constraints, decoded."""
+        return _decode_usage(self.extensions)
+
+    @functools.cached_property
+    def not_before(self) -> datetime:
+        return self.cert.not_valid_before_utc
+
+    @functools.cached_property
+    def not_after(self) -> datetime:
+        return self.cert.not_valid_after_utc
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the DER encoding."""
+        return hashlib.sha256(self.der).hexdigest()
+
+    @functools.cached_property
+    def hash_algorithm(self) -> hashes.HashAlgorithm | None:
+        """The hash of the certificate's signature algorithm, None if unknown or none."""
+        try:
+            return self.cert.signature_hash_algorithm
+        except CERT_ERRORS:
+            return None
+
+    @functools.cached_property
+    def rsa_signature(self) -> tuple[padding.PKCS1v15 | padding.PSS, hashes.HashAlgorithm] | None:
+        """(padding, hash) when the certificate's own signature is RSA, else None."""
+        try:
+            params = self.cert.signature_algorithm_parameters
+        except CERT_ERRORS:
+            return None
+        algo = self.hash_algorithm
+        if isinstance(params, padding.PKCS1v15 | padding.PSS) and algo is not None:
+            return params, algo
+        return None
+
+    @functools.cached_property
+    def ecdsa_signature(self) -> ec.ECDSA | None:
+        """The ECDSA scheme when the certificate's own signature is ECDSA, else None."""
+        try:
+            params = self.cert.signature_algorithm_parameters
+        except CERT_ERRORS:
+            return None
+        return params if isinstance(params, ec.ECDSA) else None
+
+    @functools.cached_property
+    def public_key(self) -> CertificatePublicKeyTypes:
+        """The subject public key (one of CERT_ERRORS if it cannot be loaded)."""
+        return self.cert.public_key()
+
+    @functools.cached_property
+    def rsa_key(self) -> rsa.RSAPublicKey | None:
+        key = self.public_key
+        return key if isinstance(key, rsa.RSAPublicKey) else None
+
+    @functools.cached_property
+    def ec_key(self) -> ec.EllipticCurvePublicKey | None:
+        key = self.public_key
+        return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+    @functools.cached_property
+    def revocable(self) -> bool:
+        """Whether it names an OCSP responder or a CRL distribution point (True when the
+        extensions cannot be read: that fails closed)."""
+        try:
+            for oid, ext in self.extensions.items():
+                if oid == ExtensionOID.CRL_DISTRIBUTION_POINTS:
+                    return True
+                if oid == ExtensionOID.AUTHORITY_INFORMATION_ACCESS and any(
+                    d.access_method == AuthorityInformationAccessOID.OCSP
+                    for d in ext.value  # type: ignore[attr-defined]
+                ):
+                    return True
+        except CERT_ERRORS:
+            return True
+        return False
+
+
+CertLike = x509.Certificate | Cert
+
+
+@functools.lru_cache(maxsize=512)
+def cert_of(der: bytes) -> Cert:
+    """The certificate encoded by exactly these DER bytes (one of CERT_ERRORS if malformed).
+
+    Parsed once and shared: a certificate is immutable, and the cache is keyed by its
+    complete encoding. Parts such as names and extensions are parsed lazily, so callers
+    turn CERT_ERRORS raised later into their own error too."""
+    return Cert(der)
+
+
+def as_cert(cert: CertLike) -> Cert:
+    return cert if isinstance(cert, Cert) else cert_of(cert.public_bytes(Encoding.DER))
+
+
 def load_der(der: bytes) -> x509.Certificate:
-    """Load a DER certificate (one of CERT_ERRORS if malformed). Parts such as names and
-    extensions are parsed lazily by cryptography, so callers turn CERT_ERRORS raised later
-    into their own error too."""
-    cert = x509.load_der_x509_certificate(der)
-    if cert.serial_number < 0:
-        raise ValueError(f"negative serial number {cert.serial_number}")
-    return cert
+    """Load a DER certificate (one of CERT_ERRORS if malformed); see `cert_of`."""
+    return cert_of(der).cert
 
 
 def load_der_strict(der: bytes) -> x509.Certificate:
@@ -80,41 +294,43 @@ _RFC4514_NAMES = {
 _DN_SPECIAL = frozenset('\\"+,;<>#\0')
 
 
-def subject(cert: x509.Certificate | x509.Name) -> str:
+def subject(cert: CertLike | x509.Name) -> str:
     """The subject in RFC 4514 form, exactly as cryptography's rfc4514_string() writes it
-    (computed directly for plain names, which is several times faster). Pass the Name when
-    you have it: cryptography builds a new one on every `cert.subject`."""
+    (computed directly for plain names, which is several times faster). Pass a Cert or the
+    Name when you have it: cryptography builds a new Name on every `cert.subject`."""
     try:
-        name = cert.subject if isinstance(cert, x509.Certificate) else cert
-        parts: list[str] = []
-        for rdn in reversed(name.rdns):
-            if len(rdn) != 1:
-                return name.rfc4514_string()
-            (attr,) = rdn
-            short = _RFC4514_NAMES.get(attr.oid.dotted_string)
-            value = attr.value
-            if (
-                short is None
-                or not isinstance(value, str)
-                or not value
-                or value[0] == " "
-                or value[-1] == " "
-                or not _DN_SPECIAL.isdisjoint(value)
-            ):
-                return name.rfc4514_string()
-            parts.append(f"{short}={value}")
-        return ",".join(parts)
+        if isinstance(cert, Cert):
+            return cert.subject_text
+        return _rfc4514(cert.subject if isinstance(cert, x509.Certificate) else cert)
     except CERT_ERRORS:
         return "<unprintable subject>"
 
 
-def check_signature_hash(cert: x509.Certificate) -> None:
-    try:
-        algo = cert.signature_hash_algorithm
-    except CERT_ERRORS:
-        algo = None
+def _rfc4514(name: x509.Name) -> str:
+    parts: list[str] = []
+    for rdn in reversed(name.rdns):
+        if len(rdn) != 1:
+            return name.rfc4514_string()
+        (attr,) = rdn
+        short = _RFC4514_NAMES.get(attr.oid.dotted_string)
+        value = attr.value
+        if (
+            short is None
+            or not isinstance(value, str)
+            or not value
+            or value[0] == " "
+            or value[-1] == " "
+            or not _DN_SPECIAL.isdisjoint(value)
+        ):
+            return name.rfc4514_string()
+        parts.append(f"{short}={value}")
+    return ",".join(parts)
+
+
+def check_signature_hash(cert: Cert) -> None:
+    algo = cert.hash_algorithm
     if not isinstance(algo, _ALLOWED_HASHES):
-        name = algo.name if algo is not None else cert.signature_algorithm_oid.dotted_string
+        name = algo.name if algo is not None else cert.cert.signature_algorithm_oid.dotted_string
         if isinstance(algo, hashes.SHA1):
             raise ChainError(
                 f"certificate {subject(cert)!r} is signed with SHA-1, which is not allowed"
@@ -125,23 +341,23 @@ def check_signature_hash(cert: x509.Certificate) -> None:
         )
 
 
-def check_key(cert: x509.Certificate) -> None:
+def check_key(cert: Cert) -> None:
     try:
-        key = cert.public_key()
+        key = cert.public_key
     except CERT_ERRORS as exc:
         raise ChainError(
             f"certificate {subject(cert)!r} has an unusable public key: {exc}"
         ) from None
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < 2048:
+    if (rsa_key := cert.rsa_key) is not None:
+        if rsa_key.key_size < 2048:
             raise ChainError(
-                f"certificate {subject(cert)!r} has an RSA key of {key.key_size} bits; "
+                f"certificate {subject(cert)!r} has an RSA key of {rsa_key.key_size} bits; "
                 "at least 2048 are required"
             )
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in _EC_CURVES:
+    elif (ec_key := cert.ec_key) is not None:
+        if ec_key.curve.name not in _EC_CURVES:
             raise ChainError(
-                f"certificate {subject(cert)!r} uses curve {key.curve.name}; "
+                f"certificate {subject(cert)!r} uses curve {ec_key.curve.name}; "
                 "expected P-256, P-384 or P-521"
             )
     else:
@@ -150,10 +366,27 @@ def check_key(cert: x509.Certificate) -> None:
         )
 
 
-def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Issuer name matches and `issuer`'s key verifies `cert`'s signature."""
+def issued_by(cert: CertLike, issuer: CertLike) -> bool:
+    """Issuer name matches and `issuer`'s key verifies `cert`'s signature.
+
+    What cryptography's `verify_directly_issued_by` checks (inner and outer signature
+    algorithms agree, the issuer name equals the issuer's subject, the signature over the
+    TBSCertificate verifies), done with the raw parts `Cert` keeps and the issuer's loaded
+    key instead of re-encoding the TBSCertificate and re-loading the key each time.
+    """
+    return _signed_by(as_cert(cert), as_cert(issuer))
+
+
+def _signed_by(c: Cert, i: Cert) -> bool:
+    if c.issuer_der != i.subject_der or not c.algorithms_agree:
+        return False
     try:
-        cert.verify_directly_issued_by(issuer)
+        if (rsa_key := i.rsa_key) is not None and (scheme := c.rsa_signature) is not None:
+            rsa_key.verify(c.signature, c.tbs, *scheme)
+        elif (ec_key := i.ec_key) is not None and (ecdsa := c.ecdsa_signature) is not None:
+            ec_key.verify(c.signature, c.tbs, ecdsa)
+        else:  # any other key or algorithm: let cryptography decide
+            c.cert.verify_directly_issued_by(i.cert)
     except (TypeError, InvalidSignature):
         return False
     except CERT_ERRORS:
@@ -161,69 +394,40 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _ext(
-    cert: x509.Certificate, cls: type[x509.ExtensionType]
-) -> x509.Extension[x509.ExtensionType] | None:
+def _usage(cert: Cert) -> Usage:
     try:
-        found: x509.Extension[x509.ExtensionType]
-        for found in cert.extensions:
-            if found.oid == cls.oid:
-                return found
+        return cert.usage
     except CERT_ERRORS as exc:  # duplicate or malformed extensions
         raise ChainError(f"certificate {subject(cert)!r} has malformed extensions: {exc}") from None
-    return None
 
 
-def _key_usage(cert: x509.Certificate, *, critical: bool) -> x509.KeyUsage:
-    ext = _ext(cert, x509.KeyUsage)
-    if ext is None:
+def _key_usage(cert: Cert, usage: Usage, *, critical: bool) -> tuple[str, ...]:
+    if usage.key_usage is None:
         raise ChainError(f"certificate {subject(cert)!r}: the key usage extension must be present")
-    if critical and not ext.critical:
+    if critical and not usage.key_usage_critical:
         raise ChainError(f"certificate {subject(cert)!r}: the key usage extension must be critical")
-    assert isinstance(ext.value, x509.KeyUsage)
-    return ext.value
+    return usage.key_usage
 
 
-def _leaf_key_usage(cert: x509.Certificate, ku: x509.KeyUsage) -> None:
-    if not ku.digital_signature:
-        raise ChainError(f"certificate {subject(cert)!r}: key usage must include digitalSignature")
-    bad = [
-        name
-        for name, on in (
-            ("keyEncipherment", ku.key_encipherment),
-            ("dataEncipherment", ku.data_encipherment),
-            ("keyAgreement", ku.key_agreement),
-            ("keyCertSign", ku.key_cert_sign),
-            ("cRLSign", ku.crl_sign),
-            ("encipherOnly", ku.key_agreement and ku.encipher_only),
-            ("decipherOnly", ku.key_agreement and ku.decipher_only),
+def _leaf(cert: Cert, purpose: Purpose) -> None:
+    usage = _usage(cert)
+    if usage.ca:
+        raise ChainError(
+            f"certificate {subject(cert)!r} is a CA certificate; the signing certificate "
+            "must have basicConstraints ca=false when present"
         )
-        if on
-    ]
+    key_usage = _key_usage(cert, usage, critical=purpose == "codesigning")
+    if "digitalSignature" not in key_usage:
+        raise ChainError(f"certificate {subject(cert)!r}: key usage must include digitalSignature")
+    bad = [name for name in key_usage if name in _LEAF_FORBIDDEN_KEY_USAGE]
     if bad:
         raise ChainError(
             f"certificate {subject(cert)!r}: key usage must be digitalSignature only, "
             f"but also has {', '.join(bad)}"
         )
-
-
-def _leaf_basic_constraints(cert: x509.Certificate) -> None:
-    ext = _ext(cert, x509.BasicConstraints)
-    if ext is not None and isinstance(ext.value, x509.BasicConstraints) and ext.value.ca:
-        raise ChainError(
-            f"certificate {subject(cert)!r} is a CA certificate; the signing certificate "
-            "must have basicConstraints ca=false when present"
-        )
-
-
-def _leaf(cert: x509.Certificate, purpose: Purpose) -> None:
-    _leaf_basic_constraints(cert)
-    _leaf_key_usage(cert, _key_usage(cert, critical=purpose == "codesigning"))
-    ext = _ext(cert, x509.ExtendedKeyUsage)
+    ekus = usage.extended_key_usage
     if purpose == "codesigning":
-        if ext is not None:
-            assert isinstance(ext.value, x509.ExtendedKeyUsage)
-            ekus = list(ext.value)
+        if ekus is not None:
             for oid in ekus:
                 if oid in _CODESIGNING_FORBIDDEN_EKU:
                     raise ChainError(
@@ -236,64 +440,65 @@ def _leaf(cert: x509.Certificate, purpose: Purpose) -> None:
                     "codeSigning (1.3.6.1.5.5.7.3.3)"
                 )
     else:
-        if ext is None or list(ext.value) != [ExtendedKeyUsageOID.TIME_STAMPING]:  # type: ignore[call-overload]
+        if ekus != (ExtendedKeyUsageOID.TIME_STAMPING,):
             raise ChainError(
                 f"timestamping certificate {subject(cert)!r} must have timeStamping as its "
                 "only extended key usage"
             )
-        if not ext.critical:
+        if not usage.extended_key_usage_critical:
             raise ChainError(
                 f"timestamping certificate {subject(cert)!r}: the extended key usage "
                 "extension must be critical"
             )
 
 
-def _ca(cert: x509.Certificate, below: int, purpose: Purpose) -> None:
-    ext = _ext(cert, x509.BasicConstraints)
-    if ext is None or not isinstance(ext.value, x509.BasicConstraints) or not ext.value.ca:
+def _ca(cert: Cert, below: int, purpose: Purpose) -> None:
+    usage = _usage(cert)
+    if not usage.ca:
         raise ChainError(
             f"certificate {subject(cert)!r} issues others but basicConstraints ca is not true"
         )
-    if ext.value.path_length is not None and ext.value.path_length < below:
+    if usage.path_length is not None and usage.path_length < below:
         raise ChainError(
-            f"certificate {subject(cert)!r} allows a path length of {ext.value.path_length}, "
+            f"certificate {subject(cert)!r} allows a path length of {usage.path_length}, "
             f"but {below} CA certificate(s) sit below it"
         )
-    if not _key_usage(cert, critical=purpose == "codesigning").key_cert_sign:
+    if "keyCertSign" not in _key_usage(cert, usage, critical=purpose == "codesigning"):
         raise ChainError(f"certificate {subject(cert)!r}: key usage must include keyCertSign")
 
 
-def validate_chain(chain: Sequence[x509.Certificate], purpose: Purpose) -> None:
+def validate_chain(chain: Sequence[CertLike], purpose: Purpose) -> None:
     """Check an ordered chain, leaf first and self-signed root last (see module doc)."""
     if not chain:
         raise ChainError("the certificate chain is empty")
-    for cert in chain:
+    certs = [c if isinstance(c, Cert) else as_cert(c) for c in chain]
+    for cert in certs:
         check_signature_hash(cert)
         check_key(cert)
-    if len(chain) == 1:
-        cert = chain[0]
-        if not issued_by(cert, cert):
+    if len(certs) == 1:
+        cert = certs[0]
+        if not _signed_by(cert, cert):
             raise ChainError(
                 f"certificate {subject(cert)!r} is alone in the chain but is not self-signed"
             )
         _leaf(cert, purpose)
         return
-    last = len(chain) - 1
-    for i, cert in enumerate(chain):
+    last = len(certs) - 1
+    for i, cert in enumerate(certs):
         if i == last:
-            if not issued_by(cert, cert):
+            if not _signed_by(cert, cert):
                 raise ChainError(
                     f"root certificate {subject(cert)!r} is not self-signed; the chain must "
                     "end with a self-signed root"
                 )
         else:
-            if issued_by(cert, cert):  # cryptography compares the names first
+            if _signed_by(cert, cert):  # compares the names first
                 where = "leaf" if i == 0 else "intermediate"
                 raise ChainError(f"{where} certificate {subject(cert)!r} is self-signed")
-            if not issued_by(cert, chain[i + 1]):
+            if not _signed_by(cert, certs[i + 1]):
                 raise ChainError(
                     f"certificate {subject(cert)!r} is not issued by the next certificate "
-                    f"{subject(chain[i + 1])!r}"
+                    f"{subject(certs[i + 1])!r}"
                 )
         if i == 0:
             _leaf(cert, purpose)
@@ -301,34 +506,20 @@ def validate_chain(chain: Sequence[x509.Certificate], purpose: Purpose) -> None:
             _ca(cert, i - 1, purpose)
 
 
-def valid_at(chain: Sequence[x509.Certificate], lower: datetime, upper: datetime) -> str | None:
+def valid_at(chain: Sequence[CertLike], lower: datetime, upper: datetime) -> str | None:
     """None when [lower, upper] lies within every certificate's validity, else the reason."""
-    for cert in chain:
-        if lower < cert.not_valid_before_utc:
-            return (
-                f"certificate {subject(cert)!r} is not valid until "
-                f"{cert.not_valid_before_utc.isoformat()}"
-            )
-        if upper > cert.not_valid_after_utc:
-            return (
-                f"certificate {subject(cert)!r} expired at {cert.not_valid_after_utc.isoformat()}"
-            )
+    for c in chain:
+        cert = c if isinstance(c, Cert) else as_cert(c)
+        if lower < cert.not_before:
+            return f"certificate {subject(cert)!r} is not valid until {cert.not_before.isoformat()}"
+        if upper > cert.not_after:
+            return f"certificate {subject(cert)!r} expired at {cert.not_after.isoformat()}"
     return None
 
 
-def has_revocation_info(cert: x509.Certificate) -> bool:
+def has_revocation_info(cert: CertLike) -> bool:
     """Whether the certificate names an OCSP responder or a CRL distribution point."""
-    try:
-        for ext in cert.extensions:
-            if ext.oid == ExtensionOID.CRL_DISTRIBUTION_POINTS:
-                return True
-            if ext.oid == ExtensionOID.AUTHORITY_INFORMATION_ACCESS and any(
-                d.access_method == AuthorityInformationAccessOID.OCSP for d in ext.value
-            ):
-                return True
-    except CERT_ERRORS:
-        return True  # cannot tell: treat as revocable, which fails closed
-    return False
+    return as_cert(cert).revocable
 
 
 # -- distinguished names for x509.subject trusted identities --------------------------------
@@ -451,5 +642,5 @@ def subject_attributes(name: x509.Name) -> dict[str, str]:
     return attrs
 
 
-def is_subset(wanted: dict[str, str], have: dict[str, str]) -> bool:
-    return all(have.get(k) == v for k, v in wanted.items())
+def is_subset(wanted: Mapping[str, str], have: Mapping[str, str]) -> bool:
+    return wanted.items() <= have.items()
