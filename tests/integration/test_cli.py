@@ -65,7 +65,7 @@ def test_images_json_groups_tags_and_sizes_indexes(
         (("images", "127.0.0.1:5000/a:tag"), 2, "expected a repository"),
         (("images", "europe-docker.pkg.dev/proj/repo/img"), 2, "Google Artifact Registry"),
         (("images", "acme.azurecr.io/api"), 2, "Azure Container Registry"),
-        (("retention", "plan"), 2, "not implemented yet"),
+        (("retention", "plan", "--policy", "p.yaml"), 2, "needs the registry host"),
         (("images",), 2, "Missing argument"),
         (("images", "x", "--bogus"), 2, "No such option"),
     ],

@@ -184,13 +184,13 @@ def test_value_errors_name_path_line_and_what_was_expected() -> None:
             17,
             "repositories[0].retention.keep[1]",
             "got keys mostRecent, pulledWithin, expected a keep rule with exactly one of: "
-            "mostRecent, semver, pulledWithin, tagMatches",
+            "mostRecent, semver, pulledWithin, tagMatches, pushedWithin, pullCount",
         ),
         (
             18,
             "repositories[0].retention.keep[2]",
             "got keys keepAll, expected a keep rule with exactly one of: mostRecent, semver, "
-            "pulledWithin, tagMatches",
+            "pulledWithin, tagMatches, pushedWithin, pullCount",
         ),
         (
             20,

@@ -324,8 +324,37 @@ def invoke(
     ] = None,
     policy: PolicyOpt = Path("regwarden.yaml"),
     output: OutputOpt = OutputFormat.table,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            help="retention: the registry host when the event does not name one.",
+            envvar="REGWARDEN_REGISTRY",
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="retention: delete (else a dry run, like the event's apply)."),
+    ] = False,
 ) -> None:
-    """Run a function in-process on an event file, exactly as the deployed one would."""
+    """Run a function in-process on an event file, exactly as the deployed one would.
+
+    retention: the event is {"registry": HOST, "repository": GLOB, "apply": true}; without
+    an event file, --registry names the host and every repository is planned.
+    """
+    if function == "retention":
+        from ._retention import run_invoke_retention
+
+        run_invoke_retention(
+            event_file,
+            policy=policy,
+            registry=registry,
+            yes=yes,
+            output=output.value,
+            ledger=OPTIONS.ledger,
+            insecure=OPTIONS.insecure,
+        )
+        return
     from ._gate import run_invoke
 
     run_invoke(
@@ -381,20 +410,108 @@ def demo(
     run_demo(keep=keep)
 
 
-@retention_app.command(
-    "plan", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def retention_plan() -> None:
-    """Show what retention would keep and delete, and the rule that decided each image."""
-    raise _not_yet("retention plan", "retention")
+class PlanOutput(enum.StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
 
 
-@retention_app.command(
-    "apply", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def retention_apply() -> None:
-    """Delete what the plan selects, within guard rails."""
-    raise _not_yet("retention apply", "retention")
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        help="Registry host[:port] to work on (the policy names repositories, not hosts).",
+        envvar="REGWARDEN_REGISTRY",
+    ),
+]
+RepositoryGlobOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--repository",
+        "-r",
+        help="Only repositories matching this glob (repeatable); default: every repository "
+        "with retention rules.",
+    ),
+]
+MaxDeletesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-deletes",
+        min=0,
+        help="Run-wide guard: a run that would delete more deletes nothing (exit 1).",
+    ),
+]
+
+
+@retention_app.command("plan")
+def retention_plan(
+    policy: PolicyOpt,
+    registry: RegistryOpt = None,
+    repository: RepositoryGlobOpt = [],  # noqa: B006
+    output: Annotated[
+        PlanOutput,
+        typer.Option("--output", "-o", help="table for people, json for scripts, markdown."),
+    ] = PlanOutput.table,
+    max_deletes: MaxDeletesOpt = None,
+) -> None:
+    """Show what retention would keep and delete, and the rule that decided each image.
+
+    Never deletes. Per repository: every digest kept or deleted with its rule and reason,
+    totals of images and bytes freed. Exit 1 when a guard rail trips.
+    """
+    from ._retention import run_plan
+
+    run_plan(
+        policy=policy,
+        registry=registry,
+        repositories=repository,
+        output=output.value,
+        ledger=OPTIONS.ledger,
+        insecure=OPTIONS.insecure,
+        max_deletes=max_deletes,
+    )
+
+
+@retention_app.command("apply")
+def retention_apply(
+    policy: PolicyOpt,
+    registry: RegistryOpt = None,
+    repository: RepositoryGlobOpt = [],  # noqa: B006
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Really delete (without it: a dry run, exit 1).")
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Deletions in flight at most (halved on throttling).")
+    ] = 8,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume", metavar="RUN_ID", help="Continue an interrupted run without re-planning."
+        ),
+    ] = None,
+    output: OutputOpt = OutputFormat.table,
+    max_deletes: MaxDeletesOpt = None,
+) -> None:
+    """Delete what the plan selects, within guard rails.
+
+    Without --yes nothing is deleted: the plan's deletions are printed and the exit code
+    is 1 (new policies start in dry run). A tripped guard rail deletes nothing, alerts and
+    exits 1. An interrupted apply resumes with --resume RUN_ID --yes.
+    """
+    from ._retention import run_apply
+
+    run_apply(
+        policy=policy,
+        registry=registry,
+        repositories=repository,
+        output=output.value,
+        ledger=OPTIONS.ledger,
+        insecure=OPTIONS.insecure,
+        yes=yes,
+        concurrency=concurrency,
+        resume=resume,
+        max_deletes=max_deletes,
+    )
 
 
 @quarantine_app.command("release")

@@ -157,6 +157,7 @@ class RegistryClient:
         max_retry_after: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = USER_AGENT,
+        on_retry: Callable[[int | None, float], None] | None = None,
     ) -> None:
         if max_retries < 0:
             raise UsageError(f"max_retries: got {max_retries}, expected 0 or more")
@@ -167,6 +168,10 @@ class RegistryClient:
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
         self._sleep = sleep
+        self.on_retry = on_retry
+        """Called as `on_retry(status, delay)` before each retry sleep: the HTTP status
+        (429, 5xx) or None for a transport failure. Callers use it to see throttling (an
+        executor slowing down on 429); it must not raise. Assignable after construction."""
         self._random = random.Random()  # noqa: S311  (backoff jitter, not a secret)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
@@ -268,6 +273,8 @@ class RegistryClient:
                 if (retry or unsent) and attempt < self.max_retries:
                     delay = self._backoff(attempt)
                     log.debug("%s %s: %s; retry %d in %.2fs", method, url, exc, attempt + 1, delay)
+                    if self.on_retry is not None:
+                        self.on_retry(None, delay)
                     self._sleep(delay)
                     attempt += 1
                     continue
@@ -311,6 +318,8 @@ class RegistryClient:
                 log.debug(
                     "%s %s: HTTP %d; retry %d in %.2fs", method, url, status, attempt + 1, delay
                 )
+                if self.on_retry is not None:
+                    self.on_retry(status, delay)
                 self._sleep(delay)
                 attempt += 1
                 continue

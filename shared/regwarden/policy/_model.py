@@ -20,6 +20,7 @@ from ._signing import Attestations, Signatures
 __all__ = [
     "API_VERSION",
     "SECTIONS",
+    "AwsInventory",
     "Defaults",
     "EffectiveRepositoryPolicy",
     "Inventory",
@@ -73,18 +74,42 @@ class RepositoryEntry(_Sections):
 
 
 class KubernetesInventory(PolicyModel):
-    """Images running in Kubernetes clusters are in use."""
+    """Images running in Kubernetes clusters are in use: pods (their images and the digests
+    the kubelet resolved) and the pod templates of Deployments, StatefulSets, DaemonSets,
+    Jobs and CronJobs, in every namespace."""
 
     contexts: tuple[str, ...] = ()
-    """kubeconfig contexts to read; empty: the current context."""
+    """kubeconfig contexts to read (kubeconfig from `KUBECONFIG` or `~/.kube/config`).
+    Empty: the in-cluster service account when running in a pod, else the current
+    context."""
+
+
+class AwsInventory(PolicyModel):
+    """Images that AWS ECS and Lambda run are in use (read with the default AWS
+    credentials)."""
+
+    regions: tuple[str, ...] = ()
+    """Regions to read; empty: the default region of the AWS configuration."""
+
+    ecs: bool = True
+    """Running ECS tasks (their resolved image digests) and the task definitions of ECS
+    services."""
+
+    clusters: tuple[str, ...] = ()
+    """ECS clusters to read (names or ARNs); empty: every cluster in the region."""
+
+    lambda_: bool = Field(default=True, alias="lambda")
+    """Lambda functions packaged as container images (their resolved image URIs)."""
 
 
 class Inventory(PolicyModel):
     """Where regwarden learns which images are in use (never deleted by retention)."""
 
     kubernetes: KubernetesInventory | None = None
+    aws: AwsInventory | None = None
     files: tuple[Annotated[Location, Schemes(DOCUMENT_SCHEMES, "an inventory file")], ...] = ()
-    """Text files listing image references in use, one per line."""
+    """Text files or objects (`file://`, `s3://`, …) listing image references in use, one
+    per line; `#` starts a comment."""
 
 
 class EffectiveRepositoryPolicy(BaseModel):

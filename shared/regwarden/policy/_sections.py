@@ -30,29 +30,40 @@ from pydantic import (
 
 from ..model import Severity
 from ._base import Loc, PolicyModel, from_yaml, rule_error
-from ._values import PolicyDate, PolicySeverity, PositiveDuration, Regex, TagPattern
+from ._values import Duration, PolicyDate, PolicySeverity, PositiveDuration, Regex, TagPattern
 
 __all__ = [
     "REPOSITORY_NAME",
     "SCAN_SOURCES",
     "Allowance",
     "DeleteOlderThan",
+    "DeleteOrphans",
+    "DeleteQuarantineExpired",
     "DeleteRule",
     "DeleteUntagged",
     "Guard",
     "KeepMostRecent",
+    "KeepPullCount",
     "KeepPulledWithin",
+    "KeepPushedWithin",
     "KeepRule",
     "KeepSemver",
     "KeepTagMatches",
     "Mode",
+    "MostRecent",
+    "OrphanAge",
+    "PullCount",
+    "PulledWithin",
     "Quarantine",
+    "QuarantineAge",
     "QuarantineStrategy",
     "Retention",
     "ScanSource",
     "SemverKeep",
     "SeverityCounts",
+    "TagFilter",
     "Tags",
+    "Unknown",
     "UntaggedAge",
     "Vulnerabilities",
     "render_repository",
@@ -343,6 +354,25 @@ class Tags(PolicyModel):
 
 
 # -- retention ---------------------------------------------------------------------------------
+#
+# Each rule is a one-key mapping (`{mostRecent: 10}`); several keys accept a shorthand (an
+# integer, a duration, a regex) or a mapping with more options. The policy models only check
+# the YAML; `regwarden.retention.retention_rules` turns them into the planner's rule types.
+
+Unknown = Literal["keep", "ignore"]
+"""What a pull-based keep rule does in a repository where no pull data is recorded at all:
+`keep` every image (nothing is deleted on a guess) or `ignore` the rule."""
+
+
+def _shorthand(mapping_class: str, short: str) -> Any:
+    """A discriminator for a key that takes a scalar shorthand or a mapping."""
+
+    def discriminate(value: Any) -> str:
+        if isinstance(value, dict) or type(value).__name__ == mapping_class:
+            return mapping_class
+        return short
+
+    return discriminate
 
 
 class SemverKeep(PolicyModel):
@@ -357,24 +387,132 @@ class SemverKeep(PolicyModel):
     patches_per_minor: int | None = Field(default=None, ge=1)
     """How many of the highest patch versions to keep within each kept minor."""
 
+    prereleases: StrictInt = Field(default=0, ge=0)
+    """How many of the highest pre-release versions (`1.3.0-rc.1`) to keep, counted on
+    their own across the repository. Default 0: pre-releases are kept only by other rules."""
+
+
+class MostRecent(PolicyModel):
+    """`mostRecent` in full: `{count: 10, by: pull, taggedOnly: true}`."""
+
+    count: StrictInt = Field(ge=1)
+    """How many images to keep."""
+
+    by: Literal["push", "pull"] = "push"
+    """Rank by push time (`push`) or by last pull (`pull`; never-pulled images rank last)."""
+
+    tagged_only: bool = True
+    """Rank only tagged images, so untagged leftovers never use up the count."""
+
 
 class KeepMostRecent(PolicyModel):
-    most_recent: int = Field(ge=1)
-    """Keep the N most recently pushed images."""
+    most_recent: Annotated[
+        Union[  # noqa: UP007  # Annotated members need the Union spelling
+            Annotated[StrictInt, Field(ge=1), Tag("int")],
+            Annotated[MostRecent, Tag("MostRecent")],
+        ],
+        Discriminator(_shorthand("MostRecent", "int")),
+    ]
+    """Keep the N most recently pushed images: `mostRecent: 10`, or
+    `mostRecent: {count: 10, by: pull, taggedOnly: true}`."""
+
+    @property
+    def spec(self) -> MostRecent:
+        """The rule in full, whichever form was written."""
+        value = self.most_recent
+        return value if isinstance(value, MostRecent) else MostRecent(count=value)
 
 
 class KeepSemver(PolicyModel):
     semver: SemverKeep
 
 
-class KeepPulledWithin(PolicyModel):
-    pulled_within: PositiveDuration
+class PulledWithin(PolicyModel):
+    """`pulledWithin` in full: `{within: 30d, unknown: keep}`."""
+
+    within: PositiveDuration
     """Keep images pulled within this duration."""
+
+    unknown: Unknown = "keep"
+    """With no pull times recorded in the repository at all: `keep` every image, or
+    `ignore` this rule."""
+
+
+class KeepPulledWithin(PolicyModel):
+    pulled_within: Annotated[
+        Union[  # noqa: UP007
+            Annotated[PositiveDuration, Tag("duration")],
+            Annotated[PulledWithin, Tag("PulledWithin")],
+        ],
+        Discriminator(_shorthand("PulledWithin", "duration")),
+    ]
+    """Keep images pulled within this duration: `pulledWithin: 30d`, or
+    `pulledWithin: {within: 30d, unknown: ignore}`."""
+
+    @property
+    def spec(self) -> PulledWithin:
+        value = self.pulled_within
+        return value if isinstance(value, PulledWithin) else PulledWithin(within=value)
+
+
+class KeepPushedWithin(PolicyModel):
+    pushed_within: PositiveDuration
+    """Keep images pushed within this duration (age from the push time, else the ledger's
+    first-seen time, else the image config's `created`)."""
+
+
+class PullCount(PolicyModel):
+    """`pullCount: {min: 5, unknown: keep}`."""
+
+    min: StrictInt = Field(ge=1)
+    """Keep images pulled at least this many times."""
+
+    unknown: Unknown = "keep"
+    """With no pull counts recorded in the repository at all: `keep` every image, or
+    `ignore` this rule."""
+
+
+class KeepPullCount(PolicyModel):
+    pull_count: PullCount
+    """Keep images pulled at least `min` times (where the registry counts pulls)."""
+
+
+class TagFilter(PolicyModel):
+    """`tagMatches` in full: `{include: "^release-", exclude: "-debug$"}`."""
+
+    include: Regex | None = None
+    """Keep images with a tag matching this regex (searched; anchor it)."""
+
+    exclude: Regex | None = None
+    """…unless the matching tag also matches this one. Alone: keep every tagged image
+    except those whose tags all match it. At least one of the two is required (checked by
+    `KeepTagMatches`, so the problem points at `tagMatches`)."""
 
 
 class KeepTagMatches(PolicyModel):
-    tag_matches: Regex
-    """Keep images with any tag matching this regex (searched; anchor it)."""
+    tag_matches: Annotated[
+        Union[  # noqa: UP007
+            Annotated[Regex, Tag("regex")],
+            Annotated[TagFilter, Tag("TagFilter")],
+        ],
+        Discriminator(_shorthand("TagFilter", "regex")),
+    ]
+    """Keep images with any tag matching this regex (searched; anchor it), or
+    `{include, exclude}`."""
+
+    @model_validator(mode="after")
+    def _include_or_exclude(self) -> KeepTagMatches:
+        value = self.tag_matches
+        if isinstance(value, TagFilter) and value.include is None and value.exclude is None:
+            raise rule_error(
+                [(("tagMatches",), "got neither include nor exclude, expected at least one")]
+            )
+        return self
+
+    @property
+    def spec(self) -> TagFilter:
+        value = self.tag_matches
+        return value if isinstance(value, TagFilter) else TagFilter(include=value)
 
 
 class UntaggedAge(PolicyModel):
@@ -388,7 +526,28 @@ class DeleteUntagged(PolicyModel):
 
 class DeleteOlderThan(PolicyModel):
     older_than: PositiveDuration
-    """Delete images (tagged or not) older than this duration."""
+    """Delete tagged images older than this duration (untagged ones: the `untagged` rule)."""
+
+
+class OrphanAge(PolicyModel):
+    older_than: Duration = Field(default=timedelta(0), json_schema_extra={"default": "0s"})
+    """Grace period: only orphans older than this are deleted (`0s`: any age)."""
+
+
+class DeleteOrphans(PolicyModel):
+    orphans: OrphanAge
+    """Delete signatures, attestations and SBOMs whose subject is gone: `orphans: {}` or
+    `orphans: {olderThan: 1d}`."""
+
+
+class QuarantineAge(PolicyModel):
+    after: PositiveDuration
+    """How long an image may stay quarantined before retention may delete it."""
+
+
+class DeleteQuarantineExpired(PolicyModel):
+    quarantine_expired: QuarantineAge
+    """Delete quarantined images once quarantined longer than `after`."""
 
 
 def _single_key(tags: dict[str, str]) -> Any:
@@ -411,8 +570,15 @@ _KEEP_KEYS = {
     "semver": "KeepSemver",
     "pulledWithin": "KeepPulledWithin",
     "tagMatches": "KeepTagMatches",
+    "pushedWithin": "KeepPushedWithin",
+    "pullCount": "KeepPullCount",
 }
-_DELETE_KEYS = {"untagged": "DeleteUntagged", "olderThan": "DeleteOlderThan"}
+_DELETE_KEYS = {
+    "untagged": "DeleteUntagged",
+    "olderThan": "DeleteOlderThan",
+    "orphans": "DeleteOrphans",
+    "quarantineExpired": "DeleteQuarantineExpired",
+}
 
 KeepRule = Annotated[
     Union[  # noqa: UP007  # Annotated members need the Union spelling
@@ -420,6 +586,8 @@ KeepRule = Annotated[
         Annotated[KeepSemver, Tag("KeepSemver")],
         Annotated[KeepPulledWithin, Tag("KeepPulledWithin")],
         Annotated[KeepTagMatches, Tag("KeepTagMatches")],
+        Annotated[KeepPushedWithin, Tag("KeepPushedWithin")],
+        Annotated[KeepPullCount, Tag("KeepPullCount")],
     ],
     Discriminator(
         _single_key(_KEEP_KEYS),
@@ -428,12 +596,15 @@ KeepRule = Annotated[
         custom_error_context={"valid": ", ".join(_KEEP_KEYS), "rule": "keep"},
     ),
 ]
-"""One keep rule: `mostRecent`, `semver`, `pulledWithin` or `tagMatches`."""
+"""One keep rule: `mostRecent`, `semver`, `pulledWithin`, `tagMatches`, `pushedWithin` or
+`pullCount`."""
 
 DeleteRule = Annotated[
     Union[  # noqa: UP007
         Annotated[DeleteUntagged, Tag("DeleteUntagged")],
         Annotated[DeleteOlderThan, Tag("DeleteOlderThan")],
+        Annotated[DeleteOrphans, Tag("DeleteOrphans")],
+        Annotated[DeleteQuarantineExpired, Tag("DeleteQuarantineExpired")],
     ],
     Discriminator(
         _single_key(_DELETE_KEYS),
@@ -442,7 +613,8 @@ DeleteRule = Annotated[
         custom_error_context={"valid": ", ".join(_DELETE_KEYS), "rule": "delete"},
     ),
 ]
-"""One delete rule: `untagged: {olderThan}` or `olderThan`."""
+"""One delete rule: `untagged: {olderThan}`, `olderThan`, `orphans: {olderThan}` or
+`quarantineExpired: {after}`."""
 
 
 class Guard(PolicyModel):
@@ -462,3 +634,23 @@ class Retention(PolicyModel):
     keep: tuple[KeepRule, ...] = ()
     delete: tuple[DeleteRule, ...] = ()
     guard: Guard = Guard()
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> Retention:
+        problems: list[tuple[Loc, str]] = []
+        first: dict[str, int] = {}
+        for i, rule in enumerate(self.delete):
+            if isinstance(rule, DeleteOrphans | DeleteQuarantineExpired):
+                key = "orphans" if isinstance(rule, DeleteOrphans) else "quarantineExpired"
+                if key in first:
+                    problems.append(
+                        (
+                            ("delete", i),
+                            f"a second {key} rule (first at delete[{first[key]}]); "
+                            "expected at most one",
+                        )
+                    )
+                first.setdefault(key, i)
+        if problems:
+            raise rule_error(problems)
+        return self

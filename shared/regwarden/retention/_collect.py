@@ -1,0 +1,248 @@
+"""From a registry listing to the planner's records: the edge where listings meet the core.
+
+`records_from_listing` is pure (listing + ledger times → records and warnings);
+`collect_records` adds the I/O (the provider's `list_images`, the ledger's times) and
+reports how long the listing and the conversion took, separately.
+
+What a listing does not say directly, and how it is filled in:
+- **Signatures, attestations, SBOMs.** cosign's tag schema (`sha256-<hex>.sig|.att|.sbom`)
+  is recognised by the planner from the tags. The OCI 1.1 referrers tag schema
+  (`sha256-<hex>`, an index listing the subject's referrers, what registries without the
+  referrers API hold) becomes a record whose subject is that digest and whose children are
+  the referrers; the referrer manifests, which carry no tag, get records of their own with
+  the same subject, so they follow their subject.
+- **Index children.** Distribution lists tagged manifests only, so the untagged platform
+  manifests of a listed index are added from the index (they follow it). ECR lists them.
+- **Referrers a listing shows without their subject.** ECR lists OCI 1.1 referrers
+  (cosign bundles, Notation signatures, SBOMs) as untagged artifacts and does not say
+  whose they are. Treated as untagged images, an `untagged` rule would delete the
+  signatures of kept images; so the manifest of every untagged non-image artifact is read
+  to learn its subject (one lookup each; none when there are no such artifacts).
+- **Times.** Registries that keep no push or pull times (distribution) get the ledger's
+  first-seen and last-pulled times from registry events; without either, the image
+  config's `created` is the age (the planner warns), else the age is unknown.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import NotFound
+from ._records import ImageRecord, to_epoch
+
+if TYPE_CHECKING:
+    from ..providers import ImageRecord as ListedImage
+    from ..providers import Registry
+
+__all__ = ["Collected", "TimesLedger", "collect_records", "records_from_listing"]
+
+_REFERRERS_TAG = re.compile(r"(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})")
+_IMAGE_CONFIG_SUFFIXES = ("image.config.v1+json", "container.image.v1+json")
+_INDEX_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+
+
+class TimesLedger(Protocol):
+    """The ledger method `collect_records` uses (SqliteLedger and DynamoLedger have it)."""
+
+    def image_times(
+        self, registry: str, repository: str
+    ) -> dict[str, tuple[datetime, datetime | None]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """The records of one repository, with notes for the plan and how long it took."""
+
+    repository: str
+    records: list[ImageRecord]
+    warnings: tuple[str, ...]
+    listing_s: float
+    """Registry (and ledger) I/O: listing manifests, reading configs."""
+    build_s: float
+    """Turning the listing into records (CPU only)."""
+
+
+def _referrers_subject(listed: ListedImage) -> str | None:
+    """The subject of an OCI 1.1 referrers tag-schema index (`sha256-<hex>` tag only)."""
+    if listed.media_type not in _INDEX_TYPES or not listed.tags:
+        return None
+    subject: str | None = None
+    for tag in listed.tags:
+        m = _REFERRERS_TAG.fullmatch(tag)
+        if m is None:
+            return None
+        subject = subject or f"{m.group(1)}:{m.group(2)}"
+    return subject
+
+
+def _newest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def records_from_listing(
+    listing: Sequence[ListedImage],
+    *,
+    times: Mapping[str, tuple[datetime, datetime | None]] | None = None,
+) -> tuple[list[ImageRecord], list[str]]:
+    """Provider records (one per listed manifest) → planner records, plus warnings.
+
+    `times` is the ledger's digest → (first seen, last pulled) for the repository; the
+    first-seen time stands in for a push time the registry does not keep, and the later of
+    the two pull times wins.
+    """
+    times = times or {}
+    out: list[ImageRecord] = []
+    listed = {item.digest for item in listing}
+    added: set[str] = set()
+    from_ledger = 0
+    no_push = 0
+    for item in listing:
+        pushed = to_epoch(item.pushed)
+        last_pulled = to_epoch(item.last_pulled)
+        seen = times.get(item.digest)
+        if pushed is None:
+            no_push += 1
+            if seen is not None:
+                pushed = to_epoch(seen[0])
+                from_ledger += 1
+        if seen is not None and seen[1] is not None:
+            last_pulled = _newest(last_pulled, to_epoch(seen[1]))
+        # Where the registry keeps push times, `created` is the push time again; only a
+        # config's own `created` is worth keeping as the fallback age.
+        created = to_epoch(item.created) if item.pushed is None else None
+        subject = item.subject
+        referrers_of = None if subject is not None else _referrers_subject(item)
+        if referrers_of is not None:
+            subject = referrers_of
+        out.append(
+            ImageRecord(
+                item.digest,
+                item.tags,
+                pushed,
+                last_pulled,
+                int(item.size or 0),
+                item.media_type,
+                item.children,
+                subject,
+                created,
+                None,
+            )
+        )
+        # Children the listing does not show (distribution lists tagged manifests only).
+        for child in item.children:
+            if child in listed or child in added or child == item.digest:
+                continue
+            added.add(child)
+            child_seen = times.get(child)
+            child_pushed = pushed
+            if child_seen is not None and item.pushed is None:
+                child_pushed = to_epoch(child_seen[0])
+            out.append(
+                ImageRecord(
+                    child,
+                    (),
+                    child_pushed,
+                    None if child_seen is None else to_epoch(child_seen[1]),
+                    0,  # the index's size already counts its children
+                    "",
+                    (),
+                    referrers_of,  # a referrers index lists referrers of its subject
+                    created,
+                    None,
+                )
+            )
+    warnings: list[str] = []
+    if no_push and from_ledger:
+        warnings.append(
+            f"the registry keeps no push times: used the ledger's first-seen time for "
+            f"{from_ledger} of {no_push} manifests"
+        )
+    if added:
+        warnings.append(
+            f"{len(added)} untagged manifests added from the indexes that list them "
+            "(the registry lists tagged manifests only)"
+        )
+    return out, warnings
+
+
+def _subject_unknown(item: ListedImage) -> bool:
+    """An untagged artifact (not an image, not an index) whose subject the listing omits."""
+    if item.tags or item.subject is not None or item.media_type in _INDEX_TYPES:
+        return False
+    kind = item.artifact_type
+    return bool(kind) and not str(kind).endswith(_IMAGE_CONFIG_SUFFIXES)
+
+
+def _with_subjects(
+    registry: Registry, repository: str, listing: Sequence[ListedImage], concurrency: int
+) -> tuple[list[ListedImage], int]:
+    """The listing with the subjects of untagged artifacts filled in from their manifests;
+    an artifact deleted meanwhile is dropped. Other registry errors propagate."""
+    unknown = [i for i, item in enumerate(listing) if _subject_unknown(item)]
+    if not unknown:
+        return list(listing), 0
+
+    def look(i: int) -> tuple[int, ListedImage | None]:
+        try:
+            found = registry.image_details(repository, listing[i].digest).record
+        except NotFound:
+            return i, None
+        return i, replace(listing[i], subject=found.subject)
+
+    out: list[ListedImage | None] = list(listing)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for i, item in pool.map(look, unknown):
+            out[i] = item
+    return [item for item in out if item is not None], len(unknown)
+
+
+def collect_records(
+    registry: Registry,
+    repository: str,
+    *,
+    ledger: TimesLedger | None = None,
+    registry_name: str | None = None,
+    concurrency: int = 4,
+) -> Collected:
+    """List one repository and build its records. `registry_name` is the ledger's key for
+    the registry (what events name it: the reference's registry); default `registry.host`."""
+    t0 = time.perf_counter()
+    listing, looked_up = _with_subjects(
+        registry, repository, registry.list_images(repository), concurrency
+    )
+    times = (
+        ledger.image_times(registry_name or registry.host, repository)
+        if ledger is not None
+        else None
+    )
+    listing_s = time.perf_counter() - t0
+    c0 = time.process_time()
+    records, warnings = records_from_listing(listing, times=times)
+    build_s = time.process_time() - c0
+    if looked_up:
+        warnings.append(
+            f"read the manifests of {looked_up} untagged artifacts to learn their subjects "
+            "(the registry's listing does not say)"
+        )
+    return Collected(
+        repository=repository,
+        records=records,
+        warnings=tuple(warnings),
+        listing_s=listing_s,
+        build_s=build_s,
+    )

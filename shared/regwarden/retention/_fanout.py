@@ -1,0 +1,281 @@
+"""Running retention from a Runtime: the whole registry in one process (`regwarden
+retention apply`, `regwarden invoke retention`, a Kubernetes CronJob), or fanned out one
+repository per message so a cloud run scales with the registry:
+
+    messages = fan_out(registry, policy, run="20261127T120000Z-3f2a9c")  # scheduled fn
+    for m in messages: queue.send(json.dumps(m))                         # e.g. SQS
+    result = work(json.loads(body), runtime, now=now)                    # worker fn
+
+A worker's run id is derived from the fan-out's run and the repository, so a redelivered
+message resumes the repository's recorded plan instead of planning again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import IntakeError, UsageError
+from ._execute import ApplyResult, apply
+from ._inventory import InUse, gather_in_use, in_use_protections
+from ._progress import Progress
+from ._report import send_alerts, team_alerts
+from ._run import (
+    RunLedger,
+    RunPlan,
+    load_run,
+    new_run_id,
+    plan_key,
+    plan_run,
+    select_repositories,
+)
+
+if TYPE_CHECKING:
+    from ..notify import Router
+    from ..policy import Policy
+    from ..providers import Registry
+
+__all__ = [
+    "RetentionOutcome",
+    "RetentionRuntime",
+    "fan_out",
+    "recheck_in_use",
+    "run_retention",
+    "work",
+]
+
+
+class RetentionRuntime(Protocol):
+    """What retention uses of `regwarden.runtime.Runtime`."""
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def ledger(self) -> RunLedger: ...
+
+    def registry(self, host: str) -> Registry: ...
+
+    def router(self) -> Router: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionOutcome:
+    """A planned run and, unless it was a dry run, what applying it did."""
+
+    run: RunPlan
+    result: ApplyResult | None
+    alerts: int = 0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        """0 done or nothing to do; 1 a guard rail tripped (or, dry run, deletions are
+        pending); 3 deletions failed or the registry refused them; 130 interrupted."""
+        if self.run.tripped:
+            return 1
+        if self.result is None:
+            return 1 if self.run.deletions else 0
+        status = self.result.status
+        if status in ("failed", "aborted"):
+            return 3
+        if status == "interrupted":
+            return 130
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from ._render import plan_to_dict
+
+        out: dict[str, Any] = {
+            "run_id": self.run.run_id,
+            "registry": self.run.registry,
+            "tripped": self.run.tripped,
+            "planned_deletions": self.run.deletions,
+            "planned_bytes": self.run.bytes,
+            "timings": {
+                "listing_s": round(self.run.listing_s, 3),
+                "record_construction_s": round(self.run.build_s, 3),
+                "planning_s": round(self.run.planning_s, 3),
+            },
+            "in_use": dict(self.run.in_use),
+            "notes": list(self.notes),
+            "result": self.result.to_dict() if self.result is not None else None,
+            "alerts": self.alerts,
+        }
+        if self.run.plan is not None:
+            out["plan"] = plan_to_dict(self.run.plan, only="delete")
+        return out
+
+
+def recheck_in_use(run: RunPlan, registry: Registry, in_use: InUse) -> tuple[RunPlan, list[str]]:
+    """For a resumed run: drop every repository whose remaining work now touches an image
+    in use (by digest, or by a tag a workload names). The stored plan cannot say what
+    else such an image needs (children, referrers), so the repository waits for a new plan.
+    """
+    if not in_use.refs:
+        return run, []
+    protections = in_use_protections(
+        in_use.refs,
+        registry,
+        repositories=[w.repository for w in run.work],
+        registry_name=run.registry,
+    )
+    keep = []
+    notes: list[str] = []
+    for w in run.work:
+        prot = protections.get(w.repository)
+        hit = None
+        if prot is not None:
+            for digest, info in w.deletions.items():
+                if digest in prot.in_use or prot.in_use_tags.intersection(info.tags):
+                    hit = digest
+                    break
+        if hit is None:
+            keep.append(w)
+        else:
+            notes.append(
+                f"{w.repository}: {hit} is in use now; its remaining deletions are skipped "
+                "(plan again)"
+            )
+    return replace(run, work=tuple(keep)), notes
+
+
+def run_retention(
+    runtime: RetentionRuntime,
+    *,
+    registry: str,
+    now: datetime,
+    globs: Sequence[str] = (),
+    repositories: Sequence[str] | None = None,
+    execute: bool = False,
+    concurrency: int = 8,
+    run_id: str | None = None,
+    resume: bool = False,
+    max_deletes: int | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    in_use: InUse | None = None,
+    on_planned: Callable[[RunPlan], None] | None = None,
+) -> RetentionOutcome:
+    """Plan (or, with `resume`, load) a run over `registry` and, with `execute`, apply it
+    and alert each team. The inventory is read first; if it cannot be read, nothing is
+    planned (fail closed). A `run_id` the ledger already holds is resumed, never planned
+    again. `on_planned` sees the run before anything is deleted."""
+    policy = runtime.policy
+    ledger = runtime.ledger
+    reg = runtime.registry(registry)
+    if run_id is not None and not resume:
+        resume = ledger.action(plan_key(run_id)) is not None
+    if in_use is None:
+        in_use = gather_in_use(policy.inventory, base_dir=policy.base_dir)
+    notes: list[str] = []
+    if resume:
+        if run_id is None:
+            raise UsageError("resuming needs the run id (--resume RUN_ID)")
+        run = load_run(ledger, run_id)
+        if run.registry != registry:
+            raise UsageError(
+                f"run {run_id} is for registry {run.registry!r}, got --registry {registry!r}"
+            )
+        run, notes = recheck_in_use(run, reg, in_use)
+    else:
+        run = plan_run(
+            reg,
+            policy,
+            ledger=ledger,
+            now=now,
+            repositories=repositories,
+            globs=globs,
+            in_use=in_use,
+            max_deletes=max_deletes,
+            run_id=run_id,
+            registry_name=registry,
+        )
+    if not execute:
+        return RetentionOutcome(run=run, result=None, notes=tuple(notes))
+    if on_planned is not None:
+        on_planned(run)
+    result = apply(
+        run,
+        reg,
+        ledger,
+        concurrency=concurrency,
+        progress=progress,
+        should_stop=should_stop,
+    )
+    alerts = team_alerts(result, run, policy, now=now)
+    sent = send_alerts(
+        alerts, runtime.router(), ledger, run_id=run.run_id, status=result.status, now=now
+    )
+    return RetentionOutcome(run=run, result=result, alerts=sent, notes=tuple(notes))
+
+
+# -- fan-out --------------------------------------------------------------------------------
+
+
+def fan_out(
+    registry: Registry,
+    policy: Policy,
+    *,
+    globs: Sequence[str] = (),
+    run: str | None = None,
+    now: datetime | None = None,
+) -> list[dict[str, str]]:
+    """One message per repository that has retention rules: `{"registry", "repository",
+    "run"}` (`run` names the scheduled run; pass it or `now` to make one)."""
+    if run is None:
+        if now is None:
+            raise UsageError("fan_out needs the run id or now")
+        run = new_run_id(now)
+    chosen, _ = select_repositories(registry.list_repositories(), policy, globs)
+    return [{"registry": registry.host, "repository": r, "run": run} for r in chosen]
+
+
+def _worker_run_id(run: str, repository: str) -> str:
+    tag = hashlib.sha256(repository.encode()).hexdigest()[:10]
+    return f"{run}.{tag}"[:64]
+
+
+def _field(message: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = message.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise IntakeError(
+            f"retention message: got {key}={value!r}, expected a non-empty string "
+            '(message shape: {"registry": HOST, "repository": NAME, "run": RUN_ID})'
+        )
+    return value
+
+
+def work(
+    message: Mapping[str, Any],
+    runtime: RetentionRuntime,
+    *,
+    now: datetime,
+    execute: bool = True,
+    concurrency: int = 8,
+    in_use: InUse | None = None,
+) -> RetentionOutcome:
+    """Plan and apply retention for the one repository a fan-out message names. A message
+    whose run was already recorded resumes it (SQS redelivery, a timed-out function)."""
+    if not isinstance(message, Mapping):
+        raise IntakeError(f"retention message: got {type(message).__name__}, expected an object")
+    host = _field(message, "registry")
+    repository = _field(message, "repository")
+    run = _field(message, "run", required=False)
+    assert host is not None and repository is not None
+    run_id = _worker_run_id(run, repository) if run else None
+    return run_retention(
+        runtime,
+        registry=host,
+        now=now,
+        repositories=[repository],
+        execute=execute,
+        concurrency=concurrency,
+        run_id=run_id,
+        in_use=in_use,
+    )
