@@ -12,7 +12,7 @@ demo: setup
 	$(VENV)/bin/regwarden demo
 
 # The README's test command. Unit, integration (real docker-registry on loopback,
-# moto server) and e2e; interop tests run when ../shared/fixtures is present.
+# moto server) and e2e; interop tests run when the handbook fixtures beside the repo are present.
 test:
 	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
