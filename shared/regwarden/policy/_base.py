@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
 #: A location inside the policy document, in YAML terms: keys (camelCase) and list indexes.
 Loc = tuple[str | int, ...]
@@ -95,3 +96,14 @@ def render_path(loc: Loc) -> str:
         else:
             out += f"[{json.dumps(part)}]"
     return out or "(root)"
+
+
+def string_value_schema(parse: Callable[[Any], Any]) -> core_schema.CoreSchema:
+    """Core schema for a value written as one string in YAML: `parse` builds it (raising
+    ValueError with the reason), and it serializes back to `str(value)`."""
+    return core_schema.no_info_plain_validator_function(
+        parse,
+        serialization=core_schema.plain_serializer_function_ser_schema(
+            str, return_schema=core_schema.str_schema()
+        ),
+    )

@@ -26,6 +26,8 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from ._base import string_value_schema
+
 __all__ = ["Glob", "ImageGlob"]
 
 _SEGMENT_CHARS = re.compile(r"[a-z0-9._*?-]+")
@@ -58,12 +60,7 @@ class Glob:
     def __get_pydantic_core_schema__(
         cls, source: type[Any], handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls.compile,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                str, return_schema=core_schema.str_schema()
-            ),
-        )
+        return string_value_schema(cls.compile)
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -190,12 +187,7 @@ class ImageGlob:
     def __get_pydantic_core_schema__(
         cls, source: type[Any], handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls.compile,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                str, return_schema=core_schema.str_schema()
-            ),
-        )
+        return string_value_schema(cls.compile)
 
     @classmethod
     def __get_pydantic_json_schema__(

@@ -25,6 +25,7 @@ from pydantic_core import core_schema
 from semver import Version
 
 from ..model import Severity
+from ._base import string_value_schema
 
 __all__ = [
     "ByteSize",
@@ -318,12 +319,7 @@ class TagPattern:
     def __get_pydantic_core_schema__(
         cls, source: type[Any], handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls.parse,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                str, return_schema=core_schema.str_schema()
-            ),
-        )
+        return string_value_schema(cls.parse)
 
     @classmethod
     def __get_pydantic_json_schema__(
