@@ -11,6 +11,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fuzz import json_documents
 
 from regwarden.errors import IntakeError
 from regwarden.intake import (
@@ -44,22 +45,7 @@ PLAUSIBLE = [
     "application/vnd.oci.image.manifest.v1+json", "Critical", "", "latest",
 ]  # fmt: skip
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats()
-    | st.text(max_size=20)
-    | st.sampled_from(PLAUSIBLE)
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=6)
-    ),
-    max_leaves=30,
-)
+json_values = json_documents(KEYS, PLAUSIBLE)
 content_types = st.sampled_from(
     [None, "application/json", "application/vnd.docker.distribution.events.v1+json"]
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fuzz import json_documents
 from test_scanning_parsers import (
     grype_doc,
     harbor_report,
@@ -45,22 +46,7 @@ PLAUSIBLE = [
     "https://cosign.sigstore.dev/attestation/vuln/v1", "Success", "Error", "cd" * 32, "",
 ]  # fmt: skip
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats()
-    | st.text(max_size=20)
-    | st.sampled_from(PLAUSIBLE)
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=6)
-    ),
-    max_leaves=30,
-)
+json_values = json_documents(KEYS, PLAUSIBLE)
 FUZZ = settings(
     max_examples=int(os.environ.get("REGWARDEN_FUZZ_EXAMPLES", "300")),
     deadline=None,
