@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 from ..providers import ImageRecord, ProviderOptions, open_registry
 from ._app import parse_repository
 from ._render import human_size, print_json
-
-# cosign's tag schema for artifacts attached to an image digest
-_ARTIFACT_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.(sig|att|sbom))?$")
 
 
 def is_artifact(record: ImageRecord) -> bool:
     """Signatures, attestations, SBOMs and referrers-tag indexes, rather than images."""
     if record.subject is not None:
         return True
-    return bool(record.tags) and all(_ARTIFACT_TAG.match(t) for t in record.tags)
+    from ..intake import signature_subject  # cosign and referrers tag schemas
+
+    return bool(record.tags) and all(signature_subject(t) for t in record.tags)
 
 
 def run_images(repository: str, *, output: str, include_artifacts: bool, insecure: bool) -> None:
