@@ -10,6 +10,19 @@
 | `REGWARDEN_SECRET_STORE`  | `secretsmanager` (default) or `ssm`: where `secret://NAME` lives  |
 | `ECR_DATA_PLANE`          | optional `host:port` serving ECR's `/v2/` (tests: a local registry)|
 
+The retention functions read `RetentionSettings` as well:
+
+| variable                          | meaning                                                   |
+| --------------------------------- | --------------------------------------------------------- |
+| `REGWARDEN_REGISTRY`              | the ECR host (ACCOUNT.dkr.ecr.REGION.amazonaws.com) |
+| `REGWARDEN_RETENTION_QUEUE`       | the work queue URL (fan-out sends, the worker re-times)   |
+| `RETENTION_MODE`                  | `plan` (default: delete nothing) or `apply`               |
+| `REGWARDEN_RETENTION_PREFIXES`    | comma-separated repository prefixes in scope (IAM's scope)|
+| `REGWARDEN_RETENTION_INVENTORY`   | `aws` (default: ECS + Lambda of this region) or `policy`  |
+| `REGWARDEN_RETENTION_CONCURRENCY` | deletions in flight per worker (default 4)                |
+| `REGWARDEN_RETENTION_STOP_MS`     | stop deleting when less time than this is left (30000)    |
+| `REGWARDEN_RETENTION_RESUME_DELAY`| seconds before an interrupted run's message returns (60)  |
+
 Secrets never come from plain environment variables here: `secret://NAME` in the policy is
 the Secrets Manager secret `NAME` (or the SSM SecureString `/NAME`), fetched through
 Powertools parameters (cached for five minutes) when a channel or key first needs it.
@@ -30,7 +43,10 @@ if TYPE_CHECKING:
     from regwarden.policy import Policy
 
 __all__ = [
+    "RETENTION_INVENTORIES",
+    "RETENTION_MODES",
     "SECRET_STORES",
+    "RetentionSettings",
     "SecretEnv",
     "Settings",
     "load_policy",
@@ -39,6 +55,11 @@ __all__ = [
 ]
 
 SECRET_STORES = ("secretsmanager", "ssm")
+RETENTION_MODES = ("plan", "apply")
+"""`plan` plans and reports, deleting nothing (the default); `apply` deletes."""
+RETENTION_INVENTORIES = ("aws", "policy")
+"""`aws`: ECS and Lambda of the function's region are in use (unless the policy's
+`inventory.aws` says otherwise), plus the policy's other sources; `policy`: only those."""
 SECRET_MAX_AGE = 300
 """Seconds a fetched secret is cached in a warm function."""
 _S3 = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.+)")
@@ -95,6 +116,73 @@ class Settings:
             max_receives=int(receives),
             secret_store=store,
             ecr_data_plane=(env.get("ECR_DATA_PLANE") or "").strip() or None,
+        )
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, *, least: int) -> int:
+    text = (env.get(name) or str(default)).strip()
+    if not text.isdigit() or int(text) < least:
+        raise UsageError(f"{name}: got {text!r}, expected a whole number >= {least}")
+    return int(text)
+
+
+def _choice(env: Mapping[str, str], name: str, valid: tuple[str, ...]) -> str:
+    value = (env.get(name) or valid[0]).strip().lower()
+    if value not in valid:
+        raise UsageError(f"{name}: got {value!r}, expected one of: " + ", ".join(valid))
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """The retention functions' configuration (fan-out and worker), read once per cold
+    start. An unknown mode is an error, never a guess: only `apply` deletes."""
+
+    registry: str
+    """This account's ECR registry host: what the fan-out lists and the worker accepts."""
+    queue: str | None = None
+    """The work queue URL (the fan-out sends to it; the worker re-times a message there)."""
+    mode: str = "plan"
+    """`plan` (report only) or `apply` (delete)."""
+    prefixes: tuple[str, ...] = ("",)
+    """Repository name prefixes in scope; `""` is every repository. The IAM grants of the
+    stack cover exactly these, so nothing outside them is planned."""
+    inventory: str = "aws"
+    """`aws` or `policy` (see `RETENTION_INVENTORIES`)."""
+    concurrency: int = 4
+    """Deletions in flight per worker invocation."""
+    stop_ms: int = 30_000
+    """The worker starts no deletion once less than this much Lambda time is left."""
+    resume_delay: int = 60
+    """Seconds until an interrupted run's message is visible again (and resumes)."""
+
+    @property
+    def apply(self) -> bool:
+        return self.mode == "apply"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionSettings:
+        from regwarden.providers.ecr import parse_ecr_host
+
+        env = os.environ if env is None else env
+        registry = (env.get("REGWARDEN_REGISTRY") or "").strip().lower()
+        if not registry:
+            raise UsageError(
+                "REGWARDEN_REGISTRY is not set; expected this account's ECR registry host "
+                "(ACCOUNT.dkr.ecr.REGION.amazonaws.com)"
+            )
+        parse_ecr_host(registry)  # UsageError naming the expected form
+        raw = env.get("REGWARDEN_RETENTION_PREFIXES")
+        prefixes = ("",) if raw is None else tuple(dict.fromkeys(p.strip() for p in raw.split(",")))
+        return cls(
+            registry=registry,
+            queue=(env.get("REGWARDEN_RETENTION_QUEUE") or "").strip() or None,
+            mode=_choice(env, "RETENTION_MODE", RETENTION_MODES),
+            prefixes=prefixes,
+            inventory=_choice(env, "REGWARDEN_RETENTION_INVENTORY", RETENTION_INVENTORIES),
+            concurrency=_whole(env, "REGWARDEN_RETENTION_CONCURRENCY", 4, least=1),
+            stop_ms=_whole(env, "REGWARDEN_RETENTION_STOP_MS", 30_000, least=0),
+            resume_delay=_whole(env, "REGWARDEN_RETENTION_RESUME_DELAY", 60, least=0),
         )
 
 

@@ -157,12 +157,21 @@ def test_functions_read_queues_with_partial_batch_reports_and_importable_handler
     globals_ = TEMPLATE["Globals"]["Function"]
     assert globals_["Runtime"] == "python3.12" and globals_["Architectures"] == ["arm64"]
     functions = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"OnPushFunction", "OnScanFunction", "NotifyFunction"}
+    assert set(functions) == {
+        "OnPushFunction",
+        "OnScanFunction",
+        "NotifyFunction",
+        "RetentionFanoutFunction",  # invoked by the schedule (see the retention tests below)
+        "RetentionWorkerFunction",
+    }
     for name, res in functions.items():
         props = res["Properties"]
         assert res["Metadata"]["BuildMethod"] == "makefile"
         module, attr = props["Handler"].rsplit(".", 1)
         assert callable(getattr(importlib.import_module(module), attr)), name
+        if name == "RetentionFanoutFunction":
+            assert "Events" not in props
+            continue
         (source,) = props["Events"].values()
         assert source["Type"] == "SQS"
         assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -182,3 +191,168 @@ def test_functions_read_queues_with_partial_batch_reports_and_importable_handler
 
     assert TTL_ATTRIBUTE == "expiration"
     assert table["KeySchema"] == table_definition("x")["KeySchema"]
+
+
+# -- retention: schedule → fan-out → work queue → worker ----------------------------------------
+
+
+def _statements(role: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in RESOURCES[role]["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+
+
+def _listed(value: Any) -> list[Any]:
+    """Actions or resources as a list; both branches of an `!If`."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        _, yes, no = value["Fn::If"]
+        return _listed(yes) + _listed(no)
+    return value if isinstance(value, list) else [value]
+
+
+def _import_functions() -> None:
+    import sys
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+def test_retention_mode_defaults_to_plan_in_both_functions() -> None:
+    _import_functions()
+    from functions.aws._settings import RETENTION_MODES, RetentionSettings
+
+    param = TEMPLATE["Parameters"]["RetentionMode"]
+    assert param["Default"] == "plan"
+    assert tuple(param["AllowedValues"]) == RETENTION_MODES
+    for name in ("RetentionFanoutFunction", "RetentionWorkerFunction"):
+        env = RESOURCES[name]["Properties"]["Environment"]["Variables"]
+        assert env["RETENTION_MODE"] == {"Ref": "RetentionMode"}, name
+    # and without the variable at all, nothing is deleted either
+    host = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+    assert not RetentionSettings.from_env({"REGWARDEN_REGISTRY": host}).apply
+    inventory = TEMPLATE["Parameters"]["RetentionInventory"]
+    worker_env = RESOURCES["RetentionWorkerFunction"]["Properties"]["Environment"]["Variables"]
+    assert worker_env["REGWARDEN_RETENTION_INVENTORY"] == {"Ref": "RetentionInventory"}
+    assert inventory["Default"] == "aws"  # ECS and Lambda are read unless turned off
+
+
+def test_schedule_targets_the_fan_out_with_a_payload_it_accepts() -> None:
+    _import_functions()
+    from functions.aws._retention import scheduled_run
+
+    schedule = RESOURCES["RetentionRunSchedule"]
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "RetentionSchedule"}
+    assert TEMPLATE["Parameters"]["RetentionSchedule"]["Default"].startswith("cron(")
+    target = props["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": "RetentionFanoutFunction.Arn"}
+    assert target["RoleArn"] == {"Fn::GetAtt": "RetentionSchedulerRole.Arn"}
+    # what the scheduler sends once it has filled in the context attribute
+    sent = target["Input"].replace("<aws.scheduler.scheduled-time>", "2026-11-27T03:00:00Z")
+    assert scheduled_run(json.loads(sent)).scheduled is not None
+    dead = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"].split(".")[0]
+    fanout = RESOURCES["RetentionFanoutFunction"]["Properties"]
+    assert fanout["DeadLetterQueue"]["TargetArn"]["Fn::GetAtt"].split(".")[0] == dead
+    assert any(
+        r["Type"] == "AWS::CloudWatch::Alarm"
+        and r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"] == f"{dead}.QueueName"
+        for r in RESOURCES.values()
+    )
+    scheduler = _statements("RetentionSchedulerRole")
+    assert {a for s in scheduler for a in _listed(s["Action"])} == {
+        "lambda:InvokeFunction",
+        "sqs:SendMessage",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    }
+    (invoke,) = [s for s in scheduler if s["Action"] == "lambda:InvokeFunction"]
+    assert invoke["Resource"] == {"Fn::GetAtt": "RetentionFanoutFunction.Arn"}
+
+
+def test_retention_queue_outlasts_the_worker_and_has_a_dead_letter_queue() -> None:
+    _import_functions()
+    from functions.aws._settings import RetentionSettings
+
+    worker = RESOURCES["RetentionWorkerFunction"]["Properties"]
+    (source,) = worker["Events"].values()
+    assert source["Type"] == "SQS"
+    assert source["Properties"]["BatchSize"] == 1
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue_name = source["Properties"]["Queue"]["Fn::GetAtt"].split(".")[0]
+    queue = RESOURCES[queue_name]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": "Key.Arn"}
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": "RetentionDeadLetterQueue.Arn"
+    }
+    # the worker stops deleting well before its timeout, so a run never dies mid-batch
+    host = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+    assert (
+        RetentionSettings.from_env({"REGWARDEN_REGISTRY": host}).stop_ms < worker["Timeout"] * 500
+    )
+    assert worker["ReservedConcurrentExecutions"] == {"Ref": "RetentionConcurrency"}
+    env = worker["Environment"]["Variables"]
+    assert env["REGWARDEN_RETENTION_QUEUE"] == {"Ref": queue_name}
+    fanout_env = RESOURCES["RetentionFanoutFunction"]["Properties"]["Environment"]["Variables"]
+    assert fanout_env["REGWARDEN_RETENTION_QUEUE"] == {"Ref": queue_name}
+
+
+@pytest.mark.parametrize("prefix", ["", "apps/"])
+def test_retention_scope_and_iam_grants_agree(prefix: str) -> None:
+    """The repositories the functions consider in scope are exactly those the worker's ECR
+    grants reach: nothing is queued that IAM would refuse, nothing granted goes unused."""
+    _import_functions()
+    import fnmatch
+
+    from functions.aws._retention import in_scope
+
+    params = {"RepositoryPrefix": prefix, "QuarantinePrefix": "quarantine/"}
+    env = RESOURCES["RetentionWorkerFunction"]["Properties"]["Environment"]["Variables"]
+    prefixes = tuple(resolve(env["REGWARDEN_RETENTION_PREFIXES"], params).split(","))
+    fanout_env = RESOURCES["RetentionFanoutFunction"]["Properties"]["Environment"]["Variables"]
+    assert fanout_env["REGWARDEN_RETENTION_PREFIXES"] == env["REGWARDEN_RETENTION_PREFIXES"]
+    (ecr,) = [
+        s
+        for s in _statements("RetentionWorkerRole")
+        if any(a.startswith("ecr:") for a in _listed(s["Action"]))
+    ]
+    arns = [resolve(r, params) for r in ecr["Resource"]]
+    names = ["apps/web", "apps/team/api", "other/web", "quarantine/apps/web", "quarantine/other"]
+    for name in names:
+        arn = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{name}"
+        assert in_scope(name, prefixes) == any(fnmatch.fnmatchcase(arn, a) for a in arns), name
+
+
+def test_retention_roles_are_least_privilege() -> None:
+    worker = _statements("RetentionWorkerRole")
+    worker_actions = {a for s in worker for a in _listed(s["Action"])}
+    assert not any(a.endswith(":*") or a == "*" for a in worker_actions)
+    for statement in worker:
+        actions = _listed(statement["Action"])
+        ecr = [a for a in actions if a.startswith("ecr:")]
+        if statement["Resource"] == "*":
+            assert set(ecr) <= {"ecr:GetAuthorizationToken"}, statement["Sid"]
+        if ecr:  # reads and deletes images; never writes, tags or creates
+            assert set(ecr) <= {
+                "ecr:DescribeImages",
+                "ecr:BatchGetImage",
+                "ecr:BatchDeleteImage",
+                "ecr:GetAuthorizationToken",
+            }
+    writes = {"dynamodb:Scan", "sns:Publish", "sqs:SendMessage"}
+    assert worker_actions & writes == {"sns:Publish"}
+    (alerts,) = [s for s in worker if s["Action"] == "sns:Publish"]
+    assert alerts["Resource"] == {"Ref": "AlertsTopic"}
+
+    fanout = _statements("RetentionFanoutRole")
+    fanout_actions = {a for s in fanout for a in _listed(s["Action"])}
+    assert {a for a in fanout_actions if a.startswith("ecr:")} == {"ecr:DescribeRepositories"}
+    assert not any(a.startswith(("dynamodb:", "sns:", "ecs:", "lambda:")) for a in fanout_actions)
+    (send,) = [s for s in fanout if s["Action"] == "sqs:SendMessage"]
+    assert send["Resource"] == [
+        {"Fn::GetAtt": "RetentionQueue.Arn"},
+        {"Fn::GetAtt": "RetentionFanoutDeadLetterQueue.Arn"},
+    ]

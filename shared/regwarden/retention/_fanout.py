@@ -235,8 +235,10 @@ def fan_out(
 
 
 def _worker_run_id(run: str, repository: str) -> str:
+    """The run id of one repository's share of `run` (at most 64 characters; a long `run`
+    is cut, never the repository's tag, so two repositories never share a run id)."""
     tag = hashlib.sha256(repository.encode()).hexdigest()[:10]
-    return f"{run}.{tag}"[:64]
+    return f"{run[:53]}.{tag}"
 
 
 def _field(message: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -259,9 +261,12 @@ def work(
     execute: bool = True,
     concurrency: int = 8,
     in_use: InUse | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RetentionOutcome:
     """Plan and apply retention for the one repository a fan-out message names. A message
-    whose run was already recorded resumes it (SQS redelivery, a timed-out function)."""
+    whose run was already recorded resumes it (SQS redelivery, a timed-out function).
+    `should_stop` is polled before each deletion (e.g. the function's remaining time): once
+    it says stop, the apply ends `interrupted` and the same message resumes the run."""
     if not isinstance(message, Mapping):
         raise IntakeError(f"retention message: got {type(message).__name__}, expected an object")
     host = _field(message, "registry")
@@ -278,4 +283,5 @@ def work(
         concurrency=concurrency,
         run_id=run_id,
         in_use=in_use,
+        should_stop=should_stop,
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._plan import Decision, GuardTrip, RegistryPlan, RepositoryPlan
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["plan_markdown", "plan_table", "plan_to_dict"]
 
@@ -114,6 +115,8 @@ def _repo_plans(plan: RepositoryPlan | RegistryPlan) -> tuple[RepositoryPlan, ..
 
 def plan_table(plan: RepositoryPlan | RegistryPlan, *, only: Only = "all") -> Table:
     """A rich table: one row per digest with the action, the deciding rule and why."""
+    from rich.table import Table  # CLI only: the AWS layer ships no rich
+
     plans = _repo_plans(plan)
     table = Table(title="retention plan", show_lines=False)
     many = len(plans) > 1 or isinstance(plan, RegistryPlan)

@@ -1,0 +1,534 @@
+"""What the retention functions share: EventBridge Scheduler → `retention_fanout` → SQS work
+queue (+DLQ) → `retention_worker`, one message per repository.
+
+    fan-out:  schedule payload → run id (from the scheduled time) → `fan_out` over the ECR
+              registry → repositories in scope → SendMessageBatch, 10 per call
+    worker:   SQS record → checked message → in-use inventory (ECS, Lambda, the policy's
+              sources) → `work` (plan; with RETENTION_MODE=apply, delete and alert) →
+              metrics; out of time → the record fails, comes back, and the run resumes
+
+A worker's run id derives from the fan-out's run and the repository, so a redelivered
+message resumes the recorded plan (nothing is planned or deleted twice, no second alert).
+`RETENTION_MODE` is `plan` unless the stack says `apply`: a new deployment reports what it
+would delete and deletes nothing.
+
+The parsing and shaping helpers (`scheduled_run`, `run_id_for`, `work_message`,
+`in_scope`, `batch_entries`, `bounded`) are pure; the two `*_event`/`*_record` functions
+do the I/O. Heavy imports (the core, boto3) wait for the first invocation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from regwarden.errors import IntakeError, RegistryError, RegwardenError
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from regwarden.notify import Router
+    from regwarden.policy import Policy
+    from regwarden.providers import Registry
+    from regwarden.retention import InUse, RetentionOutcome
+    from regwarden.runtime import Runtime
+    from regwarden.store import DynamoLedger
+
+    from ._settings import RetentionSettings, Settings
+
+__all__ = [
+    "FANOUT",
+    "SEND_BATCH",
+    "WORKER",
+    "RunInterrupted",
+    "ScheduledRun",
+    "batch_entries",
+    "bounded",
+    "fan_out_event",
+    "in_scope",
+    "remaining_guard",
+    "reset",
+    "run_id_for",
+    "scheduled_run",
+    "work_message",
+    "worker_record",
+]
+
+FANOUT = "retention_fanout"
+WORKER = "retention_worker"
+SEND_BATCH = 10
+"""Entries per SendMessageBatch (SQS's limit)."""
+SEND_ATTEMPTS = 3
+"""Attempts for the entries SQS reports `Failed` before the fan-out fails."""
+LOG_ITEMS = 50
+"""Longest list a logged plan keeps (the rest is counted): log events stay small."""
+MAX_VISIBILITY = 43_200
+_PAYLOAD_KEYS = ("globs", "run", "scheduledTime")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,52}")
+"""A run id a worker can extend with its repository's tag (64 characters in all)."""
+_MESSAGE_KEYS = ("registry", "repository", "run")
+
+
+class RunInterrupted(RegwardenError):
+    """The worker stopped deleting before its time ran out; the message comes back and
+    the recorded run resumes."""
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRun:
+    """What a schedule payload asks for."""
+
+    globs: tuple[str, ...] = ()
+    """Only repositories matching one of these (policy globs); empty: all with rules."""
+    run: str | None = None
+    """An explicit run id."""
+    scheduled: datetime | None = None
+    """The schedule's time (`<aws.scheduler.scheduled-time>`): the run id derives from it."""
+
+
+def scheduled_run(event: object) -> ScheduledRun:
+    """The fan-out payload: `{}` or `{"globs": [...], "run": "...", "scheduledTime": ISO}`."""
+    if event is None:
+        return ScheduledRun()
+    if not isinstance(event, Mapping):
+        raise IntakeError(
+            f"retention schedule payload: got {type(event).__name__}, expected an object "
+            'such as {"scheduledTime": "2026-11-27T03:00:00Z"}'
+        )
+    unknown = sorted(set(event) - set(_PAYLOAD_KEYS))
+    if unknown:
+        raise IntakeError(
+            f"retention schedule payload: got keys {unknown}, expected only: "
+            + ", ".join(_PAYLOAD_KEYS)
+        )
+    globs = event.get("globs", ())
+    if isinstance(globs, str) or not isinstance(globs, Sequence):
+        raise IntakeError(f"payload globs: got {globs!r}, expected a list of repository globs")
+    if not all(isinstance(g, str) and g for g in globs):
+        raise IntakeError(f"payload globs: got {list(globs)!r}, expected non-empty strings")
+    run = event.get("run")
+    if run is not None and (not isinstance(run, str) or not _RUN_ID.fullmatch(run)):
+        raise IntakeError(
+            f"payload run: got {run!r}, expected a run id: letters, digits, '.', '_' or '-' "
+            "(at most 53), e.g. 20261127T030000Z-3f2a9c"
+        )
+    when = event.get("scheduledTime")
+    scheduled = None
+    if when is not None:
+        try:
+            scheduled = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+        except ValueError:
+            scheduled = None
+        if scheduled is None or scheduled.tzinfo is None:
+            raise IntakeError(
+                f"payload scheduledTime: got {when!r}, expected an ISO 8601 time with a "
+                "zone, e.g. 2026-11-27T03:00:00Z"
+            )
+    return ScheduledRun(tuple(globs), run, scheduled)
+
+
+def run_id_for(at: datetime, registry: str) -> str:
+    """The run id of a scheduled run: the same for every attempt at the same scheduled
+    time (a retried fan-out queues the same runs, so workers resume, not re-plan)."""
+    stamp = at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    tag = hashlib.sha256(f"{registry}|{stamp}".encode()).hexdigest()[:6]
+    return f"{stamp}-{tag}"
+
+
+def in_scope(repository: str, prefixes: Sequence[str]) -> bool:
+    """True when `repository` starts with one of `prefixes` (`""` is every repository)."""
+    return any(repository.startswith(p) for p in prefixes)
+
+
+def work_message(body: str, *, registry: str, prefixes: Sequence[str]) -> dict[str, str]:
+    """A work-queue message body → `{"registry", "repository", "run"}`, checked: this
+    account's registry, a repository in scope, a run id (so a redelivery resumes)."""
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise IntakeError(f"retention message: body is not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise IntakeError(
+            f"retention message: got {type(doc).__name__}, expected an object with "
+            + ", ".join(_MESSAGE_KEYS)
+        )
+    unknown = sorted(set(doc) - set(_MESSAGE_KEYS))
+    if unknown:
+        raise IntakeError(
+            f"retention message: got keys {unknown}, expected only: " + ", ".join(_MESSAGE_KEYS)
+        )
+    for key in _MESSAGE_KEYS:
+        value = doc.get(key)
+        if not isinstance(value, str) or not value:
+            raise IntakeError(
+                f"retention message: got {key}={value!r}, expected a non-empty string"
+            )
+    if doc["registry"] != registry:
+        raise IntakeError(
+            f"retention message: got registry {doc['registry']!r}, expected {registry!r} "
+            "(this function's registry)"
+        )
+    if not in_scope(doc["repository"], prefixes):
+        raise IntakeError(
+            f"retention message: repository {doc['repository']!r} is outside this stack's "
+            "scope; expected a name starting with one of: " + ", ".join(repr(p) for p in prefixes)
+        )
+    return {key: str(doc[key]) for key in _MESSAGE_KEYS}
+
+
+def batch_entries(messages: Sequence[Mapping[str, str]]) -> list[list[dict[str, str]]]:
+    """SendMessageBatch entries, `SEND_BATCH` per call (ids unique within a call)."""
+    entries = [
+        {"Id": str(i), "MessageBody": json.dumps(dict(m), sort_keys=True)}
+        for i, m in enumerate(messages)
+    ]
+    return [entries[i : i + SEND_BATCH] for i in range(0, len(entries), SEND_BATCH)]
+
+
+def bounded(value: Any, limit: int = LOG_ITEMS) -> Any:
+    """`value` with every list cut to `limit` items plus a count of the rest."""
+    if isinstance(value, dict):
+        return {k: bounded(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [bounded(v, limit) for v in value[:limit]]
+        if len(value) > limit:
+            items.append(f"... {len(value) - limit} more")
+        return items
+    return value
+
+
+# -- cold-start state ---------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """Read or built once per cold start (per function)."""
+
+    settings: Settings
+    retention: RetentionSettings
+    policy: Policy
+    registry: Registry
+    runtime: Runtime[DynamoLedger] | None = None
+    """Worker only: ledger, registries, policy."""
+    alerts: Router | None = None
+    """Worker only: where alerts go (the alerts topic, or the policy's routes)."""
+    sqs: Any = None
+
+    def client(self) -> Any:
+        if self.sqs is None:
+            import boto3
+
+            self.sqs = boto3.session.Session().client("sqs")
+        return self.sqs
+
+
+_STATE: dict[str, State] = {}
+_LOCK = threading.Lock()
+
+
+def state(function: str) -> State:
+    with _LOCK:
+        found = _STATE.get(function)
+        if found is None:
+            found = _STATE[function] = _build(function)
+        return found
+
+
+def reset() -> None:
+    """Forget the cold-start state (tests change the environment between cases)."""
+    with _LOCK:
+        for st in _STATE.values():
+            if st.runtime is None:
+                st.registry.close()
+            else:  # the runtime owns the registry
+                st.runtime.close()
+                st.runtime.ledger.close()
+        _STATE.clear()
+
+
+def _build(function: str) -> State:
+    from ._app import _registry_factory, _structured_core_logs
+    from ._settings import RetentionSettings, Settings, load_policy
+
+    settings = Settings.from_env()
+    retention = RetentionSettings.from_env()
+    policy = load_policy(settings.policy)
+    factory = _registry_factory(settings)
+    _structured_core_logs()
+    if function == FANOUT:
+        if not retention.queue:
+            from regwarden.errors import UsageError
+
+            raise UsageError("REGWARDEN_RETENTION_QUEUE is not set; expected the work queue URL")
+        return State(settings, retention, policy, factory(retention.registry))
+    from regwarden.notify import SnsChannel, everything_to
+    from regwarden.runtime import Runtime
+    from regwarden.store import DynamoLedger
+
+    from ._settings import SecretEnv, policy_secrets
+
+    ledger = DynamoLedger(settings.table)
+    secrets = SecretEnv(os.environ, policy_secrets(policy), store=settings.secret_store)
+    runtime = Runtime(
+        policy,
+        ledger=ledger,
+        env=secrets,
+        actor=os.environ.get("REGWARDEN_ACTOR") or None,
+        registry_factory=factory,
+    )
+    alerts = (
+        everything_to(SnsChannel("alerts", settings.alerts_topic))
+        if settings.alerts_topic  # every alert to the topic; `notify` fans out from there
+        else None
+    )
+    registry = runtime.registry(retention.registry)
+    return State(settings, retention, policy, registry, runtime=runtime, alerts=alerts)
+
+
+class _Runtime:
+    """The worker's retention runtime: the shared Runtime, alerts to the alerts topic."""
+
+    def __init__(self, st: State) -> None:
+        assert st.runtime is not None
+        self._st = st
+        self._runtime = st.runtime
+
+    @property
+    def policy(self) -> Policy:
+        return self._runtime.policy
+
+    @property
+    def ledger(self) -> DynamoLedger:
+        return self._runtime.ledger
+
+    def registry(self, host: str) -> Registry:
+        return self._runtime.registry(host)
+
+    def router(self) -> Router:
+        return self._st.alerts if self._st.alerts is not None else self._runtime.router()
+
+
+# -- fan-out ------------------------------------------------------------------------------------
+
+
+def fan_out_event(
+    event: object, *, logger: Logger, metrics: Metrics, now: datetime | None = None
+) -> dict[str, Any]:
+    """The scheduled fan-out: one work message per repository with retention rules in
+    this stack's scope. Raises when any message could not be queued (the invocation fails
+    and is retried; the run id is the same, so already-queued repositories resume)."""
+    from regwarden.retention import fan_out, new_run_id
+
+    st = state(FANOUT)
+    payload = scheduled_run(event)
+    now = now or datetime.now(UTC)
+    registry = st.retention.registry
+    if payload.run is not None:
+        run = payload.run
+    elif payload.scheduled is not None:
+        run = run_id_for(payload.scheduled, registry)
+    else:
+        run = new_run_id(now)
+    logger.set_correlation_id(run)
+    chosen = fan_out(st.registry, st.policy, globs=payload.globs, run=run)
+    messages = [m for m in chosen if in_scope(m["repository"], st.retention.prefixes)]
+    calls = _send(st, messages, logger)
+    metrics.add_dimension(name="function", value=FANOUT)
+    metrics.add_metric(name="RepositoriesQueued", unit=MetricUnit.Count, value=len(messages))
+    summary: dict[str, Any] = {
+        "run": run,
+        "registry": registry,
+        "mode": st.retention.mode,
+        "queued": len(messages),
+        "out_of_scope": len(chosen) - len(messages),
+        "send_calls": calls,
+        "repositories": [m["repository"] for m in messages],
+    }
+    logger.info("retention fanned out", extra={"summary": bounded(summary)})
+    return bounded(summary)  # type: ignore[no-any-return]
+
+
+def _send(st: State, messages: Sequence[Mapping[str, str]], logger: Logger) -> int:
+    """SendMessageBatch, 10 entries a call; entries SQS reports `Failed` are sent again
+    (up to `SEND_ATTEMPTS` in all). Every batch is tried; then, if any entry never went
+    out, the fan-out fails naming them (a retry queues the same run again)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    sqs, queue = st.client(), st.retention.queue
+    calls = 0
+    lost: list[str] = []
+    for batch in batch_entries(messages):
+        pending = batch
+        failed: list[dict[str, Any]] = []
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            calls += 1
+            try:
+                answer = sqs.send_message_batch(QueueUrl=queue, Entries=pending)
+            except (ClientError, BotoCoreError) as exc:
+                raise RegistryError(f"SQS {queue}: cannot queue retention work: {exc}") from exc
+            failed = list(answer.get("Failed") or [])
+            if not failed:
+                break
+            again = {str(f.get("Id")) for f in failed}
+            pending = [e for e in pending if e["Id"] in again]
+            logger.warning(
+                "some retention messages were not queued; sending them again",
+                extra={"attempt": attempt, "failed": failed},
+            )
+            if attempt < SEND_ATTEMPTS:
+                time.sleep(0.2 * attempt)
+        bodies = {e["Id"]: json.loads(e["MessageBody"]) for e in pending}
+        lost += [
+            f"{bodies[str(f.get('Id'))]['repository']} ({f.get('Code')}: {f.get('Message')})"
+            for f in failed
+            if str(f.get("Id")) in bodies
+        ]
+    if lost:
+        raise RegistryError(
+            f"SQS {queue}: {len(lost)} retention messages not queued after "
+            f"{SEND_ATTEMPTS} attempts: {', '.join(lost)}"
+        )
+    return calls
+
+
+# -- worker -------------------------------------------------------------------------------------
+
+
+def _in_use(st: State) -> InUse:
+    """Everything in use: the policy's inventory, plus (setting `aws`, the default) ECS
+    tasks, services and Lambda container functions of this region when the policy has no
+    `inventory.aws` of its own. Unreadable → raises (nothing is planned)."""
+    from regwarden.policy import AwsInventory
+    from regwarden.retention import gather_in_use
+
+    inventory = st.policy.inventory
+    if st.retention.inventory == "aws" and inventory.aws is None:
+        inventory = inventory.model_copy(update={"aws": AwsInventory()})
+    return gather_in_use(inventory, base_dir=st.policy.base_dir)
+
+
+def worker_record(
+    record: SQSRecord, *, context: LambdaContext, logger: Logger, metrics: Metrics
+) -> dict[str, Any]:
+    """One work message: plan (and, in `apply` mode, delete and alert) one repository.
+
+    Raises, so the record is reported in `batchItemFailures`, when the message is
+    malformed, the inventory or registry cannot be read, deletions failed, or time ran
+    out (the message comes back after `resume_delay` and the run resumes)."""
+    try:
+        return _work(record, context=context, logger=logger, metrics=metrics)
+    except Exception as exc:
+        logger.error(
+            "retention message failed",
+            extra={
+                "message_id": record.message_id,
+                "error": type(exc).__name__,
+                "reason": str(exc),
+                "receives": record.attributes.approximate_receive_count,
+            },
+            exc_info=not isinstance(exc, RegwardenError),  # a traceback for the unexpected
+        )
+        raise
+
+
+def _work(
+    record: SQSRecord, *, context: LambdaContext, logger: Logger, metrics: Metrics
+) -> dict[str, Any]:
+    from regwarden.retention import work
+
+    st = state(WORKER)
+    message = work_message(
+        record.body, registry=st.retention.registry, prefixes=st.retention.prefixes
+    )
+    logger.set_correlation_id(message["run"])
+    logger.append_keys(repository=message["repository"])
+    metrics.add_dimension(name="function", value=WORKER)
+    outcome = work(
+        message,
+        _Runtime(st),
+        now=datetime.now(UTC),
+        execute=st.retention.apply,
+        concurrency=st.retention.concurrency,
+        in_use=_in_use(st),
+        should_stop=remaining_guard(context, st.retention.stop_ms),
+    )
+    summary = _summary(st, outcome)
+    _metrics(metrics, outcome)
+    result = outcome.result
+    if result is not None and result.status == "interrupted":
+        _come_back(st, record, logger)
+        raise RunInterrupted(
+            f"run {outcome.run.run_id}: {result.deleted + result.gone + result.resumed} of "
+            f"{result.planned} deletions done before the time limit; the message returns "
+            f"in {st.retention.resume_delay}s and the run resumes"
+        )
+    if result is not None and result.status in ("failed", "aborted"):
+        failures = "; ".join(f"{f.digest}: {f.error}" for f in result.failures[:5])
+        raise RegistryError(
+            f"run {outcome.run.run_id}: {result.status}: {len(result.failures)} deletions "
+            f"failed ({failures or '; '.join(result.notes)}); a retry resumes the run"
+        )
+    if outcome.run.tripped:
+        logger.warning("retention guard rail tripped: nothing deleted", extra={"outcome": summary})
+    elif st.retention.apply:
+        logger.info("retention applied", extra={"outcome": summary})
+    else:
+        logger.info(
+            "retention planned (RETENTION_MODE=plan: nothing deleted)", extra={"outcome": summary}
+        )
+    return summary
+
+
+def _summary(st: State, outcome: RetentionOutcome) -> dict[str, Any]:
+    doc = outcome.to_dict()
+    doc["mode"] = st.retention.mode
+    return bounded(doc)  # type: ignore[no-any-return]
+
+
+def _metrics(metrics: Metrics, outcome: RetentionOutcome) -> None:
+    run, result = outcome.run, outcome.result
+    if run.tripped:
+        metrics.add_metric(name="GuardTripped", unit=MetricUnit.Count, value=1)
+    if run.plan is not None:  # a fresh plan (a resumed run was counted when planned)
+        metrics.add_metric(name="ImagesPlanned", unit=MetricUnit.Count, value=run.deletions)
+    if result is not None:
+        metrics.add_metric(name="ImagesDeleted", unit=MetricUnit.Count, value=result.deleted)
+        metrics.add_metric(name="BytesFreed", unit=MetricUnit.Bytes, value=result.bytes_freed)
+
+
+def _come_back(st: State, record: SQSRecord, logger: Logger) -> None:
+    """Make an interrupted run's message visible again after `resume_delay` rather than
+    the queue's (long) visibility timeout. Best effort: without it SQS still redelivers."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if not st.retention.queue:
+        return
+    delay = min(st.retention.resume_delay, MAX_VISIBILITY)
+    try:
+        st.client().change_message_visibility(
+            QueueUrl=st.retention.queue,
+            ReceiptHandle=record.receipt_handle,
+            VisibilityTimeout=delay,
+        )
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("could not shorten the message's visibility", extra={"error": str(exc)})
+
+
+def remaining_guard(context: LambdaContext, margin_ms: int) -> Callable[[], bool]:
+    """`should_stop` for a Lambda invocation: True once less than `margin_ms` is left."""
+    return lambda: context.get_remaining_time_in_millis() < margin_ms
