@@ -3,9 +3,14 @@ destination repository on first use (ECR's put_image never creates one)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from regwarden import USER_AGENT
 from regwarden.errors import NotFound
 from regwarden.providers.ecr import EcrRegistry
+
+if TYPE_CHECKING:
+    from regwarden.oci import Manifest
 
 __all__ = ["QuarantineEcr"]
 
@@ -17,10 +22,16 @@ class QuarantineEcr(EcrRegistry):
     release can re-tag; encrypted; tagged as regwarden's), then copies."""
 
     def copy(
-        self, src_repository: str, reference: str, dst_repository: str, tag: str | None = None
+        self,
+        src_repository: str,
+        reference: str,
+        dst_repository: str,
+        tag: str | None = None,
+        *,
+        manifest: Manifest | None = None,
     ) -> str:
         try:
-            return super().copy(src_repository, reference, dst_repository, tag)
+            return super().copy(src_repository, reference, dst_repository, tag, manifest=manifest)
         except NotFound:
             try:
                 self._repository(dst_repository)
@@ -38,4 +49,4 @@ class QuarantineEcr(EcrRegistry):
             encryptionConfiguration={"encryptionType": "AES256"},
             tags=[{"Key": "managed-by", "Value": USER_AGENT.split("/")[0]}],
         )
-        return super().copy(src_repository, reference, dst_repository, tag)
+        return super().copy(src_repository, reference, dst_repository, tag, manifest=manifest)

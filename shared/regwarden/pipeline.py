@@ -7,12 +7,14 @@ times, quarantine records) and de-duplicates deliveries and alerts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import USER_AGENT
 from .actions import (
@@ -35,9 +37,13 @@ from .model import (
     Verdict,
 )
 from .notify import Alert, Router
+from .oci import Descriptor, Manifest, in_background
 from .providers import Registry
 from .reference import ImageRef
 from .store import Ledger
+
+if TYPE_CHECKING:
+    from .signatures import SubjectSource
 
 log = logging.getLogger("regwarden.pipeline")
 
@@ -58,10 +64,19 @@ class Evidence:
 
 
 class EvidenceSource(Protocol):
-    def __call__(self, registry: Registry, image: ImageRef, rules: GateRules) -> Evidence: ...
+    def __call__(
+        self,
+        registry: Registry,
+        image: ImageRef,
+        rules: GateRules,
+        *,
+        subject: SubjectSource | None = None,
+    ) -> Evidence: ...
 
 
-def no_evidence(registry: Registry, image: ImageRef, rules: GateRules) -> Evidence:
+def no_evidence(
+    registry: Registry, image: ImageRef, rules: GateRules, *, subject: SubjectSource | None = None
+) -> Evidence:
     return Evidence()
 
 
@@ -96,6 +111,12 @@ class Pipeline:
     pass as one of regwarden's writes."""
 
     # -- entry point ------------------------------------------------------------------------
+
+    def wants(self, event: ImageEvent) -> bool:
+        """Whether `handle` would do anything with `event`: False for regwarden's own
+        writes and reads, quarantine events and deletes. Pure, so the receiver can drop
+        those before they are persisted (a gated push causes about seven of them)."""
+        return event.kind is not EventKind.DELETED and self._ignore_reason(event) is None
 
     def handle(self, event: ImageEvent, *, now: datetime, final_attempt: bool = True) -> Handled:
         reason = self._ignore_reason(event)
@@ -165,10 +186,10 @@ class Pipeline:
             delivery_id="check",
             subject_digest=image.digest,
         )
-        facts = self._facts(event, image, registry, rules)
-        if facts is None:
+        judged = self._facts(event, image, registry, rules)
+        if judged is None:
             raise NotFound(f"image {image} does not exist")
-        return evaluate(facts, rules, now)
+        return evaluate(judged[0], rules, now)
 
     def _image_lock(self, image: ImageRef) -> threading.Lock:
         """One evaluation per image at a time in this process: events for the same digest
@@ -198,11 +219,41 @@ class Pipeline:
 
     def _facts(
         self, event: ImageEvent, image: ImageRef, registry: Registry, rules: GateRules
-    ) -> Facts | None:
+    ) -> tuple[Facts, Manifest | None] | None:
+        """What `evaluate` judges, and the manifest as read (the actions reuse it); None
+        when the image no longer exists."""
         assert image.digest is not None
+        # The image's details (manifest, config) and its evidence (signatures, scans) need
+        # different round trips: fetch the details on the I/O pool meanwhile. The details
+        # are a leaf call (no fan-out of their own); the evidence fans out on this thread
+        # and takes the image's descriptor from the details once they are in.
+        details_call = in_background(
+            functools.partial(registry.image_details, image.repository, image.digest)
+        )
+
+        def subject() -> Descriptor | None:
+            try:
+                content = details_call.result().content
+            except NotFound:
+                return None
+            if content is None:  # the provider did not read it over OCI: ask the registry
+                return registry.data_plane().head_manifest(image.repository, str(image.digest))
+            return content.descriptor()
+
         try:
-            details = registry.image_details(image.repository, image.digest)
+            found: Evidence | None = self.evidence(registry, image, rules, subject=subject)
+            signature_error = None
         except NotFound:
+            found, signature_error = None, None  # deleted or quarantined while we looked
+        except RegistryError as exc:  # fail closed: the checks turn this into ERROR
+            found, signature_error = Evidence(), str(exc)
+        finally:
+            wait([details_call])
+        try:
+            details = details_call.result()
+        except NotFound:
+            return None
+        if found is None:
             return None
         reg, repo = image.registry, image.repository
         moved: dict[str, str] = {}
@@ -221,14 +272,7 @@ class Pipeline:
                 | ({image.tag} if image.tag else set())
             )
         )
-        signature_error = None
-        try:
-            found = self.evidence(registry, image, rules)
-        except NotFound:
-            return None  # deleted or quarantined while we looked: nothing left to judge
-        except RegistryError as exc:  # fail closed: the checks turn this into ERROR
-            found, signature_error = Evidence(), str(exc)
-        return Facts(
+        facts = Facts(
             image=image,
             tags=tags,
             pushed_at=first_seen,
@@ -243,6 +287,7 @@ class Pipeline:
             labels=details.labels,
             provenance=found.provenance,
         )
+        return facts, details.content
 
     def _gate(
         self,
@@ -254,9 +299,10 @@ class Pipeline:
         final_attempt: bool,
     ) -> Handled:
         registry = self.registry_for(image.registry)
-        facts = self._facts(event, image, registry, rules)
-        if facts is None:
+        judged = self._facts(event, image, registry, rules)
+        if judged is None:
             return Handled(event, ignored="image no longer exists")
+        facts, manifest = judged
         verdict = evaluate(facts, rules, now)
         actions: list[str] = []
         notes: list[str] = []
@@ -287,6 +333,7 @@ class Pipeline:
                         repository_template=rules.quarantine_repository,
                         reason=why,
                         now=now,
+                        manifest=manifest,
                     )
                     if not q.already_done:
                         actions.append(f"quarantine ({q.strategy} → {q.location})")

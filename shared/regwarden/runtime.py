@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import NotImplementedYet
 from .gate import GateRules, ProvenanceFact
@@ -32,6 +32,9 @@ from .policy import Policy
 from .providers import ProviderOptions, Registry, open_registry
 from .reference import ImageRef
 from .store import Ledger, SqliteLedger
+
+if TYPE_CHECKING:
+    from .signatures import SubjectSource
 
 log = logging.getLogger("regwarden.runtime")
 
@@ -173,7 +176,14 @@ class Runtime(Generic[LedgerT]):
 
     # -- evidence: signatures, attestations (vuln scan, provenance) --------------------------
 
-    def evidence(self, registry: Registry, image: ImageRef, rules: GateRules) -> Evidence:
+    def evidence(
+        self,
+        registry: Registry,
+        image: ImageRef,
+        rules: GateRules,
+        *,
+        subject: SubjectSource | None = None,
+    ) -> Evidence:
         from .signatures import discover, verify_attestations, verify_image
         from .signatures._from_policy import (
             attestation_policy,
@@ -188,7 +198,9 @@ class Runtime(Generic[LedgerT]):
         effective = self.policy.for_repository(image.repository)
         base = self.policy.base_dir or Path.cwd()
         sig_repo = signature_repository(effective)
-        found = discover(client, image.repository, image.digest, signature_repo=sig_repo)
+        found = discover(
+            client, image.repository, image.digest, signature_repo=sig_repo, subject=subject
+        )
         signatures: tuple[Any, ...] = ()
         unmet: tuple[str, ...] = ()
         cosign = cosign_policy(effective, base_dir=base, env=self.env)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..errors import NotFound, UsageError
+from ..oci import Manifest
 from ..providers import Registry
 from ..reference import ImageRef, short_digest
 from ..store import Ledger, QuarantineRecord
@@ -87,8 +88,10 @@ def quarantine(
     reason: str,
     now: datetime,
     rollback: bool = True,
+    manifest: Manifest | None = None,
 ) -> QuarantineOutcome:
-    """Quarantine `image` (by digest). Idempotent: a repeat call finishes or reports."""
+    """Quarantine `image` (by digest). Idempotent: a repeat call finishes or reports.
+    `manifest`: the image's digest-verified manifest, if the caller read it already."""
     if image.digest is None:
         raise UsageError(f"quarantine needs a digest, got {image}")
     if strategy not in STRATEGIES:
@@ -148,7 +151,7 @@ def quarantine(
     qtag = quarantine_tag(image.digest)
     if strategy == "move":
         if state["step"] == "start":
-            registry.copy(image.repository, image.digest, qrepo, qtag)
+            registry.copy(image.repository, image.digest, qrepo, qtag, manifest=manifest)
             step("copied")
         if state["step"] == "copied":
             for tag, prev in targets.items():  # re-point first: no window without the tag

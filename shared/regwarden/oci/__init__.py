@@ -12,6 +12,7 @@ DigestMismatch, Unsupported, RegistryError).
 
 from ._client import MAX_MANIFEST_BYTES, RegistryClient, is_loopback_host
 from ._credentials import Credentials
+from ._fanout import gather, in_background
 from ._http import Challenge, parse_challenges, parse_next_link, parse_retry_after
 from ._media import (
     ALL_MANIFEST_TYPES,
@@ -63,6 +64,8 @@ __all__ = [
     "Manifest",
     "RegistryClient",
     "compute_digest",
+    "gather",
+    "in_background",
     "index_of",
     "is_loopback_host",
     "parse_challenges",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import random
@@ -28,6 +29,7 @@ from ..errors import (
 from ..reference import validate_digest
 from ._auth import Authenticator
 from ._credentials import Credentials
+from ._fanout import gather
 from ._http import (
     RETRYABLE_STATUS,
     backoff_delay,
@@ -720,15 +722,23 @@ class RegistryClient:
         self._push_blob(dst_repo, data, digest, check=False)
 
     def copy_image(
-        self, src_repo: str, reference: str, dst_repo: str, dst_tag: str | None = None
+        self,
+        src_repo: str,
+        reference: str,
+        dst_repo: str,
+        dst_tag: str | None = None,
+        *,
+        manifest: Manifest | None = None,
     ) -> str:
         """Copy a manifest (and index children, recursively) with its blobs; return its digest.
 
         Blobs move by cross-repository mount. Idempotent: repeating a finished copy only
         re-confirms what is there. The destination is tagged `dst_tag`, else the source tag
-        when `reference` is a tag, else stored by digest only.
+        when `reference` is a tag, else stored by digest only. `manifest`, when the caller
+        already holds the digest-verified manifest `reference` names, saves fetching it.
         """
-        manifest = self.get_manifest(src_repo, reference)
+        if manifest is None or manifest.digest != reference:
+            manifest = self.get_manifest(src_repo, reference)
         self._copy_content(src_repo, dst_repo, manifest)
         target = dst_tag or (manifest.digest if _is_digest(reference) else reference)
         self._put_manifest(dst_repo, target, manifest.raw, manifest.media_type)
@@ -748,9 +758,14 @@ class RegistryClient:
             if layer.media_type == DOCKER_FOREIGN_LAYER or "nondistributable" in layer.media_type:
                 continue  # foreign layers live at their `urls`, not in the registry
             blobs.append(layer)
-        for blob in blobs:
-            if blob is not None:
-                self.copy_blob(src_repo, dst_repo, blob.digest)
+        # independent of each other: mount them together (a mount is one round trip)
+        gather(
+            [
+                functools.partial(self.copy_blob, src_repo, dst_repo, blob.digest)
+                for blob in blobs
+                if blob is not None
+            ]
+        )
 
     # -- API: referrers ----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ..oci import RegistryClient
+    from ..oci import Manifest, RegistryClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,9 @@ class ImageDetails:
     labels: dict[str, str] = field(default_factory=dict)
     platforms: tuple[Platform, ...] = ()
     layer_count: int = 0
+    content: Manifest | None = field(default=None, repr=False)
+    """The manifest as fetched and digest-verified, when the provider read it over OCI:
+    callers pass it on rather than fetching it again."""
 
 
 CAP_TAG_DELETE = "tag-delete"
@@ -90,9 +93,17 @@ class Registry(Protocol):
     def delete(self, repository: str, digest: str) -> None: ...
 
     def copy(
-        self, src_repository: str, reference: str, dst_repository: str, tag: str | None = None
+        self,
+        src_repository: str,
+        reference: str,
+        dst_repository: str,
+        tag: str | None = None,
+        *,
+        manifest: Manifest | None = None,
     ) -> str:
-        """Copy an image (and an index's children) between repositories; returns the digest."""
+        """Copy an image (and an index's children) between repositories; returns the digest.
+        `manifest`: the digest-verified manifest `reference` names, if the caller has it
+        (a provider may use it to skip a fetch)."""
         ...
 
     def data_plane(self) -> RegistryClient:

@@ -51,7 +51,7 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
-    from ..oci import Credentials, RegistryClient
+    from ..oci import Credentials, Manifest, RegistryClient
     from . import ProviderOptions
 
 __all__ = [
@@ -810,7 +810,13 @@ class EcrRegistry:
         return BatchDeleteResult(deleted=tuple(deleted), failures=tuple(failures), calls=calls)
 
     def copy(
-        self, src_repository: str, reference: str, dst_repository: str, tag: str | None = None
+        self,
+        src_repository: str,
+        reference: str,
+        dst_repository: str,
+        tag: str | None = None,
+        *,
+        manifest: Manifest | None = None,
     ) -> str:
         """Copy an image (an index's children first) into another repository of this registry.
 
@@ -821,9 +827,13 @@ class EcrRegistry:
         upload), then put_image stores the exact manifest bytes under its digest, so the
         digest never changes. A copy that already happened is confirmed without writes
         beyond the idempotent put_image. The destination is tagged `tag`, else the
-        source tag when `reference` is a tag, else stored by digest only.
+        source tag when `reference` is a tag, else stored by digest only. `manifest` (the
+        digest-verified manifest of `reference`) saves a BatchGetImage.
         """
-        digest, raw, media_type = self._manifest(src_repository, reference)
+        if manifest is not None and manifest.digest == reference:
+            digest, raw, media_type = manifest.digest, manifest.raw, manifest.media_type
+        else:
+            digest, raw, media_type = self._manifest(src_repository, reference)
         self._copy_children(src_repository, dst_repository, json.loads(raw))
         target = tag or (None if _is_digest(reference) else reference)
         self._put(dst_repository, digest, raw, media_type, target)

@@ -157,6 +157,7 @@ class OciRegistry:
             labels=labels,
             platforms=tuple(platforms),
             layer_count=layer_count,
+            content=manifest,
         )
 
     def _config_facts(
@@ -188,9 +189,17 @@ class OciRegistry:
         self.client.delete_manifest(repository, digest)
 
     def copy(
-        self, src_repository: str, reference: str, dst_repository: str, tag: str | None = None
+        self,
+        src_repository: str,
+        reference: str,
+        dst_repository: str,
+        tag: str | None = None,
+        *,
+        manifest: Manifest | None = None,
     ) -> str:
-        return self.client.copy_image(src_repository, reference, dst_repository, tag)
+        return self.client.copy_image(
+            src_repository, reference, dst_repository, tag, manifest=manifest
+        )
 
     def data_plane(self) -> RegistryClient:
         return self.client

@@ -12,7 +12,14 @@ Keys live in `regwarden.signatures.keys`. Notation lives in `regwarden.signature
 """
 
 from ._bundle import BundleOutcome, ParsedBundle, parse_bundle, verify_bundle
-from ._discover import ContentSource, Discovered, LayoutSource, NotationEnvelope, discover
+from ._discover import (
+    ContentSource,
+    Discovered,
+    LayoutSource,
+    NotationEnvelope,
+    SubjectSource,
+    discover,
+)
 from ._errors import KeyFormatError, SignatureFormatError
 from ._image import NotationTrust, VerifyReport, verify_image
 from ._keyless import certificate_identity
@@ -82,6 +89,7 @@ __all__ = [
     "SignatureManifest",
     "SignedArtifact",
     "SimpleSigningClaims",
+    "SubjectSource",
     "TimestampAuthority",
     "TransparencyLog",
     "TrustedRoot",

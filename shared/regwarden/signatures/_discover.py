@@ -9,14 +9,16 @@ Each referrer manifest is fetched and its own type checked: index entries can li
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from ..errors import NotFound, RegistryError, UsageError
 from ..model import SignatureResult
-from ..oci import Descriptor, Manifest, compute_digest
+from ..oci import Descriptor, Manifest, compute_digest, gather
 from ._model import BUNDLE_MEDIA_TYPES, SignatureCandidate, SignatureLayer
 from ._sign import signature_tag
 
@@ -76,14 +78,54 @@ def _own_type(manifest: Manifest) -> str:
     return str(manifest.data.get("artifactType") or config.get("mediaType") or "")
 
 
+SubjectSource = Callable[[], Descriptor | None]
+"""Yields the image's own descriptor, or None when the image does not exist."""
+
+
+def _known(descriptor: Descriptor) -> SubjectSource:
+    return lambda: descriptor
+
+
 def discover(
-    source: ContentSource, repo: str, digest: str, *, signature_repo: str | None = None
+    source: ContentSource,
+    repo: str,
+    digest: str,
+    *,
+    signature_repo: str | None = None,
+    subject: Descriptor | SubjectSource | None = None,
 ) -> Discovered:
-    """Everything signature-like attached to `repo@digest`. Raises NotFound for the image."""
-    subject = source.head_manifest(repo, digest)
-    if subject is None:
-        raise NotFound(f"image {repo}@{digest} does not exist")
+    """Everything signature-like attached to `repo@digest`. Raises NotFound for the image.
+
+    The `.sig` and `.att` tags, the referrers and the image itself are looked up together
+    (`oci.gather`): they do not depend on each other, and one round trip beats four.
+    `subject`, the image's descriptor (or a call that yields it once the caller has read
+    the manifest), spares the HEAD request for it."""
     where = signature_repo or repo
+    if subject is None:
+        subject = functools.partial(source.head_manifest, repo, digest)
+    elif isinstance(subject, Descriptor):
+        subject = _known(subject)
+
+    def tagged(suffix: str) -> Callable[[], Manifest | None]:
+        def get() -> Manifest | None:
+            try:
+                return source.get_manifest(where, signature_tag(digest, suffix))
+            except NotFound:
+                return None
+
+        return get
+
+    subject_, sig, att, referrers = gather(
+        [
+            subject,
+            tagged("sig"),
+            tagged("att"),
+            lambda: source.referrers(where, digest),
+        ]
+    )
+    own = cast("Descriptor | None", subject_)
+    if own is None:
+        raise NotFound(f"image {repo}@{digest} does not exist")
     cosign: list[SignatureCandidate] = []
     notation: list[NotationEnvelope] = []
     broken: list[SignatureResult] = []
@@ -104,17 +146,15 @@ def discover(
             )
             return None
 
-    for suffix in ("sig", "att"):
-        try:
-            manifest = source.get_manifest(where, signature_tag(digest, suffix))
-        except NotFound:
+    for manifest in (cast("Manifest | None", sig), cast("Manifest | None", att)):
+        if manifest is None:
             continue
         for layer in _layers(manifest):
             blob = fetch(manifest, layer, "cosign-legacy")
             if blob is not None:
                 cosign.append(SignatureCandidate(manifest.digest, layer, blob))
 
-    for entry in source.referrers(where, digest):
+    for entry in cast("list[Descriptor]", referrers):
         try:
             manifest = source.get_manifest(where, entry.digest)
         except NotFound:
@@ -145,7 +185,7 @@ def discover(
                     blob = fetch(manifest, layer, fmt)
                     if blob is not None:
                         notation.append(NotationEnvelope(manifest.digest, layer.media_type, blob))
-    return Discovered(subject, tuple(cosign), tuple(notation), tuple(broken))
+    return Discovered(own, tuple(cosign), tuple(notation), tuple(broken))
 
 
 class LayoutSource:
