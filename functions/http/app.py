@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 
@@ -29,10 +30,9 @@ def build() -> Any:
         tokens = os.environ["REGWARDEN_AUTH_TOKEN_FILE"]
     except KeyError as missing:
         raise UsageError(f"environment variable {missing} is required") from None
-    runtime = load_runtime(policy, ledger_path=ledger)
-    processor = service.Processor(
-        runtime.pipeline(), runtime.ledger, clock=lambda: datetime.now(UTC)
-    )
+    runtime = load_runtime(policy, ledger_path=Path(ledger))
+    pipeline = runtime.pipeline()
+    processor = service.Processor(pipeline, runtime.ledger, clock=lambda: datetime.now(UTC))
     pool = WorkerPool(
         runtime.ledger,
         processor,
@@ -42,7 +42,7 @@ def build() -> Any:
     return create_app(
         ledger=runtime.ledger,
         auth=Authenticator.from_file(tokens),
-        validators={s: service.count_events(s) for s in service.SOURCES},
+        validators=service.receiver_validators(pipeline),
         pool=pool,
         run_pool=True,
     )

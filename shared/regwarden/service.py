@@ -35,13 +35,28 @@ def parse_body(source: str, body: bytes, content_type: str | None) -> list[Image
     raise IntakeError(f"unknown event source {source!r}; valid: {', '.join(SOURCES)}")
 
 
-def count_events(source: str) -> Callable[[bytes, str | None], int]:
-    """A receiver validator: parse now (a malformed body is a 400), count what is kept."""
+def count_events(
+    source: str, keep: Callable[[ImageEvent], bool] | None = None
+) -> Callable[[bytes, str | None], int]:
+    """A receiver validator: parse now (a malformed body is a 400), count what is kept.
+    With `keep` (`Pipeline.wants`), events the pipeline would ignore do not count, so a
+    delivery holding only those is acknowledged without being stored."""
 
     def validate(body: bytes, content_type: str | None) -> int:
-        return len(parse_body(source, body, content_type))
+        events = parse_body(source, body, content_type)
+        if keep is None:
+            return len(events)
+        return sum(1 for e in events if keep(e))
 
     return validate
+
+
+def receiver_validators(
+    pipeline: Pipeline | None = None,
+) -> dict[str, Callable[[bytes, str | None], int]]:
+    """One validator per webhook source, dropping what `pipeline` would ignore."""
+    keep = pipeline.wants if pipeline is not None else None
+    return {s: count_events(s, keep) for s in SOURCES}
 
 
 def detect_source(body: bytes) -> str:

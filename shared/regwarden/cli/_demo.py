@@ -167,7 +167,7 @@ def run_demo(*, keep: bool) -> None:
         )
         try:
             with (
-                gated_registry(runtime.ledger, processor, poll=0.1) as gated,
+                gated_registry(runtime.ledger, processor, poll=0.1, keep=pipeline.wants) as gated,
                 RegistryClient(gated.registry.host, user_agent=CI) as client,
             ):
                 registry, pool, port = gated.registry, gated.pool, gated.receiver_port

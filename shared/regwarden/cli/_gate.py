@@ -200,7 +200,7 @@ def run_serve(
     app = create_app(
         ledger=runtime.ledger,
         auth=auth,
-        validators={s: service.count_events(s) for s in service.SOURCES},
+        validators=service.receiver_validators(pipeline),
         pool=pool,
     )
     pool.start()

@@ -6,14 +6,25 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..receiver import Authenticator, Processor, WorkerPool, create_app
 from ..store import SqliteLedger
 from ._registry import LocalRegistry, free_port
+
+if TYPE_CHECKING:
+    from ..model import ImageEvent
+
+
+# What regwarden never acts on, filtered by the registry itself (distribution's endpoint
+# `ignore`) so it is neither sent nor received: blob events (pushes, pulls and mounts of
+# layers and configs; distribution reports blobs as application/octet-stream) and deletes.
+# The receiver drops them too; this only saves the registry and regwarden the deliveries.
+IGNORED_MEDIA_TYPES = ("application/octet-stream",)
+IGNORED_ACTIONS = ("delete",)
 
 
 @dataclass(frozen=True)
@@ -52,8 +63,10 @@ def gated_registry(
     workers: int = 4,
     poll: float = 0.05,
     backoff: str = "200ms",
+    keep: Callable[[ImageEvent], bool] | None = None,
 ) -> Iterator[GatedRegistry]:
-    """docker-registry on loopback → receiver (random token) → durable queue → workers."""
+    """docker-registry on loopback → receiver (random token) → durable queue → workers.
+    `keep` (`Pipeline.wants`) lets the receiver drop events the pipeline would ignore."""
     from ..service import SOURCES, count_events
 
     token = secrets.token_urlsafe(24)
@@ -61,7 +74,7 @@ def gated_registry(
     app = create_app(
         ledger=ledger,
         auth=Authenticator([token]),
-        validators={s: count_events(s) for s in SOURCES},
+        validators={s: count_events(s, keep) for s in SOURCES},
         pool=pool,
     )
     port = free_port()
@@ -74,6 +87,8 @@ def gated_registry(
                 notification_headers={"Authorization": f"Bearer {token}"},
                 notification_timeout="2s",
                 notification_backoff=backoff,
+                ignored_media_types=IGNORED_MEDIA_TYPES,
+                ignored_actions=IGNORED_ACTIONS,
             ) as registry,
         ):
             yield GatedRegistry(registry, pool, port)
