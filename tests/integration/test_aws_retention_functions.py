@@ -30,8 +30,8 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from support import moto_server as support
+from support.cfn import load_template
 from support.moto_server import (
     ACCOUNT,
     REGION,
@@ -140,22 +140,7 @@ class ApiCalls:
         return {f"{s}:{_IAM_ALIAS.get(o, o)}" for s, o, _ in self.seen}
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """CloudFormation short-form intrinsics (`!Ref X`) as `{"Ref": X}` / `{"Fn::If": …}`."""
-
-
-def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        return {name: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {name: loader.construct_sequence(node, deep=True)}
-    return {name: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
-
-
-_CfnLoader.add_multi_constructor("!", _intrinsic)
-_TEXT = (ROOT / "template.yaml").read_text()
-TEMPLATE: dict[str, Any] = yaml.load(_TEXT, Loader=_CfnLoader)  # noqa: S506  # SafeLoader subclass
+TEMPLATE: dict[str, Any] = load_template()
 
 
 def granted(role: str) -> list[str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from support import moto_server as support
+from support.cfn import load_template
 from support.moto_server import ACCOUNT, REGION, MotoServer
 
 moto_server = support.moto_server
@@ -26,22 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events" / "aws"
 
 
-class _Loader(yaml.SafeLoader):
-    """CloudFormation short-form intrinsics (`!Ref X`) as `{"Ref": X}` / `{"Fn::If": …}`."""
-
-
-def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        return {name: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {name: loader.construct_sequence(node, deep=True)}
-    return {name: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
-
-
-_Loader.add_multi_constructor("!", _intrinsic)
-_TEXT = (ROOT / "template.yaml").read_text()
-TEMPLATE: dict[str, Any] = yaml.load(_TEXT, Loader=_Loader)  # noqa: S506  # SafeLoader subclass
+TEMPLATE: dict[str, Any] = load_template()
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 _DROP = object()
 
