@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -53,6 +53,7 @@ __all__ = [
     "IDEMPOTENCY_TTL",
     "NOTIFY_TTL",
     "RECHECK",
+    "ColdStart",
     "LazyTracer",
     "gate_record",
     "notify_record",
@@ -178,26 +179,46 @@ class State:
         return self.pipeline
 
 
-_STATE: dict[str, State] = {}
-_STATE_LOCK = threading.Lock()
+_S = TypeVar("_S")
+
+
+class ColdStart(Generic[_S]):
+    """Per-function state built on the first record of a cold start and kept while the
+    process stays warm; `reset` closes and forgets it (tests change the environment)."""
+
+    def __init__(self, build: Callable[[str], _S], close: Callable[[_S], None]) -> None:
+        self._build = build
+        self._close = close
+        self._states: dict[str, _S] = {}
+        self._lock = threading.Lock()
+
+    def get(self, function: str) -> _S:
+        with self._lock:
+            found = self._states.get(function)
+            if found is None:
+                found = self._states[function] = self._build(function)
+            return found
+
+    def reset(self) -> None:
+        with self._lock:
+            for st in self._states.values():
+                self._close(st)
+            self._states.clear()
 
 
 def state(function: str) -> State:
     """The cold-start state of `function`, built on first use."""
-    with _STATE_LOCK:
-        found = _STATE.get(function)
-        if found is None:
-            found = _STATE[function] = _build(function)
-        return found
+    return _STATES.get(function)
 
 
 def reset() -> None:
     """Forget the cold-start state (tests change the environment between cases)."""
-    with _STATE_LOCK:
-        for st in _STATE.values():
-            st.runtime.close()
-            st.ledger.close()
-        _STATE.clear()
+    _STATES.reset()
+
+
+def _close(st: State) -> None:
+    st.runtime.close()
+    st.ledger.close()
 
 
 def start(function: str, context: LambdaContext) -> State:
@@ -275,6 +296,9 @@ def _build(function: str) -> State:
     return State(
         function, settings, policy, ledger, runtime, secrets, config, wrapped, pipeline=pipeline
     )
+
+
+_STATES: ColdStart[State] = ColdStart(_build, _close)
 
 
 def _structured_core_logs() -> None:

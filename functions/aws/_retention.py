@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from regwarden.errors import IntakeError, RegistryError, RegwardenError
+
+from ._app import ColdStart
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -237,28 +238,21 @@ class State:
         return self.sqs
 
 
-_STATE: dict[str, State] = {}
-_LOCK = threading.Lock()
-
-
 def state(function: str) -> State:
-    with _LOCK:
-        found = _STATE.get(function)
-        if found is None:
-            found = _STATE[function] = _build(function)
-        return found
+    return _STATES.get(function)
 
 
 def reset() -> None:
     """Forget the cold-start state (tests change the environment between cases)."""
-    with _LOCK:
-        for st in _STATE.values():
-            if st.runtime is None:
-                st.registry.close()
-            else:  # the runtime owns the registry
-                st.runtime.close()
-                st.runtime.ledger.close()
-        _STATE.clear()
+    _STATES.reset()
+
+
+def _close(st: State) -> None:
+    if st.runtime is None:
+        st.registry.close()
+    else:  # the runtime owns the registry
+        st.runtime.close()
+        st.runtime.ledger.close()
 
 
 def _build(function: str) -> State:
@@ -298,6 +292,9 @@ def _build(function: str) -> State:
     )
     registry = runtime.registry(retention.registry)
     return State(settings, retention, policy, registry, runtime=runtime, alerts=alerts)
+
+
+_STATES: ColdStart[State] = ColdStart(_build, _close)
 
 
 class _Runtime:
