@@ -4,6 +4,13 @@
 - injects faults for the next N matching requests: a status (429 with `Retry-After`,
   5xx), a connection reset, or latency; can tamper with response bodies;
 - emulates OCI 1.1 tag deletion (`DELETE /v2/<repo>/manifests/<tag>`) by hiding the tag;
+- opt-in (`emulate_referrers=True`): emulates the OCI 1.1 referrers API, standing in for
+  a registry that has it (Harbor >= 2.8, zot), which distribution 2.8 cannot be. It answers
+  `GET /v2/<repo>/referrers/<digest>` (with the `artifactType` filter) from the
+  `sha256-<hex>` tag-schema index stored in the real registry, and hides those tag-schema
+  tags from `tags/list`: to a client the registry has the API and no tag schema. Write
+  referrers straight to the registry (or through the proxy: the client still keeps the
+  index, since the proxy sends no `OCI-Subject`); the index manifests stay readable by tag;
 - records every request (method, target, status, what it did) so tests can count retries.
 
     with RegistryProxy(registry.host) as proxy:
@@ -53,6 +60,10 @@ _ALL_MANIFESTS = ", ".join(
 )
 _TAGS = re.compile(r"^/v2/(?P<repo>.+)/tags/list$")
 _MANIFEST = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
+_REFERRERS = re.compile(r"^/v2/(?P<repo>.+)/referrers/(?P<digest>[^/]+)$")
+_DIGEST = re.compile(r"(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})")
+_TAG_SCHEMA = re.compile(r"(sha256|sha512)-([0-9a-f]{64})")
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 @dataclass
@@ -85,7 +96,7 @@ class Record:
     path: str
     query: str
     status: int | None  # None for a reset connection
-    action: str  # forwarded | injected | reset | paged | tag-deleted | hidden
+    action: str  # forwarded | injected | reset | paged | tag-deleted | hidden | referrers
     at: float
     user_agent: str | None = None
 
@@ -98,11 +109,18 @@ class RegistryProxy:
     """Threaded loopback HTTP/1.1 proxy to `upstream` (`host:port`, plain HTTP)."""
 
     def __init__(
-        self, upstream: str, *, page_tags: bool = True, emulate_tag_delete: bool = True
+        self,
+        upstream: str,
+        *,
+        page_tags: bool = True,
+        emulate_tag_delete: bool = True,
+        emulate_referrers: bool = False,
     ) -> None:
         self.upstream = upstream
         self.page_tags = page_tags
         self.emulate_tag_delete = emulate_tag_delete
+        self.emulate_referrers = emulate_referrers
+        """Answer the referrers API from the tag schema and hide its tags (assignable)."""
         self.records: list[Record] = []
         self._rules: list[Rule] = []
         self._hidden: set[tuple[str, str]] = set()
@@ -388,8 +406,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         tampers = [r.tamper for r in rules if r.kind == "tamper" and r.tamper is not None]
 
+        referrers = _REFERRERS.match(path)
+        if referrers and method == "GET" and owner.emulate_referrers:
+            self._referrers(referrers.group("repo"), referrers.group("digest"), path, query)
+            return
         tags = _TAGS.match(path)
-        if tags and method == "GET" and owner.page_tags:
+        if tags and method == "GET" and (owner.page_tags or owner.emulate_referrers):
             self._paged_tags(tags.group("repo"), path, query)
             return
         manifest = _MANIFEST.match(path)
@@ -458,13 +480,15 @@ class _Handler(BaseHTTPRequestHandler):
         with owner._lock:
             hidden = {t for r, t in owner._hidden if r == repo}
         tags = sorted(t for t in doc.get("tags") or [] if t not in hidden)
+        if owner.emulate_referrers:
+            tags = [t for t in tags if not _TAG_SCHEMA.fullmatch(t)]
         params = parse_qs(query)
         last = params.get("last", [None])[0]
         if last is not None:
             tags = [t for t in tags if t > last]
         headers = [("Content-Type", "application/json")]
         n_text = params.get("n", [None])[0]
-        if n_text is not None:
+        if n_text is not None and owner.page_tags:
             n = int(n_text)
             page, more = tags[:n], len(tags) > n
             if more and page:
@@ -489,3 +513,48 @@ class _Handler(BaseHTTPRequestHandler):
             owner._hidden.add(key)
         self._log("DELETE", path, query, 202, "tag-deleted")
         self._send(202, [], b"")
+
+    def _exists(self, repo: str, digest: str) -> bool:
+        head = self._upstream(
+            "HEAD", f"/v2/{repo}/manifests/{digest}", b"", {"Accept": _ALL_MANIFESTS}
+        )
+        return head.status_code == 200
+
+    def _referrers(self, repo: str, digest: str, path: str, query: str) -> None:
+        """The referrers API over the tag schema: the `sha256-<hex>` index's entries (an
+        empty index when there is none: the API never answers 404 for a digest), less entries
+        whose manifest is gone (the tag schema keeps them; a registry's API would not)."""
+        m = _DIGEST.fullmatch(digest)
+        if m is None:
+            self._log("GET", path, query, 400, "referrers")
+            self._error(400, "DIGEST_INVALID", f"got digest {digest!r}, expected algorithm:hex")
+            return
+        tag = f"{m.group(1)}-{m.group(2)[:64]}"
+        with self.owner._lock:
+            hidden = (repo, tag) in self.owner._hidden
+        manifests: list[dict[str, object]] = []
+        if not hidden:
+            response = self._upstream(
+                "GET", f"/v2/{repo}/manifests/{tag}", b"", {"Accept": _OCI_INDEX}
+            )
+            if response.status_code == 200:
+                listed = list(response.json().get("manifests") or [])
+                # a registry's API lists the referrers it holds: drop deleted entries
+                manifests = [d for d in listed if self._exists(repo, str(d.get("digest")))]
+            elif response.status_code != 404:
+                self._log("GET", path, query, response.status_code, "referrers")
+                headers = [
+                    (k, v)
+                    for k, v in response.headers.multi_items()
+                    if k.lower() not in _HOP_BY_HOP
+                ]
+                self._send(response.status_code, headers, response.content)
+                return
+        headers = [("Content-Type", _OCI_INDEX)]
+        wanted = parse_qs(query).get("artifactType")
+        if wanted:
+            manifests = [d for d in manifests if d.get("artifactType") in wanted]
+            headers.append(("OCI-Filters-Applied", "artifactType"))
+        body = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": manifests}
+        self._log("GET", path, query, 200, "referrers")
+        self._send(200, headers, json.dumps(body).encode())

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -189,6 +190,8 @@ class RegistryClient:
         self._auth = Authenticator(
             self.host, credentials, self._token_send, check_realm=self._check_realm
         )
+        self._referrers_api: bool | None = None
+        self._referrers_probe = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -793,6 +796,36 @@ class RegistryClient:
         if artifact_type is not None:
             descriptors = [d for d in descriptors if d.artifact_type == artifact_type]
         return descriptors
+
+    def supports_referrers_api(self, repo: str, digest: str) -> bool:
+        """Whether this registry serves the OCI 1.1 referrers API; asked once per client.
+
+        The first call sends `GET /v2/<repo>/referrers/<digest>` (pass a manifest that
+        exists: a registry with the API answers 200 even when nothing refers to it) and
+        caches the answer: 200 means yes; 404, 405 or 501 (distribution 2.8 answers
+        `404 page not found`) means no, and `referrers` then reads the tag schema. Any
+        other failure raises and is not cached. Concurrent first callers wait for one probe.
+        """
+        known = self._referrers_api
+        if known is not None:
+            return known
+        validate_digest(digest)
+        with self._referrers_probe:
+            if self._referrers_api is None:
+                response = self._request(
+                    "GET",
+                    self._url(repo, "referrers", digest),
+                    scopes=_pull(repo),
+                    headers={"Accept": OCI_INDEX},
+                )
+                status = response.status_code
+                if status not in (200, 404, 405, 501):
+                    self._fail(response, f"referrers API probe {repo}@{digest}")
+                self._referrers_api = status == 200
+                log.debug(
+                    "%s: referrers API %s", self.host, "present" if status == 200 else "absent"
+                )
+            return self._referrers_api
 
     def _referrer_pages(
         self, first: httpx.Response, repo: str, digest: str

@@ -13,6 +13,13 @@ What a listing does not say directly, and how it is filled in:
   the same subject, so they follow their subject.
 - **Index children.** Distribution lists tagged manifests only, so the untagged platform
   manifests of a listed index are added from the index (they follow it). ECR lists them.
+- **Referrers a listing cannot show.** Registries with the OCI 1.1 referrers API (Harbor
+  ≥ 2.8, zot) keep referrers untagged and without a tag-schema index; for a generic OCI
+  registry whose data plane has the API, each listed manifest's referrers (and theirs,
+  one level) are read from it and become records with that subject (`_referrers`); so
+  are those of digests the ledger saw that are no longer listed, when the subject is
+  gone (orphans). The probe for the API is one request per client, so distribution 2.8
+  pays one per run.
 - **Referrers a listing shows without their subject.** ECR lists OCI 1.1 referrers
   (cosign bundles, Notation signatures, SBOMs) as untagged artifacts and does not say
   whose they are. Treated as untagged images, an `untagged` rule would delete the
@@ -25,7 +32,6 @@ What a listing does not say directly, and how it is filled in:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,21 +41,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..errors import NotFound
 from ._records import ImageRecord, to_epoch
+from ._referrers import INDEX_TYPES, find_referrers, tag_schema_subject
 
 if TYPE_CHECKING:
+    from ..oci import RegistryClient
     from ..providers import ImageRecord as ListedImage
     from ..providers import Registry
 
 __all__ = ["Collected", "TimesLedger", "collect_records", "records_from_listing"]
 
-_REFERRERS_TAG = re.compile(r"(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})")
 _IMAGE_CONFIG_SUFFIXES = ("image.config.v1+json", "container.image.v1+json")
-_INDEX_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
 
 
 class TimesLedger(Protocol):
@@ -71,19 +72,6 @@ class Collected:
     """Registry (and ledger) I/O: listing manifests, reading configs."""
     build_s: float
     """Turning the listing into records (CPU only)."""
-
-
-def _referrers_subject(listed: ListedImage) -> str | None:
-    """The subject of an OCI 1.1 referrers tag-schema index (`sha256-<hex>` tag only)."""
-    if listed.media_type not in _INDEX_TYPES or not listed.tags:
-        return None
-    subject: str | None = None
-    for tag in listed.tags:
-        m = _REFERRERS_TAG.fullmatch(tag)
-        if m is None:
-            return None
-        subject = subject or f"{m.group(1)}:{m.group(2)}"
-    return subject
 
 
 def _newest(a: float | None, b: float | None) -> float | None:
@@ -126,7 +114,7 @@ def records_from_listing(
         # config's own `created` is worth keeping as the fallback age.
         created = to_epoch(item.created) if item.pushed is None else None
         subject = item.subject
-        referrers_of = None if subject is not None else _referrers_subject(item)
+        referrers_of = None if subject is not None else tag_schema_subject(item)
         if referrers_of is not None:
             subject = referrers_of
         out.append(
@@ -182,7 +170,7 @@ def records_from_listing(
 
 def _subject_unknown(item: ListedImage) -> bool:
     """An untagged artifact (not an image, not an index) whose subject the listing omits."""
-    if item.tags or item.subject is not None or item.media_type in _INDEX_TYPES:
+    if item.tags or item.subject is not None or item.media_type in INDEX_TYPES:
         return False
     kind = item.artifact_type
     return bool(kind) and not str(kind).endswith(_IMAGE_CONFIG_SUFFIXES)
@@ -211,6 +199,17 @@ def _with_subjects(
     return [item for item in out if item is not None], len(unknown)
 
 
+def _referrers_client(registry: Registry) -> RegistryClient | None:
+    """The OCI data plane to ask the referrers API, for generic OCI registries only (ECR
+    lists its referrers itself); None for a registry without one."""
+    if registry.kind != "oci":
+        return None
+    try:
+        return registry.data_plane()
+    except NotImplementedError:  # a registry double without a data plane
+        return None
+
+
 def collect_records(
     registry: Registry,
     repository: str,
@@ -220,7 +219,10 @@ def collect_records(
     concurrency: int = 4,
 ) -> Collected:
     """List one repository and build its records. `registry_name` is the ledger's key for
-    the registry (what events name it: the reference's registry); default `registry.host`."""
+    the registry (what events name it: the reference's registry); default `registry.host`.
+
+    On a generic OCI registry with the referrers API, referrers the tag listing cannot show
+    are added (see `_referrers`); the probe for the API costs one request per client."""
     t0 = time.perf_counter()
     listing, looked_up = _with_subjects(
         registry, repository, registry.list_images(repository), concurrency
@@ -230,6 +232,20 @@ def collect_records(
         if ledger is not None
         else None
     )
+    client = _referrers_client(registry)
+    found = (
+        find_referrers(
+            client,
+            repository,
+            listing,
+            ledger_digests=sorted(times, key=lambda d: times[d][0], reverse=True) if times else (),
+            concurrency=concurrency,
+        )
+        if client is not None
+        else None
+    )
+    if found is not None:
+        listing = [*listing, *found.listing]
     listing_s = time.perf_counter() - t0
     c0 = time.process_time()
     records, warnings = records_from_listing(listing, times=times)
@@ -239,6 +255,8 @@ def collect_records(
             f"read the manifests of {looked_up} untagged artifacts to learn their subjects "
             "(the registry's listing does not say)"
         )
+    if found is not None:
+        warnings.append(found.note())
     return Collected(
         repository=repository,
         records=records,
