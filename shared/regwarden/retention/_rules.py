@@ -388,6 +388,21 @@ _KEEP_TYPES = (
 # -- delete rules ----------------------------------------------------------------------------
 
 
+def _older(r: ImageRecord, view: RepoView, seconds: float, label: str) -> str | None:
+    """`label` completed with the age when `r` (by push, else created time) is older than
+    `seconds`; None when it is not, or its age is unknown."""
+    t = r.pushed
+    word = "pushed"
+    if t is None:
+        t, word = r.created, "created"
+        if t is None:
+            return None
+    age = view.now - t
+    if age <= seconds:
+        return None
+    return f"{label}{word} {human_seconds(age)} ago)"
+
+
 @dataclass(frozen=True, slots=True)
 class DeleteUntagged:
     """Select untagged images older than `older_than` (unknown age: never)."""
@@ -410,16 +425,7 @@ class DeleteUntagged:
     def selects(self, r: ImageRecord, view: RepoView) -> str | None:
         if r.tags:
             return None
-        t = r.pushed
-        word = "pushed"
-        if t is None:
-            t, word = r.created, "created"
-            if t is None:
-                return None
-        age = view.now - t
-        if age <= self._seconds:
-            return None
-        return f"{self._label}{word} {human_seconds(age)} ago)"
+        return _older(r, view, self._seconds, self._label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,16 +451,7 @@ class DeleteOlderThan:
     def selects(self, r: ImageRecord, view: RepoView) -> str | None:
         if self.tagged_only and not r.tags:
             return None
-        t = r.pushed
-        word = "pushed"
-        if t is None:
-            t, word = r.created, "created"
-            if t is None:
-                return None
-        age = view.now - t
-        if age <= self._seconds:
-            return None
-        return f"{self._label}{word} {human_seconds(age)} ago)"
+        return _older(r, view, self._seconds, self._label)
 
 
 @dataclass(frozen=True, slots=True)
