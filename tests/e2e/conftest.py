@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
 from support.gate import HMAC, POLICY, TOKEN, Gate, Sink, generate_keys
+from support.loopback import LoopbackServer
 from support.proxy import RegistryProxy
 
 from regwarden.devtools import LocalRegistry, free_port
@@ -23,10 +22,10 @@ from regwarden.devtools import LocalRegistry, free_port
 def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
     root = tmp_path_factory.mktemp("gate")
     priv, pub = generate_keys(root)
-    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    sink_server = LoopbackServer(Sink).start()
+    sink = sink_server.server
     sink.received = []  # type: ignore[attr-defined]
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
-    hook = f"http://127.0.0.1:{sink.server_address[1]}/hook"
+    hook = f"{sink_server.url}/hook"
     (root / "regwarden.yaml").write_text(POLICY.format(grace="3s", hook=hook))
     (root / "tokens").write_text(TOKEN + "\n")
     port = free_port()
@@ -84,5 +83,4 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        sink.shutdown()
-        sink.server_close()
+        sink_server.stop()

@@ -11,10 +11,11 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from support.loopback import LoopbackServer
 
 from regwarden.devtools import (
     LocalRegistry,
@@ -113,12 +114,11 @@ class _Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server = LoopbackServer(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/events"
+        return f"{self.server.url}/events"
 
     def wait_for(self, predicate: object, timeout: float = 10.0) -> list[dict[str, object]]:
         deadline = time.monotonic() + timeout
@@ -134,10 +134,8 @@ class _Receiver:
 @pytest.fixture
 def receiver() -> Iterator[_Receiver]:
     rec = _Receiver()
-    rec.thread.start()
-    yield rec
-    rec.server.shutdown()
-    rec.server.server_close()
+    with rec.server:
+        yield rec
 
 
 def test_notifications_reach_the_endpoint_with_headers(receiver: _Receiver) -> None:

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from support.loopback import LoopbackServer
 
 DATA = Path(__file__).parent / "kube"
 
@@ -62,8 +63,7 @@ class FakeKube:
     page: int = 2
     fail: dict[str, int] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
+    _server: LoopbackServer | None = None
 
     def __post_init__(self) -> None:
         if not self.items:
@@ -74,7 +74,7 @@ class FakeKube:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def start(self) -> FakeKube:
         fake = self
@@ -94,21 +94,13 @@ class FakeKube:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(Handler).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def __enter__(self) -> FakeKube:
         return self.start()

@@ -27,7 +27,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import boto3
@@ -35,6 +35,8 @@ import httpx
 import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
+
+from support.loopback import LoopbackServer
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account for any access key
@@ -125,25 +127,18 @@ class EcrLimitsProxy:
         self.rewrite: dict[str, Callable[[dict[str, Any]], None]] = {}
         """Operation → function that edits moto's JSON answer in place (odd server data)."""
         self._http = httpx.Client(timeout=30.0)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._server = LoopbackServer(self._handler_class())
 
     @property
     def endpoint_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def start(self) -> EcrLimitsProxy:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        self._server.stop()
         self._http.close()
 
     def operations(self, name: str) -> list[ProxyCall]:

@@ -29,11 +29,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from urllib.parse import parse_qs, quote
 
 import httpx
+
+from support.loopback import LoopbackServer
 
 _HOP_BY_HOP = frozenset(
     {
@@ -125,8 +127,7 @@ class RegistryProxy:
         self._rules: list[Rule] = []
         self._hidden: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self._client = httpx.Client(
             base_url=f"http://{upstream}",
             timeout=30.0,
@@ -244,7 +245,7 @@ class RegistryProxy:
     def host(self) -> str:
         if self._server is None:
             raise RuntimeError("proxy is not running")
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return self._server.host
 
     def start(self) -> RegistryProxy:
         proxy = self
@@ -252,24 +253,13 @@ class RegistryProxy:
         class Handler(_Handler):
             owner = proxy
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False  # idle keep-alive handlers must not hold up stop()
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(Handler).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
         self._client.close()
 
     def __enter__(self) -> RegistryProxy:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from support.loopback import LoopbackServer
 
 from regwarden.errors import RegistryError
 from regwarden.model import Finding, Outcome, Severity
@@ -75,12 +75,8 @@ class _Sink(BaseHTTPRequestHandler):
 @pytest.fixture
 def sink() -> Iterator[tuple[str, type[_Sink]]]:
     handler = type("Sink", (_Sink,), {"received": [], "status": 200})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(handler) as server:
+        yield f"{server.url}/hook", handler
 
 
 def test_text_names_image_reason_fix_and_release_command() -> None:

@@ -24,11 +24,13 @@ import base64
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+from support.loopback import LoopbackServer
 
 HERE = Path(__file__).parent
 RECORDED_DIGEST = "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4"
@@ -91,15 +93,11 @@ class FakeHarbor:
             pass
 
         Handler.state = state
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._server = LoopbackServer(Handler)
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return self._server.host
 
     @property
     def url(self) -> str:
@@ -136,13 +134,11 @@ class FakeHarbor:
             self.state.faults.append(fault)
 
     def start(self) -> FakeHarbor:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
     def __enter__(self) -> FakeHarbor:
         return self.start()
