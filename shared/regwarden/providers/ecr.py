@@ -649,12 +649,15 @@ class EcrRegistry:
             or (data.get("config") or {}).get("mediaType")
             or record.artifact_type,
         )
+        from ..oci import Manifest  # lazy: importing this module must not load httpx
+
         return ImageDetails(
             record=record,
             manifest=data,
             labels=labels,
             platforms=tuple(platforms),
             layer_count=layer_count,
+            content=Manifest(digest=digest, media_type=media_type, raw=raw, data=data),
         )
 
     def _config_facts(
