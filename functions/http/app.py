@@ -42,7 +42,7 @@ def build() -> Any:
     return create_app(
         ledger=runtime.ledger,
         auth=Authenticator.from_file(tokens),
-        validators=service.receiver_validators(pipeline),
+        validators=service.receiver_validators(pipeline.wants),
         pool=pool,
         run_pool=True,
     )

@@ -52,10 +52,10 @@ def count_events(
 
 
 def receiver_validators(
-    pipeline: Pipeline | None = None,
+    keep: Callable[[ImageEvent], bool] | None = None,
 ) -> dict[str, Callable[[bytes, str | None], int]]:
-    """One validator per webhook source, dropping what `pipeline` would ignore."""
-    keep = pipeline.wants if pipeline is not None else None
+    """One validator per webhook source; with `keep` (`Pipeline.wants`), dropping what
+    the pipeline would ignore."""
     return {s: count_events(s, keep) for s in SOURCES}
 
 

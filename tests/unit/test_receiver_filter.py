@@ -99,7 +99,7 @@ def test_receiver_acknowledges_but_does_not_store_ignored_deliveries(
 ) -> None:
     ledger = SqliteLedger(tmp_path / "queue.db")
     app = create_app(
-        ledger=ledger, auth=Authenticator(["t0ken"]), validators=receiver_validators(pipeline)
+        ledger=ledger, auth=Authenticator(["t0ken"]), validators=receiver_validators(pipeline.wants)
     )
     client = TestClient(app)
     headers = {"Authorization": "Bearer t0ken"}

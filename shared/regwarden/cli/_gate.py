@@ -200,7 +200,7 @@ def run_serve(
     app = create_app(
         ledger=runtime.ledger,
         auth=auth,
-        validators=service.receiver_validators(pipeline),
+        validators=service.receiver_validators(pipeline.wants),
         pool=pool,
     )
     pool.start()

@@ -67,14 +67,14 @@ def gated_registry(
 ) -> Iterator[GatedRegistry]:
     """docker-registry on loopback → receiver (random token) → durable queue → workers.
     `keep` (`Pipeline.wants`) lets the receiver drop events the pipeline would ignore."""
-    from ..service import SOURCES, count_events
+    from ..service import receiver_validators
 
     token = secrets.token_urlsafe(24)
     pool = WorkerPool(ledger, process, workers=workers, poll=poll)
     app = create_app(
         ledger=ledger,
         auth=Authenticator([token]),
-        validators={s: count_events(s, keep) for s in SOURCES},
+        validators=receiver_validators(keep),
         pool=pool,
     )
     port = free_port()
