@@ -53,13 +53,12 @@ def gather(calls: Sequence[Callable[[], T]]) -> list[T]:
     if len(calls) == 1:
         return [calls[0]()]
     futures = [in_background(c) for c in calls[1:]]
-    first: list[T] = []
+    results: list[T] = []
     error: BaseException | None = None
     try:
-        first.append(calls[0]())
+        results.append(calls[0]())
     except BaseException as exc:  # re-raised below, once the others are done
         error = exc
-    results: list[T] = first
     for future in futures:
         try:
             results.append(future.result())

@@ -82,29 +82,23 @@ SubjectSource = Callable[[], Descriptor | None]
 """Yields the image's own descriptor, or None when the image does not exist."""
 
 
-def _known(descriptor: Descriptor) -> SubjectSource:
-    return lambda: descriptor
-
-
 def discover(
     source: ContentSource,
     repo: str,
     digest: str,
     *,
     signature_repo: str | None = None,
-    subject: Descriptor | SubjectSource | None = None,
+    subject: SubjectSource | None = None,
 ) -> Discovered:
     """Everything signature-like attached to `repo@digest`. Raises NotFound for the image.
 
     The `.sig` and `.att` tags, the referrers and the image itself are looked up together
     (`oci.gather`): they do not depend on each other, and one round trip beats four.
-    `subject`, the image's descriptor (or a call that yields it once the caller has read
-    the manifest), spares the HEAD request for it."""
+    `subject`, a call that yields the image's descriptor once the caller has read its
+    manifest, spares the HEAD request for it."""
     where = signature_repo or repo
     if subject is None:
         subject = functools.partial(source.head_manifest, repo, digest)
-    elif isinstance(subject, Descriptor):
-        subject = _known(subject)
 
     def tagged(suffix: str) -> Callable[[], Manifest | None]:
         def get() -> Manifest | None:
