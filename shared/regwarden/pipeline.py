@@ -61,6 +61,12 @@ class Evidence:
     scan: ScanReport | None = None
     scan_error: str | None = None
     provenance: tuple[ProvenanceFact, ...] = ()
+    signature_error: str | None = None
+    """Signature discovery or verification could not run (registry error)."""
+    unavailable: tuple[str, ...] = ()
+    """Evidence that could not be gathered, one `source: cause` each (infrastructure
+    failures of a scan source or an attestation lookup): the verdict is ERROR, never a
+    FAILED/PENDING built on missing evidence."""
 
 
 class EvidenceSource(Protocol):
@@ -242,11 +248,10 @@ class Pipeline:
 
         try:
             found: Evidence | None = self.evidence(registry, image, rules, subject=subject)
-            signature_error = None
         except NotFound:
-            found, signature_error = None, None  # deleted or quarantined while we looked
+            found = None  # deleted or quarantined while we looked
         except RegistryError as exc:  # fail closed: the checks turn this into ERROR
-            found, signature_error = Evidence(), str(exc)
+            found = Evidence(signature_error=str(exc), unavailable=(f"evidence: {exc}",))
         finally:
             wait([details_call])
         try:
@@ -278,7 +283,8 @@ class Pipeline:
             pushed_at=first_seen,
             signatures=found.signatures,
             signatures_unmet=found.signatures_unmet,
-            signature_error=signature_error,
+            signature_error=found.signature_error,
+            unavailable=found.unavailable,
             scan=found.scan,
             scan_error=found.scan_error,
             moved_tags=moved,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..model import CheckOutcome, Outcome, Verdict
+from ..model import CheckOutcome, CheckResult, Outcome, Verdict
 from ._checks import (
     check_hygiene,
     check_provenance,
@@ -17,13 +17,22 @@ from ._rules import GateRules
 
 
 def evaluate(facts: Facts, rules: GateRules, now: datetime) -> Verdict:
-    checks = (
+    checks: tuple[CheckResult, ...] = (
         check_signatures(facts, rules.signatures, now),
         check_vulnerabilities(facts, rules.vulnerabilities, now),
         check_tags(facts, rules.tags),
         check_hygiene(facts, rules.hygiene),
         check_provenance(facts, rules.provenance, rules.signatures.grace_period, now),
     )
+    if facts.unavailable:  # infrastructure, not policy: retried, never acted on
+        checks += (
+            CheckResult(
+                name="evidence",
+                outcome=CheckOutcome.ERROR,
+                reason="could not gather: " + "; ".join(facts.unavailable),
+                details={"unavailable": list(facts.unavailable)},
+            ),
+        )
     outcomes = {c.outcome for c in checks}
     if CheckOutcome.ERROR in outcomes:
         outcome = Outcome.ERROR

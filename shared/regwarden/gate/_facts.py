@@ -38,3 +38,5 @@ class Facts:
     layer_count: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     provenance: tuple[ProvenanceFact, ...] = ()
+    unavailable: tuple[str, ...] = ()
+    """Evidence that could not be gathered (`source: cause`): the verdict is ERROR."""
