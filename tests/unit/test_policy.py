@@ -336,6 +336,7 @@ def test_effective_policy_has_every_section() -> None:
     assert set(SECTIONS) == {
         "mode",
         "team",
+        "settle_window",
         "quarantine",
         "signatures",
         "vulnerabilities",

@@ -57,6 +57,7 @@ def gate_rules(effective: EffectiveRepositoryPolicy) -> GateRules:
         promotion=_promotion(effective.promotion, effective.repository),
         quarantine_strategy=effective.quarantine.strategy,
         quarantine_repository=effective.quarantine.repository,
+        settle_window=effective.settle_window,
     )
 
 

@@ -84,3 +84,10 @@ class GateRules:
     promotion: Promotion | None = None
     quarantine_strategy: Literal["move", "retag", "lock"] = "move"
     quarantine_repository: str = "quarantine/{repository}"
+    settle_window: timedelta = timedelta(minutes=5)
+    """An untagged manifest pushed by digest waits max(this, the signature grace period)
+    after the repository's last push before it is judged as a stand-alone image."""
+
+    @property
+    def settle_wait(self) -> timedelta:
+        return max(self.settle_window, self.signatures.grace_period)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+from datetime import timedelta
+
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ..errors import UsageError
@@ -16,6 +18,7 @@ from ._notify import Notifications
 from ._push import Hygiene, Promotion, Provenance
 from ._sections import Mode, Quarantine, Retention, Tags, Vulnerabilities
 from ._signing import Attestations, Signatures
+from ._values import PositiveDuration
 
 __all__ = [
     "API_VERSION",
@@ -30,6 +33,7 @@ __all__ = [
 ]
 
 API_VERSION = "regwarden/v1"
+DEFAULT_SETTLE_WINDOW = timedelta(minutes=5)
 
 
 class _Sections(PolicyModel):
@@ -44,6 +48,14 @@ class _Sections(PolicyModel):
 
     team: str | None = Field(default=None, min_length=1)
     """The owning team; used to route alerts."""
+
+    settle_window: PositiveDuration | None = Field(
+        default=None, json_schema_extra={"default": "5m"}
+    )
+    """How long an untagged manifest pushed by digest waits before it is judged as a
+    stand-alone image (unless an index lists it by then: a child of a multi-arch push).
+    The wait is max(`settleWindow`, `signatures.gracePeriod`) after the last manifest push
+    seen in the repository. Default: 5m."""
 
     quarantine: Quarantine | None = None
     """How failed images are held. Default: move to `quarantine/{repository}`."""
@@ -125,6 +137,7 @@ class EffectiveRepositoryPolicy(BaseModel):
     match: Glob | None
     mode: Mode
     team: str | None
+    settle_window: timedelta
     quarantine: Quarantine
     signatures: Signatures | None
     vulnerabilities: Vulnerabilities | None
@@ -211,6 +224,8 @@ class Policy(PolicyModel):
             merged[name] = value
         if merged["mode"] is None:
             merged["mode"] = "enforce"
+        if merged["settle_window"] is None:
+            merged["settle_window"] = DEFAULT_SETTLE_WINDOW
         if merged["quarantine"] is None:
             merged["quarantine"] = Quarantine()
         return EffectiveRepositoryPolicy.model_validate(
