@@ -3,10 +3,9 @@ first-match, per-section merge that gives one repository its effective policy.""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
-
-from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
