@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 from ..errors import NotFound, RegistryError, UsageError
 from ..model import SignatureResult
@@ -25,6 +25,7 @@ from ._sign import signature_tag
 NOTATION_ARTIFACT = "application/vnd.cncf.notary.signature"
 NOTATION_ENVELOPES = ("application/jose+json", "application/cose")
 _REF_NAME = "org.opencontainers.image.ref.name"
+NotationFormat = Literal["notation-jws", "notation-cose"]
 
 
 class ContentSource(Protocol):
@@ -53,7 +54,8 @@ class Discovered:
     cosign: tuple[SignatureCandidate, ...]
     notation: tuple[NotationEnvelope, ...]
     broken: tuple[SignatureResult, ...]
-    """Signatures that could not even be read (missing blob, lying index entry)."""
+    """Signatures that could not even be read (missing blob, lying index entry, a Notation
+    manifest whose layer is not an envelope): invalid results, never silently dropped."""
 
 
 def _layers(manifest: Manifest) -> list[SignatureLayer]:
@@ -71,6 +73,33 @@ def _layers(manifest: Manifest) -> list[SignatureLayer]:
                 )
             )
     return out
+
+
+def notation_format(media_type: str) -> NotationFormat:
+    """The result label for a Notation envelope. Anything but COSE is labelled JWS,
+    Notation's default envelope: a layer that is neither still needs a notation label
+    (its reason says what it really is)."""
+    return "notation-cose" if media_type == NOTATION_ENVELOPES[1] else "notation-jws"
+
+
+def _notation_layer_problem(layers: list[SignatureLayer]) -> str | None:
+    """Why a Notation signature manifest holds no readable envelope, or None.
+
+    The Notary Project's signature manifest has exactly one layer, the JWS or COSE
+    envelope (notation-go refuses any other shape, and so does this). The manifest's own
+    digest is reported beside the reason, so the reason does not repeat it."""
+    expected = " or ".join(NOTATION_ENVELOPES)
+    if not layers:
+        return f"Notation signature with no layer (expected one envelope: {expected})"
+    if len(layers) > 1:
+        return f"Notation signature with {len(layers)} layers (expected one envelope: {expected})"
+    if layers[0].media_type not in NOTATION_ENVELOPES:
+        got = layers[0].media_type or "without a media type"
+        return (
+            f"not a Notation signature envelope: layer {layers[0].digest} is {got} "
+            f"(expected {expected})"
+        )
+    return None
 
 
 def _own_type(manifest: Manifest) -> str:
@@ -173,12 +202,22 @@ def discover(
                     if blob is not None:
                         cosign.append(SignatureCandidate(manifest.digest, layer, blob))
         elif kind == NOTATION_ARTIFACT:
-            for layer in _layers(manifest):
-                if layer.media_type in NOTATION_ENVELOPES:
-                    fmt = "notation-jws" if "jose" in layer.media_type else "notation-cose"
-                    blob = fetch(manifest, layer, fmt)
-                    if blob is not None:
-                        notation.append(NotationEnvelope(manifest.digest, layer.media_type, blob))
+            layers = _layers(manifest)
+            problem = _notation_layer_problem(layers)
+            if problem is not None:
+                # A signature that says it is one but carries no envelope is a bad
+                # signature, not an absent one: the reader must see why it does not count.
+                fmt = notation_format(layers[0].media_type if layers else "")
+                broken.append(
+                    SignatureResult(
+                        format=fmt, digest=manifest.digest, verified=False, reason=problem
+                    )
+                )
+                continue
+            layer = layers[0]
+            blob = fetch(manifest, layer, notation_format(layer.media_type))
+            if blob is not None:
+                notation.append(NotationEnvelope(manifest.digest, layer.media_type, blob))
     return Discovered(own, tuple(cosign), tuple(notation), tuple(broken))
 
 

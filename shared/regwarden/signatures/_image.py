@@ -15,7 +15,7 @@ from typing import Literal
 from ..errors import UsageError
 from ..model import SignatureResult
 from ..reference import ImageRef
-from ._discover import ContentSource, Discovered, discover
+from ._discover import ContentSource, Discovered, discover, notation_format
 from ._model import CosignPolicy, KeylessIdentity
 from ._verify import verify_candidates
 
@@ -83,7 +83,7 @@ def _notation_results(
     target = (found.subject.media_type, found.subject.digest, found.subject.size)
     out = []
     for env in found.notation:
-        fmt = "notation-jws" if "jose" in env.media_type else "notation-cose"
+        fmt = notation_format(env.media_type)
         try:
             res = verify_notation(
                 env.blob,
