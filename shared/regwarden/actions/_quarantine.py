@@ -1,15 +1,30 @@
-"""Quarantine and release, resumable and audited.
+"""Quarantine and release, resumable and audited, acting on the registry's current state.
 
 `move`  copies the image to the quarantine repository, then deletes it from the source.
-        The ledger records the intent before the first write; a retry resumes from the
-        last completed step, never starts over and never leaves a half-move unreported.
 `retag` adds `quarantined-<short digest>` (keeping the image reachable by digest), then
         removes or rolls back each deployable tag.
 `lock`  is ACR's read/write lock on the manifest; it lives in the ACR provider.
 
-Tag roll-back: when the push moved tag T from digest P to the quarantined digest, T goes
-back to P if P is still present and its last verdict was PASSED. If P is unknown, nothing
-is guessed; the outcome says so.
+The tags taken away are every tag the registry holds for the digest at the start (read
+from the provider: regwarden may never have seen the push that made them), plus the tags
+the caller names that the registry does not list for it, unless such a tag now names
+another digest. They are written to the ledger (the action's state and the quarantine
+record) before the first registry write, so a resumed attempt and release use exactly
+that list, however much of it an earlier attempt already removed.
+
+An index is one unit. `move` copies it with its children (the copy carries them) and
+deletes the index, then each child, from the source, except a child that another index
+in the repository still lists or that has tags of its own: that one stays (the outcome's
+notes say why). The children are recorded in the action's state with the tags, so a
+resumed attempt and release know them without reading the moved index. Release copies
+the index back (its missing children come with it) and deletes index and children from
+the quarantine repository under the same rule. `retag` of an index needs nothing more:
+tags name the index, never its children, so removing the index's tags leaves nothing
+deployable by tag, while the children stay pullable by digest, as the index itself does.
+
+Tag roll-back: a tag goes back to the most recent digest in its history (as the ledger
+saw pushes) whose last verdict was PASSED and which the registry still has. Candidates
+passed over are named in the notes with the reason; with none, nothing is guessed.
 """
 
 from __future__ import annotations
@@ -17,15 +32,29 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ..errors import NotFound, UsageError
 from ..oci import Manifest
 from ..providers import Registry
-from ..reference import ImageRef, short_digest
-from ..store import Ledger, QuarantineRecord
+from ..reference import ImageRef
+from ..store import ActionRecord, Ledger, QuarantineRecord
+from ._children import children_of, children_to_keep
+from ._tags import QUARANTINE_TAG_PREFIX, current_tags, quarantine_tag, rollback_targets
 
-QUARANTINE_TAG_PREFIX = "quarantined-"
 STRATEGIES = ("move", "retag", "lock")
+
+__all__ = [
+    "QUARANTINE_TAG_PREFIX",
+    "STRATEGIES",
+    "QuarantineOutcome",
+    "ReleaseOutcome",
+    "describe_state",
+    "quarantine",
+    "quarantine_repository",
+    "quarantine_tag",
+    "release",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +67,10 @@ class QuarantineOutcome:
     """tag → previous digest it was returned to."""
     notes: tuple[str, ...] = ()
     already_done: bool = False
-
-
-def quarantine_tag(digest: str) -> str:
-    return f"{QUARANTINE_TAG_PREFIX}{short_digest(digest)}"
+    children: tuple[str, ...] = ()
+    """An index's children (moved with it, except those in `kept_children`)."""
+    kept_children: dict[str, str] = field(default_factory=dict)
+    """child → why it stayed in the source repository."""
 
 
 def quarantine_repository(template: str, repository: str) -> str:
@@ -52,29 +81,58 @@ def _action_key(kind: str, image: ImageRef) -> str:
     return f"{kind}:{image.registry}/{image.repository}@{image.digest}"
 
 
-def _rollback_targets(
-    registry: Registry, ledger: Ledger, image: ImageRef, tags: tuple[str, ...]
-) -> tuple[dict[str, str], list[str]]:
-    """Tags whose previous digest is known, present and PASSED → that digest."""
+def _outcome(state: dict[str, Any], *, already_done: bool) -> QuarantineOutcome:
+    return QuarantineOutcome(
+        str(state["strategy"]),
+        str(state["location"]),
+        tuple(state["tags"]),
+        dict(state.get("rolled_back", {})),
+        tuple(state.get("notes", ())),
+        already_done=already_done,
+        children=tuple(state.get("children", ())),
+        kept_children=dict(state.get("kept_children", {})),
+    )
+
+
+def _start(
+    registry: Registry,
+    ledger: Ledger,
+    key: str,
+    *,
+    image: ImageRef,
+    tags: tuple[str, ...],
+    strategy: str,
+    qrepo: str,
+    reason: str,
+    now: datetime,
+    manifest: Manifest | None,
+) -> ActionRecord:
+    """The action's record: an unfinished one as it stands, else a new intent whose state
+    holds everything the writes will change. Everything here only reads the registry."""
+    existing = ledger.action(key)
+    if existing is not None:
+        return existing
     assert image.digest is not None
-    targets: dict[str, str] = {}
-    notes: list[str] = []
-    for tag in tags:
-        prev = ledger.previous_digest(image.registry, image.repository, tag, before=image.digest)
-        if prev is None:
-            notes.append(f"tag {tag!r}: no earlier digest known; not rolled back")
-            continue
-        verdict = ledger.last_verdict(image.registry, image.repository, prev)
-        if verdict != "PASSED":
-            notes.append(
-                f"tag {tag!r}: previous digest {prev} is {verdict or 'unverified'}; not rolled back"
-            )
-            continue
-        if registry.resolve(image.repository, prev) is None:
-            notes.append(f"tag {tag!r}: previous digest {prev} is gone; not rolled back")
-            continue
-        targets[tag] = prev
-    return targets, notes
+    deployable, notes = current_tags(registry, image, tags)
+    children = children_of(registry, image, manifest) if strategy == "move" else ()
+    state: dict[str, Any] = {
+        "strategy": strategy,
+        "step": "start",
+        "tags": list(deployable),
+        "location": qrepo,
+        "children": list(dict.fromkeys(children)),
+        "notes": notes,
+    }
+    return ledger.begin_action(
+        key,
+        registry=image.registry,
+        repository=image.repository,
+        digest=image.digest,
+        kind="quarantine",
+        reason=reason,
+        state=state,
+        now=now,
+    )
 
 
 def quarantine(
@@ -91,6 +149,7 @@ def quarantine(
     manifest: Manifest | None = None,
 ) -> QuarantineOutcome:
     """Quarantine `image` (by digest). Idempotent: a repeat call finishes or reports.
+    `tags`: the tags the caller knows for it (the registry's own are added).
     `manifest`: the image's digest-verified manifest, if the caller read it already."""
     if image.digest is None:
         raise UsageError(f"quarantine needs a digest, got {image}")
@@ -101,40 +160,39 @@ def quarantine(
     if strategy == "lock":
         raise UsageError("quarantine strategy 'lock' needs a registry with manifest locks (ACR)")
     key = _action_key("quarantine", image)
-    deployable = tuple(t for t in tags if not t.startswith(QUARANTINE_TAG_PREFIX))
     qrepo = (
         quarantine_repository(repository_template, image.repository)
         if strategy == "move"
         else image.repository
     )
-    record = ledger.begin_action(
+    record = _start(
+        registry,
+        ledger,
         key,
-        registry=image.registry,
-        repository=image.repository,
-        digest=image.digest,
-        kind="quarantine",
+        image=image,
+        tags=tags,
+        strategy=strategy,
+        qrepo=qrepo,
         reason=reason,
-        state={"strategy": strategy, "step": "start", "tags": list(deployable), "location": qrepo},
         now=now,
+        manifest=manifest,
     )
     if record.status == "done":
-        return QuarantineOutcome(
-            strategy,
-            str(record.state["location"]),
-            tuple(record.state["tags"]),
-            dict(record.state.get("rolled_back", {})),
-            already_done=True,
-        )
+        return _outcome(record.state, already_done=True)
     state = dict(record.state)
-    deployable = tuple(state["tags"])  # the tags as first seen: a retry must not lose them
-    targets, notes = (
-        _rollback_targets(registry, ledger, image, deployable) if rollback else ({}, [])
-    )
+    state.setdefault("notes", [])
+    deployable = tuple(state["tags"])  # as first read: a retry must not lose them
+    qrepo = str(state["location"])
 
-    def step(name: str) -> None:
-        state["step"] = name
+    def save(step: str | None = None) -> None:
+        if step is not None:
+            state["step"] = step
         ledger.finish_action(key, status="intent", state=state)
 
+    if "children" not in state:  # an intent recorded before children were
+        moving = strategy == "move"
+        state["children"] = list(children_of(registry, image, manifest)) if moving else []
+        save()
     ledger.record_quarantine(
         QuarantineRecord(
             registry=image.registry,
@@ -148,35 +206,68 @@ def quarantine(
             released_at=None,
         )
     )
+
+    def plan_rollback() -> dict[str, str]:
+        """Roll-back targets, decided once and recorded before any tag moves."""
+        if "rolled_back" not in state:
+            targets, notes = (
+                rollback_targets(registry, ledger, image, deployable) if rollback else ({}, [])
+            )
+            state["rolled_back"] = targets
+            state["notes"] = [*state["notes"], *notes]
+            save()
+        return dict(state["rolled_back"])
+
     qtag = quarantine_tag(image.digest)
     if strategy == "move":
         if state["step"] == "start":
             registry.copy(image.repository, image.digest, qrepo, qtag, manifest=manifest)
-            step("copied")
+            save("copied")
         if state["step"] == "copied":
-            for tag, prev in targets.items():  # re-point first: no window without the tag
+            for tag, prev in plan_rollback().items():  # re-point first: no window without it
                 registry.add_tag(image.repository, prev, tag)
-            state["rolled_back"] = targets
-            step("rolled-back")
+            save("rolled-back")
         if state["step"] == "rolled-back":
             # NotFound: deleted by an earlier attempt whose acknowledgement was lost
             with contextlib.suppress(NotFound):
-                registry.delete(image.repository, image.digest)
-            step("deleted")
+                registry.delete(image.repository, image.digest)  # the index before its children
+            save("deleted")
+        children = tuple(state["children"])
+        if state["step"] == "deleted" and children:
+            kept = children_to_keep(registry, image.repository, image.digest, children)
+            state["kept_children"] = kept
+            save()
+            for child in children:
+                if child not in kept:
+                    with contextlib.suppress(NotFound):
+                        registry.delete(image.repository, child)
+            state["notes"] = [
+                *state["notes"],
+                *(f"child {c} stays in {image.repository}: {why}" for c, why in kept.items()),
+            ]
+            save("children-deleted")
     else:  # retag
         if state["step"] == "start":
             registry.add_tag(image.repository, image.digest, qtag)
-            step("tagged")
+            save("tagged")
         if state["step"] == "tagged":
+            targets = plan_rollback()
+            done = list(state.get("untagged", []))
             for tag in deployable:
+                if tag in done:
+                    continue
                 if tag in targets:
                     registry.add_tag(image.repository, targets[tag], tag)
                 else:
-                    registry.remove_tag(image.repository, tag)
-            state["rolled_back"] = targets
-            step("untagged")
+                    # NotFound: removed by an earlier attempt, or absent from the start
+                    with contextlib.suppress(NotFound):
+                        registry.remove_tag(image.repository, tag)
+                done.append(tag)
+                state["untagged"] = done
+                save()
+            save("untagged")
     ledger.finish_action(key, status="done", state=state)
-    return QuarantineOutcome(strategy, qrepo, deployable, targets, tuple(notes))
+    return _outcome(state, already_done=False)
 
 
 def describe_state(ledger: Ledger, image: ImageRef) -> str:
@@ -184,14 +275,41 @@ def describe_state(ledger: Ledger, image: ImageRef) -> str:
     record = ledger.action(_action_key("quarantine", image))
     if record is None:
         return "no quarantine was started"
-    step = record.state.get("step")
-    loc = record.state.get("location")
+    state = record.state
+    step = state.get("step")
+    loc = state.get("location")
+    repo = image.repository
+    children = list(state.get("children", ()))
+    kept = dict(state.get("kept_children", {}))
+    with_children = f" with its {len(children)} children" if children else ""
+    if step == "tagged":
+        left = [t for t in state.get("tags", ()) if t not in state.get("untagged", ())]
+        return f"tagged {quarantine_tag(image.digest or '')}; " + (
+            f"deployable tags still present: {', '.join(left)}"
+            if left
+            else "deployable tags removed"
+        )
+    if step == "deleted" and children:
+        return (
+            f"index moved to {loc}{with_children}; the children may still be in {repo} "
+            "(pullable by digest, not by tag)"
+        )
+    if step == "rolled-back":
+        rolled = dict(state.get("rolled_back", {}))
+        left = [t for t in state.get("tags", ()) if t not in rolled]
+        return (
+            f"copied to {loc}{with_children}"
+            + (f", tags rolled back ({', '.join(sorted(rolled))})" if rolled else "")
+            + f", still present in {repo}"
+            + (f" and deployable as {', '.join(left)}" if left else "")
+        )
+    if step == "children-deleted":
+        stays = "".join(f"; child {c} stays in {repo} ({why})" for c, why in kept.items())
+        return f"moved to {loc}{with_children}{stays}"
     return {
-        "start": f"nothing changed yet; the image is still in {image.repository}",
-        "copied": f"copied to {loc} but still present (and deployable) in {image.repository}",
-        "rolled-back": f"copied to {loc}, tags rolled back, still present in {image.repository}",
+        "start": f"nothing changed yet; the image is still in {repo}",
+        "copied": f"copied to {loc}{with_children} but still present (and deployable) in {repo}",
         "deleted": f"moved to {loc}",
-        "tagged": f"tagged {quarantine_tag(image.digest or '')}; deployable tags still present",
         "untagged": "deployable tags removed",
     }.get(str(step), f"unknown step {step!r}")
 
@@ -201,6 +319,7 @@ class ReleaseOutcome:
     restored_tags: tuple[str, ...]
     skipped: tuple[str, ...]
     location: str
+    notes: tuple[str, ...] = ()
 
 
 def release(
@@ -211,7 +330,8 @@ def release(
     reason: str,
     now: datetime,
 ) -> ReleaseOutcome:
-    """Restore exactly what quarantine changed, from the ledger; audited."""
+    """Restore exactly what quarantine changed, from the ledger; audited. Idempotent: a
+    repeat after a failure finishes the job."""
     if image.digest is None:
         raise UsageError(f"release needs a digest, got {image}", hint="use REPO@sha256:…")
     rec = ledger.quarantined(image.registry, image.repository, image.digest)
@@ -220,10 +340,10 @@ def release(
     if rec.released_at is not None:
         return ReleaseOutcome((), (), rec.repository)
     key = _action_key("release", image) + f"#{rec.quarantined_at.isoformat()}"
-    quarantine_state = ledger.action(_action_key("quarantine", image))
-    rolled: dict[str, str] = dict(
-        (quarantine_state.state if quarantine_state else {}).get("rolled_back", {})
-    )
+    action = ledger.action(_action_key("quarantine", image))
+    quarantine_state = action.state if action else {}
+    rolled: dict[str, str] = dict(quarantine_state.get("rolled_back", {}))
+    children = tuple(quarantine_state.get("children", ()))
     ledger.begin_action(
         key,
         registry=image.registry,
@@ -231,29 +351,40 @@ def release(
         digest=image.digest,
         kind="release",
         reason=reason,
-        state={"tags": list(rec.tags)},
+        state={"tags": list(rec.tags), "children": list(children)},
         now=now,
     )
     qtag = quarantine_tag(image.digest)
     restored: list[str] = []
     skipped: list[str] = []
+    notes: list[str] = []
     if rec.strategy == "move":
-        registry.copy(rec.location, image.digest, image.repository, None)
+        registry.copy(rec.location, image.digest, image.repository, None)  # children come too
     for tag in rec.tags:
-        if tag in rolled:
-            # We moved this tag back to an older digest; only undo that if nobody moved it since.
-            current = registry.resolve(image.repository, tag)
-            if current not in (None, rolled[tag]):
-                skipped.append(f"{tag} (now points at {current})")
-                continue
+        # Only undo our own change: a tag someone moved since stays where they put it.
+        current = registry.resolve(image.repository, tag)
+        if current not in (None, image.digest, rolled.get(tag)):
+            skipped.append(f"{tag} (now points at {current})")
+            continue
         registry.add_tag(image.repository, image.digest, tag)
         restored.append(tag)
     if rec.strategy == "move":
         with contextlib.suppress(NotFound):
-            registry.delete(rec.location, image.digest)
+            registry.delete(rec.location, image.digest)  # the index before its children
+        kept = children_to_keep(registry, rec.location, image.digest, children)
+        for child in children:
+            if child in kept:
+                notes.append(f"child {child} stays in {rec.location}: {kept[child]}")
+                continue
+            with contextlib.suppress(NotFound):
+                registry.delete(rec.location, child)
     else:
         with contextlib.suppress(NotFound):
             registry.remove_tag(image.repository, qtag)
     ledger.mark_released(image.registry, image.repository, image.digest, now=now)
-    ledger.finish_action(key, status="done", state={"restored": restored, "skipped": skipped})
-    return ReleaseOutcome(tuple(restored), tuple(skipped), image.repository)
+    ledger.finish_action(
+        key,
+        status="done",
+        state={"restored": restored, "skipped": skipped, "children": list(children)},
+    )
+    return ReleaseOutcome(tuple(restored), tuple(skipped), image.repository, tuple(notes))

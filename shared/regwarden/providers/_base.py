@@ -84,6 +84,16 @@ class Registry(Protocol):
         """The digest a tag (or digest) points at now, or None if absent. One cheap request."""
         ...
 
+    def tags_of(self, repository: str, digest: str) -> tuple[str, ...]:
+        """Every tag the registry holds for `digest` now (sorted; empty if none or absent).
+        Read from the registry, never from a ledger: quarantine removes and records these."""
+        ...
+
+    def index_children(self, repository: str) -> dict[str, tuple[str, ...]]:
+        """Every index the registry can list in `repository` → the digests it lists.
+        Registries that list tags only (distribution 2.8) see tagged indexes only."""
+        ...
+
     def add_tag(self, repository: str, digest: str, tag: str) -> None: ...
 
     def remove_tag(self, repository: str, tag: str) -> None:

@@ -591,6 +591,31 @@ class EcrRegistry:
             return None
         return str(found[0]["imageDigest"]) if found else None
 
+    def tags_of(self, repository: str, digest: str) -> tuple[str, ...]:
+        """One describe_images by digest: ECR keeps the tags with the image (`imageTags`)."""
+        try:
+            found = self._describe(repository, [_image_id(digest)])
+        except NotFound:  # the repository itself is absent
+            return ()
+        return tuple(sorted(str(t) for d in found for t in d.get("imageTags") or ()))
+
+    def index_children(self, repository: str) -> dict[str, tuple[str, ...]]:
+        """ECR lists every manifest, tagged or not: describe_images pages, then one
+        batch_get_image per 100 indexes."""
+        indexes: list[str] = []
+        try:
+            for page in self._pages(
+                "describe_images", f"list images in {repository!r}", repositoryName=repository
+            ):
+                indexes.extend(
+                    str(d["imageDigest"])
+                    for d in page.get("imageDetails") or []
+                    if d.get("imageManifestMediaType") in _INDEX_TYPES
+                )
+        except NotFound:
+            return {}
+        return self._children(repository, indexes)
+
     def image_details(self, repository: str, reference: str) -> ImageDetails:
         digest, raw, media_type = self._manifest(repository, reference)
         data: dict[str, Any] = json.loads(raw)

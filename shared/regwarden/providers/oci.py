@@ -3,14 +3,15 @@ Zot, Quay). Everything goes through the OCI client; nothing here talks HTTP dire
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from ..errors import RegistryError
-from ..oci import Credentials, Manifest, RegistryClient
+from ..errors import NotFound, RegistryError
+from ..oci import INDEX_TYPES, Credentials, Descriptor, Manifest, RegistryClient, gather
 from . import (
     CAP_TAG_DELETE,
     ImageDetails,
@@ -95,6 +96,34 @@ class OciRegistry:
     def resolve(self, repository: str, reference: str) -> str | None:
         desc = self.client.head_manifest(repository, reference)
         return None if desc is None else desc.digest
+
+    def _tag_heads(self, repository: str) -> list[tuple[str, Descriptor]]:
+        """(tag, what it points at) for every tag now; the HEADs go out together."""
+        try:
+            tags = self.client.list_tags(repository)
+        except NotFound:  # no such repository: it holds no tags
+            return []
+        heads = gather([functools.partial(self.client.head_manifest, repository, t) for t in tags])
+        # None: the tag vanished between listing and HEAD
+        return [(t, d) for t, d in zip(tags, heads, strict=True) if d is not None]
+
+    def tags_of(self, repository: str, digest: str) -> tuple[str, ...]:
+        """Distribution has no "tags of a digest" call: list the tags, HEAD each, keep
+        those naming `digest` (one listing plus one HEAD per tag)."""
+        return tuple(sorted(t for t, d in self._tag_heads(repository) if d.digest == digest))
+
+    def index_children(self, repository: str) -> dict[str, tuple[str, ...]]:
+        """Tagged indexes only: distribution 2.8 lists tags, not manifests."""
+        heads = self._tag_heads(repository)
+        indexes = sorted({d.digest for _, d in heads if d.media_type in INDEX_TYPES})
+        found = gather([functools.partial(self._manifest_or_none, repository, d) for d in indexes])
+        return {m.digest: tuple(c.digest for c in m.manifests) for m in found if m is not None}
+
+    def _manifest_or_none(self, repository: str, digest: str) -> Manifest | None:
+        try:
+            return self.client.get_manifest(repository, digest)
+        except NotFound:  # deleted since the HEAD
+            return None
 
     def _record(self, repository: str, digest: str, tags: tuple[str, ...]) -> ImageRecord:
         return self.image_details(repository, digest, tags=tags).record
