@@ -386,40 +386,15 @@ def _gate_event(
     now = datetime.now(UTC)
     final = receives >= st.settings.max_receives
     if event.get("source") == RECHECK:
-        return _recheck(st, event, now=now, logger=logger, metrics=metrics)
+        return _recheck(st, event, now=now, final=final, logger=logger, metrics=metrics)
     results = []
     for ev in parse_eventbridge(event):
         if receives > 1:  # an earlier attempt did not complete (Powertools says so)
             st.ledger.forget_delivery(f"{ev.source}:{ev.delivery_id}")
-        resolved = _referrer_subject(st, ev, logger)
-        if resolved is None:
-            results.append({"image": str(ev.image), "ignored": "referrer without a subject"})
-            continue
-        started = time.monotonic()
-        handled = st.gate.handle(resolved, now=now, final_attempt=final)
+        started = time.monotonic()  # referrers are resolved to their subject by the pipeline
+        handled = st.gate.handle(ev, now=now, final_attempt=final)
         results.append(_render(st, handled, started=started, now=now, metrics=metrics))
     return {"id": event["id"], "results": results}
-
-
-def _referrer_subject(st: State, ev: Any, logger: Logger) -> Any:
-    """`ECR Referrer Action` names the referrer, not its subject: read the referrer's
-    manifest `subject` so the pipeline re-evaluates the image (None: no subject)."""
-    from regwarden.errors import NotFound
-    from regwarden.model import EventKind
-
-    if ev.kind is not EventKind.SIGNED or ev.subject_digest is not None or not ev.image.digest:
-        return ev
-    registry = st.runtime.registry(ev.image.registry)
-    try:
-        subject = registry.image_details(ev.image.repository, ev.image.digest).record.subject
-    except NotFound:
-        subject = None
-    if subject is None:
-        logger.info(
-            "referrer without a subject: nothing to re-evaluate", extra={"image": str(ev.image)}
-        )
-        return None
-    return ev.model_copy(update={"subject_digest": subject})
 
 
 def _render(
@@ -431,6 +406,10 @@ def _render(
     out: dict[str, Any] = {"image": str(handled.event.image)}
     if handled.ignored:
         out["ignored"] = handled.ignored
+        target = handled.recheck_target  # a settling manifest comes back after its window
+        if target is not None and handled.recheck_at is not None:
+            out["recheck_at"] = handled.recheck_at.isoformat()
+            _schedule_recheck(st, str(target), handled.recheck_at, now=now)
         return out
     if handled.verdict is not None:
         verdict = handled.verdict
@@ -459,9 +438,10 @@ def _render(
         name="GateDuration", unit=MetricUnit.Milliseconds, value=(time.monotonic() - started) * 1000
     )
     out.update(actions=list(handled.actions), alerts=handled.alerts, notes=list(handled.notes))
-    if handled.recheck_at is not None and handled.verdict is not None:
+    target = handled.recheck_target
+    if target is not None and handled.recheck_at is not None:
         out["recheck_at"] = handled.recheck_at.isoformat()
-        _schedule_recheck(st, str(handled.verdict.image), handled.recheck_at, now=now)
+        _schedule_recheck(st, str(target), handled.recheck_at, now=now)
     return out
 
 
@@ -482,7 +462,13 @@ def _schedule_recheck(st: State, image: str, at: datetime, *, now: datetime) -> 
 
 
 def _recheck(
-    st: State, event: Mapping[str, Any], *, now: datetime, logger: Logger, metrics: Metrics
+    st: State,
+    event: Mapping[str, Any],
+    *,
+    now: datetime,
+    final: bool,
+    logger: Logger,
+    metrics: Metrics,
 ) -> dict[str, Any]:
     from regwarden.errors import IntakeError
     from regwarden.reference import ImageRef
@@ -499,7 +485,7 @@ def _recheck(
             "results": [{"image": str(image), "rescheduled": at.isoformat()}],
         }
     started = time.monotonic()
-    handled = st.gate.recheck(image, now=now)
+    handled = st.gate.recheck(image, now=now, final_attempt=final)
     return {
         "id": event["id"],
         "results": [_render(st, handled, started=started, now=now, metrics=metrics)],

@@ -108,3 +108,8 @@ class Unsupported(RegistryError):
     """The registry does not support this operation (e.g. tag deletion on distribution 2.8)."""
 
     exit_code = 2
+
+
+class EvidenceUnavailable(RegistryError):
+    """Evidence for a verdict (signatures, a scan source, an attestation) could not be
+    gathered: the verdict is ERROR, the event is retried, and nothing is acted on."""

@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -23,9 +23,9 @@ from .actions import (
     quarantine,
     release,
 )
-from .errors import NotFound, RegistryError
+from .errors import EvidenceUnavailable, NotFound, RegistryError
 from .gate import Facts, GateRules, ProvenanceFact, evaluate
-from .intake import ignore_reason
+from .intake import Classified, ManifestRole, classify_manifest, ignore_reason
 from .model import (
     EventKind,
     Finding,
@@ -37,8 +37,9 @@ from .model import (
     Verdict,
 )
 from .notify import Alert, Router
-from .oci import Descriptor, Manifest, in_background
-from .providers import Registry
+from .oci import Descriptor, Manifest, RegistryClient, gather, in_background
+from .oci._media import INDEX_TYPES
+from .providers import ImageDetails, Registry
 from .reference import ImageRef
 from .store import Ledger
 
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("regwarden.pipeline")
 
 DELIVERY_TTL = timedelta(days=7)
+_MAX_REFERRER_DEPTH = 4
+"""A signature on an SBOM on an image is two hops; more is a loop or an attack."""
 ALERT_TTL = timedelta(days=30)
 
 
@@ -97,6 +100,17 @@ class Handled:
     ignored: str | None = None
     recheck_at: datetime | None = None
     notes: tuple[str, ...] = field(default=())
+    recheck_image: ImageRef | None = None
+    """What to re-evaluate at `recheck_at` when there is no verdict (a settling manifest)."""
+
+    @property
+    def recheck_target(self) -> ImageRef | None:
+        """The image to bring back at `recheck_at`, if any."""
+        if self.recheck_at is None:
+            return None
+        if self.recheck_image is not None:
+            return self.recheck_image
+        return self.verdict.image if self.verdict is not None else None
 
 
 @dataclass
@@ -135,28 +149,19 @@ class Pipeline:
             return Handled(event, ignored="pull recorded")
         if event.kind is EventKind.DELETED:
             return Handled(event, ignored="delete: nothing to gate")
-        if self.ledger.seen_delivery(
-            f"{event.source}:{event.delivery_id}", now=now, ttl=DELIVERY_TTL
-        ):
+        delivery = f"{event.source}:{event.delivery_id}"
+        if self.ledger.seen_delivery(delivery, now=now, ttl=DELIVERY_TTL):
             return Handled(event, ignored="duplicate delivery")
-        subject = img
-        if event.kind is EventKind.SIGNED and event.subject_digest:
-            subject = img.model_copy(update={"digest": event.subject_digest, "tag": None})
-        if subject.digest is None:
-            return Handled(event, ignored="no digest in the event")
-        rules = self.rules_for(subject.repository)
-        if rules is None:
-            return Handled(event, ignored="no policy entry for this repository")
         try:
-            with self._image_lock(subject):
-                return self._gate(event, subject, rules, now=now, final_attempt=final_attempt)
+            return self._route(event, now=now, final_attempt=final_attempt)
         except RegistryError:
             if not final_attempt:  # let the queue retry the whole event; forget the delivery
-                self.ledger.forget_delivery(f"{event.source}:{event.delivery_id}")
+                self.ledger.forget_delivery(delivery)
             raise
 
-    def recheck(self, image: ImageRef, *, now: datetime) -> Handled:
-        """Re-evaluate an image whose verdict was PENDING (the deadline passed)."""
+    def recheck(self, image: ImageRef, *, now: datetime, final_attempt: bool = True) -> Handled:
+        """Re-evaluate an image at a deadline: a PENDING verdict's grace period or scan
+        timeout, or the settle window of a manifest pushed by digest."""
         event = ImageEvent(
             kind=EventKind.SIGNED,
             source="recheck",
@@ -165,13 +170,14 @@ class Pipeline:
             delivery_id=f"recheck:{image}:{now.isoformat()}",
             subject_digest=image.digest,
         )
-        return self.handle(event, now=now)
+        return self.handle(event, now=now, final_attempt=final_attempt)
 
     def assess(self, image: ImageRef, *, now: datetime) -> Verdict:
         """Every check on `image`, no actions, nothing recorded (`regwarden check`).
 
-        Grace periods and scan timeouts count from the first time regwarden saw the digest;
-        a digest it never saw is judged as if they had run out, so the answer is definite.
+        Grace periods and scan timeouts count from the registry's push time or the first
+        time regwarden saw the digest; a digest with neither is judged as if they had run
+        out, so the answer is definite. A referrer is judged as the image it refers to.
         """
         registry = self.registry_for(image.registry)
         if image.digest is None:
@@ -182,20 +188,27 @@ class Pipeline:
         rules = self.rules_for(image.repository)
         if rules is None:
             raise NotFound(f"no policy entry covers {image.repository}")
-        seen = self.ledger.image_times(image.registry, image.repository).get(image.digest or "")
-        long_ago = datetime(1970, 1, 1, tzinfo=now.tzinfo)
         event = ImageEvent(
             kind=EventKind.SIGNED,
             source="check",
             image=image,
-            time=seen[0] if seen else long_ago,
+            time=now,
             delivery_id="check",
             subject_digest=image.digest,
         )
-        judged = self._facts(event, image, registry, rules)
-        if judged is None:
-            raise NotFound(f"image {image} does not exist")
-        return evaluate(judged[0], rules, now)
+        for _ in range(_MAX_REFERRER_DEPTH):
+            details = _read_details(registry, image)
+            if details is None:
+                raise NotFound(f"image {image} does not exist")
+            what = self._classify(image, details)
+            if what.role is ManifestRole.EVIDENCE and what.subject is not None:
+                image = image.model_copy(update={"digest": what.subject, "tag": None})
+                continue
+            judged = self._facts(event, image, registry, rules, now=now, details=details)
+            if judged is None:
+                raise NotFound(f"image {image} does not exist")
+            return evaluate(judged[0], rules, now)
+        raise NotFound(f"{image}: a chain of referrers deeper than {_MAX_REFERRER_DEPTH}")
 
     def _image_lock(self, image: ImageRef) -> threading.Lock:
         """One evaluation per image at a time in this process: events for the same digest
@@ -223,19 +236,111 @@ class Pipeline:
                 return reason
         return None
 
+    def _route(self, event: ImageEvent, *, now: datetime, final_attempt: bool) -> Handled:
+        """Find what the event is about (the pushed manifest, or the subject of a
+        signature or referrer), then judge that, following referrers to their subject."""
+        img = event.image
+        rules = self.rules_for(img.repository)
+        if rules is None:
+            return Handled(event, ignored="no policy entry for this repository")
+        registry = self.registry_for(img.registry)
+        target = img
+        if event.kind is EventKind.SIGNED:
+            subject = event.subject_digest
+            if subject is None and img.digest is not None:  # e.g. ECR Referrer Action
+                details = _read_details(registry, img)
+                subject = details.record.subject if details is not None else None
+            if subject is None:
+                return Handled(event, ignored="referrer without a subject: nothing to judge")
+            target = img.model_copy(update={"digest": subject, "tag": None})
+        if target.digest is None:
+            return Handled(event, ignored="no digest in the event")
+        for _ in range(_MAX_REFERRER_DEPTH):
+            with self._image_lock(target):
+                judged = self._gate(
+                    event, target, rules, registry, now=now, final_attempt=final_attempt
+                )
+            if isinstance(judged, Handled):
+                return judged
+            target = target.model_copy(update={"digest": judged, "tag": None})
+        return Handled(event, ignored=f"a chain of referrers deeper than {_MAX_REFERRER_DEPTH}")
+
+    def _classify(self, image: ImageRef, details: ImageDetails) -> Classified:
+        assert image.digest is not None
+        tags = set(details.record.tags) | set(
+            self.ledger.tags_for(image.registry, image.repository, image.digest)
+        )
+        if image.tag:
+            tags.add(image.tag)
+        return classify_manifest(
+            tags=tags, media_type=details.record.media_type, manifest=details.manifest
+        )
+
+    def _settle(
+        self,
+        event: ImageEvent,
+        image: ImageRef,
+        registry: Registry,
+        rules: GateRules,
+        *,
+        now: datetime,
+    ) -> Handled | None:
+        """An untagged image manifest pushed by digest: None when it is to be judged now
+        (a stand-alone image, or one judged before); otherwise why it waits or is left to
+        its index. The window runs from the last manifest push seen in the repository, so
+        a slow multi-arch push is never judged child by child."""
+        reg, repo, digest = image.registry, image.repository, image.digest
+        assert digest is not None
+        if self.ledger.last_verdict(reg, repo, digest) is not None:
+            return None
+        if event.kind is EventKind.PUSHED:
+            self.ledger.record_push(reg, repo, digest, (), now=event.time)
+        times = self.ledger.image_times(reg, repo)
+        if digest not in times:  # first seen through another event: the clock starts now
+            self.ledger.record_push(reg, repo, digest, (), now=now)
+            times = self.ledger.image_times(reg, repo)
+        last = max(first for first, _ in times.values())
+        deadline = last + rules.settle_wait
+        if now < deadline:
+            return Handled(
+                event,
+                ignored="untagged manifest pushed by digest: settling until "
+                + deadline.isoformat(),
+                recheck_at=deadline,
+                recheck_image=image.with_tag(None),
+            )
+        parent = index_listing(registry.data_plane(), repo, digest)
+        if parent is not None:
+            return Handled(event, ignored=f"a child of index {parent}: judged with the index")
+        return None
+
     def _facts(
-        self, event: ImageEvent, image: ImageRef, registry: Registry, rules: GateRules
-    ) -> tuple[Facts, Manifest | None] | None:
-        """What `evaluate` judges, and the manifest as read (the actions reuse it); None
-        when the image no longer exists."""
+        self,
+        event: ImageEvent,
+        image: ImageRef,
+        registry: Registry,
+        rules: GateRules,
+        *,
+        now: datetime,
+        details: ImageDetails | None = None,
+        record: bool = False,
+    ) -> tuple[Facts, Manifest | None, ImageDetails] | None:
+        """What `evaluate` judges, the manifest as read (the actions reuse it) and the
+        image's details; None when the image no longer exists. `details`: already read;
+        `record`: write the push and first-seen time to the ledger (not for `check`)."""
         assert image.digest is not None
         # The image's details (manifest, config) and its evidence (signatures, scans) need
         # different round trips: fetch the details on the I/O pool meanwhile. The details
         # are a leaf call (no fan-out of their own); the evidence fans out on this thread
         # and takes the image's descriptor from the details once they are in.
-        details_call = in_background(
-            functools.partial(registry.image_details, image.repository, image.digest)
-        )
+        details_call: Future[ImageDetails]
+        if details is not None:
+            details_call = Future()
+            details_call.set_result(details)
+        else:
+            details_call = in_background(
+                functools.partial(registry.image_details, image.repository, image.digest)
+            )
 
         def subject() -> Descriptor | None:
             try:
@@ -262,25 +367,33 @@ class Pipeline:
             return None
         reg, repo = image.registry, image.repository
         moved: dict[str, str] = {}
-        if event.kind is EventKind.PUSHED and image.tag:
+        if record and event.kind is EventKind.PUSHED and image.tag:
             prev = self.ledger.previous_digest(reg, repo, image.tag, before=image.digest)
             current = self.ledger.tag_digests(reg, repo, image.tag)
             if prev is not None and (not current or current[-1] != image.digest):
                 moved[image.tag] = prev
             self.ledger.record_push(reg, repo, image.digest, (image.tag,), now=event.time)
-        elif event.kind is EventKind.PUSHED:
+        elif record and event.kind is EventKind.PUSHED:
             self.ledger.record_push(reg, repo, image.digest, (), now=event.time)
-        first_seen = self.ledger.image_times(reg, repo).get(image.digest, (event.time, None))[0]
+        seen = self.ledger.image_times(reg, repo).get(image.digest)
+        if seen is None and record:  # first seen through a scan or signature: starts now
+            self.ledger.record_push(reg, repo, image.digest, (), now=now)
+        # Clocks start at facts: the registry's push time, else the ledger's first-seen;
+        # never a scan event's time. Never seen and not recorded (`check`): long ago.
+        pushed_at = details.record.pushed or (
+            seen[0] if seen else (now if record else datetime(1970, 1, 1, tzinfo=now.tzinfo))
+        )
         tags = tuple(
             sorted(
                 set(self.ledger.tags_for(reg, repo, image.digest))
+                | set(details.record.tags)
                 | ({image.tag} if image.tag else set())
             )
         )
         facts = Facts(
             image=image,
             tags=tags,
-            pushed_at=first_seen,
+            pushed_at=pushed_at,
             signatures=found.signatures,
             signatures_unmet=found.signatures_unmet,
             signature_error=found.signature_error,
@@ -293,28 +406,51 @@ class Pipeline:
             labels=details.labels,
             provenance=found.provenance,
         )
-        return facts, details.content
+        return facts, details.content, details
 
     def _gate(
         self,
         event: ImageEvent,
         image: ImageRef,
         rules: GateRules,
+        registry: Registry,
         *,
         now: datetime,
         final_attempt: bool,
-    ) -> Handled:
-        registry = self.registry_for(image.registry)
-        judged = self._facts(event, image, registry, rules)
+    ) -> Handled | str:
+        """Judge `image` and act on the verdict; a digest instead when `image` turns out
+        to be evidence about another image (the caller judges that one)."""
+        assert image.digest is not None
+        known = set(self.ledger.tags_for(image.registry, image.repository, image.digest))
+        details: ImageDetails | None = None
+        what: Classified | None = None
+        if not known and not image.tag:
+            # Children of a multi-arch push and referrers arrive untagged: find out what
+            # this is before gathering evidence for it.
+            details = _read_details(registry, image)
+            if details is None:
+                return Handled(event, ignored="image no longer exists")
+            what = self._classify(image, details)
+            early = self._before_judging(what, event, image, registry, rules, now=now)
+            if early is not None:
+                return early
+        judged = self._facts(event, image, registry, rules, now=now, details=details, record=True)
         if judged is None:
             return Handled(event, ignored="image no longer exists")
-        facts, manifest = judged
+        facts, manifest, details = judged
+        if what is None:
+            what = self._classify(image, details)
+            early = self._before_judging(what, event, image, registry, rules, now=now)
+            if early is not None:
+                return early
         verdict = evaluate(facts, rules, now)
         actions: list[str] = []
         notes: list[str] = []
         state: str | None = None
         reg, repo, digest = image.registry, image.repository, facts.image.digest
         assert digest is not None
+        if facts.unavailable or (facts.signature_error and verdict.outcome is Outcome.ERROR):
+            return self._unavailable(event, verdict, facts, now=now, final_attempt=final_attempt)
         held = self.ledger.quarantined(reg, repo, digest)
         outcome = verdict.outcome
         try:
@@ -395,6 +531,49 @@ class Pipeline:
             notes=tuple(notes),
         )
 
+    def _before_judging(
+        self,
+        what: Classified,
+        event: ImageEvent,
+        image: ImageRef,
+        registry: Registry,
+        rules: GateRules,
+        *,
+        now: datetime,
+    ) -> Handled | str | None:
+        """None to judge `image` now; a subject digest to judge instead; or why not yet."""
+        if what.role is ManifestRole.EVIDENCE:
+            if what.subject is None or what.subject == image.digest:
+                return Handled(event, ignored=f"{what.why}: evidence with no subject to judge")
+            return what.subject
+        if what.role is ManifestRole.UNTAGGED:
+            return self._settle(event, image, registry, rules, now=now)
+        return None
+
+    def _unavailable(
+        self,
+        event: ImageEvent,
+        verdict: Verdict,
+        facts: Facts,
+        *,
+        now: datetime,
+        final_attempt: bool,
+    ) -> Handled:
+        """Evidence could not be gathered: ERROR, never an action. Retried while attempts
+        remain; the last attempt alerts (ops) and dead-letters the event."""
+        image = facts.image
+        assert image.digest is not None
+        causes = "; ".join(facts.unavailable) or f"signatures: {facts.signature_error}"
+        verdict = verdict.model_copy(update={"outcome": Outcome.ERROR})
+        self.ledger.record_verdict(
+            image.registry, image.repository, image.digest, Outcome.ERROR.value, now=now
+        )
+        log.warning("ERROR %s: evidence unavailable (%s)", image, causes)
+        if final_attempt:
+            note = "evidence could not be gathered after retries; no action was taken"
+            self._alert(verdict, facts, [], [note], None, standing="none", now=now)
+        raise EvidenceUnavailable(f"{image}: could not gather evidence: {causes}")
+
     def _alert(
         self,
         verdict: Verdict,
@@ -446,3 +625,30 @@ class Pipeline:
             except RegistryError as exc:  # one dead channel must not block the others
                 log.error("alert to %s failed: %s", channel.name, exc)
         return sent
+
+
+def _read_details(registry: Registry, image: ImageRef) -> ImageDetails | None:
+    assert image.digest is not None
+    try:
+        return registry.image_details(image.repository, image.digest)
+    except NotFound:
+        return None
+
+
+def index_listing(client: RegistryClient, repository: str, digest: str) -> str | None:
+    """The digest of a tagged index in `repository` that lists `digest` as a child, or None.
+
+    Registries list tags, not manifests: HEAD every tag (concurrently), then read each
+    distinct index once. Called once per untagged manifest, after its settle window."""
+    tags = client.list_tags(repository)
+    heads = gather([functools.partial(client.head_manifest, repository, t) for t in tags])
+    indexes = sorted({h.digest for h in heads if h is not None and h.media_type in INDEX_TYPES})
+    for index in indexes:
+        try:
+            manifest = client.get_manifest(repository, index)
+        except NotFound:
+            continue
+        children = manifest.data.get("manifests") or []
+        if any(isinstance(c, dict) and c.get("digest") == digest for c in children):
+            return index
+    return None

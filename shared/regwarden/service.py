@@ -79,10 +79,12 @@ def detect_source(body: bytes) -> str:
 
 
 def enqueue_recheck(ledger: EventQueue, handled: Handled, *, now: datetime) -> None:
-    """PENDING verdicts come back at their deadline (grace period or scan timeout)."""
-    if handled.recheck_at is None or handled.verdict is None:
+    """PENDING verdicts come back at their deadline (grace period or scan timeout), and
+    untagged manifests at the end of their settle window."""
+    target = handled.recheck_target
+    if handled.recheck_at is None or target is None:
         return
-    body = json.dumps({"image": str(handled.verdict.image)}).encode()
+    body = json.dumps({"image": str(target)}).encode()
     ledger.enqueue(
         RECHECK,
         body,
@@ -115,7 +117,7 @@ class Processor:
         final = item.attempts >= self._max_attempts
         if item.source == RECHECK:
             image = ImageRef.parse(json.loads(item.body)["image"])
-            results = [self._pipeline.recheck(image, now=now)]
+            results = [self._pipeline.recheck(image, now=now, final_attempt=final)]
         else:
             results = [
                 self._pipeline.handle(e, now=now, final_attempt=final)

@@ -11,46 +11,24 @@ through SQS queues subscribed to the alerts topic with per-team filter policies.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import sys
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
-from typing import Any
 
 import pytest
+from support import aws_gate
 from support import moto_server as support
-from support.loopback import LoopbackServer
-from support.moto_server import (
-    ACCOUNT,
-    REGION,
-    REGISTRY_HOST,
-    EcrLimitsProxy,
-    MotoServer,
-    put_manifest,
-)
+from support.aws_gate import BUCKET, HMAC_KEY, TABLE, Aws, attributes
+from support.moto_server import REGISTRY_HOST, put_manifest
 
-from regwarden.devtools import ImageBlobs, LocalRegistry, make_image, push_image
+from regwarden.devtools import make_image
 from regwarden.notify import SIGNATURE_HEADER, verify_body
-from regwarden.oci import RegistryClient
 from regwarden.reference import short_digest
-from regwarden.store import DynamoLedger
-from regwarden.store._dynamo import TTL_ATTRIBUTE, table_definition
+from regwarden.store._dynamo import TTL_ATTRIBUTE
 
 moto_server = support.moto_server
 moto = support.moto
 ecr_proxy = support.ecr_proxy
-
-ROOT = Path(__file__).resolve().parents[2]
-if (
-    str(ROOT) not in sys.path
-):  # `functions/` imports from the repo root (`python -m pytest` adds it)
-    sys.path.insert(0, str(ROOT))
 
 pytestmark = [
     pytest.mark.integration,
@@ -58,11 +36,6 @@ pytestmark = [
         shutil.which("docker-registry") is None, reason="needs the docker-registry binary"
     ),
 ]
-
-EVENTS = ROOT / "events" / "aws"
-TABLE = "regwarden"
-BUCKET = "regwarden-config"
-HMAC_KEY = "webhook-signing-key"
 
 POLICY = """\
 apiVersion: regwarden/v1
@@ -96,322 +69,13 @@ notifications:
 
 # -- fixtures -----------------------------------------------------------------------------------
 
-
-@dataclass
-class LambdaContext:
-    """What the Lambda runtime passes as `context` (the attributes Powertools reads)."""
-
-    function_name: str
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    remaining_ms: int = 120_000
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-class Sink:
-    """A loopback webhook receiver; `status` is what it answers."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.status = 204
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if sink.status < 300:
-                    sink.received.append((dict(self.headers), body))
-                self.send_response(sink.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = LoopbackServer(Handler).start()
-
-    @property
-    def url(self) -> str:
-        return f"{self.server.url}/hook"
-
-    def close(self) -> None:
-        self.server.stop()
-
-
-@dataclass
-class Aws:
-    """The deployed stack, as moto resources, and helpers to drive the handlers."""
-
-    moto: MotoServer
-    proxy: EcrLimitsProxy
-    oci: RegistryClient
-    sink: Sink
-    topic: str
-    queues: dict[str, str]
-    """name → queue URL: `events` (EventBridge target), `recheck`, `notify`, team queues."""
-    capsys: pytest.CaptureFixture[str]
-    ecr: Any = None
-    sqs: Any = None
-
-    def queue_arn(self, name: str) -> str:
-        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
-
-    # -- images ----------------------------------------------------------------------------
-
-    def repository(self, name: str) -> None:
-        self.ecr.create_repository(repositoryName=name)
-
-    def push(self, repository: str, image: ImageBlobs, tag: str | None) -> str:
-        """Blobs into the data plane, the manifest into ECR (as `docker push` would)."""
-        push_image(self.oci, repository, image, tag)
-        return put_manifest(
-            self.ecr, repository, image.manifest, tag=tag, media_type=image.media_type
-        )
-
-    def tags(self, repository: str, digest: str) -> list[str]:
-        found = self.ecr.describe_images(
-            repositoryName=repository, imageIds=[{"imageDigest": digest}]
-        )["imageDetails"]
-        return sorted(found[0].get("imageTags") or [])
-
-    def present(self, repository: str, digest: str) -> bool:
-        try:
-            self.ecr.describe_images(repositoryName=repository, imageIds=[{"imageDigest": digest}])
-        except self.ecr.exceptions.ImageNotFoundException:
-            return False
-        except self.ecr.exceptions.RepositoryNotFoundException:
-            return False
-        return True
-
-    def scan_result(self, repository: str, digest: str, severities: list[str]) -> None:
-        """Start a scan (moto needs one) and configure its findings through moto's API."""
-        # the gate may have started one already (once a day per image, as on ECR)
-        with contextlib.suppress(self.ecr.exceptions.LimitExceededException):
-            self.ecr.start_image_scan(repositoryName=repository, imageId={"imageDigest": digest})
-        self.moto.set_ecr_scan_findings(
-            {
-                "registryId": ACCOUNT,
-                "repositoryName": repository,
-                "imageId": {"imageDigest": digest},
-                "imageScanStatus": {"status": "COMPLETE", "description": "done"},
-                "imageScanFindings": {
-                    "imageScanCompletedAt": datetime.now(UTC).timestamp(),
-                    "findingSeverityCounts": {},
-                    "findings": [
-                        {
-                            "name": f"CVE-2099-{n:04d}",
-                            "severity": severity,
-                            "attributes": [
-                                {"key": "package_name", "value": f"pkg{n}"},
-                                {"key": "package_version", "value": "1.0"},
-                            ],
-                        }
-                        for n, severity in enumerate(severities)
-                    ],
-                },
-            }
-        )
-
-    # -- events ----------------------------------------------------------------------------
-
-    def sample(
-        self,
-        name: str,
-        *,
-        repository: str,
-        digest: str,
-        tag: str | None = None,
-        time: datetime | None = None,
-    ) -> dict[str, Any]:
-        """An `events/aws/` sample adapted to this account, region, repository and image."""
-        event: dict[str, Any] = json.loads((EVENTS / name).read_text())
-        event["id"] = str(uuid.uuid4())
-        event["account"], event["region"] = ACCOUNT, REGION
-        event["time"] = (time or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        arn = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{repository}"
-        detail = event["detail"]
-        if event["source"] == "aws.inspector2":
-            detail["repository-name"] = arn
-        else:
-            detail["repository-name"] = repository
-        if event["resources"]:
-            event["resources"] = [arn]
-        detail["image-digest"] = digest
-        if "image-tag" in detail:
-            detail["image-tag"] = tag
-            if tag is None:
-                del detail["image-tag"]
-        if "image-tags" in detail:
-            detail["image-tags"] = [tag] if tag else []
-        return event
-
-    def sqs_event(self, *bodies: str, queue: str = "events") -> dict[str, Any]:
-        """Send `bodies` through the real queue, receive them, and shape them as the
-        Lambda SQS event (what the event source mapping hands the function)."""
-        url = self.queues[queue]
-        for body in bodies:
-            self.sqs.send_message(QueueUrl=url, MessageBody=body)
-        return self.receive(queue, len(bodies))
-
-    def receive(self, queue: str, count: int) -> dict[str, Any]:
-        url = self.queues[queue]
-        messages: list[dict[str, Any]] = []
-        for _ in range(20):
-            if len(messages) >= count:
-                break
-            got = self.sqs.receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=10,
-                AttributeNames=["All"],
-                MessageAttributeNames=["All"],
-                WaitTimeSeconds=0,
-            ).get("Messages", [])
-            messages += got
-        assert len(messages) == count, f"expected {count} messages in {queue}, got {len(messages)}"
-        records = [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m["Attributes"],
-                "messageAttributes": {
-                    k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"]}
-                    for k, v in (m.get("MessageAttributes") or {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": self.queue_arn(queue),
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-        for m in messages:
-            self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        return {"Records": records}
-
-    def drain(self, queue: str) -> list[dict[str, Any]]:
-        """Every message waiting in `queue` (alerts read back through a subscription)."""
-        out: list[dict[str, Any]] = []
-        while True:
-            got = self.sqs.receive_message(
-                QueueUrl=self.queues[queue],
-                MaxNumberOfMessages=10,
-                MessageAttributeNames=["All"],
-                AttributeNames=["All"],
-            ).get("Messages", [])
-            if not got:
-                return out
-            for m in got:
-                self.sqs.delete_message(
-                    QueueUrl=self.queues[queue], ReceiptHandle=m["ReceiptHandle"]
-                )
-            out += got
-
-    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
-        module = __import__(f"functions.aws.{function}", fromlist=["handler"])
-        result: dict[str, Any] = module.handler(event, LambdaContext(f"regwarden-{function}"))
-        return result
-
-    def gate(self, function: str, *events: dict[str, Any]) -> dict[str, Any]:
-        return self.invoke(function, self.sqs_event(*(json.dumps(e) for e in events)))
-
-    def ledger(self) -> DynamoLedger:
-        return DynamoLedger(TABLE, client=self.moto.client("dynamodb"))
-
-    def metrics(self) -> list[dict[str, Any]]:
-        """The CloudWatch EMF blobs the handlers printed (Powertools Metrics)."""
-        out = []
-        for line in self.capsys.readouterr().out.splitlines():
-            if line.startswith("{") and '"_aws"' in line:
-                out.append(json.loads(line))
-        return out
-
-
-def attributes(message: dict[str, Any]) -> dict[str, str]:
-    return {k: v["StringValue"] for k, v in (message.get("MessageAttributes") or {}).items()}
-
-
-@pytest.fixture(scope="module")
-def local() -> Iterator[LocalRegistry]:
-    with LocalRegistry() as reg:
-        yield reg
+local = aws_gate.local
+aws = aws_gate.aws
 
 
 @pytest.fixture
-def aws(
-    moto: MotoServer,
-    ecr_proxy: EcrLimitsProxy,
-    local: LocalRegistry,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Iterator[Aws]:
-    from aws_lambda_powertools.utilities import parameters
-
-    from functions.aws import _app
-
-    sink = Sink()
-    sqs, sns = moto.client("sqs"), moto.client("sns")
-    topic = sns.create_topic(Name="regwarden-alerts")["TopicArn"]
-    queues = {
-        name: sqs.create_queue(QueueName=name)["QueueUrl"]
-        for name in ("events", "recheck", "notify", "alpha-alerts", "bravo-alerts")
-    }
-    subscriptions = {
-        "notify": None,
-        "alpha-alerts": {"team": ["alpha"]},
-        "bravo-alerts": {"team": ["bravo"], "severity": ["high", "critical", "unknown"]},
-    }
-    for name, filter_policy in subscriptions.items():
-        attrs = {"RawMessageDelivery": "true"}
-        if filter_policy is not None:
-            attrs["FilterPolicy"] = json.dumps(filter_policy)
-        sns.subscribe(
-            TopicArn=topic,
-            Protocol="sqs",
-            Endpoint=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
-            Attributes=attrs,
-        )
-    dynamodb = moto.client("dynamodb")
-    dynamodb.create_table(**table_definition(TABLE))
-    dynamodb.update_time_to_live(
-        TableName=TABLE,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-    )
-    s3 = moto.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_object(Bucket=BUCKET, Key="regwarden.yaml", Body=POLICY.format(topic=topic).encode())
-    secrets = moto.client("secretsmanager")
-    secrets.create_secret(Name="regwarden/hook-url", SecretString=sink.url)
-    secrets.create_secret(Name="regwarden/hmac", SecretString=HMAC_KEY)
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint_url)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", ecr_proxy.endpoint_url)
-    monkeypatch.setenv("REGWARDEN_POLICY", f"s3://{BUCKET}/regwarden.yaml")
-    monkeypatch.setenv("REGWARDEN_TABLE", TABLE)
-    monkeypatch.setenv("REGWARDEN_ALERTS_TOPIC", topic)
-    monkeypatch.setenv("REGWARDEN_RECHECK_QUEUE", queues["recheck"])
-    monkeypatch.setenv("REGWARDEN_MAX_RECEIVES", "3")
-    monkeypatch.setenv("ECR_DATA_PLANE", local.host)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "regwarden-test")
-    monkeypatch.delenv("REGWARDEN_SECRET_REGWARDEN_HOOK_URL", raising=False)
-    _app.reset()
-    parameters.clear_caches()
-    with RegistryClient(local.host) as oci:
-        env = Aws(moto, ecr_proxy, oci, sink, topic, queues, capsys)
-        env.ecr, env.sqs = moto.client("ecr"), sqs
-        try:
-            yield env
-        finally:
-            _app.reset()
-            parameters.clear_caches()
-            sink.close()
+def aws_policy() -> str:
+    return POLICY
 
 
 # -- on_push ------------------------------------------------------------------------------------
@@ -565,8 +229,9 @@ def test_pull_through_cache_image_with_a_forbidden_tag_is_quarantined(aws: Aws) 
     event = aws.sample("ecr-pull-through-cache.json", repository=repo, digest=digest, tag="latest")
 
     assert aws.gate("on_push", event) == {"batchItemFailures": []}
-    # retag: the quarantine tag first, then the deployable tag regwarden saw is removed
-    assert aws.tags(repo, digest) == ["3.17.2", f"quarantined-{short_digest(digest)}"]
+    # retag: the quarantine tag first, then every tag the registry holds for the digest is
+    # removed — the one regwarden saw pushed and the one it never saw (read from ECR)
+    assert aws.tags(repo, digest) == [f"quarantined-{short_digest(digest)}"]
     notified = aws.drain("notify")
     assert [attributes(m)["team"] for m in notified] == ["platform"]
     assert aws.drain("alpha-alerts") == [] and aws.drain("bravo-alerts") == []

@@ -10,6 +10,7 @@ raises `regwarden.errors.IntakeError` naming the field and where; nothing else e
   regwarden ignores (its own writes, the quarantine repository, `quarantined-*` tags)
 """
 
+from ._classify import Classified, ManifestRole, classify_manifest
 from ._distribution import parse_distribution, parse_distribution_batch
 from ._filters import ignore_reason, is_quarantine_repo, is_quarantine_tag, is_self_write
 from ._harbor import harbor_delivery_id, parse_harbor, parse_harbor_results
@@ -17,8 +18,11 @@ from ._result import IntakeBatch, IntakeResult
 from ._signatures import manifest_subject, signature_subject
 
 __all__ = [
+    "Classified",
     "IntakeBatch",
     "IntakeResult",
+    "ManifestRole",
+    "classify_manifest",
     "harbor_delivery_id",
     "ignore_reason",
     "is_quarantine_repo",
