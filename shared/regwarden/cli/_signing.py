@@ -231,10 +231,12 @@ def run_attest(
     image: str, *, key: str, kind: str, predicate: str, fmt: str, output: str, insecure: bool
 ) -> None:
     from ..signatures import (
+        COSIGN_VULN_PREDICATE,
         attest_bundle,
         attest_legacy,
         existing_attachment,
         publish,
+        resolve_predicate_type,
         signature_tag,
     )
 
@@ -245,9 +247,12 @@ def run_attest(
         raise UsageError(f"predicate file {predicate!r} is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise UsageError(f"predicate file {predicate!r}: expected a JSON object")
+    uri = resolve_predicate_type(kind)
     with open_target(image, insecure=insecure, writable=True) as target:
         ref, client = target.image, target.source
         assert ref.digest is not None
+        if uri == COSIGN_VULN_PREDICATE:
+            _require_readable_vuln(body, predicate, ref.digest)
         if fmt == "legacy":
             tag = signature_tag(ref.digest, "att")
             artifact = attest_legacy(
@@ -268,6 +273,52 @@ def run_attest(
             )
         digest = publish(client, ref.repository, artifact)
     _report(output, "attested", ref, digest, artifact.tag, private.public_key.key_id)
+
+
+VULN_SHAPE = (
+    '{"invocation": {...}, "scanner": {"uri": "pkg:github/aquasecurity/trivy@<version>", '
+    '"version": "<version>", "result": <the Trivy or Grype JSON report>}, '
+    '"metadata": {"scanStartedOn": "<RFC 3339>", "scanFinishedOn": "<RFC 3339>"}}'
+)
+VULN_HINT = (
+    f"a vuln predicate is the cosign-vuln wrapper around a report: {VULN_SHAPE}; "
+    "`trivy image --format cosign-vuln --output vuln.json IMAGE` writes it"
+)
+
+
+def _require_readable_vuln(body: dict[str, Any], path: str, image_digest: str) -> None:
+    """Refuse, before anything is pushed, a vuln predicate the gate could not read.
+
+    The gate reads a signed vuln attestation's statement with `parse_cosign_vuln` and
+    ignores one that does not parse: an attestation it cannot read is as good as none. So
+    the same parser judges the statement `attest` would sign; what the file looks like
+    only chooses the words of the refusal."""
+    from ..scanning import ScanFormatError, parse_cosign_vuln
+    from ..signatures import COSIGN_VULN_PREDICATE
+
+    algorithm, _, hexpart = image_digest.partition(":")
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"digest": {algorithm: hexpart}}],
+        "predicateType": COSIGN_VULN_PREDICATE,
+        "predicate": body,
+    }
+    try:
+        parse_cosign_vuln(json.dumps(statement).encode(), digest=image_digest)
+    except ScanFormatError as exc:
+        if "SchemaVersion" in body or "Results" in body:
+            what = "is a raw Trivy report, not a cosign vuln predicate"
+        elif "matches" in body:
+            what = "is a raw Grype report, not a cosign vuln predicate"
+        elif "predicateType" in body or "_type" in body:
+            what = "is a whole in-toto statement; give only its 'predicate'"
+        else:
+            what = f"is not a cosign vuln predicate the gate can read ({exc.message})"
+        raise UsageError(
+            f"predicate file {path!r} {what}: the gate could not read this attestation, "
+            "so nothing was pushed",
+            hint=VULN_HINT,
+        ) from None
 
 
 def _pair(text: str) -> tuple[str, str]:
