@@ -220,15 +220,20 @@ def load_policy(uri: str) -> Policy:
     """Load and validate the policy from S3, SSM or a bundled file.
 
     `file://` locations inside an S3 or SSM policy resolve against the function's code
-    directory (`LAMBDA_TASK_ROOT`), where bundled keys would live.
+    directory (`LAMBDA_TASK_ROOT`), where bundled keys would live. A policy with settings
+    no code would carry out (a scan source nothing reads yet, quarantine `lock`, …) fails
+    the cold start (PolicyError), as `regwarden policy validate` reports it.
     """
+    from regwarden.policy import ensure_supported, load_policy_text
     from regwarden.policy import load_policy as load_file
-    from regwarden.policy import load_policy_text
 
     if uri.startswith(("s3://", "ssm:")):
         base = Path(os.environ.get("LAMBDA_TASK_ROOT") or Path.cwd())
-        return load_policy_text(read_policy_text(uri), source=uri, base_dir=base)
-    return load_file(uri)
+        policy = load_policy_text(read_policy_text(uri), source=uri, base_dir=base)
+    else:
+        policy = load_file(uri)
+    ensure_supported(policy)
+    return policy
 
 
 def policy_secrets(policy: Policy, *, notifications: bool = True) -> dict[str, str]:

@@ -130,11 +130,24 @@ def images(
 def policy_validate(
     file: Annotated[Path, typer.Argument(help="Policy file (regwarden.yaml).")],
     output: OutputOpt = OutputFormat.table,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            help="Registry host[:port] the policy runs against: its scan sources must be "
+            "ones this registry serves (default: the policy's listed registries).",
+        ),
+    ] = None,
 ) -> None:
-    """Check a policy file; print every problem with its path and line. Exit 2 if invalid."""
+    """Check a policy file; print every problem with its path and line. Exit 2 if invalid.
+
+    Besides structure and rules, anything regwarden would accept but not carry out is a
+    problem: a scan source the registry cannot serve or that is not read yet, a quarantine
+    strategy no provider supports. `serve`, `invoke` and the functions refuse the same.
+    """
     from ._policy import run_validate
 
-    run_validate(file, output=output.value)
+    run_validate(file, output=output.value, registry=registry)
 
 
 @policy_app.command("schema")

@@ -11,14 +11,17 @@ import typer
 from ._render import print_json
 
 
-def run_validate(file: Path, *, output: str) -> None:
+def run_validate(file: Path, *, output: str, registry: str | None = None) -> None:
+    """Structure and rules, then what regwarden would not carry out (scan sources the
+    registry cannot serve or nobody reads yet, …) against `registry` or the listed ones."""
     from ..policy import validate_file
 
-    problems = validate_file(file)
+    problems = validate_file(file, support=True, registry=registry)
     if output == "json":
         print_json(
             {
                 "file": str(file),
+                "registry": registry,
                 "valid": not problems,
                 "problems": [
                     {"path": p.path, "line": p.line, "message": p.message} for p in problems

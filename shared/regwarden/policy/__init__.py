@@ -39,6 +39,7 @@ from ._notify import (
 )
 from ._problems import Problem
 from ._push import Hygiene, Promotion, Provenance
+from ._registries import REGISTRY_KINDS, RegistryEntry, RegistryKind, host_kind, native_sources
 from ._schema import policy_json_schema
 from ._sections import (
     SCAN_SOURCES,
@@ -82,6 +83,14 @@ from ._signing import (
     SignatureFormat,
     Signatures,
 )
+from ._support import (
+    NOT_READ_YET,
+    attestation_signers,
+    check_support,
+    ensure_supported,
+    scan_sources,
+    servable_sources,
+)
 from ._values import (
     TagPattern,
     format_duration,
@@ -93,6 +102,8 @@ from ._values import (
 
 __all__ = [
     "API_VERSION",
+    "NOT_READ_YET",
+    "REGISTRY_KINDS",
     "SCAN_SOURCES",
     "SECTIONS",
     "SIGNATURE_FORMATS",
@@ -142,6 +153,8 @@ __all__ = [
     "Quarantine",
     "QuarantineAge",
     "QuarantineStrategy",
+    "RegistryEntry",
+    "RegistryKind",
     "RepositoryEntry",
     "Retention",
     "Route",
@@ -161,17 +174,24 @@ __all__ = [
     "UntaggedAge",
     "Vulnerabilities",
     "WebhookChannel",
+    "attestation_signers",
+    "check_support",
+    "ensure_supported",
     "format_duration",
+    "host_kind",
     "is_semver_tag",
     "load_policy",
     "load_policy_text",
+    "native_sources",
     "parse_duration",
     "parse_severity",
     "parse_size",
     "policy_json_schema",
     "resolve_file",
     "resolve_secret",
+    "scan_sources",
     "secret_env_var",
+    "servable_sources",
     "validate_file",
     "validate_text",
 ]

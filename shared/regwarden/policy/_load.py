@@ -12,7 +12,7 @@ from pathlib import Path, PurePath
 from pydantic import ValidationError
 
 from ..errors import NotImplementedYet, PolicyError
-from ._base import YAML_CONTEXT
+from ._base import YAML_CONTEXT, render_path
 from ._model import API_VERSION, Policy
 from ._problems import Problem, problems_from_validation, problems_from_yaml
 from ._yaml import parse_yaml
@@ -43,24 +43,38 @@ def load_policy_text(text: str, *, source: str, base_dir: str | PurePath) -> Pol
     return policy
 
 
-def validate_text(text: str, *, source: str = "<text>") -> list[Problem]:
-    """Every problem in policy YAML, in line order; empty when valid."""
-    return _validate(text, source=source, base_dir=None)[1]
+def validate_text(
+    text: str, *, source: str = "<text>", support: bool = False, registry: str | None = None
+) -> list[Problem]:
+    """Every problem in policy YAML, in line order; empty when valid.
+
+    With `support`, a valid document is also checked for settings no code would carry out
+    (`check_support`: scan sources a registry cannot serve or nobody reads yet, …), against
+    `registry` when given, else the listed registries.
+    """
+    return _validate(text, source=source, base_dir=None, support=support, registry=registry)[1]
 
 
-def validate_file(path: str | os.PathLike[str]) -> list[Problem]:
+def validate_file(
+    path: str | os.PathLike[str], *, support: bool = False, registry: str | None = None
+) -> list[Problem]:
     """Every problem in a policy file, in line order; empty when valid. An unreadable file
-    is one problem at `(file)`."""
+    is one problem at `(file)`. `support` and `registry` as for `validate_text`."""
     try:
         local = _local_path(path)
         text = _read(local)
     except PolicyError as exc:
         return [Problem("(file)", None, exc.message)]
-    return validate_text(text, source=str(local))
+    return validate_text(text, source=str(local), support=support, registry=registry)
 
 
 def _validate(
-    text: str, *, source: str, base_dir: Path | None
+    text: str,
+    *,
+    source: str,
+    base_dir: Path | None,
+    support: bool = False,
+    registry: str | None = None,
 ) -> tuple[Policy | None, list[Problem]]:
     document, yaml_problems = parse_yaml(text)
     if document is None:
@@ -90,7 +104,17 @@ def _validate(
         )
     except ValidationError as exc:
         return None, problems_from_validation(exc, document, Policy)
-    return policy.bind(source=source, base_dir=base_dir), []
+    policy.bind(source=source, base_dir=base_dir)
+    if not support:
+        return policy, []
+    from ._support import support_locs
+
+    problems = []
+    for loc, message in support_locs(policy, registry=registry):
+        found, line, column = document.locate(loc)
+        problems.append(Problem(render_path(found), line, message, column))
+    problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0, p.path))
+    return (None if problems else policy), problems
 
 
 def _kind(value: object) -> str:

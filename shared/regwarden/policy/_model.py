@@ -15,6 +15,7 @@ from ._glob import Glob
 from ._location import DOCUMENT_SCHEMES, Location, Schemes, resolve_file
 from ._notify import Notifications
 from ._push import Hygiene, Promotion, Provenance
+from ._registries import RegistryEntry, check_registries, host_kind
 from ._sections import Mode, Quarantine, Retention, Tags, Vulnerabilities
 from ._signing import Attestations, Signatures
 from ._values import PositiveDuration
@@ -175,6 +176,10 @@ class Policy(PolicyModel):
 
     notifications: Notifications = Notifications()
     inventory: Inventory = Inventory()
+    registries: tuple[RegistryEntry, ...] = ()
+    """The registries regwarden works with: each one's kind decides its provider and its
+    default scan sources. A host not listed: ECR, GAR or ACR by its name, otherwise a
+    distribution registry."""
 
     _base_dir: Path | None = PrivateAttr(default=None)
     _source: str | None = PrivateAttr(default=None)
@@ -195,6 +200,19 @@ class Policy(PolicyModel):
         self._base_dir = base_dir
         return self
 
+    def registry(self, host: str) -> RegistryEntry | None:
+        """The `registries` entry for `host` (case-insensitive), or None when not listed."""
+        name = host.lower()
+        return next((r for r in self.registries if r.host == name), None)
+
+    def registry_kind(self, host: str) -> str:
+        """The kind of registry `host` is: as listed, else by its name (`ecr`, `gar`,
+        `acr`), else `distribution`."""
+        listed = self.registry(host)
+        if listed is not None:
+            return listed.kind
+        return host_kind(host) or "distribution"
+
     def entry_for(self, repository: str) -> int | None:
         """Index of the first entry whose glob matches `repository`, or None."""
         for index, entry in enumerate(self.repositories):
@@ -209,7 +227,13 @@ class Policy(PolicyModel):
         matches no entry gets the defaults alone. A section the entry sets replaces the
         defaults' section as a whole.
         """
-        index = self.entry_for(repository)
+        return self.effective_entry(self.entry_for(repository), repository)
+
+    def effective_entry(
+        self, index: int | None, repository: str = "*"
+    ) -> EffectiveRepositoryPolicy:
+        """The effective policy of entry `index` (None: the defaults alone), as it applies
+        to `repository`; used to check every combination a repository can get."""
         entry = self.repositories[index] if index is not None else None
         merged: dict[str, object] = {}
         origins: dict[str, str] = {}
@@ -259,6 +283,7 @@ class Policy(PolicyModel):
         problems += _check_entries(self.repositories)
         problems += _check_attestation_roots(self.defaults, self.repositories)
         problems += _check_routes(self.notifications)
+        problems += check_registries(self.registries)
         if problems:
             raise rule_error(problems)
         return self

@@ -1,4 +1,5 @@
-"""Registry providers behind one protocol, chosen from the registry host.
+"""Registry providers behind one protocol, chosen from the registry's kind: as the policy's
+`registries` section lists it, else from the host name.
 
 A dict registry with explicit imports: each provider module registers itself with
 `@register(kind)`; this file imports them by name. No discovery by side effect elsewhere.
@@ -6,10 +7,10 @@ A dict registry with explicit imports: each provider module registers itself wit
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import UsageError
 from ._base import (
     CAP_LOCK,
     CAP_PULL_TIMES,
@@ -35,12 +36,16 @@ class ProviderOptions:
 Factory = Callable[[str, ProviderOptions], Registry]
 _FACTORIES: dict[str, Factory] = {}
 
-# Host patterns, tried in order; anything else is generic OCI.
-_HOST_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("ecr", re.compile(r"^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?(:\d+)?$")),
-    ("gar", re.compile(r"^[a-z0-9-]+-docker\.pkg\.dev(:\d+)?$")),
-    ("acr", re.compile(r"^[a-z0-9]+\.azurecr\.(io|cn|us)(:\d+)?$")),
-)
+#: The policy's registry kinds → provider kinds: Harbor and CNCF distribution (zot, …)
+#: are both served by the generic OCI provider.
+_PROVIDER_OF_KIND = {
+    "distribution": "oci",
+    "harbor": "oci",
+    "oci": "oci",
+    "ecr": "ecr",
+    "gar": "gar",
+    "acr": "acr",
+}
 
 
 def register(kind: str) -> Callable[[Factory], Factory]:
@@ -51,18 +56,26 @@ def register(kind: str) -> Callable[[Factory], Factory]:
     return wrap
 
 
-def provider_kind(host: str) -> str:
-    """'ecr', 'gar', 'acr' or 'oci' for a registry host."""
-    for kind, pattern in _HOST_KINDS:
-        if pattern.match(host.lower()):
-            return kind
-    return "oci"
+def provider_kind(host: str, kind: str | None = None) -> str:
+    """'ecr', 'gar', 'acr' or 'oci': for a registry `kind` from the policy
+    (`distribution`, `harbor`, `ecr`, `gar`, `acr`) when given, else from the host name."""
+    from ..policy import host_kind
+
+    if kind is not None:
+        try:
+            return _PROVIDER_OF_KIND[kind]
+        except KeyError:
+            valid = ", ".join(sorted(_PROVIDER_OF_KIND))
+            raise UsageError(f"registry kind: got {kind!r}, expected one of: {valid}") from None
+    return host_kind(host) or "oci"
 
 
-def open_registry(host: str, options: ProviderOptions | None = None) -> Registry:
-    """The provider for `host`, ready to use (close it when done)."""
-    kind = provider_kind(host)
-    return _FACTORIES[kind](host, options or ProviderOptions())
+def open_registry(
+    host: str, options: ProviderOptions | None = None, *, kind: str | None = None
+) -> Registry:
+    """The provider for `host`, ready to use (close it when done). `kind` is the registry's
+    kind from the policy's `registries` section; None: from the host name."""
+    return _FACTORIES[provider_kind(host, kind)](host, options or ProviderOptions())
 
 
 from . import cloud_stubs as _cloud_stubs  # noqa: E402  (registers gar, acr)
