@@ -78,8 +78,9 @@ def repositories(draw: st.DrawFn) -> list[ImageRecord]:
             if kind == "cosign":
                 tags = (f"sha256-{subject[7:]}.{draw(st.sampled_from(['sig', 'att', 'sbom']))}",)
                 subject = None
+        # both may be known (a ledger first-seen and a config date), either, or neither
         pushed = draw(maybe_days)
-        created = draw(maybe_days) if pushed is None else None
+        created = draw(maybe_days)
         pulled = draw(st.one_of(st.none(), st.floats(0, 120)))
         records.append(
             ImageRecord(
@@ -148,6 +149,7 @@ def rule_sets(draw: st.DrawFn) -> RetentionRules:
         keep=tuple(draw(st.lists(keep_rules, max_size=3))),
         delete=tuple(draw(st.permutations(delete))),
         guard=draw(guards),
+        age_from=draw(st.sampled_from(["pushed", "created"])),
     )
 
 
@@ -177,10 +179,14 @@ class Model:
     subject: dict[str, str]  # referrer → subject (present or not)
     parents: dict[str, set[str]]  # child present here → indexes listing it
     images: list[ImageRecord]  # judged by rules, newest first, ties by digest
+    age_from: str
 
-
-def _time(r: ImageRecord) -> float | None:
-    return r.pushed if r.pushed is not None else r.created
+    def time(self, r: ImageRecord) -> float | None:
+        """The age by the policy's definition: the push time; the config's created only
+        when the policy says `ageFrom: created` (then it wins where known)."""
+        if self.age_from == "created" and r.created is not None:
+            return r.created
+        return r.pushed
 
 
 def _cosign(tags: tuple[str, ...]) -> str | None:
@@ -190,7 +196,7 @@ def _cosign(tags: tuple[str, ...]) -> str | None:
     return None
 
 
-def model_of(records: list[ImageRecord]) -> Model:
+def model_of(records: list[ImageRecord], age_from: str) -> Model:
     by = {r.digest: r for r in records}
     subject: dict[str, str] = {}
     for r in records:
@@ -205,9 +211,11 @@ def model_of(records: list[ImageRecord]) -> Model:
     images = [
         r for r in records if r.digest not in subject and not (not r.tags and r.digest in parents)
     ]
+    m = Model(by, subject, parents, [], age_from)
     images.sort(key=lambda r: r.digest)
-    images.sort(key=lambda r: float("-inf") if _time(r) is None else _time(r), reverse=True)  # type: ignore[arg-type,return-value]
-    return Model(by, subject, parents, images)
+    images.sort(key=lambda r: float("-inf") if m.time(r) is None else m.time(r), reverse=True)  # type: ignore[arg-type,return-value]
+    m.images = images
+    return m
 
 
 def _semver_kept(rule: KeepSemver, images: list[ImageRecord]) -> set[str]:
@@ -249,7 +257,7 @@ def must_keep(rule: object, m: Model) -> set[str]:
         }
     if isinstance(rule, KeepPushedWithin):
         since = NOW_S - rule.within.total_seconds()
-        return {r.digest for r in images if _time(r) is not None and _time(r) >= since}  # type: ignore[operator]
+        return {r.digest for r in images if m.time(r) is not None and m.time(r) >= since}  # type: ignore[operator]
     if isinstance(rule, KeepPulledWithin):
         if not any(r.last_pulled is not None for r in images):
             return {r.digest for r in images} if rule.unknown == "keep" else set()
@@ -293,7 +301,7 @@ def selected_by_delete_rule(
 ) -> bool:
     d = r.digest
     role_image = any(i.digest == d for i in m.images)
-    t = _time(r)
+    t = m.time(r)
     for rule in rules.delete:
         old = (
             t is not None and NOW_S - t > getattr(rule, "older_than", timedelta(0)).total_seconds()
@@ -337,7 +345,7 @@ def test_the_plan_never_deletes_what_must_stay(
 ) -> None:
     records, rules, prot = scenario
     plan = plan_repository("team/app", records, rules, now=NOW, protections=prot)
-    m = model_of(records)
+    m = model_of(records, rules.age_from)
     deleted = {d.digest for d in plan.deletions}
     kept = set(m.records) - deleted
 
@@ -380,6 +388,46 @@ def test_the_plan_never_deletes_what_must_stay(
         for target in (*m.records[d].children, m.subject.get(d)):
             if target in position and target != d:
                 assert position[d] < position[target]
+
+
+def _judged_by_age(r: ImageRecord, m: Model, rules: RetentionRules) -> bool:
+    """Whether some age rule of `rules` would judge `r`, had it an age."""
+    d = r.digest
+    if d in m.subject:
+        orphan = m.subject[d] not in m.records
+        rule = rules.orphans
+        return orphan and rule is not None and rule.older_than > timedelta(0) and bool(m.images)
+    if not any(i.digest == d for i in m.images):
+        return False
+    return any(
+        (isinstance(x, DeleteUntagged) and not r.tags)
+        or (isinstance(x, DeleteOlderThan) and (bool(r.tags) or not x.tagged_only))
+        for x in rules.delete
+    )
+
+
+@PROPERTY
+@given(scenarios())
+def test_an_unknown_age_never_deletes_and_the_plan_says_so(
+    scenario: tuple[list[ImageRecord], RetentionRules, Protections],
+) -> None:
+    records, rules, prot = scenario
+    plan = plan_repository("team/app", records, rules, now=NOW, protections=prot)
+    m = model_of(records, rules.age_from)
+    for d in plan.decisions:
+        r = m.records[d.digest]
+        unknown = m.time(r) is None
+        assert d.time == m.time(r)  # the plan shows the age it used, never a guessed one
+        if d.rule in ("untagged", "olderThan") or (
+            d.rule == "orphans" and rules.orphans and rules.orphans.older_than > timedelta(0)
+        ):
+            assert not unknown, d
+        if d.rule == "ageUnknown":
+            assert unknown and d.action == "keep" and d.reason.startswith("kept: age unknown")
+            assert _judged_by_age(r, m, rules)
+        if unknown and d.rule == "default":
+            # an image no rule kept and no age rule could judge: nothing to explain
+            assert not _judged_by_age(r, m, rules), d
 
 
 @PROPERTY

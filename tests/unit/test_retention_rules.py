@@ -434,10 +434,11 @@ DELETE_REPO = [
     rec("a2", "v2", age=100),
     rec("a3", age=12),
     rec("a4", age=3),
-    rec("a5", age=None, created=20),  # no push time: created time is the age anchor
+    rec("a5", age=None, created=20),  # no push time: aged by its config only with ageFrom: created
     rec("a6", age=None),  # no time at all: never deleted by age
     rec("a7", "v7", age=181),
 ]
+UNKNOWN = "kept: age unknown (no push time from the registry, and the ledger never saw it pushed)"
 
 
 @pytest.mark.parametrize(
@@ -485,18 +486,88 @@ DELETE_REPO = [
     ],
     ids=["untagged", "tagged-older-than", "older-than-any", "first-rule-explains", "no-rules"],
 )
-def test_delete_rules(rules: tuple[object, ...], expected: dict[str, tuple[str, str]]) -> None:
+def test_delete_rules_with_age_from_created(
+    rules: tuple[object, ...], expected: dict[str, tuple[str, str]]
+) -> None:
+    """`ageFrom: created`: an image without a push time is aged by its config's created."""
     plan = plan_repository(
         "r",
         DELETE_REPO,
-        RetentionRules(delete=rules, guard=NO_GUARD),
-        now=NOW,  # type: ignore[arg-type]
+        RetentionRules(delete=rules, guard=NO_GUARD, age_from="created"),  # type: ignore[arg-type]
+        now=NOW,
     )
     got = {nm(d.digest): (d.rule, d.reason) for d in plan.decisions if d.action == "delete"}
     assert got == expected
-    assert all(
-        d.reason == "kept: no delete rule selected it" for d in plan.decisions if d.action == "keep"
+    kept = {nm(d.digest): (d.rule, d.reason) for d in plan.decisions if d.action == "keep"}
+    unknown = {n for n, (rule, _) in kept.items() if rule == "ageUnknown"}
+    judges_untagged = any(
+        isinstance(r, DeleteUntagged) or (isinstance(r, DeleteOlderThan) and not r.tagged_only)
+        for r in rules
     )
+    assert unknown == ({"a6"} if judges_untagged else set())  # a6 (untagged) has no time
+    assert all(
+        reason == "kept: no delete rule selected it"
+        for n, (_, reason) in kept.items()
+        if n not in unknown
+    )
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected", "unknown"),
+    [
+        (
+            (DeleteUntagged(timedelta(days=7)),),
+            {"a3": ("untagged", "deleted: untagged older than 7d (pushed 12d ago)")},
+            {"a5", "a6"},
+        ),
+        (
+            (DeleteOlderThan(timedelta(days=180)),),
+            {
+                "a1": ("olderThan", "deleted: tagged older than 180d (pushed 200d ago)"),
+                "a7": ("olderThan", "deleted: tagged older than 180d (pushed 181d ago)"),
+            },
+            set(),  # a5 and a6 are untagged: this rule would not judge them anyway
+        ),
+        (
+            (DeleteOlderThan(timedelta(days=15), tagged_only=False),),
+            {
+                "a1": ("olderThan", "deleted: older than 15d (pushed 200d ago)"),
+                "a2": ("olderThan", "deleted: older than 15d (pushed 100d ago)"),
+                "a7": ("olderThan", "deleted: older than 15d (pushed 181d ago)"),
+            },
+            {"a5", "a6"},
+        ),
+        ((), {}, set()),
+    ],
+    ids=["untagged", "tagged-older-than", "older-than-any", "no-rules"],
+)
+def test_delete_rules_never_guess_an_age(
+    rules: tuple[object, ...], expected: dict[str, tuple[str, str]], unknown: set[str]
+) -> None:
+    """The default (`ageFrom: pushed`): the config's created date is no age; an image
+    without a push time is not selected, and its decision says why."""
+    plan = plan_repository(
+        "r",
+        DELETE_REPO,
+        RetentionRules(delete=rules, guard=NO_GUARD),  # type: ignore[arg-type]
+        now=NOW,
+    )
+    got = {nm(d.digest): (d.rule, d.reason) for d in plan.decisions if d.action == "delete"}
+    assert got == expected
+    kept = {nm(d.digest): (d.rule, d.reason) for d in plan.decisions if d.action == "keep"}
+    assert {n for n, (rule, _) in kept.items() if rule == "ageUnknown"} == unknown
+    if "a5" in unknown:
+        assert kept["a5"][1] == (
+            f"{UNKNOWN}; its config says created 2026-11-07, used only with ageFrom: created"
+        )
+        assert kept["a6"][1] == UNKNOWN
+    assert all(
+        reason == "kept: no delete rule selected it"
+        for n, (_, reason) in kept.items()
+        if n not in unknown
+    )
+    a5 = plan.decision(dg("a5"))
+    assert a5.time is None  # the plan shows no push time rather than the config's date
 
 
 def test_age_boundary_is_strictly_older() -> None:
@@ -517,8 +588,75 @@ def test_time_warnings() -> None:
         RetentionRules(delete=(DeleteUntagged(timedelta(days=7)),), guard=NO_GUARD),
         now=NOW,
     )
-    assert "no push times for 1 of 7 manifests; used config created" in plan.warnings
-    assert any(w.startswith("no push or created time for 1 of 7") for w in plan.warnings)
+    assert not any("ageFrom: created" in w for w in plan.warnings)
+    assert any(w.startswith("no push time for 2 of 7 manifests") for w in plan.warnings)
+    created = plan_repository(
+        "r",
+        DELETE_REPO,
+        RetentionRules(
+            delete=(DeleteUntagged(timedelta(days=7)),), guard=NO_GUARD, age_from="created"
+        ),
+        now=NOW,
+    )
+    assert any(
+        w.startswith("ageFrom: created: aged 1 of 7 manifests by their config's created time")
+        and "reproducible build says 1970" in w
+        for w in created.warnings
+    )
+    assert any(w.startswith("no push or created time for 1 of 7") for w in created.warnings)
+
+
+def test_a_fresh_push_with_a_1970_config_date_is_not_old() -> None:
+    """Pushed a minute ago (ledger first-seen), config `created` 1970: `olderThan: 30d`
+    leaves it unless the policy opts into `ageFrom: created`."""
+    now = NOW.timestamp()
+    fresh = ImageRecord(dg("fresh"), ("1.0",), now - 60, None, 10, "", (), None, 0.0, None)
+    older = DeleteOlderThan(timedelta(days=30))
+    plan = plan_repository("r", [fresh], RetentionRules(delete=(older,), guard=NO_GUARD), now=NOW)
+    d = plan.decision(fresh.digest)
+    assert (d.action, d.rule, d.time) == ("keep", "default", now - 60)
+    by_config = plan_repository(
+        "r", [fresh], RetentionRules(delete=(older,), guard=NO_GUARD, age_from="created"), now=NOW
+    )
+    d = by_config.decision(fresh.digest)
+    assert (d.action, d.rule, d.time) == ("delete", "olderThan", 0.0)
+    assert d.reason.startswith("deleted: tagged older than 30d (created 20")  # 20xxxd ago
+
+
+def test_keep_pushed_within_and_mostrecent_rank_by_the_age_anchor() -> None:
+    """`pushedWithin` keeps by the same anchor; unknown ages rank last in `mostRecent`."""
+    records = [
+        rec("known", "a", age=40),
+        rec("configonly", "b", age=None, created=1),  # fresh by its config, no push time
+    ]
+    rules = RetentionRules(
+        keep=(KeepPushedWithin(timedelta(days=7)),),
+        delete=(DeleteOlderThan(timedelta(days=30)),),
+        guard=NO_GUARD,
+    )
+    plan = plan_repository("r", records, rules, now=NOW)
+    assert [nm(d.digest) for d in plan.decisions] == ["known", "configonly"]
+    assert plan.decision(dg("known")).action == "delete"
+    assert plan.decision(dg("configonly")).rule == "ageUnknown"
+    created = plan_repository(
+        "r",
+        records,
+        RetentionRules(keep=rules.keep, delete=rules.delete, guard=NO_GUARD, age_from="created"),
+        now=NOW,
+    )
+    assert [nm(d.digest) for d in created.decisions] == ["configonly", "known"]
+    assert created.decision(dg("configonly")).reason == ("kept: pushed within 7d (created 1d ago)")
+    top = plan_repository(
+        "r", records, RetentionRules(keep=(KeepMostRecent(1),), guard=NO_GUARD), now=NOW
+    )
+    assert top.decision(dg("known")).rule == "mostRecent"
+
+
+def test_age_from_is_checked() -> None:
+    with pytest.raises(
+        PolicyError, match=r"retention ageFrom: got 'built'; valid: pushed, created"
+    ):
+        RetentionRules(age_from="built")  # type: ignore[arg-type]
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -654,7 +792,8 @@ def test_record_of_converts_friendly_types() -> None:
     r = ImageRecord.of(dg("x"), tags=["a"], pushed="2026-01-01T00:00:00Z", children=[dg("c")])
     assert r.tags == ("a",) and r.pushed == 1767225600.0 and r.children == (dg("c"),)
     assert r.time == r.pushed
-    assert ImageRecord.of(dg("y"), created=10).time == 10.0
+    # the config's created is no age by default (see `ageFrom`)
+    assert ImageRecord.of(dg("y"), created=10).time is None
 
 
 @pytest.mark.parametrize(

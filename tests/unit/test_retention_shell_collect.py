@@ -1,6 +1,6 @@
 """From listings to records: signature subjects, referrers tag-schema indexes, index
-children the listing does not show, ledger times, the created-time fallback; and what the
-planner then decides from those records."""
+children the listing does not show, ledger times, the config's created time (an age only
+with `ageFrom: created`); and what the planner then decides from those records."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def sig_tag(subject: str, suffix: str = "sig") -> str:
 def test_cosign_signatures_follow_their_subject_and_orphans_are_marked() -> None:
     old, new = dg("old"), dg("new")
     listing = [
-        record(REPO, new, "2.0", created=NOW - 1 * DAY),
-        record(REPO, old, "1.0", created=NOW - 90 * DAY),
+        record(REPO, new, "2.0", pushed=NOW - 1 * DAY),
+        record(REPO, old, "1.0", pushed=NOW - 90 * DAY),
         record(REPO, dg("old.sig"), sig_tag(old), size=200),
         record(REPO, dg("old.att"), sig_tag(old, "att"), size=300),
         record(REPO, dg("gone.sig"), sig_tag(dg("gone")), size=100),
@@ -69,7 +69,7 @@ def test_referrers_tag_schema_index_and_its_referrers_follow_the_subject() -> No
     image = dg("image")
     sbom, sig = dg("sbom-referrer"), dg("sig-referrer")
     listing = [
-        record(REPO, image, "1.0", created=NOW - 90 * DAY),
+        record(REPO, image, "1.0", pushed=NOW - 90 * DAY),
         record(
             REPO,
             dg("referrers-index"),
@@ -100,8 +100,8 @@ def test_index_children_the_listing_does_not_show_are_added_and_stay_with_a_kept
     amd, arm = dg("amd64"), dg("arm64")
     index = dg("index")
     listing = [
-        record(REPO, index, "multi", created=NOW - 5 * DAY, media_type=INDEX, children=(amd, arm)),
-        record(REPO, dg("stale"), created=NOW - 90 * DAY),  # untagged, not a child
+        record(REPO, index, "multi", pushed=NOW - 5 * DAY, media_type=INDEX, children=(amd, arm)),
+        record(REPO, dg("stale"), pushed=NOW - 90 * DAY),  # untagged, not a child
     ]
     records, warnings = records_from_listing(listing)
     children = [r for r in records if r.digest in (amd, arm)]
@@ -110,7 +110,8 @@ def test_index_children_the_listing_does_not_show_are_added_and_stay_with_a_kept
         "2 untagged manifests added from the indexes that list them (the registry lists "
         "tagged manifests only)"
     ]
-    assert all(r.tags == () and r.created == (NOW - 5 * DAY).timestamp() for r in children)
+    # pushed with their index (its push time is theirs)
+    assert all(r.tags == () and r.pushed == (NOW - 5 * DAY).timestamp() for r in children)
     rules = RetentionRules(delete=(DeleteUntagged(7 * DAY),), guard=NO_GUARD)
     plan = plan_repository(REPO, records, rules, now=NOW)
     assert plan.decision(amd).rule == "childOfKept"
@@ -149,8 +150,19 @@ def test_ledger_times_stand_in_for_push_and_pull_times(tmp_path: Path) -> None:
     rules = RetentionRules(delete=(DeleteOlderThan(30 * DAY),), guard=NO_GUARD)
     plan = plan_repository(REPO, collected.records, rules, now=NOW)
     assert plan.decision(first).action == "keep"  # first seen 10 days ago
-    assert plan.decision(second).action == "delete"  # created 300 days ago, with a warning
-    assert any("used config created" in w for w in plan.warnings)
+    # created 300 days ago says its config; no push time: no age, and the plan says so
+    unknown = plan.decision(second)
+    assert (unknown.action, unknown.rule, unknown.time) == ("keep", "ageUnknown", None)
+    assert "its config says created 2026-01-31, used only with ageFrom: created" in unknown.reason
+    assert any(w.startswith("no push time for 1 of 2 manifests") for w in plan.warnings)
+    # opted in: the config's date is the age
+    by_config = RetentionRules(delete=rules.delete, guard=NO_GUARD, age_from="created")
+    plan = plan_repository(REPO, collected.records, by_config, now=NOW)
+    assert plan.decision(second).rule == "olderThan"
+    assert plan.decision(second).reason == "deleted: tagged older than 30d (created 300d ago)"
+    # the first image's config (400 days) wins over its ledger first-seen too
+    assert plan.decision(first).rule == "olderThan"
+    assert any("ageFrom: created: aged 2 of 2 manifests" in w for w in plan.warnings)
     ledger.close()
 
 

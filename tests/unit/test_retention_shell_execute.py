@@ -60,7 +60,7 @@ def images(repo: str, n: int, *, old: int, prefix: str = "img") -> list:  # type
     for i in range(n):
         digest = dg(f"{repo}/{prefix}{i}")
         age = 1 + i if i < n - old else 60 + i
-        out.append(record(repo, digest, f"v{i}", created=NOW - age * DAY, size=100 + i))
+        out.append(record(repo, digest, f"v{i}", pushed=NOW - age * DAY, size=100 + i))
         if i >= n - old and i % 3 == 0:
             sig = digest.replace(":", "-") + ".sig"
             out.append(record(repo, dg(f"{repo}/{prefix}{i}.sig"), sig, size=10))
@@ -76,9 +76,9 @@ def test_deletes_every_planned_digest_in_phases_and_records_each(ledger: SqliteL
     listing = [
         *images("team/api", 12, old=9),
         record(
-            "team/api", index, "multi", created=NOW - 90 * DAY, media_type=INDEX, children=(child,)
+            "team/api", index, "multi", pushed=NOW - 90 * DAY, media_type=INDEX, children=(child,)
         ),
-        record("team/api", child, created=NOW - 90 * DAY),  # listed, as ECR lists children
+        record("team/api", child, pushed=NOW - 90 * DAY),  # listed, as ECR lists children
     ]
     registry = FakeRegistry({"team/api": listing, "team/web": images("team/web", 5, old=3)})
     run = plan(registry, ledger)

@@ -56,8 +56,7 @@ def policy(extra: str = "") -> Policy:
 
 def repo(name: str, n: int) -> list:  # type: ignore[type-arg]
     return [
-        record(name, dg(f"{name}/{i}"), f"v{i}", created=NOW - (10 + 40 * i) * DAY)
-        for i in range(n)
+        record(name, dg(f"{name}/{i}"), f"v{i}", pushed=NOW - (10 + 40 * i) * DAY) for i in range(n)
     ]
 
 
@@ -148,13 +147,13 @@ def test_quarantined_images_are_kept_until_they_expire(ledger: SqliteLedger) -> 
     registry = FakeRegistry(
         {
             "quarantine/payments/api": [
-                record("quarantine/payments/api", held, created=NOW - 400 * DAY),
-                record("quarantine/payments/api", expired, created=NOW - 400 * DAY),
-                record("quarantine/payments/api", dg("unknown"), created=NOW - 400 * DAY),
+                record("quarantine/payments/api", held, pushed=NOW - 400 * DAY),
+                record("quarantine/payments/api", expired, pushed=NOW - 400 * DAY),
+                record("quarantine/payments/api", dg("unknown"), pushed=NOW - 400 * DAY),
             ],
             "base/debian": [
-                record("base/debian", dg("retagged"), "quarantined-abc", created=NOW - 90 * DAY),
-                record("base/debian", dg("fresh"), "12", created=NOW - DAY),
+                record("base/debian", dg("retagged"), "quarantined-abc", pushed=NOW - 90 * DAY),
+                record("base/debian", dg("fresh"), "12", pushed=NOW - DAY),
             ],
         },
         host=HOST,

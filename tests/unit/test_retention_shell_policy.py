@@ -118,6 +118,21 @@ def test_older_than_deletes_tagged_images_only() -> None:
     assert plan.decision(dg("old-untagged")).action == "keep"
 
 
+def test_age_from_defaults_to_pushed_and_created_is_opt_in() -> None:
+    """`ageFrom` reaches the planner: by default a config `created` is no age; with
+    `ageFrom: created` it is."""
+    default = rules("delete: [{olderThan: 30d}]\nguard: {maxShare: 1}")
+    opted = rules("ageFrom: created\ndelete: [{olderThan: 30d}]\nguard: {maxShare: 1}")
+    assert default is not None and opted is not None
+    assert (default.age_from, opted.age_from) == ("pushed", "created")
+    reproducible = ImageRecord.of(
+        dg("repro"), tags=["1.0"], pushed=NOW - timedelta(minutes=1), created=0.0
+    )
+    assert plan_repository("team/api", [reproducible], default, now=NOW).images_deleted == 0
+    deleted = plan_repository("team/api", [reproducible], opted, now=NOW)
+    assert deleted.decision(reproducible.digest).rule == "olderThan"
+
+
 def test_adapted_rules_plan_as_written() -> None:
     """pulledWithin with `unknown: ignore` lets olderThan act in a repository with no
     pull data; tagMatches' exclude lets a `-debug` release go; mostRecent by pull."""
@@ -165,6 +180,7 @@ guard: {maxShare: 1}
         ("keep: [{semver: {prereleases: -1}}]", "semver.prereleases", "greater than or equal"),
         ("delete: [{orphans: {olderThan: 1x}}]", "delete[0].orphans.olderThan", "duration"),
         ("delete: [{quarantineExpired: {}}]", "quarantineExpired.after", "missing required"),
+        ("ageFrom: built\ndelete: [{olderThan: 1d}]", "ageFrom", "'pushed' or 'created'"),
         (
             "delete: [{orphans: {}}, {orphans: {olderThan: 1d}}]",
             "delete[1]",

@@ -96,8 +96,8 @@ def test_api_referrers_follow_their_subject_in_the_plan_and_go_first() -> None:
     old, new = dg("old"), dg("new")
     sig, sbom, sbom_sig = ref("old.sig"), ref("old.sbom", SBOM), ref("old.sbom.sig")
     listing = [
-        record(REPO, new, "2.0", created=NOW - 1 * DAY),
-        record(REPO, old, "1.0", created=NOW - 90 * DAY),
+        record(REPO, new, "2.0", pushed=NOW - 1 * DAY),
+        record(REPO, old, "1.0", pushed=NOW - 90 * DAY),
     ]
     added = referrer_listing(REPO, [(old, [sig, sbom]), (new, [ref("new.sig")])], set())
     added += referrer_listing(REPO, [(sbom.digest, [sbom_sig])], {r.digest for r in added})
@@ -250,7 +250,7 @@ class ApiRegistry(FakeRegistry):
 def test_collect_records_adds_api_referrers_for_oci_registries_only() -> None:
     image = dg("image")
     plane = DataPlane({image: [ref("sig"), ref("sbom", SBOM)]})
-    listing = {REPO: [record(REPO, image, "1.0", created=NOW - 90 * DAY)]}
+    listing = {REPO: [record(REPO, image, "1.0", pushed=NOW - 90 * DAY)]}
     collected = collect_records(ApiRegistry(plane, listing), REPO)
     assert {r.digest: r.subject for r in collected.records} == {
         image: None,

@@ -457,8 +457,8 @@ class KeepPulledWithin(PolicyModel):
 
 class KeepPushedWithin(PolicyModel):
     pushed_within: PositiveDuration
-    """Keep images pushed within this duration (age from the push time, else the ledger's
-    first-seen time, else the image config's `created`)."""
+    """Keep images pushed within this duration (age as `ageFrom` says: the push time, else
+    the ledger's first-seen time; unknown ages are not kept by this rule)."""
 
 
 class PullCount(PolicyModel):
@@ -634,6 +634,12 @@ class Retention(PolicyModel):
     keep: tuple[KeepRule, ...] = ()
     delete: tuple[DeleteRule, ...] = ()
     guard: Guard = Guard()
+    age_from: Literal["pushed", "created"] = "pushed"
+    """Where an image's age counts from. `pushed` (default): the registry's push time, else
+    the ledger's first-seen time; an image with neither has no age, and no age rule selects
+    it. `created`: the image config's `created` where known, else as `pushed`. Risky: a
+    reproducible build says 1970 and a copied image keeps its original date, so a fresh push
+    can be older than any `olderThan` at once."""
 
     @model_validator(mode="after")
     def _one_of_each(self) -> Retention:

@@ -18,7 +18,8 @@ class Decision(NamedTuple):
     """What happens to one digest and why. `rule` is the policy key that decided it
     (`mostRecent`, `untagged`, …) or a protection (`inUse`, `locked`, `quarantined`,
     `childOfKept`, `referrerOfKept`, `subjectOfKept`, `childOfDeleted`,
-    `referrerOfDeleted`, `guard`, `default`)."""
+    `referrerOfDeleted`, `guard`, `default`, or `ageUnknown`: an age rule would have judged
+    the image but its age is not known)."""
 
     digest: str
     action: Literal["keep", "delete"]
@@ -27,7 +28,8 @@ class Decision(NamedTuple):
     tags: tuple[str, ...]
     size: int
     time: float | None
-    """Push time (config created time when the registry gave none), epoch seconds."""
+    """The age anchor, epoch seconds: the push (or ledger first-seen) time; with
+    `ageFrom: created`, the config's `created` where known. None: unknown."""
     role: Role
 
 

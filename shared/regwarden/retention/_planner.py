@@ -2,15 +2,17 @@
 
 Per repository, in one pass each:
 
-1. Sort once: newest first (push time, else config created time; unknown last), ties by
-   digest. Every ranking and the decision order reuse this order, so plans do not depend
-   on input order.
+1. Sort once: newest first by age anchor (push or ledger first-seen time; with
+   `ageFrom: created`, the config's `created` first; unknown last), ties by digest.
+   Every ranking and the decision order reuse this order, so plans do not depend on
+   input order.
 2. Classify each manifest: a referrer (it has a `subject`, or only cosign
    `sha256-<hex>.sig|.att|.sbom` tags) whose subject is here follows that subject; one
    whose subject is gone is an orphan; an untagged manifest listed by an index here
    follows its index; everything else is an image, judged by the rules.
 3. Protections (in use, locked, quarantined), then keep rules, then delete rules, decide
-   each image. KEEP always wins; an image no delete rule selects is kept.
+   each image. KEEP always wins; an image no delete rule selects is kept. An image of
+   unknown age is never selected by an age rule, and its decision says so.
 4. Closure from everything kept: children of a kept index, referrers of a kept manifest
    and the subject of a kept referrer are kept too, even if a delete rule selected them.
 5. Whatever is not kept is deleted: selected images and orphans, and the children and
@@ -26,14 +28,14 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..errors import UsageError
 from ._plan import Decision, GuardTrip, RegistryPlan, RepositoryPlan, Role
 from ._protections import NO_PROTECTIONS, Protections
 from ._records import ImageRecord, cosign_subject
 from ._rules import DeleteOrphans, Guard, RetentionRules
-from ._view import RepoView, human_duration
+from ._view import AgeFrom, RepoView, human_duration, record_time
 
 __all__ = ["plan_registry", "plan_repository"]
 
@@ -47,14 +49,31 @@ _JUDGED = (_IMAGE, _ORPHAN)  # roles whose fate is not derived from another mani
 _COSIGN_PREFIXES = ("sha256-", "sha512-")
 
 
-def _newest_first(r: ImageRecord) -> tuple[float, str]:
-    """Sort key: newest push (else created) time first, unknown times last, then digest."""
+def _newest_pushed(r: ImageRecord) -> tuple[float, str]:
+    """Sort key (`ageFrom: pushed`): newest push first, unknown last, then digest."""
     t = r.pushed
     if t is None:
-        t = r.created
+        return (_INF, r.digest)
+    return (-t, r.digest)
+
+
+def _newest_created(r: ImageRecord) -> tuple[float, str]:
+    """Sort key (`ageFrom: created`): newest config created, else push, time first."""
+    t = r.created
+    if t is None:
+        t = r.pushed
         if t is None:
             return (_INF, r.digest)
     return (-t, r.digest)
+
+
+def _unknown_age(r: ImageRecord, age_from: AgeFrom) -> tuple[str, str]:
+    """Why an image no age rule could judge is kept: its age is not known."""
+    why = "kept: age unknown (no push time from the registry, and the ledger never saw it pushed)"
+    if age_from == "pushed" and r.created is not None:
+        made = datetime.fromtimestamp(r.created, UTC).date().isoformat()
+        why += f"; its config says created {made}, used only with ageFrom: created"
+    return ("ageUnknown", why)
 
 
 def _decision(fields: tuple[object, ...]) -> Decision:
@@ -213,7 +232,10 @@ def _plan(
         warnings.append(f"{dupes} duplicate listings merged (same digest listed again)")
 
     # 1. sort once: newest first, ties by digest
-    order = sorted(by_digest.values(), key=_newest_first)
+    age_from = rules.age_from
+    order = sorted(
+        by_digest.values(), key=_newest_created if age_from == "created" else _newest_pushed
+    )
 
     # 2. classify
     parents: dict[str, list[str]] = {}  # child present here → indexes listing it
@@ -230,14 +252,16 @@ def _plan(
     role: dict[str, Role] = {}  # absent means image
     images: list[ImageRecord] = []
     orphans: list[ImageRecord] = []
-    no_push = no_time = 0
+    no_push = no_time = by_created = 0
     for r in order:
         # unpacking once is cheaper than five attribute lookups on a NamedTuple
         d, tags, pushed, _, _, _, _, s, created, _ = r
         if pushed is None:
             no_push += 1
-            if created is None:
-                no_time += 1
+        if created is not None and age_from == "created":
+            by_created += 1
+        elif pushed is None:
+            no_time += 1
         if s is None and tags and tags[0].startswith(_COSIGN_PREFIXES):
             s = cosign_subject(tags)
         if s is not None:
@@ -252,17 +276,20 @@ def _plan(
             role[d] = _CHILD
         else:
             images.append(r)
-    if no_push > no_time:
+    if by_created:
         warnings.append(
-            f"no push times for {no_push - no_time} of {len(order)} manifests; used config created"
+            f"ageFrom: created: aged {by_created} of {len(order)} manifests by their config's "
+            "created time, which the builder chose (a reproducible build says 1970, a copied "
+            "image keeps its original date)"
         )
     if no_time:
+        what = "push or created time" if age_from == "created" else "push time"
         warnings.append(
-            f"no push or created time for {no_time} of {len(order)} manifests; "
-            "age rules skip them and rankings put them last"
+            f"no {what} for {no_time} of {len(order)} manifests (the registry keeps none and "
+            "the ledger never saw them pushed): age rules skip them and rankings put them last"
         )
 
-    view = RepoView(now, images, protections.quarantined, warnings)
+    view = RepoView(now, images, protections.quarantined, warnings, age_from)
 
     # 3a. protections, for every manifest whatever its role
     keep: dict[str, tuple[str, str]] = {}
@@ -276,8 +303,10 @@ def _plan(
             if d not in keep:
                 keep[d] = (rule_name, why)
 
-    # 3c. delete rules, on images no keep rule or protection covers
+    # 3c. delete rules, on images no keep rule or protection covers; an image of unknown
+    # age that an age rule would have judged says so instead of "no rule selected it"
     candidates: dict[str, tuple[str, str]] = {}
+    unknown: dict[str, tuple[str, str]] = {}
     image_rules = [rule for rule in rules.delete if rule.scope == "image"]
     if image_rules:
         for r in images:
@@ -289,7 +318,14 @@ def _plan(
                 if why_delete is not None:
                     candidates[d] = (delete_rule.name, why_delete)
                     break
-    orphan_keep = _orphans(orphans, images, rules.orphans, view, keep, candidates, subject_of)
+            else:
+                if record_time(r, age_from) is None and any(
+                    rule.needs_age(r) for rule in image_rules
+                ):
+                    unknown[d] = _unknown_age(r, age_from)
+    orphan_keep = _orphans(
+        orphans, images, rules.orphans, view, keep, candidates, subject_of, unknown
+    )
 
     # 4. closure from everything kept (`keep` grows to hold the closure too)
     def kept(x: str) -> bool:
@@ -322,9 +358,10 @@ def _plan(
     keep_get = keep.get
     role_get = role.get
     n_del = b_del = b_all = 0
+    by_config = age_from == "created"
     for d, tags, t, _, size, _, _, _, created, _ in order:
         b_all += size
-        if t is None:
+        if by_config and created is not None:
             t = created
         ro = role_get(d, _IMAGE)
         why_pair = keep_get(d)
@@ -339,7 +376,7 @@ def _plan(
         elif ro is _REFERRER:
             why_pair = ("referrerOfDeleted", f"deleted: referrer of deleted {subject_of[d]}")
         else:
-            why_pair = orphan_keep if ro is _ORPHAN else _DEFAULT
+            why_pair = unknown.get(d) or (orphan_keep if ro is _ORPHAN else _DEFAULT)
             append(new(Decision, (d, "keep", why_pair[0], why_pair[1], tags, size, t, ro)))
             continue
         n_del += 1
@@ -399,8 +436,10 @@ def _orphans(
     keep: dict[str, tuple[str, str]],
     candidates: dict[str, tuple[str, str]],
     subject_of: dict[str, str],
+    unknown: dict[str, tuple[str, str]],
 ) -> tuple[str, str]:
-    """Select orphans for the `orphans` rule; return the reason for the ones it keeps."""
+    """Select orphans for the `orphans` rule; return the reason for the ones it keeps
+    (those of unknown age get theirs in `unknown`)."""
     if rule is None:
         return ("default", "kept: its subject is not in the repository (no orphans rule)")
     if not images:
@@ -416,6 +455,8 @@ def _orphans(
         why = rule.selects(r, view)
         if why is not None:
             candidates[r.digest] = (rule.name, why)
+        elif rule.needs_age(r) and view.time(r) is None:
+            unknown[r.digest] = _unknown_age(r, view.age_from)
     return (
         "default",
         f"kept: orphan not older than {human_duration(rule.older_than)} (orphans rule)",

@@ -93,4 +93,6 @@ def rules_from_section(section: Retention) -> RetentionRules:
         else:  # pragma: no cover
             raise PolicyError(f"retention delete: got {type(drule).__name__}, not a known rule")
     guard = Guard(max_deletes=section.guard.max_deletes, max_share=section.guard.max_share)
-    return RetentionRules(keep=tuple(keep), delete=tuple(delete), guard=guard)
+    return RetentionRules(
+        keep=tuple(keep), delete=tuple(delete), guard=guard, age_from=section.age_from
+    )

@@ -70,8 +70,10 @@ def cosign_subject(tags: tuple[str, ...]) -> str | None:
 class ImageRecord(NamedTuple):
     """One manifest in one repository, as retention sees it.
 
-    Times are epoch seconds (UTC). `pushed` is when the registry received the manifest;
-    `created` is the image config's `created` time, used only when there is no push time.
+    Times are epoch seconds (UTC). `pushed` is when the registry received the manifest (or,
+    where the registry keeps no push time, when the ledger first saw it pushed); `created`
+    is the image config's `created` time, a claim of the image's builder that ages an image
+    only when the policy says `ageFrom: created`.
     `children` lists the manifests an index refers to; `subject` is the image a referrer
     (signature, attestation, SBOM) belongs to. `pulls` is a pull count where the registry
     or the ledger keeps one.
@@ -119,8 +121,9 @@ class ImageRecord(NamedTuple):
 
     @property
     def time(self) -> float | None:
-        """The age anchor: push time, else config created time, else unknown."""
-        return self.pushed if self.pushed is not None else self.created
+        """The default age anchor (`ageFrom: pushed`): the push time, else unknown. The
+        config's `created` is never a fallback (see `_view.record_time`)."""
+        return self.pushed
 
 
 def from_ecr_image(

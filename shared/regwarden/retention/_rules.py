@@ -18,9 +18,10 @@ from typing import ClassVar, Literal
 from ..errors import PolicyError
 from ._records import ImageRecord, cosign_subject
 from ._semver import PreId, semver_tuple
-from ._view import NEG_INF, RepoView, age_word, human_duration, human_seconds, record_time
+from ._view import NEG_INF, AgeFrom, RepoView, human_duration, human_seconds
 
 __all__ = [
+    "AgeFrom",
     "DeleteOlderThan",
     "DeleteOrphans",
     "DeleteQuarantineExpired",
@@ -343,7 +344,8 @@ def _no_pull_data(
 
 @dataclass(frozen=True, slots=True)
 class KeepPushedWithin:
-    """Keep images pushed (or, without a push time, created) within `within`."""
+    """Keep images whose age (see `AgeFrom`) is within `within`; unknown ages are not
+    kept by this rule (and no age rule deletes them either)."""
 
     name: ClassVar[str] = "pushedWithin"
 
@@ -360,11 +362,11 @@ class KeepPushedWithin:
         now = view.now
         since = now - self._seconds
         for r in view.images:
-            t = record_time(r)
+            t = view.time(r)
             if t is not None and t >= since:
                 yield (
                     r.digest,
-                    f"kept: pushed within {label} ({age_word(r)} {human_seconds(now - t)} ago)",
+                    f"kept: pushed within {label} ({view.word(r)} {human_seconds(now - t)} ago)",
                 )
 
 
@@ -389,18 +391,15 @@ _KEEP_TYPES = (
 
 
 def _older(r: ImageRecord, view: RepoView, seconds: float, label: str) -> str | None:
-    """`label` completed with the age when `r` (by push, else created time) is older than
-    `seconds`; None when it is not, or its age is unknown."""
-    t = r.pushed
-    word = "pushed"
+    """`label` completed with the age when `r` (its age anchor, see `AgeFrom`) is older
+    than `seconds`; None when it is not, or its age is unknown (never a guess)."""
+    t = view.time(r)
     if t is None:
-        t, word = r.created, "created"
-        if t is None:
-            return None
+        return None
     age = view.now - t
     if age <= seconds:
         return None
-    return f"{label}{word} {human_seconds(age)} ago)"
+    return f"{label}{view.word(r)} {human_seconds(age)} ago)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +425,10 @@ class DeleteUntagged:
         if r.tags:
             return None
         return _older(r, view, self._seconds, self._label)
+
+    def needs_age(self, r: ImageRecord) -> bool:
+        """Whether this rule would judge `r` by its age (so an unknown age is worth saying)."""
+        return not r.tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +456,9 @@ class DeleteOlderThan:
             return None
         return _older(r, view, self._seconds, self._label)
 
+    def needs_age(self, r: ImageRecord) -> bool:
+        return bool(r.tags) or not self.tagged_only
+
 
 @dataclass(frozen=True, slots=True)
 class DeleteOrphans:
@@ -473,12 +479,17 @@ class DeleteOrphans:
         )
 
     def selects(self, r: ImageRecord, view: RepoView) -> str | None:
+        """With `olderThan: 0s` any orphan is selected, whatever its age; otherwise one of
+        unknown age never is."""
         subject = r.subject or cosign_subject(r.tags)
-        t = record_time(r)
+        t = view.time(r)
         if self._seconds > 0 and (t is None or view.now - t <= self._seconds):
             return None
-        age = "" if t is None else f", {age_word(r)} {human_seconds(view.now - t)} ago"
+        age = "" if t is None else f", {view.word(r)} {human_seconds(view.now - t)} ago"
         return f"deleted: orphaned referrer (subject {subject} is not in the repository{age})"
+
+    def needs_age(self, r: ImageRecord) -> bool:
+        return self._seconds > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +510,9 @@ class DeleteQuarantineExpired:
 
     def expired(self, since: float | None, now: float) -> bool:
         return since is not None and now - since > self._seconds
+
+    def needs_age(self, r: ImageRecord) -> bool:
+        return False  # counts from the quarantine time, not the image's age
 
     def selects(self, r: ImageRecord, view: RepoView) -> str | None:
         if r.digest not in view.quarantined:
@@ -541,15 +555,19 @@ class Guard:
 @dataclass(frozen=True, slots=True)
 class RetentionRules:
     """Keep rules (in order; the first that keeps an image explains it), delete rules
-    (in order; the first that selects an image explains it) and the guard."""
+    (in order; the first that selects an image explains it), the guard, and where ages
+    count from (`age_from`, see `AgeFrom`)."""
 
     keep: tuple[KeepRule, ...] = ()
     delete: tuple[DeleteRule, ...] = ()
     guard: Guard = Guard()
+    age_from: AgeFrom = "pushed"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep", tuple(self.keep))
         object.__setattr__(self, "delete", tuple(self.delete))
+        if self.age_from not in ("pushed", "created"):
+            raise PolicyError(f"retention ageFrom: got {self.age_from!r}; valid: pushed, created")
         for i, rule in enumerate(self.keep):
             if not isinstance(rule, _KEEP_TYPES):
                 valid = ", ".join(t.__name__ for t in _KEEP_TYPES)
