@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ._base import (
     CAP_LOCK,
+    CAP_MANIFEST_LISTING,
     CAP_PULL_TIMES,
     CAP_PUSH_TIMES,
     CAP_TAG_DELETE,
@@ -92,6 +93,7 @@ def _ecr_factory(host: str, options: ProviderOptions) -> Registry:
 
 __all__ = [
     "CAP_LOCK",
+    "CAP_MANIFEST_LISTING",
     "CAP_PULL_TIMES",
     "CAP_PUSH_TIMES",
     "CAP_TAG_DELETE",

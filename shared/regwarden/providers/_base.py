@@ -62,6 +62,9 @@ CAP_TAG_DELETE = "tag-delete"
 CAP_LOCK = "lock"
 CAP_PUSH_TIMES = "push-times"
 CAP_PULL_TIMES = "pull-times"
+CAP_MANIFEST_LISTING = "manifest-listing"
+"""`list_images` lists every manifest, untagged ones included (ECR). Without it (the
+Distribution API lists tags only), retention adds the digests the ledger knows."""
 
 
 @runtime_checkable

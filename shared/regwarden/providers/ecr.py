@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..reference import short_digest, validate_digest
 from ._base import (
+    CAP_MANIFEST_LISTING,
     CAP_PULL_TIMES,
     CAP_PUSH_TIMES,
     CAP_TAG_DELETE,
@@ -261,7 +262,9 @@ class EcrRegistry:
     """
 
     kind = "ecr"
-    capabilities: frozenset[str] = frozenset({CAP_TAG_DELETE, CAP_PUSH_TIMES, CAP_PULL_TIMES})
+    capabilities: frozenset[str] = frozenset(
+        {CAP_TAG_DELETE, CAP_PUSH_TIMES, CAP_PULL_TIMES, CAP_MANIFEST_LISTING}
+    )
 
     def __init__(
         self,
