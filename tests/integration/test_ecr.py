@@ -29,6 +29,7 @@ from support.moto_server import (
 from regwarden import USER_AGENT
 from regwarden.errors import DigestMismatch, NotFound, NotImplementedYet, UsageError
 from regwarden.providers import (
+    CAP_MANIFEST_LISTING,
     CAP_PULL_TIMES,
     CAP_PUSH_TIMES,
     CAP_TAG_DELETE,
@@ -83,7 +84,12 @@ def registry(ecr_proxy: EcrLimitsProxy) -> Iterator[EcrRegistry]:
 def test_is_a_registry_with_ecr_capabilities(registry: EcrRegistry) -> None:
     assert isinstance(registry, Registry)
     assert registry.kind == "ecr"
-    assert registry.capabilities == {CAP_TAG_DELETE, CAP_PUSH_TIMES, CAP_PULL_TIMES}
+    assert registry.capabilities == {
+        CAP_TAG_DELETE,
+        CAP_PUSH_TIMES,
+        CAP_PULL_TIMES,
+        CAP_MANIFEST_LISTING,
+    }
     assert (registry.registry_id, registry.region) == ("123456789012", "us-east-1")
 
 
