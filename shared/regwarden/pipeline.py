@@ -37,8 +37,7 @@ from .model import (
     Verdict,
 )
 from .notify import Alert, Router
-from .oci import Descriptor, Manifest, RegistryClient, gather, in_background
-from .oci._media import INDEX_TYPES
+from .oci import Descriptor, Manifest, in_background
 from .providers import ImageDetails, Registry
 from .reference import ImageRef
 from .store import Ledger
@@ -265,10 +264,14 @@ class Pipeline:
             target = target.model_copy(update={"digest": judged, "tag": None})
         return Handled(event, ignored=f"a chain of referrers deeper than {_MAX_REFERRER_DEPTH}")
 
-    def _classify(self, image: ImageRef, details: ImageDetails) -> Classified:
+    def _classify(
+        self, image: ImageRef, details: ImageDetails, also: tuple[str, ...] = ()
+    ) -> Classified:
         assert image.digest is not None
-        tags = set(details.record.tags) | set(
-            self.ledger.tags_for(image.registry, image.repository, image.digest)
+        tags = (
+            set(details.record.tags)
+            | set(also)
+            | set(self.ledger.tags_for(image.registry, image.repository, image.digest))
         )
         if image.tag:
             tags.add(image.tag)
@@ -309,7 +312,9 @@ class Pipeline:
                 recheck_at=deadline,
                 recheck_image=image.with_tag(None),
             )
-        parent = index_listing(registry.data_plane(), repo, digest)
+        parent = next(
+            (i for i, kids in registry.index_children(repo).items() if digest in kids), None
+        )
         if parent is not None:
             return Handled(event, ignored=f"a child of index {parent}: judged with the index")
         return None
@@ -431,6 +436,12 @@ class Pipeline:
             if details is None:
                 return Handled(event, ignored="image no longer exists")
             what = self._classify(image, details)
+            if what.role is ManifestRole.UNTAGGED and event.kind is not EventKind.PUSHED:
+                # Not pushed by digest as far as we know: we never saw its push. Ask the
+                # registry which tags it holds (regwarden may have started after the push).
+                what = self._classify(
+                    image, details, registry.tags_of(image.repository, image.digest)
+                )
             early = self._before_judging(what, event, image, registry, rules, now=now)
             if early is not None:
                 return early
@@ -633,22 +644,3 @@ def _read_details(registry: Registry, image: ImageRef) -> ImageDetails | None:
         return registry.image_details(image.repository, image.digest)
     except NotFound:
         return None
-
-
-def index_listing(client: RegistryClient, repository: str, digest: str) -> str | None:
-    """The digest of a tagged index in `repository` that lists `digest` as a child, or None.
-
-    Registries list tags, not manifests: HEAD every tag (concurrently), then read each
-    distinct index once. Called once per untagged manifest, after its settle window."""
-    tags = client.list_tags(repository)
-    heads = gather([functools.partial(client.head_manifest, repository, t) for t in tags])
-    indexes = sorted({h.digest for h in heads if h is not None and h.media_type in INDEX_TYPES})
-    for index in indexes:
-        try:
-            manifest = client.get_manifest(repository, index)
-        except NotFound:
-            continue
-        children = manifest.data.get("manifests") or []
-        if any(isinstance(c, dict) and c.get("digest") == digest for c in children):
-            return index
-    return None
