@@ -6,15 +6,17 @@ adapters in `functions/`. Heavy pieces are built lazily and cached for a warm pr
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .errors import NotImplementedYet
+from .errors import NotFound, NotImplementedYet, RegistryError, VerificationError
 from .gate import GateRules, ProvenanceFact
 from .model import ScanReport
 from .notify import (
@@ -26,11 +28,14 @@ from .notify import (
     StreamChannel,
     TeamsChannel,
     WebhookChannel,
+    everything_to,
 )
+from .oci import in_background
 from .pipeline import Evidence, Pipeline
-from .policy import Policy
+from .policy import EffectiveRepositoryPolicy, Policy
 from .providers import ProviderOptions, Registry, open_registry
 from .reference import ImageRef
+from .scanning import ScanFormatError
 from .store import Ledger, SqliteLedger
 
 if TYPE_CHECKING:
@@ -40,6 +45,7 @@ log = logging.getLogger("regwarden.runtime")
 
 RegistryFactory = Callable[[str], Registry]
 LedgerT = TypeVar("LedgerT", bound=Ledger)
+VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
 
 
 class _Unsupported:
@@ -103,15 +109,26 @@ class Runtime(Generic[LedgerT]):
         self.env = dict(os.environ if env is None else env)
         self._insecure = insecure
         self._actor = actor
-        self._factory = registry_factory or (
-            lambda host: open_registry(host, ProviderOptions(insecure=insecure))
-        )
+        self._factory = registry_factory or self._open
         self._registries: dict[str, Registry] = {}
         self._rules: dict[str, GateRules] = {}
         self._lock = threading.Lock()
         self._extra = extra_channels
 
     # -- pieces ---------------------------------------------------------------------------
+
+    def _insecure_for(self, host: str) -> bool:
+        listed = self.policy.registry(host)
+        return self._insecure or (listed is not None and listed.insecure)
+
+    def _open(self, host: str) -> Registry:
+        """The provider for `host`: its kind as the policy lists it, else from its name."""
+        listed = self.policy.registry(host)
+        return open_registry(
+            host,
+            ProviderOptions(insecure=self._insecure_for(host)),
+            kind=listed.kind if listed is not None else None,
+        )
 
     def registry(self, host: str) -> Registry:
         with self._lock:
@@ -157,12 +174,15 @@ class Runtime(Generic[LedgerT]):
         templates.add("quarantine/{repository}")
         return tuple(sorted(templates))
 
-    def pipeline(self) -> Pipeline:
+    def pipeline(self, *, alerts: bool = True) -> Pipeline:
+        """The push pipeline. Building it resolves every alert channel (a missing
+        `secret://` value fails here, at start). `alerts=False`: a pipeline that sends no
+        alert and so needs no channel secret (`regwarden check`, which takes no action)."""
         return Pipeline(
             ledger=self.ledger,
             rules_for=self.rules_for,
             registry_for=self.registry,
-            router=self.router(),
+            router=self.router() if alerts else everything_to(),
             evidence=self.evidence,
             quarantine_templates=self.quarantine_templates(),
             actor=self._actor,
@@ -174,7 +194,7 @@ class Runtime(Generic[LedgerT]):
                 reg.close()
             self._registries.clear()
 
-    # -- evidence: signatures, attestations (vuln scan, provenance) --------------------------
+    # -- evidence: signatures, attestations, scans -------------------------------------------
 
     def evidence(
         self,
@@ -184,29 +204,120 @@ class Runtime(Generic[LedgerT]):
         *,
         subject: SubjectSource | None = None,
     ) -> Evidence:
-        from .signatures import discover, verify_attestations, verify_image
+        """Signatures, attestations and every scan source of `image`, each gathered on its
+        own: an infrastructure failure of one (a `RegistryError` other than NotFound) is
+        recorded against that piece (`signature_error`, `unavailable`) and never hides the
+        others. A scanner that reports a failed scan is a fact (`scan_error`). NotFound (the
+        image is gone) propagates once everything started has finished."""
+        from .policy import scan_sources
         from .signatures._from_policy import (
             attestation_policy,
             cosign_policy,
             notation_trust,
-            result_formats,
-            signature_repository,
         )
 
         assert image.digest is not None
-        client = registry.data_plane()
         effective = self.policy.for_repository(image.repository)
         base = self.policy.base_dir or Path.cwd()
-        sig_repo = signature_repository(effective)
-        found = discover(
-            client, image.repository, image.digest, signature_repo=sig_repo, subject=subject
-        )
-        signatures: tuple[Any, ...] = ()
-        unmet: tuple[str, ...] = ()
+        # Configuration first (keys, trust policies): a bad one fails the evaluation as a
+        # configuration error before any request is in flight.
         cosign = cosign_policy(effective, base_dir=base, env=self.env)
         notation = notation_trust(effective, base_dir=base)
-        if cosign is not None or notation is not None:
-            allowed = result_formats(effective)  # e.g. bundles only: a legacy .sig won't count
+        attest = attestation_policy(effective, base_dir=base, env=self.env)
+        sources = scan_sources(effective, self.policy, registry.host)
+        # The registry's own scanners need nothing from signature discovery: start them on
+        # the I/O pool (each is a short chain of requests that never fans out itself) while
+        # discovery fans out from this thread.
+        native = [
+            (name, in_background(call)) for name, call in self._scans(registry, image, sources)
+        ]
+        try:
+            signed = self._signed(
+                registry,
+                image,
+                rules,
+                effective,
+                cosign=cosign,
+                notation=notation,
+                attest=attest,
+                sources=sources,
+                subject=subject,
+            )
+        finally:
+            wait([future for _, future in native])
+        scan, scan_errors, unavailable = signed.scan, [], list(signed.unavailable)
+        gone: NotFound | None = None
+        for name, future in native:
+            try:
+                report = future.result()
+            except NotFound as exc:  # the image went away while we looked
+                gone = gone or exc
+            except (VerificationError, ScanFormatError) as exc:  # the scanner's own verdict
+                scan_errors.append(str(exc))
+            except RegistryError as exc:
+                unavailable.append(f"{name}: {exc}")
+            else:
+                if report is not None and (scan is None or _newer(report, scan)):
+                    scan = report
+        if gone is not None:
+            raise gone
+        return Evidence(
+            signatures=signed.signatures,
+            signatures_unmet=signed.signatures_unmet,
+            signature_error=signed.signature_error,
+            scan=scan,
+            scan_error="; ".join(scan_errors) or None,
+            provenance=signed.provenance,
+            unavailable=tuple(unavailable),
+        )
+
+    def _signed(
+        self,
+        registry: Registry,
+        image: ImageRef,
+        rules: GateRules,
+        effective: EffectiveRepositoryPolicy,
+        *,
+        cosign: Any,
+        notation: Any,
+        attest: Any,
+        sources: tuple[str, ...],
+        subject: SubjectSource | None,
+    ) -> Evidence:
+        """Signatures and attestations: one discovery, then pure verification. A discovery
+        failure makes the signatures an error and marks as unavailable each piece of
+        attestation evidence the gate needs (a cosign vuln report, SLSA provenance)."""
+        from .signatures import discover, verify_attestations, verify_image
+        from .signatures._from_policy import result_formats, signature_repository
+
+        assert image.digest is not None
+        verifiers = cosign is not None or notation is not None
+        needed: list[str] = []  # attestation evidence the verdict depends on
+        if attest is not None and "cosign-vuln" in sources:
+            needed.append("cosign-vuln")
+        if attest is not None and rules.provenance.required:
+            needed.append("provenance")
+        if not verifiers and not needed:
+            return Evidence()
+        client = registry.data_plane()
+        try:
+            found = discover(
+                client,
+                image.repository,
+                image.digest,
+                signature_repo=signature_repository(effective),
+                subject=subject,
+            )
+        except NotFound:
+            raise
+        except RegistryError as exc:
+            return Evidence(
+                signature_error=f"signature discovery failed: {exc}" if verifiers else None,
+                unavailable=tuple(f"{name}: signature discovery failed: {exc}" for name in needed),
+            )
+        signatures: tuple[Any, ...] = ()
+        unmet: tuple[str, ...] = ()
+        if verifiers:
             report = verify_image(
                 client,
                 image,
@@ -215,58 +326,53 @@ class Runtime(Generic[LedgerT]):
                 require="all",
                 now=_now(),
                 found=found,
-                formats=allowed,
+                formats=result_formats(effective),  # e.g. bundles only: a .sig won't count
             )
             signatures, unmet = report.results, report.unmet
         scan: ScanReport | None = None
         provenance: list[ProvenanceFact] = []
-        attest = attestation_policy(effective, base_dir=base, env=self.env)
-        if attest is not None and found.cosign:
+        if needed and found.cosign:
             for att in verify_attestations(found.cosign, image_digest=image.digest, policy=attest):
                 if not att.result.verified or att.statement is None:
                     if att.predicate_type and "slsa" in att.predicate_type:
                         provenance.append(ProvenanceFact(False, None, att.result.reason))
                     continue
-                if att.predicate_type == "https://cosign.sigstore.dev/attestation/vuln/v1":
+                if att.predicate_type == VULN_PREDICATE:
+                    if "cosign-vuln" not in needed:
+                        continue
                     report_ = _vuln_report(att.statement, image.digest)
                     if report_ is not None and (scan is None or _newer(report_, scan)):
                         scan = report_
                 elif att.predicate_type and "slsa.dev/provenance" in att.predicate_type:
                     provenance.append(ProvenanceFact(True, _builder_id(att.statement)))
-        scan_error = None
-        vuln = effective.vulnerabilities
-        sources = set(vuln.sources or ()) if vuln is not None else set()
-        if registry.kind == "ecr" and {"ecr", "inspector"} & sources:
-            from .scanning.ecr import EcrScanFailed, EcrScanSource
-
-            try:
-                native = EcrScanSource()(registry, image)
-            except EcrScanFailed as exc:
-                scan_error = str(exc)
-            else:
-                if native is not None and (scan is None or _newer(native, scan)):
-                    scan = native
-        if "harbor" in sources and registry.kind == "oci":
-            from .scanning import ScanFormatError
-            from .scanning.harbor_api import ENV_API_BASE, HarborScanFailed, HarborScanSource
-
-            harbor = HarborScanSource(
-                api_base=self.env.get(ENV_API_BASE) or None, env=self.env, insecure=self._insecure
-            )
-            try:
-                harbor_scan = harbor(registry, image)
-            except (HarborScanFailed, ScanFormatError) as exc:  # fail closed: never "no scan"
-                scan_error = str(exc)
-            else:
-                if harbor_scan is not None and (scan is None or _newer(harbor_scan, scan)):
-                    scan = harbor_scan
         return Evidence(
             signatures=tuple(signatures),
             signatures_unmet=unmet,
             scan=scan,
-            scan_error=scan_error,
             provenance=tuple(provenance),
         )
+
+    def _scans(
+        self, registry: Registry, image: ImageRef, sources: tuple[str, ...]
+    ) -> list[tuple[str, Callable[[], ScanReport | None]]]:
+        """The registry's own scan sources among `sources`, as calls to make."""
+        calls: list[tuple[str, Callable[[], ScanReport | None]]] = []
+        wanted = [s for s in ("ecr", "inspector") if s in sources]
+        if wanted:  # one read: ECR's findings API carries Inspector's under enhanced scanning
+            from .scanning.ecr import EcrScanSource
+
+            ecr = EcrScanSource()
+            calls.append(("+".join(wanted), functools.partial(ecr, registry, image)))
+        if "harbor" in sources:
+            from .scanning.harbor_api import ENV_API_BASE, HarborScanSource
+
+            listed = self.policy.registry(registry.host)
+            api = (listed.api if listed is not None else None) or self.env.get(ENV_API_BASE)
+            harbor = HarborScanSource(
+                api_base=api or None, env=self.env, insecure=self._insecure_for(registry.host)
+            )
+            calls.append(("harbor", functools.partial(harbor, registry, image)))
+        return calls
 
 
 def _now() -> Any:
@@ -304,10 +410,15 @@ def load_runtime(
     ledger_path: Path,
     insecure: bool = False,
     extra_channels: tuple[Notifier, ...] = (),
+    supported: bool = True,
 ) -> Runtime[SqliteLedger]:
-    from .policy import load_policy
+    """A runtime for a policy file. With `supported` (the default), a policy with settings
+    no code would carry out is refused (`policy.ensure_supported`, PolicyError: exit 2)."""
+    from .policy import ensure_supported, load_policy
 
     policy = load_policy(policy_path)
+    if supported:
+        ensure_supported(policy)
     ledger = SqliteLedger(ledger_path)
     return Runtime(
         policy,

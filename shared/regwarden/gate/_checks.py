@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 from ..model import CheckOutcome, CheckResult, Finding, Severity
+from ..policy import SCAN_SOURCES
 from ..reference import short_digest
 from ._facts import Facts
 from ._rules import (
@@ -22,6 +23,24 @@ BASE_NAME_LABEL = "org.opencontainers.image.base.name"
 
 def _result(name: str, outcome: CheckOutcome, reason: str, **details: object) -> CheckResult:
     return CheckResult(name=name, outcome=outcome, reason=reason, details=details)
+
+
+#: `Facts.unavailable` entries name their piece of evidence before the first colon: a scan
+#: source (several joined by `+`, e.g. `ecr+inspector`), `provenance`, or `evidence` when
+#: nothing could be gathered at all.
+_SCAN_EVIDENCE = frozenset(SCAN_SOURCES)
+_PROVENANCE_EVIDENCE = frozenset({"provenance"})
+
+
+def _missing(facts: Facts, names: frozenset[str]) -> list[str]:
+    """The `unavailable` entries a check depends on: judging without them would build a
+    FAIL or PENDING on evidence that exists but could not be read."""
+    out: list[str] = []
+    for entry in facts.unavailable:
+        source = entry.split(":", 1)[0].strip()
+        if source == "evidence" or set(source.split("+")) & names:
+            out.append(entry)
+    return out
 
 
 def _ago(delta: timedelta) -> str:
@@ -101,6 +120,14 @@ def check_vulnerabilities(facts: Facts, rules: VulnerabilityRules, now: datetime
     if not rules.enabled:
         return _result(name, CheckOutcome.SKIP, "no vulnerability rules")
     waiting_until = facts.pushed_at + rules.scan_timeout
+    missing = _missing(facts, _SCAN_EVIDENCE)
+    if facts.scan is None and missing:  # infrastructure: retried, never "no scan"
+        return _result(
+            name,
+            CheckOutcome.ERROR,
+            "could not read the scan: " + "; ".join(missing),
+            unavailable=missing,
+        )
     if facts.scan is None:
         if facts.scan_error:
             why = f"scan failed: {facts.scan_error}"
@@ -256,6 +283,14 @@ def check_provenance(
         ids = ", ".join(sorted({p.builder_id or "?" for p in verified}))
         return _result(
             name, CheckOutcome.FAIL, f"builder {ids} is not one of {', '.join(rules.builder_ids)}"
+        )
+    missing = _missing(facts, _PROVENANCE_EVIDENCE)
+    if missing:  # infrastructure: retried, never "no provenance"
+        return _result(
+            name,
+            CheckOutcome.ERROR,
+            "could not read provenance attestations: " + "; ".join(missing),
+            unavailable=missing,
         )
     if now < facts.pushed_at + grace:
         return _result(name, CheckOutcome.PENDING, "no signed provenance attestation yet")
