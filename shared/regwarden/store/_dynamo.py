@@ -304,6 +304,13 @@ class DynamoLedger:
         """Every digest `tag` has pointed at, oldest first."""
         return [d for _, d, _ in self._tag_rows(registry, repository, tag)]
 
+    def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]:
+        """(tag, digest, first seen) for every tag → digest seen in a repository, oldest first
+        (one paginated query of the repository's partition)."""
+        rows = self._tag_rows(registry, repository, None)
+        rows.sort(key=lambda r: (r[2], r[0], r[1]))
+        return [(t, d, datetime.fromisoformat(seen)) for t, d, seen in rows]
+
     # -- verdicts -----------------------------------------------------------------------------
 
     def record_verdict(

@@ -56,6 +56,11 @@ class Ledger(Protocol):
         """Every digest `tag` has pointed at, oldest first."""
         ...
 
+    def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]:
+        """(tag, digest, first seen) for every tag → digest the ledger saw pushed in one
+        repository, oldest first (one query: retention reads a whole repository)."""
+        ...
+
     # -- verdicts -----------------------------------------------------------------------------
 
     def record_verdict(

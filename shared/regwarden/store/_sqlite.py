@@ -245,6 +245,15 @@ class SqliteLedger:
         )
         return [str(r[0]) for r in rows]
 
+    def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]:
+        """(tag, digest, first seen) for every tag → digest seen in a repository, oldest first."""
+        rows = self._conn().execute(
+            "SELECT tag, digest, seen_at FROM tag_history WHERE registry = ? AND repository = ? "
+            "ORDER BY seen_at, tag, digest",
+            (registry, repository),
+        )
+        return [(str(t), str(d), datetime.fromisoformat(s)) for t, d, s in rows]
+
     # -- verdicts --------------------------------------------------------------------------
 
     def record_verdict(
