@@ -25,9 +25,15 @@ What a listing does not say directly, and how it is filled in:
   whose they are. Treated as untagged images, an `untagged` rule would delete the
   signatures of kept images; so the manifest of every untagged non-image artifact is read
   to learn its subject (one lookup each; none when there are no such artifacts).
+- **Untagged manifests a tag listing cannot show.** On a registry without a manifest
+  listing (no `CAP_MANIFEST_LISTING`: the Distribution API lists tags only), the digests
+  the ledger saw pushed (by digest, or left behind by an overwritten tag) that the
+  listing does not show are read from the registry, one request each, and those still
+  there are added, untagged (`_ledger_digests`). ECR lists every manifest itself.
 - **Times.** Registries that keep no push or pull times (distribution) get the ledger's
-  first-seen and last-pulled times from registry events; without either, the image
-  config's `created` is the age (the planner warns), else the age is unknown.
+  first-seen and last-pulled times from registry events (a digest only the tag history
+  names: its first sighting there). The image config's `created` is kept on the record;
+  the planner ages by it only with `ageFrom: created`. Otherwise the age is unknown.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import NotFound
+from ._ledger_digests import known_digests, ledger_manifests
 from ._records import ImageRecord, to_epoch
 from ._referrers import INDEX_TYPES, find_referrers, tag_schema_subject
 
@@ -54,11 +61,13 @@ _IMAGE_CONFIG_SUFFIXES = ("image.config.v1+json", "container.image.v1+json")
 
 
 class TimesLedger(Protocol):
-    """The ledger method `collect_records` uses (SqliteLedger and DynamoLedger have it)."""
+    """The ledger methods `collect_records` uses (SqliteLedger and DynamoLedger have them)."""
 
     def image_times(
         self, registry: str, repository: str
     ) -> dict[str, tuple[datetime, datetime | None]]: ...
+
+    def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,17 +230,28 @@ def collect_records(
     """List one repository and build its records. `registry_name` is the ledger's key for
     the registry (what events name it: the reference's registry); default `registry.host`.
 
-    On a generic OCI registry with the referrers API, referrers the tag listing cannot show
-    are added (see `_referrers`); the probe for the API costs one request per client."""
+    On a registry without a manifest listing, the untagged manifests the ledger knows are
+    added (see `_ledger_digests`); on a generic OCI registry with the referrers API,
+    referrers the tag listing cannot show are added (see `_referrers`); the probe for the
+    API costs one request per client."""
+    from ..providers import CAP_MANIFEST_LISTING
+
     t0 = time.perf_counter()
     listing, looked_up = _with_subjects(
         registry, repository, registry.list_images(repository), concurrency
     )
-    times = (
-        ledger.image_times(registry_name or registry.host, repository)
-        if ledger is not None
-        else None
-    )
+    name = registry_name or registry.host
+    times = ledger.image_times(name, repository) if ledger is not None else None
+    from_ledger = None
+    if ledger is not None and CAP_MANIFEST_LISTING not in registry.capabilities:
+        history = ledger.tag_history(name, repository)
+        times = known_digests(times or {}, history)
+        shown = {item.digest for item in listing}
+        shown.update(c for item in listing for c in item.children)
+        from_ledger = ledger_manifests(
+            registry, repository, times, history, shown, concurrency=concurrency
+        )
+        listing = [*listing, *from_ledger.listing]
     client = _referrers_client(registry)
     found = (
         find_referrers(
@@ -250,6 +270,8 @@ def collect_records(
     c0 = time.process_time()
     records, warnings = records_from_listing(listing, times=times)
     build_s = time.process_time() - c0
+    if from_ledger is not None and from_ledger.checked:
+        warnings.append(from_ledger.note())
     if looked_up:
         warnings.append(
             f"read the manifests of {looked_up} untagged artifacts to learn their subjects "
