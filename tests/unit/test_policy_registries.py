@@ -4,6 +4,7 @@ the support check that `policy validate`, `serve`, `invoke` and the functions sh
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,17 @@ import pytest
 from regwarden.cli import main
 from regwarden.errors import PolicyError
 from regwarden.policy import (
+    REGISTRY_KINDS,
     Policy,
     check_support,
     ensure_supported,
     load_policy_text,
+    native_sources,
     policy_json_schema,
     scan_sources,
     validate_text,
 )
+from regwarden.policy._registries import KIND_SOURCES
 from regwarden.providers import provider_kind
 
 HEAD = "apiVersion: regwarden/v1\nkind: Policy\n"
@@ -343,3 +347,41 @@ def test_policy_validate_with_registry_reports_what_it_cannot_serve(
     code, out, _ = validate(capsys, str(file), "--registry", ECR, "--output", "json")
     report = json.loads(out)
     assert (code, report["valid"], report["registry"]) == (0, True, ECR)
+
+
+# -- the docs say what the code does ---------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "policy.md"
+
+
+def _registries_section() -> str:
+    text = DOCS.read_text(encoding="utf-8")
+    return text.split("\n## registries\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_docs_table_of_kinds_is_what_the_code_applies() -> None:
+    rows: dict[str, tuple[str, str]] = {}
+    table = _registries_section().split("| kind | provider |", 1)[1].split("\n\n", 1)[0]
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4:
+            for kind in re.findall(r"`([a-z]+)`", cells[0]):
+                rows[kind] = (cells[2], cells[3])
+    assert set(rows) == set(REGISTRY_KINDS)
+    for kind, (serves, unset) in rows.items():
+        assert set(re.findall(r"`([a-z-]+)`", serves)) == KIND_SOURCES[kind], kind
+        own = set(re.findall(r"`([a-z-]+)`", unset))
+        assert own == {*native_sources(kind), "cosign-vuln"}, kind
+        assert "with attestation signers" in unset, kind
+        host = {"ecr": ECR, "gar": "europe-docker.pkg.dev", "acr": "acme.azurecr.io"}
+        listed = f"registries:\n  - {{host: '{host.get(kind, 'r.example.com')}', kind: {kind}}}\n"
+        vuln = "defaults:\n  vulnerabilities: {maxSeverity: high}\n"
+        assert sources_for(listed + vuln, host.get(kind, "r.example.com")) == native_sources(kind)
+
+
+def test_the_docs_example_of_the_section_validates() -> None:
+    block = re.search(r"```yaml\n(registries:.*?)```", _registries_section(), re.DOTALL)
+    assert block is not None
+    policy = load(block.group(1))
+    assert [r.kind for r in policy.registries] == ["harbor", "ecr", "distribution"]
+    assert check_support(policy) == []
