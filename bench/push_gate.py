@@ -9,11 +9,12 @@ registry's notification to the moment the action completed (p50, p99), plus sust
 events per second, and checked for lost or duplicated actions.
 
 The floor does the same primitive work in the same run, raw: one durable SQLite enqueue
-and the 11 registry round trips the verdict and the action need (read the manifest and
-the config, look for signatures by tag and referrers, mount the blobs, put the manifest
-in the quarantine repository, delete it from the source), one after another with a bare
-httpx client, against a registry that notifies no one. regwarden must make the same 11
-requests (`registry_requests_per_event`); it may overlap the independent ones.
+and the 13 registry round trips the verdict and the action need (read the manifest and
+the config, look for signatures by tag and referrers, list the repository's tags and HEAD
+them to learn every tag the registry holds for the digest now, mount the blobs, put the
+manifest in the quarantine repository, delete it from the source), one after another with
+a bare httpx client, against a registry that notifies no one. regwarden must make the same
+13 requests (`registry_requests_per_event`); it may overlap the independent ones.
 Prints JSON.
 """
 
@@ -174,8 +175,8 @@ def run_floor(n: int) -> dict[str, Any]:
             image = make_image(seed=20_000 + i, layers=2, layer_size=512)
             repo = f"floor/app{i % 10}"
             push_image(seed, repo, image, tag=f"v{i}")
-            work.append((repo, image))
-        for repo, image in work:
+            work.append((repo, image, f"v{i}"))
+        for repo, image, tag in work:
             digest = image.manifest_digest
             t0 = time.perf_counter()
             db.execute("BEGIN IMMEDIATE")
@@ -188,6 +189,9 @@ def run_floor(n: int) -> dict[str, Any]:
                 ("GET", f"/v2/{repo}/manifests/{digest.replace(':', '-')}.att", {"Accept": ACCEPT}),
                 ("GET", f"/v2/{repo}/referrers/{digest}", {"Accept": OCI_INDEX}),
                 ("GET", f"/v2/{repo}/manifests/{referrers_tag(digest)}", {"Accept": OCI_INDEX}),
+                # the tags the registry holds now (quarantine removes and records them all)
+                ("GET", f"/v2/{repo}/tags/list", {}),
+                ("HEAD", f"/v2/{repo}/manifests/{tag}", {"Accept": ACCEPT}),
             ]
             for method, url, headers in calls:
                 http.request(method, url, headers=headers)
