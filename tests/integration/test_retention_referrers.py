@@ -279,8 +279,11 @@ def test_an_orphaned_referrer_is_deleted_by_the_orphans_rule(
         assert f"subject {gone.image} is not in the repository" in d.reason
     d = by_digest[gone.sbom_signature]  # its subject, the orphaned SBOM, goes with it
     assert (d.action, d.rule) == ("delete", "referrerOfDeleted")
-    # the referrers of an image that still exists are not orphans: left alone
-    assert not moved.referrers & set(by_digest)
+    # the image whose tag moved on is known from the ledger (distribution lists tags only),
+    # so it is planned, untagged, and its referrers follow it: not orphans, kept with it
+    assert by_digest[moved.image].action == "keep" and by_digest[moved.image].tags == ()
+    for digest in moved.referrers:
+        assert (by_digest[digest].action, by_digest[digest].role) == ("keep", "referrer")
     assert all(by_digest[d].action == "keep" for d in kept.all)
     assert run.plan is not None
     assert any("2 orphaned referrers" in w for w in run.plan.plans[0].warnings)

@@ -88,7 +88,8 @@ def seed(
 ) -> Seeded:
     """`repositories` × (`images` tagged images + a signature for every fifth one); ages
     from the ledger's first-seen times (as the receiver records them) except every
-    seventh image, whose age is only its config's `created` (the fallback)."""
+    seventh image, which the ledger never saw: its config's `created` is no age (the policy
+    does not say `ageFrom: created`), so no age rule selects it."""
     prefix = f"rt-{uuid.uuid4().hex[:8]}"
     names = [f"{prefix}/svc{i}" for i in range(repositories)]
     base = make_image(layers=1, layer_size=256, seed=7)
@@ -169,11 +170,16 @@ def test_plan_apply_and_verify_300_images(
     plan = run.plan
     assert plan is not None and not run.tripped
     assert sum(len(p.decisions) for p in plan.plans) == seeded.manifests
-    # every rule kind decided something, and the fallback was announced
+    # every rule kind decided something, and the images of unknown age were announced
     rules = {d.rule for p in plan.plans for d in p.decisions}
     assert {"mostRecent", "semver", "tagMatches", "olderThan", "referrerOfDeleted"} <= rules
     assert {"childOfKept"} & rules or {"childOfDeleted"} & rules
-    assert any("used config created" in w for p in plan.plans for w in p.warnings)
+    assert "ageUnknown" in rules
+    assert any("no push time for" in w for p in plan.plans for w in p.warnings)
+    for p in plan.plans:  # an image with no push time is never deleted for its age
+        for d in p.decisions:
+            if d.time is None and d.role == "image":
+                assert d.action == "keep", d
     assert any("ledger's first-seen" in w for p in plan.plans for w in p.warnings)
     assert 0 < run.deletions < seeded.manifests
 
