@@ -31,7 +31,7 @@ import pytest
 from support import aws_gate
 from support import moto_server as support
 from support.aws_gate import Aws, attributes
-from support.moto_server import REGISTRY_HOST, put_manifest
+from support.moto_server import ACCOUNT, REGION, REGISTRY_HOST, put_manifest
 from support.proxy import RegistryProxy
 
 from regwarden.devtools import ImageBlobs, IndexBlobs, LocalRegistry, make_image, make_multiarch
@@ -149,6 +149,48 @@ def scan_event(aws: Aws, repository: str, digest: str) -> dict[str, Any]:
     return aws.sample("ecr-image-scan.json", repository=repository, digest=digest)
 
 
+def enhanced_scan_result(aws: Aws, repository: str, digest: str, severity: str) -> None:
+    """The registry on enhanced scanning (Amazon Inspector), and one ACTIVE finding for the
+    image in ECR's findings API, as ECR answers under enhanced scanning."""
+    aws.ecr.put_registry_scanning_configuration(
+        scanType="ENHANCED",
+        rules=[
+            {
+                "scanFrequency": "CONTINUOUS_SCAN",
+                "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}],
+            }
+        ],
+    )
+    aws.ecr.start_image_scan(repositoryName=repository, imageId={"imageDigest": digest})
+    aws.moto.set_ecr_scan_findings(
+        {
+            "registryId": ACCOUNT,
+            "repositoryName": repository,
+            "imageId": {"imageDigest": digest},
+            "imageScanStatus": {"status": "ACTIVE", "description": "Continuous scan"},
+            "imageScanFindings": {
+                "imageScanCompletedAt": datetime.now(UTC).timestamp(),
+                "findingSeverityCounts": {severity: 1},
+                "enhancedFindings": [
+                    {
+                        "awsAccountId": ACCOUNT,
+                        "findingArn": f"arn:aws:inspector2:{REGION}:{ACCOUNT}:finding/f0",
+                        "packageVulnerabilityDetails": {
+                            "vulnerabilityId": "CVE-2099-0000",
+                            "source": "NVD",
+                            "vulnerablePackages": [{"name": "pkg0", "version": "1.0"}],
+                        },
+                        "severity": severity,
+                        "status": "ACTIVE",
+                        "title": "CVE-2099-0000 - pkg0",
+                        "type": "PACKAGE_VULNERABILITY",
+                    }
+                ],
+            },
+        }
+    )
+
+
 def verdict(aws: Aws, repository: str, digest: str) -> str | None:
     return aws.ledger().last_verdict(REGISTRY_HOST, repository, digest)
 
@@ -193,17 +235,23 @@ def alert_body(message: dict[str, Any]) -> dict[str, Any]:
 # -- registry's own scan, retag from the registry's state -----------------------------------
 
 
+@pytest.mark.parametrize("scanning", ["basic", "enhanced"])
 def test_critical_scan_of_an_image_never_seen_pushed_fails_and_retag_leaves_no_tag(
-    aws: Aws, key: PrivateKey
+    aws: Aws, key: PrivateKey, scanning: str
 ) -> None:
-    repo = "scan/critical"
+    repo = f"scan/critical-{scanning}"
     aws.repository(repo)
     digest = aws.push(repo, make_image(seed=801, layer_size=64), "1.0.1")
     sign(aws, repo, digest, key)  # signed: the scan alone decides
-    aws.scan_result(repo, digest, ["CRITICAL", "LOW"])
+    if scanning == "basic":
+        aws.scan_result(repo, digest, ["CRITICAL", "LOW"])
+        event = scan_event(aws, repo, digest)
+    else:
+        enhanced_scan_result(aws, repo, digest, "CRITICAL")
+        event = aws.sample("inspector2-scan.json", repository=repo, digest=digest, tag="1.0.1")
 
     # no push event: deployed before regwarden, or the event was lost
-    assert aws.gate("on_scan", scan_event(aws, repo, digest)) == {"batchItemFailures": []}
+    assert aws.gate("on_scan", event) == {"batchItemFailures": []}
 
     assert verdict(aws, repo, digest) == "FAILED"
     assert aws.tags(repo, digest) == [qtag(digest)]
