@@ -472,3 +472,32 @@ def test_data_plane_503_during_signature_discovery_fails_the_record_without_acti
     assert aws.invoke("on_push", batch) == {"batchItemFailures": []}
     assert verdict(aws, repo, digest) == "PASSED"
     assert aws.tags(repo, digest) == ["1.0.0"]
+
+
+def test_data_plane_503_on_the_last_attempt_dead_letters_with_an_ops_alert(
+    aws: Aws, key: PrivateKey, flaky_data_plane: RegistryProxy
+) -> None:
+    repo = "sourced/down"
+    aws.repository(repo)
+    digest = aws.push(repo, make_image(seed=808, layer_size=64), "1.0.0")
+    sign(aws, repo, digest, key)
+    aws.scan_result(repo, digest, ["LOW"])
+    signature = rf"/v2/{repo}/manifests/sha256-[0-9a-f]{{64}}\.sig"
+    flaky_data_plane.inject(503, count=None, path=signature)
+
+    batch = aws.sqs_event(json.dumps(push_event(aws, repo, digest, "1.0.0")))
+    (record,) = batch["Records"]
+    record["attributes"]["ApproximateReceiveCount"] = "3"  # REGWARDEN_MAX_RECEIVES
+    result = aws.invoke("on_push", batch)
+
+    # failed again: SQS moves it to the dead-letter queue
+    assert result == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    assert verdict(aws, repo, digest) == "ERROR"
+    assert aws.tags(repo, digest) == ["1.0.0"]  # no action, ever, on missing evidence
+    assert aws.ledger().quarantined(REGISTRY_HOST, repo, digest) is None
+    (alert,) = aws.drain("notify")
+    assert attributes(alert)["verdict"] == "ERROR"
+    assert attributes(alert)["action"] == "none"
+    reasons = alert_body(alert)["reasons"]
+    assert any(r.startswith("signatures:") and "HTTP 503" in r for r in reasons), reasons
+    assert not any(r.startswith("vulnerabilities:") for r in reasons), reasons  # scan was read
