@@ -255,7 +255,11 @@ def _build(function: str) -> State:
     keys = SecretEnv(os.environ, key_names, store=store)
     actor = os.environ.get("REGWARDEN_ACTOR") or None
     runtime = Runtime(
-        policy, ledger=ledger, env=keys, actor=actor, registry_factory=_registry_factory(settings)
+        policy,
+        ledger=ledger,
+        env=keys,
+        actor=actor,
+        registry_factory=_registry_factory(settings, policy),
     )
     pipeline = None
     if gate:
@@ -313,12 +317,17 @@ def _structured_core_logs() -> None:
     copy_config_to_registered_loggers(source_logger=Logger(service=service), include={"regwarden"})
 
 
-def _registry_factory(settings: Settings) -> Callable[[str], Registry]:
+def _registry_factory(settings: Settings, policy: Policy) -> Callable[[str], Registry]:
+    """Providers by the kind the policy's `registries` section gives a host (else by its
+    name), as the CLI's runtime opens them; ECR with the quarantine hooks of this adapter."""
     from regwarden.providers import ProviderOptions, open_registry, provider_kind
 
     def factory(host: str) -> Registry:
-        if provider_kind(host) != "ecr":
-            return open_registry(host)
+        listed = policy.registry(host)
+        kind = listed.kind if listed is not None else None
+        options = ProviderOptions(insecure=bool(listed is not None and listed.insecure))
+        if provider_kind(host, kind) != "ecr":
+            return open_registry(host, options, kind=kind)
         from ._ecr import QuarantineEcr
 
         return QuarantineEcr(host, ProviderOptions(), data_plane_host=settings.ecr_data_plane)

@@ -262,7 +262,7 @@ def _build(function: str) -> State:
     settings = Settings.from_env()
     retention = RetentionSettings.from_env()
     policy = load_policy(settings.policy)
-    factory = _registry_factory(settings)
+    factory = _registry_factory(settings, policy)
     _structured_core_logs()
     if function == FANOUT:
         if not retention.queue:
