@@ -28,7 +28,7 @@ format:
 	$(VENV)/bin/ruff check --fix .
 
 typecheck:
-	$(VENV)/bin/mypy --strict shared/
+	$(VENV)/bin/mypy --strict shared/ functions/ bench/
 
 bench:
 	$(PY) bench/oci_list.py

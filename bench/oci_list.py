@@ -17,6 +17,7 @@ regwarden/raw ratio per case. No assertions; the target is a ratio of at most 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -196,8 +197,8 @@ def main() -> None:
                 results.append(
                     compare(
                         label,
-                        lambda c=client, p=page_size: c.list_tags(REPO, page_size=p),
-                        lambda h=http, b=base, p=page_size: raw_list_tags(h, b, p),
+                        functools.partial(client.list_tags, REPO, page_size=page_size),
+                        functools.partial(raw_list_tags, http, base, page_size),
                         ours_t,
                         raw_t,
                         args.rounds,

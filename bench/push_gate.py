@@ -109,7 +109,8 @@ def run_gate(n: int, workers: int) -> dict[str, Any]:
                 image = make_image(seed=10_000 + i, layers=2, layer_size=512)
                 pushed.append(push_image(client, f"bench/app{i % 10}", image, tag=f"v{i}"))
                 with lock:  # wait without polling: a busy waiter would skew the latency
-                    lock.wait_for(lambda want=i + 1: len(latencies) >= want, timeout=30)
+                    want = i + 1
+                    lock.wait_for(lambda: len(latencies) >= want, timeout=30)  # noqa: B023
             requests_per_event = count["requests"] / n
             latency = list(latencies)
             # Phase 2, throughput: a burst of n pushes, processed by the worker pool.

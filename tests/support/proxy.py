@@ -332,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size_line = self.rfile.readline().split(b";", 1)[0].strip()
                 size = int(size_line or b"0", 16)
