@@ -109,6 +109,19 @@ def _dig(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+def _report_untagged_deletes(request: Mapping[str, Any], payload: bytes) -> bytes:
+    """moto deletes an untagged image asked for by digest but reports it nowhere (it lists
+    one entry per tag); ECR lists every deleted image in `imageIds`."""
+    doc = json.loads(payload)
+    seen = {i.get("imageDigest") for i in doc.get("imageIds") or []}
+    seen |= {(f.get("imageId") or {}).get("imageDigest") for f in doc.get("failures") or []}
+    for image_id in request.get("imageIds") or []:
+        digest = image_id.get("imageDigest")
+        if digest and "imageTag" not in image_id and digest not in seen:
+            doc.setdefault("imageIds", []).append({"imageDigest": digest})
+    return json.dumps(doc).encode()
+
+
 @dataclass
 class ProxyCall:
     """One request the proxy saw: operation name and decoded JSON body."""
@@ -241,6 +254,8 @@ class EcrLimitsProxy:
             return self._paged(operation, paged, method, path, headers, body)
         self.calls.append(ProxyCall(operation, request))
         status, out_headers, payload = self._forward(method, path, headers, body)
+        if operation == "BatchDeleteImage" and status == 200:
+            payload = _report_untagged_deletes(request, payload)
         edit = self.rewrite.get(operation)
         if edit is None or status != 200:
             return status, out_headers, payload
