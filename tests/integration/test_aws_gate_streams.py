@@ -77,6 +77,9 @@ repositories:
     team: scan
   - match: "sourced/**"
     vulnerabilities: {{maxSeverity: high, scanTimeout: 30m, sources: [ecr]}}
+  - match: "moved/**"
+    vulnerabilities: {{maxSeverity: high, scanTimeout: 30m, sources: [ecr]}}
+    quarantine: {{strategy: move, repository: "quarantine/{{repository}}"}}
 notifications:
   channels:
     alerts-topic: {{type: sns, topicArn: "{topic}"}}
@@ -330,6 +333,54 @@ def test_multi_arch_push_children_wait_and_the_index_is_judged_once(
     assert aws.ledger().quarantined(REGISTRY_HOST, repo, index_digest) is None
     assert verdict_metrics(aws) == [(repo, "PASSED")]  # one verdict: the index's
     assert aws.drain("notify") == []
+
+
+def test_failed_multi_arch_index_moves_with_its_children_and_release_restores_both(
+    aws: Aws,
+) -> None:
+    from functions.aws._ecr import QuarantineEcr
+    from regwarden.actions import release
+    from regwarden.providers import ProviderOptions
+    from regwarden.reference import ImageRef
+
+    repo = "moved/multi"
+    aws.repository(repo)
+    index = make_multiarch(seed=87, layers=1, layer_size=64)
+    index_digest = aws.push_index(repo, index, "3.0.0")
+    children = [c.digest for c in index.children]
+    aws.scan_result(repo, index_digest, ["CRITICAL"])  # unsigned too
+    child_events = [push_event(aws, repo, d, None) for d in children]
+    assert aws.gate("on_push", *child_events) == {"batchItemFailures": []}
+
+    event = index_push_event(aws, repo, index_digest, "3.0.0")
+    assert aws.gate("on_push", event) == {"batchItemFailures": []}
+
+    assert verdict(aws, repo, index_digest) == "FAILED"
+    qrepo = f"quarantine/{repo}"
+    for d in [index_digest, *children]:
+        assert not aws.present(repo, d), d  # the index and every child left together
+        assert aws.present(qrepo, d), d
+    assert aws.tags(qrepo, index_digest) == [qtag(index_digest)]
+    for d in children:
+        assert verdict(aws, repo, d) is None  # moved as part of the index, never judged
+
+    registry = QuarantineEcr(REGISTRY_HOST, ProviderOptions(), data_plane_host=aws.oci.host)
+    try:
+        outcome = release(
+            registry,
+            aws.ledger(),
+            image=ImageRef.parse(f"{REGISTRY_HOST}/{repo}@{index_digest}"),
+            reason="accepted risk",
+            now=datetime.now(UTC),
+        )
+    finally:
+        registry.close()
+    assert outcome.restored_tags == ("3.0.0",)
+    assert aws.tags(repo, index_digest) == ["3.0.0"]
+    for d in children:
+        assert aws.present(repo, d), d  # the index can be pulled again, every platform
+    for d in [index_digest, *children]:
+        assert not aws.present(qrepo, d), d
 
 
 def test_stand_alone_untagged_push_is_judged_after_the_settle_window(
