@@ -237,6 +237,8 @@ def windows_passed(env: Env, repo: str, since: Any, wait: timedelta) -> None:
         timeout=30 + wait.total_seconds(),
         what=f"the settle window of {repo} to pass and its rechecks to run",
     )
+    dead = env.ledger.dead_letters(repo)
+    assert not dead, f"dead-lettered: {[(r.source, r.error) for r in dead]}"
 
 
 def untouched(env: Env, s: Stream, repo: str, digest: str) -> None:
@@ -481,6 +483,7 @@ def test_registry_503_during_signature_discovery_is_an_error_retried_without_act
     assert tag_digest(s, repo, "7.0") == image.digest
     assert not exists(s, f"quarantine/{repo}", image.digest)
     assert env.ledger.quarantine_actions(s.host, repo, image.digest) == []
+    assert env.ledger.dead_letters(repo) == []
 
 
 # -- 8. Notation signatures from the Notation fixtures ----------------------------------------

@@ -380,6 +380,14 @@ class Ledger:
             return False
         return True
 
+    def dead_letters(self, repo: str) -> list[QueueRow]:
+        """Deliveries and rechecks for `repo` the receiver gave up on."""
+        return [
+            r
+            for r in self.queue()
+            if r.done_at is not None and r.error is not None and mentions(r.body, repo)
+        ]
+
     def rechecked(self, repo: str, after: datetime) -> bool:
         """A recheck regwarden scheduled itself (not a webhook) for `repo` ran after `after`."""
         return any(
