@@ -454,8 +454,13 @@ def _render(
     return out
 
 
-def _schedule_recheck(st: State, image: str, at: datetime, *, now: datetime) -> None:
-    """A delayed message on this function's own queue brings the image back at `at`."""
+def _schedule_recheck(st: State, image: str, at: datetime, *, now: datetime, hop: int = 0) -> None:
+    """A delayed message on this function's own queue brings the image back at `at`.
+
+    SQS delays at most 15 minutes, so a later recheck is re-sent on arrival. Each hop has
+    its own id: the gate functions are idempotent on the event id, and a re-sent message
+    with the id of the one that carried it would be answered from the idempotency store
+    and never judged."""
     if not st.settings.recheck_queue:
         return
     if st.sqs is None:
@@ -463,8 +468,13 @@ def _schedule_recheck(st: State, image: str, at: datetime, *, now: datetime) -> 
 
         st.sqs = boto3.session.Session().client("sqs")
     delay = int(min(max((at - now).total_seconds() + 1, 0), MAX_DELAY))
-    body = {"id": f"recheck:{image}:{at.isoformat()}", "source": RECHECK, "image": image}
-    body["at"] = at.isoformat()
+    body: dict[str, Any] = {
+        "id": f"recheck:{image}:{at.isoformat()}" + (f":hop{hop}" if hop else ""),
+        "source": RECHECK,
+        "image": image,
+        "at": at.isoformat(),
+        "hop": hop,
+    }
     st.sqs.send_message(
         QueueUrl=st.settings.recheck_queue, MessageBody=json.dumps(body), DelaySeconds=delay
     )
@@ -485,10 +495,11 @@ def _recheck(
     try:
         image = ImageRef.parse(str(event["image"]))
         at = datetime.fromisoformat(str(event["at"]))
-    except (KeyError, ValueError) as exc:
+        hop = int(event.get("hop", 0))
+    except (KeyError, ValueError, TypeError) as exc:
         raise IntakeError(f"malformed recheck message {event.get('id')!r}: {exc}") from None
     if at > now + timedelta(seconds=1):  # still early: SQS delays at most 15 minutes
-        _schedule_recheck(st, str(image), at, now=now)
+        _schedule_recheck(st, str(image), at, now=now, hop=hop + 1)
         return {
             "id": event["id"],
             "results": [{"image": str(image), "rescheduled": at.isoformat()}],
