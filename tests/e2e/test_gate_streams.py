@@ -377,9 +377,9 @@ def test_attestation_pushed_later_re_evaluates_its_subject(
     image = build_image(tmp_path / "oci", tag="4.0", seed=41 if path == "harbor" else 40)
     pushed = utcnow()
     push(s, tmp_path / "oci", repo, "4.0")
-    sign(env, s, repo, image.digest, "legacy")
+    signature = sign(env, s, repo, image.digest, "legacy")
     # signed, but the scan (a signed cosign-vuln attestation) is not there yet
-    windows_passed(env, repo, utcnow(), timedelta(0))
+    env.wait(lambda: env.ledger.delivered(repo, signature), what="signature event processed")
     assert verdict(env, s, repo, image.digest) == "PENDING"
 
     attestation = attest_scan(env, s, repo, image.digest, tmp_path)
