@@ -303,6 +303,8 @@ class Pipeline:
             self.ledger.record_push(reg, repo, digest, (), now=now)
             times = self.ledger.image_times(reg, repo)
         last = max(first for first, _ in times.values())
+        if event.kind is EventKind.PUSHED:  # a push of a digest seen before counts too
+            last = max(last, event.time)
         deadline = last + rules.settle_wait
         if now < deadline:
             return Handled(

@@ -236,3 +236,18 @@ def test_a_registry_error_during_signature_discovery_is_error_and_never_acted_on
                 assert retried.verdict is not None and retried.verdict.outcome is Outcome.FAILED
         finally:
             runtime.close()
+
+
+def test_a_repush_of_a_known_digest_restarts_the_window(
+    registry: LocalRegistry, client: RegistryClient, repo: str, gate: Pipeline
+) -> None:
+    """A release copies an index's children back before it re-tags the index: the child's
+    new push must wait a full window again, not be judged alone on its old first-seen."""
+    host = registry.host
+    digest = push_image(client, repo, make_image(seed=79))
+    gate.handle(push_event(host, repo, digest, at=T0), now=T0)
+    again = T0 + timedelta(hours=1)
+    handled = gate.handle(push_event(host, repo, digest, at=again, n=1), now=again)
+    assert handled.verdict is None
+    assert handled.recheck_at == again + timedelta(minutes=2)
+    assert client.head_manifest(repo, digest) is not None
