@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from support import ecr_registry as ecr_support
 from support import moto_server as support
 from support.moto_server import (
     OCI_INDEX,
@@ -51,34 +50,12 @@ from regwarden.reference import short_digest
 moto_server = support.moto_server
 moto = support.moto
 ecr_proxy = support.ecr_proxy
+ecr = ecr_support.ecr
+# No data plane here (see test_ecr_dataplane.py): a closed loopback port, so nothing ever
+# leaves the machine.
+registry = ecr_support.control_plane_registry
 
 pytestmark = pytest.mark.integration
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def ecr(moto: MotoServer) -> Any:
-    """A boto3 ECR client straight to moto, for seeding and checking."""
-    return moto.client("ecr")
-
-
-@pytest.fixture
-def registry(ecr_proxy: EcrLimitsProxy) -> Iterator[EcrRegistry]:
-    # No data plane here (see test_ecr_dataplane.py): a closed loopback port, so nothing
-    # ever leaves the machine.
-    reg = EcrRegistry(
-        REGISTRY_HOST,
-        ProviderOptions(),
-        endpoint_url=ecr_proxy.endpoint_url,
-        data_plane_host=f"127.0.0.1:{closed_port()}",
-    )
-    yield reg
-    reg.close()
 
 
 def test_is_a_registry_with_ecr_capabilities(registry: EcrRegistry) -> None:

@@ -6,11 +6,11 @@ ECR's and Inspector's page limits that moto ignores."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from support import ecr_registry as ecr_support
 from support import moto_server as support
 from support.moto_server import (
     ACCOUNT,
@@ -23,7 +23,6 @@ from support.moto_server import (
 )
 
 from regwarden.model import Severity
-from regwarden.providers import ProviderOptions
 from regwarden.providers.ecr import EcrRegistry
 from regwarden.reference import ImageRef
 from regwarden.scanning import ScanStatus
@@ -42,22 +41,12 @@ from regwarden.scanning.ecr import (
 moto_server = support.moto_server
 moto = support.moto
 ecr_proxy = support.ecr_proxy
+ecr = ecr_support.ecr
+registry = ecr_support.registry
 
 pytestmark = pytest.mark.integration
 
 SCANNED_AT = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
-
-
-@pytest.fixture
-def ecr(moto: MotoServer) -> Any:
-    return moto.client("ecr")
-
-
-@pytest.fixture
-def registry(ecr_proxy: EcrLimitsProxy) -> Iterator[EcrRegistry]:
-    reg = EcrRegistry(REGISTRY_HOST, ProviderOptions(), endpoint_url=ecr_proxy.endpoint_url)
-    yield reg
-    reg.close()
 
 
 def image(ecr: Any, repository: str, seed: str, *, scan_on_push: bool = False) -> str:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ecr_registry as ecr_support
 from support import moto_server as support
 from support.moto_server import (
     ACCOUNT,
     REGISTRY_HOST,
-    EcrLimitsProxy,
     MotoServer,
     oci_manifest,
     put_manifest,
@@ -27,7 +27,6 @@ from regwarden.gate import Facts, evaluate
 from regwarden.gate._from_policy import gate_rules
 from regwarden.model import CheckOutcome, Outcome
 from regwarden.policy import load_policy_text
-from regwarden.providers import ProviderOptions
 from regwarden.providers.ecr import EcrRegistry
 from regwarden.reference import ImageRef
 from regwarden.runtime import Runtime
@@ -36,6 +35,7 @@ from regwarden.store import SqliteLedger
 moto_server = support.moto_server
 moto = support.moto
 ecr_proxy = support.ecr_proxy
+registry = ecr_support.registry
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +45,6 @@ kind: Policy
 defaults:
   vulnerabilities: {maxSeverity: high}
 """
-
-
-@pytest.fixture
-def registry(ecr_proxy: EcrLimitsProxy) -> Iterator[EcrRegistry]:
-    reg = EcrRegistry(REGISTRY_HOST, ProviderOptions(), endpoint_url=ecr_proxy.endpoint_url)
-    yield reg
-    reg.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ restores them, and a tag rolls back past a FAILED digest to an older PASSED one.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -12,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ecr_registry as ecr_support
 from support import moto_server as support
 from support.moto_server import (
     OCI_INDEX,
     REGISTRY_HOST,
-    EcrLimitsProxy,
     MotoServer,
     oci_manifest,
     put_manifest,
@@ -24,7 +23,6 @@ from support.moto_server import (
 )
 
 from regwarden.actions import QuarantineOutcome, describe_state, quarantine, quarantine_tag, release
-from regwarden.providers import ProviderOptions
 from regwarden.providers.ecr import EcrRegistry
 from regwarden.reference import ImageRef
 from regwarden.store import SqliteLedger
@@ -32,6 +30,8 @@ from regwarden.store import SqliteLedger
 moto_server = support.moto_server
 moto = support.moto
 ecr_proxy = support.ecr_proxy
+# retag and release are control-plane only: a closed data-plane port proves it
+registry = ecr_support.control_plane_registry
 
 pytestmark = pytest.mark.integration
 
@@ -39,30 +39,11 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 REPO = "payments/api"
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def ecr(moto: MotoServer) -> Any:
     client = moto.client("ecr")
     client.create_repository(repositoryName=REPO)
     return client
-
-
-@pytest.fixture
-def registry(ecr_proxy: EcrLimitsProxy) -> Iterator[EcrRegistry]:
-    # retag and release are control-plane only: a closed data-plane port proves it
-    reg = EcrRegistry(
-        REGISTRY_HOST,
-        ProviderOptions(),
-        endpoint_url=ecr_proxy.endpoint_url,
-        data_plane_host=f"127.0.0.1:{closed_port()}",
-    )
-    yield reg
-    reg.close()
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ecr_registry as ecr_support
 from support import moto_server as support
 from support.moto_server import (
-    REGISTRY_HOST,
     EcrLimitsProxy,
     MotoServer,
     oci_manifest,
@@ -24,7 +24,6 @@ from support.moto_server import (
 )
 
 from regwarden.policy import load_policy_text
-from regwarden.providers import ProviderOptions
 from regwarden.providers.ecr import EcrRegistry
 from regwarden.retention import apply, load_run, plan_run
 from regwarden.store import SqliteLedger
@@ -32,6 +31,7 @@ from regwarden.store import SqliteLedger
 moto_server = support.moto_server
 moto = support.moto
 ecr_proxy = support.ecr_proxy
+registry = ecr_support.registry
 
 pytestmark = pytest.mark.integration
 
@@ -73,13 +73,6 @@ def seeded(moto: MotoServer, ecr_proxy: EcrLimitsProxy) -> dict[str, str]:
         tags = dict(pool.map(push, range(N)))
     ecr_proxy.rewrite["DescribeImages"] = ages
     return tags
-
-
-@pytest.fixture
-def registry(ecr_proxy: EcrLimitsProxy) -> Iterator[EcrRegistry]:
-    reg = EcrRegistry(REGISTRY_HOST, ProviderOptions(), endpoint_url=ecr_proxy.endpoint_url)
-    yield reg
-    reg.close()
 
 
 @pytest.fixture

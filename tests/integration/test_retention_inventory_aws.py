@@ -5,16 +5,15 @@ resolved through ECR) from a plan that would otherwise delete them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ecr_registry as ecr_support
 from support import moto_server as support
 from support.moto_server import (
     REGISTRY_HOST,
-    EcrLimitsProxy,
     MotoServer,
     oci_manifest,
     put_manifest,
@@ -22,7 +21,6 @@ from support.moto_server import (
 
 from regwarden.errors import RegistryError
 from regwarden.policy import AwsInventory, load_policy_text
-from regwarden.providers import ProviderOptions
 from regwarden.providers.ecr import EcrRegistry
 from regwarden.retention import plan_run, refs_from_aws
 from regwarden.store import SqliteLedger
@@ -30,6 +28,7 @@ from regwarden.store import SqliteLedger
 moto_server = support.moto_server
 moto = support.moto
 ecr_proxy = support.ecr_proxy
+registry = ecr_support.registry
 
 pytestmark = pytest.mark.integration
 
@@ -83,13 +82,6 @@ def workloads(moto: MotoServer) -> dict[str, str]:
 
 def clients(moto: MotoServer) -> Any:
     return lambda service, region: moto.client(service)
-
-
-@pytest.fixture
-def registry(ecr_proxy: EcrLimitsProxy) -> Iterator[EcrRegistry]:
-    reg = EcrRegistry(REGISTRY_HOST, ProviderOptions(), endpoint_url=ecr_proxy.endpoint_url)
-    yield reg
-    reg.close()
 
 
 def test_ecs_and_lambda_images_are_found(moto: MotoServer, workloads: dict[str, str]) -> None:
