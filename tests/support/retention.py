@@ -7,6 +7,7 @@ so the executor and planner run unchanged against them.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +20,7 @@ from regwarden.notify import Alert, Router
 from regwarden.policy import Policy
 from regwarden.providers import ImageDetails, ImageRecord
 from regwarden.providers.ecr import BatchDeleteResult, DeleteFailure
+from regwarden.retention import Guard
 from regwarden.store import SqliteLedger
 
 
@@ -227,6 +229,15 @@ class FakeRuntime:
     def router(self) -> Router:
         ch = self.channel
         return Router(lambda _alert: [ch.name], {ch.name: ch})
+
+
+NO_GUARD = Guard(max_deletes=None, max_share=None)
+"""Rules with no guard rail, for tests about what is planned rather than how much."""
+
+
+def dg(name: str) -> str:
+    """A stable digest for a readable name."""
+    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
 
 def record(

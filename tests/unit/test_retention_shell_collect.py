@@ -4,16 +4,14 @@ with `ageFrom: created`); and what the planner then decides from those records."
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from support.retention import FakeRegistry, record
+from support.retention import NO_GUARD, FakeRegistry, dg, record
 
 from regwarden.retention import (
     DeleteOlderThan,
     DeleteUntagged,
-    Guard,
     KeepMostRecent,
     RetentionRules,
     collect_records,
@@ -27,11 +25,6 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 INDEX = "application/vnd.oci.image.index.v1+json"
 REPO = "team/api"
-NO_GUARD = Guard(max_deletes=None, max_share=None)
-
-
-def dg(name: str) -> str:
-    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
 
 def sig_tag(subject: str, suffix: str = "sig") -> str:

@@ -4,19 +4,17 @@ planned like any other manifest; and none of it on a registry that lists every m
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support.retention import FakeRegistry, record
+from support.retention import NO_GUARD, FakeRegistry, dg, record
 
 from regwarden.oci import Manifest
 from regwarden.providers import CAP_MANIFEST_LISTING, ImageRecord
 from regwarden.retention import (
     DeleteUntagged,
-    Guard,
     KeepMostRecent,
     RetentionRules,
     collect_records,
@@ -30,11 +28,6 @@ DAY = timedelta(days=1)
 REPO = "team/api"
 HOST = "registry.test"
 INDEX = "application/vnd.oci.image.index.v1+json"
-NO_GUARD = Guard(max_deletes=None, max_share=None)
-
-
-def dg(name: str) -> str:
-    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
 
 class TagListingRegistry(FakeRegistry):

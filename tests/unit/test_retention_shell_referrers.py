@@ -4,21 +4,19 @@ one level down, orphans through the ledger, errors), and the client's capability
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import httpx
 import pytest
-from support.retention import FakeRegistry, record
+from support.retention import NO_GUARD, FakeRegistry, dg, record
 
 from regwarden.errors import AuthError, NotFound, RegistryError
 from regwarden.oci import OCI_INDEX, OCI_MANIFEST, Descriptor, RegistryClient
 from regwarden.retention import (
     DeleteOlderThan,
     DeleteOrphans,
-    Guard,
     KeepMostRecent,
     RetentionRules,
     collect_records,
@@ -34,11 +32,6 @@ REPO = "team/api"
 INDEX = "application/vnd.oci.image.index.v1+json"
 SIG = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SBOM = "application/spdx+json"
-NO_GUARD = Guard(max_deletes=None, max_share=None)
-
-
-def dg(name: str) -> str:
-    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
 
 def ref(name: str, artifact_type: str = SIG, **annotations: str) -> Descriptor:
