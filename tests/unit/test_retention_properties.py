@@ -321,6 +321,11 @@ def selected_by_delete_rule(
     return False
 
 
+def planned(records: list[ImageRecord], rules: RetentionRules, prot: Protections) -> RepositoryPlan:
+    """The plan for one repository of a scenario, at NOW."""
+    return plan_repository("team/app", records, rules, now=NOW, protections=prot)
+
+
 def apply(records: list[ImageRecord], plan: RepositoryPlan) -> list[ImageRecord]:
     doomed = {d.digest for d in plan.deletions}
     return [r for r in records if r.digest not in doomed]
@@ -344,7 +349,7 @@ def test_the_plan_never_deletes_what_must_stay(
     scenario: tuple[list[ImageRecord], RetentionRules, Protections],
 ) -> None:
     records, rules, prot = scenario
-    plan = plan_repository("team/app", records, rules, now=NOW, protections=prot)
+    plan = planned(records, rules, prot)
     m = model_of(records, rules.age_from)
     deleted = {d.digest for d in plan.deletions}
     kept = set(m.records) - deleted
@@ -412,7 +417,7 @@ def test_an_unknown_age_never_deletes_and_the_plan_says_so(
     scenario: tuple[list[ImageRecord], RetentionRules, Protections],
 ) -> None:
     records, rules, prot = scenario
-    plan = plan_repository("team/app", records, rules, now=NOW, protections=prot)
+    plan = planned(records, rules, prot)
     m = model_of(records, rules.age_from)
     for d in plan.decisions:
         r = m.records[d.digest]
@@ -436,8 +441,8 @@ def test_planning_after_applying_deletes_nothing_more(
     scenario: tuple[list[ImageRecord], RetentionRules, Protections],
 ) -> None:
     records, rules, prot = scenario
-    plan = plan_repository("team/app", records, rules, now=NOW, protections=prot)
-    again = plan_repository("team/app", apply(records, plan), rules, now=NOW, protections=prot)
+    plan = planned(records, rules, prot)
+    again = planned(apply(records, plan), rules, prot)
     assert again.images_deleted == 0
     assert again.tripped == plan.tripped  # a tripped plan changed nothing, so trips again
     kept_before = {d.digest: d.action for d in plan.decisions if d.action == "keep"}
@@ -452,8 +457,8 @@ def test_plans_are_deterministic(
     records, rules, prot = scenario
     shuffled = records[:]
     rnd.shuffle(shuffled)
-    first = plan_repository("team/app", records, rules, now=NOW, protections=prot)
-    assert plan_repository("team/app", shuffled, rules, now=NOW, protections=prot) == first
+    first = planned(records, rules, prot)
+    assert planned(shuffled, rules, prot) == first
 
 
 # -- the semver parser against the reference implementation ------------------------------------
