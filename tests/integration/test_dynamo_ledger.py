@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from support import moto_server as support
+from support.dynamo_ledger import write_tag_history
 from support.moto_server import MotoServer
 
 from regwarden.errors import RegistryError
@@ -150,20 +151,8 @@ def test_large_partition_is_read_across_pages(ledger: DynamoLedger, dynamodb: An
     """DynamoDB answers a query 1 MB at a time (moto too): tag history beyond that is read
     across pages. Items are written directly, padded to 2 KB each (~1.2 MB in all)."""
     digests = [f"sha256:{n:064x}" for n in range(600)]
-    rows = [
-        {
-            "pk": {"S": "repo#r/big"},
-            "sk": {"S": f"tag#t{n}#{digest}"},
-            "tag": {"S": f"t{n}"},
-            "digest": {"S": digest},
-            "seen_at": {"S": (T0 + timedelta(seconds=n)).isoformat(timespec="microseconds")},
-            "pad": {"S": "x" * 2048},
-        }
-        for n, digest in enumerate(digests)
-    ]
-    for start in range(0, len(rows), 25):
-        batch = [{"PutRequest": {"Item": r}} for r in rows[start : start + 25]]
-        dynamodb.batch_write_item(RequestItems={TABLE: batch})
+    pairs = [(f"t{n}", digest) for n, digest in enumerate(digests)]
+    write_tag_history(dynamodb, TABLE, "r", "big", pairs, start=T0)
     calls: list[str] = []
     dynamodb.meta.events.register("before-call.dynamodb.Query", lambda **_: calls.append("q"))
     assert ledger.tags_for("r", "big", digests[599]) == ["t599"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from support import moto_server as support
+from support.dynamo_ledger import write_tag_history
 from support.moto_server import MotoServer
 
 from regwarden.store import DynamoLedger, Ledger, SqliteLedger
@@ -69,20 +70,8 @@ def test_dynamo_tag_history_reads_a_partition_larger_than_one_page(moto: MotoSer
     client: Any = moto.client("dynamodb")
     client.create_table(**table_definition(TABLE))
     digests = [f"sha256:{n:064x}" for n in range(600)]
-    rows = [
-        {
-            "pk": {"S": "repo#reg/big"},
-            "sk": {"S": f"tag#t{n % 7}#{digest}"},
-            "tag": {"S": f"t{n % 7}"},
-            "digest": {"S": digest},
-            "seen_at": {"S": (T0 + timedelta(seconds=n)).isoformat(timespec="microseconds")},
-            "pad": {"S": "x" * 2048},
-        }
-        for n, digest in enumerate(digests)
-    ]
-    for start in range(0, len(rows), 25):
-        batch = [{"PutRequest": {"Item": r}} for r in rows[start : start + 25]]
-        client.batch_write_item(RequestItems={TABLE: batch})
+    pairs = [(f"t{n % 7}", digest) for n, digest in enumerate(digests)]
+    write_tag_history(client, TABLE, "reg", "big", pairs, start=T0)
     calls: list[str] = []
     client.meta.events.register("before-call.dynamodb.Query", lambda **_: calls.append("q"))
     ledger = DynamoLedger(TABLE, client=client)
