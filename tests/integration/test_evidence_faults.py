@@ -11,15 +11,14 @@ is acted on, and a retry once the registry answers judges the image for real.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support.harbor import PASSWORD, USERNAME, FakeHarbor, shape
+from support import harbor as harbor_support
+from support.harbor import FakeHarbor, robot_docker_config, shape
 from support.proxy import RegistryProxy
 from support.registries import PushImage
 
@@ -32,16 +31,12 @@ from regwarden.runtime import Runtime
 from regwarden.signatures.keys import generate_private_key
 from regwarden.store import SqliteLedger
 
+harbor = harbor_support.harbor
+
 pytestmark = pytest.mark.integration
 
 #: Every request signature discovery makes, and nothing else.
 SIGNATURE_LOOKUPS = r"/manifests/sha256-[0-9a-f]{64}(\.sig|\.att)?$|/referrers/"
-
-
-@pytest.fixture
-def harbor() -> Iterator[FakeHarbor]:
-    with FakeHarbor() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -50,10 +45,7 @@ def runtime(
 ) -> Iterator[Runtime[SqliteLedger]]:
     pem = generate_private_key("ecdsa-p256").public_key.pem
     (tmp_path / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
-    docker = tmp_path / "docker"
-    docker.mkdir()
-    auth = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
-    (docker / "config.json").write_text(json.dumps({"auths": {proxy.host: {"auth": auth}}}))
+    docker = robot_docker_config(tmp_path / "docker", proxy.host)
     text = f"""\
 apiVersion: regwarden/v1
 kind: Policy

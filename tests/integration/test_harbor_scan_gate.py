@@ -4,15 +4,14 @@ in for Harbor's API (`REGWARDEN_HARBOR_API`), credentials from a docker config f
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support.harbor import PASSWORD, USERNAME, FakeHarbor, shape
+from support import harbor as harbor_support
+from support.harbor import FakeHarbor, robot_docker_config, shape
 from support.registries import PushImage
 
 from regwarden.devtools import LocalRegistry
@@ -24,6 +23,8 @@ from regwarden.reference import ImageRef
 from regwarden.runtime import Runtime
 from regwarden.scanning.harbor_api import ENV_API_BASE
 from regwarden.store import SqliteLedger
+
+harbor = harbor_support.harbor
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +44,10 @@ repositories:
 
 
 @pytest.fixture
-def harbor() -> Iterator[FakeHarbor]:
-    with FakeHarbor() as fake:
-        yield fake
-
-
-@pytest.fixture
 def runtime(
     tmp_path: Path, registry: LocalRegistry, harbor: FakeHarbor
 ) -> Iterator[Runtime[SqliteLedger]]:
-    docker = tmp_path / "docker"
-    docker.mkdir()
-    auth = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
-    (docker / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": auth}}}))
+    docker = robot_docker_config(tmp_path / "docker", registry.host)
     policy = load_policy_text(POLICY, source="harbor-policy.yaml", base_dir=tmp_path)
     ledger = SqliteLedger(tmp_path / "ledger.db")
     rt = Runtime(

@@ -16,7 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
-from support.harbor import NATIVE_REPORT, PASSWORD, USERNAME, FakeHarbor, shape
+from support import harbor as harbor_support
+from support.harbor import (
+    NATIVE_REPORT,
+    PASSWORD,
+    USERNAME,
+    FakeHarbor,
+    robot_docker_config,
+    shape,
+)
 
 from regwarden import USER_AGENT
 from regwarden.errors import (
@@ -43,14 +51,10 @@ from regwarden.scanning.harbor_api import (
     parse_vulnerabilities_addition,
 )
 
+harbor = harbor_support.harbor
+
 REPO = "library/team/app"
 DIGEST = "sha256:" + "5e" * 32
-
-
-@pytest.fixture
-def harbor() -> Iterator[FakeHarbor]:
-    with FakeHarbor() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -231,8 +235,7 @@ def test_credentials_come_from_the_docker_config_for_the_registry_host(
     harbor: FakeHarbor, registry: Registry, sleeps: Sleeps, tmp_path: Path
 ) -> None:
     serve(harbor, "artifact_success_critical.json", "vulnerabilities_critical.json")
-    auth = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": auth}}}))
+    robot_docker_config(tmp_path, registry.host)
     src = HarborScanSource(env={"DOCKER_CONFIG": str(tmp_path)}, sleep=sleeps)
     report = src(registry, image(registry))
     assert report is not None and len(report.findings) == 3

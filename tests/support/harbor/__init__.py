@@ -23,12 +23,15 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+import pytest
 
 from support.loopback import LoopbackServer
 
@@ -224,3 +227,19 @@ class _Handler(BaseHTTPRequestHandler):
         if query.get("with_scan_overview") == ["true"] and overview is not None:
             artifact["scan_overview"] = {k: v for k, v in overview.items() if k in accepted}
         return 200, artifact, {}
+
+
+@pytest.fixture
+def harbor() -> Iterator[FakeHarbor]:
+    """A fake Harbor API on its own loopback port for one test (register it under this name)."""
+    with FakeHarbor() as fake:
+        yield fake
+
+
+def robot_docker_config(directory: Path, host: str) -> Path:
+    """Make `directory` a docker config (`DOCKER_CONFIG`) holding the robot account's
+    credentials for `host`, as `docker login` leaves them; returns `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    auth = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return directory
