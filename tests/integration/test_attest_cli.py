@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import run_cli
 from support.registries import PushImage
 
 from regwarden.devtools import LocalRegistry, Vuln, trivy_report, vuln_predicate
@@ -43,13 +43,25 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return path, private.public_key
 
 
-def attest(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "regwarden", "attest", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def attest(
+    registry: LocalRegistry,
+    repo: str,
+    key: tuple[Path, Any],
+    kind: str,
+    predicate: str,
+    *more: str,
+) -> subprocess.CompletedProcess[str]:
+    """`regwarden attest <registry>/<repo>:1.0.0 --key KEY --type KIND --predicate P MORE…`."""
+    return run_cli(
+        "attest",
+        f"{registry.host}/{repo}:1.0.0",
+        "--key",
+        str(key[0]),
+        "--type",
+        kind,
+        "--predicate",
+        predicate,
+        *more,
         env={"COSIGN_PASSWORD": "pw", "PATH": "/usr/bin:/bin", "COLUMNS": "400"},
     )
 
@@ -111,17 +123,7 @@ def test_unreadable_vuln_predicate_is_refused_and_nothing_is_pushed(
 ) -> None:
     image = push(repo, "1.0.0", seed=41)
     predicate = write(tmp_path, "predicate.json", doc)
-    proc = attest(
-        f"{registry.host}/{repo}:1.0.0",
-        "--key",
-        str(key[0]),
-        "--type",
-        "vuln",
-        "--predicate",
-        predicate,
-        "--format",
-        fmt,
-    )
+    proc = attest(registry, repo, key, "vuln", predicate, "--format", fmt)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     message = " ".join(proc.stderr.split())  # rich may wrap long lines
@@ -145,13 +147,7 @@ def test_a_vuln_uri_type_is_checked_too(
 ) -> None:
     image = push(repo, "1.0.0", seed=42)
     proc = attest(
-        f"{registry.host}/{repo}:1.0.0",
-        "--key",
-        str(key[0]),
-        "--type",
-        COSIGN_VULN_PREDICATE,
-        "--predicate",
-        write(tmp_path, "trivy.json", RAW_TRIVY),
+        registry, repo, key, COSIGN_VULN_PREDICATE, write(tmp_path, "trivy.json", RAW_TRIVY)
     )
     assert proc.returncode == 2, proc.stderr
     assert "raw Trivy report" in proc.stderr
@@ -170,13 +166,7 @@ def test_other_predicate_types_are_not_read_as_vuln_reports(
     push(repo, "1.0.0", seed=43)
     provenance = {"builder": {"id": "https://ci.example.com/builder"}, "buildType": "x"}
     proc = attest(
-        f"{registry.host}/{repo}:1.0.0",
-        "--key",
-        str(key[0]),
-        "--type",
-        "slsaprovenance",
-        "--predicate",
-        write(tmp_path, "provenance.json", provenance),
+        registry, repo, key, "slsaprovenance", write(tmp_path, "provenance.json", provenance)
     )
     assert proc.returncode == 0, proc.stderr
 
@@ -194,12 +184,10 @@ def test_wrapped_report_is_accepted_and_the_gate_reads_it(
     image = push(repo, "1.0.0", seed=44)
     digest = image.manifest_digest
     proc = attest(
-        f"{registry.host}/{repo}:1.0.0",
-        "--key",
-        str(key[0]),
-        "--type",
+        registry,
+        repo,
+        key,
         "vuln",
-        "--predicate",
         write(tmp_path, "vuln.json", WRAPPED),
         "--format",
         fmt,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 from support.registries import PushImage
 
 from regwarden.devtools import LocalRegistry, free_port, make_multiarch, push_image
@@ -17,14 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "regwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    return run_cli(*args, env=env)
 
 
 def test_images_json_groups_tags_and_sizes_indexes(

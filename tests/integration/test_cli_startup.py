@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 from support.registries import PushImage
 
 from regwarden.devtools import LocalRegistry
@@ -36,14 +36,8 @@ repositories:
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("REGWARDEN_")}
-    return subprocess.run(
-        [sys.executable, "-m", "regwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,  # serve would block forever if it started: the timeout fails the test
-        env={**base, **(env or {})},
-        check=False,
-    )
+    # serve would block forever if it started: run_cli's timeout fails the test
+    return run_cli(*args, env={**base, **(env or {})})
 
 
 def write_policy(tmp_path: Path, repo: str, extra: str = "") -> Path:

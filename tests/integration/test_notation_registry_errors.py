@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from support.cli import run_cli
 from support.notation_artifacts import SignatureManifest, signature_manifest
 from support.registries import PushImage
 
@@ -25,14 +25,7 @@ REASON = "not a Notation signature envelope: layer sha256:"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "regwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={"PATH": "/usr/bin:/bin"},
-    )
+    return run_cli(*args, env={"PATH": "/usr/bin:/bin"})
 
 
 def push_signature(client: RegistryClient, repo: str, signature: SignatureManifest) -> str:

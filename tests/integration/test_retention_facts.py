@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import run_cli
 
 from regwarden.devtools import LocalRegistry, make_image, push_image
 from regwarden.oci import (
@@ -62,14 +62,7 @@ def write_policy(tmp_path: Path, *, age_from: str | None = None) -> Path:
 
 
 def regwarden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "regwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=cwd,
-        check=False,
-    )
+    return run_cli(*args, cwd=cwd, timeout=180)
 
 
 def present(client: RegistryClient, repo: str, digest: str) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 from support.proxy import RegistryProxy
 
 from regwarden.devtools import LocalRegistry, make_image, make_multiarch, push_image
@@ -258,14 +258,7 @@ def test_429s_slow_the_apply_down_and_it_still_completes(
 
 
 def regwarden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "regwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=cwd,
-        check=False,
-    )
+    return run_cli(*args, cwd=cwd, timeout=180)
 
 
 def test_cli_plan_dry_run_apply_and_a_guard_trip(

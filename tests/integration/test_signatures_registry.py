@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 from support.registries import PushImage
 
 from regwarden.devtools import LocalRegistry, make_multiarch, push_image
@@ -47,14 +47,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "regwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={"COSIGN_PASSWORD": "pw", "PATH": "/usr/bin:/bin"},
-    )
+    return run_cli(*args, env={"COSIGN_PASSWORD": "pw", "PATH": "/usr/bin:/bin"})
 
 
 def verify_json(*args: str) -> tuple[int, dict[str, object]]:
