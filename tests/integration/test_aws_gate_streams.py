@@ -496,18 +496,25 @@ def flaky_data_plane(
         yield proxy
 
 
-def test_data_plane_503_during_signature_discovery_fails_the_record_without_action(
-    aws: Aws, key: PrivateKey, flaky_data_plane: RegistryProxy
-) -> None:
-    repo = "sourced/flaky"
+def signed_behind_503(
+    aws: Aws, key: PrivateKey, flaky_data_plane: RegistryProxy, repo: str, seed: int
+) -> tuple[str, str, dict[str, Any]]:
+    """A signed image with a LOW scan whose `.sig` lookups the data plane answers with 503,
+    and its push event as one SQS batch: (digest, signature path pattern, batch)."""
     aws.repository(repo)
-    digest = aws.push(repo, make_image(seed=807, layer_size=64), "1.0.0")
+    digest = aws.push(repo, make_image(seed=seed, layer_size=64), "1.0.0")
     sign(aws, repo, digest, key)
     aws.scan_result(repo, digest, ["LOW"])
     signature = rf"/v2/{repo}/manifests/sha256-[0-9a-f]{{64}}\.sig"
     flaky_data_plane.inject(503, count=None, path=signature)
+    return digest, signature, aws.sqs_event(json.dumps(push_event(aws, repo, digest, "1.0.0")))
 
-    batch = aws.sqs_event(json.dumps(push_event(aws, repo, digest, "1.0.0")))
+
+def test_data_plane_503_during_signature_discovery_fails_the_record_without_action(
+    aws: Aws, key: PrivateKey, flaky_data_plane: RegistryProxy
+) -> None:
+    repo = "sourced/flaky"
+    digest, signature, batch = signed_behind_503(aws, key, flaky_data_plane, repo, seed=807)
     (record,) = batch["Records"]
     result = aws.invoke("on_push", batch)
 
@@ -529,14 +536,7 @@ def test_data_plane_503_on_the_last_attempt_dead_letters_with_an_ops_alert(
     aws: Aws, key: PrivateKey, flaky_data_plane: RegistryProxy
 ) -> None:
     repo = "sourced/down"
-    aws.repository(repo)
-    digest = aws.push(repo, make_image(seed=808, layer_size=64), "1.0.0")
-    sign(aws, repo, digest, key)
-    aws.scan_result(repo, digest, ["LOW"])
-    signature = rf"/v2/{repo}/manifests/sha256-[0-9a-f]{{64}}\.sig"
-    flaky_data_plane.inject(503, count=None, path=signature)
-
-    batch = aws.sqs_event(json.dumps(push_event(aws, repo, digest, "1.0.0")))
+    digest, _, batch = signed_behind_503(aws, key, flaky_data_plane, repo, seed=808)
     (record,) = batch["Records"]
     record["attributes"]["ApproximateReceiveCount"] = "3"  # REGWARDEN_MAX_RECEIVES
     result = aws.invoke("on_push", batch)
