@@ -19,7 +19,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -524,3 +524,43 @@ def test_notation_signed_image_is_judged_by_the_trust_policy(
         assert pullable(s, repo, digest)
     windows_passed(env, repo, signed, max(SETTLE, SIGNED_GRACE))
     untouched(env, s, repo, signatures[0])
+
+
+# -- 9. retention on what the notifications taught the ledger ---------------------------------
+
+
+def test_retention_deletes_an_untagged_digest_known_from_events_and_never_a_fresh_1970_image(
+    env: Env, tmp_path: Path
+) -> None:
+    """distribution 2.8 lists tags only: the digest an overwritten tag left behind is known
+    from the push events alone. Both images say `created: 1970` (a reproducible build) but
+    were pushed a moment ago: `olderThan: 30d` deletes neither; `untagged` deletes the old one."""
+    s = env.stream("distribution")
+    repo = f"{s.prefix}/retain-app"
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    old = build_image(tmp_path / "old", tag="1.0", seed=91, created=epoch)
+    new = build_image(tmp_path / "new", tag="1.0", seed=92, created=epoch)
+    push(s, tmp_path / "old", repo, "1.0")
+    env.wait(lambda: verdict(env, s, repo, old.manifest_digest) == "PASSED", what="old PASSED")
+    push(s, tmp_path / "new", repo, "1.0")  # the tag moves on: `old` is now untagged
+    env.wait(lambda: verdict(env, s, repo, new.manifest_digest) == "PASSED", what="new PASSED")
+    assert tag_digest(s, repo, "1.0") == new.manifest_digest
+    assert exists(s, repo, old.manifest_digest)  # untagged, still pullable by digest
+    seen = env.ledger.first_seen(s.host, repo, old.manifest_digest)
+    assert seen is not None
+    env.wait(lambda: utcnow() - seen > timedelta(seconds=1), what="untagged for over 1s")
+
+    out = env.serve.cli_json(
+        "retention",
+        "apply",
+        "--policy",
+        str(env.policy),
+        "--registry",
+        s.host,
+        "--repository",
+        repo,
+        "--yes",
+    )
+    assert not exists(s, repo, old.manifest_digest), out
+    assert pullable(s, repo, new.manifest_digest)
+    assert tag_digest(s, repo, "1.0") == new.manifest_digest

@@ -75,6 +75,12 @@ repositories:
       required: true
       cosign: {{keys: ["file://keys/cosign.pub"]}}
       gracePeriod: 60s
+  - match: "*/retain-*"
+    signatures: {{required: false}}
+    retention:
+      delete:
+        - untagged: {{olderThan: 1s}}
+        - olderThan: 30d
 {notation}notifications:
   channels:
     hook: {{type: webhook, url: "{hook}", secret: "secret://hmac"}}
