@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -196,14 +196,18 @@ class Pipeline:
             subject_digest=image.digest,
         )
         for _ in range(_MAX_REFERRER_DEPTH):
+            assert image.digest is not None
             details = _read_details(registry, image)
             if details is None:
                 raise NotFound(f"image {image} does not exist")
-            what = self._classify(image, details)
+            known = set(self.ledger.tags_for(image.registry, image.repository, image.digest))
+            what = _classify(image, details, known)
             if what.role is ManifestRole.EVIDENCE and what.subject is not None:
                 image = image.model_copy(update={"digest": what.subject, "tag": None})
                 continue
-            judged = self._facts(event, image, registry, rules, now=now, details=details)
+            judged = self._facts(
+                event, image, registry, rules, now=now, details=details, known=known
+            )
             if judged is None:
                 raise NotFound(f"image {image} does not exist")
             return evaluate(judged[0], rules, now)
@@ -264,21 +268,6 @@ class Pipeline:
             target = target.model_copy(update={"digest": judged, "tag": None})
         return Handled(event, ignored=f"a chain of referrers deeper than {_MAX_REFERRER_DEPTH}")
 
-    def _classify(
-        self, image: ImageRef, details: ImageDetails, also: tuple[str, ...] = ()
-    ) -> Classified:
-        assert image.digest is not None
-        tags = (
-            set(details.record.tags)
-            | set(also)
-            | set(self.ledger.tags_for(image.registry, image.repository, image.digest))
-        )
-        if image.tag:
-            tags.add(image.tag)
-        return classify_manifest(
-            tags=tags, media_type=details.record.media_type, manifest=details.manifest
-        )
-
     def _settle(
         self,
         event: ImageEvent,
@@ -299,13 +288,13 @@ class Pipeline:
         if event.kind is EventKind.PUSHED:
             self.ledger.record_push(reg, repo, digest, (), now=event.time)
         times = self.ledger.image_times(reg, repo)
+        pushes = [first for first, _ in times.values()]
         if digest not in times:  # first seen through another event: the clock starts now
             self.ledger.record_push(reg, repo, digest, (), now=now)
-            times = self.ledger.image_times(reg, repo)
-        last = max(first for first, _ in times.values())
+            pushes.append(now)
         if event.kind is EventKind.PUSHED:  # a push of a digest seen before counts too
-            last = max(last, event.time)
-        deadline = last + rules.settle_wait
+            pushes.append(event.time)
+        deadline = max(pushes) + rules.settle_wait
         if now < deadline:
             return Handled(
                 event,
@@ -330,10 +319,12 @@ class Pipeline:
         *,
         now: datetime,
         details: ImageDetails | None = None,
+        known: Collection[str] = (),
         record: bool = False,
     ) -> tuple[Facts, Manifest | None, ImageDetails] | None:
         """What `evaluate` judges, the manifest as read (the actions reuse it) and the
         image's details; None when the image no longer exists. `details`: already read;
+        `known`: the tags the ledger holds for the digest (read by the caller);
         `record`: write the push and first-seen time to the ledger (not for `check`)."""
         assert image.digest is not None
         # The image's details (manifest, config) and its evidence (signatures, scans) need
@@ -391,11 +382,7 @@ class Pipeline:
             seen[0] if seen else (now if record else datetime(1970, 1, 1, tzinfo=now.tzinfo))
         )
         tags = tuple(
-            sorted(
-                set(self.ledger.tags_for(reg, repo, image.digest))
-                | set(details.record.tags)
-                | ({image.tag} if image.tag else set())
-            )
+            sorted(set(known) | set(details.record.tags) | ({image.tag} if image.tag else set()))
         )
         facts = Facts(
             image=image,
@@ -437,22 +424,23 @@ class Pipeline:
             details = _read_details(registry, image)
             if details is None:
                 return Handled(event, ignored="image no longer exists")
-            what = self._classify(image, details)
+            what = _classify(image, details, known)
             if what.role is ManifestRole.UNTAGGED and event.kind is not EventKind.PUSHED:
                 # Not pushed by digest as far as we know: we never saw its push. Ask the
                 # registry which tags it holds (regwarden may have started after the push).
-                what = self._classify(
-                    image, details, registry.tags_of(image.repository, image.digest)
-                )
+                on_registry = registry.tags_of(image.repository, image.digest)
+                what = _classify(image, details, known | set(on_registry))
             early = self._before_judging(what, event, image, registry, rules, now=now)
             if early is not None:
                 return early
-        judged = self._facts(event, image, registry, rules, now=now, details=details, record=True)
+        judged = self._facts(
+            event, image, registry, rules, now=now, details=details, known=known, record=True
+        )
         if judged is None:
             return Handled(event, ignored="image no longer exists")
         facts, manifest, details = judged
         if what is None:
-            what = self._classify(image, details)
+            what = _classify(image, details, known)
             early = self._before_judging(what, event, image, registry, rules, now=now)
             if early is not None:
                 return early
@@ -646,3 +634,12 @@ def _read_details(registry: Registry, image: ImageRef) -> ImageDetails | None:
         return registry.image_details(image.repository, image.digest)
     except NotFound:
         return None
+
+
+def _classify(image: ImageRef, details: ImageDetails, known: Collection[str]) -> Classified:
+    """What `image` is, from its manifest and every tag known to name it: `known` (the
+    ledger's, the registry's), the provider's listing and the event's own tag."""
+    tags = set(known) | set(details.record.tags) | ({image.tag} if image.tag else set())
+    return classify_manifest(
+        tags=tags, media_type=details.record.media_type, manifest=details.manifest
+    )
