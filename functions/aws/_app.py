@@ -320,17 +320,16 @@ def _structured_core_logs() -> None:
 def _registry_factory(settings: Settings, policy: Policy) -> Callable[[str], Registry]:
     """Providers by the kind the policy's `registries` section gives a host (else by its
     name), as the CLI's runtime opens them; ECR with the quarantine hooks of this adapter."""
-    from regwarden.providers import ProviderOptions, open_registry, provider_kind
+    from regwarden.providers import open_registry, provider_kind
+    from regwarden.runtime import registry_options
 
     def factory(host: str) -> Registry:
-        listed = policy.registry(host)
-        kind = listed.kind if listed is not None else None
-        options = ProviderOptions(insecure=bool(listed is not None and listed.insecure))
+        kind, options = registry_options(policy, host)
         if provider_kind(host, kind) != "ecr":
             return open_registry(host, options, kind=kind)
         from ._ecr import QuarantineEcr
 
-        return QuarantineEcr(host, ProviderOptions(), data_plane_host=settings.ecr_data_plane)
+        return QuarantineEcr(host, options, data_plane_host=settings.ecr_data_plane)
 
     return factory
 
@@ -409,16 +408,17 @@ def _gate_event(
 def _render(
     st: State, handled: Handled, *, started: float, now: datetime, metrics: Metrics
 ) -> dict[str, Any]:
-    """Metrics, the recheck for a PENDING verdict, and the JSON summary of one event."""
+    """Metrics, the recheck (a PENDING verdict's deadline, or the end of a settling
+    manifest's window), and the JSON summary of one event."""
     from aws_lambda_powertools.metrics import single_metric
 
     out: dict[str, Any] = {"image": str(handled.event.image)}
+    target = handled.recheck_target
+    if target is not None and handled.recheck_at is not None:
+        out["recheck_at"] = handled.recheck_at.isoformat()
+        _schedule_recheck(st, str(target), handled.recheck_at, now=now)
     if handled.ignored:
         out["ignored"] = handled.ignored
-        target = handled.recheck_target  # a settling manifest comes back after its window
-        if target is not None and handled.recheck_at is not None:
-            out["recheck_at"] = handled.recheck_at.isoformat()
-            _schedule_recheck(st, str(target), handled.recheck_at, now=now)
         return out
     if handled.verdict is not None:
         verdict = handled.verdict
@@ -447,10 +447,6 @@ def _render(
         name="GateDuration", unit=MetricUnit.Milliseconds, value=(time.monotonic() - started) * 1000
     )
     out.update(actions=list(handled.actions), alerts=handled.alerts, notes=list(handled.notes))
-    target = handled.recheck_target
-    if target is not None and handled.recheck_at is not None:
-        out["recheck_at"] = handled.recheck_at.isoformat()
-        _schedule_recheck(st, str(target), handled.recheck_at, now=now)
     return out
 
 

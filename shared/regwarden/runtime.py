@@ -90,6 +90,17 @@ def build_channels(policy: Policy, env: Mapping[str, str]) -> dict[str, Notifier
     return out
 
 
+def registry_options(
+    policy: Policy, host: str, *, insecure: bool = False
+) -> tuple[str | None, ProviderOptions]:
+    """How to open `host`: the kind its `registries` entry gives (None: from the host
+    name) and the options to reach it (plain HTTP when the flag or the entry allows it)."""
+    listed = policy.registry(host)
+    if listed is None:
+        return None, ProviderOptions(insecure=insecure)
+    return listed.kind, ProviderOptions(insecure=insecure or listed.insecure)
+
+
 class Runtime(Generic[LedgerT]):
     """Everything one process needs to gate images under one policy."""
 
@@ -118,17 +129,12 @@ class Runtime(Generic[LedgerT]):
     # -- pieces ---------------------------------------------------------------------------
 
     def _insecure_for(self, host: str) -> bool:
-        listed = self.policy.registry(host)
-        return self._insecure or (listed is not None and listed.insecure)
+        return registry_options(self.policy, host, insecure=self._insecure)[1].insecure
 
     def _open(self, host: str) -> Registry:
         """The provider for `host`: its kind as the policy lists it, else from its name."""
-        listed = self.policy.registry(host)
-        return open_registry(
-            host,
-            ProviderOptions(insecure=self._insecure_for(host)),
-            kind=listed.kind if listed is not None else None,
-        )
+        kind, options = registry_options(self.policy, host, insecure=self._insecure)
+        return open_registry(host, options, kind=kind)
 
     def registry(self, host: str) -> Registry:
         with self._lock:
