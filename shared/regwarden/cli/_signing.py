@@ -294,17 +294,11 @@ def _require_readable_vuln(body: dict[str, Any], path: str, image_digest: str) -
     the same parser judges the statement `attest` would sign; what the file looks like
     only chooses the words of the refusal."""
     from ..scanning import ScanFormatError, parse_cosign_vuln
-    from ..signatures import COSIGN_VULN_PREDICATE
+    from ..signatures import COSIGN_VULN_PREDICATE, in_toto_statement
 
-    algorithm, _, hexpart = image_digest.partition(":")
-    statement = {
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"digest": {algorithm: hexpart}}],
-        "predicateType": COSIGN_VULN_PREDICATE,
-        "predicate": body,
-    }
+    statement = in_toto_statement(image_digest, COSIGN_VULN_PREDICATE, body, name=None, v1=True)
     try:
-        parse_cosign_vuln(json.dumps(statement).encode(), digest=image_digest)
+        parse_cosign_vuln(statement, digest=image_digest)
     except ScanFormatError as exc:
         if "SchemaVersion" in body or "Results" in body:
             what = "is a raw Trivy report, not a cosign vuln predicate"

@@ -197,7 +197,7 @@ def sign_legacy(
     )
 
 
-def _statement(
+def in_toto_statement(
     image_digest: str,
     predicate_type: str,
     predicate: Mapping[str, Any],
@@ -205,6 +205,8 @@ def _statement(
     name: str | None,
     v1: bool,
 ) -> bytes:
+    """The in-toto statement an attestation signs (v1 for bundles, v0.1 as cosign's
+    legacy `.att` writes it), serialised as cosign does."""
     algo, _, hexpart = image_digest.partition(":")
     subject: dict[str, Any] = {"digest": {algo: hexpart}}
     if name is not None:
@@ -284,7 +286,7 @@ def sign_bundle(
     `subject` is the image descriptor `{"mediaType", "digest", "size"}`.
     """
     image_digest = require_image_digest(str(subject.get("digest")))
-    statement = _statement(image_digest, COSIGN_SIGN_PREDICATE, {}, name=None, v1=True)
+    statement = in_toto_statement(image_digest, COSIGN_SIGN_PREDICATE, {}, name=None, v1=True)
     return _referrer(_bundle(statement, key), subject, COSIGN_SIGN_PREDICATE, created)
 
 
@@ -300,7 +302,7 @@ def attest_legacy(
     """Attest like `cosign attest` (legacy): a DSSE layer on the `.att` tag."""
     require_image_digest(image_digest)
     uri = resolve_predicate_type(predicate_type)
-    statement = _statement(image_digest, uri, predicate, name=repository, v1=False)
+    statement = in_toto_statement(image_digest, uri, predicate, name=repository, v1=False)
     signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, statement), style="legacy")
     envelope = go_json(
         {
@@ -326,5 +328,5 @@ def attest_bundle(
     """Attest like cosign v3: a DSSE bundle referrer with the given predicate."""
     image_digest = require_image_digest(str(subject.get("digest")))
     uri = resolve_predicate_type(predicate_type)
-    statement = _statement(image_digest, uri, predicate, name=None, v1=True)
+    statement = in_toto_statement(image_digest, uri, predicate, name=None, v1=True)
     return _referrer(_bundle(statement, key), subject, uri, created)
