@@ -5,6 +5,7 @@ DynamoDB backs the same interface on AWS.
 """
 
 from ._dynamo import DynamoLedger
+from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._protocol import EventQueue, Ledger
 from ._sqlite import (
     ActionRecord,
@@ -14,10 +15,14 @@ from ._sqlite import (
 )
 
 __all__ = [
+    "OUTBOX_TTL",
     "ActionRecord",
+    "DeliveryOutcome",
     "DynamoLedger",
     "EventQueue",
     "Ledger",
+    "OutboxItem",
+    "Outcome",
     "QuarantineRecord",
     "QueuedEvent",
     "SqliteLedger",

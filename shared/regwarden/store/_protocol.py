@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ._outcome import DeliveryOutcome, OutboxItem, Outcome
     from ._sqlite import ActionRecord, QuarantineRecord
 
 __all__ = ["EventQueue", "Ledger"]
@@ -24,6 +25,28 @@ class Ledger(Protocol):
 
     def forget_delivery(self, delivery_id: str) -> None:
         """Drop a delivery id so a retry of the same event is processed again."""
+        ...
+
+    def delivery_outcome(self, delivery_id: str, *, now: datetime) -> DeliveryOutcome | None:
+        """The committed outcome of a delivery, if it was handled and has not expired."""
+        ...
+
+    def commit_outcome(self, outcome: Outcome, *, now: datetime, ttl: timedelta) -> list[str]:
+        """In one transaction: the verdict (and a `verdict_log` entry), the delivery marker
+        (kept for `ttl`) and the outbox rows. An outbox key already present and unexpired is
+        not added again (alert de-duplication). Returns the outbox keys it added."""
+        ...
+
+    # -- alert outbox -------------------------------------------------------------------------
+
+    def outbox_pending(self, *, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        """Unsent alerts whose next attempt is due, oldest first."""
+        ...
+
+    def outbox_sent(self, key: str, *, now: datetime) -> None: ...
+
+    def outbox_retry(self, key: str, *, at: datetime, error: str) -> None:
+        """A failed send: try again at `at`."""
         ...
 
     # -- images and tags ----------------------------------------------------------------------
@@ -91,6 +114,10 @@ class Ledger(Protocol):
     ) -> None: ...
 
     def action(self, key: str) -> ActionRecord | None: ...
+
+    def actions(self, *, status: str | None = None) -> list[ActionRecord]:
+        """Every action record (audit), or those with one status ('intent': unfinished)."""
+        ...
 
     # -- quarantine ---------------------------------------------------------------------------
 

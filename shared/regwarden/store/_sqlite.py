@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
@@ -45,6 +47,20 @@ CREATE TABLE IF NOT EXISTS verdicts (
     outcome TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (registry, repository, digest)
 );
+CREATE TABLE IF NOT EXISTS verdict_log (
+    delivery_id TEXT, registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
+    outcome TEXT NOT NULL, at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivery_outcomes (
+    delivery_id TEXT PRIMARY KEY, handled_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+    recheck_at TEXT, recheck_image TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    key TEXT PRIMARY KEY, channel TEXT NOT NULL, alert TEXT NOT NULL,
+    created_at TEXT NOT NULL, expires_at TEXT NOT NULL, sent_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt TEXT NOT NULL, error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sent_at, next_attempt);
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL, body BLOB NOT NULL, content_type TEXT,
@@ -174,6 +190,95 @@ class SqliteLedger:
     def expire_deliveries(self, *, now: datetime) -> int:
         with self._tx() as db:
             return db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (_ts(now),)).rowcount
+
+    # -- outcomes (a delivery is handled only together with what it leaves behind) -------
+
+    def delivery_outcome(self, delivery_id: str, *, now: datetime) -> DeliveryOutcome | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT handled_at, recheck_at, recheck_image FROM delivery_outcomes "
+                "WHERE delivery_id = ? AND expires_at > ?",
+                (delivery_id, _ts(now)),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        handled_at, recheck_at, recheck_image = row
+        return DeliveryOutcome(
+            delivery_id, datetime.fromisoformat(handled_at), _dt(recheck_at), recheck_image
+        )
+
+    def commit_outcome(self, outcome: Outcome, *, now: datetime, ttl: timedelta) -> list[str]:
+        added: list[str] = []
+        with self._tx() as db:
+            o = outcome
+            if o.verdict is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+                    (o.registry, o.repository, o.digest, o.verdict, _ts(now)),
+                )
+                db.execute(
+                    "INSERT INTO verdict_log VALUES (?, ?, ?, ?, ?, ?)",
+                    (o.delivery_id, o.registry, o.repository, o.digest, o.verdict, _ts(now)),
+                )
+            if o.delivery_id is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO delivery_outcomes VALUES (?, ?, ?, ?, ?)",
+                    (
+                        o.delivery_id,
+                        _ts(now),
+                        _ts(now + ttl),
+                        _ts(o.recheck_at) if o.recheck_at else None,
+                        o.recheck_image,
+                    ),
+                )
+            for item in o.alerts:
+                db.execute(
+                    "DELETE FROM outbox WHERE key = ? AND expires_at <= ?", (item.key, _ts(now))
+                )
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO outbox (key, channel, alert, created_at, expires_at, "
+                    "next_attempt) VALUES (?, ?, ?, ?, ?, ?)",
+                    (item.key, item.channel, item.alert, _ts(now), _ts(now + OUTBOX_TTL), _ts(now)),
+                )
+                if cur.rowcount:
+                    added.append(item.key)
+        return added
+
+    # -- alert outbox ------------------------------------------------------------------------
+
+    def outbox_pending(self, *, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        rows = self._conn().execute(
+            "SELECT key, channel, alert, attempts, next_attempt, error FROM outbox "
+            "WHERE sent_at IS NULL AND next_attempt <= ? ORDER BY created_at, key LIMIT ?",
+            (_ts(now), limit),
+        )
+        return [
+            OutboxItem(k, c, a, int(n), datetime.fromisoformat(at), e) for k, c, a, n, at, e in rows
+        ]
+
+    def outbox_sent(self, key: str, *, now: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, error = NULL "
+                "WHERE key = ?",
+                (_ts(now), key),
+            )
+
+    def outbox_retry(self, key: str, *, at: datetime, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET next_attempt = ?, attempts = attempts + 1, error = ? "
+                "WHERE key = ?",
+                (_ts(at), error, key),
+            )
+
+    def outbox_unsent(self) -> int:
+        """Alerts not yet delivered (due or backing off)."""
+        row = self._conn().execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
+        return int(row[0])
 
     # -- images and tags ------------------------------------------------------------------
 
