@@ -113,3 +113,14 @@ class Unsupported(RegistryError):
 class EvidenceUnavailable(RegistryError):
     """Evidence for a verdict (signatures, a scan source, an attestation) could not be
     gathered: the verdict is ERROR, the event is retried, and nothing is acted on."""
+
+
+class LimitExceeded(RegistryError):
+    """The registry's content goes past a limit regwarden keeps (nesting depth, children of
+    an index, size of a manifest or config). Permanent: the verdict is ERROR at once, with an
+    alert, never a pass; raised before any write."""
+
+
+class HostNotAllowed(IntakeError):
+    """An event names a registry host that the configuration does not list: it is
+    rejected and the host is never contacted."""
