@@ -1,9 +1,11 @@
 """The DynamoDB ledger against moto in server mode on loopback (boto3 over the wire): the
 same behaviour as the SQLite ledger (tests/unit/test_ledger.py), plus what is DynamoDB's
-own: conditional writes, TTL only on delivery items, paging of large partitions."""
+own: conditional writes, TTL only on delivery items (and sent alerts), paging of large
+partitions, outcomes in one transaction, the sparse index of unfinished work."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -15,8 +17,16 @@ from support.dynamo_ledger import write_tag_history
 from support.moto_server import MotoServer
 
 from regwarden.errors import RegistryError
-from regwarden.store import DynamoLedger, Ledger, QuarantineRecord, SqliteLedger
-from regwarden.store._dynamo import TTL_ATTRIBUTE, table_definition
+from regwarden.store import (
+    DeliveryOutcome,
+    DynamoLedger,
+    Ledger,
+    OutboxItem,
+    Outcome,
+    QuarantineRecord,
+    SqliteLedger,
+)
+from regwarden.store._dynamo import PENDING_INDEX, TTL_ATTRIBUTE, table_definition
 
 moto_server = support.moto_server
 moto = support.moto
@@ -179,3 +189,200 @@ def test_a_missing_table_is_an_infrastructure_error(moto: MotoServer) -> None:
     led = DynamoLedger("no-such-table", client=moto.client("dynamodb"))
     with pytest.raises(RegistryError, match="DynamoDB no-such-table: put_item failed"):
         led.seen_delivery("x", now=T0, ttl=timedelta(hours=1))
+
+
+# -- outcomes and the alert outbox (#11: a delivery is handled only with its outcome) --------
+
+
+def outbox_item(key: str, channel: str = "hook") -> OutboxItem:
+    return OutboxItem(f"{key}:{channel}", channel, json.dumps({"dedup_key": key}))
+
+
+def outcome(delivery: str | None, *alerts: OutboxItem, verdict: str | None = "FAILED") -> Outcome:
+    return Outcome(delivery, "r", "app", A, verdict, alerts=alerts)
+
+
+def test_commit_writes_verdict_log_marker_and_outbox_in_one_transaction(
+    ledger: DynamoLedger, dynamodb: Any
+) -> None:
+    calls: list[str] = []
+    recheck = T0 + timedelta(minutes=30)
+    first = Outcome(
+        "aws.ecr:e1",
+        "r",
+        "app",
+        A,
+        "PENDING",
+        recheck_at=recheck,
+        recheck_image=f"r/app@{A}",
+        alerts=(outbox_item("k1"), outbox_item("k1", "topic")),
+    )
+    assert ledger.delivery_outcome("aws.ecr:e1", now=T0) is None
+    dynamodb.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
+    assert ledger.commit_outcome(first, now=T0, ttl=timedelta(days=7)) == ["k1:hook", "k1:topic"]
+    assert calls == ["TransactWriteItems"]  # one round trip, all or nothing
+    dynamodb.meta.events.unregister("before-call.dynamodb.*")
+    done = ledger.delivery_outcome("aws.ecr:e1", now=T0 + timedelta(days=6))
+    assert done == DeliveryOutcome("aws.ecr:e1", T0, recheck, f"r/app@{A}")
+    assert ledger.delivery_outcome("aws.ecr:e1", now=T0 + timedelta(days=7)) is None  # expired
+    assert ledger.last_verdict("r", "app", A) == "PENDING"
+    assert ledger.verdict_log("r", "app", A) == [("aws.ecr:e1", "PENDING", T0)]
+    (marker,) = [i for i in items(dynamodb) if i["sk"]["S"] == "outcome"]
+    assert int(marker[TTL_ATTRIBUTE]["N"]) == int((T0 + timedelta(days=7)).timestamp())
+    # the seen-delivery record (notify's de-duplication) is another item: not an outcome
+    assert ledger.seen_delivery("aws.ecr:e2", now=T0, ttl=timedelta(days=7)) is False
+    assert ledger.delivery_outcome("aws.ecr:e2", now=T0) is None
+
+
+def test_a_verdict_committed_twice_shows_twice_in_the_log(ledger: DynamoLedger) -> None:
+    ttl = timedelta(days=7)
+    ledger.commit_outcome(outcome("d1"), now=T0, ttl=ttl)
+    ledger.commit_outcome(outcome("d1", verdict="ERROR"), now=T0, ttl=ttl)  # same instant
+    assert sorted(o for _, o, _ in ledger.verdict_log("r", "app", A)) == ["ERROR", "FAILED"]
+    assert ledger.last_verdict("r", "app", A) == "ERROR"
+    # no verdict (nothing judged): the delivery is handled, no verdict is written
+    ledger.commit_outcome(Outcome("d2", "r", "app", B, None), now=T0, ttl=ttl)
+    assert ledger.delivery_outcome("d2", now=T0) is not None
+    assert ledger.last_verdict("r", "app", B) is None and ledger.verdict_log("r", "app", B) == []
+    # the sweep's outcome has no delivery of its own: verdict and log only
+    ledger.commit_outcome(outcome(None), now=T0 + timedelta(seconds=1), ttl=ttl)
+    assert ledger.verdict_log("r", "app", A)[-1] == (None, "FAILED", T0 + timedelta(seconds=1))
+
+
+def test_an_alert_already_in_the_outbox_is_not_added_again_until_it_expires(
+    ledger: DynamoLedger,
+) -> None:
+    ttl = timedelta(days=7)
+    assert ledger.commit_outcome(outcome("d1", outbox_item("k1")), now=T0, ttl=ttl) == ["k1:hook"]
+    # the same alert from another delivery (a repeat push): the rest of the outcome commits
+    again = outcome("d2", outbox_item("k1"), outbox_item("k2"), outbox_item("k1"))
+    assert ledger.commit_outcome(again, now=T0 + timedelta(days=1), ttl=ttl) == ["k2:hook"]
+    assert ledger.delivery_outcome("d2", now=T0 + timedelta(days=1)) is not None
+    assert len(ledger.verdict_log("r", "app", A)) == 2
+    # only the outbox rows were already there: nothing of it is lost
+    only = outcome("d3", outbox_item("k1"), outbox_item("k2"))
+    assert ledger.commit_outcome(only, now=T0 + timedelta(days=2), ttl=ttl) == []
+    assert ledger.delivery_outcome("d3", now=T0 + timedelta(days=2)) is not None
+    ledger.outbox_sent("k1:hook", now=T0 + timedelta(days=2))
+    later = T0 + timedelta(days=31)  # past the 30-day window: the same alert is new again
+    assert ledger.commit_outcome(outcome("d4", outbox_item("k1")), now=later, ttl=ttl) == [
+        "k1:hook"
+    ]
+    (row,) = [i for i in ledger.outbox_pending(now=later) if i.key == "k1:hook"]
+    assert row.attempts == 0 and row.next_attempt == later
+
+
+def test_outbox_pending_sent_and_retry(ledger: DynamoLedger, dynamodb: Any) -> None:
+    ttl = timedelta(days=7)
+    ledger.commit_outcome(outcome("d1", outbox_item("k1"), outbox_item("k2")), now=T0, ttl=ttl)
+    ledger.commit_outcome(outcome("d2", outbox_item("k3")), now=T0 + timedelta(seconds=5), ttl=ttl)
+    assert [i.key for i in ledger.outbox_pending(now=T0)] == ["k1:hook", "k2:hook"]
+    due = ledger.outbox_pending(now=T0 + timedelta(minutes=1))
+    assert [i.key for i in due] == ["k1:hook", "k2:hook", "k3:hook"]
+    assert json.loads(due[0].alert) == {"dedup_key": "k1"} and due[0].channel == "hook"
+    assert [i.key for i in ledger.outbox_pending(now=T0 + timedelta(minutes=1), limit=2)] == [
+        "k1:hook",
+        "k2:hook",
+    ]
+    ledger.outbox_sent("k1:hook", now=T0 + timedelta(minutes=1))
+    ledger.outbox_retry("k2:hook", at=T0 + timedelta(minutes=10), error="503 from the hook")
+    assert [i.key for i in ledger.outbox_pending(now=T0 + timedelta(minutes=5))] == ["k3:hook"]
+    assert ledger.outbox_unsent() == 2
+    (k2,) = [i for i in ledger.outbox_pending(now=T0 + timedelta(minutes=10)) if i.key == "k2:hook"]
+    assert k2.attempts == 1 and k2.error == "503 from the hook"
+    assert k2.next_attempt == T0 + timedelta(minutes=10)
+    # a sent row expires with its window; an unsent one is never dropped by TTL
+    rows = {i["pk"]["S"]: i for i in items(dynamodb) if i["sk"]["S"] == "outbox"}
+    expected = int((T0 + timedelta(days=30)).timestamp())
+    assert int(rows["outbox#k1:hook"][TTL_ATTRIBUTE]["N"]) == expected
+    assert TTL_ATTRIBUTE not in rows["outbox#k2:hook"]
+    ledger.outbox_retry("k1:hook", at=T0 + timedelta(hours=1), error="late")  # sent stays sent
+    assert "k1:hook" not in [i.key for i in ledger.outbox_pending(now=T0 + timedelta(days=1))]
+    ledger.outbox_retry("nope", at=T0, error="x")  # unknown keys: nothing appears
+    ledger.outbox_sent("nope", now=T0)
+    assert ledger.outbox_unsent() == 2
+
+
+def test_outbox_rows_past_the_transaction_limit_are_written_first(
+    ledger: DynamoLedger, dynamodb: Any
+) -> None:
+    sizes: list[int] = []
+    dynamodb.meta.events.register(
+        "before-parameter-build.dynamodb.TransactWriteItems",
+        lambda params, **_: sizes.append(len(params["TransactItems"])),
+    )
+    alerts = [outbox_item(f"k{n:03d}") for n in range(150)]
+    added = ledger.commit_outcome(outcome("d1", *alerts), now=T0, ttl=timedelta(days=7))
+    assert sorted(added) == sorted(a.key for a in alerts)
+    assert sizes == [53, 100]  # the overflow first, then verdict, log, marker and 97 rows
+    assert ledger.outbox_unsent() == 150
+    assert ledger.delivery_outcome("d1", now=T0) is not None
+
+
+def test_a_transaction_conflict_is_retried_and_other_cancellations_are_errors(
+    ledger: DynamoLedger, dynamodb: Any
+) -> None:
+    from botocore.exceptions import ClientError
+
+    def cancel(codes: list[str]) -> Any:
+        def raise_it(**_: Any) -> None:
+            if answers:
+                raise ClientError(
+                    {
+                        "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                        "CancellationReasons": [{"Code": c} for c in answers.pop(0)],
+                    },
+                    "TransactWriteItems",
+                )
+
+        answers = [codes]
+        return raise_it
+
+    handler = cancel(["None", "TransactionConflict", "None", "None"])
+    dynamodb.meta.events.register("before-call.dynamodb.TransactWriteItems", handler)
+    assert ledger.commit_outcome(outcome("d1", outbox_item("k1")), now=T0, ttl=timedelta(1)) == [
+        "k1:hook"
+    ]
+    dynamodb.meta.events.unregister("before-call.dynamodb.TransactWriteItems", handler)
+    # the marker's item failing is not an outbox duplicate: nothing is committed half
+    handler = cancel(["None", "None", "ValidationError", "ConditionalCheckFailed"])
+    dynamodb.meta.events.register("before-call.dynamodb.TransactWriteItems", handler)
+    with pytest.raises(RegistryError, match="transact_write_items failed"):
+        ledger.commit_outcome(outcome("d2", outbox_item("k2")), now=T0, ttl=timedelta(1))
+    assert ledger.delivery_outcome("d2", now=T0) is None
+
+
+def test_unfinished_intents_are_listed_from_the_pending_index(
+    ledger: DynamoLedger, dynamodb: Any
+) -> None:
+    kwargs: dict[str, Any] = dict(
+        registry="r", repository="app", kind="quarantine", reason="critical CVE", now=T0
+    )
+    ledger.begin_action("q:a", digest=A, state={"step": "start"}, **kwargs)
+    ledger.begin_action("q:b", digest=B, state={"step": "start"}, **kwargs)
+    ledger.begin_action("q:c", digest=C, state={"step": "start"}, **kwargs)
+    ledger.finish_action("q:b", status="done", state={"step": "deleted"})
+    retry = {"step": "copied", "retry": {"attempts": 1, "next": "2026-11-27T12:05:00+00:00"}}
+    ledger.finish_action("q:c", status="intent", state=retry)
+    ledger.finish_action("q:a", status="intent")  # no state: stays listed, due as before
+    scans: list[str] = []
+    dynamodb.meta.events.register("before-call.dynamodb.Scan", lambda **_: scans.append("s"))
+    intents = ledger.actions(status="intent")
+    assert [a.key for a in intents] == ["q:a", "q:c"] and scans == []
+    assert intents[1].state == retry
+    index = dynamodb.query(
+        TableName=TABLE,
+        IndexName=PENDING_INDEX,
+        KeyConditionExpression="pending = :p",
+        ExpressionAttributeValues={":p": {"S": "intent"}},
+    )["Items"]
+    due = {i["pk"]["S"]: i["pending_at"]["S"] for i in index}
+    assert due == {
+        "action#q:a": "2026-11-27T12:00:00.000000+00:00",
+        "action#q:c": "2026-11-27T12:05:00.000000+00:00",
+    }
+    ledger.finish_action("q:c", status="rolled-back")
+    assert [a.key for a in ledger.actions(status="intent")] == ["q:a"]
+    assert [a.key for a in ledger.actions(status="done")] == ["q:b"]

@@ -2,21 +2,42 @@
 
 Keys (`pk`, `sk`, both strings):
 
-| item            | pk                            | sk                   | TTL |
-| --------------- | ----------------------------- | -------------------- | --- |
-| delivery id     | `delivery#<id>`               | `delivery`           | yes |
-| image times     | `repo#<registry>/<repository>`| `image#<digest>`     | no  |
-| tag history     | `repo#<registry>/<repository>`| `tag#<tag>#<digest>` | no  |
-| verdict         | `repo#<registry>/<repository>`| `verdict#<digest>`   | no  |
-| quarantine      | `repo#<registry>/<repository>`| `quarantine#<digest>`| no  |
-| action (audit)  | `action#<key>`                | `action`             | no  |
+| item             | pk                             | sk                                 | TTL  |
+| ---------------- | ------------------------------ | ---------------------------------- | ---- |
+| delivery id      | `delivery#<id>`                | `delivery`                         | yes  |
+| delivery outcome | `delivery#<id>`                | `outcome`                          | yes  |
+| image times      | `repo#<registry>/<repository>` | `image#<digest>`                   | no   |
+| tag history      | `repo#<registry>/<repository>` | `tag#<tag>#<digest>`               | no   |
+| verdict          | `repo#<registry>/<repository>` | `verdict#<digest>`                 | no   |
+| verdict log      | `repo#<registry>/<repository>` | `verdictlog#<digest>#<at>#<nonce>` | no   |
+| quarantine       | `repo#<registry>/<repository>` | `quarantine#<digest>`              | no   |
+| action (audit)   | `action#<key>`                 | `action`                           | no   |
+| alert outbox     | `outbox#<alert key>:<channel>` | `outbox`                           | sent |
 
-Only delivery items carry the TTL attribute (`expiration`, epoch seconds, the same attribute
-Powertools' idempotency records use, so one table TTL setting serves both); quarantine
-records and the audit never expire. DynamoDB deletes expired items lazily (within days), so
-`seen_delivery` compares the exact expiry itself. Conditional writes make `seen_delivery`
-and `begin_action` atomic across concurrent Lambda invocations. Reads are strongly
-consistent. Times are stored as UTC ISO 8601 strings with microseconds (they sort as text).
+Unfinished work is found through one sparse global secondary index, `pending`
+(`pending` = `outbox` or `intent`, range key `pending_at`, an ISO time): an outbox row
+carries the two attributes until it is sent (`pending_at` = its next attempt), an action
+while its status is `intent` (`pending_at` = its retry time, else when it began). Nothing
+else has them, so the recovery sweep reads exactly the due work, never the whole table.
+
+A delivery is handled only together with its outcome: `commit_outcome` writes the verdict,
+a verdict-log entry, the delivery's outcome marker and the outbox rows in ONE
+`TransactWriteItems`. An outbox row is put only if its key is absent or expired (alert
+de-duplication for 30 days); when those conditions are the only reason a transaction is
+cancelled, it is repeated without the rows already there, and the keys it did add are
+returned. A transaction holds at most 100 items: outbox rows past that are written first,
+in transactions of their own (a crash in between leaves them pending, and the sweep sends
+them: alerts are at-least-once anyway).
+
+The TTL attribute (`expiration`, epoch seconds, the one Powertools' idempotency records
+use, so one table TTL setting serves both) is on delivery items and on sent outbox rows
+only; quarantine records, verdicts and the audit never expire, and an alert never sent is
+never dropped. DynamoDB deletes expired items lazily (within days), so every reader
+compares the exact expiry itself. Conditional writes make `seen_delivery` and
+`begin_action` atomic across concurrent Lambda invocations. Reads are strongly consistent
+except the `pending` index (global indexes are eventually consistent: a row sent a moment
+ago may be handed out once more, which at-least-once delivery allows). Times are stored as
+UTC ISO 8601 strings with microseconds (they sort as text).
 
 boto3 is imported on first use only: importing this module costs nothing.
 """
@@ -25,16 +46,26 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import RegistryError
+from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._sqlite import ActionRecord, QuarantineRecord
 
-__all__ = ["TTL_ATTRIBUTE", "DynamoLedger", "table_definition"]
+__all__ = ["PENDING_INDEX", "TTL_ATTRIBUTE", "DynamoLedger", "table_definition"]
 
 TTL_ATTRIBUTE = "expiration"
-"""The table's TTL attribute (epoch seconds); set on delivery items only."""
+"""The table's TTL attribute (epoch seconds): delivery items and sent outbox rows."""
+PENDING_INDEX = "pending"
+"""The sparse global secondary index of unfinished work (unsent alerts, action intents)."""
+MAX_TRANSACTION = 100
+"""Items in one TransactWriteItems, DynamoDB's limit."""
+_TRANSACT_ATTEMPTS = 8
+"""Rounds of one commit: each drops outbox rows found already there, or waits out a
+conflicting transaction on the same items."""
 
 
 def table_definition(name: str) -> dict[str, Any]:
@@ -44,10 +75,22 @@ def table_definition(name: str) -> dict[str, Any]:
         "AttributeDefinitions": [
             {"AttributeName": "pk", "AttributeType": "S"},
             {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "pending", "AttributeType": "S"},
+            {"AttributeName": "pending_at", "AttributeType": "S"},
         ],
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},
             {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": PENDING_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "pending", "KeyType": "HASH"},
+                    {"AttributeName": "pending_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }
@@ -65,6 +108,27 @@ def _dt(text: str | None) -> datetime | None:
 
 def _repo_pk(registry: str, repository: str) -> str:
     return f"repo#{registry}/{repository}"
+
+
+def _unique(alerts: Sequence[OutboxItem]) -> list[OutboxItem]:
+    """One row per key (a transaction may not write one item twice): the first wins."""
+    seen: dict[str, OutboxItem] = {}
+    for alert in alerts:
+        seen.setdefault(alert.key, alert)
+    return list(seen.values())
+
+
+def _retry_due(state: dict[str, Any]) -> str | None:
+    """An intent's next retry time (`state["retry"]["next"]`), if the sweep set one."""
+    retry = state.get("retry")
+    due = retry.get("next") if isinstance(retry, dict) else None
+    if not isinstance(due, str):
+        return None
+    try:
+        when = datetime.fromisoformat(due)
+    except ValueError:
+        return None
+    return _ts(when) if when.tzinfo is not None else None
 
 
 class DynamoLedger:
@@ -186,6 +250,79 @@ class DynamoLedger:
                 return items
             params["ExclusiveStartKey"] = last
 
+    def _pending(self, kind: str, *, until: str | None, limit: int | None) -> list[dict[str, Any]]:
+        """Items of the `pending` index with `pending = kind` (and `pending_at <= until`),
+        earliest first, all pages up to `limit`."""
+        condition = "pending = :kind"
+        values: dict[str, Any] = {":kind": kind}
+        if until is not None:
+            condition += " AND pending_at <= :until"
+            values[":until"] = until
+        params: dict[str, Any] = {
+            "IndexName": PENDING_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": self._item(values),
+        }
+        items: list[dict[str, Any]] = []
+        while limit is None or len(items) < limit:
+            if limit is not None:
+                params["Limit"] = limit - len(items)
+            page = self._call("query", **params)
+            items.extend(self._plain(i) for i in page.get("Items") or [])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                break
+            params["ExclusiveStartKey"] = last
+        return items
+
+    def _transact(
+        self, core: list[dict[str, Any]], rows: list[tuple[str, dict[str, Any]]]
+    ) -> list[str]:
+        """One TransactWriteItems of `core` and the outbox `rows` (key, Put). A row whose
+        condition fails (its key is there and unexpired) is dropped and the rest written
+        again; anything else that cancels the transaction is an error. Returns the keys of
+        the rows written."""
+        left = list(rows)
+        for _ in range(_TRANSACT_ATTEMPTS):
+            ops = core + [{"Put": {"TableName": self.table, **put}} for _, put in left]
+            if not ops:
+                return []
+            try:
+                # a fresh token per round: botocore's own retries of this call repeat the
+                # token and so cannot apply it twice; the next round's items differ
+                self.client.transact_write_items(
+                    TransactItems=ops, ClientRequestToken=uuid.uuid4().hex
+                )
+            except self._botocore_errors() as exc:
+                codes = self._cancellation_codes(exc)
+                failed = {i for i, code in enumerate(codes) if code not in ("", "None")}
+                if (
+                    codes
+                    and failed
+                    and all(i >= len(core) and codes[i] == "ConditionalCheckFailed" for i in failed)
+                ):
+                    left = [row for i, row in enumerate(left) if i + len(core) not in failed]
+                    continue
+                if codes and {codes[i] for i in failed} <= {"TransactionConflict"}:
+                    continue  # another writer held one of these items: try again
+                raise RegistryError(
+                    f"DynamoDB {self.table}: transact_write_items failed: {exc}"
+                ) from exc
+            return [key for key, _ in left]
+        raise RegistryError(
+            f"DynamoDB {self.table}: transact_write_items did not go through in "
+            f"{_TRANSACT_ATTEMPTS} rounds (conflicting writers)"
+        )
+
+    @staticmethod
+    def _cancellation_codes(exc: Exception) -> list[str]:
+        """Per-item codes of a cancelled transaction ('None' for the items that were fine)."""
+        response = getattr(exc, "response", None) or {}
+        if str((response.get("Error") or {}).get("Code", "")) != "TransactionCanceledException":
+            return []
+        reasons = response.get("CancellationReasons") or []
+        return [str(r.get("Code") or "None") for r in reasons]
+
     def close(self) -> None:
         with self._lock:
             close = getattr(self._client, "close", None)
@@ -226,6 +363,141 @@ class DynamoLedger:
         for item in expired:
             self._call("delete_item", Key=self._item({"pk": item["pk"], "sk": item["sk"]}))
         return len(expired)
+
+    # -- outcomes (a delivery is handled only together with what it leaves behind) -----------
+
+    def delivery_outcome(self, delivery_id: str, *, now: datetime) -> DeliveryOutcome | None:
+        """The committed outcome of a delivery, if it was handled and has not expired."""
+        item = self._get(f"delivery#{delivery_id}", "outcome")
+        if item is None or str(item["expires_at"]) <= _ts(now):
+            return None
+        return DeliveryOutcome(
+            delivery_id,
+            datetime.fromisoformat(item["handled_at"]),
+            _dt(item.get("recheck_at")),
+            item.get("recheck_image"),
+        )
+
+    def commit_outcome(self, outcome: Outcome, *, now: datetime, ttl: timedelta) -> list[str]:
+        """In one transaction: the verdict and its log entry, the delivery's outcome marker
+        (kept for `ttl`) and the outbox rows (each only if its key is absent or expired).
+        Returns the outbox keys it added."""
+        o = outcome
+        core: list[dict[str, Any]] = []
+        if o.verdict is not None:
+            pk = _repo_pk(o.registry, o.repository)
+            verdict = {"pk": pk, "sk": f"verdict#{o.digest}", "outcome": o.verdict, "at": _ts(now)}
+            entry = {
+                "pk": pk,
+                # the nonce keeps every entry: a verdict committed twice shows as two
+                "sk": f"verdictlog#{o.digest}#{_ts(now)}#{uuid.uuid4().hex}",
+                "delivery_id": o.delivery_id,
+                "digest": o.digest,
+                "outcome": o.verdict,
+                "at": _ts(now),
+            }
+            core += [
+                {"Put": {"TableName": self.table, "Item": self._item(i)}} for i in (verdict, entry)
+            ]
+        if o.delivery_id is not None:
+            expires = now + ttl
+            marker = {
+                "pk": f"delivery#{o.delivery_id}",
+                "sk": "outcome",
+                "handled_at": _ts(now),
+                "expires_at": _ts(expires),
+                "recheck_at": _ts(o.recheck_at) if o.recheck_at else None,
+                "recheck_image": o.recheck_image,
+                TTL_ATTRIBUTE: int(expires.timestamp()),
+            }
+            core.append({"Put": {"TableName": self.table, "Item": self._item(marker)}})
+        rows = [(a.key, self._outbox_put(a, now=now)) for a in _unique(o.alerts)]
+        room = MAX_TRANSACTION - len(core)
+        added: list[str] = []
+        for first in range(room, len(rows), MAX_TRANSACTION):  # past the limit: written first
+            added += self._transact([], rows[first : first + MAX_TRANSACTION])
+        return self._transact(core, rows[:room]) + added
+
+    def _outbox_put(self, item: OutboxItem, *, now: datetime) -> dict[str, Any]:
+        expires = now + OUTBOX_TTL
+        row = {
+            "pk": f"outbox#{item.key}",
+            "sk": "outbox",
+            "key": item.key,
+            "channel": item.channel,
+            "alert": item.alert,
+            "created_at": _ts(now),
+            "expires_at": _ts(expires),
+            "expires_epoch": int(expires.timestamp()),
+            "attempts": 0,
+            "next_attempt": _ts(now),
+            "pending": "outbox",
+            "pending_at": _ts(now),
+        }
+        return {
+            "Item": self._item(row),
+            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+            "ExpressionAttributeValues": self._item({":now": _ts(now)}),
+        }
+
+    def verdict_log(
+        self, registry: str, repository: str, digest: str
+    ) -> list[tuple[str | None, str, datetime]]:
+        """(delivery id, outcome, at) of every verdict committed for a digest, oldest first
+        (audits and the chaos tests: one handled delivery, one entry)."""
+        rows = self._query(_repo_pk(registry, repository), f"verdictlog#{digest}#")
+        out = [
+            (i.get("delivery_id"), str(i["outcome"]), datetime.fromisoformat(i["at"])) for i in rows
+        ]
+        return sorted(out, key=lambda r: r[2])
+
+    # -- alert outbox -------------------------------------------------------------------------
+
+    def outbox_pending(self, *, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        """Unsent alerts whose next attempt is due, earliest due first."""
+        return [
+            OutboxItem(
+                str(i["key"]),
+                str(i["channel"]),
+                str(i["alert"]),
+                int(i.get("attempts", 0)),
+                _dt(i.get("next_attempt")),
+                i.get("error"),
+            )
+            for i in self._pending("outbox", until=_ts(now), limit=limit)
+        ]
+
+    def outbox_sent(self, key: str, *, now: datetime) -> None:
+        """Delivered: off the index, and expiring with its de-duplication window."""
+        self._conditional(
+            "update_item",
+            Key=self._item({"pk": f"outbox#{key}", "sk": "outbox"}),
+            UpdateExpression=(
+                "SET sent_at = :now, attempts = attempts + :one, #ttl = expires_epoch "
+                "REMOVE pending, pending_at, #error"
+            ),
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE, "#error": "error"},
+            ExpressionAttributeValues=self._item({":now": _ts(now), ":one": 1}),
+        )
+
+    def outbox_retry(self, key: str, *, at: datetime, error: str) -> None:
+        """A failed send: try again at `at` (a row already sent stays sent)."""
+        self._conditional(
+            "update_item",
+            Key=self._item({"pk": f"outbox#{key}", "sk": "outbox"}),
+            UpdateExpression=(
+                "SET next_attempt = :at, pending_at = :at, attempts = attempts + :one, "
+                "#error = :error"
+            ),
+            ConditionExpression="attribute_exists(pending)",
+            ExpressionAttributeNames={"#error": "error"},
+            ExpressionAttributeValues=self._item({":at": _ts(at), ":one": 1, ":error": error}),
+        )
+
+    def outbox_unsent(self) -> int:
+        """Alerts not yet delivered (due or backing off)."""
+        return len(self._pending("outbox", until=None, limit=None))
 
     # -- images and tags ----------------------------------------------------------------------
 
@@ -363,6 +635,8 @@ class DynamoLedger:
                     "status": "intent",
                     "reason": reason,
                     "state": json.dumps(state),
+                    "pending": "intent",
+                    "pending_at": _retry_due(state) or _ts(now),
                 }
             ),
             ConditionExpression="attribute_not_exists(pk)",
@@ -372,20 +646,34 @@ class DynamoLedger:
         return found
 
     def finish_action(self, key: str, *, status: str, state: dict[str, Any] | None = None) -> None:
-        update = "SET #status = :status"
+        """Set the status (and state). An intent stays on the `pending` index, due at its
+        retry time (else when it began); any other status takes it off."""
+        sets = ["#status = :status"]
+        names = {"#status": "status"}
         values: dict[str, Any] = {":status": status}
         if state is not None:
-            update += ", #state = :state"
+            sets.append("#state = :state")
+            names["#state"] = "state"
             values[":state"] = json.dumps(state)
+        remove = ""
+        if status == "intent":
+            sets.append("pending = :intent")
+            values[":intent"] = "intent"
+            due = _retry_due(state) if state is not None else None
+            if due is not None:
+                sets.append("pending_at = :due")
+                values[":due"] = due
+            else:
+                sets.append("pending_at = if_not_exists(pending_at, #at)")
+                names["#at"] = "at"
+        else:
+            remove = " REMOVE pending, pending_at"
         self._conditional(  # an unknown key changes nothing, as in SQLite's UPDATE
             "update_item",
             Key=self._item({"pk": f"action#{key}", "sk": "action"}),
-            UpdateExpression=update,
+            UpdateExpression="SET " + ", ".join(sets) + remove,
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames={
-                "#status": "status",
-                **({"#state": "state"} if state is not None else {}),
-            },
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues=self._item(values),
         )
 
@@ -394,9 +682,14 @@ class DynamoLedger:
         return None if item is None else self._action(item)
 
     def actions(self, *, status: str | None = None) -> list[ActionRecord]:
-        """Every action (or those with `status`), in the order they began (a table scan:
-        for audits, not for the hot path)."""
-        records = [self._action(i) for i in self._scan("action#")]
+        """Every action (or those with `status`), in the order they began. Unfinished ones
+        (`intent`) come from the `pending` index (the recovery sweep's read, every few
+        minutes); any other listing is a table scan, for audits."""
+        if status == "intent":
+            items = self._pending("intent", until=None, limit=None)
+        else:
+            items = self._scan("action#")
+        records = [self._action(i) for i in items]
         if status is not None:
             records = [r for r in records if r.status == status]
         return sorted(records, key=lambda r: (r.at, r.key))
