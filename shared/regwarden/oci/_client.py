@@ -27,6 +27,7 @@ from ..errors import (
     Unsupported,
     UsageError,
 )
+from ..redact import redact_text, redact_url
 from ..reference import validate_digest
 from ._auth import Authenticator
 from ._credentials import Credentials
@@ -284,12 +285,15 @@ class RegistryClient:
                     attempt += 1
                     continue
                 raise _TransportFailure(
-                    f"{method} {url}: {type(exc).__name__}: {exc or 'connection failed'} "
+                    f"{method} {redact_url(url)}: {type(exc).__name__}: "
+                    f"{redact_text(str(exc)) or 'connection failed'} "
                     f"(after {attempt + 1} attempt{'s' if attempt else ''})",
                     hint=f"is the registry at {self._base} reachable?",
                 ) from exc
             except httpx.HTTPError as exc:
-                raise RegistryError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+                raise RegistryError(
+                    f"{method} {redact_url(url)}: {type(exc).__name__}: {redact_text(str(exc))}"
+                ) from exc
             status = response.status_code
             if status == 401 and scopes is not None and not challenged:
                 challenged = True
@@ -315,7 +319,7 @@ class RegistryClient:
                     else:
                         why = f"gave up after {attempt + 1} attempts"
                     raise RegistryError(
-                        f"{method} {url}: got HTTP {status}"
+                        f"{method} {redact_url(url)}: got HTTP {status}"
                         f"{f' ({summary})' if summary else ''}; {why}",
                         status=status,
                     )
@@ -362,7 +366,10 @@ class RegistryClient:
         """Raise the error that fits a non-success response."""
         status = response.status_code
         summary = error_summary(response.content, response.headers.get("content-type"))
-        detail = f"{response.request.method} {response.request.url}: got HTTP {status}"
+        # after a redirect this is the storage URL, whose query may be a signature
+        detail = (
+            f"{response.request.method} {redact_url(str(response.request.url))}: got HTTP {status}"
+        )
         if summary:
             detail += f" ({summary})"
         if status in (401, 403):
