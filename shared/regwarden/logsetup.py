@@ -31,6 +31,7 @@ QUIET_LOGGERS = (
 )
 """Client libraries that log request URLs or headers below WARNING."""
 
+
 def redact_handler(handler: logging.Handler) -> None:
     """Put `RedactingFilter` on `handler` (once)."""
     if not any(isinstance(f, RedactingFilter) for f in handler.filters):

@@ -78,7 +78,8 @@ def build_channels(policy: Policy, env: Mapping[str, str]) -> dict[str, Notifier
             out[name] = TeamsChannel(name, value(ch.url))
         elif isinstance(ch, p.WebhookChannel):
             key = value(ch.secret).encode() if ch.secret is not None else None
-            out[name] = WebhookChannel(name, value(ch.url), secret=key)
+            secret_url = ch.url.scheme == "secret"  # then its path is the credential too
+            out[name] = WebhookChannel(name, value(ch.url), secret=key, secret_url=secret_url)
         elif isinstance(ch, p.StdoutChannel):
             out[name] = StreamChannel(name, format=ch.format)
         elif isinstance(ch, p.FileChannel):

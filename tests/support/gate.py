@@ -7,19 +7,21 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from regwarden.devtools import LocalRegistry
-from regwarden.notify import SIGNATURE_HEADER, verify_body
+from regwarden.notify import verify_signature
 from regwarden.signatures.keys import encrypt_private_key, generate_private_key
 from regwarden.store import SqliteLedger
 from support.proxy import RegistryProxy
 
 TOKEN = "e2e-webhook-token"
 HMAC = "e2e-hmac-secret"
+AGE = timedelta(hours=1)
+"""How old a received alert may be when a test checks its signature (authenticity only)."""
 
 POLICY = """\
 apiVersion: regwarden/v1
@@ -77,7 +79,7 @@ class Gate:
     def alerts(self) -> list[dict[str, Any]]:
         out = []
         for headers, body in list(self.alerts_raw):
-            assert verify_body(HMAC.encode(), body, headers[SIGNATURE_HEADER])
+            assert verify_signature(HMAC.encode(), headers, body, now=now(), tolerance=AGE)
             out.append(json.loads(body)["data"])
         return out
 

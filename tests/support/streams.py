@@ -514,11 +514,13 @@ class Serve:
 
 
 def alerts(sink: LoopbackServer) -> list[dict[str, Any]]:
-    from regwarden.notify import SIGNATURE_HEADER, verify_body
+    from regwarden.notify import verify_signature
 
     out = []
     for headers, body in list(sink.server.received):  # type: ignore[attr-defined]
-        assert verify_body(HMAC.encode(), body, headers[SIGNATURE_HEADER])
+        assert verify_signature(
+            HMAC.encode(), headers, body, now=datetime.now(UTC), tolerance=timedelta(hours=1)
+        )
         out.append(json.loads(body)["data"])
     return out
 

@@ -1,25 +1,43 @@
 """Alerts and the channels that carry them (Slack, Teams, signed webhook, stdout/file)."""
 
 from ._alert import Alert, finding_line
-from ._channels import Notifier, SlackChannel, StreamChannel, TeamsChannel, WebhookChannel
+from ._channels import (
+    DeliveryFailed,
+    Notifier,
+    RetryPolicy,
+    SlackChannel,
+    StreamChannel,
+    TeamsChannel,
+    WebhookChannel,
+)
 from ._render import (
     CLOUDEVENT_TYPE,
+    ID_HEADER,
     SIGNATURE_HEADER,
+    SIGNATURE_TOLERANCE,
+    TIMESTAMP_HEADER,
+    event_id,
     render_cloudevent,
     render_slack,
     render_teams,
     render_text,
-    sign_body,
-    verify_body,
+    sign_payload,
+    signature_headers,
+    verify_signature,
 )
 from ._router import Router, Selector, everything_to
 from ._sns import SnsChannel, sns_attributes
 
 __all__ = [
     "CLOUDEVENT_TYPE",
+    "ID_HEADER",
     "SIGNATURE_HEADER",
+    "SIGNATURE_TOLERANCE",
+    "TIMESTAMP_HEADER",
     "Alert",
+    "DeliveryFailed",
     "Notifier",
+    "RetryPolicy",
     "Router",
     "Selector",
     "SlackChannel",
@@ -27,13 +45,15 @@ __all__ = [
     "StreamChannel",
     "TeamsChannel",
     "WebhookChannel",
+    "event_id",
     "everything_to",
     "finding_line",
     "render_cloudevent",
     "render_slack",
     "render_teams",
     "render_text",
-    "sign_body",
+    "sign_payload",
+    "signature_headers",
     "sns_attributes",
-    "verify_body",
+    "verify_signature",
 ]

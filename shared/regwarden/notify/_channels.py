@@ -1,9 +1,21 @@
-"""Channels: where rendered alerts go. Each is a small class with `send(alert)`."""
+"""Channels: where rendered alerts go. Each is a small class with `send(alert)`.
+
+The HTTP channels (Slack, Teams, webhook) ride out a bad minute at the receiver: a failed
+POST is retried with exponential backoff and full jitter, a `Retry-After` (seconds or HTTP
+date) is honoured when it fits, and one `send` never takes longer than its budget. When it
+gives up, `DeliveryFailed` says whether trying later can help and when (`retry_after`), for
+the caller's own schedule (the alert outbox, SQS redelivery).
+"""
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -11,15 +23,19 @@ import httpx
 
 from .. import USER_AGENT
 from ..errors import RegistryError
+from ..oci import parse_retry_after
+from ..redact import redact_text, redact_url, register_secret, register_secret_url
 from ._alert import Alert
 from ._render import (
-    SIGNATURE_HEADER,
+    ID_HEADER,
+    TIMESTAMP_HEADER,
     encode,
+    event_id,
     render_cloudevent,
     render_slack,
     render_teams,
     render_text,
-    sign_body,
+    signature_headers,
 )
 
 
@@ -29,48 +45,199 @@ class Notifier(Protocol):
     def send(self, alert: Alert) -> None: ...
 
 
-class _HttpChannel:
-    """POST JSON with a short bounded retry; a channel failure never blocks the verdict."""
+class DeliveryFailed(RegistryError):
+    """An alert could not be delivered to a channel. `permanent`: the receiver refused it
+    (a 4xx other than 408/425/429), so resending the same request will not help;
+    `retry_after`: seconds the receiver asked for (or the wait left when the budget ran
+    out), None when there is no such hint."""
 
     def __init__(
-        self, name: str, url: str, *, client: httpx.Client | None = None, attempts: int = 3
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        permanent: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one `send` retries. The defaults keep a send under 20 s (a worker is not held
+    long by one dead receiver; the outbox tries again later)."""
+
+    attempts: int = 4
+    """Requests per send, the first included."""
+    base: float = 0.5
+    """Upper bound of the first backoff, in seconds; it doubles per attempt."""
+    cap: float = 8.0
+    """Largest upper bound of one backoff."""
+    budget: float = 20.0
+    """Seconds one send may take in all (requests and waits)."""
+    max_retry_after: float = 15.0
+    """A longer `Retry-After` ends the send at once (with `retry_after` set) instead."""
+    timeout: float = 10.0
+    """Connect/read/write timeout of one request (never more than the budget left)."""
+
+
+RETRYABLE = frozenset({408, 425, 429})
+"""4xx statuses worth retrying; every 5xx is too."""
+
+
+def backoff_delay(attempt: int, *, policy: RetryPolicy, rand: float) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)) for `rand` in [0, 1)."""
+    return rand * min(policy.cap, policy.base * 2.0**attempt)
+
+
+def _retryable(status: int) -> bool:
+    return status in RETRYABLE or status >= 500
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _no_headers() -> dict[str, str]:
+    return {}
+
+
+class _HttpChannel:
+    """POST JSON with bounded retries; a channel failure never blocks the verdict.
+
+    `sleep`, `clock` (monotonic seconds), `now` (for HTTP-date `Retry-After` and the
+    signature timestamp) and `rand` are injectable so tests neither sleep nor guess."""
+
+    #: Slack and Teams: the whole URL is the credential.
+    _secret_url = False
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        client: httpx.Client | None = None,
+        retry: RetryPolicy | None = None,
+        secret_url: bool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utcnow,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.name = name
         self._url = url
         self._client = client or httpx.Client(timeout=10.0, headers={"User-Agent": USER_AGENT})
-        self._attempts = attempts
+        self._retry = retry or RetryPolicy()
+        if secret_url is not None:
+            self._secret_url = secret_url
+        if self._secret_url:
+            register_secret_url(url)
+        self._sleep = sleep
+        self._clock = clock
+        self._now = now
+        self._rand = rand
 
-    def _post(self, body: bytes, headers: dict[str, str]) -> None:
-        last: str = ""
-        for _ in range(self._attempts):
-            try:
-                resp = self._client.post(
-                    self._url, content=body, headers={"Content-Type": "application/json", **headers}
-                )
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if resp.status_code < 300:
-                return
-            last = f"HTTP {resp.status_code}"
-            if resp.status_code < 500 and resp.status_code != 429:
+    @property
+    def where(self) -> str:
+        """The URL as it may appear in logs and errors."""
+        return redact_url(self._url, secret=self._secret_url)
+
+    def _post(self, body: bytes, headers: Callable[[], dict[str, str]]) -> None:
+        """POST `body`; `headers` is called per attempt (a signature covers the send time)."""
+        policy = self._retry
+        started = self._clock()
+        last, status, attempt = "no attempt", None, 0
+        while True:
+            left = policy.budget - (self._clock() - started)
+            if left <= 0:
                 break
-        # The URL may embed a secret (Slack, Teams): name the channel, never the URL.
-        raise RegistryError(f"channel {self.name!r}: delivery failed ({last})")
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                with self._client.stream(
+                    "POST",
+                    self._url,
+                    content=body,
+                    headers={"Content-Type": "application/json", **headers()},
+                    timeout=min(policy.timeout, left),
+                ) as resp:  # the answer's body is never read: only its status matters
+                    status = resp.status_code
+                    if status < 300:
+                        return
+                    last = f"HTTP {status}"
+                    if not _retryable(status):
+                        raise self._failed(last, attempt, status=status, permanent=True)
+                    retry_after = parse_retry_after(
+                        resp.headers.get("retry-after"), now=self._now()
+                    )
+            except httpx.TransportError as exc:
+                status = None
+                last = f"{type(exc).__name__}: {redact_text(str(exc)) or 'no answer'}"
+            if retry_after is not None and retry_after > policy.max_retry_after:
+                raise self._failed(
+                    f"{last}, asked to wait {retry_after:.0f}s",
+                    attempt,
+                    status=status,
+                    retry_after=retry_after,
+                )
+            if attempt >= policy.attempts:
+                break
+            wait = (
+                retry_after
+                if retry_after is not None
+                else backoff_delay(attempt - 1, policy=policy, rand=self._rand())
+            )
+            if self._clock() - started + wait >= policy.budget:
+                raise self._failed(
+                    f"{last}, out of its {policy.budget:.0f}s budget",
+                    attempt,
+                    status=status,
+                    retry_after=wait,
+                )
+            self._sleep(wait)
+        raise self._failed(last, attempt, status=status)
+
+    def _failed(
+        self,
+        why: str,
+        attempts: int,
+        *,
+        status: int | None,
+        permanent: bool = False,
+        retry_after: float | None = None,
+    ) -> DeliveryFailed:
+        plural = "s" if attempts != 1 else ""
+        return DeliveryFailed(
+            f"channel {self.name!r}: delivery to {self.where} failed "
+            f"({why}; {attempts} attempt{plural})",
+            status=status,
+            permanent=permanent,
+            retry_after=retry_after,
+        )
 
 
 class SlackChannel(_HttpChannel):
+    _secret_url = True
+
     def send(self, alert: Alert) -> None:
-        self._post(encode(render_slack(alert)), {})
+        body = encode(render_slack(alert))
+        self._post(body, _no_headers)
 
 
 class TeamsChannel(_HttpChannel):
+    _secret_url = True
+
     def send(self, alert: Alert) -> None:
-        self._post(encode(render_teams(alert)), {})
+        body = encode(render_teams(alert))
+        self._post(body, _no_headers)
 
 
 class WebhookChannel(_HttpChannel):
-    """CloudEvents JSON, signed with HMAC-SHA256 of the body when a secret is set."""
+    """CloudEvents JSON with `webhook-id` (the alert's stable id) and `webhook-timestamp`
+    (the send time); with a secret, `webhook-signature` signs id, timestamp and body
+    (Standard Webhooks scheme, docs/alerts.md)."""
 
     def __init__(
         self,
@@ -79,15 +246,41 @@ class WebhookChannel(_HttpChannel):
         *,
         secret: bytes | None = None,
         client: httpx.Client | None = None,
+        retry: RetryPolicy | None = None,
+        secret_url: bool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utcnow,
+        rand: Callable[[], float] = random.random,
     ) -> None:
-        super().__init__(name, url, client=client)
+        super().__init__(
+            name,
+            url,
+            client=client,
+            retry=retry,
+            secret_url=secret_url,
+            sleep=sleep,
+            clock=clock,
+            now=now,
+            rand=rand,
+        )
         self._secret = secret
+        register_secret(secret)
 
     def send(self, alert: Alert) -> None:
         body = encode(render_cloudevent(alert))
-        headers = {"Content-Type": "application/cloudevents+json"}
-        if self._secret:
-            headers[SIGNATURE_HEADER] = sign_body(self._secret, body)
+        msg_id = event_id(alert)
+
+        def headers() -> dict[str, str]:
+            out = {"Content-Type": "application/cloudevents+json"}
+            if self._secret:
+                out.update(
+                    signature_headers(self._secret, msg_id=msg_id, body=body, now=self._now())
+                )
+            else:
+                out.update({ID_HEADER: msg_id, TIMESTAMP_HEADER: str(int(self._now().timestamp()))})
+            return out
+
         self._post(body, headers)
 
 

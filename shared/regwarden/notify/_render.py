@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from ._alert import Alert, finding_line
 
 CLOUDEVENT_TYPE = "dev.regwarden.alert.v1"
-SIGNATURE_HEADER = "X-Regwarden-Signature"
+ID_HEADER = "webhook-id"
+"""The alert's stable id (= the CloudEvents `id`): the same on every retry."""
+TIMESTAMP_HEADER = "webhook-timestamp"
+"""Unix seconds when this attempt was sent; covered by the signature."""
+SIGNATURE_HEADER = "webhook-signature"
+"""`v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`."""
+SIGNATURE_TOLERANCE = timedelta(minutes=5)
+"""How far a receiver lets the timestamp be from its clock (Standard Webhooks' default)."""
 
 
 def _lines(alert: Alert) -> list[str]:
@@ -99,11 +109,17 @@ def render_teams(alert: Alert) -> dict[str, Any]:
     }
 
 
+def event_id(alert: Alert) -> str:
+    """The CloudEvents `id` and `webhook-id`: stable across retries and redeliveries of
+    the same alert, so receivers de-duplicate on it."""
+    return alert.dedup_key
+
+
 def render_cloudevent(alert: Alert, *, source: str = "regwarden") -> dict[str, Any]:
     """CloudEvents 1.0 structured JSON."""
     return {
         "specversion": "1.0",
-        "id": alert.dedup_key,
+        "id": event_id(alert),
         "source": source,
         "type": CLOUDEVENT_TYPE,
         "subject": str(alert.image),
@@ -113,13 +129,56 @@ def render_cloudevent(alert: Alert, *, source: str = "regwarden") -> dict[str, A
     }
 
 
-def sign_body(secret: bytes, body: bytes) -> str:
-    """HMAC-SHA256 of the exact body, as `sha256=<hex>` (GitHub-style, easy to verify)."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def signing_key(secret: bytes) -> bytes:
+    """The HMAC key for a configured signing secret: its bytes as given, except a Standard
+    Webhooks secret (`whsec_` + base64), which is the key base64-encoded."""
+    if secret.startswith(b"whsec_"):
+        try:
+            return base64.b64decode(secret[6:], validate=True)
+        except ValueError:
+            pass  # not base64 after all: the string itself is the key
+    return secret
 
 
-def verify_body(secret: bytes, body: bytes, header: str) -> bool:
-    return hmac.compare_digest(sign_body(secret, body), header)
+def sign_payload(secret: bytes, *, msg_id: str, timestamp: int, body: bytes) -> str:
+    """`webhook-signature` value: `v1,` + base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`
+    (the Standard Webhooks scheme), so the id and the send time are covered too."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_headers(secret: bytes, *, msg_id: str, body: bytes, now: datetime) -> dict[str, str]:
+    """The three headers a signed delivery carries; the timestamp is the send time."""
+    timestamp = int(now.timestamp())
+    return {
+        ID_HEADER: msg_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign_payload(secret, msg_id=msg_id, timestamp=timestamp, body=body),
+    }
+
+
+def verify_signature(
+    secret: bytes,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: datetime,
+    tolerance: timedelta = SIGNATURE_TOLERANCE,
+) -> bool:
+    """Whether `headers` sign `body` with `secret` and the timestamp is within `tolerance`
+    of `now` (either way). What a receiver checks before it looks at the id (docs/alerts.md);
+    header names are matched case-insensitively, any of several `v1,` signatures may match."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    msg_id = lower.get(ID_HEADER)
+    stamp = lower.get(TIMESTAMP_HEADER, "")
+    given = lower.get(SIGNATURE_HEADER, "")
+    if not msg_id or not stamp.isdigit() or not given:
+        return False
+    if abs(now.timestamp() - int(stamp)) > tolerance.total_seconds():
+        return False
+    expected = sign_payload(secret, msg_id=msg_id, timestamp=int(stamp), body=body)
+    return any(hmac.compare_digest(expected, part) for part in given.split())
 
 
 def encode(payload: dict[str, Any]) -> bytes:
