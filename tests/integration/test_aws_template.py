@@ -178,6 +178,95 @@ def test_functions_read_queues_with_partial_batch_reports_and_importable_handler
     assert table["KeySchema"] == table_definition("x")["KeySchema"]
 
 
+# -- delivery that survives throttling: event-source scaling, rule retries and dead letters -----
+
+QUEUE_FUNCTIONS = ("OnPushFunction", "OnScanFunction", "NotifyFunction")
+
+
+def test_queue_functions_scale_their_event_source_instead_of_being_throttled() -> None:
+    """A throttled receive counts toward maxReceiveCount: the event source itself stops at
+    the reserved concurrency (MaximumConcurrency), so SQS never hands Lambda more."""
+    param = TEMPLATE["Parameters"]["ReservedConcurrency"]
+    assert param["MinValue"] >= 2 and param.get("MaxValue", 1000) <= 1000  # SQS's range
+    reserved_default = TEMPLATE["Globals"]["Function"].get("ReservedConcurrentExecutions")
+    for name in QUEUE_FUNCTIONS:
+        props = RESOURCES[name]["Properties"]
+        (source,) = props["Events"].values()
+        scaling = source["Properties"]["ScalingConfig"]
+        assert scaling == {"MaximumConcurrency": {"Ref": "ReservedConcurrency"}}, name
+        # never more pollers than reserved executions (both the same parameter)
+        reserved = props.get("ReservedConcurrentExecutions", reserved_default)
+        assert reserved in (None, {"Ref": "ReservedConcurrency"}), name
+
+
+def _rule_dead_letters() -> dict[str, str]:
+    """Rule → the dead-letter queue of its target."""
+    out = {}
+    for rule in ROUTES:
+        (target,) = RESOURCES[rule]["Properties"]["Targets"]
+        out[rule] = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"].split(".")[0]
+    return out
+
+
+def test_rule_targets_retry_then_keep_the_event_in_their_queues_dead_letter_queue() -> None:
+    dead = _rule_dead_letters()
+    for rule in ROUTES:
+        (target,) = RESOURCES[rule]["Properties"]["Targets"]
+        assert target["RetryPolicy"] == {
+            "MaximumRetryAttempts": 185,  # EventBridge's maxima: drop nothing early
+            "MaximumEventAgeInSeconds": 86400,
+        }, rule
+        # the DLQ of the queue the rule feeds: one alarm and one redrive for both failures
+        queue = target["Arn"]["Fn::GetAtt"].split(".")[0]
+        redrive = RESOURCES[queue]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]
+        assert redrive == {"Fn::GetAtt": f"{dead[rule]}.Arn"}, rule
+    # EventBridge may send to those DLQs, and only from these rules
+    (policy,) = [
+        r
+        for r in RESOURCES.values()
+        if r["Type"] == "AWS::SQS::QueuePolicy"
+        and {"Ref": "PushDeadLetterQueue"} in r["Properties"]["Queues"]
+    ]
+    granted: dict[str, set[str]] = {}
+    for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+        assert statement["Action"] == "sqs:SendMessage"
+        queue = statement["Resource"]["Fn::GetAtt"].split(".")[0]
+        for arn in statement["Condition"]["ArnEquals"]["aws:SourceArn"]:
+            granted.setdefault(arn["Fn::GetAtt"].split(".")[0], set()).add(queue)
+    assert granted == {rule: {queue} for rule, queue in dead.items()}
+    # the queues are KMS-encrypted: EventBridge must be allowed to use the key
+    (services,) = [
+        s
+        for s in RESOURCES["Key"]["Properties"]["KeyPolicy"]["Statement"]
+        if s["Sid"] == "ServicesDeliverEncryptedMessages"
+    ]
+    assert "events.amazonaws.com" in services["Principal"]["Service"]
+
+
+def test_rule_targets_deploy_with_their_retry_policy_and_dead_letter_queue(
+    moto: MotoServer,
+) -> None:
+    """The targets as written, put through moto's EventBridge API, read back unchanged."""
+    events, sqs = moto.client("events"), moto.client("sqs")
+    for rule, dead in _rule_dead_letters().items():
+        (target,) = RESOURCES[rule]["Properties"]["Targets"]
+        for name in (rule + "-q", rule + "-dlq"):
+            sqs.create_queue(QueueName=name)
+        events.put_rule(Name=rule, EventPattern=pattern(rule, ""))
+        deployed = {
+            "Id": target["Id"],
+            "Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{rule}-q",
+            "RetryPolicy": target["RetryPolicy"],
+            "DeadLetterConfig": {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{rule}-dlq"},
+        }
+        result = events.put_targets(Rule=rule, Targets=[deployed])
+        assert result["FailedEntryCount"] == 0, (rule, dead)
+        (got,) = events.list_targets_by_rule(Rule=rule)["Targets"]
+        assert got["RetryPolicy"] == target["RetryPolicy"]
+        assert got["DeadLetterConfig"] == deployed["DeadLetterConfig"]
+
+
 # -- retention: schedule → fan-out → work queue → worker ----------------------------------------
 
 
