@@ -348,10 +348,10 @@ class Ledger:
 
     def queue(self) -> list[QueueRow]:
         rows = self._rows(
-            "SELECT id, source, body, done_at, lease_until, attempts, error FROM queue ORDER BY id"
+            "SELECT id, source, body, done_at, not_before, attempts, error FROM queue ORDER BY id"
         )
         out = []
-        for id_, source, body, done, lease, attempts, error in rows:
+        for id_, source, body, done, not_before, attempts, error in rows:
             text = bytes(body).decode(errors="replace") if body is not None else ""
             out.append(
                 QueueRow(
@@ -359,8 +359,8 @@ class Ledger:
                     str(source),
                     text,
                     datetime.fromisoformat(done) if done else None,
-                    # before the first lease, lease_until is the not-before time
-                    datetime.fromisoformat(lease) if lease and not attempts else None,
+                    # a row not tried yet: when it is due (a recheck's deadline)
+                    datetime.fromisoformat(not_before) if not_before and not attempts else None,
                     int(attempts),
                     error,
                 )

@@ -82,13 +82,13 @@ def test_queue_redelivers_after_lease_expires(ledger: SqliteLedger) -> None:
     lease = timedelta(seconds=30)
     first = ledger.enqueue("distribution", b'{"events": []}', "application/json", now=T0)
     ledger.enqueue("harbor", b"{}", None, now=T0)
-    got = ledger.lease(now=T0, lease=lease, limit=1)
+    got = ledger.lease(now=T0, owner="w", timeout=lease, limit=1)
     assert [e.id for e in got] == [first] and got[0].attempts == 1
     # the first is leased: the second comes next
-    assert [e.source for e in ledger.lease(now=T0, lease=lease, limit=5)] == ["harbor"]
-    assert ledger.lease(now=T0 + timedelta(seconds=5), lease=lease) == []
+    assert [e.source for e in ledger.lease(now=T0, owner="w", timeout=lease, limit=5)] == ["harbor"]
+    assert ledger.lease(now=T0 + timedelta(seconds=5), owner="w", timeout=lease) == []
     # the worker holding `first` crashed: after the lease it is handed out again
-    again = ledger.lease(now=T0 + timedelta(seconds=31), lease=lease, limit=5)
+    again = ledger.lease(now=T0 + timedelta(seconds=31), owner="w2", timeout=lease, limit=5)
     assert again[0].id == first and again[0].attempts == 2
     for e in again:
         ledger.complete(e.id, now=T0 + timedelta(seconds=32))

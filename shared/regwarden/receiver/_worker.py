@@ -1,13 +1,19 @@
 """Bounded worker pool over the ledger's durable queue.
 
-Events are persisted before the webhook is acknowledged; workers lease them, process
-them and mark them done. A crashed worker's lease runs out and the event is handed out
-again, so nothing acknowledged is lost; processing is idempotent, so nothing is done twice.
+Events are persisted before the webhook is acknowledged; workers lease them under the
+pool's owner id, process them and mark them done. While an event is in flight a heartbeat
+thread keeps its lease fresh, so only a dead or hung process's lease goes stale: after
+`lease_timeout` any pool takes the event over. A restarted pool with the same owner id
+frees what it held at once (`start`). Nothing acknowledged is lost; the pipeline commits
+each outcome once, so an event run again does nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -24,6 +30,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def process_owner() -> str:
+    """An owner id no other pool shares: `host:pid:random`. A pool started with it is not
+    recognised after a restart, so its leases are reclaimed only once they go stale."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class WorkerPool:
     def __init__(
         self,
@@ -31,16 +43,24 @@ class WorkerPool:
         process: Processor,
         *,
         workers: int = 4,
-        lease: timedelta = timedelta(seconds=120),
+        owner: str | None = None,
+        lease_timeout: timedelta = timedelta(seconds=30),
         max_attempts: int = 5,
         backoff: timedelta = timedelta(seconds=1),
         clock: Clock = utcnow,
         poll: float = 0.5,
     ) -> None:
+        """`owner` names this process in the queue's leases (`serve`: `--instance`, by
+        default host:port, stable across restarts); None = `process_owner()`."""
+        if workers < 1:
+            raise ValueError(f"a worker pool needs at least 1 worker, got {workers}")
+        if lease_timeout <= timedelta(0):
+            raise ValueError(f"lease_timeout must be positive, got {lease_timeout}")
+        self.owner = owner or process_owner()
         self._ledger = ledger
         self._process = process
         self._workers = workers
-        self._lease = lease
+        self._lease_timeout = lease_timeout
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._clock = clock
@@ -49,8 +69,22 @@ class WorkerPool:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy = 0
+        self._inflight: set[int] = set()  # guarded by _wake
 
     def start(self) -> None:
+        """Free this owner's leases left by a previous run, then start the workers and the
+        heartbeat."""
+        self._stop.clear()
+        freed = self._ledger.release_owner(self.owner)
+        if freed:
+            log.warning(
+                "%d event(s) this instance (%s) held before a restart are queued again",
+                freed,
+                self.owner,
+            )
+        beat = threading.Thread(target=self._beat, name="regwarden-heartbeat", daemon=True)
+        beat.start()
+        self._threads.append(beat)
         for i in range(self._workers):
             t = threading.Thread(target=self._run, name=f"regwarden-worker-{i}", daemon=True)
             t.start()
@@ -77,29 +111,54 @@ class WorkerPool:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            batch = self._ledger.lease(now=self._clock(), lease=self._lease, limit=1)
+            try:
+                batch = self._ledger.lease(
+                    now=self._clock(), owner=self.owner, timeout=self._lease_timeout, limit=1
+                )
+            except Exception:  # the ledger file busy or unreadable: keep the worker alive
+                log.exception("cannot lease events from the ledger")
+                batch = []
             if not batch:
                 with self._wake:
                     self._wake.wait(self._poll)
                 continue
+            event = batch[0]
+            if event.reclaimed_from is not None:
+                log.warning(
+                    "event %s taken over from %s, whose lease went stale (attempt %d)",
+                    event.id,
+                    event.reclaimed_from,
+                    event.attempts,
+                )
             with self._wake:
                 self._busy += 1
+                self._inflight.add(event.id)
             try:
-                self._handle(batch[0])
+                self._handle(event)
             finally:
                 with self._wake:
                     self._busy -= 1
+                    self._inflight.discard(event.id)
+
+    def _finished(self, event: QueuedEvent) -> None:
+        # out of the heartbeat's set before the row is closed: a beat racing the close
+        # then finds it gone and does not mistake it for a lost lease
+        with self._wake:
+            self._inflight.discard(event.id)
 
     def _handle(self, event: QueuedEvent) -> None:
         try:
             self._process(event)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            self._finished(event)
             if event.attempts >= self._max_attempts:
                 log.error(
                     "event %s dead-lettered after %d attempts: %s", event.id, event.attempts, error
                 )
-                self._ledger.complete(event.id, now=self._clock(), error=error)
+                kept = self._ledger.complete(
+                    event.id, now=self._clock(), error=error, owner=self.owner
+                )
             else:
                 delay = self._backoff * (2 ** (event.attempts - 1))
                 log.warning(
@@ -109,6 +168,36 @@ class WorkerPool:
                     delay,
                     error,
                 )
-                self._ledger.retry_at(event.id, at=self._clock() + delay, error=error)
-            return
-        self._ledger.complete(event.id, now=self._clock())
+                kept = self._ledger.retry_at(
+                    event.id, at=self._clock() + delay, error=error, owner=self.owner
+                )
+        else:
+            self._finished(event)
+            kept = self._ledger.complete(event.id, now=self._clock(), owner=self.owner)
+        if not kept:
+            log.warning(
+                "event %s was taken over by another worker while this one ran; its end is "
+                "left to that worker",
+                event.id,
+            )
+
+    def _beat(self) -> None:
+        every = self._lease_timeout.total_seconds() / 3
+        while not self._stop.wait(every):
+            with self._wake:
+                ids = set(self._inflight)
+            if not ids:
+                continue
+            try:
+                held = set(self._ledger.heartbeat(self.owner, ids, now=self._clock()))
+            except Exception:  # a missed beat is retried; the lease outlives two more
+                log.exception("cannot refresh the leases of events in flight")
+                continue
+            with self._wake:
+                lost = (ids - held) & self._inflight
+                self._inflight -= lost  # no use beating for it again
+            for event_id in sorted(lost):
+                log.error(
+                    "lost the lease of event %s (stale heartbeat): another worker may run it",
+                    event_id,
+                )

@@ -10,13 +10,14 @@ from ._protocol import EventQueue, Ledger
 from ._sqlite import (
     ActionRecord,
     QuarantineRecord,
-    QueuedEvent,
     SqliteLedger,
 )
+from ._sqlite_queue import DeadLetter, QueuedEvent
 
 __all__ = [
     "OUTBOX_TTL",
     "ActionRecord",
+    "DeadLetter",
     "DeliveryOutcome",
     "DynamoLedger",
     "EventQueue",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+from ._sqlite_queue import QueueMixin
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -61,13 +62,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt TEXT NOT NULL, error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sent_at, next_attempt);
-CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL, body BLOB NOT NULL, content_type TEXT,
-    received_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    lease_until TEXT, done_at TEXT, error TEXT
-);
-CREATE INDEX IF NOT EXISTS queue_pending ON queue (done_at, lease_until);
 """
 
 
@@ -110,17 +104,7 @@ class QuarantineRecord:
     released_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedEvent:
-    id: int
-    source: str
-    body: bytes
-    content_type: str | None
-    received_at: datetime
-    attempts: int
-
-
-class SqliteLedger:
+class SqliteLedger(QueueMixin):
     """Ledger in one SQLite file. Thread-safe (one connection per thread)."""
 
     def __init__(self, path: Path | str) -> None:
@@ -130,6 +114,7 @@ class SqliteLedger:
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None
         self._conn().executescript(_SCHEMA)  # idempotent DDL; executescript commits itself
+        self._init_queue()  # the queue's table, migrated from older ledgers
 
     def _conn(self) -> sqlite3.Connection:
         if str(self.path) == ":memory:":  # one in-memory db shared by every thread
@@ -506,69 +491,3 @@ class SqliteLedger:
                 "AND digest = ?",
                 (_ts(now), registry, repository, digest),
             )
-
-    # -- durable queue (regwarden serve) ----------------------------------------------------
-
-    def enqueue(
-        self,
-        source: str,
-        body: bytes,
-        content_type: str | None,
-        *,
-        now: datetime,
-        not_before: datetime | None = None,
-    ) -> int:
-        """Persist an event; with `not_before`, it is handed out no earlier than that."""
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO queue (source, body, content_type, received_at, lease_until) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (source, body, content_type, _ts(now), _ts(not_before) if not_before else None),
-            )
-            return int(cur.lastrowid or 0)
-
-    def lease(self, *, now: datetime, lease: timedelta, limit: int = 1) -> list[QueuedEvent]:
-        """Take up to `limit` pending events; a crashed worker's lease runs out and the
-        event is handed out again."""
-        with self._tx() as db:
-            rows = db.execute(
-                "SELECT id, source, body, content_type, received_at, attempts FROM queue "
-                "WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until <= ?) "
-                "ORDER BY id LIMIT ?",
-                (_ts(now), limit),
-            ).fetchall()
-            db.executemany(
-                "UPDATE queue SET lease_until = ?, attempts = attempts + 1 WHERE id = ?",
-                [(_ts(now + lease), r[0]) for r in rows],
-            )
-        return [
-            QueuedEvent(r[0], r[1], bytes(r[2]), r[3], datetime.fromisoformat(r[4]), r[5] + 1)
-            for r in rows
-        ]
-
-    def complete(self, event_id: int, *, now: datetime, error: str | None = None) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE queue SET done_at = ?, error = ? WHERE id = ?",
-                (_ts(now), error, event_id),
-            )
-
-    def retry_at(self, event_id: int, *, at: datetime, error: str) -> None:
-        """Hand the event out again at `at` (backoff after a failed attempt)."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE queue SET lease_until = ?, error = ? WHERE id = ?",
-                (_ts(at), error, event_id),
-            )
-
-    def dead_letters(self) -> list[tuple[int, str, str]]:
-        """(id, source, error) of events that failed for good."""
-        rows = self._conn().execute(
-            "SELECT id, source, error FROM queue WHERE done_at IS NOT NULL AND error IS NOT NULL "
-            "ORDER BY id"
-        )
-        return [(int(i), str(s), str(e)) for i, s, e in rows]
-
-    def pending_count(self) -> int:
-        row = self._conn().execute("SELECT count(*) FROM queue WHERE done_at IS NULL").fetchone()
-        return int(row[0])
