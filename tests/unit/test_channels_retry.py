@@ -9,11 +9,13 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 from support.loopback import LoopbackServer
@@ -31,6 +33,7 @@ from regwarden.notify import (
     TeamsChannel,
     WebhookChannel,
     event_id,
+    signature_headers,
     verify_signature,
 )
 from regwarden.notify._channels import backoff_delay
@@ -299,3 +302,31 @@ def test_the_signing_key_and_a_secret_url_are_masked_in_text(receiver: Receiver)
     WebhookChannel("h", receiver.url, secret=b"signing-key-0042", secret_url=True)
     text = redact_text(f"key signing-key-0042, path {receiver.url.split('/', 3)[3]}")
     assert "signing-key-0042" not in text and "slack-path-secret" not in text
+
+
+def _docs_snippet() -> dict[str, object]:
+    """The receiver snippet in docs/alerts.md, run as written."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/alerts.md", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+@pytest.mark.parametrize("secret", [b"plain-signing-secret", b"whsec_" + base64.b64encode(b"k")])
+def test_the_docs_snippet_accepts_a_real_delivery_once(receiver: Receiver, secret: bytes) -> None:
+    WebhookChannel("hook", receiver.url, secret=secret).send(_alert())  # real clock
+    ((headers, body),) = receiver.received
+    accept = _docs_snippet()["accept"]
+    assert callable(accept)
+    assert accept(secret, headers, body) == _alert().dedup_key
+    assert accept(secret, headers, body) is None  # the same id again: a duplicate
+    fresh = _docs_snippet()["accept"]
+    assert callable(fresh)
+    assert fresh(b"wrong-secret", headers, body) is None
+    assert fresh(secret, headers, body.replace(b"FAILED", b"PASSED")) is None
+    # correctly signed, but 301 s old: refused; 200 s old: still fine
+    for age, ok in ((301, False), (200, True)):
+        sent = datetime.now(UTC) - timedelta(seconds=age)
+        resigned = signature_headers(secret, msg_id=f"id-{age}", body=body, now=sent)
+        assert (fresh(secret, resigned, body) is not None) is ok, age
