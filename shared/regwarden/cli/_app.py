@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NotImplementedYet, UsageError
+from ._deadletters import deadletters_app
 
 DEFAULT_LEDGER = Path("~/.local/state/regwarden/ledger.db")
 
@@ -33,6 +34,7 @@ quarantine_app = typer.Typer(help="Inspect and release quarantined images.", no_
 app.add_typer(policy_app, name="policy")
 app.add_typer(retention_app, name="retention")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(deadletters_app, name="deadletters")
 
 
 class OutputFormat(enum.StrEnum):

@@ -1,0 +1,189 @@
+"""`regwarden deadletters list | retry`: the events the receiver gave up on.
+
+`--source` picks whose dead letters: `receiver` (the queue `regwarden serve` keeps in the
+ledger) today; `aws` (the functions' SQS dead-letter queues) is where the AWS side plugs in
+with its own options (`--queue-url`, `--function`), so the commands keep one shape.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import NotImplementedYet, UsageError
+
+if TYPE_CHECKING:
+    from ..store import DeadLetter, SqliteLedger
+
+deadletters_app = typer.Typer(
+    help="Events the gate gave up on after its retries: see why, and queue them again.",
+    no_args_is_help=True,
+)
+
+
+class Source(enum.StrEnum):
+    receiver = "receiver"
+    aws = "aws"
+
+
+class Output(enum.StrEnum):
+    table = "table"
+    json = "json"
+
+
+SourceOpt = Annotated[
+    Source,
+    typer.Option(
+        "--source",
+        help="receiver: the queue of `regwarden serve` in --ledger. aws: the functions' SQS "
+        "dead-letter queues (to come, with options of their own: --queue-url, --function).",
+    ),
+]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="table for people, json for scripts.")
+]
+
+
+@deadletters_app.command("list")
+def list_command(source: SourceOpt = Source.receiver, output: OutputOpt = Output.table) -> None:
+    """Every dead letter: id, source, first received, attempts, last error, and the images
+    its body names."""
+    _check_source(source)
+    with _ledger() as ledger:
+        letters = ledger.dead_letter_events()
+    if output == Output.json:
+        _print_json([_row(d) for d in letters])
+        return
+    _print_letters(letters, ledger=_ledger_path())
+
+
+@deadletters_app.command("retry")
+def retry_command(
+    ids: Annotated[
+        list[int] | None,
+        typer.Argument(metavar="ID...", help="Dead letter ids, from `deadletters list`."),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be queued again; change nothing.")
+    ] = False,
+    source: SourceOpt = Source.receiver,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Queue dead letters again, due at once and with their attempts reset: a running
+    `regwarden serve` on this ledger picks them up. Prints what it queued. An id that is
+    not a dead letter is an error (exit 2) and nothing is queued."""
+    _check_source(source)
+    if all_ == bool(ids):
+        raise UsageError(
+            "name the dead letters to retry: give their ids, or --all (not both)",
+            hint="see them with `regwarden deadletters list`",
+        )
+    with _ledger() as ledger:
+        chosen = ledger.dead_letter_events(None if all_ else ids)
+        missing = sorted(set(ids or ()) - {d.id for d in chosen})
+        if missing:
+            raise UsageError(
+                f"no dead letter with id {', '.join(map(str, missing))} in {_ledger_path()}",
+                hint="see them with `regwarden deadletters list`",
+            )
+        if not dry_run:
+            requeued = set(ledger.requeue_dead([d.id for d in chosen]))
+            # a concurrent retry may have taken one between the read and the write
+            chosen = [d for d in chosen if d.id in requeued]
+    if output == Output.json:
+        _print_json({"dryRun": dry_run, "requeued": [_row(d) for d in chosen]})
+        return
+    verb = "would queue again" if dry_run else "queued again"
+    if not chosen:
+        print(f"no dead letters: nothing {verb}")
+        return
+    print(f"{verb}: {len(chosen)} event(s)")
+    for d in chosen:
+        print(f"  {d.id}  {d.source}  {', '.join(named_images(d)) or '-'}")
+
+
+def named_images(letter: DeadLetter) -> list[str]:
+    """The images a dead letter's body names, if it parses (a body that does not is often
+    why it failed: then none)."""
+    from .. import service
+    from ..errors import RegwardenError
+
+    try:
+        if letter.source == service.RECHECK:
+            return [str(json.loads(letter.body)["image"])]
+        events = service.parse_body(letter.source, letter.body, letter.content_type)
+    except (RegwardenError, ValueError, KeyError, TypeError):
+        return []
+    return list(dict.fromkeys(str(e.image) for e in events))
+
+
+def _check_source(source: Source) -> None:
+    if source == Source.aws:
+        raise NotImplementedYet(
+            "'regwarden deadletters --source aws' is not implemented yet (#11, AWS side)",
+            hint="the receiver's dead letters: --source receiver (the default)",
+        )
+
+
+def _ledger_path() -> Path:
+    from ._app import OPTIONS  # set by the global callback; imported late: _app imports us
+
+    return OPTIONS.ledger
+
+
+@contextmanager
+def _ledger() -> Iterator[SqliteLedger]:
+    from ..store import SqliteLedger
+
+    path = _ledger_path()
+    if not path.is_file():  # opening would create an empty ledger: say where we looked
+        raise UsageError(
+            f"no ledger at {path}",
+            hint="give the one `regwarden serve` uses: --ledger PATH or REGWARDEN_LEDGER",
+        )
+    ledger = SqliteLedger(path)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def _row(d: DeadLetter) -> dict[str, object]:
+    return {
+        "id": d.id,
+        "source": d.source,
+        "receivedAt": d.received_at.isoformat(),
+        "failedAt": d.failed_at.isoformat(),
+        "attempts": d.attempts,
+        "error": d.error,
+        "images": named_images(d),
+    }
+
+
+def _print_json(value: object) -> None:
+    from ._render import print_json
+
+    print_json(value)
+
+
+def _print_letters(letters: Sequence[DeadLetter], *, ledger: Path) -> None:
+    # one block per letter rather than a table: errors and image names are long, and a
+    # table squeezed into a terminal cuts exactly those
+    for d in letters:
+        print(
+            f"{d.id}  {d.source}  received {d.received_at:%Y-%m-%d %H:%M:%S}Z, "
+            f"failed {d.failed_at:%Y-%m-%d %H:%M:%S}Z after {d.attempts} attempt(s)"
+        )
+        for image in named_images(d) or ["- (the body names none it can read)"]:
+            print(f"    image: {image}")
+        print(f"    error: {d.error}")
+    print(f"{len(letters)} dead letter(s) in {ledger}")
+    if letters:
+        print("queue them again: regwarden deadletters retry ID... | --all")
