@@ -1,7 +1,8 @@
 """YAML to Python data, keeping the node tree so any error can name its line.
 
 Only `yaml.SafeLoader` is used. On top of PyYAML this module refuses duplicate keys (PyYAML
-keeps the last one silently), recursive aliases and alias bombs, and keeps timestamps as
+keeps the last one silently), recursive aliases and alias bombs, documents nested deeper
+than `MAX_DEPTH` (PyYAML's composer recurses once per level), and keeps timestamps as
 strings so pydantic parses dates with a located error.
 """
 
@@ -10,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import yaml
+from yaml.error import Mark
+from yaml.events import MappingStartEvent, SequenceStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ..nesting import MAX_DEPTH
 from ._base import Loc
 
 __all__ = ["Document", "YamlProblem", "parse_yaml"]
@@ -22,7 +26,22 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that leaves timestamps as strings (pydantic parses and locates them)."""
+    """SafeLoader that leaves timestamps as strings (pydantic parses and locates them) and
+    stops composing past `MAX_DEPTH` nested collections, before Python's stack runs out."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        if not self.check_event(SequenceStartEvent, MappingStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _TooDeep((), event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _timestamp_as_text(loader: _Loader, node: Node) -> str:
@@ -91,6 +110,8 @@ def parse_yaml(text: str) -> tuple[Document | None, list[YamlProblem]]:
     try:
         try:
             root = loader.get_single_node()
+        except _TooDeep as exc:
+            return None, [_too_deep(exc)]
         except yaml.MarkedYAMLError as exc:
             return None, [_from_marked(exc)]
         except yaml.YAMLError as exc:
@@ -142,23 +163,39 @@ def _find_key(mapping: MappingNode, key: str) -> tuple[Node, Node] | None:
     return None
 
 
+def _too_deep(exc: _TooDeep) -> YamlProblem:
+    return YamlProblem(
+        exc.loc,
+        exc.mark.line + 1,
+        exc.mark.column + 1,
+        f"document nested deeper than {MAX_DEPTH} levels (the limit); "
+        "expected a policy file of ordinary shape",
+    )
+
+
 def _check_nodes(root: Node) -> list[YamlProblem]:
-    """Duplicate keys, recursive aliases, expansion size; each unique node visited once."""
+    """Duplicate keys, recursive aliases, expansion size and depth (aliases may nest a
+    deep node in another one); each unique node visited once."""
     problems: list[YamlProblem] = []
     sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}  # nested collections from a node down, aliases expanded
     active: set[int] = set()
 
-    def size(node: Node, loc: Loc) -> int:
+    def size(node: Node, loc: Loc, depth: int = 0) -> int:
         ident = id(node)
+        collection = isinstance(node, SequenceNode | MappingNode)
+        if collection and depth + heights.get(ident, 1) > MAX_DEPTH:
+            raise _TooDeep(loc, node.start_mark)
         if ident in sizes:
             return sizes[ident]
         if ident in active:
             raise _Recursive(loc, node)
         active.add(ident)
         total = 1
+        below = depth + 1 if collection else depth
         if isinstance(node, SequenceNode):
             for index, item in enumerate(node.value):
-                total += size(item, (*loc, index))
+                total += size(item, (*loc, index), below)
         elif isinstance(node, MappingNode):
             first: dict[tuple[str, str], Node] = {}
             for key_node, value_node in node.value:
@@ -176,9 +213,14 @@ def _check_nodes(root: Node) -> list[YamlProblem]:
                             )
                         )
                 child_loc: Loc = (*loc, text) if text is not None else loc
-                total += size(key_node, loc) + size(value_node, child_loc)
+                total += size(key_node, loc, below) + size(value_node, child_loc, below)
         active.discard(ident)
         sizes[ident] = total
+        if collection:
+            children = [*node.value] if isinstance(node, SequenceNode) else []
+            if isinstance(node, MappingNode):
+                children = [n for pair in node.value for n in pair]
+            heights[ident] = 1 + max((heights.get(id(c), 0) for c in children), default=0)
         if total > MAX_NODES:
             raise _TooLarge(loc, node)
         return total
@@ -195,6 +237,8 @@ def _check_nodes(root: Node) -> list[YamlProblem]:
                 "recursive alias: a node contains itself; expected a tree",
             )
         ]
+    except _TooDeep as exc:
+        return [_too_deep(exc)]
     except _TooLarge as exc:
         mark = exc.node.start_mark
         return [
@@ -215,6 +259,12 @@ class _Recursive(Exception):
     def __init__(self, loc: Loc, node: Node) -> None:
         self.loc = loc
         self.node = node
+
+
+class _TooDeep(Exception):
+    def __init__(self, loc: Loc, mark: Mark) -> None:
+        self.loc = loc
+        self.mark = mark
 
 
 class _TooLarge(Exception):

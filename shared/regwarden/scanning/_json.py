@@ -11,7 +11,6 @@ other way round). Nothing here raises anything but the configured `IntakeError` 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from ..errors import IntakeError
+from ..nesting import TooDeep, loads_json
 
 __all__ = ["Node", "load_json", "show"]
 
@@ -62,9 +62,9 @@ def load_json(data: object, *, label: str, error: type[IntakeError]) -> Node:
     if not isinstance(data, bytes | str):
         raise error(f"invalid {label}: got {type(data).__name__}, expected JSON bytes")
     try:
-        value = json.loads(data, parse_constant=_reject_constant)
-    except RecursionError:
-        raise error(f"invalid {label}: JSON nested too deeply") from None
+        value = loads_json(data, parse_constant=_reject_constant)
+    except TooDeep as exc:
+        raise error(f"invalid {label}: {exc}") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers, NaN
         raise error(f"invalid {label}: not valid JSON ({exc})") from None
     return Node(value, "", label=label, error=error)
