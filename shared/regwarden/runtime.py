@@ -10,13 +10,20 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .errors import NotFound, NotImplementedYet, RegistryError, VerificationError
+from .errors import (
+    NotFound,
+    NotImplementedYet,
+    RegistryError,
+    UsageError,
+    VerificationError,
+)
 from .gate import GateRules, ProvenanceFact
 from .model import ScanReport
 from .notify import (
@@ -102,8 +109,32 @@ def registry_options(
     return listed.kind, ProviderOptions(insecure=insecure or listed.insecure)
 
 
+#: Registry hosts `regwarden serve` may contact besides the policy's (comma-separated).
+ENV_REGISTRIES = "REGWARDEN_REGISTRIES"
+
+
+def configured_hosts(policy: Policy, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The registry hosts a long-running receiver may contact: the policy's `registries`
+    plus `extra` (`--registry`, `REGWARDEN_REGISTRIES`), normalised for comparison."""
+    from .intake import allowed_host_set
+
+    return allowed_host_set([*(r.host for r in policy.registries), *extra])
+
+
+def registries_from_env(env: Mapping[str, str]) -> list[str]:
+    """`REGWARDEN_REGISTRIES`: comma-separated `host[:port]`, each validated (UsageError)."""
+    from .intake import parse_host
+
+    text = env.get(ENV_REGISTRIES, "")
+    return [parse_host(part, what=ENV_REGISTRIES) for part in text.split(",") if part.strip()]
+
+
 class Runtime(Generic[LedgerT]):
-    """Everything one process needs to gate images under one policy."""
+    """Everything one process needs to gate images under one policy.
+
+    `allowed_hosts`: the registry hosts this process may contact (normalised, see
+    `configured_hosts`); None = any host, for one-shot commands where the operator named
+    it. A host outside the set is never opened: `registry()` raises HostNotAllowed."""
 
     def __init__(
         self,
@@ -115,9 +146,11 @@ class Runtime(Generic[LedgerT]):
         actor: str | None = None,
         registry_factory: RegistryFactory | None = None,
         extra_channels: tuple[Notifier, ...] = (),
+        allowed_hosts: frozenset[str] | None = None,
     ) -> None:
         self.policy = policy
         self.ledger = ledger
+        self.allowed_hosts = allowed_hosts
         self.env = dict(os.environ if env is None else env)
         self._insecure = insecure
         self._actor = actor
@@ -138,6 +171,12 @@ class Runtime(Generic[LedgerT]):
         return open_registry(host, options, kind=kind)
 
     def registry(self, host: str) -> Registry:
+        """The provider for `host`, opened once; HostNotAllowed (defence in depth behind
+        the receiver's check) for a host outside `allowed_hosts`."""
+        from .intake import host_allowed, host_not_allowed
+
+        if not host_allowed(host, self.allowed_hosts):
+            raise host_not_allowed([host])
         with self._lock:
             reg = self._registries.get(host)
             if reg is None:
@@ -411,6 +450,30 @@ def _builder_id(statement: Mapping[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+def open_ledger(path: Path) -> SqliteLedger:
+    """The SQLite ledger at `path`, or UsageError (exit 2) saying why it cannot be used:
+    a directory, a file that is not an SQLite database, no permission, no parent."""
+    if path.is_dir():
+        raise UsageError(f"cannot use the ledger {path}: it is a directory", hint=_LEDGER_HINT)
+    try:
+        return SqliteLedger(path)
+    except OSError as exc:  # its directory cannot be made
+        cause = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) != str(path):
+            cause = f"cannot create {exc.filename}: {cause}"
+        raise UsageError(f"cannot use the ledger {path}: {cause}", hint=_LEDGER_HINT) from None
+    except sqlite3.Error as exc:
+        cause = str(exc)
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            cause = "permission denied"
+        elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in cause:
+            cause = "the file is not an SQLite database (corrupt, or not a ledger)"
+        raise UsageError(f"cannot use the ledger {path}: {cause}", hint=_LEDGER_HINT) from None
+
+
+_LEDGER_HINT = "--ledger PATH (or REGWARDEN_LEDGER) must name a writable SQLite file"
+
+
 def load_runtime(
     policy_path: str | Path,
     *,
@@ -418,19 +481,24 @@ def load_runtime(
     insecure: bool = False,
     extra_channels: tuple[Notifier, ...] = (),
     supported: bool = True,
+    registries: Iterable[str] | None = None,
 ) -> Runtime[SqliteLedger]:
     """A runtime for a policy file. With `supported` (the default), a policy with settings
-    no code would carry out is refused (`policy.ensure_supported`, PolicyError: exit 2)."""
+    no code would carry out is refused (`policy.ensure_supported`, PolicyError: exit 2).
+    `registries` None: any host may be contacted (one-shot commands); else the runtime
+    contacts only the policy's `registries` hosts and these (`serve`)."""
     from .policy import ensure_supported, load_policy
 
     policy = load_policy(policy_path)
     if supported:
         ensure_supported(policy)
-    ledger = SqliteLedger(ledger_path)
+    allowed = None if registries is None else configured_hosts(policy, registries)
+    ledger = open_ledger(ledger_path)
     return Runtime(
         policy,
         ledger=ledger,
         insecure=insecure,
         actor=os.environ.get("REGWARDEN_ACTOR") or None,
         extra_channels=extra_channels,
+        allowed_hosts=allowed,
     )

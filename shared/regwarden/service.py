@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from .errors import IntakeError
 from .model import ImageEvent
+from .nesting import TooDeep, loads_json
 from .pipeline import Handled, Pipeline
 from .reference import ImageRef
 from .store import EventQueue, QueuedEvent
@@ -22,11 +23,14 @@ MAX_ATTEMPTS = 5
 
 
 def parse_body(source: str, body: bytes, content_type: str | None) -> list[ImageEvent]:
-    """Events in one delivery from `source`; raises IntakeError for a bad body."""
+    """Events in one delivery from `source`; raises IntakeError for a bad body, and for an
+    envelope whose records are all malformed (naming each problem)."""
     from . import intake
 
     if source == "distribution":
         batch = intake.parse_distribution_batch(body, content_type=content_type)
+        if batch.errors and not batch.events and not batch.skipped:
+            raise IntakeError(_no_valid_event(batch.errors))
         for err in batch.errors:  # one bad record never hides the good ones
             log.warning("skipped a malformed distribution event: %s", err)
         return list(batch.events)
@@ -35,15 +39,32 @@ def parse_body(source: str, body: bytes, content_type: str | None) -> list[Image
     raise IntakeError(f"unknown event source {source!r}; valid: {', '.join(SOURCES)}")
 
 
+MAX_LISTED_PROBLEMS = 20  # a 400 names each problem, within reason for a 1 MiB envelope
+
+
+def _no_valid_event(errors: Sequence[IntakeError]) -> str:
+    listed = [str(e) for e in errors[:MAX_LISTED_PROBLEMS]]
+    if len(errors) > MAX_LISTED_PROBLEMS:
+        listed.append(f"and {len(errors) - MAX_LISTED_PROBLEMS} more")
+    what = "1 problem" if len(errors) == 1 else f"{len(errors)} problems"
+    return f"no valid event in the envelope ({what}): " + "; ".join(listed)
+
+
 def count_events(
-    source: str, keep: Callable[[ImageEvent], bool] | None = None
+    source: str,
+    keep: Callable[[ImageEvent], bool] | None = None,
+    allowed_hosts: frozenset[str] | None = None,
 ) -> Callable[[bytes, str | None], int]:
     """A receiver validator: parse now (a malformed body is a 400), count what is kept.
     With `keep` (`Pipeline.wants`), events the pipeline would ignore do not count, so a
-    delivery holding only those is acknowledged without being stored."""
+    delivery holding only those is acknowledged without being stored. With
+    `allowed_hosts`, an event naming any other registry host refuses the delivery
+    (HostNotAllowed, a 400): regwarden never contacts a host because an event named it."""
+    from .intake import check_event_hosts
 
     def validate(body: bytes, content_type: str | None) -> int:
         events = parse_body(source, body, content_type)
+        check_event_hosts(events, allowed_hosts)
         if keep is None:
             return len(events)
         return sum(1 for e in events if keep(e))
@@ -53,16 +74,19 @@ def count_events(
 
 def receiver_validators(
     keep: Callable[[ImageEvent], bool] | None = None,
+    allowed_hosts: frozenset[str] | None = None,
 ) -> dict[str, Callable[[bytes, str | None], int]]:
     """One validator per webhook source; with `keep` (`Pipeline.wants`), dropping what
-    the pipeline would ignore."""
-    return {s: count_events(s, keep) for s in SOURCES}
+    the pipeline would ignore; with `allowed_hosts`, refusing events for other hosts."""
+    return {s: count_events(s, keep, allowed_hosts) for s in SOURCES}
 
 
 def detect_source(body: bytes) -> str:
     """For `regwarden invoke`: which sender wrote this file."""
     try:
-        doc = json.loads(body)
+        doc = loads_json(body)
+    except TooDeep as exc:
+        raise IntakeError(f"event file: {exc}") from None
     except ValueError as exc:
         raise IntakeError(f"event file is not JSON: {exc}") from None
     if isinstance(doc, dict):

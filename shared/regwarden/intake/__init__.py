@@ -6,6 +6,7 @@ raises `regwarden.errors.IntakeError` naming the field and where; nothing else e
 - `parse_distribution` / `parse_distribution_batch`: CNCF distribution notifications
 - `parse_harbor` / `parse_harbor_results`: Harbor webhooks (default JSON and CloudEvents)
 - `signature_subject`, `manifest_subject`: tell signature/attestation/referrer pushes apart
+- `host_allowed`, `check_event_hosts`, `normalize_host`: the registry hosts an event may name
 - `is_self_write`, `is_quarantine_repo`, `is_quarantine_tag`, `ignore_reason`: which events
   regwarden ignores (its own writes, the quarantine repository, `quarantined-*` tags)
 """
@@ -14,6 +15,14 @@ from ._classify import Classified, ManifestRole, classify_manifest
 from ._distribution import parse_distribution, parse_distribution_batch
 from ._filters import ignore_reason, is_quarantine_repo, is_quarantine_tag, is_self_write
 from ._harbor import harbor_delivery_id, parse_harbor, parse_harbor_results
+from ._hosts import (
+    allowed_host_set,
+    check_event_hosts,
+    host_allowed,
+    host_not_allowed,
+    normalize_host,
+    parse_host,
+)
 from ._result import IntakeBatch, IntakeResult
 from ._signatures import manifest_subject, signature_subject
 
@@ -22,16 +31,22 @@ __all__ = [
     "IntakeBatch",
     "IntakeResult",
     "ManifestRole",
+    "allowed_host_set",
+    "check_event_hosts",
     "classify_manifest",
     "harbor_delivery_id",
+    "host_allowed",
+    "host_not_allowed",
     "ignore_reason",
     "is_quarantine_repo",
     "is_quarantine_tag",
     "is_self_write",
     "manifest_subject",
+    "normalize_host",
     "parse_distribution",
     "parse_distribution_batch",
     "parse_harbor",
     "parse_harbor_results",
+    "parse_host",
     "signature_subject",
 ]

@@ -86,15 +86,18 @@ def parse_distribution_batch(
         )
     events: list[ImageEvent] = []
     errors: list[IntakeError] = []
+    skipped = 0
     for node in root.field("events").opt_array():
         try:
             event = _event(node, registry)
         except IntakeError as exc:
             errors.append(exc)
             continue
-        if event is not None:
+        if event is None:
+            skipped += 1
+        else:
             events.append(event)
-    return IntakeBatch(events=tuple(events), errors=tuple(errors))
+    return IntakeBatch(events=tuple(events), errors=tuple(errors), skipped=skipped)
 
 
 def _event(node: Node, registry: str | None) -> ImageEvent | None:

@@ -36,3 +36,5 @@ class IntakeBatch:
 
     events: tuple[ImageEvent, ...]
     errors: tuple[IntakeError, ...]
+    skipped: int = 0
+    """Valid records that are not image events (blob pushes, mounts): nothing to do."""
