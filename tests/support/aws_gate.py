@@ -242,23 +242,7 @@ class Aws:
             ).get("Messages", [])
             messages += got
         assert len(messages) == count, f"expected {count} messages in {queue}, got {len(messages)}"
-        records = [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m["Attributes"],
-                "messageAttributes": {
-                    k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"]}
-                    for k, v in (m.get("MessageAttributes") or {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": self.queue_arn(queue),
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
+        records = lambda_records(messages, self.queue_arn(queue))
         for m in messages:
             self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         return {"Records": records}
@@ -319,6 +303,28 @@ class Aws:
             if line.startswith("{") and '"_aws"' in line:
                 out.append(json.loads(line))
         return out
+
+
+def lambda_records(messages: list[dict[str, Any]], queue_arn: str) -> list[dict[str, Any]]:
+    """SQS messages (as `receive_message` returns them) shaped as the records of the Lambda
+    SQS event (what the event source mapping hands the function)."""
+    return [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m["Attributes"],
+            "messageAttributes": {
+                k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"]}
+                for k, v in (m.get("MessageAttributes") or {}).items()
+            },
+            "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": REGION,
+        }
+        for m in messages
+    ]
 
 
 def attributes(message: dict[str, Any]) -> dict[str, str]:
