@@ -3,6 +3,13 @@
 Stateless and idempotent per event: verdicts are recomputed from the registry's current
 state; the ledger only supplies what the registry does not keep (tag history, first-seen
 times, quarantine records) and de-duplicates deliveries and alerts.
+
+Exactly-once effects over at-least-once delivery: a delivery counts as handled only when
+its outcome (verdict, the delivery marker, the alerts to send) is committed in one ledger
+transaction, after its action finished. A crash or exception before that leaves the
+delivery to be retried; the action it started is resumed from its ledger intent (which
+carries the verdict and the alert), never judged again from a source it may already have
+left. Alerts go through an outbox and are delivered at least once, with a stable id.
 """
 
 from __future__ import annotations
@@ -18,15 +25,19 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import USER_AGENT
 from .actions import (
+    QuarantineOutcome,
+    action_key,
     describe_state,
     promote,
     quarantine,
     release,
 )
-from .errors import EvidenceUnavailable, NotFound, RegistryError
+from .errors import EvidenceUnavailable, HostNotAllowed, LimitExceeded, NotFound, RegistryError
 from .gate import Facts, GateRules, ProvenanceFact, evaluate
 from .intake import Classified, ManifestRole, classify_manifest, ignore_reason
 from .model import (
+    CheckOutcome,
+    CheckResult,
     EventKind,
     Finding,
     ImageEvent,
@@ -40,7 +51,8 @@ from .notify import Alert, Router
 from .oci import Descriptor, Manifest, in_background
 from .providers import ImageDetails, Registry
 from .reference import ImageRef
-from .store import Ledger
+from .store import ActionRecord, Ledger, OutboxItem
+from .store import Outcome as Committed
 
 if TYPE_CHECKING:
     from .signatures import SubjectSource
@@ -51,6 +63,9 @@ DELIVERY_TTL = timedelta(days=7)
 _MAX_REFERRER_DEPTH = 4
 """A signature on an SBOM on an image is two hops; more is a loop or an attack."""
 ALERT_TTL = timedelta(days=30)
+RETRY_BASE = timedelta(seconds=30)
+RETRY_MAX = timedelta(hours=1)
+"""Backoff of the recovery sweep for an unfinished action that keeps failing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +164,19 @@ class Pipeline:
         if event.kind is EventKind.DELETED:
             return Handled(event, ignored="delete: nothing to gate")
         delivery = f"{event.source}:{event.delivery_id}"
-        if self.ledger.seen_delivery(delivery, now=now, ttl=DELIVERY_TTL):
-            return Handled(event, ignored="duplicate delivery")
+        done = self.ledger.delivery_outcome(delivery, now=now)
+        if done is not None:  # handled before; give back its recheck in case that was lost
+            return Handled(
+                event,
+                ignored="duplicate delivery",
+                recheck_at=done.recheck_at,
+                recheck_image=ImageRef.parse(done.recheck_image) if done.recheck_image else None,
+            )
         try:
-            return self._route(event, now=now, final_attempt=final_attempt)
-        except RegistryError:
-            if not final_attempt:  # let the queue retry the whole event; forget the delivery
-                self.ledger.forget_delivery(delivery)
-            raise
+            return self._route(event, now=now, final_attempt=final_attempt, delivery=delivery)
+        except HostNotAllowed as exc:
+            log.warning("ignored %s %s: %s", event.kind, event.image, exc)
+            return Handled(event, ignored=str(exc))
 
     def recheck(self, image: ImageRef, *, now: datetime, final_attempt: bool = True) -> Handled:
         """Re-evaluate an image at a deadline: a PENDING verdict's grace period or scan
@@ -239,7 +259,9 @@ class Pipeline:
                 return reason
         return None
 
-    def _route(self, event: ImageEvent, *, now: datetime, final_attempt: bool) -> Handled:
+    def _route(
+        self, event: ImageEvent, *, now: datetime, final_attempt: bool, delivery: str
+    ) -> Handled:
         """Find what the event is about (the pushed manifest, or the subject of a
         signature or referrer), then judge that, following referrers to their subject."""
         img = event.image
@@ -261,7 +283,13 @@ class Pipeline:
         for _ in range(_MAX_REFERRER_DEPTH):
             with self._image_lock(target):
                 judged = self._gate(
-                    event, target, rules, registry, now=now, final_attempt=final_attempt
+                    event,
+                    target,
+                    rules,
+                    registry,
+                    now=now,
+                    final_attempt=final_attempt,
+                    delivery=delivery,
                 )
             if isinstance(judged, Handled):
                 return judged
@@ -411,9 +439,41 @@ class Pipeline:
         *,
         now: datetime,
         final_attempt: bool,
+        delivery: str | None,
     ) -> Handled | str:
         """Judge `image` and act on the verdict; a digest instead when `image` turns out
         to be evidence about another image (the caller judges that one)."""
+        assert image.digest is not None
+        started = self.ledger.action(action_key("quarantine", image.with_tag(None)))
+        if started is not None and started.status == "intent":
+            # An earlier attempt decided and began: finish that, whatever the source says now.
+            return self._resume(
+                started, event=event, delivery=delivery, now=now, final_attempt=final_attempt
+            )
+        try:
+            return self._judge(
+                event,
+                image,
+                rules,
+                registry,
+                now=now,
+                final_attempt=final_attempt,
+                delivery=delivery,
+            )
+        except LimitExceeded as exc:
+            return self._refused(event, image, rules, exc, now=now, delivery=delivery)
+
+    def _judge(
+        self,
+        event: ImageEvent,
+        image: ImageRef,
+        rules: GateRules,
+        registry: Registry,
+        *,
+        now: datetime,
+        final_attempt: bool,
+        delivery: str | None,
+    ) -> Handled | str:
         assert image.digest is not None
         known = set(self.ledger.tags_for(image.registry, image.repository, image.digest))
         details: ImageDetails | None = None
@@ -423,7 +483,7 @@ class Pipeline:
             # this is before gathering evidence for it.
             details = _read_details(registry, image)
             if details is None:
-                return Handled(event, ignored="image no longer exists")
+                return self._gone(event, image, now=now, delivery=delivery)
             what = _classify(image, details, known)
             if what.role is ManifestRole.UNTAGGED and event.kind is not EventKind.PUSHED:
                 # Not pushed by digest as far as we know: we never saw its push. Ask the
@@ -437,7 +497,7 @@ class Pipeline:
             event, image, registry, rules, now=now, details=details, known=known, record=True
         )
         if judged is None:
-            return Handled(event, ignored="image no longer exists")
+            return self._gone(event, image, now=now, delivery=delivery)
         facts, manifest, details = judged
         if what is None:
             what = _classify(image, details, known)
@@ -451,7 +511,9 @@ class Pipeline:
         reg, repo, digest = image.registry, image.repository, facts.image.digest
         assert digest is not None
         if facts.unavailable or (facts.signature_error and verdict.outcome is Outcome.ERROR):
-            return self._unavailable(event, verdict, facts, now=now, final_attempt=final_attempt)
+            return self._unavailable(
+                event, verdict, facts, now=now, final_attempt=final_attempt, delivery=delivery
+            )
         held = self.ledger.quarantined(reg, repo, digest)
         outcome = verdict.outcome
         try:
@@ -467,6 +529,14 @@ class Pipeline:
                     why = "; ".join(
                         c.reason for c in verdict.checks if c.outcome.value in ("fail", "pending")
                     )
+                    # The intent carries the verdict and the alert: whoever resumes it
+                    # (a retry, the recovery sweep) finishes without judging again.
+                    draft = self._make_alert(
+                        verdict, facts, ["quarantine"], [], None, standing="quarantine", now=now
+                    )
+                    context: dict[str, object] = {"verdict": verdict.model_dump(mode="json")}
+                    if draft is not None:
+                        context["alert"] = draft.model_dump(mode="json")
                     q = quarantine(
                         registry,
                         self.ledger,
@@ -477,10 +547,10 @@ class Pipeline:
                         reason=why,
                         now=now,
                         manifest=manifest,
+                        context=context,
                     )
                     if not q.already_done:
-                        actions.append(f"quarantine ({q.strategy} → {q.location})")
-                        actions += [f"rollback {t} → {d}" for t, d in q.rolled_back.items()]
+                        actions += _quarantine_actions(q)
                         notes += q.notes
             elif outcome in (Outcome.PASSED, Outcome.WARN):
                 if held is not None and held.released_at is None and held.strategy != "move":
@@ -500,6 +570,8 @@ class Pipeline:
                         repository=rules.promotion.repository,
                     )
                     actions.append(f"promote → {p.repository}:{p.tag or digest}")
+        except LimitExceeded:
+            raise
         except RegistryError as exc:
             if not final_attempt:
                 raise
@@ -507,7 +579,7 @@ class Pipeline:
             verdict = verdict.model_copy(update={"outcome": Outcome.ERROR})
             notes.append(f"action failed after retries: {exc}")
             log.error("action on %s failed for good: %s (state: %s)", facts.image, exc, state)
-        self.ledger.record_verdict(reg, repo, digest, verdict.outcome.value, now=now)
+            self._schedule_resume(facts.image, now=now)
         recheck_at = None
         if verdict.outcome is Outcome.PENDING:
             deadlines = [c.details.get("deadline") for c in verdict.checks]
@@ -515,7 +587,16 @@ class Pipeline:
             recheck_at = min(times) if times else None
         held_now = self.ledger.quarantined(reg, repo, digest)
         standing = "quarantine" if held_now and held_now.released_at is None else "none"
-        sent = self._alert(verdict, facts, actions, notes, state, standing=standing, now=now)
+        alert = self._make_alert(verdict, facts, actions, notes, state, standing=standing, now=now)
+        sent = self._commit(
+            delivery,
+            facts.image,
+            verdict,
+            alert,
+            now=now,
+            recheck_at=recheck_at,
+            recheck_image=verdict.image if recheck_at else None,
+        )
         log.info(
             "%s %s: %s %s",
             verdict.outcome.value,
@@ -531,6 +612,139 @@ class Pipeline:
             recheck_at=recheck_at,
             notes=tuple(notes),
         )
+
+    # -- finishing what an earlier attempt began ---------------------------------------------
+
+    def _resume(
+        self,
+        record: ActionRecord,
+        *,
+        event: ImageEvent | None,
+        delivery: str | None,
+        now: datetime,
+        final_attempt: bool,
+    ) -> Handled:
+        """Drive an unfinished quarantine intent to its end from the ledger: the verdict and
+        the alert it carries are the outcome; a write that landed unrecorded is repeated
+        harmlessly (copy again; a delete answered NotFound is done)."""
+        image = ImageRef(registry=record.registry, repository=record.repository).with_digest(
+            record.digest
+        )
+        event = event or _sweep_event(image, now)
+        stored = record.state.get("verdict")
+        registry = self.registry_for(image.registry)
+        try:
+            q = quarantine(
+                registry,
+                self.ledger,
+                image=image,
+                tags=tuple(record.state.get("tags", ())),
+                strategy=str(record.state.get("strategy", "move")),
+                repository_template=str(record.state.get("location", "quarantine/{repository}")),
+                reason=record.reason,
+                now=now,
+            )
+        except RegistryError as exc:
+            if not final_attempt:
+                raise
+            state = describe_state(self.ledger, image)
+            log.error("resuming the quarantine of %s failed: %s (state: %s)", image, exc, state)
+            self._schedule_resume(image, now=now)
+            verdict = _stored_verdict(stored, image, now)
+            verdict = verdict.model_copy(update={"outcome": Outcome.ERROR})
+            note = f"action failed after retries: {exc}; regwarden keeps retrying"
+            alert = self._stored_alert(record, verdict, [], [note], state, now=now)
+            sent = self._commit(delivery, image, verdict, alert, now=now)
+            return Handled(event, verdict=verdict, alerts=sent, notes=(note,))
+        verdict = _stored_verdict(stored, image, now)
+        actions = _quarantine_actions(q)
+        alert = self._stored_alert(record, verdict, actions, list(q.notes), None, now=now)
+        sent = self._commit(delivery, image, verdict, alert, now=now)
+        log.info("%s %s: resumed %s", verdict.outcome.value, image, ", ".join(actions))
+        return Handled(
+            event, verdict=verdict, actions=tuple(actions), alerts=sent, notes=tuple(q.notes)
+        )
+
+    def resume_unfinished(self, *, now: datetime) -> list[Handled]:
+        """The recovery sweep's action part: every unfinished quarantine whose retry is due
+        is driven to its end (one at a time per image, as events are)."""
+        results: list[Handled] = []
+        for record in self.ledger.actions(status="intent"):
+            if record.kind != "quarantine":
+                continue
+            retry = record.state.get("retry") or {}
+            due = retry.get("next")
+            if isinstance(due, str) and datetime.fromisoformat(due) > now:
+                continue
+            image = ImageRef(registry=record.registry, repository=record.repository)
+            image = image.with_digest(record.digest)
+            with self._image_lock(image):
+                current = self.ledger.action(record.key)  # a worker may have finished it
+                if current is None or current.status != "intent":
+                    continue
+                try:
+                    results.append(
+                        self._resume(
+                            current, event=None, delivery=None, now=now, final_attempt=True
+                        )
+                    )
+                except Exception:  # one bad intent must not stop the sweep
+                    log.exception("recovery of %s failed", image)
+        return results
+
+    def _schedule_resume(self, image: ImageRef, *, now: datetime) -> None:
+        """An unfinished action that failed for now: the sweep retries it, backing off."""
+        key = action_key("quarantine", image.with_tag(None))
+        record = self.ledger.action(key)
+        if record is None or record.status != "intent":
+            return
+        state = dict(record.state)
+        attempts = int((state.get("retry") or {}).get("attempts", 0)) + 1
+        delay = min(RETRY_BASE * (2 ** (attempts - 1)), RETRY_MAX)
+        state["retry"] = {"attempts": attempts, "next": (now + delay).isoformat()}
+        self.ledger.finish_action(key, status="intent", state=state)
+
+    def _gone(
+        self, event: ImageEvent, image: ImageRef, *, now: datetime, delivery: str | None
+    ) -> Handled:
+        """The image is no longer where the event said. If regwarden moved it (a quarantine
+        finished by another attempt or the sweep), the delivery's outcome is that verdict;
+        otherwise there is nothing to judge."""
+        record = self.ledger.action(action_key("quarantine", image.with_tag(None)))
+        stored = record.state.get("verdict") if record is not None else None
+        if record is None or record.status != "done" or stored is None:
+            return Handled(event, ignored="image no longer exists")
+        verdict = _stored_verdict(stored, image.with_tag(None), now)
+        self._commit(delivery, image.with_tag(None), verdict, None, now=now)
+        return Handled(event, verdict=verdict, notes=("already quarantined",))
+
+    def _refused(
+        self,
+        event: ImageEvent,
+        image: ImageRef,
+        rules: GateRules,
+        exc: LimitExceeded,
+        *,
+        now: datetime,
+        delivery: str | None,
+    ) -> Handled:
+        """Content past a limit (nesting, width, size): ERROR at once, alerted, no action."""
+        target = image.with_tag(None)
+        check = CheckResult(name="limits", outcome=CheckOutcome.ERROR, reason=str(exc))
+        verdict = Verdict(
+            image=target,
+            outcome=Outcome.ERROR,
+            mode=rules.mode,
+            checks=(check,),
+            evaluated_at=now,
+            team=rules.team,
+        )
+        facts = Facts(image=target, tags=(image.tag,) if image.tag else (), pushed_at=now)
+        note = "refused: the image's content goes past a limit; no action was taken"
+        alert = self._make_alert(verdict, facts, [], [note], None, standing="none", now=now)
+        sent = self._commit(delivery, target, verdict, alert, now=now)
+        log.error("ERROR %s: %s", target, exc)
+        return Handled(event, verdict=verdict, alerts=sent, notes=(note, str(exc)))
 
     def _before_judging(
         self,
@@ -559,23 +773,116 @@ class Pipeline:
         *,
         now: datetime,
         final_attempt: bool,
+        delivery: str | None,
     ) -> Handled:
         """Evidence could not be gathered: ERROR, never an action. Retried while attempts
-        remain; the last attempt alerts (ops) and dead-letters the event."""
+        remain; the last attempt alerts (ops) and dead-letters the event (its delivery is not
+        marked handled, so retrying the dead letter judges it again)."""
         image = facts.image
         assert image.digest is not None
         causes = "; ".join(facts.unavailable) or f"signatures: {facts.signature_error}"
         verdict = verdict.model_copy(update={"outcome": Outcome.ERROR})
-        self.ledger.record_verdict(
-            image.registry, image.repository, image.digest, Outcome.ERROR.value, now=now
-        )
         log.warning("ERROR %s: evidence unavailable (%s)", image, causes)
-        if final_attempt:
+        if not final_attempt:  # the standing verdict; the outcome is committed at the end
+            self.ledger.record_verdict(
+                image.registry, image.repository, image.digest, Outcome.ERROR.value, now=now
+            )
+        else:
             note = "evidence could not be gathered after retries; no action was taken"
-            self._alert(verdict, facts, [], [note], None, standing="none", now=now)
+            alert = self._make_alert(verdict, facts, [], [note], None, standing="none", now=now)
+            self._commit(None, image, verdict, alert, now=now)
         raise EvidenceUnavailable(f"{image}: could not gather evidence: {causes}")
 
-    def _alert(
+    # -- outcomes and alerts ------------------------------------------------------------------
+
+    def _commit(
+        self,
+        delivery: str | None,
+        image: ImageRef,
+        verdict: Verdict,
+        alert: Alert | None,
+        *,
+        now: datetime,
+        recheck_at: datetime | None = None,
+        recheck_image: ImageRef | None = None,
+    ) -> int:
+        """Commit the outcome (verdict, delivery marker, outbox) in one transaction, then
+        deliver the alerts it added. Returns how many were delivered now."""
+        assert image.digest is not None
+        items: tuple[OutboxItem, ...] = ()
+        if alert is not None:
+            body = alert.model_dump_json()
+            items = tuple(
+                OutboxItem(key=f"{alert.dedup_key}:{c.name}", channel=c.name, alert=body)
+                for c in self.router.channels_for(alert)
+            )
+        added = self.ledger.commit_outcome(
+            Committed(
+                delivery_id=delivery,
+                registry=image.registry,
+                repository=image.repository,
+                digest=image.digest,
+                verdict=verdict.outcome.value,
+                recheck_at=recheck_at,
+                recheck_image=str(recheck_image) if recheck_image else None,
+                alerts=items,
+            ),
+            now=now,
+            ttl=DELIVERY_TTL,
+        )
+        fresh = set(added)
+        return self._deliver([i for i in items if i.key in fresh], now=now)
+
+    def deliver_outbox(self, *, now: datetime, limit: int = 100) -> int:
+        """Send every alert whose (next) attempt is due: the sweep's outbox part."""
+        return self._deliver(self.ledger.outbox_pending(now=now, limit=limit), now=now)
+
+    def _deliver(self, items: list[OutboxItem], *, now: datetime) -> int:
+        sent = 0
+        for item in items:
+            channel = self.router.channel(item.channel)
+            if channel is None:  # the policy no longer defines it: nowhere to send
+                self.ledger.outbox_retry(item.key, at=now + RETRY_MAX, error="unknown channel")
+                continue
+            try:
+                channel.send(Alert.model_validate_json(item.alert))
+            except RegistryError as exc:  # one dead channel must not block the others
+                delay = min(RETRY_BASE * (2**item.attempts), RETRY_MAX)
+                log.error("alert to %s failed (retry in %s): %s", channel.name, delay, exc)
+                self.ledger.outbox_retry(item.key, at=now + delay, error=str(exc))
+                continue
+            self.ledger.outbox_sent(item.key, now=now)
+            sent += 1
+        return sent
+
+    def _stored_alert(
+        self,
+        record: ActionRecord,
+        verdict: Verdict,
+        actions: list[str],
+        notes: list[str],
+        state: str | None,
+        *,
+        now: datetime,
+    ) -> Alert | None:
+        """The alert an intent carries, completed with what the resumed action did."""
+        draft = record.state.get("alert")
+        if draft is None:
+            return None
+        base = Alert.model_validate(draft)
+        outcome = verdict.outcome
+        return base.model_copy(
+            update={
+                "time": now,
+                "outcome": outcome,
+                "action": "quarantine",
+                "summary": f"{outcome.value}: " + (", ".join(actions) or "no action"),
+                "reasons": base.reasons + tuple(notes),
+                "state": state,
+            }
+        )
+
+    def _make_alert(
         self,
         verdict: Verdict,
         facts: Facts,
@@ -585,10 +892,10 @@ class Pipeline:
         *,
         standing: str,
         now: datetime,
-    ) -> int:
+    ) -> Alert | None:
         outcome = verdict.outcome
         if outcome in (Outcome.PASSED, Outcome.PENDING) and not actions:
-            return 0
+            return None
         # No new action: describe the standing state, so a repeat push of a quarantined
         # digest yields the same alert key as the first and is not sent again.
         action = actions[0].split(" ", 1)[0] if actions else standing
@@ -600,7 +907,7 @@ class Pipeline:
         if facts.scan is not None:
             top = tuple(sorted(facts.scan.findings, key=lambda f: (-f.severity, f.id))[:5])
         image = facts.image.with_tag(None)
-        alert = Alert(
+        return Alert(
             time=now,
             image=image,
             tags=facts.tags,
@@ -616,16 +923,33 @@ class Pipeline:
                 f"{self.release_hint} {image} --reason '…'" if action == "quarantine" else None
             ),
         )
-        if self.ledger.seen_delivery(f"alert:{alert.dedup_key}", now=now, ttl=ALERT_TTL):
-            return 0
-        sent = 0
-        for channel in self.router.channels_for(alert):
-            try:
-                channel.send(alert)
-                sent += 1
-            except RegistryError as exc:  # one dead channel must not block the others
-                log.error("alert to %s failed: %s", channel.name, exc)
-        return sent
+
+
+def _quarantine_actions(q: QuarantineOutcome) -> list[str]:
+    if q.already_done:
+        return []
+    return [f"quarantine ({q.strategy} → {q.location})"] + [
+        f"rollback {t} → {d}" for t, d in q.rolled_back.items()
+    ]
+
+
+def _stored_verdict(stored: object, image: ImageRef, now: datetime) -> Verdict:
+    """The verdict an intent recorded; an intent from before verdicts were recorded is
+    told as FAILED (only a failing verdict starts a quarantine that is not a hold)."""
+    if isinstance(stored, dict):
+        return Verdict.model_validate(stored)
+    return Verdict(image=image, outcome=Outcome.FAILED, evaluated_at=now)
+
+
+def _sweep_event(image: ImageRef, now: datetime) -> ImageEvent:
+    return ImageEvent(
+        kind=EventKind.SIGNED,
+        source="recovery",
+        image=image,
+        time=now,
+        delivery_id=f"recovery:{image}:{now.isoformat()}",
+        subject_digest=image.digest,
+    )
 
 
 def _read_details(registry: Registry, image: ImageRef) -> ImageDetails | None:

@@ -77,8 +77,12 @@ def quarantine_repository(template: str, repository: str) -> str:
     return template.replace("{repository}", repository)
 
 
-def _action_key(kind: str, image: ImageRef) -> str:
+def action_key(kind: str, image: ImageRef) -> str:
+    """The ledger key of `kind` ('quarantine', 'release') on `image` (by digest)."""
     return f"{kind}:{image.registry}/{image.repository}@{image.digest}"
+
+
+_action_key = action_key
 
 
 def _outcome(state: dict[str, Any], *, already_done: bool) -> QuarantineOutcome:
@@ -106,9 +110,12 @@ def _start(
     reason: str,
     now: datetime,
     manifest: Manifest | None,
+    context: dict[str, Any] | None = None,
 ) -> ActionRecord:
     """The action's record: an unfinished one as it stands, else a new intent whose state
-    holds everything the writes will change. Everything here only reads the registry."""
+    holds everything the writes will change (and the caller's `context`: the verdict and
+    alert, so whoever resumes the intent can finish it without judging again). Everything
+    here only reads the registry."""
     existing = ledger.action(key)
     if existing is not None:
         return existing
@@ -122,6 +129,7 @@ def _start(
         "location": qrepo,
         "children": list(dict.fromkeys(children)),
         "notes": notes,
+        **(context or {}),
     }
     return ledger.begin_action(
         key,
@@ -147,10 +155,13 @@ def quarantine(
     now: datetime,
     rollback: bool = True,
     manifest: Manifest | None = None,
+    context: dict[str, Any] | None = None,
 ) -> QuarantineOutcome:
-    """Quarantine `image` (by digest). Idempotent: a repeat call finishes or reports.
-    `tags`: the tags the caller knows for it (the registry's own are added).
-    `manifest`: the image's digest-verified manifest, if the caller read it already."""
+    """Quarantine `image` (by digest). Idempotent: a repeat call finishes or reports, and
+    an unfinished intent is resumed from its recorded state (the arguments are then only
+    used if no intent exists). `tags`: the tags the caller knows for it (the registry's own
+    are added). `manifest`: the image's digest-verified manifest, if the caller read it
+    already. `context`: stored with a new intent (see `_start`)."""
     if image.digest is None:
         raise UsageError(f"quarantine needs a digest, got {image}")
     if strategy not in STRATEGIES:
@@ -176,6 +187,7 @@ def quarantine(
         reason=reason,
         now=now,
         manifest=manifest,
+        context=context,
     )
     if record.status == "done":
         return _outcome(record.state, already_done=True)
@@ -183,6 +195,8 @@ def quarantine(
     state.setdefault("notes", [])
     deployable = tuple(state["tags"])  # as first read: a retry must not lose them
     qrepo = str(state["location"])
+    strategy = str(state["strategy"])
+    reason = record.reason
 
     def save(step: str | None = None) -> None:
         if step is not None:

@@ -34,9 +34,17 @@ class Alert(BaseModel):
 
     @property
     def dedup_key(self) -> str:
-        """Same digest, same verdict, same action → same alert: repeated pushes don't repeat it."""
+        """Same digest, same verdict, same action, same state → same alert: repeated pushes
+        don't repeat it, while each new state of a half-done action is told once."""
         text = f"{self.image.name}@{self.image.digest}|{self.outcome}|{self.action}"
+        if self.state:
+            text += f"|{self.state}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    @property
+    def event_id(self) -> str:
+        """Stable across redeliveries (the CloudEvents `id`): receivers de-duplicate on it."""
+        return self.dedup_key
 
     @property
     def title(self) -> str:

@@ -25,6 +25,12 @@ class Router:
         self._channels = dict(channels)
         self._fallback = tuple(fallback)
 
+    def channel(self, name: str) -> Notifier | None:
+        """A channel by name: the outbox delivers to the channel its row names."""
+        if name in self._channels:
+            return self._channels[name]
+        return next((c for c in self._fallback if c.name == name), None)
+
     def channels_for(self, alert: Alert) -> list[Notifier]:
         names = list(dict.fromkeys(self._select(alert)))
         unknown = [n for n in names if n not in self._channels]
