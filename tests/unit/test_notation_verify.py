@@ -414,8 +414,15 @@ def _chain_with(
             {"root_usage": {"key_cert_sign": False, "digital_signature": True}},
             "key usage must include keyCertSign",
         ),
-        (
-            {"leaf_ca": True},
+        (  # a leaf key usage, so that only the basic constraints rule is broken
+            {
+                "leaf_ca": True,
+                "leaf_usage": {
+                    "digital_signature": True,
+                    "key_cert_sign": False,
+                    "crl_sign": False,
+                },
+            },
             "is a CA certificate; the signing certificate must have basicConstraints",
         ),
     ],
@@ -460,7 +467,18 @@ def test_chain_out_of_order_fails(
         _sign.sign_jws(mixed, TARGET, signing_time=SIGNED), MEDIA_TYPE_JWS, store_of(root, stranger)
     )
     assert not result.verified
-    assert "is not issued by the next certificate" in result.reason
+    # both roots are named "regwarden test root": the names chain, the signature does not
+    assert "does not validate: signature does not match" in result.reason
+    other_name = issue(name("stranger root"), new_key(), ca=True, not_before=NOW, not_after=NOW)
+    mixed = SigningIdentity(ident.key, (ident.chain[0], other_name))
+    result = verify(
+        _sign.sign_jws(mixed, TARGET, signing_time=SIGNED), MEDIA_TYPE_JWS, store_of(root)
+    )
+    assert not result.verified
+    assert (
+        "certificate 'CN=regwarden test signer,O=regwarden test,ST=WA,C=US' is not issued by "
+        "the next certificate 'CN=stranger root,O=regwarden test,ST=WA,C=US'" in result.reason
+    )
 
 
 def test_path_length_is_enforced() -> None:
@@ -474,7 +492,11 @@ def test_path_length_is_enforced() -> None:
     env = _sign.sign_jws(SigningIdentity(leaf_key, (leaf, mid, root)), TARGET, signing_time=SIGNED)
     result = verify(env, MEDIA_TYPE_JWS, store_of(root))
     assert not result.verified
-    assert "allows a path length of 0, but 1 CA certificate(s) sit below it" in result.reason
+    assert result.reason == (
+        "integrity failed: invalid certificate chain: the chain of "
+        "'CN=pl leaf,O=regwarden test,ST=WA,C=US' does not validate: path length constraint "
+        "violated"
+    )
 
 
 def test_intermediate_chain_verifies() -> None:
@@ -839,8 +861,39 @@ def test_timestamp_after_leaf_expiry_fails(tsa: tuple[Timestamper, x509.Certific
     assert "certificate 'CN=rules leaf,O=regwarden test,ST=WA,C=US' expired at" in result.reason
 
 
-def test_tsa_without_timestamping_eku_is_rejected(
+@pytest.mark.parametrize(
+    ("eku", "critical", "reason"),
+    [
+        (
+            (ExtendedKeyUsageOID.CODE_SIGNING,),
+            True,
+            "timestamping certificate 'CN=bad tsa,O=regwarden test,ST=WA,C=US' must have "
+            "timeStamping as its only extended key usage",
+        ),
+        (
+            (ExtendedKeyUsageOID.TIME_STAMPING, ExtendedKeyUsageOID.CODE_SIGNING),
+            True,
+            "must have timeStamping as its only extended key usage",
+        ),
+        (
+            (ExtendedKeyUsageOID.TIME_STAMPING,),
+            False,
+            "certificate 'CN=bad tsa,O=regwarden test,ST=WA,C=US': the extended key usage "
+            "extension 2.5.29.37 must be critical",
+        ),
+        (
+            None,
+            False,
+            "certificate 'CN=bad tsa,O=regwarden test,ST=WA,C=US': the extended key usage "
+            "extension 2.5.29.37 must be present",
+        ),
+    ],
+)
+def test_tsa_extended_key_usage_rules(
     rsa_pki: tuple[SigningIdentity, x509.Certificate],
+    eku: tuple[x509.ObjectIdentifier, ...] | None,
+    critical: bool,
+    reason: str,
 ) -> None:
     ident, root = rsa_pki
     tsa_root_key, tsa_key = new_key(), new_key()
@@ -858,7 +911,9 @@ def test_tsa_without_timestamping_eku_is_rejected(
         issuer=(tsa_root, tsa_root_key),
         not_before=start,
         not_after=NOW + timedelta(days=9),
-    )  # codeSigning EKU, not timeStamping
+        eku=eku,
+        eku_critical=critical,
+    )
     stamper = Timestamper(tsa_key, (tsa_leaf, tsa_root), SIGNED)
     env = _sign.sign_jws(ident, TARGET, signing_time=SIGNED, timestamper=stamper)
     result = verify(
@@ -868,7 +923,8 @@ def test_tsa_without_timestamping_eku_is_rejected(
         policy(stores=("ca:acme", "tsa:stamps")),
     )
     assert not result.verified
-    assert "must have timeStamping as its only extended key usage" in result.reason
+    assert result.reason.startswith("authenticTimestamp failed: timestamp countersignature: ")
+    assert reason in result.reason
 
 
 def test_signing_authority_scheme(rsa_pki: tuple[SigningIdentity, x509.Certificate]) -> None:

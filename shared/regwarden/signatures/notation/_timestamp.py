@@ -8,9 +8,10 @@ A token is a CMS SignedData whose content is a TSTInfo. `verify_token` checks, i
    TSTInfo, and signingCertificate(V2) names the signer's certificate;
 4. the signer's signature over the signed attributes (RSA PKCS#1 v1.5, RSASSA-PSS, ECDSA;
    SHA-256/384/512 only);
-5. a chain from the signer through the certificates embedded in the token to a root in
-   the trust store's TSA certificates, every link valid at genTime;
-6. the Notary Project timestamping-certificate rules on that chain (see _x509).
+5. a path from the signer through the certificates embedded in the token to a certificate
+   of the trust store's TSA certificates, valid at genTime, built and checked by
+   cryptography's verifier with the Notary Project timestamping-certificate rules as its
+   extension policies (see _x509.build_path).
 
 Revocation of the TSA chain is decided by the caller. Failures raise TimestampError.
 """
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import _asn1 as asn1
-from ._x509 import CERT_ERRORS, ChainError, issued_by, load_der, subject, valid_at, validate_chain
+from ._x509 import CERT_ERRORS, ChainError, PathError, build_path, load_der, subject
 
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 OID_TST_INFO = "1.2.840.113549.1.9.16.1.4"
@@ -60,7 +61,6 @@ OID_RSA_PSS = "1.2.840.113549.1.1.10"
 OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 _MAX_TOKEN = 1 << 20
 _DER = Encoding.DER
-_MAX_CHAIN = 8
 
 
 class TimestampError(ValueError):
@@ -376,28 +376,6 @@ def _pss_params(params: asn1.Element | None) -> tuple[hashes.HashAlgorithm, int]
     return algo, salt
 
 
-def _build_chain(
-    signer: x509.Certificate, pool: Sequence[x509.Certificate], roots: Sequence[x509.Certificate]
-) -> tuple[x509.Certificate, ...]:
-    root_ders = {r.public_bytes(_DER) for r in roots}
-    chain = [signer]
-    while len(chain) <= _MAX_CHAIN:
-        cur = chain[-1]
-        if cur.public_bytes(_DER) in root_ders:
-            return tuple(chain)
-        root = next((r for r in roots if issued_by(cur, r)), None)
-        if root is not None:
-            chain.append(root)
-            return tuple(chain)
-        nxt = next((c for c in pool if c not in chain and issued_by(cur, c)), None)
-        if nxt is None:
-            break
-        chain.append(nxt)
-    raise TimestampError(
-        f"the TSA certificate {subject(signer)!r} does not chain to a trusted TSA root"
-    )
-
-
 def verify_token(
     token: bytes, message: bytes, roots: Sequence[x509.Certificate]
 ) -> VerifiedTimestamp:
@@ -429,15 +407,14 @@ def _verify_token(
         raise TimestampError(f"the time-stamp token is malformed: {exc}") from None
     _check_signature(tok, signer)
     pool = [c for c in tok.certificates if c is not signer]
-    chain = _build_chain(signer, pool, roots)
     gen = tok.tst.gen_time
-    problem = valid_at(chain, gen, gen)
-    if problem is not None:
-        raise TimestampError(
-            f"the TSA chain is not valid at the time stamp {gen.isoformat()}: {problem}"
-        )
     try:
-        validate_chain(chain, "timestamping")
+        chain = build_path(signer, pool, roots, "timestamping", gen)
+    except PathError as exc:
+        raise TimestampError(
+            f"the TSA certificate {subject(signer)!r} does not chain to a trusted TSA root "
+            f"valid at the time stamp {gen.isoformat()}: {exc}"
+        ) from None
     except ChainError as exc:
         raise TimestampError(f"the TSA certificate chain is invalid: {exc}") from None
-    return VerifiedTimestamp(gen, tok.tst.accuracy, tok.tst.policy, chain)
+    return VerifiedTimestamp(gen, tok.tst.accuracy, tok.tst.policy, tuple(c.cert for c in chain))

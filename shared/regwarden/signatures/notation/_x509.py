@@ -1,11 +1,15 @@
 """Certificate rules of the Notary Project signature specification, checked with cryptography.
 
 `validate_chain(chain, purpose)` checks an ordered chain (leaf first, self-signed root
-last): each link's signature and issuer name, key usage, extended key usage, basic
-constraints and path length, key types and sizes, and that nothing is signed with SHA-1
-(or anything other than SHA-256/384/512). It does not look at validity periods: which
-instant a chain must be valid at depends on timestamps and is decided by the caller.
-Failures raise `ChainError` with the reason.
+last); `build_path(leaf, pool, anchors, purpose, at)` finds and checks a path to a trust
+anchor (a TSA chain). Both run cryptography's RFC 5280 path validation
+(`cryptography.x509.verification`: signatures, names, basicConstraints and path length,
+name constraints, unknown critical extensions, algorithms) with Notation's key usage and
+extended key usage rules as its extension policies, and check themselves what the library
+leaves out: the root's own signature, the leaf's key, no SHA-1 anywhere. `validate_chain`
+does not decide about validity periods: which instant a chain must be valid at depends on
+timestamps and is decided by the caller (`valid_at`). Failures raise `ChainError` (a rule
+broken) or its subclass `PathError` (no valid path) with the reason.
 
 Certificates are handled as `Cert`: parsed once per exact DER encoding (`cert_of`, a
 bounded LRU cache), with the raw parts a signature check needs and memoised views of names,
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NoReturn
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -28,6 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import verification as xv
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
 
 from . import _asn1 as asn1
@@ -65,19 +72,6 @@ _LEAF_FORBIDDEN_KEY_USAGE = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """What a certificate's key usage, extended key usage and basic constraints say,
-    decoded; None where the extension is absent."""
-
-    key_usage: tuple[str, ...] | None  # names of the bits set, in RFC 5280 order
-    key_usage_critical: bool
-    extended_key_usage: tuple[x509.ObjectIdentifier, ...] | None
-    extended_key_usage_critical: bool
-    ca: bool | None
-    path_length: int | None
-
-
 def _key_usage_names(ku: x509.KeyUsage) -> tuple[str, ...]:
     bits = (
         ("digitalSignature", ku.digital_signature),
@@ -91,26 +85,6 @@ def _key_usage_names(ku: x509.KeyUsage) -> tuple[str, ...]:
         ("decipherOnly", ku.key_agreement and ku.decipher_only),
     )
     return tuple(name for name, on in bits if on)
-
-
-def _decode_usage(extensions: Extensions) -> Usage:
-    ku = extensions.get(ExtensionOID.KEY_USAGE)
-    eku = extensions.get(ExtensionOID.EXTENDED_KEY_USAGE)
-    bc = extensions.get(ExtensionOID.BASIC_CONSTRAINTS)
-    ku_value = ku.value if ku is not None else None
-    eku_value = eku.value if eku is not None else None
-    bc_value = bc.value if bc is not None else None
-    assert ku_value is None or isinstance(ku_value, x509.KeyUsage)
-    assert eku_value is None or isinstance(eku_value, x509.ExtendedKeyUsage)
-    assert bc_value is None or isinstance(bc_value, x509.BasicConstraints)
-    return Usage(
-        key_usage=None if ku_value is None else _key_usage_names(ku_value),
-        key_usage_critical=ku is not None and ku.critical,
-        extended_key_usage=None if eku_value is None else tuple(eku_value),
-        extended_key_usage_critical=eku is not None and eku.critical,
-        ca=None if bc_value is None else bc_value.ca,
-        path_length=None if bc_value is None else bc_value.path_length,
-    )
 
 
 # What cryptography raises for malformed certificate content (not all are ValueErrors).
@@ -173,11 +147,6 @@ class Cert:
     @functools.cached_property
     def extensions(self) -> Extensions:
         return {ext.oid: ext for ext in self.cert.extensions}
-
-    @functools.cached_property
-    def usage(self) -> Usage:
-        """Key usage, extended key usage and basic constraints, decoded."""
-        return _decode_usage(self.extensions)
 
     @functools.cached_property
     def not_before(self) -> datetime:
@@ -394,116 +363,298 @@ def _signed_by(c: Cert, i: Cert) -> bool:
     return True
 
 
-def _usage(cert: Cert) -> Usage:
-    try:
-        return cert.usage
-    except CERT_ERRORS as exc:  # duplicate or malformed extensions
-        raise ChainError(f"certificate {subject(cert)!r} has malformed extensions: {exc}") from None
+# -- Notation's certificate rules as cryptography extension policies -------------------------
+#
+# cryptography's verifier does path building and the RFC 5280 checks: signatures, issuer
+# names, basicConstraints cA and path length, name constraints, validity at one instant,
+# unknown critical extensions, RSA ≥ 2048 and the permitted signature and key algorithms
+# for issuers. It neither checks a trust anchor's own signature nor looks at the leaf's key,
+# and its default extension policies are the Web PKI's (serverAuth/clientAuth EKU, SAN), so
+# Notation's rules replace them: each validator below raises with the Notary Project
+# wording, and `_problems` keeps that wording, which the library only reports as text.
+
+_problems: ContextVar[list[str] | None] = ContextVar("notation_chain_problems", default=None)
 
 
-def _key_usage(cert: Cert, usage: Usage, *, critical: bool) -> tuple[str, ...]:
-    if usage.key_usage is None:
-        raise ChainError(f"certificate {subject(cert)!r}: the key usage extension must be present")
-    if critical and not usage.key_usage_critical:
-        raise ChainError(f"certificate {subject(cert)!r}: the key usage extension must be critical")
-    return usage.key_usage
+def _broken(message: str) -> NoReturn:
+    found = _problems.get()
+    if found is not None:
+        found.append(message)
+    raise ChainError(message)
 
 
-def _leaf(cert: Cert, purpose: Purpose) -> None:
-    usage = _usage(cert)
-    if usage.ca:
-        raise ChainError(
+def _leaf_basic_constraints(
+    _policy: xv.Policy, cert: x509.Certificate, bc: x509.BasicConstraints | None
+) -> None:
+    if bc is not None and bc.ca:
+        _broken(
             f"certificate {subject(cert)!r} is a CA certificate; the signing certificate "
             "must have basicConstraints ca=false when present"
         )
-    key_usage = _key_usage(cert, usage, critical=purpose == "codesigning")
-    if "digitalSignature" not in key_usage:
-        raise ChainError(f"certificate {subject(cert)!r}: key usage must include digitalSignature")
-    bad = [name for name in key_usage if name in _LEAF_FORBIDDEN_KEY_USAGE]
+
+
+def _leaf_key_usage(_policy: xv.Policy, cert: x509.Certificate, ku: x509.KeyUsage) -> None:
+    names = _key_usage_names(ku)
+    if "digitalSignature" not in names:
+        _broken(f"certificate {subject(cert)!r}: key usage must include digitalSignature")
+    bad = [name for name in names if name in _LEAF_FORBIDDEN_KEY_USAGE]
     if bad:
-        raise ChainError(
+        _broken(
             f"certificate {subject(cert)!r}: key usage must be digitalSignature only, "
             f"but also has {', '.join(bad)}"
         )
-    ekus = usage.extended_key_usage
-    if purpose == "codesigning":
-        if ekus is not None:
-            for oid in ekus:
-                if oid in _CODESIGNING_FORBIDDEN_EKU:
-                    raise ChainError(
-                        f"certificate {subject(cert)!r}: extended key usage must not contain "
-                        f"{_CODESIGNING_FORBIDDEN_EKU[oid]}"
-                    )
-            if ExtendedKeyUsageOID.CODE_SIGNING not in ekus:
-                raise ChainError(
-                    f"certificate {subject(cert)!r}: extended key usage is present but lacks "
-                    "codeSigning (1.3.6.1.5.5.7.3.3)"
+
+
+def _codesigning_eku(
+    _policy: xv.Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None
+) -> None:
+    if eku is None:
+        return
+    for oid in eku:
+        if oid in _CODESIGNING_FORBIDDEN_EKU:
+            _broken(
+                f"certificate {subject(cert)!r}: extended key usage must not contain "
+                f"{_CODESIGNING_FORBIDDEN_EKU[oid]}"
+            )
+    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+        _broken(
+            f"certificate {subject(cert)!r}: extended key usage is present but lacks "
+            "codeSigning (1.3.6.1.5.5.7.3.3)"
+        )
+
+
+def _timestamping_eku(
+    _policy: xv.Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage
+) -> None:
+    if list(eku) != [ExtendedKeyUsageOID.TIME_STAMPING]:
+        _broken(
+            f"timestamping certificate {subject(cert)!r} must have timeStamping as its "
+            "only extended key usage"
+        )
+
+
+def _ca_key_usage(_policy: xv.Policy, cert: x509.Certificate, ku: x509.KeyUsage) -> None:
+    if not ku.key_cert_sign:
+        _broken(f"certificate {subject(cert)!r}: key usage must include keyCertSign")
+
+
+_ENFORCED_NAME_TYPES = (x509.DNSName, x509.IPAddress, x509.RFC822Name)
+
+
+def _ca_name_constraints(
+    _policy: xv.Policy, cert: x509.Certificate, nc: x509.NameConstraints | None
+) -> None:
+    # cryptography enforces DNS, IP and email constraints. It refuses any other kind when
+    # the extension is critical but skips it when not; a directoryName constraint is the
+    # one that would matter here (trusted identities are subject DNs), so refuse them all.
+    if nc is None:
+        return
+    for tree in (nc.permitted_subtrees or [], nc.excluded_subtrees or []):
+        for general in tree:
+            if not isinstance(general, _ENFORCED_NAME_TYPES):
+                _broken(
+                    f"certificate {subject(cert)!r} has a name constraint on a "
+                    f"{type(general).__name__}, which is not supported (only DNS names, IP "
+                    "addresses and email addresses are)"
                 )
+
+
+def _extension_policies(purpose: Purpose) -> tuple[xv.ExtensionPolicy, xv.ExtensionPolicy]:
+    """(CA policy, end-entity policy). Anything not named here is permitted unless it is a
+    critical extension the library does not know, which it refuses."""
+    # The code-signing profile wants key usage critical; the timestamping one does not
+    # (RFC 3161 leaves it open) but wants the EKU critical.
+    ku_criticality = (
+        xv.Criticality.CRITICAL if purpose == "codesigning" else xv.Criticality.AGNOSTIC
+    )
+    agnostic = xv.Criticality.AGNOSTIC
+    ca = (
+        xv.ExtensionPolicy.permit_all()
+        .require_present(x509.BasicConstraints, agnostic, None)  # cA and pathLen: the library
+        .require_present(x509.KeyUsage, ku_criticality, _ca_key_usage)
+        .may_be_present(x509.NameConstraints, agnostic, _ca_name_constraints)
+    )
+    ee = (
+        xv.ExtensionPolicy.permit_all()
+        .may_be_present(x509.BasicConstraints, agnostic, _leaf_basic_constraints)
+        .require_present(x509.KeyUsage, ku_criticality, _leaf_key_usage)
+    )
+    if purpose == "codesigning":
+        ee = ee.may_be_present(x509.ExtendedKeyUsage, agnostic, _codesigning_eku)
     else:
-        if ekus != (ExtendedKeyUsageOID.TIME_STAMPING,):
-            raise ChainError(
-                f"timestamping certificate {subject(cert)!r} must have timeStamping as its "
-                "only extended key usage"
-            )
-        if not usage.extended_key_usage_critical:
-            raise ChainError(
-                f"timestamping certificate {subject(cert)!r}: the extended key usage "
-                "extension must be critical"
-            )
+        ee = ee.require_present(x509.ExtendedKeyUsage, xv.Criticality.CRITICAL, _timestamping_eku)
+    return ca, ee
 
 
-def _ca(cert: Cert, below: int, purpose: Purpose) -> None:
-    usage = _usage(cert)
-    if not usage.ca:
-        raise ChainError(
-            f"certificate {subject(cert)!r} issues others but basicConstraints ca is not true"
-        )
-    if usage.path_length is not None and usage.path_length < below:
-        raise ChainError(
-            f"certificate {subject(cert)!r} allows a path length of {usage.path_length}, "
-            f"but {below} CA certificate(s) sit below it"
-        )
-    if "keyCertSign" not in _key_usage(cert, usage, critical=purpose == "codesigning"):
-        raise ChainError(f"certificate {subject(cert)!r}: key usage must include keyCertSign")
+_POLICIES: dict[Purpose, tuple[xv.ExtensionPolicy, xv.ExtensionPolicy]] = {
+    "codesigning": _extension_policies("codesigning"),
+    "timestamping": _extension_policies("timestamping"),
+}
 
 
-def validate_chain(chain: Sequence[CertLike], purpose: Purpose) -> None:
-    """Check an ordered chain, leaf first and self-signed root last (see module doc)."""
-    if not chain:
-        raise ChainError("the certificate chain is empty")
-    certs = [c if isinstance(c, Cert) else as_cert(c) for c in chain]
+class PathError(ChainError):
+    """No chain from the certificate to a trust anchor passes RFC 5280 path validation."""
+
+
+_ENCOUNTERED = re.compile(
+    r"\s*\(encountered processing <Certificate\(subject=<Name\((?P<subject>.*)\)>, \.\.\.\)>\)$"
+)
+_EXTENSION_NAMES = {
+    "2.5.29.15": "key usage",
+    "2.5.29.19": "basic constraints",
+    "2.5.29.30": "name constraints",
+    "2.5.29.37": "extended key usage",
+}
+_EXTENSION_PROBLEMS = {  # the policies above only ever require presence or criticality
+    "Certificate is missing required extension": "must be present",
+    "Certificate extension has incorrect criticality": "must be critical",
+    "certificate contains unaccounted-for critical extensions": "is critical and not understood",
+}
+
+
+def _explain(exc: xv.VerificationError) -> str:
+    """The library's reason in the wording of the rules above, naming the certificate when
+    the library does (only the certificate's repr is dropped)."""
+    text = str(exc).removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
+    text = text.replace(
+        "all candidates exhausted with no interior errors", "no issuer found among them"
+    )
+    where = _ENCOUNTERED.search(text)
+    if where is not None:
+        text = text[: where.start()]
+    if m := re.fullmatch(r"invalid extension: ([\d.]+): (.*)", text):
+        oid, why = m.groups()
+        name = f"{_EXTENSION_NAMES[oid]} extension" if oid in _EXTENSION_NAMES else "extension"
+        text = f"the {name} {oid} {_EXTENSION_PROBLEMS.get(why, f'is refused: {why}')}"
+    return f"certificate {where.group('subject')!r}: {text}" if where is not None else text
+
+
+@functools.lru_cache(maxsize=256)
+def _verifier(purpose: Purpose, anchors: tuple[Cert, ...], at: datetime) -> xv.ClientVerifier:
+    """One verifier per trust anchors, purpose and instant. A verifier holds no result, only
+    its store, whose anchors keep their public keys once loaded: shared like `cert_of`'s
+    parsing, while every path is validated again on every call."""
+    ca_policy, ee_policy = _POLICIES[purpose]
+    return (
+        xv.PolicyBuilder()
+        .store(xv.Store([a.cert for a in anchors]))
+        .time(at)
+        .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+        .build_client_verifier()
+    )
+
+
+def _verify_path(
+    leaf: Cert,
+    intermediates: Sequence[Cert],
+    anchors: Sequence[Cert],
+    purpose: Purpose,
+    at: datetime,
+) -> list[x509.Certificate]:
+    """cryptography's path validation with Notation's extension policies, at `at`."""
+    verifier = _verifier(purpose, tuple(anchors), at)
+    problems: list[str] = []
+    token = _problems.set(problems)
+    try:
+        return verifier.verify(leaf.cert, [c.cert for c in intermediates]).chain
+    except xv.VerificationError as exc:
+        if problems:  # a Notation rule, in its own words
+            raise ChainError(problems[0]) from None
+        # the presence and criticality the policies require are rules too, not the path
+        kind = ChainError if "invalid extension: " in str(exc) else PathError
+        raise kind(_explain(exc)) from None
+    except x509.UnsupportedGeneralNameType as exc:
+        raise PathError(f"unsupported name in the chain: {exc}") from None
+    finally:
+        _problems.reset(token)
+
+
+def _check_each(certs: Sequence[Cert]) -> None:
+    """The Notation rules the library leaves out: no SHA-1 (or other weak hash) even in a
+    trust anchor's self-signature, and a usable RSA/EC key on every certificate including
+    the leaf."""
     for cert in certs:
         check_signature_hash(cert)
         check_key(cert)
-    if len(certs) == 1:
-        cert = certs[0]
-        if not _signed_by(cert, cert):
+
+
+def _instant_inside(certs: Sequence[Cert]) -> datetime:
+    """An instant at which every certificate is valid (the latest start)."""
+    start = max(certs, key=lambda c: c.not_before)
+    end = min(certs, key=lambda c: c.not_after)
+    if start.not_before > end.not_after:
+        raise ChainError(
+            f"certificate {subject(end)!r} expired at {end.not_after.isoformat()}, before "
+            f"certificate {subject(start)!r} became valid at {start.not_before.isoformat()}: "
+            "the chain is valid at no time"
+        )
+    return start.not_before
+
+
+def validate_chain(chain: Sequence[CertLike], purpose: Purpose) -> None:
+    """Check an ordered chain, leaf first and self-signed root last (see module doc).
+
+    The library validates the path from the leaf through the given intermediates to the
+    chain's own root. It checks validity at one instant; which instant counts (now, the
+    timestamp, the authentic signing time) is Notation's authenticTimestamp step, which a
+    policy may only log, so the path is validated at an instant inside every certificate's
+    validity and `valid_at` decides about time.
+    """
+    if not chain:
+        raise ChainError("the certificate chain is empty")
+    certs = [c if isinstance(c, Cert) else as_cert(c) for c in chain]
+    _check_each(certs)
+    root = certs[-1]
+    if not _signed_by(root, root):  # a trust anchor's signature is not the library's business
+        if len(certs) == 1:
             raise ChainError(
-                f"certificate {subject(cert)!r} is alone in the chain but is not self-signed"
+                f"certificate {subject(root)!r} is alone in the chain but is not self-signed"
             )
-        _leaf(cert, purpose)
-        return
-    last = len(certs) - 1
-    for i, cert in enumerate(certs):
-        if i == last:
-            if not _signed_by(cert, cert):
-                raise ChainError(
-                    f"root certificate {subject(cert)!r} is not self-signed; the chain must "
-                    "end with a self-signed root"
-                )
-        else:
-            if _signed_by(cert, cert):  # compares the names first
-                where = "leaf" if i == 0 else "intermediate"
-                raise ChainError(f"{where} certificate {subject(cert)!r} is self-signed")
-            if not _signed_by(cert, certs[i + 1]):
-                raise ChainError(
-                    f"certificate {subject(cert)!r} is not issued by the next certificate "
-                    f"{subject(certs[i + 1])!r}"
-                )
-        if i == 0:
-            _leaf(cert, purpose)
-        else:
-            _ca(cert, i - 1, purpose)
+        raise ChainError(
+            f"root certificate {subject(root)!r} is not self-signed; the chain must "
+            "end with a self-signed root"
+        )
+    # Notation wants the chain in order; the library would build a path from any order.
+    for cert, issuer in itertools.pairwise(certs):
+        if cert.issuer_der != issuer.subject_der:
+            raise ChainError(
+                f"certificate {subject(cert)!r} is not issued by the next certificate "
+                f"{subject(issuer)!r}"
+            )
+    try:
+        path = _verify_path(certs[0], certs[1:-1], [root], purpose, _instant_inside(certs))
+    except PathError as exc:
+        raise PathError(f"the chain of {subject(certs[0])!r} does not validate: {exc}") from None
+    if path != [c.cert for c in certs]:  # e.g. two intermediates with one name
+        raise ChainError(
+            f"the chain of {subject(certs[0])!r} is not the path from its leaf to its root"
+        )
+
+
+def build_path(
+    leaf: CertLike,
+    pool: Sequence[CertLike],
+    anchors: Sequence[CertLike],
+    purpose: Purpose,
+    at: datetime,
+) -> tuple[Cert, ...]:
+    """The path from `leaf` through certificates of `pool` to one of `anchors`, valid at
+    `at`, obeying the Notation rules for `purpose` and ending in a self-signed root.
+    PathError when there is no such path, ChainError when a rule is broken."""
+    if not anchors:
+        raise PathError("no trust anchor is configured")
+    found = _verify_path(
+        as_cert(leaf), [as_cert(c) for c in pool], [as_cert(a) for a in anchors], purpose, at
+    )
+    path = tuple(as_cert(c) for c in found)
+    _check_each(path)
+    root = path[-1]
+    if not _signed_by(root, root):
+        raise ChainError(
+            f"root certificate {subject(root)!r} is not self-signed; the chain must "
+            "end with a self-signed root"
+        )
+    return path
 
 
 def valid_at(chain: Sequence[CertLike], lower: datetime, upper: datetime) -> str | None:
