@@ -7,7 +7,11 @@ Settings come from the environment, read once at start-up:
                               platform use a persistent volume or put SQS/Pub/Sub in front
   REGWARDEN_AUTH_TOKEN_FILE   file with the tokens callers must present (mounted secret)
   REGWARDEN_WORKERS           worker threads (default 4)
-The same app as `regwarden serve`; no rule logic here.
+  REGWARDEN_REGISTRIES        registry hosts events may name, besides the policy's
+                              `registries:` (comma-separated host[:port]); others get 400
+  REGWARDEN_INSTANCE          this replica's id on the queue (default: the host name); a
+                              replica restarted with the same id takes its events back at once
+The same app as `regwarden serve` (leases, recovery sweep, outbox); no rule logic here.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ from typing import Any
 
 
 def build() -> Any:
+    import socket
+
     from regwarden import service
     from regwarden.errors import UsageError
+    from regwarden.logsetup import logging_setup
     from regwarden.receiver import Authenticator, WorkerPool, create_app
-    from regwarden.runtime import load_runtime
+    from regwarden.recovery import Sweeper
+    from regwarden.runtime import load_runtime, registries_from_env
 
     try:
         policy = os.environ["REGWARDEN_POLICY"]
@@ -30,19 +38,30 @@ def build() -> Any:
         tokens = os.environ["REGWARDEN_AUTH_TOKEN_FILE"]
     except KeyError as missing:
         raise UsageError(f"environment variable {missing} is required") from None
-    runtime = load_runtime(policy, ledger_path=Path(ledger))
+    logging_setup(debug=False)
+    runtime = load_runtime(
+        policy, ledger_path=Path(ledger), registries=registries_from_env(os.environ)
+    )
+    if not runtime.allowed_hosts:
+        raise UsageError(
+            "no registry to serve: list hosts in the policy's registries section or "
+            "REGWARDEN_REGISTRIES"
+        )
     pipeline = runtime.pipeline()
-    processor = service.Processor(pipeline, runtime.ledger, clock=lambda: datetime.now(UTC))
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    processor = service.Processor(pipeline, runtime.ledger, clock=clock)
     pool = WorkerPool(
         runtime.ledger,
         processor,
         workers=int(os.environ.get("REGWARDEN_WORKERS", "4")),
+        owner=os.environ.get("REGWARDEN_INSTANCE") or socket.gethostname(),
         max_attempts=service.MAX_ATTEMPTS,
     )
+    Sweeper(pipeline, clock=clock).start()  # finishes what a crash left, then every 30 s
     return create_app(
         ledger=runtime.ledger,
         auth=Authenticator.from_file(tokens),
-        validators=service.receiver_validators(pipeline.wants),
+        validators=service.receiver_validators(pipeline.wants, runtime.allowed_hosts),
         pool=pool,
         run_pool=True,
     )
