@@ -1,9 +1,10 @@
-"""AWS Lambda handlers (Powertools): `on_push`, `on_scan`, `notify`, `retention_fanout`,
-`retention_worker`.
+"""AWS Lambda handlers (Powertools): `on_push`, `on_scan`, `notify`, `recovery`,
+`retention_fanout`, `retention_worker`.
 
 Each module's `handler` takes an SQS batch (EventBridge → SQS → Lambda, SNS → SQS →
 Lambda for `notify`, the retention work queue for `retention_worker`) and reports
-partial-batch failures; `retention_fanout` is invoked by EventBridge Scheduler. Deployed
+partial-batch failures; `retention_fanout` is invoked by EventBridge Scheduler and
+`recovery` by an EventBridge schedule (every 5 minutes). Deployed
 by `template.yaml` with `CodeUri: functions/aws/` built by `functions/aws/Makefile` into
 `functions/aws/…`, so the handler path is `functions.aws.on_push.handler` in Lambda and
 in tests alike.

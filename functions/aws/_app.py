@@ -9,14 +9,28 @@ start (`state()`), and kept for the warm process.
 Flow per SQS record (EventBridge event in the body):
 
     body JSON → detail-type accepted by this function? → idempotent on the event id
-    (Powertools, DynamoDB) → parse_eventbridge → pipeline.handle → metrics, recheck
+    (Powertools, DynamoDB) → parse_eventbridge → host allowed? → pipeline.handle →
+    metrics, recheck
+
+Exactly once in effect: the pipeline commits a delivery's outcome (verdict, alerts to
+send) in one DynamoDB transaction after its action finished, and the idempotency record
+is COMPLETED only when the pipeline returned. Any exception propagates: Powertools drops
+the in-progress record and the record goes to `batchItemFailures`, so SQS redelivers it.
+A Lambda killed or timed out mid-action leaves the in-progress record, which expires with
+that invocation's time (its context is registered per invocation); the redelivery, after
+the queue's visibility timeout, resumes the unfinished action from its DynamoDB intent.
+What no redelivery finishes, the scheduled `recovery` function does.
 
 A record that fails (malformed event, registry error before the last attempt) is reported
-in `batchItemFailures`; SQS retries it and after `maxReceiveCount` moves it to the DLQ.
+in `batchItemFailures` and its error noted in the ledger (`regwarden deadletters list
+--source aws` shows the first and the latest); SQS retries it and after `maxReceiveCount`
+moves it to the DLQ. An event for a registry host the function may not contact is
+rejected, logged and not retried (no attempt could succeed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,7 +38,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -49,15 +63,18 @@ if TYPE_CHECKING:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = [
+    "FAILURE_TTL",
     "GATE_FUNCTIONS",
     "IDEMPOTENCY_TTL",
     "NOTIFY_TTL",
     "RECHECK",
+    "RECOVERY",
     "ColdStart",
     "LazyTracer",
     "gate_record",
     "notify_record",
     "powertools",
+    "recover",
     "reset",
     "start",
     "state",
@@ -83,6 +100,13 @@ NOTIFY_TTL = timedelta(days=30)
 """How long a (alert, channel) delivery is remembered by the notify function."""
 MAX_DELAY = 900
 """SQS's longest DelaySeconds: a recheck further away is re-sent until it is due."""
+RECOVERY = "recovery"
+"""The scheduled function that finishes unfinished actions and sends pending alerts."""
+FAILURE_TTL = timedelta(days=18)
+"""How long a failed record's error is kept: the queue's retention (4 days) plus its
+dead-letter queue's (14 days)."""
+_MAX_ERROR = 2000
+"""Characters of an error kept for the dead-letter listing."""
 
 
 class _Stdout:
@@ -169,9 +193,11 @@ class State:
     idempotency: IdempotencyConfig
     idempotent: Callable[..., dict[str, Any]]
     pipeline: Pipeline | None = None
-    """The push pipeline (gate functions only)."""
+    """The push pipeline (gate functions and recovery)."""
     channels: dict[str, Notifier] = field(default_factory=dict)
     sqs: Any = None
+    allowed_hosts: frozenset[str] = frozenset()
+    """The registry hosts this function may contact (normalised)."""
 
     @property
     def gate(self) -> Pipeline:
@@ -221,9 +247,19 @@ def _close(st: State) -> None:
     st.ledger.close()
 
 
+_HOMES: dict[str, str] = {}
+"""function → its own ECR host, from the first invocation's ARN (for `_build`)."""
+
+
 def start(function: str, context: LambdaContext) -> State:
     """Per invocation: the (cached) state, with the Lambda context registered so an
-    in-progress idempotency record expires when this invocation's time runs out."""
+    in-progress idempotency record expires when this invocation's time runs out (a killed
+    invocation's record then lets the redelivery through)."""
+    from ._settings import home_registry
+
+    home = home_registry(str(getattr(context, "invoked_function_arn", "") or ""))
+    if home is not None:
+        _HOMES.setdefault(function, home)
     st = state(function)
     st.idempotency.register_lambda_context(context)
     return st
@@ -237,7 +273,7 @@ def _build(function: str) -> State:
     )
 
     from regwarden.notify import SnsChannel, everything_to
-    from regwarden.runtime import Runtime
+    from regwarden.runtime import Runtime, configured_hosts
     from regwarden.store import DynamoLedger
     from regwarden.store._dynamo import TTL_ATTRIBUTE
 
@@ -251,18 +287,22 @@ def _build(function: str) -> State:
     # The runtime gets the secrets the gate itself needs (keys), fetched now: a key that
     # cannot be read fails the cold start, so nothing is judged without it (fail closed).
     # Channel secrets are fetched only when the notify function first builds that channel.
+    # Recovery judges nothing (an intent carries its verdict): it needs no key.
     key_names = policy_secrets(policy, notifications=False) if gate else {}
     keys = SecretEnv(os.environ, key_names, store=store)
     actor = os.environ.get("REGWARDEN_ACTOR") or None
+    home = settings.registry or _HOMES.get(function)
+    allowed = configured_hosts(policy, [*settings.registries, *([home] if home else [])])
     runtime = Runtime(
         policy,
         ledger=ledger,
         env=keys,
         actor=actor,
         registry_factory=_registry_factory(settings, policy),
+        allowed_hosts=allowed,
     )
     pipeline = None
-    if gate:
+    if gate or function == RECOVERY:
         from regwarden.pipeline import Pipeline
 
         if settings.alerts_topic:  # every alert to the topic; `notify` fans out from there
@@ -298,7 +338,16 @@ def _build(function: str) -> State:
     _structured_core_logs()
     secrets = SecretEnv(os.environ, policy_secrets(policy), store=store)
     return State(
-        function, settings, policy, ledger, runtime, secrets, config, wrapped, pipeline=pipeline
+        function,
+        settings,
+        policy,
+        ledger,
+        runtime,
+        secrets,
+        config,
+        wrapped,
+        pipeline=pipeline,
+        allowed_hosts=allowed,
     )
 
 
@@ -312,9 +361,15 @@ def _structured_core_logs() -> None:
         return
     from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
+    from regwarden.logsetup import logging_setup
+
     logging.getLogger("regwarden")
     service = os.environ.get("POWERTOOLS_SERVICE_NAME") or "regwarden"
-    copy_config_to_registered_loggers(source_logger=Logger(service=service), include={"regwarden"})
+    source = Logger(service=service)
+    # client libraries at WARNING; every handler (the runtime's root one, Powertools')
+    # redacts URLs and registered secrets; then regwarden's loggers take Powertools' config
+    logging_setup(debug=False, handlers=source.handlers)
+    copy_config_to_registered_loggers(source_logger=source, include={"regwarden"})
 
 
 def _registry_factory(settings: Settings, policy: Policy) -> Callable[[str], Registry]:
@@ -363,23 +418,48 @@ def gate_record(
     from regwarden.errors import IntakeError
 
     st = state(function)
-    doc = _record_doc(record)
-    logger.set_correlation_id(doc["id"])
-    if doc.get("source") != RECHECK:
-        kind = doc.get("detail-type")
-        if kind not in GATE_FUNCTIONS[function]:
-            raise IntakeError(
-                f"{function} got detail-type {kind!r}, expected one of: "
-                + ", ".join(sorted(GATE_FUNCTIONS[function]))
-            )
-    receives = int(record.attributes.approximate_receive_count or 1)
-    metrics.add_dimension(name="function", value=function)
-    metrics.add_metric(name="Events", unit=MetricUnit.Count, value=1)
-    summary = st.idempotent(
-        event=doc, function=function, receives=receives, logger=logger, metrics=metrics
-    )
+    with _noted(st, function, record, logger=logger):
+        doc = _record_doc(record)
+        logger.set_correlation_id(doc["id"])
+        if doc.get("source") != RECHECK:
+            kind = doc.get("detail-type")
+            if kind not in GATE_FUNCTIONS[function]:
+                raise IntakeError(
+                    f"{function} got detail-type {kind!r}, expected one of: "
+                    + ", ".join(sorted(GATE_FUNCTIONS[function]))
+                )
+        receives = int(record.attributes.approximate_receive_count or 1)
+        metrics.add_dimension(name="function", value=function)
+        metrics.add_metric(name="Events", unit=MetricUnit.Count, value=1)
+        summary = st.idempotent(
+            event=doc, function=function, receives=receives, logger=logger, metrics=metrics
+        )
     logger.info("event handled", extra={"summary": summary})
     return summary
+
+
+@contextlib.contextmanager
+def _noted(st: State, function: str, record: SQSRecord, *, logger: Logger) -> Iterator[None]:
+    """Note the error of a record that fails (its first and latest, for the dead-letter
+    listing), then let it propagate unchanged: the record is reported as failed."""
+    try:
+        yield
+    except Exception as exc:
+        from regwarden.redact import redact_text
+        from regwarden.store._dynamo import dead_letter_key
+
+        error = redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR]
+        try:
+            st.ledger.note_failure(
+                function,
+                dead_letter_key(record.body, record.message_id),
+                error,
+                now=datetime.now(UTC),
+                ttl=FAILURE_TTL,
+            )
+        except Exception as note_exc:  # the record's own error is what matters
+            logger.warning("could not note the failure", extra={"error": str(note_exc)})
+        raise
 
 
 def _gate_event(
@@ -397,12 +477,32 @@ def _gate_event(
         return _recheck(st, event, now=now, final=final, logger=logger, metrics=metrics)
     results = []
     for ev in parse_eventbridge(event):
-        if receives > 1:  # an earlier attempt did not complete (Powertools says so)
-            st.ledger.forget_delivery(f"{ev.source}:{ev.delivery_id}")
+        refused = _refused(st, str(ev.image), ev.image.registry, logger=logger, metrics=metrics)
+        if refused is not None:
+            results.append(refused)
+            continue
+        # No delivery bookkeeping here: the pipeline marks the delivery handled only with
+        # its committed outcome, so an earlier attempt that failed is simply redone.
         started = time.monotonic()  # referrers are resolved to their subject by the pipeline
         handled = st.gate.handle(ev, now=now, final_attempt=final)
         results.append(_render(st, handled, started=started, now=now, metrics=metrics))
     return {"id": event["id"], "results": results}
+
+
+def _refused(
+    st: State, image: str, host: str, *, logger: Logger, metrics: Metrics
+) -> dict[str, Any] | None:
+    """None when this function may contact `host`; else the rejection (logged, counted):
+    the host is never contacted and the record is not retried, since no attempt could
+    succeed."""
+    from regwarden.intake import host_allowed, host_not_allowed
+
+    if host_allowed(host, st.allowed_hosts):
+        return None
+    why = str(host_not_allowed([host]))
+    logger.warning("event rejected", extra={"image": image, "reason": why})
+    metrics.add_metric(name="RejectedEvents", unit=MetricUnit.Count, value=1)
+    return {"image": image, "rejected": why}
 
 
 def _render(
@@ -494,6 +594,9 @@ def _recheck(
         hop = int(event.get("hop", 0))
     except (KeyError, ValueError, TypeError) as exc:
         raise IntakeError(f"malformed recheck message {event.get('id')!r}: {exc}") from None
+    refused = _refused(st, str(image), image.registry, logger=logger, metrics=metrics)
+    if refused is not None:
+        return {"id": event["id"], "results": [refused]}
     if at > now + timedelta(seconds=1):  # still early: SQS delays at most 15 minutes
         _schedule_recheck(st, str(image), at, now=now, hop=hop + 1)
         return {
@@ -520,19 +623,20 @@ def notify_record(record: SQSRecord, *, logger: Logger, metrics: Metrics) -> dic
     from regwarden.notify import Alert
 
     st = state("notify")
-    try:
-        alert = Alert.model_validate_json(record.body)
-    except ValidationError as exc:
-        raise IntakeError(
-            f"SQS message {record.message_id}: not a regwarden alert ({exc.errors()[0]['msg']})"
-        ) from None
-    logger.set_correlation_id(alert.dedup_key)
-    metrics.add_dimension(name="function", value="notify")
-    try:
-        summary = st.idempotent(event=json.loads(record.body), alert=alert, logger=logger)
-    except Exception:
-        metrics.add_metric(name="AlertDeliveryFailures", unit=MetricUnit.Count, value=1)
-        raise
+    with _noted(st, "notify", record, logger=logger):
+        try:
+            alert = Alert.model_validate_json(record.body)
+        except ValidationError as exc:
+            raise IntakeError(
+                f"SQS message {record.message_id}: not a regwarden alert ({exc.errors()[0]['msg']})"
+            ) from None
+        logger.set_correlation_id(alert.dedup_key)
+        metrics.add_dimension(name="function", value="notify")
+        try:
+            summary = st.idempotent(event=json.loads(record.body), alert=alert, logger=logger)
+        except Exception:
+            metrics.add_metric(name="AlertDeliveryFailures", unit=MetricUnit.Count, value=1)
+            raise
     metrics.add_metric(name="AlertsDelivered", unit=MetricUnit.Count, value=len(summary["sent"]))
     return summary
 
@@ -595,3 +699,23 @@ def _channel(st: State, name: str) -> Notifier | None:
     built = build_channels(only, st.secrets)[name]
     st.channels[name] = built
     return built
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+
+def recover(st: State, *, logger: Logger, metrics: Metrics) -> dict[str, Any]:
+    """One recovery sweep (the schedule's tick): every unfinished action intent that is due
+    is driven to its end from DynamoDB, with its verdict and alert, and every alert in the
+    outbox that is due is sent. Idempotent beside the gate functions; an exception fails
+    the invocation and the next tick tries again."""
+    from regwarden.recovery import sweep
+
+    report = sweep(st.gate, now=datetime.now(UTC))
+    figures = report.as_dict()
+    metrics.add_dimension(name="function", value=st.function)
+    names = {"resumed": "Resumed", "still_failing": "StillFailing", "alerts_sent": "AlertsSent"}
+    for key, value in figures.items():
+        metrics.add_metric(name=names.get(key, key), unit=MetricUnit.Count, value=value)
+    logger.info("recovery sweep", extra={"report": figures})
+    return figures

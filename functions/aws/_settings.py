@@ -9,6 +9,11 @@
 | `REGWARDEN_MAX_RECEIVES`  | the queue's `maxReceiveCount`: the last attempt acts or alerts    |
 | `REGWARDEN_SECRET_STORE`  | `secretsmanager` (default) or `ssm`: where `secret://NAME` lives  |
 | `ECR_DATA_PLANE`          | optional `host:port` serving ECR's `/v2/` (tests: a local registry)|
+| `REGWARDEN_REGISTRY`      | this account's ECR host (default: from the function's ARN)        |
+| `REGWARDEN_REGISTRIES`    | more registry hosts the functions may contact (comma-separated)   |
+
+The functions contact only their own registry, the policy's `registries:` hosts and
+`REGWARDEN_REGISTRIES`; an event naming any other host is rejected unread (SSRF).
 
 The retention functions read `RetentionSettings` as well:
 
@@ -49,6 +54,7 @@ __all__ = [
     "RetentionSettings",
     "SecretEnv",
     "Settings",
+    "home_registry",
     "load_policy",
     "policy_secrets",
     "read_policy_text",
@@ -86,9 +92,16 @@ class Settings:
     """Where `secret://NAME` is read: Secrets Manager secret NAME, or SSM parameter /NAME."""
     ecr_data_plane: str | None = None
     """`host:port` serving ECR's /v2/ instead of the registry host (tests only)."""
+    registry: str | None = None
+    """This account's ECR host; None: taken from the function's ARN (`home_registry`)."""
+    registries: tuple[str, ...] = ()
+    """Other registry hosts the functions may contact (`REGWARDEN_REGISTRIES`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        from regwarden.providers.ecr import parse_ecr_host
+        from regwarden.runtime import registries_from_env
+
         env = os.environ if env is None else env
 
         def required(name: str, what: str) -> str:
@@ -103,6 +116,9 @@ class Settings:
                 f"REGWARDEN_SECRET_STORE: got {store!r}, expected one of: "
                 + ", ".join(SECRET_STORES)
             )
+        registry = (env.get("REGWARDEN_REGISTRY") or "").strip().lower()
+        if registry:
+            parse_ecr_host(registry)  # UsageError naming the expected form
         receives = (env.get("REGWARDEN_MAX_RECEIVES") or "5").strip()
         if not receives.isdigit() or int(receives) < 1:
             raise UsageError(
@@ -116,7 +132,23 @@ class Settings:
             max_receives=int(receives),
             secret_store=store,
             ecr_data_plane=(env.get("ECR_DATA_PLANE") or "").strip() or None,
+            registry=registry or None,
+            registries=tuple(registries_from_env(env)),
         )
+
+
+def home_registry(function_arn: str) -> str | None:
+    """The ECR host of the account and region a function runs in, from its ARN
+    (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`); None for anything else."""
+    from regwarden.intake.eventbridge import ecr_registry_host
+
+    parts = function_arn.split(":")
+    if len(parts) < 7 or parts[0] != "arn" or parts[2] != "lambda":
+        return None
+    region, account = parts[3], parts[4]
+    if not (account.isdigit() and len(account) == 12 and region):
+        return None
+    return ecr_registry_host(account, region)
 
 
 def _whole(env: Mapping[str, str], name: str, default: int, *, least: int) -> int:

@@ -13,6 +13,7 @@ Keys (`pk`, `sk`, both strings):
 | quarantine       | `repo#<registry>/<repository>` | `quarantine#<digest>`              | no   |
 | action (audit)   | `action#<key>`                 | `action`                           | no   |
 | alert outbox     | `outbox#<alert key>:<channel>` | `outbox`                           | sent |
+| failed record    | `failure#<function>#<event>`   | `failure`                          | yes  |
 
 Unfinished work is found through one sparse global secondary index, `pending`
 (`pending` = `outbox` or `intent`, range key `pending_at`, an ISO time): an outbox row
@@ -48,6 +49,7 @@ import json
 import threading
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,7 +57,14 @@ from ..errors import RegistryError
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._sqlite import ActionRecord, QuarantineRecord
 
-__all__ = ["PENDING_INDEX", "TTL_ATTRIBUTE", "DynamoLedger", "table_definition"]
+__all__ = [
+    "PENDING_INDEX",
+    "TTL_ATTRIBUTE",
+    "DynamoLedger",
+    "FailureNote",
+    "dead_letter_key",
+    "table_definition",
+]
 
 TTL_ATTRIBUTE = "expiration"
 """The table's TTL attribute (epoch seconds): delivery items and sent outbox rows."""
@@ -104,6 +113,34 @@ def _ts(when: datetime) -> str:
 
 def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureNote:
+    """What a function noted about an SQS record that failed: the dead-letter listing's
+    "why" (SQS keeps no error with a message)."""
+
+    first_error: str
+    first_at: datetime
+    last_error: str
+    last_at: datetime
+    failures: int
+
+
+def dead_letter_key(body: str, message_id: str) -> str:
+    """The id a failed record's note is kept under, found again from the message alone: the
+    event's `id` (EventBridge events, rechecks), an alert's `dedup_key` (notify), else the
+    SQS message id (a body that does not parse)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return message_id
+    if isinstance(doc, dict):
+        for name in ("id", "dedup_key"):
+            value = doc.get(name)
+            if isinstance(value, str) and value:
+                return value
+    return message_id
 
 
 def _repo_pk(registry: str, repository: str) -> str:
@@ -498,6 +535,47 @@ class DynamoLedger:
     def outbox_unsent(self) -> int:
         """Alerts not yet delivered (due or backing off)."""
         return len(self._pending("outbox", until=None, limit=None))
+
+    # -- failed records (the AWS dead letters' "why") ----------------------------------------
+
+    def note_failure(
+        self, function: str, key: str, error: str, *, now: datetime, ttl: timedelta
+    ) -> None:
+        """Count one failed attempt of a record (`key`: `dead_letter_key`), keeping its first
+        and its latest error, for `ttl` (as long as the queue and its DLQ keep the message)."""
+        expires = now + ttl
+        self._call(
+            "update_item",
+            Key=self._item({"pk": f"failure#{function}#{key}", "sk": "failure"}),
+            UpdateExpression=(
+                "SET first_error = if_not_exists(first_error, :error), "
+                "first_at = if_not_exists(first_at, :now), last_error = :error, "
+                "last_at = :now, failures = if_not_exists(failures, :zero) + :one, "
+                "#ttl = :ttl"
+            ),
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
+            ExpressionAttributeValues=self._item(
+                {
+                    ":error": error,
+                    ":now": _ts(now),
+                    ":zero": 0,
+                    ":one": 1,
+                    ":ttl": int(expires.timestamp()),
+                }
+            ),
+        )
+
+    def failure(self, function: str, key: str) -> FailureNote | None:
+        item = self._get(f"failure#{function}#{key}", "failure")
+        if item is None:
+            return None
+        return FailureNote(
+            str(item["first_error"]),
+            datetime.fromisoformat(item["first_at"]),
+            str(item["last_error"]),
+            datetime.fromisoformat(item["last_at"]),
+            int(item["failures"]),
+        )
 
     # -- images and tags ----------------------------------------------------------------------
 
