@@ -23,12 +23,9 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
     sink.received = []  # type: ignore[attr-defined]
     hook = f"{sink_server.url}/hook"
     (root / "regwarden.yaml").write_text(POLICY.format(grace="3s", hook=hook))
-    try:
-        serve = Serve.start(root, root / "regwarden.yaml", free_port())
-    except BaseException:
-        sink_server.stop()
-        raise
-    url, ledger, log = serve.url, serve.ledger_path, serve.log
+    # serve contacts only the registries it is told of: they start first, on its port
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
     try:
         with (
             LocalRegistry(
@@ -39,8 +36,23 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
             ) as reg,
             RegistryProxy(reg.host, page_tags=False, emulate_tag_delete=False) as proxy,
         ):
-            gate = Gate(root, reg, proxy, url, ledger, priv, pub, alerts_raw=sink.received, log=log)  # type: ignore[attr-defined]
-            yield gate
+            serve = Serve.start(
+                root, root / "regwarden.yaml", port, registries=[reg.host, proxy.host]
+            )
+            try:
+                gate = Gate(
+                    root,
+                    reg,
+                    proxy,
+                    url,
+                    serve.ledger_path,
+                    priv,
+                    pub,
+                    alerts_raw=sink.received,  # type: ignore[attr-defined]
+                    log=serve.log,
+                )
+                yield gate
+            finally:
+                serve.stop()
     finally:
-        serve.stop()
         sink_server.stop()

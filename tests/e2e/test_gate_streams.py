@@ -125,12 +125,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     notation = layout_notation(root)
     sink = start_sink()
     (root / "regwarden.yaml").write_text(streams_policy(f"{sink.url}/hook", notation=notation))
-    serve = Serve.start(root, root / "regwarden.yaml", free_port(), workers=4)
-    relay = HarborRelay(f"{serve.url}/events/harbor", TOKEN).start()
+    # serve contacts only the registries it is told of: they start first, on its port
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    relay = HarborRelay(f"{url}/events/harbor", TOKEN).start()
     try:
         with (
             LocalRegistry(
-                notifications=f"{serve.url}/events/distribution",
+                notifications=f"{url}/events/distribution",
                 notification_headers={"Authorization": f"Bearer {TOKEN}"},
                 notification_timeout="2s",
                 notification_backoff="200ms",
@@ -146,20 +148,24 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 notification_backoff="200ms",
             ) as harbor,
         ):
-            yield Env(
-                root,
-                serve,
-                Ledger(serve.ledger_path),
-                proxy,
-                registry,
-                harbor,
-                relay,
-                sink,
-                key,
-            )
+            hosts = [registry.host, proxy.host, harbor.host]
+            serve = Serve.start(root, root / "regwarden.yaml", port, workers=4, registries=hosts)
+            try:
+                yield Env(
+                    root,
+                    serve,
+                    Ledger(serve.ledger_path),
+                    proxy,
+                    registry,
+                    harbor,
+                    relay,
+                    sink,
+                    key,
+                )
+            finally:
+                serve.stop()
     finally:
         relay.stop()
-        serve.stop()
         sink.stop()
 
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -446,7 +446,19 @@ class Serve:
     proc: subprocess.Popen[bytes]
 
     @classmethod
-    def start(cls, root: Path, policy: Path, port: int, *, workers: int = 4) -> Serve:
+    def start(
+        cls,
+        root: Path,
+        policy: Path,
+        port: int,
+        *,
+        workers: int = 4,
+        registries: Sequence[str] = (),
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Serve:
+        """`registries`: hosts serve may contact besides the policy's (`--registry`);
+        `args`: more serve options; `env`: added to `cli_env()`."""
         (root / "tokens").write_text(TOKEN + "\n")
         log = root / "serve.log"
         ledger = root / "ledger.db"
@@ -467,10 +479,12 @@ class Serve:
                     str(root / "tokens"),
                     "--workers",
                     str(workers),
+                    *(f"--registry={host}" for host in registries),
+                    *args,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=cli_env(),
+                env={**cli_env(), **(env or {})},
             )
         serve = cls(root, f"http://127.0.0.1:{port}", ledger, log, proc)
         deadline = time.monotonic() + 30

@@ -47,6 +47,7 @@ class GlobalOptions:
 
     insecure: bool = False
     ledger: Path = DEFAULT_LEDGER
+    debug: bool = False
 
 
 OPTIONS = GlobalOptions()
@@ -81,6 +82,14 @@ def _global(
             envvar="REGWARDEN_LEDGER",
         ),
     ] = DEFAULT_LEDGER,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="Show the traceback of an unexpected error (otherwise one line and exit 3).",
+            envvar="REGWARDEN_DEBUG",
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -90,6 +99,7 @@ def _global(
 ) -> None:
     OPTIONS.insecure = insecure
     OPTIONS.ledger = ledger.expanduser()
+    OPTIONS.debug = debug
 
 
 def _not_yet(command: str, issue: str) -> NotImplementedYet:
@@ -386,19 +396,44 @@ def invoke(
 def serve(
     policy: PolicyOpt,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to bind (0: any free port).")
+    ] = 8080,
     auth_token_file: Annotated[
         Path | None,
         typer.Option(
             help="Tokens callers must present (Bearer, Basic password, or Harbor auth_header)."
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Worker threads processing events.")] = 4,
+    workers: Annotated[int, typer.Option(min=1, help="Worker threads processing events.")] = 4,
+    registry: Annotated[
+        list[str],
+        typer.Option(
+            "--registry",
+            metavar="HOST[:PORT]",
+            help="A registry host events may name, besides the policy's registries "
+            "(repeatable; REGWARDEN_REGISTRIES=HOST,HOST adds more).",
+        ),
+    ] = [],  # noqa: B006
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=300.0,
+            metavar="SECONDS",
+            help="A webhook body must arrive within this time, or the caller is dropped.",
+        ),
+    ] = 10.0,
 ) -> None:
     """Receive registry webhooks and run the push gate.
 
     POST /events/distribution and /events/harbor. Each body is checked, persisted in the
     ledger's queue and acknowledged (202) before any registry I/O; workers process it.
+
+    regwarden contacts only the registries it is configured with: the policy's
+    [bold]registries[/] hosts, [bold]--registry[/] and [bold]REGWARDEN_REGISTRIES[/]. An event
+    naming any other host is refused (400) and never contacted; with none configured, serve
+    does not start (exit 2). Bodies are capped at 1 MiB.
     """
     from ._gate import run_serve
 
@@ -410,6 +445,9 @@ def serve(
         ledger=OPTIONS.ledger,
         insecure=OPTIONS.insecure,
         workers=workers,
+        registries=registry,
+        body_timeout=body_timeout,
+        debug=OPTIONS.debug,
     )
 
 

@@ -82,11 +82,10 @@ def run_invoke(
         raise UsageError(f"cannot read {event_file}: {exc.strerror}") from None
     source = service.detect_source(body)
     if source == "eventbridge":
-        import json
-
         from ..intake.eventbridge import parse_eventbridge
+        from ..nesting import loads_json
 
-        events = parse_eventbridge(json.loads(body))
+        events = parse_eventbridge(loads_json(body))  # detect_source parsed it already
     else:
         events = service.parse_body(source, body, "application/json")
     runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure)
@@ -130,12 +129,12 @@ def run_release(image: str, *, reason: str, ledger: Path, insecure: bool, output
     from ..actions import release
     from ..providers import ProviderOptions, open_registry
     from ..reference import ImageRef
-    from ..store import SqliteLedger
+    from ..runtime import open_ledger
 
     if not reason.strip():
         raise UsageError("--reason must say why the image is released (it is audited)")
     ref = ImageRef.parse(image)
-    store = SqliteLedger(ledger)
+    store = open_ledger(ledger)
     registry = open_registry(ref.api_host, ProviderOptions(insecure=insecure))
     try:
         if ref.digest is None:
@@ -174,12 +173,17 @@ def run_serve(
     ledger: Path,
     insecure: bool,
     workers: int,
+    registries: Sequence[str] = (),
+    body_timeout: float | None = None,
+    debug: bool = False,
 ) -> None:
-    import uvicorn
+    import os
 
     from .. import service
-    from ..receiver import Authenticator, WorkerPool, create_app
-    from ..runtime import load_runtime
+    from ..intake import parse_host
+    from ..receiver import BODY_TIMEOUT, Authenticator, WorkerPool, create_app
+    from ..runtime import ENV_REGISTRIES, load_runtime, registries_from_env
+    from ._listen import bound_url, listen, run_server
 
     if auth_token_file is None:
         raise UsageError(
@@ -187,25 +191,43 @@ def run_serve(
             hint="one token per line; give the same token to "
             "the registry's notification endpoint headers",
         )
+    extra = [parse_host(r, what="--registry") for r in registries]
+    extra += registries_from_env(os.environ)
     auth = Authenticator.from_file(str(auth_token_file))
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure)
-    pipeline = runtime.pipeline()
+    runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure, registries=extra)
+    try:
+        pipeline = runtime.pipeline()
+        allowed = runtime.allowed_hosts or frozenset()
+        if not allowed:
+            raise UsageError(
+                "regwarden serve has no registry to serve: it contacts only configured hosts",
+                hint="list them in the policy's registries section, or pass --registry "
+                f"HOST[:PORT] (repeatable) or {ENV_REGISTRIES}=HOST,HOST",
+            )
+        sock = listen(host, port)
+    except BaseException:
+        runtime.close()
+        runtime.ledger.close()
+        raise
     processor = service.Processor(pipeline, runtime.ledger, clock=_now, on_handled=print_handled)
     pool = WorkerPool(runtime.ledger, processor, workers=workers, max_attempts=service.MAX_ATTEMPTS)
     app = create_app(
         ledger=runtime.ledger,
         auth=auth,
-        validators=service.receiver_validators(pipeline.wants),
+        validators=service.receiver_validators(pipeline.wants, allowed),
         pool=pool,
+        body_timeout=BODY_TIMEOUT if body_timeout is None else body_timeout,
+        debug=debug,
     )
+    log.info("listening on %s; registries: %s", bound_url(sock), ", ".join(sorted(allowed)))
     pool.start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        run_server(app, sock)
     finally:
         pool.stop()
         runtime.close()

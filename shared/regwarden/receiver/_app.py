@@ -1,12 +1,19 @@
 """ASGI webhook receiver for registry notifications (distribution, Harbor).
 
-Order of work for each request: authenticate → validate the body (cheap, pure parse) →
-persist it in the durable queue → 202. Processing happens on the worker pool, so the
-caller's timeout (distribution often 1 s, Harbor 3 s) is never spent on registry I/O.
+Order of work for each request: authenticate → read the body, bounded → validate it
+(cheap, pure parse; events for unconfigured registry hosts are refused) → persist it in
+the durable queue → 202. Processing happens on the worker pool, so the caller's timeout
+(distribution often 1 s, Harbor 3 s) is never spent on registry I/O.
+
+The body is read as a stream against `MAX_BODY` and one overall deadline: a body
+announced larger is refused from its Content-Length before a byte is read, one that grows
+past the cap is refused as soon as it does, and a client that stalls is answered 408 and
+dropped. Nothing is buffered past the cap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +29,46 @@ log = logging.getLogger("regwarden.receiver")
 Validator = Callable[[bytes, str | None], int]
 
 MAX_BODY = 1 << 20  # distribution batches events; a megabyte is far above any real batch
+BODY_TIMEOUT = 10.0  # seconds for a whole body: senders post small bodies on a fast network
+
+
+class _BodyRefused(Exception):
+    """The body cannot be read: the response to send instead (and why, for the log)."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+class _Disconnected(Exception):
+    def __init__(self, received: int) -> None:
+        super().__init__(f"client disconnected after {received} bytes of the body")
+        self.received = received
+
+
+async def _read_body(request: Any, *, limit: int, timeout: float) -> bytes:
+    """The request body, read as a stream: never more than `limit` bytes held, never
+    longer than `timeout` seconds in all."""
+    from starlette.requests import ClientDisconnect
+
+    announced = request.headers.get("content-length")
+    if announced is not None and announced.strip().isdigit() and int(announced) > limit:
+        raise _BodyRefused(413, f"body of {int(announced)} bytes is larger than {limit} bytes")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _BodyRefused(413, f"body larger than {limit} bytes")
+    except TimeoutError:
+        raise _BodyRefused(
+            408, f"body not received within {timeout:g} s ({len(body)} bytes arrived)"
+        ) from None
+    except ClientDisconnect:
+        raise _Disconnected(len(body)) from None
+    return bytes(body)
 
 
 def create_app(
@@ -32,11 +79,16 @@ def create_app(
     pool: WorkerPool | None = None,
     clock: Clock = utcnow,
     run_pool: bool = False,
+    max_body: int = MAX_BODY,
+    body_timeout: float = BODY_TIMEOUT,
+    debug: bool = False,
 ) -> Any:
     """A Starlette app with `POST /events/<source>` for each validator and `GET /healthz`.
 
     With `run_pool`, the app starts the worker pool at start-up and stops it at shutdown
-    (for ASGI servers that own the process: `uvicorn functions.http.app:app`)."""
+    (for ASGI servers that own the process: `uvicorn functions.http.app:app`).
+    `max_body` and `body_timeout` bound each request body; `debug` logs the traceback of
+    an unexpected error (else one line)."""
     import contextlib
     from collections.abc import AsyncIterator
 
@@ -46,30 +98,46 @@ def create_app(
     from starlette.routing import Route
 
     async def receive(request: Request) -> Response:
+        try:
+            return await _receive(request)
+        except Exception as exc:  # a bug: one line (and a 500), not an ASGI traceback
+            log.error(
+                "internal error on %s: %s: %s",
+                request.url.path,
+                type(exc).__name__,
+                exc,
+                exc_info=debug,
+            )
+            return JSONResponse({"error": "internal error"}, 500)
+
+    async def _receive(request: Request) -> Response:
         source = request.path_params["source"]
         validate = validators.get(source)
         if validate is None:
             valid = ", ".join(sorted(validators))
             return JSONResponse({"error": f"unknown source {source!r}; valid: {valid}"}, 404)
+        peer = request.client.host if request.client else "?"
         if not auth.check(request.headers.get("authorization")):
-            log.warning(
-                "rejected %s webhook from %s: bad credentials",
-                source,
-                request.client.host if request.client else "?",
-            )
+            log.warning("rejected %s webhook from %s: bad credentials", source, peer)
             return JSONResponse(
                 {"error": "unauthorized"},
                 401,
                 headers={"WWW-Authenticate": 'Bearer realm="regwarden"'},
             )
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": f"body larger than {MAX_BODY} bytes"}, 413)
+        try:
+            body = await _read_body(request, limit=max_body, timeout=body_timeout)
+        except _BodyRefused as exc:
+            log.warning("rejected %s webhook from %s: %s", source, peer, exc.error)
+            # the rest of the body is never read: the connection cannot be reused
+            return JSONResponse({"error": exc.error}, exc.status, headers={"Connection": "close"})
+        except _Disconnected as exc:
+            log.warning("%s webhook from %s: %s; nothing stored", source, peer, exc)
+            return Response(status_code=400)  # nobody is left to read it
         content_type = request.headers.get("content-type")
         try:
             count = validate(body, content_type)
         except IntakeError as exc:
-            log.warning("rejected malformed %s webhook: %s", source, exc)
+            log.warning("rejected %s webhook from %s: %s", source, peer, exc)
             return JSONResponse({"error": str(exc)}, 400)
         if count == 0:  # e.g. only blob events: nothing to do, nothing to store
             return JSONResponse({"accepted": 0}, 202)
