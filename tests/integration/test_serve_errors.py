@@ -152,17 +152,18 @@ def test_a_deeply_nested_policy_is_exit_2_naming_the_limit(setup: Path) -> None:
 
 def test_a_deeply_nested_event_file_is_exit_2_naming_the_limit(setup: Path) -> None:
     event = setup / "deep.json"
-    event.write_text('{"events": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    proc = run(
-        "--ledger",
-        str(setup / "ledger.db"),
-        "invoke",
-        "on_push",
-        str(event),
-        "--policy",
-        str(setup / "regwarden.yaml"),
-    )
-    assert_usage_error(proc, "JSON nested deeper than 64 levels (the limit)")
+    for function, key in (("on_push", "events"), ("retention", "registry")):
+        event.write_text(f'{{"{key}": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        proc = run(
+            "--ledger",
+            str(setup / "ledger.db"),
+            "invoke",
+            function,
+            str(event),
+            "--policy",
+            str(setup / "regwarden.yaml"),
+        )
+        assert_usage_error(proc, "JSON nested deeper than 64 levels (the limit)")
 
 
 # -- unexpected exceptions ----------------------------------------------------------------------

@@ -8,7 +8,6 @@ make, 2 usage or configuration, 3 registry or inventory unreachable or deletions
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 import typer
 
 from ..errors import IntakeError, UsageError
+from ..nesting import loads_json
 from ..retention import RetentionOutcome, RetentionRuntime, RunPlan
 from ._render import human_size, print_json
 
@@ -251,10 +251,10 @@ def run_apply(
 
 def _read_event(event_file: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(event_file.read_bytes())
+        doc = loads_json(event_file.read_bytes())  # nesting bounded: no RecursionError
     except OSError as exc:
         raise UsageError(f"cannot read {event_file}: {exc.strerror}") from None
-    except ValueError as exc:
+    except ValueError as exc:  # TooDeep names the nesting limit
         raise IntakeError(f"{event_file}: not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise IntakeError(
