@@ -279,6 +279,7 @@ def _build(function: str) -> State:
 
     from ._settings import SecretEnv, Settings, load_policy, policy_secrets
 
+    _structured_core_logs()  # first: the policy read below must not be logged unredacted
     settings = Settings.from_env()
     policy = load_policy(settings.policy)
     ledger = DynamoLedger(settings.table)
@@ -335,7 +336,6 @@ def _build(function: str) -> State:
     wrapped = idempotent_function(
         data_keyword_argument="event", persistence_store=persistence, config=config
     )(body)
-    _structured_core_logs()
     secrets = SecretEnv(os.environ, policy_secrets(policy), store=store)
     return State(
         function,

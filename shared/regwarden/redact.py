@@ -28,6 +28,7 @@ __all__ = [
     "redact_text",
     "redact_url",
     "register_secret",
+    "register_secret_url",
     "registered_secrets",
 ]
 
@@ -86,6 +87,18 @@ def register_secret(value: str | bytes | None) -> None:
     with _lock:
         # longest first, so a secret that contains another is masked whole
         _secrets = tuple(sorted(set(_secrets) | forms, key=len, reverse=True))
+
+
+def register_secret_url(url: str) -> None:
+    """Mask a URL that is a credential (a webhook configured as `secret://`): the whole
+    URL, and its path and query on their own, as a library may print either part."""
+    register_secret(url)
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return
+    register_secret(parts.path.lstrip("/"))
+    register_secret(parts.query)
 
 
 def registered_secrets() -> tuple[str, ...]:
@@ -182,6 +195,14 @@ def _redact_value(value: Any) -> Any:
 
 
 _FORMATTER = logging.Formatter()
+# what every LogRecord has; anything else on a record came from `extra=` (Powertools puts
+# those keys into its JSON line), so it is redacted too
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "exception",
+    "exception_name",
+}
 
 
 class RedactingFilter(logging.Filter):
@@ -212,4 +233,7 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact_text(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info)
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD and isinstance(value, str | Mapping | list | tuple):
+                setattr(record, key, _redact_value(value))
         return True

@@ -151,6 +151,20 @@ def test_filter_redacts_arguments_exceptions_and_stacks() -> None:
     assert "broken format" in text
 
 
+def test_the_filter_redacts_extra_keys_of_structured_logs() -> None:
+    out = io.StringIO()
+    log = _logger_to(out, "test.redact.extra")
+    log.handlers[0].setFormatter(logging.Formatter("%(message)s %(error)s %(detail)s"))
+    log.error(
+        "channel failed",
+        extra={"error": "POST http://h/x?token=extra-secret", "detail": {"u": "http://h/?k=v"}},
+    )
+    assert (
+        out.getvalue().strip()
+        == "channel failed POST http://h/x?token=*** {'u': 'http://h/?k=***'}"
+    )
+
+
 def test_the_filter_keeps_a_structured_message_structured() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, {"u": "http://a/b?t=1"}, None, None)
     RedactingFilter().filter(record)

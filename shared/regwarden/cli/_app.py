@@ -389,6 +389,7 @@ def invoke(
         ledger=OPTIONS.ledger,
         insecure=OPTIONS.insecure,
         output=output.value,
+        debug=OPTIONS.debug,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,10 +63,13 @@ def run_invoke(
     ledger: Path,
     insecure: bool,
     output: str,
+    debug: bool = False,
 ) -> None:
     from .. import service
+    from ..logsetup import logging_setup
     from ..runtime import load_runtime
 
+    logging_setup(debug=debug)
     if function in ("retention", "notify"):
         raise NotImplementedYet(f"'regwarden invoke {function}' is not implemented yet")
     if function not in ("on_push", "on_scan"):
@@ -181,6 +183,7 @@ def run_serve(
 
     from .. import service
     from ..intake import parse_host
+    from ..logsetup import logging_setup
     from ..receiver import BODY_TIMEOUT, Authenticator, WorkerPool, create_app
     from ..runtime import ENV_REGISTRIES, load_runtime, registries_from_env
     from ._listen import bound_url, listen, run_server
@@ -194,11 +197,7 @@ def run_serve(
     extra = [parse_host(r, what="--registry") for r in registries]
     extra += registries_from_env(os.environ)
     auth = Authenticator.from_file(str(auth_token_file))
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging_setup(debug=debug)  # before any client exists: no request URL is ever logged
     runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure, registries=extra)
     try:
         pipeline = runtime.pipeline()
