@@ -138,7 +138,8 @@ def test_retry_all_and_nothing_left(ledger: Path) -> None:
         (("retry", "5"), "no dead letter with id 5 in "),  # still pending
         (("retry",), "give their ids, or --all (not both)"),
         (("retry", "1", "--all"), "give their ids, or --all (not both)"),
-        (("list", "--source", "aws"), "--source aws' is not implemented yet"),
+        (("retry", "abc"), "no dead letter with id abc in "),
+        (("list", "--source", "aws"), "name the AWS dead-letter queues: --stack NAME"),
     ],
 )
 def test_a_wrong_request_exits_2_and_queues_nothing(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import NotImplementedYet, UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     from ..store import DeadLetter, SqliteLedger
@@ -42,19 +42,52 @@ SourceOpt = Annotated[
     typer.Option(
         "--source",
         help="receiver: the queue of `regwarden serve` in --ledger. aws: the functions' SQS "
-        "dead-letter queues (to come, with options of their own: --queue-url, --function).",
+        "dead-letter queues, chosen with --stack or --queue-url (and --function, --table).",
     ),
 ]
 OutputOpt = Annotated[
     Output, typer.Option("--output", "-o", help="table for people, json for scripts.")
 ]
+# --source aws: which dead-letter queues (the AWS side is cli/_deadletters_aws.py)
+StackOpt = Annotated[
+    str | None,
+    typer.Option("--stack", help="aws: the deployed stack (its DLQ outputs and ledger table)."),
+]
+QueueUrlOpt = Annotated[
+    list[str] | None,
+    typer.Option("--queue-url", help="aws: a dead-letter queue URL (repeatable)."),
+]
+FunctionOpt = Annotated[
+    str | None,
+    typer.Option("--function", help="aws: one function's queue (on_push, on_scan, notify, ...)."),
+]
+TableOpt = Annotated[
+    str | None, typer.Option("--table", help="aws: the ledger table (default: the stack's).")
+]
 
 
 @deadletters_app.command("list")
-def list_command(source: SourceOpt = Source.receiver, output: OutputOpt = Output.table) -> None:
+def list_command(
+    source: SourceOpt = Source.receiver,
+    output: OutputOpt = Output.table,
+    stack: StackOpt = None,
+    queue_url: QueueUrlOpt = None,
+    function: FunctionOpt = None,
+    table: TableOpt = None,
+) -> None:
     """Every dead letter: id, source, first received, attempts, last error, and the images
     its body names."""
-    _check_source(source)
+    if source == Source.aws:
+        from ._deadletters_aws import run_list
+
+        run_list(
+            stack=stack,
+            queue_urls=queue_url or [],
+            function=function,
+            table=table,
+            json_output=output == Output.json,
+        )
+        return
     with _ledger() as ledger:
         letters = ledger.dead_letter_events()
     if output == Output.json:
@@ -66,8 +99,10 @@ def list_command(source: SourceOpt = Source.receiver, output: OutputOpt = Output
 @deadletters_app.command("retry")
 def retry_command(
     ids: Annotated[
-        list[int] | None,
-        typer.Argument(metavar="ID...", help="Dead letter ids, from `deadletters list`."),
+        list[str] | None,
+        typer.Argument(
+            metavar="ID...", help="Dead letter ids, from `deadletters list` (aws: message ids)."
+        ),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
     dry_run: Annotated[
@@ -75,19 +110,37 @@ def retry_command(
     ] = False,
     source: SourceOpt = Source.receiver,
     output: OutputOpt = Output.table,
+    stack: StackOpt = None,
+    queue_url: QueueUrlOpt = None,
+    function: FunctionOpt = None,
+    table: TableOpt = None,
 ) -> None:
     """Queue dead letters again, due at once and with their attempts reset: a running
-    `regwarden serve` on this ledger picks them up. Prints what it queued. An id that is
-    not a dead letter is an error (exit 2) and nothing is queued."""
-    _check_source(source)
+    `regwarden serve` on this ledger picks them up (aws: moved back to the queue they were
+    dead-lettered from). Prints what it queued. An id that is not a dead letter is an
+    error (exit 2) and nothing is queued."""
     if all_ == bool(ids):
         raise UsageError(
             "name the dead letters to retry: give their ids, or --all (not both)",
             hint="see them with `regwarden deadletters list`",
         )
+    if source == Source.aws:
+        from ._deadletters_aws import run_retry
+
+        run_retry(
+            ids=None if all_ else ids,
+            dry_run=dry_run,
+            stack=stack,
+            queue_urls=queue_url or [],
+            function=function,
+            table=table,
+            json_output=output == Output.json,
+        )
+        return
+    numbers = [_number(i) for i in ids or ()]
     with _ledger() as ledger:
-        chosen = ledger.dead_letter_events(None if all_ else ids)
-        missing = sorted(set(ids or ()) - {d.id for d in chosen})
+        chosen = ledger.dead_letter_events(None if all_ else numbers)
+        missing = sorted(set(numbers) - {d.id for d in chosen})
         if missing:
             raise UsageError(
                 f"no dead letter with id {', '.join(map(str, missing))} in {_ledger_path()}",
@@ -124,12 +177,14 @@ def named_images(letter: DeadLetter) -> list[str]:
     return list(dict.fromkeys(str(e.image) for e in events))
 
 
-def _check_source(source: Source) -> None:
-    if source == Source.aws:
-        raise NotImplementedYet(
-            "'regwarden deadletters --source aws' is not implemented yet (#11, AWS side)",
-            hint="the receiver's dead letters: --source receiver (the default)",
+def _number(text: str) -> int:
+    """A receiver dead letter's id (a number); anything else names none."""
+    if not text.isdigit():
+        raise UsageError(
+            f"no dead letter with id {text} in {_ledger_path()}",
+            hint="see them with `regwarden deadletters list`",
         )
+    return int(text)
 
 
 def _ledger_path() -> Path:
