@@ -46,6 +46,7 @@ from ..errors import AuthError, RegistryError, Unsupported, UsageError, Verifica
 from ..model import ScanReport
 from ..oci import Credentials, is_loopback_host, parse_retry_after
 from ..oci._http import RETRYABLE_STATUS, backoff_delay, error_summary
+from ..redact import redact_url
 from ..reference import ImageRef
 from ._common import checked_digest, node_digest
 from ._errors import ScanFormatError
@@ -298,6 +299,7 @@ class HarborScanSource:
         what: str,
         credentials: Credentials | None,
     ) -> bytes:
+        where = redact_url(url)  # for messages: a query may carry a signature
         attempt = 0
         while True:
             try:
@@ -310,12 +312,12 @@ class HarborScanSource:
                     attempt += 1
                     continue
                 raise RegistryError(
-                    f"{what}: GET {url}: {type(exc).__name__}: {exc or 'connection failed'} "
+                    f"{what}: GET {where}: {type(exc).__name__}: {exc or 'connection failed'} "
                     f"(after {attempt + 1} attempt{'s' if attempt else ''})",
                     hint=f"is Harbor's API reachable? ({ENV_API_BASE} overrides where it is)",
                 ) from exc
             except httpx.HTTPError as exc:
-                raise RegistryError(f"{what}: GET {url}: {type(exc).__name__}: {exc}") from exc
+                raise RegistryError(f"{what}: GET {where}: {type(exc).__name__}: {exc}") from exc
             if status == 200:
                 return body
             if status in RETRYABLE_STATUS:
@@ -329,7 +331,7 @@ class HarborScanSource:
                         else f"gave up after {attempt + 1} attempts"
                     )
                     raise RegistryError(
-                        f"{what}: GET {url}: got HTTP {status}"
+                        f"{what}: GET {where}: got HTTP {status}"
                         f"{f' ({summary})' if summary else ''}; {why}",
                         status=status,
                     )
@@ -343,13 +345,14 @@ class HarborScanSource:
     def _send(
         self, http: httpx.Client, url: str, params: dict[str, str] | None, what: str
     ) -> tuple[int, httpx.Headers, bytes]:
+        where = redact_url(url)
         with http.stream("GET", url, params=params) as response:
             status = response.status_code
             limit = MAX_RESPONSE_BYTES if status == 200 else _MAX_ERROR_BYTES
             declared = response.headers.get("content-length", "")
             if status == 200 and declared.isdigit() and int(declared) > limit:
                 raise RegistryError(
-                    f"{what}: GET {url}: got a {declared}-byte answer, expected at most {limit}"
+                    f"{what}: GET {where}: got a {declared}-byte answer, expected at most {limit}"
                 )
             chunks: list[bytes] = []
             size = 0
@@ -358,7 +361,7 @@ class HarborScanSource:
                 if size > limit:
                     if status == 200:
                         raise RegistryError(
-                            f"{what}: GET {url}: got more than {limit} bytes, expected at most "
+                            f"{what}: GET {where}: got more than {limit} bytes, expected at most "
                             f"{limit}"
                         )
                     break  # an error body: the start is enough to say what went wrong
@@ -380,7 +383,7 @@ class HarborScanSource:
         credentials: Credentials | None,
     ) -> NoReturn:
         summary = error_summary(body, headers.get("content-type"))
-        detail = f"GET {url}: got HTTP {status}" + (f" ({summary})" if summary else "")
+        detail = f"GET {redact_url(url)}: got HTTP {status}" + (f" ({summary})" if summary else "")
         host = httpx.URL(url).netloc.decode()
         if status in (401, 403):
             if credentials is None:
