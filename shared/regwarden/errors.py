@@ -14,7 +14,9 @@ Every error carries a message a user can act on and the CLI exit code it maps to
         ├── DigestMismatch          content does not hash to the digest it was asked for (exit 1)
         ├── NotFound                manifest, blob or repository absent (exit 2)
         ├── AuthError               credentials refused
-        └── Unsupported             the registry cannot do this operation (exit 2)
+        ├── Unsupported             the registry cannot do this operation (exit 2)
+        ├── LimitExceeded           content past a limit regwarden keeps (permanent: ERROR)
+        └── DeadlineExceeded        a registry call did not finish within its deadline
 """
 
 from __future__ import annotations
@@ -124,3 +126,8 @@ class LimitExceeded(RegistryError):
 class HostNotAllowed(IntakeError):
     """An event names a registry host that the configuration does not list: it is
     rejected and the host is never contacted."""
+
+
+class DeadlineExceeded(RegistryError):
+    """A registry call (connect, headers and body, with its retries) did not finish within
+    its overall deadline. Transient: the event is retried like any other registry failure."""

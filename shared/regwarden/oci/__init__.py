@@ -6,11 +6,22 @@
 
 Auth follows the registry's challenge (anonymous, Basic, Bearer token service); reads retry
 with backoff on 429/5xx honouring `Retry-After`; plain HTTP only for loopback hosts or
-`insecure=True`. Errors are the `regwarden.errors` registry family (AuthError, NotFound,
-DigestMismatch, Unsupported, RegistryError).
+`insecure=True`. Every call has an overall deadline, every body a cap, every index tree
+limits (see `RegistryClient`). Errors are the `regwarden.errors` registry family
+(AuthError, NotFound, DigestMismatch, Unsupported, LimitExceeded, DeadlineExceeded,
+RegistryError).
 """
 
-from ._client import MAX_MANIFEST_BYTES, RegistryClient, is_loopback_host
+from ._client import (
+    DEFAULT_BLOB_DEADLINE,
+    DEFAULT_DEADLINE,
+    MAX_BLOB_BYTES,
+    MAX_CONFIG_BYTES,
+    MAX_JSON_BYTES,
+    MAX_MANIFEST_BYTES,
+    RegistryClient,
+    is_loopback_host,
+)
 from ._credentials import Credentials
 from ._fanout import gather, in_background
 from ._http import Challenge, parse_challenges, parse_next_link, parse_retry_after
@@ -36,11 +47,22 @@ from ._media import (
     OCI_MANIFEST,
 )
 from ._models import Descriptor, Manifest, compute_digest, index_of, referrers_tag, verify_digest
+from ._transport import deadline_within
+from ._tree import (
+    MAX_INDEX_CHILDREN,
+    MAX_INDEX_DEPTH,
+    MAX_TREE_BYTES,
+    IndexLimits,
+    distinct_children,
+    walk_index,
+)
 
 __all__ = [
     "ALL_MANIFEST_TYPES",
     "ANNOTATION_CREATED",
     "ANNOTATION_REF_NAME",
+    "DEFAULT_BLOB_DEADLINE",
+    "DEFAULT_DEADLINE",
     "DOCKER_CONFIG",
     "DOCKER_FOREIGN_LAYER",
     "DOCKER_LAYER_GZIP",
@@ -50,7 +72,13 @@ __all__ = [
     "EMPTY_JSON_DIGEST",
     "IMAGE_MANIFEST_TYPES",
     "INDEX_TYPES",
+    "MAX_BLOB_BYTES",
+    "MAX_CONFIG_BYTES",
+    "MAX_INDEX_CHILDREN",
+    "MAX_INDEX_DEPTH",
+    "MAX_JSON_BYTES",
     "MAX_MANIFEST_BYTES",
+    "MAX_TREE_BYTES",
     "OCI_CONFIG",
     "OCI_EMPTY",
     "OCI_INDEX",
@@ -61,9 +89,12 @@ __all__ = [
     "Challenge",
     "Credentials",
     "Descriptor",
+    "IndexLimits",
     "Manifest",
     "RegistryClient",
     "compute_digest",
+    "deadline_within",
+    "distinct_children",
     "gather",
     "in_background",
     "index_of",
@@ -73,4 +104,5 @@ __all__ = [
     "parse_retry_after",
     "referrers_tag",
     "verify_digest",
+    "walk_index",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import ipaddress
 import logging
 import random
@@ -20,8 +22,10 @@ import httpx
 from .. import USER_AGENT
 from ..errors import (
     AuthError,
+    DeadlineExceeded,
     DigestMismatch,
     InvalidReference,
+    LimitExceeded,
     NotFound,
     RegistryError,
     Unsupported,
@@ -46,6 +50,8 @@ from ._media import (
     OCI_INDEX,
 )
 from ._models import Descriptor, Manifest, compute_digest, index_of, referrers_tag
+from ._transport import DeadlineTransport, deadline_within
+from ._tree import MAX_INDEX_CHILDREN, IndexLimits, distinct_children, walk_index
 
 log = logging.getLogger("regwarden.oci")
 
@@ -55,6 +61,23 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DEFAULT_ACCEPT = ", ".join(ALL_MANIFEST_TYPES)
 #: Registries must accept manifests up to 4 MiB; refuse to buffer anything larger.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: Tag and catalog pages and token responses: the most read into memory.
+MAX_JSON_BYTES = 8 * 1024 * 1024
+#: An image config (labels, history): the most read into memory.
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+#: Any other blob read into memory (signature payloads, attestations). Layers are never
+#: read whole: `copy_blob` streams them.
+MAX_BLOB_BYTES = 64 * 1024 * 1024
+#: Every call (connect, headers, body, retries, a token fetch) ends within this by default.
+DEFAULT_DEADLINE = 60.0
+#: A blob upload or a streamed blob copy ends within this by default.
+DEFAULT_BLOB_DEADLINE = 900.0
+#: What is kept of a body nobody parses (an error's, a PUT's answer): enough to summarise.
+_SMALL_BODY = 64 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+#: A timeout this close to the deadline is the deadline's doing, not the peer's.
+_LATE = 0.05
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io"})
 _OK = frozenset({200, 201, 202, 204})
 
@@ -144,6 +167,16 @@ class RegistryClient:
     the registry's `WWW-Authenticate` challenge (anonymous, Basic, Bearer token service).
     Reads are retried with exponential backoff and jitter on 429/5xx and connection errors,
     honouring `Retry-After`; every manifest and blob read is checked against its digest.
+
+    Bounds, each ending in an error rather than a stuck worker or a swollen process:
+    every call ends within `deadline` seconds (blob uploads and streamed copies within
+    `blob_deadline`), however slowly the registry answers (DeadlineExceeded); bodies are
+    read against their caps as they arrive (`MAX_MANIFEST_BYTES`, `MAX_JSON_BYTES`, a
+    blob read's `max_bytes`) and never buffered past them (LimitExceeded); an index tree
+    is read whole, within `max_index_children` manifests and `MAX_INDEX_DEPTH` levels,
+    before a copy writes anything (LimitExceeded). Credentials go to this host and to the
+    token realm its own challenge names, nowhere else: a redirect to another host (blob
+    storage) is followed without them, and a challenge from there is refused.
     """
 
     def __init__(
@@ -162,9 +195,18 @@ class RegistryClient:
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = USER_AGENT,
         on_retry: Callable[[int | None, float], None] | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        blob_deadline: float = DEFAULT_BLOB_DEADLINE,
+        max_index_children: int = MAX_INDEX_CHILDREN,
     ) -> None:
         if max_retries < 0:
             raise UsageError(f"max_retries: got {max_retries}, expected 0 or more")
+        for name, seconds in (("deadline", deadline), ("blob_deadline", blob_deadline)):
+            if not seconds > 0:
+                raise UsageError(f"{name}: got {seconds}, expected a number of seconds > 0")
+        self.deadline = deadline
+        self.blob_deadline = blob_deadline
+        self.index_limits = IndexLimits(max_children=max_index_children)
         self._base, self.host = _base_url(host, insecure)
         self.insecure = insecure
         self.max_retries = max_retries
@@ -180,11 +222,14 @@ class RegistryClient:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
+        self.timeout = timeout
         self._http = httpx.Client(
-            transport=transport,
+            transport=transport if transport is not None else DeadlineTransport(limits=limits),
             limits=limits,
             timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": user_agent},
+            # Bodies are read against their caps as they arrive: no compressed encoding,
+            # whose few bytes could inflate past a cap in one chunk.
+            headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
             follow_redirects=False,
         )
         self._credentials = credentials
@@ -228,8 +273,14 @@ class RegistryClient:
             params=params or None,
             data=form,
             retry=True,
+            limit=MAX_JSON_BYTES,
+            what=f"token service {redact_url(url)}",
         )
         return response
+
+    def _ours(self, url: str) -> bool:
+        """Whether `url` is on this registry (same scheme, host and port)."""
+        return url.startswith(self._base + "/")
 
     def _exchange(
         self,
@@ -238,101 +289,242 @@ class RegistryClient:
         *,
         scopes: tuple[str, ...] | None,
         headers: dict[str, str] | None = None,
-        content: bytes | None = None,
+        content: bytes | Iterator[bytes] | None = None,
         params: list[tuple[str, str]] | None = None,
         data: dict[str, str] | None = None,
         retry: bool = True,
         follow_redirects: bool = False,
+        limit: int | None = None,
+        what: str | None = None,
+        stream: bool = False,
+        budget: float | None = None,
     ) -> tuple[httpx.Response, int]:
-        """Send with auth and bounded retries; return (response, attempts made).
+        """Send with auth, bounded retries and redirects; return (response, attempts made).
+
+        Everything — attempts, pauses between them, redirects, a token fetch, the body —
+        ends within `budget` seconds (the client's `deadline` by default), else
+        DeadlineExceeded. The body is read here as it arrives: a success's up to `limit`
+        bytes (LimitExceeded past it; `what` names the body), or, with `limit=None` and for
+        every error answer, its first 64 KiB for messages. `stream=True` leaves a 200's
+        body unread: the caller reads and closes it within its own `deadline_within`.
 
         `scopes=None` means "no registry auth" (token service calls, foreign hosts).
-        With `retry=False` only failures that provably sent nothing are retried.
+        With `retry=False` only failures that provably sent nothing are retried; a body
+        given as an iterator is sent once (no retry, no answer to a challenge).
+        `follow_redirects`: a redirect to another host is followed without credentials,
+        and a challenge from there fails instead of being answered.
         """
-        if scopes is not None and not url.startswith(self._base + "/"):
-            scopes = None  # never hand our credentials to another host
-        authorization = self._auth.authorization(scopes) if scopes is not None else None
-        challenged = False
-        attempt = 0
-        while True:
-            send_headers = headers
-            if authorization is not None:
-                send_headers = (
-                    {**headers, "Authorization": authorization}
-                    if headers
-                    else {"Authorization": authorization}
-                )
-            try:
-                response = self._http.request(
-                    method,
-                    url,
-                    headers=send_headers,
-                    content=content,
-                    params=tuple(params) if params else None,
-                    data=data,
-                    follow_redirects=follow_redirects,
-                )
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                unsent = isinstance(
-                    exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
-                )
-                if (retry or unsent) and attempt < self.max_retries:
-                    delay = self._backoff(attempt)
-                    log.debug("%s %s: %s; retry %d in %.2fs", method, url, exc, attempt + 1, delay)
+        resendable = content is None or isinstance(content, bytes)
+        seconds = self.deadline if budget is None else budget
+        with deadline_within(seconds) as until:
+            if scopes is not None and not self._ours(url):
+                scopes = None  # never hand our credentials to another host
+            authorization = self._auth.authorization(scopes) if scopes is not None else None
+            challenged = False
+            attempt = 0
+            hops = 0
+            while True:
+                send_headers = dict(headers) if headers else {}
+                if authorization is not None:
+                    send_headers["Authorization"] = authorization
+                try:
+                    request = self._http.build_request(
+                        method,
+                        url,
+                        headers=send_headers,
+                        content=content,
+                        params=tuple(params) if params else None,
+                        data=data,
+                        timeout=self._timeout(until, method, url, seconds),
+                    )
+                    response = self._http.send(request, stream=True)
+                    if not (stream and response.status_code == 200):
+                        body = self._read(response, limit, what, until, seconds)
+                        response = _with_body(response, body)
+                except (
+                    httpx.TimeoutException,
+                    httpx.NetworkError,
+                    httpx.RemoteProtocolError,
+                ) as exc:
+                    if until - time.monotonic() < _LATE:
+                        raise self._late(method, url, seconds) from exc
+                    unsent = isinstance(
+                        exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                    )
+                    if (retry or unsent) and attempt < self.max_retries:
+                        delay = self._backoff(attempt)
+                        log.debug(
+                            "%s %s: %s; retry %d in %.2fs",
+                            method,
+                            redact_url(url),
+                            exc,
+                            attempt + 1,
+                            delay,
+                        )
+                        if self.on_retry is not None:
+                            self.on_retry(None, delay)
+                        self._pause(delay, until, method, url, seconds)
+                        attempt += 1
+                        continue
+                    raise _TransportFailure(
+                        f"{method} {redact_url(url)}: {type(exc).__name__}: "
+                        f"{redact_text(str(exc)) or 'connection failed'} "
+                        f"(after {attempt + 1} attempt{'s' if attempt else ''})",
+                        hint=f"is the registry at {self._base} reachable?",
+                    ) from exc
+                except httpx.HTTPError as exc:
+                    raise RegistryError(
+                        f"{method} {redact_url(url)}: {type(exc).__name__}: {redact_text(str(exc))}"
+                    ) from exc
+                status = response.status_code
+                location = response.headers.get("location")
+                if follow_redirects and status in _REDIRECTS and location:
+                    hops += 1
+                    url = self._redirect(method, url, str(response.request.url), location, hops)
+                    params = None  # the Location is the whole target
+                    if scopes is not None and not self._ours(url):
+                        # Blob storage, a CDN, a pre-signed URL: never our credentials.
+                        scopes, authorization = None, None
+                    continue
+                if status == 401 and hops and not self._ours(url):
+                    there = httpx.URL(url).netloc.decode()
+                    raise RegistryError(
+                        f"{method} {redact_url(url)}: {there} asked for credentials "
+                        f"(HTTP 401) after {self.host} redirected there; regwarden sends "
+                        f"{self.host}'s credentials only to {self.host} and the token service "
+                        "its own challenge names",
+                        status=401,
+                    )
+                if status == 401 and scopes is not None and not challenged and resendable:
+                    challenged = True
+                    renewed = self._auth.challenge(
+                        response.headers.get_list("www-authenticate"), scopes, authorization
+                    )
+                    if renewed is not None:
+                        authorization = renewed
+                        continue
+                    return response, attempt + 1
+                if status in RETRYABLE_STATUS and retry and resendable:
+                    waited = parse_retry_after(
+                        response.headers.get("retry-after"), now=datetime.now(UTC)
+                    )
+                    if attempt >= self.max_retries or (
+                        waited is not None and waited > self.max_retry_after
+                    ):
+                        summary = error_summary(
+                            response.content, response.headers.get("content-type")
+                        )
+                        if waited is not None and waited > self.max_retry_after:
+                            why = (
+                                f"it asked to wait {waited:.0f}s, "
+                                f"over our {self.max_retry_after:.0f}s"
+                            )
+                        else:
+                            why = f"gave up after {attempt + 1} attempts"
+                        raise RegistryError(
+                            f"{method} {redact_url(url)}: got HTTP {status}"
+                            f"{f' ({summary})' if summary else ''}; {why}",
+                            status=status,
+                        )
+                    delay = waited if waited is not None else self._backoff(attempt)
+                    log.debug(
+                        "%s %s: HTTP %d; retry %d in %.2fs",
+                        method,
+                        redact_url(url),
+                        status,
+                        attempt + 1,
+                        delay,
+                    )
                     if self.on_retry is not None:
-                        self.on_retry(None, delay)
-                    self._sleep(delay)
+                        self.on_retry(status, delay)
+                    self._pause(delay, until, method, url, seconds)
                     attempt += 1
                     continue
-                raise _TransportFailure(
-                    f"{method} {redact_url(url)}: {type(exc).__name__}: "
-                    f"{redact_text(str(exc)) or 'connection failed'} "
-                    f"(after {attempt + 1} attempt{'s' if attempt else ''})",
-                    hint=f"is the registry at {self._base} reachable?",
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise RegistryError(
-                    f"{method} {redact_url(url)}: {type(exc).__name__}: {redact_text(str(exc))}"
-                ) from exc
-            status = response.status_code
-            if status == 401 and scopes is not None and not challenged:
-                challenged = True
-                renewed = self._auth.challenge(
-                    response.headers.get_list("www-authenticate"), scopes, authorization
-                )
-                if renewed is not None:
-                    authorization = renewed
-                    continue
                 return response, attempt + 1
-            if status in RETRYABLE_STATUS and retry:
-                waited = parse_retry_after(
-                    response.headers.get("retry-after"), now=datetime.now(UTC)
-                )
-                if attempt >= self.max_retries or (
-                    waited is not None and waited > self.max_retry_after
-                ):
-                    summary = error_summary(response.content, response.headers.get("content-type"))
-                    if waited is not None and waited > self.max_retry_after:
-                        why = (
-                            f"it asked to wait {waited:.0f}s, over our {self.max_retry_after:.0f}s"
-                        )
-                    else:
-                        why = f"gave up after {attempt + 1} attempts"
+
+    def _timeout(self, until: float, method: str, url: str, seconds: float) -> httpx.Timeout:
+        """httpx's per-operation timeout, never past the deadline (also waiting for a
+        pooled connection, and with transports that do not keep deadlines themselves)."""
+        left = until - time.monotonic()
+        if left <= 0:
+            raise self._late(method, url, seconds)
+        return httpx.Timeout(min(self.timeout, left))
+
+    def _pause(self, delay: float, until: float, method: str, url: str, seconds: float) -> None:
+        if time.monotonic() + delay >= until:
+            raise self._late(method, url, seconds)  # no point waiting to be late
+        self._sleep(delay)
+
+    def _late(self, method: str, url: str, seconds: float) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{method} {redact_url(url)}: no complete answer within the {seconds:g}s deadline",
+            hint=f"{self.host} is stalled or too slow",
+        )
+
+    def _read(
+        self,
+        response: httpx.Response,
+        limit: int | None,
+        what: str | None,
+        until: float,
+        seconds: float,
+    ) -> bytes:
+        """The body, read as it arrives and never past its cap; the response is closed."""
+        request = response.request
+        try:
+            wanted = limit is not None and 200 <= response.status_code < 300
+            cap = limit if wanted and limit is not None else _SMALL_BODY
+            name = what or f"{request.method} {redact_url(str(request.url))}"
+            encoding = (response.headers.get("content-encoding") or "identity").strip().lower()
+            if encoding != "identity":
+                if wanted:
                     raise RegistryError(
-                        f"{method} {redact_url(url)}: got HTTP {status}"
-                        f"{f' ({summary})' if summary else ''}; {why}",
-                        status=status,
+                        f"{name}: got Content-Encoding {encoding!r}, expected none "
+                        "(regwarden asks for identity)"
                     )
-                delay = waited if waited is not None else self._backoff(attempt)
-                log.debug(
-                    "%s %s: HTTP %d; retry %d in %.2fs", method, url, status, attempt + 1, delay
-                )
-                if self.on_retry is not None:
-                    self.on_retry(status, delay)
-                self._sleep(delay)
-                attempt += 1
-                continue
-            return response, attempt + 1
+                return b""
+            declared = response.headers.get("content-length") or ""
+            if wanted and declared.isdigit() and int(declared) > cap:
+                raise _too_big(name, cap, f"it announces {declared} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in _raw_chunks(response):
+                if size + len(chunk) > cap:
+                    if wanted:
+                        raise _too_big(name, cap, "it sent more")
+                    chunks.append(chunk[: cap - size])
+                    break
+                size += len(chunk)
+                chunks.append(chunk)
+                if time.monotonic() >= until:
+                    raise self._late(request.method, str(request.url), seconds)
+            return b"".join(chunks)
+        finally:
+            response.close()
+
+    def _redirect(self, method: str, origin: str, current: str, location: str, hops: int) -> str:
+        """Where a redirect points, if regwarden follows it there."""
+        if hops > _MAX_REDIRECTS:
+            raise RegistryError(
+                f"{method} {redact_url(origin)}: more than {_MAX_REDIRECTS} redirects"
+            )
+        target = urljoin(current, location)
+        parsed = httpx.URL(target)
+        if parsed.scheme not in ("http", "https"):
+            raise RegistryError(
+                f"{method} {redact_url(origin)}: redirected to a {parsed.scheme!r} URL, "
+                "expected http or https"
+            )
+        if (
+            parsed.scheme == "http"
+            and current.startswith("https:")
+            and not (self.insecure or is_loopback_host(parsed.netloc.decode()))
+        ):
+            raise RegistryError(
+                f"{method} {redact_url(origin)}: redirected from https to plain HTTP "
+                f"({redact_url(target)}); refused"
+            )
+        return target
 
     def _request(
         self,
@@ -341,10 +533,13 @@ class RegistryClient:
         *,
         scopes: tuple[str, ...] | None,
         headers: dict[str, str] | None = None,
-        content: bytes | None = None,
+        content: bytes | Iterator[bytes] | None = None,
         params: list[tuple[str, str]] | None = None,
         retry: bool = True,
         follow_redirects: bool = False,
+        limit: int | None = None,
+        what: str | None = None,
+        budget: float | None = None,
     ) -> httpx.Response:
         return self._exchange(
             method,
@@ -355,6 +550,9 @@ class RegistryClient:
             params=params,
             retry=retry,
             follow_redirects=follow_redirects,
+            limit=limit,
+            what=what,
+            budget=budget,
         )[0]
 
     def _backoff(self, attempt: int) -> float:
@@ -366,12 +564,16 @@ class RegistryClient:
         """Raise the error that fits a non-success response."""
         status = response.status_code
         summary = error_summary(response.content, response.headers.get("content-type"))
+        url = str(response.request.url)
         # after a redirect this is the storage URL, whose query may be a signature
-        detail = (
-            f"{response.request.method} {redact_url(str(response.request.url))}: got HTTP {status}"
-        )
+        detail = f"{response.request.method} {redact_url(url)}: got HTTP {status}"
         if summary:
             detail += f" ({summary})"
+        if not self._ours(url):  # where a redirect led: not the registry's own answer
+            elsewhere = f"{response.request.url.netloc.decode()}, where {self.host} redirected"
+            if status == 404:
+                raise NotFound(f"{what} not found at {elsewhere}; {detail}", status=status)
+            raise RegistryError(f"{what}: {detail} from {elsewhere}", status=status)
         if status in (401, 403):
             creds = self._credentials
             if creds is None:
@@ -404,7 +606,9 @@ class RegistryClient:
         url: str | None = first
         seen: set[str] = set()
         while url is not None:
-            response = self._request("GET", url, scopes=scopes, params=params)
+            response = self._request(
+                "GET", url, scopes=scopes, params=params, limit=MAX_JSON_BYTES, what=what
+            )
             if response.status_code != 200:
                 self._fail(response, what)
             yield response
@@ -489,16 +693,17 @@ class RegistryClient:
         url = self._url(repo, "manifests", _check_reference(reference))
         accept_value = _DEFAULT_ACCEPT if accept is ALL_MANIFEST_TYPES else ", ".join(accept)
         response = self._request(
-            "GET", url, scopes=_pull(repo), headers={"Accept": accept_value}, follow_redirects=True
+            "GET",
+            url,
+            scopes=_pull(repo),
+            headers={"Accept": accept_value},
+            follow_redirects=True,
+            limit=MAX_MANIFEST_BYTES,
+            what=f"manifest {repo}:{reference}",
         )
         if response.status_code != 200:
             self._fail(response, f"manifest {repo}:{reference}")
         raw = response.content
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise RegistryError(
-                f"manifest {repo}:{reference}: got {len(raw)} bytes, "
-                f"expected at most {MAX_MANIFEST_BYTES}"
-            )
         expected: str | None = reference
         if not _is_digest(reference):
             header = response.headers.get("docker-content-digest")
@@ -612,11 +817,18 @@ class RegistryClient:
 
     # -- API: blobs --------------------------------------------------------------------------
 
-    def get_blob(self, repo: str, digest: str) -> bytes:
-        """Download a blob (following redirects to storage) and verify its digest."""
+    def get_blob(self, repo: str, digest: str, *, max_bytes: int = MAX_BLOB_BYTES) -> bytes:
+        """Read a blob into memory (following redirects to storage, which get no
+        credentials) and verify its digest; LimitExceeded past `max_bytes` (an image config:
+        `MAX_CONFIG_BYTES`). Layers are not read whole: `copy_blob` streams them."""
         validate_digest(digest)
         response = self._request(
-            "GET", self._url(repo, "blobs", digest), scopes=_pull(repo), follow_redirects=True
+            "GET",
+            self._url(repo, "blobs", digest),
+            scopes=_pull(repo),
+            follow_redirects=True,
+            limit=max_bytes,
+            what=f"blob {repo}@{digest}",
         )
         if response.status_code != 200:
             self._fail(response, f"blob {repo}@{digest}")
@@ -687,6 +899,7 @@ class RegistryClient:
                     headers={"Content-Type": "application/octet-stream"},
                     content=data,
                     retry=False,
+                    budget=self.blob_deadline,
                 )
             except _TransportFailure as exc:
                 failure = str(exc)
@@ -725,11 +938,81 @@ class RegistryClient:
         self._fail(response, f"mount blob {digest} from {from_repo} into {repo}")
 
     def copy_blob(self, src_repo: str, dst_repo: str, digest: str) -> None:
-        """Make `digest` exist in `dst_repo`: mount it, else download and upload it."""
+        """Make `digest` exist in `dst_repo`: mount it, else stream it across."""
+        validate_digest(digest)
         if self.mount_blob(dst_repo, digest, src_repo):
             return
-        data = self.get_blob(src_repo, digest)
-        self._push_blob(dst_repo, data, digest, check=False)
+        self._stream_blob(src_repo, dst_repo, digest)
+
+    def _stream_blob(self, src_repo: str, dst_repo: str, digest: str) -> None:
+        """Download and upload at once, chunk by chunk, hashing on the way: a layer is never
+        held in memory. The upload cannot be replayed, so a failure starts both afresh
+        (after checking whether the blob landed), within `max_retries`."""
+        what = f"copy blob {digest} from {src_repo} to {dst_repo}"
+        attempt = 0
+        while True:
+            failure: str
+            with deadline_within(self.blob_deadline):
+                try:
+                    stored = self._relay_blob(src_repo, dst_repo, digest, what)
+                except _TransportFailure as exc:  # past the deadline: raised, not retried
+                    failure = str(exc)
+                else:
+                    if stored is None:
+                        return
+                    failure = stored
+            if self.blob_exists(dst_repo, digest):
+                return
+            if attempt >= self.max_retries:
+                raise RegistryError(f"{what}: {failure}; gave up after {attempt + 1} attempts")
+            self._sleep(self._backoff(attempt))
+            attempt += 1
+
+    def _relay_blob(self, src_repo: str, dst_repo: str, digest: str, what: str) -> str | None:
+        """One try of `_stream_blob`: None when stored, else why it may be worth another."""
+        started = self._start_upload(dst_repo)
+        if started.status_code != 202:
+            self._fail(started, what)
+        target = httpx.URL(self._location(started, what)).copy_add_param("digest", digest)
+        source, _ = self._exchange(
+            "GET",
+            self._url(src_repo, "blobs", digest),
+            scopes=_pull(src_repo),
+            follow_redirects=True,
+            stream=True,
+            budget=self.blob_deadline,
+        )
+        with contextlib.closing(source):
+            if source.status_code != 200:
+                self._fail(source, f"blob {src_repo}@{digest}")
+            encoding = (source.headers.get("content-encoding") or "identity").strip().lower()
+            if encoding != "identity":
+                raise RegistryError(
+                    f"blob {src_repo}@{digest}: got Content-Encoding {encoding!r}, expected "
+                    "none (regwarden asks for identity)"
+                )
+            headers = {"Content-Type": "application/octet-stream"}
+            length = source.headers.get("content-length") or ""
+            if length.isdigit():
+                headers["Content-Length"] = length
+            response = self._request(
+                "PUT",
+                str(target),
+                scopes=_push(dst_repo),
+                headers=headers,
+                content=_verified(source, digest, what=f"blob {src_repo}@{digest}"),
+                retry=False,
+                budget=self.blob_deadline,
+            )
+        if response.status_code in _OK:
+            stored = response.headers.get("docker-content-digest")
+            algorithm = digest.split(":", 1)[0]
+            if stored and stored.split(":", 1)[0] == algorithm and stored != digest:
+                raise DigestMismatch(expected=digest, got=stored, what=what)
+            return None
+        if response.status_code not in RETRYABLE_STATUS and response.status_code != 401:
+            self._fail(response, what)
+        return f"got HTTP {response.status_code}"  # 401: a token that expired mid-stream
 
     def copy_image(
         self,
@@ -740,27 +1023,49 @@ class RegistryClient:
         *,
         manifest: Manifest | None = None,
     ) -> str:
-        """Copy a manifest (and index children, recursively) with its blobs; return its digest.
+        """Copy a manifest (and an index's tree of manifests) with its blobs; return its
+        digest.
 
-        Blobs move by cross-repository mount. Idempotent: repeating a finished copy only
-        re-confirms what is there. The destination is tagged `dst_tag`, else the source tag
-        when `reference` is a tag, else stored by digest only. `manifest`, when the caller
-        already holds the digest-verified manifest `reference` names, saves fetching it.
+        An index's whole tree is read and checked first (`index_tree`): a tree past the
+        limits raises LimitExceeded before anything is written. Blobs move by
+        cross-repository mount, else stream across. Idempotent: repeating a finished copy
+        only re-confirms what is there. The destination is tagged `dst_tag`, else the
+        source tag when `reference` is a tag, else stored by digest only. `manifest`, when
+        the caller already holds the digest-verified manifest `reference` names, saves
+        fetching it.
         """
         if manifest is None or manifest.digest != reference:
             manifest = self.get_manifest(src_repo, reference)
-        self._copy_content(src_repo, dst_repo, manifest)
+        tree = self.index_tree(src_repo, manifest)
+        self._copy_content(src_repo, dst_repo, manifest, tree, set())
         target = dst_tag or (manifest.digest if _is_digest(reference) else reference)
         self._put_manifest(dst_repo, target, manifest.raw, manifest.media_type)
         return manifest.digest
 
-    def _copy_content(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
+    def index_tree(self, repo: str, manifest: Manifest) -> dict[str, Manifest]:
+        """Every manifest below `manifest` (empty unless an index), each read once and
+        digest-verified; LimitExceeded past `index_limits` (see `oci.walk_index`)."""
+        return walk_index(manifest, functools.partial(self.get_manifest, repo), self.index_limits)
+
+    def _copy_content(
+        self,
+        src_repo: str,
+        dst_repo: str,
+        manifest: Manifest,
+        tree: dict[str, Manifest],
+        done: set[str],
+    ) -> None:
+        """Children before their index; recursion as deep as the checked tree (≤ its
+        depth limit). `done`: manifests already handled in this copy."""
         if manifest.is_index:
-            for child in manifest.manifests:
+            for child in distinct_children(manifest, self.index_limits):
+                if child.digest in done:
+                    continue
+                done.add(child.digest)
                 if self.head_manifest(dst_repo, child.digest) is not None:
                     continue  # a stored manifest implies its blobs are there too
-                sub = self.get_manifest(src_repo, child.digest)
-                self._copy_content(src_repo, dst_repo, sub)
+                sub = tree[child.digest]
+                self._copy_content(src_repo, dst_repo, sub, tree, done)
                 self._put_manifest(dst_repo, sub.digest, sub.raw, sub.media_type)
             return
         blobs = [manifest.config] if manifest.config is not None else []
@@ -771,9 +1076,8 @@ class RegistryClient:
         # independent of each other: mount them together (a mount is one round trip)
         gather(
             [
-                functools.partial(self.copy_blob, src_repo, dst_repo, blob.digest)
-                for blob in blobs
-                if blob is not None
+                functools.partial(self.copy_blob, src_repo, dst_repo, digest)
+                for digest in dict.fromkeys(b.digest for b in blobs if b is not None)
             ]
         )
 
@@ -793,7 +1097,13 @@ class RegistryClient:
         params = [("artifactType", artifact_type)] if artifact_type else None
         descriptors: list[Descriptor] = []
         response = self._request(
-            "GET", url, scopes=_pull(repo), headers={"Accept": OCI_INDEX}, params=params
+            "GET",
+            url,
+            scopes=_pull(repo),
+            headers={"Accept": OCI_INDEX},
+            params=params,
+            limit=MAX_MANIFEST_BYTES,
+            what=f"referrers of {repo}@{digest}",
         )
         if response.status_code in (404, 405, 501):
             descriptors = self._referrers_from_tag(repo, digest)
@@ -855,7 +1165,14 @@ class RegistryClient:
             if not nxt.startswith(self._base + "/") or nxt in seen:
                 raise RegistryError(f"{what}: bad pagination link {nxt!r}")
             seen.add(nxt)
-            response = self._request("GET", nxt, scopes=_pull(repo), headers={"Accept": OCI_INDEX})
+            response = self._request(
+                "GET",
+                nxt,
+                scopes=_pull(repo),
+                headers={"Accept": OCI_INDEX},
+                limit=MAX_MANIFEST_BYTES,
+                what=what,
+            )
 
     def _referrers_from_tag(self, repo: str, digest: str) -> list[Descriptor]:
         try:
@@ -922,14 +1239,58 @@ class RegistryClient:
         return f"RegistryClient({self._base!r})"
 
 
+def _too_big(what: str, cap: int, why: str) -> LimitExceeded:
+    return LimitExceeded(
+        f"{what}: over {cap} bytes ({why}), the most regwarden reads into memory; refused"
+    )
+
+
+def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+    """A closed response carrying `body` (read, unencoded) as its content."""
+    headers = response.headers.copy()
+    headers.pop("content-encoding", None)
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=body,
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
 def _json_object(response: httpx.Response, what: str) -> dict[str, object]:
     try:
         doc = response.json()
+    except RecursionError:
+        raise LimitExceeded(f"{what}: JSON nested too deep to read; refused") from None
     except ValueError:
         raise RegistryError(f"{what}: got a body that is not JSON, expected an object") from None
     if not isinstance(doc, dict):
         raise RegistryError(f"{what}: got JSON {type(doc).__name__}, expected an object")
     return doc
+
+
+def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body's bytes as they arrive (at once when a transport handed it over read, as
+    `httpx.MockTransport` does)."""
+    try:
+        read = response.content
+    except httpx.ResponseNotRead:
+        yield from response.iter_raw()
+    else:
+        yield read
+
+
+def _verified(response: httpx.Response, digest: str, *, what: str) -> Iterator[bytes]:
+    """`response`'s body as it arrives, hashed on the way: DigestMismatch at the end if it
+    is not `digest` (raised into the upload, which then fails; the registry checks too)."""
+    hasher = hashlib.new(digest.split(":", 1)[0])
+    for chunk in _raw_chunks(response):
+        hasher.update(chunk)
+        yield chunk
+    got = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+    if got != digest:
+        raise DigestMismatch(expected=digest, got=got, what=what)
 
 
 def _header_digest(value: str, what: str) -> str:

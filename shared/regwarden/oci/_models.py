@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DigestMismatch, RegistryError, UsageError
+from ..errors import DigestMismatch, LimitExceeded, RegistryError, UsageError
 from ..reference import validate_digest
 from ._media import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST
 
@@ -107,6 +107,10 @@ class Manifest:
             verify_digest(raw, digest, what="manifest")
         try:
             data = json.loads(raw)
+        except RecursionError:
+            raise LimitExceeded(
+                f"manifest {digest}: JSON nested too deep to read; refused"
+            ) from None
         except ValueError as exc:
             raise RegistryError(f"manifest {digest} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):

@@ -32,6 +32,13 @@ class ProviderOptions:
     username: str | None = None
     password: str | None = None
     concurrency: int = 8
+    max_index_children: int = 1024
+    """Distinct manifests an index (and its whole tree) may hold; more is refused with
+    LimitExceeded before any write (the policy's `maxIndexChildren`)."""
+    deadline: float = 60.0
+    """Seconds every registry call may take in all (connect, headers, body, retries)."""
+    blob_deadline: float = 900.0
+    """Seconds a blob upload or a streamed blob copy may take in all."""
 
 
 Factory = Callable[[str, ProviderOptions], Registry]

@@ -33,6 +33,7 @@ from ..errors import (
     AuthError,
     DigestMismatch,
     InvalidReference,
+    LimitExceeded,
     NotFound,
     NotImplementedYet,
     RegistryError,
@@ -428,7 +429,12 @@ class EcrRegistry:
                 if self._data_plane is not None:
                     self._data_plane.close()
                 self._data_plane = RegistryClient(
-                    self.data_plane_host, credentials=creds, insecure=self.options.insecure
+                    self.data_plane_host,
+                    credentials=creds,
+                    insecure=self.options.insecure,
+                    deadline=self.options.deadline,
+                    blob_deadline=self.options.blob_deadline,
+                    max_index_children=self.options.max_index_children,
                 )
                 self._data_plane_creds = creds
             return self._data_plane
@@ -620,8 +626,11 @@ class EcrRegistry:
         return self._children(repository, indexes)
 
     def image_details(self, repository: str, reference: str) -> ImageDetails:
+        from ..oci import IndexLimits, Manifest, distinct_children  # lazy: no httpx at import
+
         digest, raw, media_type = self._manifest(repository, reference)
         data: dict[str, Any] = json.loads(raw)
+        content = Manifest(digest=digest, media_type=media_type, raw=raw, data=data)
         described = self._describe(repository, [{"imageDigest": digest}])
         detail: dict[str, Any] = described[0] if described else {"imageDigest": digest}
         detail.setdefault("imageManifestMediaType", media_type)
@@ -631,13 +640,19 @@ class EcrRegistry:
         layer_count = 0
         children: dict[str, tuple[str, ...]] = {}
         if media_type in _INDEX_TYPES or "manifests" in data:
-            entries = [m for m in data.get("manifests") or [] if isinstance(m, dict)]
-            digests = [str(m["digest"]) for m in entries]
+            limits = IndexLimits(max_children=self.options.max_index_children)
+            listed = distinct_children(content, limits)  # each child once, within the limit
+            entries = [d.to_dict() for d in listed]
+            digests = [d.digest for d in listed]
             children[digest] = tuple(digests)
             sizes: dict[str, int] = {}
+            nested = any(d.media_type in _INDEX_TYPES for d in listed)
             for batch in _chunks(digests, BATCH_DELETE_LIMIT):
                 for d in self._describe(repository, [{"imageDigest": x} for x in batch]):
                     sizes[str(d["imageDigest"])] = int(d.get("imageSizeInBytes") or 0)
+                    nested = nested or d.get("imageManifestMediaType") in _INDEX_TYPES
+            if nested:  # an index of indexes: check the whole tree before anyone acts on it
+                self._tree(repository, content)
             for entry in entries:
                 plat: Mapping[str, Any] = entry.get("platform") or {}
                 platforms.append(
@@ -677,16 +692,26 @@ class EcrRegistry:
             or (data.get("config") or {}).get("mediaType")
             or record.artifact_type,
         )
-        from ..oci import Manifest  # lazy: importing this module must not load httpx
-
         return ImageDetails(
             record=record,
             manifest=data,
             labels=labels,
             platforms=tuple(platforms),
             layer_count=layer_count,
-            content=Manifest(digest=digest, media_type=media_type, raw=raw, data=data),
+            content=content,
         )
+
+    def _tree(self, repository: str, root: Manifest) -> dict[str, Manifest]:
+        """Every manifest below `root`, read once each; LimitExceeded past the limits
+        (nesting, children, bytes: `oci.walk_index`), before anything is written."""
+        from ..oci import IndexLimits, Manifest, walk_index
+
+        def fetch(digest: str) -> Manifest:
+            found, raw, media_type = self._manifest(repository, digest)
+            return Manifest.parse(raw, media_type=media_type, digest=found)
+
+        limits = IndexLimits(max_children=self.options.max_index_children)
+        return walk_index(root, fetch, limits)
 
     def _config_facts(
         self, repository: str, manifest: Mapping[str, Any]
@@ -697,9 +722,15 @@ class EcrRegistry:
         config = manifest.get("config") or {}
         if not str(config.get("mediaType", "")).endswith(_IMAGE_CONFIG_SUFFIXES):
             return {}, None
+        from ..oci import MAX_CONFIG_BYTES
+
         try:
-            blob = self.data_plane().get_blob(repository, str(config["digest"]))
+            blob = self.data_plane().get_blob(
+                repository, str(config["digest"]), max_bytes=MAX_CONFIG_BYTES
+            )
             doc = json.loads(blob)
+        except LimitExceeded:
+            raise  # refused content is an ERROR verdict, not a missing fact
         except (RegistryError, ValueError, KeyError) as exc:
             log.info("no image config for %s/%s: %s", self.host, repository, exc)
             return {}, None
@@ -861,30 +892,42 @@ class EcrRegistry:
         source tag when `reference` is a tag, else stored by digest only. `manifest` (the
         digest-verified manifest of `reference`) saves a BatchGetImage.
         """
-        if manifest is not None and manifest.digest == reference:
-            digest, raw, media_type = manifest.digest, manifest.raw, manifest.media_type
-        else:
-            digest, raw, media_type = self._manifest(src_repository, reference)
-        self._copy_children(src_repository, dst_repository, json.loads(raw))
-        target = tag or (None if _is_digest(reference) else reference)
-        self._put(dst_repository, digest, raw, media_type, target)
-        return digest
+        from ..oci import Manifest
 
-    def _copy_children(self, src: str, dst: str, data: Mapping[str, Any]) -> None:
+        if manifest is None or manifest.digest != reference:
+            digest, raw, media_type = self._manifest(src_repository, reference)
+            manifest = Manifest.parse(raw, media_type=media_type, digest=digest)
+        # An index's whole tree is read and checked before the first write.
+        tree = self._tree(src_repository, manifest)
+        self._copy_children(src_repository, dst_repository, manifest.data, tree, set())
+        target = tag or (None if _is_digest(reference) else reference)
+        self._put(dst_repository, manifest.digest, manifest.raw, manifest.media_type, target)
+        return manifest.digest
+
+    def _copy_children(
+        self,
+        src: str,
+        dst: str,
+        data: Mapping[str, Any],
+        tree: Mapping[str, Manifest],
+        done: set[str],
+    ) -> None:
+        """Children before their index, each once; as deep as the checked tree."""
         manifests = [m for m in data.get("manifests") or [] if isinstance(m, dict)]
         if manifests:
+            digests = list(dict.fromkeys(str(m["digest"]) for m in manifests))
             present = {
                 str(d["imageDigest"])
-                for batch in _chunks([str(m["digest"]) for m in manifests], BATCH_DELETE_LIMIT)
+                for batch in _chunks(digests, BATCH_DELETE_LIMIT)
                 for d in self._describe(dst, [{"imageDigest": x} for x in batch])
             }
-            for entry in manifests:
-                child = str(entry["digest"])
-                if child in present:
+            for child in digests:
+                if child in present or child in done:
                     continue  # a stored manifest implies its blobs are there
-                digest, raw, media_type = self._manifest(src, child)
-                self._copy_children(src, dst, json.loads(raw))
-                self._put(dst, digest, raw, media_type, None)
+                done.add(child)
+                sub = tree[child]
+                self._copy_children(src, dst, sub.data, tree, done)
+                self._put(dst, sub.digest, sub.raw, sub.media_type, None)
             return
         missing = self.missing_blobs(dst, _manifest_blobs(data))
         if missing:

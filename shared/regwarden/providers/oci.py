@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from ..errors import NotFound, RegistryError
-from ..oci import INDEX_TYPES, Credentials, Descriptor, Manifest, RegistryClient, gather
+from ..errors import LimitExceeded, NotFound, RegistryError
+from ..oci import (
+    INDEX_TYPES,
+    MAX_CONFIG_BYTES,
+    Credentials,
+    Descriptor,
+    Manifest,
+    RegistryClient,
+    distinct_children,
+    gather,
+)
 from . import (
     CAP_TAG_DELETE,
     ImageDetails,
@@ -65,7 +74,14 @@ class OciRegistry:
                 if options.username
                 else Credentials.from_docker_config(host)
             )
-            client = RegistryClient(host, credentials=creds, insecure=options.insecure)
+            client = RegistryClient(
+                host,
+                credentials=creds,
+                insecure=options.insecure,
+                deadline=options.deadline,
+                blob_deadline=options.blob_deadline,
+                max_index_children=options.max_index_children,
+            )
         self.client = client
         # Distribution 2.8 cannot delete a tag alone; we learn otherwise if a delete succeeds.
         self.capabilities: frozenset[str] = frozenset()
@@ -110,7 +126,17 @@ class OciRegistry:
     def tags_of(self, repository: str, digest: str) -> tuple[str, ...]:
         """Distribution has no "tags of a digest" call: list the tags, HEAD each, keep
         those naming `digest` (one listing plus one HEAD per tag)."""
-        return tuple(sorted(t for t, d in self._tag_heads(repository) if d.digest == digest))
+        return self.tags_of_many(repository, (digest,)).get(digest, ())
+
+    def tags_of_many(self, repository: str, digests: Collection[str]) -> dict[str, tuple[str, ...]]:
+        """`tags_of` for several digests at the cost of one: digest → its sorted tags
+        (digests without tags are left out)."""
+        wanted = set(digests)
+        found: dict[str, list[str]] = {}
+        for tag, desc in self._tag_heads(repository):
+            if desc.digest in wanted:
+                found.setdefault(desc.digest, []).append(tag)
+        return {d: tuple(sorted(tags)) for d, tags in found.items()}
 
     def index_children(self, repository: str) -> dict[str, tuple[str, ...]]:
         """Tagged indexes only: distribution 2.8 lists tags, not manifests."""
@@ -141,13 +167,14 @@ class OciRegistry:
         if manifest.is_index:
             size = 0
             first_child: Manifest | None = None
-            for entry in data.get("manifests") or []:
-                if not isinstance(entry, dict):
-                    continue
-                child = self.client.get_manifest(repository, str(entry["digest"]))
+            # The whole tree, checked against the limits before anyone acts on the image:
+            # LimitExceeded here is an ERROR verdict before any write.
+            tree = self.client.index_tree(repository, manifest)
+            for entry in distinct_children(manifest, self.client.index_limits):
+                child = tree[entry.digest]
                 child_size = _manifest_size(child)
                 size += child_size
-                plat: dict[str, Any] = entry.get("platform") or {}
+                plat: dict[str, Any] = entry.platform or {}
                 platforms.append(
                     Platform(
                         os=str(plat.get("os", "unknown")),
@@ -197,11 +224,25 @@ class OciRegistry:
         if not media_type.endswith(("image.config.v1+json", "container.image.v1+json")):
             return {}, None  # an artifact (signature, SBOM): no image config to read
         try:
-            blob = self.client.get_blob(repository, str(config["digest"]))
+            blob = self.client.get_blob(
+                repository, str(config["digest"]), max_bytes=MAX_CONFIG_BYTES
+            )
             doc = json.loads(blob)
+        except LimitExceeded:
+            raise  # refused content is an ERROR verdict, not a missing fact
+        except RecursionError:
+            raise LimitExceeded(
+                f"image config {repository}@{config.get('digest')}: JSON nested too deep "
+                "to read; refused"
+            ) from None
         except (RegistryError, ValueError, KeyError):
             return {}, None
-        labels = (doc.get("config") or {}).get("Labels") or {}
+        if not isinstance(doc, dict):
+            return {}, None
+        inner = doc.get("config")
+        labels = inner.get("Labels") if isinstance(inner, dict) else None
+        if not isinstance(labels, dict):
+            labels = {}
         return {str(k): str(v) for k, v in labels.items()}, _parse_time(doc.get("created"))
 
     # -- writes -------------------------------------------------------------------------
