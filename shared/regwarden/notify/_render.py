@@ -112,7 +112,7 @@ def render_teams(alert: Alert) -> dict[str, Any]:
 def event_id(alert: Alert) -> str:
     """The CloudEvents `id` and `webhook-id`: stable across retries and redeliveries of
     the same alert, so receivers de-duplicate on it."""
-    return alert.dedup_key
+    return alert.event_id
 
 
 def render_cloudevent(alert: Alert, *, source: str = "regwarden") -> dict[str, Any]:
