@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from ..redact import redact_text
 from ..store import QueuedEvent, SqliteLedger
 
 log = logging.getLogger("regwarden.receiver")
@@ -150,7 +151,8 @@ class WorkerPool:
         try:
             self._process(event)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            # kept in the ledger and shown by `deadletters list`: never a URL's secret part
+            error = redact_text(f"{type(exc).__name__}: {exc}")
             self._finished(event)
             if event.attempts >= self._max_attempts:
                 log.error(
