@@ -425,6 +425,21 @@ def serve(
             help="A webhook body must arrive within this time, or the caller is dropped.",
         ),
     ] = 10.0,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            help="This process's id on the shared queue (default HOST:PORT). Restarted "
+            "with the same id, it takes back the events it held at once.",
+        ),
+    ] = None,
+    lease_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            metavar="SECONDS",
+            help="An event whose worker sent no heartbeat for this long is taken over.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Receive registry webhooks and run the push gate.
 
@@ -435,6 +450,10 @@ def serve(
     [bold]registries[/] hosts, [bold]--registry[/] and [bold]REGWARDEN_REGISTRIES[/]. An event
     naming any other host is refused (400) and never contacted; with none configured, serve
     does not start (exit 2). Bodies are capped at 1 MiB.
+
+    Crash-safe: an event counts as handled only when its verdict, action and alert are
+    committed; after a crash the same instance takes its events back at once, and a
+    recovery sweep (at start and every 30 s) finishes any half-done quarantine.
     """
     from ._gate import run_serve
 
@@ -449,6 +468,8 @@ def serve(
         registries=registry,
         body_timeout=body_timeout,
         debug=OPTIONS.debug,
+        instance=instance,
+        lease_timeout=lease_timeout,
     )
 
 

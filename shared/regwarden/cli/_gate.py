@@ -178,13 +178,18 @@ def run_serve(
     registries: Sequence[str] = (),
     body_timeout: float | None = None,
     debug: bool = False,
+    instance: str | None = None,
+    lease_timeout: float = 30.0,
 ) -> None:
     import os
+    import socket
+    from datetime import timedelta
 
     from .. import service
     from ..intake import parse_host
     from ..logsetup import logging_setup
     from ..receiver import BODY_TIMEOUT, Authenticator, WorkerPool, create_app
+    from ..recovery import Sweeper
     from ..runtime import ENV_REGISTRIES, load_runtime, registries_from_env
     from ._listen import bound_url, listen, run_server
 
@@ -214,7 +219,16 @@ def run_serve(
         runtime.ledger.close()
         raise
     processor = service.Processor(pipeline, runtime.ledger, clock=_now, on_handled=print_handled)
-    pool = WorkerPool(runtime.ledger, processor, workers=workers, max_attempts=service.MAX_ATTEMPTS)
+    # A stable owner id: after a restart this process takes its own leases back at once.
+    pool = WorkerPool(
+        runtime.ledger,
+        processor,
+        workers=workers,
+        owner=instance or f"{socket.gethostname()}:{port}",
+        lease_timeout=timedelta(seconds=lease_timeout),
+        max_attempts=service.MAX_ATTEMPTS,
+    )
+    sweeper = Sweeper(pipeline, clock=_now)  # finishes what a crash left, then every 30 s
     app = create_app(
         ledger=runtime.ledger,
         auth=auth,
@@ -225,8 +239,10 @@ def run_serve(
     )
     log.info("listening on %s; registries: %s", bound_url(sock), ", ".join(sorted(allowed)))
     pool.start()
+    sweeper.start()
     try:
         run_server(app, sock)
     finally:
+        sweeper.stop()
         pool.stop()
         runtime.close()
