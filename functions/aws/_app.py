@@ -282,7 +282,13 @@ def _build(function: str) -> State:
     _structured_core_logs()  # first: the policy read below must not be logged unredacted
     settings = Settings.from_env()
     policy = load_policy(settings.policy)
-    ledger = DynamoLedger(settings.table)
+    if function == RECOVERY:
+        from ._recovery import SettledIntents
+
+        settle = timedelta(seconds=settings.recovery_settle)
+        ledger: DynamoLedger = SettledIntents(settings.table, settle=settle)
+    else:
+        ledger = DynamoLedger(settings.table)
     gate = function in GATE_FUNCTIONS
     store = settings.secret_store
     # The runtime gets the secrets the gate itself needs (keys), fetched now: a key that

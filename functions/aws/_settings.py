@@ -11,6 +11,7 @@
 | `ECR_DATA_PLANE`          | optional `host:port` serving ECR's `/v2/` (tests: a local registry)|
 | `REGWARDEN_REGISTRY`      | this account's ECR host (default: from the function's ARN)        |
 | `REGWARDEN_REGISTRIES`    | more registry hosts the functions may contact (comma-separated)   |
+| `REGWARDEN_RECOVERY_SETTLE`| recovery: seconds an intent is left to its own invocation (180)  |
 
 The functions contact only their own registry, the policy's `registries:` hosts and
 `REGWARDEN_REGISTRIES`; an event naming any other host is rejected unread (SSRF).
@@ -96,6 +97,9 @@ class Settings:
     """This account's ECR host; None: taken from the function's ARN (`home_registry`)."""
     registries: tuple[str, ...] = ()
     """Other registry hosts the functions may contact (`REGWARDEN_REGISTRIES`)."""
+    recovery_settle: int = 180
+    """Seconds the recovery sweep leaves a new intent alone: the invocation that began it
+    may still be running (longer than the gate functions' timeout)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -134,6 +138,7 @@ class Settings:
             ecr_data_plane=(env.get("ECR_DATA_PLANE") or "").strip() or None,
             registry=registry or None,
             registries=tuple(registries_from_env(env)),
+            recovery_settle=_whole(env, "REGWARDEN_RECOVERY_SETTLE", 180, least=0),
         )
 
 

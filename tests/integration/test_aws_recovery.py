@@ -209,10 +209,13 @@ def scheduled_event() -> dict[str, Any]:
 
 
 def test_the_recovery_function_finishes_a_killed_move_whose_event_never_returned(
-    aws: Aws, kill_at: Callable[[str, str], list[str]]
+    aws: Aws, kill_at: Callable[[str, str], list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The event went to the dead-letter queue (or its redelivery is far off): the
-    scheduled sweep resumes the intent from DynamoDB alone."""
+    scheduled sweep resumes the intent from DynamoDB alone, once the invocation that began
+    it cannot be running any more."""
+    from functions.aws import _app
+
     repo = "alpha/swept"
     digest, event = critical_push(aws, repo, 603)
     kill_at("BatchDeleteImage", repo)
@@ -220,7 +223,15 @@ def test_the_recovery_function_finishes_a_killed_move_whose_event_never_returned
     with pytest.raises(Killed):
         poll(aws, "on_push")
     assert aws.drain("alpha-alerts") == []
+    idle = {"resumed": 0, "still_failing": 0, "alerts_sent": 0}
 
+    # a tick right away: for all the sweep knows, the gate invocation is still at work
+    assert aws.invoke("recovery", scheduled_event()) == idle
+    assert aws.present(repo, digest)
+    assert [a.status for a in aws.ledger().actions()] == ["intent"]
+
+    monkeypatch.setenv("REGWARDEN_RECOVERY_SETTLE", "0")  # that invocation's time is over
+    _app.reset()
     report = aws.invoke("recovery", scheduled_event())
 
     assert report == {"resumed": 1, "still_failing": 0, "alerts_sent": 1}
@@ -229,14 +240,10 @@ def test_the_recovery_function_finishes_a_killed_move_whose_event_never_returned
     alert = one_alert(aws)
     assert alert["verdict"] == "FAILED" and alert["action"] == "quarantine"
     emf = [m for m in aws.metrics() if "Resumed" in m]
-    assert emf and emf[0]["Resumed"] == [1.0] and emf[0]["function"] == "recovery"
+    assert [m["Resumed"] for m in emf] == [[0.0], [1.0]] and emf[-1]["function"] == "recovery"
 
     # nothing left: a second tick does nothing
-    assert aws.invoke("recovery", scheduled_event()) == {
-        "resumed": 0,
-        "still_failing": 0,
-        "alerts_sent": 0,
-    }
+    assert aws.invoke("recovery", scheduled_event()) == idle
     # the event comes back after all: no second move, no second alert
     expire_in_progress(aws, "on_push")
     assert poll(aws, "on_push") == {"batchItemFailures": []}
@@ -381,10 +388,13 @@ def test_recovery_runs_every_five_minutes_alone_with_least_privilege() -> None:
                 "xray:PutTraceSegments",
                 "xray:PutTelemetryRecords",
             }, statement["Sid"]
+    gate_timeout = load_template()["Globals"]["Function"]["Timeout"]
+    assert props["Environment"]["Variables"]["REGWARDEN_RECOVERY_SETTLE"] > gate_timeout
     (publish,) = [s for s in statements if s["Action"] == "sns:Publish"]
     assert publish["Resource"] == {"Ref": "AlertsTopic"}
     makefile = (aws_gate.ROOT / "functions" / "aws" / "Makefile").read_text()
-    assert "build-RecoveryFunction" in makefile and "recovery.py" in makefile
+    assert "build-RecoveryFunction" in makefile
+    assert "recovery.py" in makefile and "_recovery.py" in makefile
     env = load_template()["Globals"]["Function"]["Environment"]["Variables"]
     assert env["REGWARDEN_REGISTRY"] == {
         "Fn::Sub": "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}"
