@@ -42,8 +42,9 @@ from support.proxy import RegistryProxy, Rule, _Handler
 SETTLE = timedelta(seconds=2)
 """`settleWindow` everywhere; the default grace period is the same, so the settle wait of
 an unsigned repository is 2 s."""
-SIGNED_GRACE = timedelta(seconds=4)
-"""Grace where a test signs after pushing: room for the signing CLI on a busy machine."""
+SIGNED_GRACE = timedelta(seconds=12)
+"""Grace where a test signs after pushing: room for the signing CLI on a busy machine (4 s
+was overrun when the signing subprocess started slowly under load)."""
 FAULT_GRACE = timedelta(seconds=60)
 """Grace in the fault repositories: far beyond the test, so only a retry can judge them."""
 SCAN_TIMEOUT = timedelta(seconds=30)
@@ -66,7 +67,7 @@ repositories:
     signatures: &signed
       required: true
       cosign: {{keys: ["file://keys/cosign.pub"]}}
-      gracePeriod: 4s
+      gracePeriod: 12s
   - match: "*/attest-*"
     signatures: *signed
     vulnerabilities: {{maxSeverity: high, scanTimeout: 30s, sources: [cosign-vuln]}}
@@ -95,7 +96,7 @@ NOTATION_ENTRY = """\
       notation:
         trustPolicy: "file://notation/trustpolicy.json"
         trustStore: "file://notation/truststore"
-      gracePeriod: 4s
+      gracePeriod: 12s
 """
 
 
