@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..errors import AuthError, RegistryError
+from ..redact import redact_url
 from ._credentials import Credentials
 from ._http import Challenge, error_summary, parse_challenges
 
@@ -158,24 +159,29 @@ class Authenticator:
         who = f"user {creds.username!r}" if creds and creds.username else "anonymous access"
         if response.status_code in (401, 403):
             raise AuthError(
-                f"token service {realm} refused {who} for scope {' '.join(scopes) or '(none)'}: "
+                f"token service {redact_url(realm)} refused {who} for scope "
+                f"{' '.join(scopes) or '(none)'}: "
                 f"HTTP {response.status_code} {error_summary(response.content, None)}".rstrip(),
                 status=response.status_code,
                 hint=f"check the credentials for {self._host} (docker login {self._host})",
             )
         if response.status_code != 200:
             raise RegistryError(
-                f"token service {realm}: got HTTP {response.status_code}, expected 200 "
+                f"token service {redact_url(realm)}: got HTTP {response.status_code}, expected 200 "
                 f"{error_summary(response.content, None)}".rstrip(),
                 status=response.status_code,
             )
         try:
             doc = json.loads(response.content)
         except ValueError:
-            raise RegistryError(f"token service {realm} answered with invalid JSON") from None
+            raise RegistryError(
+                f"token service {redact_url(realm)} answered with invalid JSON"
+            ) from None
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"token service {realm}: response has no 'token' or 'access_token'")
+            raise RegistryError(
+                f"token service {redact_url(realm)}: response has no 'token' or 'access_token'"
+            )
         lifetime = doc.get("expires_in")
         if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
             lifetime = DEFAULT_TOKEN_LIFETIME
