@@ -47,7 +47,7 @@ from .model import (
     SignatureResult,
     Verdict,
 )
-from .notify import Alert, Router
+from .notify import Alert, DeliveryFailed, Router
 from .oci import Descriptor, Manifest, in_background
 from .providers import ImageDetails, Registry
 from .reference import ImageRef
@@ -700,7 +700,7 @@ class Pipeline:
             return
         state = dict(record.state)
         attempts = int((state.get("retry") or {}).get("attempts", 0)) + 1
-        delay = min(RETRY_BASE * (2 ** (attempts - 1)), RETRY_MAX)
+        delay = min(RETRY_BASE * (1 << min(attempts - 1, 16)), RETRY_MAX)
         state["retry"] = {"attempts": attempts, "next": (now + delay).isoformat()}
         self.ledger.finish_action(key, status="intent", state=state)
 
@@ -847,7 +847,7 @@ class Pipeline:
             try:
                 channel.send(Alert.model_validate_json(item.alert))
             except RegistryError as exc:  # one dead channel must not block the others
-                delay = min(RETRY_BASE * (2**item.attempts), RETRY_MAX)
+                delay = _outbox_delay(exc, item.attempts)
                 log.error("alert to %s failed (retry in %s): %s", channel.name, delay, exc)
                 self.ledger.outbox_retry(item.key, at=now + delay, error=str(exc))
                 continue
@@ -923,6 +923,17 @@ class Pipeline:
                 f"{self.release_hint} {image} --reason '…'" if action == "quarantine" else None
             ),
         )
+
+
+def _outbox_delay(exc: RegistryError, attempts: int) -> timedelta:
+    """When to try a failed alert again: backing off, never sooner than the receiver asked,
+    and an hour for a refusal (a 4xx: only a configuration change will help)."""
+    if isinstance(exc, DeliveryFailed) and exc.permanent:
+        return RETRY_MAX
+    delay = min(RETRY_BASE * (1 << min(attempts, 16)), RETRY_MAX)
+    if isinstance(exc, DeliveryFailed) and exc.retry_after is not None:
+        delay = max(delay, timedelta(seconds=exc.retry_after))
+    return delay
 
 
 def _quarantine_actions(q: QuarantineOutcome) -> list[str]:

@@ -25,7 +25,7 @@ from regwarden.actions import action_key
 from regwarden.devtools import make_image, push_image
 from regwarden.errors import RegistryError
 from regwarden.model import EventKind, ImageEvent, Outcome
-from regwarden.notify import Alert, everything_to
+from regwarden.notify import Alert, DeliveryFailed, everything_to
 from regwarden.oci import RegistryClient
 from regwarden.pipeline import Pipeline
 from regwarden.reference import ImageRef
@@ -284,3 +284,26 @@ def test_a_duplicate_of_a_pending_verdict_gives_back_its_recheck(
     assert dup.ignored == "duplicate delivery"
     assert dup.recheck_at == first.recheck_at
     assert dup.recheck_target == first.recheck_target
+
+
+@dataclass
+class Throttled(Sink):
+    """Answers like a receiver asking for ten minutes (Retry-After: 600)."""
+
+    def send(self, alert: Alert) -> None:
+        if self.down:
+            raise DeliveryFailed("sink: HTTP 429", status=429, retry_after=600)
+        self.alerts.append(alert)
+
+
+def test_the_outbox_waits_as_long_as_the_receiver_asked(
+    registry: Any, client: RegistryClient, runtime: Runtime[SqliteLedger], repo: str, pushed: str
+) -> None:
+    sink = Throttled(down=True)
+    gate = dataclasses.replace(runtime.pipeline(), router=everything_to(sink))
+    gate.handle(push_event(registry.host, repo, pushed), now=LATE)
+    sink.down = False
+
+    assert recovery.sweep(gate, now=LATE + timedelta(minutes=5)).alerts_sent == 0
+    assert recovery.sweep(gate, now=LATE + timedelta(minutes=11)).alerts_sent == 1
+    assert [a.image.digest for a in sink.alerts] == [pushed]
