@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -306,3 +307,29 @@ def test_a_deeply_nested_body_is_a_400_naming_the_limit(env: Env) -> None:
         resp = env.post("distribution", b'{"events": ' + b"[" * depth + b"]" * depth + b"}")
         assert resp.status_code == 400
         assert "JSON nested deeper than 64 levels (the limit)" in resp.json()["error"]
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+CAP = 1 << 20
+
+
+def test_a_100_mb_body_raises_the_receivers_memory_by_less_than_the_cap(env: Env) -> None:
+    # warm up the same path (a body just past the cap) so imports and buffers are in place
+    env.post("distribution", iter([b" " * (CAP + 1)]))
+    before = _peak_rss(env.serve.proc.pid)
+
+    def hundred_mb() -> Iterator[bytes]:  # chunked, no length announced: read as it comes
+        for _ in range(1600):
+            yield b" " * 65536
+
+    resp = env.post("distribution", hundred_mb())
+
+    assert resp.status_code == 413
+    growth = _peak_rss(env.serve.proc.pid) - before
+    assert growth < CAP, f"peak RSS grew by {growth} bytes for a 100 MB body"
