@@ -1,9 +1,12 @@
 """The AWS bundle: the packaging check (`scripts/package_report.py`) on build trees it
-must accept or refuse, and the handlers' import graph without the CLI-only packages."""
+must accept or refuse, the handlers' import graph without the CLI-only packages, and the
+layer's trimming (`layers/shared/prune.py`): it removes nothing the handlers import and
+its debug-info strip leaves native modules working."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "layers" / "shared"))
 
+import prune  # noqa: E402
 from package_report import main, report  # noqa: E402
 
 TEMPLATE = """\
@@ -131,3 +136,127 @@ print(sorted(m for m in heavy if m in sys.modules))
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+# -- the layer's trimming (layers/shared/prune.py) ------------------------------------------
+
+
+def test_prune_cuts_only_what_its_rules_name() -> None:
+    for cut in (
+        "yaml/_yaml.cpython-312-aarch64-linux-gnu.so",
+        "_yaml/__init__.py",
+        "cryptography/hazmat/bindings/_rust/x509.pyi",
+        "httpx-0.28.1.dist-info/RECORD",
+        "aws_lambda_powertools/event_handler/openapi/swagger_ui/swagger-ui-bundle.min.js",
+        "wrapt/_wrappers.c",
+    ):
+        assert prune.removed(cut), cut
+    for kept in (
+        "yaml/cyaml.py",
+        "yaml/__init__.py",
+        "regwarden/policy/_yaml.py",  # not PyYAML's: only top-level `_yaml/` goes
+        "httpx-0.28.1.dist-info/METADATA",
+        "pydantic-2.11.0.dist-info/entry_points.txt",
+        "pydantic-2.11.0.dist-info/licenses/LICENSE",
+        "aws_lambda_powertools/event_handler/openapi/swagger_ui/html.py",
+        "cbor2/_cbor2.cpython-312-aarch64-linux-gnu.so",  # cbor2 >= 6 has no pure fallback
+    ):
+        assert prune.removed(kept) is None, kept
+
+
+def test_the_handlers_import_nothing_the_layer_build_removes(tmp_path: Path) -> None:
+    """The import graph of every module in functions/aws (lazy imports in regwarden
+    included), computed on the venv with only the layer's packages importable, laid out as
+    files in a stand-in layer, pruned: every file is still there except the optional C
+    loader, whose import is guarded."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "support" / "layer_imports.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    graph = json.loads(done.stdout)
+    assert {"functions.aws.on_push", "functions.aws.recovery", "functions.aws.notify"} <= set(
+        graph["handlers"]
+    )
+    modules: dict[str, str] = graph["modules"]
+    for needed in (
+        "aws_lambda_powertools.utilities.idempotency",
+        "aws_lambda_powertools.utilities.batch",
+        "cryptography.x509.verification",
+        "pydantic_core._pydantic_core",
+        "yaml.constructor",
+        "cbor2",
+        "httpx",
+    ):
+        assert needed in modules, needed
+    assert not [m for m in modules if m.partition(".")[0] in ("typer", "rich", "starlette")]
+    layer = tmp_path / "python"
+    for relative in set(modules.values()):
+        (layer / relative).parent.mkdir(parents=True, exist_ok=True)
+        (layer / relative).write_bytes(b"")
+    prune.prune(layer, strip=None)
+    missing = {name for name, relative in modules.items() if not (layer / relative).exists()}
+    # the venv has PyYAML's C loader, so its removal must show here, and be the only one
+    assert missing == {"yaml._yaml"}
+    assert missing <= prune.OPTIONAL_MODULES
+
+
+def test_yaml_without_its_c_loader_reads_policies_the_same() -> None:
+    code = """
+import json, sys
+if sys.argv[1] == "pure":
+    sys.modules["yaml._yaml"] = None  # as in the layer: the C loader is gone
+    sys.modules["_yaml"] = None
+import yaml
+from regwarden.policy import load_policy
+assert yaml.__with_libyaml__ == (sys.argv[1] == "c"), yaml.__with_libyaml__
+print(load_policy("examples/regwarden.yaml").model_dump_json())
+"""
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", code, mode],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for mode in ("c", "pure")
+    ]
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0])["kind"] == "Policy"
+
+
+def test_stripping_debug_info_keeps_a_native_module_working(tmp_path: Path) -> None:
+    """The same strip the layer gets, on this machine's build of PyNaCl (whose library
+    carries debug info, as the arm64 one does): smaller, and it still signs and verifies."""
+    import nacl
+
+    source = Path(nacl.__file__).parent
+    copy = tmp_path / "site" / "nacl"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    [library] = copy.glob("_sodium*.so")
+    before = library.stat().st_size
+    done = prune.prune(tmp_path / "site", strip=prune.find_strip())
+    assert done.stripped_files == 1 and done.removed_files == 0
+    assert library.stat().st_size < before / 2
+    code = """
+import sys, nacl, nacl.signing
+assert nacl.__file__.startswith(sys.argv[1]), nacl.__file__
+key = nacl.signing.SigningKey.generate()
+signed = key.sign(b"layer")
+assert key.verify_key.verify(signed) == b"layer"
+print("ok")
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "ok"
