@@ -185,6 +185,7 @@ def test_the_handlers_import_nothing_the_layer_build_removes(tmp_path: Path) -> 
     for needed in (
         "aws_lambda_powertools.utilities.idempotency",
         "aws_lambda_powertools.utilities.batch",
+        "rfc3161_client.verify",
         "cryptography.x509.verification",
         "pydantic_core._pydantic_core",
         "yaml.constructor",

@@ -22,7 +22,8 @@ from ..model import SignatureResult
 from ._bundle import BundleOutcome, ParsedBundle
 from ._dsse import Envelope, check_statement
 from ._model import CosignPolicy, KeylessIdentity
-from ._tsa import DerError, _read, verify_timestamps
+from ._tsa import verify_timestamps
+from .notation import _asn1
 
 _OID_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 _OID_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -32,12 +33,12 @@ _HASHES = {"sha256": "SHA2_256", "sha384": "SHA2_384", "sha512": "SHA2_512"}
 
 def _utf8_string(der: bytes) -> str | None:
     try:
-        tlv, end = _read(der)
-    except DerError:
+        element = _asn1.parse(der)
+    except _asn1.Asn1Error:
         return None
-    if tlv.tag != 0x0C or end != len(der):
+    if not element.is_universal(_asn1.TAG_UTF8_STRING) or element.constructed:
         return None
-    return tlv.content.decode("utf-8", errors="replace")
+    return element.content.decode("utf-8", errors="replace")
 
 
 def certificate_identity(cert: x509.Certificate) -> tuple[set[str], str | None]:

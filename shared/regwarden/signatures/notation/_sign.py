@@ -368,7 +368,11 @@ def timestamp_token(signature: bytes, tsa: Timestamper) -> bytes:
         asn1.der_int(3),
         asn1.der_set([_alg_id(_OID_SHA["sha256"])]),
         asn1.der_seq(asn1.der_oid(OID_TST_INFO), asn1.der_explicit(0, asn1.der_octets(tst_info))),
-        asn1.der_implicit_constructed(0, b"".join(c.public_bytes(Encoding.DER) for c in tsa.chain)),
+        # certificates is a SET OF: DER sorts it (strict parsers such as rfc3161-client refuse
+        # any other order)
+        asn1.der_implicit_constructed(
+            0, b"".join(sorted(c.public_bytes(Encoding.DER) for c in tsa.chain))
+        ),
         asn1.der_set([signer_info]),
     )
     return asn1.der_seq(asn1.der_oid(OID_SIGNED_DATA), asn1.der_explicit(0, signed_data))
