@@ -18,8 +18,14 @@ runs once, as its schedule would. Each trial must end with the event acknowledge
 the action whole (every deployable tag removed or rolled back, the quarantine tag on the
 image), exactly one verdict for the event in the table's verdict log, an alert on the
 alerts topic, and the Powertools idempotency record COMPLETED only once the action is
-whole. Each test prints its figures as one JSON line (and records them as the test's
-`chaos` property).
+whole.
+
+A step the registry keeps refusing through the last receive ends that event in ERROR with
+an alert naming what is left; the recovery schedule then finishes the action once the
+registry takes the write again, with its own verdict and alert.
+
+Each test prints its figures as one JSON line (and records them as the test's `chaos`
+property).
 """
 
 from __future__ import annotations
@@ -374,3 +380,100 @@ def test_tag_rollback_interrupted_at_every_write_ends_whole_with_one_verdict_and
 ) -> None:
     figures = run(chaos, rollback_scenario, mode=mode, steps=ROLLBACK)
     check(report(figures, capsys, record_property))
+
+
+# -- a step refused through the last receive: the recovery schedule finishes it ---------------
+
+SWEEP_TICKS = 16
+"""Recovery ticks (5 minutes each) a test waits for: past the sweep's settle time and its
+first backoffs."""
+
+
+@pytest.mark.parametrize(
+    ("make", "step"),
+    [(retag_scenario, "delete tag edge"), (rollback_scenario, "put tag 1.0")],
+    ids=["retag", "rollback"],
+)
+def test_a_step_refused_through_the_last_receive_is_finished_by_the_recovery_schedule(
+    chaos: Chaos,
+    make: Callable[[Aws, int], Scenario],
+    step: str,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    aws, source = chaos.aws, chaos.source
+    scenario = make(aws, 90)
+    chaos.proxy.refuse(scenario.repository, step)
+    aws.drain("notify")
+    source.send(json.dumps(scenario.event))
+    results = []
+    event = source.receive()
+    for receive in range(1, LAST_RECEIVE + 1):
+        assert event is not None
+        chaos.clocks.offset = VISIBILITY_TIMEOUT * (receive - 1)
+        results.append(source.acknowledge(event, aws.invoke(FUNCTION, event)))
+        if receive < LAST_RECEIVE:
+            source.time_out(event)
+            event = source.receive()
+    logged = verdict_log(aws.ledger(), scenario.repository, scenario.digest)
+    alerts = [
+        Alert.model_validate_json(m["Body"])
+        for m in aws.drain("notify")
+        if scenario.digest in m["Body"]
+    ]
+    left = step.split(" ")[-1]
+
+    # retried while receives remain; the last one ends in ERROR, saying what is left
+    assert results == [False] * (LAST_RECEIVE - 1) + [True]
+    assert scenario.state(aws) == "half-done"
+    assert logged is not None and [v[1] for v in logged] == ["ERROR"]
+    (alert,) = alerts
+    assert (alert.outcome.value, alert.action) == ("ERROR", "quarantine")
+    assert alert.state is not None and left in alert.state, alert.state
+    handed_over = chaos.idempotency()  # COMPLETED: the schedule, not SQS, finishes it
+
+    # the schedule keeps at it while the registry refuses, without repeating the alert
+    chaos.sweep()
+    assert scenario.state(aws) == "half-done"
+    assert not [m for m in aws.drain("notify") if scenario.digest in m["Body"]]
+
+    # the registry takes the write again: the next due tick finishes the action
+    chaos.proxy.allow(scenario.repository, step)
+    started = time.monotonic()
+    ticks = 0
+    while scenario.state(aws) != "whole" and ticks < SWEEP_TICKS:
+        chaos.sweep()
+        ticks += 1
+    recovery = time.monotonic() - started
+    assert scenario.state(aws) == "whole"
+    logged = verdict_log(aws.ledger(), scenario.repository, scenario.digest)
+    assert logged is not None
+    delivery = logged[0][0]
+    # one verdict for the event; the sweep's own (no delivery) end in FAILED once whole
+    assert [v[1] for v in logged if v[0] == delivery] == ["ERROR"]
+    swept = [v[1] for v in logged if v[0] is None]
+    assert swept[-1:] == ["FAILED"] and len(logged) == 1 + len(swept)
+    alerts = [
+        Alert.model_validate_json(m["Body"])
+        for m in aws.drain("notify")
+        if scenario.digest in m["Body"]
+    ]
+    assert [(a.outcome.value, a.action, a.state) for a in alerts] == [
+        ("FAILED", "quarantine", None)
+    ]
+    assert source.left() == 0
+    line = {
+        "test": f"{make.__name__.removesuffix('_scenario')}/refused-through-last-receive",
+        "refused": step,
+        "receives": LAST_RECEIVE,
+        "idempotency_at_last_receive": sorted(set(handed_over.values())),
+        "state_at_last_receive": "half-done",
+        "ticks_after_allowed": ticks,
+        "simulated_minutes": round(chaos.clocks.offset.total_seconds() / 60),
+        "recovery_s": round(recovery, 3),
+        "event_verdicts": [v[1] for v in logged if v[0] == delivery],
+        "sweep_verdicts": swept,
+    }
+    record_property("chaos", json.dumps(line))
+    with capsys.disabled():
+        print("\nCHAOS " + json.dumps(line), flush=True)

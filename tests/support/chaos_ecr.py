@@ -26,8 +26,10 @@ answered it) while the test kills the handler's process.
 from __future__ import annotations
 
 import datetime as _datetime
+import importlib
 import json
 import os
+import pkgutil
 import signal
 import statistics
 import subprocess
@@ -150,6 +152,7 @@ class WriteGate(EcrLimitsProxy):
         self._guard = threading.Lock()
         self._writes: dict[str, list[Write]] = {}
         self._faults: list[Fault] = []
+        self._refused: set[tuple[str, str]] = set()
         server = self._server.server
 
         def quiet(request: Any, client_address: Any) -> None:
@@ -164,6 +167,16 @@ class WriteGate(EcrLimitsProxy):
         with self._guard:
             self._faults.append(fault)
         return fault
+
+    def refuse(self, repository: str, label: str) -> None:
+        """Answer every write to `repository` with this label with an error, unforwarded,
+        until `allow` (a registry that keeps refusing one step)."""
+        with self._guard:
+            self._refused.add((repository, label))
+
+    def allow(self, repository: str, label: str) -> None:
+        with self._guard:
+            self._refused.discard((repository, label))
 
     def writes(self, repository: str) -> list[Write]:
         with self._guard:
@@ -198,9 +211,12 @@ class WriteGate(EcrLimitsProxy):
             if fault is not None:
                 self._faults.remove(fault)
                 fault.write = write
+            refused = (repository, write.label) in self._refused
+        injected = error(f"chaos: fault injected at write {write.n} ({write.label})")
+        if refused:
+            return injected
         if fault is None:
             return super().handle(method, path, headers, body)
-        injected = error(f"chaos: fault injected at write {write.n} ({write.label})")
         answer = injected
         if fault.phase == "after":
             answer = super().handle(method, path, headers, body)
@@ -372,13 +388,14 @@ class Child:
 
 
 class Clocks:
-    """The handlers' clock (`functions.aws._app.datetime`) and Powertools' idempotency clock,
-    `offset` ahead of the wall clock (0 until a redelivery moves them)."""
+    """The functions' clocks (the `datetime` of every `functions.aws` module) and
+    Powertools' idempotency clock, `offset` ahead of the wall clock (0 until a redelivery
+    moves them)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from aws_lambda_powertools.utilities.idempotency.persistence import base, dynamodb
 
-        from functions.aws import _app
+        import functions.aws
 
         self.offset = _datetime.timedelta(0)
         clocks = self
@@ -393,9 +410,12 @@ class Clocks:
             def __getattr__(self, name: str) -> Any:
                 return getattr(_datetime, name)
 
+        for info in pkgutil.iter_modules(functions.aws.__path__, "functions.aws."):
+            module = importlib.import_module(info.name)
+            if getattr(module, "datetime", None) is _datetime.datetime:
+                monkeypatch.setattr(module, "datetime", Shifted)
         shim = ShiftedModule("datetime")
         shim.datetime = Shifted  # type: ignore[attr-defined]
-        monkeypatch.setattr(_app, "datetime", Shifted)
         monkeypatch.setattr(dynamodb, "dt", shim)
         monkeypatch.setattr(base, "dt", shim)
 
