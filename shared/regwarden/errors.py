@@ -131,3 +131,9 @@ class HostNotAllowed(IntakeError):
 class DeadlineExceeded(RegistryError):
     """A registry call (connect, headers and body, with its retries) did not finish within
     its overall deadline. Transient: the event is retried like any other registry failure."""
+
+
+class ActionIncomplete(RegistryError):
+    """An action stopped half-way on its last attempt: its ERROR verdict and alert are
+    committed, the recovery sweep keeps driving it to its end, and the event is
+    dead-lettered (never acknowledged as handled while the image is half-done)."""

@@ -32,7 +32,14 @@ from .actions import (
     quarantine,
     release,
 )
-from .errors import EvidenceUnavailable, HostNotAllowed, LimitExceeded, NotFound, RegistryError
+from .errors import (
+    ActionIncomplete,
+    EvidenceUnavailable,
+    HostNotAllowed,
+    LimitExceeded,
+    NotFound,
+    RegistryError,
+)
 from .gate import Facts, GateRules, ProvenanceFact, evaluate
 from .intake import Classified, ManifestRole, classify_manifest, ignore_reason
 from .model import (
@@ -516,6 +523,7 @@ class Pipeline:
             )
         held = self.ledger.quarantined(reg, repo, digest)
         outcome = verdict.outcome
+        failed: RegistryError | None = None
         try:
             if outcome is Outcome.FAILED or (
                 outcome is Outcome.PENDING and rules.quarantine_strategy != "move"
@@ -580,6 +588,7 @@ class Pipeline:
             notes.append(f"action failed after retries: {exc}")
             log.error("action on %s failed for good: %s (state: %s)", facts.image, exc, state)
             self._schedule_resume(facts.image, now=now)
+            failed = exc
         recheck_at = None
         if verdict.outcome is Outcome.PENDING:
             deadlines = [c.details.get("deadline") for c in verdict.checks]
@@ -588,6 +597,9 @@ class Pipeline:
         held_now = self.ledger.quarantined(reg, repo, digest)
         standing = "quarantine" if held_now and held_now.released_at is None else "none"
         alert = self._make_alert(verdict, facts, actions, notes, state, standing=standing, now=now)
+        if failed is not None:  # told and recorded, but the delivery is not done
+            self._commit(None, facts.image, verdict, alert, now=now)
+            raise ActionIncomplete(f"{facts.image}: {failed} (state: {state})") from failed
         sent = self._commit(
             delivery,
             facts.image,
@@ -654,7 +666,9 @@ class Pipeline:
             verdict = verdict.model_copy(update={"outcome": Outcome.ERROR})
             note = f"action failed after retries: {exc}; regwarden keeps retrying"
             alert = self._stored_alert(record, verdict, [], [note], state, now=now)
-            sent = self._commit(delivery, image, verdict, alert, now=now)
+            sent = self._commit(None, image, verdict, alert, now=now)
+            if delivery is not None:  # an event's last attempt: dead-lettered, not done
+                raise ActionIncomplete(f"{image}: {exc} (state: {state})") from exc
             return Handled(event, verdict=verdict, alerts=sent, notes=(note,))
         verdict = _stored_verdict(stored, image, now)
         actions = _quarantine_actions(q)

@@ -23,7 +23,7 @@ from support.proxy import RegistryProxy
 from regwarden import recovery
 from regwarden.actions import action_key
 from regwarden.devtools import make_image, push_image
-from regwarden.errors import RegistryError
+from regwarden.errors import ActionIncomplete, RegistryError
 from regwarden.model import EventKind, ImageEvent, Outcome
 from regwarden.notify import Alert, DeliveryFailed, everything_to
 from regwarden.oci import RegistryClient
@@ -222,9 +222,11 @@ def test_a_delete_that_keeps_failing_is_alerted_with_its_state_and_retried_until
     event = push_event(proxy.host, repo, pushed)
     proxy.inject(503, count=None, method="DELETE", path=r"/manifests/")
 
-    last = gate.handle(event, now=LATE, final_attempt=True)
+    with pytest.raises(ActionIncomplete, match="still present"):  # dead-lettered, not done
+        gate.handle(event, now=LATE, final_attempt=True)
 
-    assert last.verdict is not None and last.verdict.outcome is Outcome.ERROR
+    assert gate.ledger.last_verdict(proxy.host, repo, pushed) == "ERROR"
+    assert gate.ledger.delivery_outcome(f"distribution:{event.delivery_id}", now=LATE) is None
     assert moved(client, repo, pushed) == (True, True)
     assert len(sink.alerts) == 1 and sink.alerts[0].state is not None
     assert "still present" in sink.alerts[0].state
