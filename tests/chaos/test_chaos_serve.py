@@ -127,6 +127,8 @@ def test_the_alert_of_a_move_survives_a_kill(
 def test_a_burst_survives_a_kill_at_a_random_write(
     rig: ChaosRig, report: Callable[[TrialResult], None]
 ) -> None:
+    """The kill point is drawn from a fresh seed each run; its JSON line names the seed, and
+    REGWARDEN_CHAOS_SEED=<seed> replays that run's kill point."""
     seed = int(os.environ.get("REGWARDEN_CHAOS_SEED") or random.randrange(1 << 30))
     result = rig.burst_trial(BURST, seed=seed, deadline=RECOVERY)
     report(result)
