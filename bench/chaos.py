@@ -48,9 +48,11 @@ Shape = Literal["image", "index"]
 
 
 def progress(result: TrialResult) -> None:
+    """One line per trial on stderr as it ends (a long run that breaks keeps its figures)."""
     state = "ok" if result.ok else "NOT OK"
     took = f"{result.recovery_s}s" if result.recovery_s is not None else "-"
     print(f"{result.test:12} {result.kill:34} {state:6} recovery {took}", file=sys.stderr)
+    print(f"  {result.json_line()}", file=sys.stderr, flush=True)
 
 
 def move_points(rig: ChaosRig, shape: Shape, deadline: float) -> list[KillPoint]:
@@ -67,13 +69,18 @@ def move_points(rig: ChaosRig, shape: Shape, deadline: float) -> list[KillPoint]
 def run(args: argparse.Namespace) -> dict[str, Any]:
     product = Path(args.product) if args.product else product_from_env()
     results: dict[str, list[TrialResult]] = {}
+    errors: list[str] = []
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="regwarden-chaos-") as tmp,
         chaos_rig(Path(tmp), workers=args.workers, product=product) as rig,
     ):
         for shape in cast(list[Shape], args.shapes):
-            points = move_points(rig, shape, args.deadline)
+            try:
+                points = move_points(rig, shape, args.deadline)
+            except AssertionError as exc:  # no kill points without a clean move: say why
+                errors.append(f"move-{shape}: {str(exc)[:2000]}")
+                continue
             for point in points[: args.max_points or None]:
                 result = rig.move_trial(shape, point, deadline=args.deadline)
                 progress(result)
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "product": str(product) if product else "installed",
         "wall_s": round(time.monotonic() - started, 1),
         "scenarios": [summarize(name, rs) for name, rs in results.items()],
+        "errors": errors,
     }
     if args.trials:
         out["trials"] = [json.loads(r.json_line()) for rs in results.values() for r in rs]
