@@ -105,6 +105,16 @@ def moved(client: RegistryClient, repo: str, digest: str) -> tuple[bool, bool]:
     )
 
 
+def interrupted_move(proxy: RegistryProxy, gate: Pipeline, repo: str, digest: str) -> ImageEvent:
+    """Handle a push whose move fails at the source DELETE (every attempt, until cleared):
+    copied to quarantine, still in the source. Returns the event."""
+    event = push_event(proxy.host, repo, digest)
+    proxy.inject(503, count=None, method="DELETE", path=r"/manifests/")
+    with pytest.raises(RegistryError):
+        gate.handle(event, now=LATE, final_attempt=False)
+    return event
+
+
 @pytest.fixture
 def pushed(client: RegistryClient, repo: str) -> str:
     return push_image(client, repo, make_image(seed=4101), tag="1.0.0")
@@ -118,11 +128,7 @@ def test_a_failure_between_copy_and_delete_leaves_the_delivery_to_its_retry(
     repo: str,
     pushed: str,
 ) -> None:
-    event = push_event(proxy.host, repo, pushed)
-    proxy.inject(503, count=None, method="DELETE", path=r"/manifests/")
-
-    with pytest.raises(RegistryError):
-        gate.handle(event, now=LATE, final_attempt=False)
+    event = interrupted_move(proxy, gate, repo, pushed)
 
     assert moved(client, repo, pushed) == (True, True)  # copied, still deployable
     assert gate.ledger.delivery_outcome(f"distribution:{event.delivery_id}", now=LATE) is None
@@ -196,10 +202,7 @@ def test_the_sweep_finishes_a_move_whose_event_never_comes_back(
     repo: str,
     pushed: str,
 ) -> None:
-    event = push_event(proxy.host, repo, pushed)
-    proxy.inject(503, count=None, method="DELETE", path=r"/manifests/")
-    with pytest.raises(RegistryError):
-        gate.handle(event, now=LATE, final_attempt=False)
+    interrupted_move(proxy, gate, repo, pushed)
     proxy.clear()
 
     report = recovery.sweep(gate, now=LATE + timedelta(seconds=1))
