@@ -10,7 +10,9 @@ whole — all of it in quarantine and gone from its repository, or untouched whe
 deliveries are reported, not failed (at-least-once, de-duplicated on the CloudEvents id).
 
 The alert sink can hold an alert the same way (kill before it is taken in, or after it was
-and before serve hears back). CI runs a few kill points and a 20-image burst;
+and before serve hears back), and so can the tap between the registry's notifications and
+serve (kill before serve stores the push's event, or after it did and before the registry
+hears back: the registry delivers it again). CI runs a few kill points and a 20-image burst;
 `bench/chaos.py` runs every kill point and the 500-image burst. Each test prints one JSON
 line with its figures (and appends it to $REGWARDEN_CHAOS_REPORT when set).
 """
@@ -67,6 +69,13 @@ ALERT_POINTS = [
 """The sink holds the move's alert: not taken in yet, or taken in and never answered (the
 outbox sends it again after the restart: a duplicate delivery, reported, not failed)."""
 
+DELIVERY_POINTS = [
+    KillPoint(1, "before", label="notification"),
+    KillPoint(1, "after", label="notification stored"),
+]
+"""The tap holds the push's notification: not relayed yet, or stored and answered by serve
+with the answer kept from the registry (which then delivers the same event again)."""
+
 
 @pytest.fixture(scope="module")
 def rig(chaos_root: Path) -> Iterator[ChaosRig]:
@@ -111,6 +120,18 @@ def test_move_of_an_index_survives_a_kill(
     result = rig.move_trial("index", point, deadline=RECOVERY)
     report(result)
     assert result.held, f"the proxy never held {point.name}"
+    assert result.ok, explain(rig, result)
+
+
+@pytest.mark.parametrize("point", DELIVERY_POINTS, ids=lambda p: p.name)
+def test_a_delivery_survives_a_kill(
+    rig: ChaosRig, point: KillPoint, report: Callable[[TrialResult], None]
+) -> None:
+    result = rig.delivery_trial(point, deadline=RECOVERY)
+    report(result)
+    assert result.held.startswith("notify ")
+    if point.when == "after":
+        assert result.held_status == 202, "serve did not store the held notification"
     assert result.ok, explain(rig, result)
 
 

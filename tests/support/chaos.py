@@ -286,9 +286,29 @@ class AckedEvent:
         return f"distribution:{self.id}"
 
 
+def _acked(event: dict[str, Any]) -> AckedEvent:
+    target = event.get("target") or {}
+    return AckedEvent(
+        id=str(event.get("id")),
+        action=str(event.get("action")),
+        repository=str(target.get("repository")),
+        digest=target.get("digest"),
+        tag=target.get("tag"),
+        media_type=target.get("mediaType"),
+        agent=str((event.get("request") or {}).get("useragent") or ""),
+    )
+
+
 class NotifyTap:
     """Relays a registry's notifications to `target`, recording what was acknowledged.
-    While serve is down it answers 503, so the registry delivers again, as it would."""
+    While serve is down it answers 503, so the registry delivers again, as it would.
+
+    It can hold the Nth notification that reports a manifest push by anyone but regwarden
+    (`arm`): `before` — not relayed yet; `after` — relayed and answered by serve, the answer
+    kept from the registry. Either way the registry then gets a 503 and delivers it again
+    (after `after`, serve has it twice: a redelivery of an event it already stored)."""
+
+    HOLD_LIMIT = 120.0
 
     def __init__(self, target: str) -> None:
         tap = self
@@ -296,6 +316,8 @@ class NotifyTap:
         self.acked: list[AckedEvent] = []
         self.refused = 0
         self._lock = threading.Lock()
+        self._hold: Hold | None = None
+        self._pushes = 0
         self._client = httpx.Client(timeout=10)
 
         class Handler(BaseHTTPRequestHandler):
@@ -315,34 +337,61 @@ class NotifyTap:
     def url(self) -> str:
         return f"{self._server.url}/events"
 
+    def arm(self, point: KillPoint) -> Hold:
+        hold = Hold(point)
+        with self._lock:
+            self._pushes = 0
+            self._hold = hold
+        return hold
+
+    def disarm(self) -> None:
+        with self._lock:
+            hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.release.set()
+
+    def _claim(self, events: list[AckedEvent]) -> Hold | None:
+        pushed = [
+            e
+            for e in events
+            if e.action == "push"
+            and e.tag is not None  # a tagged manifest: blobs carry no tag
+            and not e.agent.startswith(REGWARDEN_AGENT)
+        ]
+        if not pushed:
+            return None
+        with self._lock:
+            self._pushes += 1
+            hold = self._hold
+            if hold is None or self._pushes != hold.point.n:
+                return None
+            self._hold = None
+        hold.request = f"notify {pushed[0].repository}:{pushed[0].tag}"
+        return hold
+
     def _relay(self, body: bytes, headers: dict[str, str]) -> int:
+        events = [_acked(e) for e in json.loads(body).get("events") or []]
+        hold = self._claim(events)
+        if hold is not None and hold.point.when == "before":
+            hold.reached.set()
+            hold.release.wait(self.HOLD_LIMIT)
+            return 503
         forward = {
             k: v for k, v in headers.items() if k.lower() in ("authorization", "content-type")
         }
         try:
             response = self._client.post(self.target, content=body, headers=forward)
         except httpx.HTTPError:
-            with self._lock:
-                self.refused += 1
+            response = None
+        if hold is not None:  # `after`: serve answered (or died); the registry never hears it
+            hold.status = response.status_code if response is not None else None
+            hold.reached.set()
+            hold.release.wait(self.HOLD_LIMIT)
             return 503
-        if not 200 <= response.status_code < 300:
+        if response is None or not 200 <= response.status_code < 300:
             with self._lock:
                 self.refused += 1
-            return response.status_code
-        events = []
-        for e in json.loads(body).get("events") or []:
-            target = e.get("target") or {}
-            events.append(
-                AckedEvent(
-                    id=str(e.get("id")),
-                    action=str(e.get("action")),
-                    repository=str(target.get("repository")),
-                    digest=target.get("digest"),
-                    tag=target.get("tag"),
-                    media_type=target.get("mediaType"),
-                    agent=str((e.get("request") or {}).get("useragent") or ""),
-                )
-            )
+            return 503 if response is None else response.status_code
         with self._lock:
             self.acked.extend(events)
         return response.status_code
@@ -365,6 +414,7 @@ class NotifyTap:
         return self
 
     def stop(self) -> None:
+        self.disarm()
         self._server.stop()
         self._client.close()
 
@@ -873,6 +923,7 @@ class ChaosRig:
         if not hold.reached.wait(timeout):
             self.proxy.disarm()
             self.sink.disarm()
+            self.tap.disarm()
             raise AssertionError(
                 f"kill point {hold.point.name} never reached; regwarden's writes: "
                 f"{self.proxy.writes}\n{self.serve.logs()}"
@@ -1053,6 +1104,23 @@ class ChaosRig:
         result.held, result.held_status = hold.request, hold.status
         began = self.restart()
         self.recover(result, [expect], began, deadline=deadline)
+        return result
+
+    def delivery_trial(self, point: KillPoint, *, deadline: float) -> TrialResult:
+        """Kill serve while the tap holds the notification of an unsigned image's push:
+        before serve got it, or after serve stored and answered it (its answer never reaches
+        the registry, which delivers the event again: serve then holds it twice)."""
+        repo = self.fresh_repo("delivery")
+        expect = Expect(repo, "v1", make_image(seed=self.trials, layer_size=64), fails=True)
+        result = TrialResult("delivery", point.name)
+        self.proxy.count_writes()
+        hold = self.tap.arm(point)
+        self.push(expect)
+        self.kill_at(hold)
+        result.held, result.held_status = hold.request, hold.status
+        began = self.restart()
+        self.recover(result, [expect], began, deadline=deadline)
+        result.writes = len(self.proxy.writes)
         return result
 
     def burst_trial(
