@@ -7,6 +7,9 @@ mounts, the manifest put, the source delete; 10 for a two-platform index). Each 
 kill point twice: held before it is forwarded (it never lands) and after the registry
 answered it (it landed, serve never learnt it). One trial per kill point: push, SIGKILL
 serve at the point, restart it on the same ledger and port, wait until it is quiet, check.
+The edges: serve killed while the tap holds a push's notification (before serve stored it;
+after it stored and answered it, the answer kept from the registry, which delivers it
+again) and while the alert sink holds the move's alert (before and after taking it in).
 The burst pushes N images at once (every other one failing, so half of them are moved) and
 kills serve once, at a random write.
 
@@ -85,6 +88,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result = rig.move_trial(shape, point, deadline=args.deadline)
                 progress(result)
                 results.setdefault(f"move-{shape}", []).append(result)
+        for when in ("before", "after") if args.edges else ():
+            for name, trial in (("delivery", rig.delivery_trial), ("alert", rig.alert_trial)):
+                result = trial(KillPoint(1, when, label=name), deadline=args.deadline)
+                progress(result)
+                results.setdefault(name, []).append(result)
         rng = random.Random(args.seed)
         for _ in range(args.burst_trials if args.burst else 0):
             seed = rng.randrange(1 << 30)
@@ -120,6 +128,12 @@ def main() -> None:
         type=lambda s: [x for x in s.split(",") if x],
         default=["image", "index"],
         help="image,index (empty: no moves)",
+    )
+    parser.add_argument(
+        "--no-edges",
+        dest="edges",
+        action="store_false",
+        help="skip the kill points on the push's notification and on the alert",
     )
     parser.add_argument("--max-points", type=int, default=0, help="first N kill points only")
     parser.add_argument("--burst", type=int, default=500, help="images per burst (0: none)")
