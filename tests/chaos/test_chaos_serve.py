@@ -123,6 +123,21 @@ def test_move_of_an_index_survives_a_kill(
     assert result.ok, explain(rig, result)
 
 
+def test_a_resumed_move_survives_a_second_kill(
+    rig: ChaosRig, report: Callable[[TrialResult], None]
+) -> None:
+    """Killed once the index is copied, then again while the restarted serve resumes the
+    move: at the delete of the source index, after the registry answered it."""
+    points = [
+        KillPoint(3, "after", "PUT", label="index copied"),
+        KillPoint(1, "after", "DELETE", label="index deleted on resume"),
+    ]
+    result = rig.move_trial("index", points, deadline=RECOVERY)
+    report(result)
+    assert result.held.count("DELETE") == 1, result.held
+    assert result.ok, explain(rig, result)
+
+
 @pytest.mark.parametrize("point", DELIVERY_POINTS, ids=lambda p: p.name)
 def test_a_delivery_survives_a_kill(
     rig: ChaosRig, point: KillPoint, report: Callable[[TrialResult], None]

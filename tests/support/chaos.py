@@ -1064,10 +1064,16 @@ class ChaosRig:
     # -- trials -------------------------------------------------------------------------------
 
     def move_trial(
-        self, shape: Literal["image", "index"], point: KillPoint | None, *, deadline: float
+        self,
+        shape: Literal["image", "index"],
+        point: KillPoint | Sequence[KillPoint] | None,
+        *,
+        deadline: float,
     ) -> TrialResult:
         """Push one unsigned image (or multi-arch index), kill serve at `point` during its
-        move, restart, and judge. Without a point: no kill (calibration)."""
+        move, restart, and judge. Several points: the next one is armed before each restart,
+        so it counts the writes of the resumed move. Without a point: no kill (calibration)."""
+        points = [point] if isinstance(point, KillPoint) else list(point or ())
         repo = self.fresh_repo(shape)
         seed = self.trials
         content: Content = (
@@ -1076,16 +1082,22 @@ class ChaosRig:
             else make_image(seed=seed, layer_size=256)
         )
         expect = Expect(repo, "v1", content, fails=True)
-        result = TrialResult(f"move-{shape}", point.name if point else "none")
-        hold = self.proxy.arm(point) if point is not None else None
-        if hold is None:
+        result = TrialResult(f"move-{shape}", ", then ".join(p.name for p in points) or "none")
+        if points:
+            hold = self.proxy.arm(points[0])
+        else:
             self.proxy.count_writes()
         began = time.monotonic()
         self.push(expect)
-        if hold is not None:
+        held: list[str] = []
+        for n in range(len(points)):
             self.kill_at(hold)
-            result.held, result.held_status = hold.request, hold.status
+            held.append(hold.request)
+            result.held_status = hold.status
+            if n + 1 < len(points):  # armed before the restart: it counts the resumed writes
+                hold = self.proxy.arm(points[n + 1])
             began = self.restart()
+        result.held = ", then ".join(held)
         self.recover(result, [expect], began, deadline=deadline)
         result.writes = len(self.proxy.writes)
         return result
