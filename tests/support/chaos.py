@@ -12,13 +12,17 @@
   request is held; the proxy then drops it. So `before` means the write never landed and
   `after` means it landed but serve never learnt it did.
 - `NotifyTap` relays the registry's notifications to serve and records every event serve
-  answered 2xx for: what "acknowledged" means, observed from outside the product.
+  answered 2xx for: what "acknowledged" means, observed from outside the product. It can
+  hold a push's notification the same way (before serve stores it; after serve stored and
+  answered it, the answer kept from the registry, which delivers the event again).
 - `AlertSink` is the webhook channel; it de-duplicates on the CloudEvents `id` and counts
-  repeated deliveries separately (alerts are at-least-once by design).
+  repeated deliveries separately (alerts are at-least-once by design). It can hold an
+  alert too (before taking it in; after, never answering).
 - `ChaosServe` restarts serve on the same ledger and port; `ChaosLedger` reads the SQLite
   ledger directly; `placement` reads the registry by digest (never through the proxy).
-- `ChaosRig` puts it together: `move_trial` (one image or index, one kill point) and
-  `burst_trial` (N pushes, one kill at a random write), each ending in a `TrialResult`.
+- `ChaosRig` puts it together: `move_trial` (one image or index, one or more kill points),
+  `delivery_trial`, `alert_trial` and `burst_trial` (N pushes, one kill at a random
+  write), each ending in a `TrialResult`.
 
 After a restart the rig waits on conditions — every push acknowledged, queue drained, no
 unfinished intent, outbox empty — then checks the registry and the ledger; the recovery
