@@ -184,6 +184,8 @@ class Pipeline:
         except HostNotAllowed as exc:
             log.warning("ignored %s %s: %s", event.kind, event.image, exc)
             return Handled(event, ignored=str(exc))
+        except _AlreadyHandled:
+            return Handled(event, ignored="duplicate delivery")
 
     def recheck(self, image: ImageRef, *, now: datetime, final_attempt: bool = True) -> Handled:
         """Re-evaluate an image at a deadline: a PENDING verdict's grace period or scan
@@ -451,6 +453,9 @@ class Pipeline:
         """Judge `image` and act on the verdict; a digest instead when `image` turns out
         to be evidence about another image (the caller judges that one)."""
         assert image.digest is not None
+        if delivery is not None and self.ledger.delivery_outcome(delivery, now=now):
+            # handled while this attempt waited for the image (a redelivery side by side)
+            return Handled(event, ignored="duplicate delivery")
         started = self.ledger.action(action_key("quarantine", image.with_tag(None)))
         if started is not None and started.status == "intent":
             # An earlier attempt decided and began: finish that, whatever the source says now.
@@ -844,6 +849,8 @@ class Pipeline:
             now=now,
             ttl=DELIVERY_TTL,
         )
+        if added is None:  # a duplicate handled side by side committed first: ours is moot
+            raise _AlreadyHandled(delivery or "")
         fresh = set(added)
         return self._deliver([i for i in items if i.key in fresh], now=now)
 
@@ -937,6 +944,10 @@ class Pipeline:
                 f"{self.release_hint} {image} --reason '…'" if action == "quarantine" else None
             ),
         )
+
+
+class _AlreadyHandled(Exception):
+    """The delivery's outcome was committed by another attempt while this one worked."""
 
 
 def _outbox_delay(exc: RegistryError, attempts: int) -> timedelta:

@@ -312,3 +312,33 @@ def test_the_outbox_waits_as_long_as_the_receiver_asked(
     assert recovery.sweep(gate, now=LATE + timedelta(minutes=5)).alerts_sent == 0
     assert recovery.sweep(gate, now=LATE + timedelta(minutes=11)).alerts_sent == 1
     assert [a.image.digest for a in sink.alerts] == [pushed]
+
+
+class BlindToOutcomes(SqliteLedger):
+    """Answers 'not handled yet' to every look-up, as two attempts racing each other see it
+    (both read before either commits)."""
+
+    def delivery_outcome(self, delivery_id: str, *, now: datetime) -> Any:
+        return None
+
+
+def test_a_duplicate_that_raced_past_the_check_commits_nothing(
+    registry: Any,
+    client: RegistryClient,
+    runtime: Runtime[SqliteLedger],
+    sink: Sink,
+    repo: str,
+    pushed: str,
+    tmp_path: Path,
+) -> None:
+    ledger = BlindToOutcomes(tmp_path / "ledger.db")
+    gate = dataclasses.replace(runtime.pipeline(), ledger=ledger, router=everything_to(sink))
+    event = push_event(registry.host, repo, pushed)
+    first = gate.handle(event, now=LATE)
+
+    second = gate.handle(event, now=LATE + timedelta(seconds=1))
+
+    assert first.verdict is not None and second.ignored == "duplicate delivery"
+    assert verdict_log(ledger) == [(f"distribution:{event.delivery_id}", pushed, "FAILED")]
+    assert len(sink.alerts) == 1
+    ledger.close()

@@ -143,6 +143,10 @@ def dead_letter_key(body: str, message_id: str) -> str:
     return message_id
 
 
+class _AlreadyCommitted(Exception):
+    """The delivery marker's condition failed: another attempt committed this delivery."""
+
+
 def _repo_pk(registry: str, repository: str) -> str:
     return f"repo#{registry}/{repository}"
 
@@ -333,6 +337,12 @@ class DynamoLedger:
             except self._botocore_errors() as exc:
                 codes = self._cancellation_codes(exc)
                 failed = {i for i, code in enumerate(codes) if code not in ("", "None")}
+                if any(
+                    codes[i] == "ConditionalCheckFailed" and "ConditionExpression" in core[i]["Put"]
+                    for i in failed
+                    if i < len(core) and "Put" in core[i]
+                ):
+                    raise _AlreadyCommitted from exc  # only the delivery marker has a condition
                 if (
                     codes
                     and failed
@@ -415,10 +425,13 @@ class DynamoLedger:
             item.get("recheck_image"),
         )
 
-    def commit_outcome(self, outcome: Outcome, *, now: datetime, ttl: timedelta) -> list[str]:
+    def commit_outcome(
+        self, outcome: Outcome, *, now: datetime, ttl: timedelta
+    ) -> list[str] | None:
         """In one transaction: the verdict and its log entry, the delivery's outcome marker
-        (kept for `ttl`) and the outbox rows (each only if its key is absent or expired).
-        Returns the outbox keys it added."""
+        (kept for `ttl`, written only if no unexpired one is there) and the outbox rows (each
+        only if its key is absent or expired). Returns the outbox keys it added, or None when
+        the delivery was committed before (nothing is written)."""
         o = outcome
         core: list[dict[str, Any]] = []
         if o.verdict is not None:
@@ -447,13 +460,25 @@ class DynamoLedger:
                 "recheck_image": o.recheck_image,
                 TTL_ATTRIBUTE: int(expires.timestamp()),
             }
-            core.append({"Put": {"TableName": self.table, "Item": self._item(marker)}})
+            core.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": self._item(marker),
+                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+                        "ExpressionAttributeValues": self._item({":now": _ts(now)}),
+                    }
+                }
+            )
         rows = [(a.key, self._outbox_put(a, now=now)) for a in _unique(o.alerts)]
         room = MAX_TRANSACTION - len(core)
         added: list[str] = []
         for first in range(room, len(rows), MAX_TRANSACTION):  # past the limit: written first
             added += self._transact([], rows[first : first + MAX_TRANSACTION])
-        return self._transact(core, rows[:room]) + added
+        try:
+            return self._transact(core, rows[:room]) + added
+        except _AlreadyCommitted:  # its rows were there already: the conditions kept them out
+            return None
 
     def _outbox_put(self, item: OutboxItem, *, now: datetime) -> dict[str, Any]:
         expires = now + OUTBOX_TTL

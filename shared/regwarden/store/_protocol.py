@@ -31,10 +31,14 @@ class Ledger(Protocol):
         """The committed outcome of a delivery, if it was handled and has not expired."""
         ...
 
-    def commit_outcome(self, outcome: Outcome, *, now: datetime, ttl: timedelta) -> list[str]:
+    def commit_outcome(
+        self, outcome: Outcome, *, now: datetime, ttl: timedelta
+    ) -> list[str] | None:
         """In one transaction: the verdict (and a `verdict_log` entry), the delivery marker
         (kept for `ttl`) and the outbox rows. An outbox key already present and unexpired is
-        not added again (alert de-duplication). Returns the outbox keys it added."""
+        not added again (alert de-duplication). Returns the outbox keys it added, or None
+        (and writes nothing) when the delivery's outcome was committed before: a duplicate
+        handled side by side with this one."""
         ...
 
     # -- alert outbox -------------------------------------------------------------------------

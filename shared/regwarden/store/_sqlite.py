@@ -195,10 +195,19 @@ class SqliteLedger(QueueMixin):
             delivery_id, datetime.fromisoformat(handled_at), _dt(recheck_at), recheck_image
         )
 
-    def commit_outcome(self, outcome: Outcome, *, now: datetime, ttl: timedelta) -> list[str]:
+    def commit_outcome(
+        self, outcome: Outcome, *, now: datetime, ttl: timedelta
+    ) -> list[str] | None:
         added: list[str] = []
         with self._tx() as db:
             o = outcome
+            if o.delivery_id is not None:  # committed by a concurrent duplicate: nothing
+                row = db.execute(
+                    "SELECT 1 FROM delivery_outcomes WHERE delivery_id = ? AND expires_at > ?",
+                    (o.delivery_id, _ts(now)),
+                ).fetchone()
+                if row is not None:
+                    return None
             if o.verdict is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
