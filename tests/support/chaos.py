@@ -303,7 +303,40 @@ def _acked(event: dict[str, Any]) -> AckedEvent:
     )
 
 
-class NotifyTap:
+class _Holder:
+    """Holds the Nth request it counts after `arm` (the kill point of a tap or a sink)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hold: Hold | None = None
+        self._seen = 0
+
+    def arm(self, point: KillPoint) -> Hold:
+        """Hold the `point.n`th counted request from now on."""
+        hold = Hold(point)
+        with self._lock:
+            self._seen = 0
+            self._hold = hold
+        return hold
+
+    def disarm(self) -> None:
+        with self._lock:
+            hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.release.set()
+
+    def _next(self) -> Hold | None:
+        """Count one request; the armed hold when it is the one to hold."""
+        with self._lock:
+            self._seen += 1
+            hold = self._hold
+            if hold is None or self._seen != hold.point.n:
+                return None
+            self._hold = None
+            return hold
+
+
+class NotifyTap(_Holder):
     """Relays a registry's notifications to `target`, recording what was acknowledged.
     While serve is down it answers 503, so the registry delivers again, as it would.
 
@@ -315,13 +348,11 @@ class NotifyTap:
     HOLD_LIMIT = 120.0
 
     def __init__(self, target: str) -> None:
+        super().__init__()
         tap = self
         self.target = target
         self.acked: list[AckedEvent] = []
         self.refused = 0
-        self._lock = threading.Lock()
-        self._hold: Hold | None = None
-        self._pushes = 0
         self._client = httpx.Client(timeout=10)
 
         class Handler(BaseHTTPRequestHandler):
@@ -341,19 +372,6 @@ class NotifyTap:
     def url(self) -> str:
         return f"{self._server.url}/events"
 
-    def arm(self, point: KillPoint) -> Hold:
-        hold = Hold(point)
-        with self._lock:
-            self._pushes = 0
-            self._hold = hold
-        return hold
-
-    def disarm(self) -> None:
-        with self._lock:
-            hold, self._hold = self._hold, None
-        if hold is not None:
-            hold.release.set()
-
     def _claim(self, events: list[AckedEvent]) -> Hold | None:
         pushed = [
             e
@@ -364,12 +382,9 @@ class NotifyTap:
         ]
         if not pushed:
             return None
-        with self._lock:
-            self._pushes += 1
-            hold = self._hold
-            if hold is None or self._pushes != hold.point.n:
-                return None
-            self._hold = None
+        hold = self._next()
+        if hold is None:
+            return None
         hold.request = f"notify {pushed[0].repository}:{pushed[0].tag}"
         return hold
 
@@ -435,7 +450,7 @@ class ReceivedAlert:
         return digest in json.dumps(self.data)
 
 
-class AlertSink:
+class AlertSink(_Holder):
     """The webhook channel's receiver: every delivery kept. Signatures are not checked here
     (their scheme has tests of its own); what matters is the CloudEvents `id`.
 
@@ -446,16 +461,14 @@ class AlertSink:
     HOLD_LIMIT = 120.0
 
     def __init__(self) -> None:
+        super().__init__()
         sink = self
         self.received: list[bytes] = []
-        self._lock = threading.Lock()
-        self._hold: Hold | None = None
-        self._posts = 0
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                hold = sink._claim()
+                hold = sink._next()
                 if hold is None or hold.point.when == "after":
                     with sink._lock:
                         sink.received.append(body)
@@ -487,29 +500,6 @@ class AlertSink:
                 pass
 
         self._server = LoopbackServer(Handler).start()
-
-    def arm(self, point: KillPoint) -> Hold:
-        """Hold the `point.n`th alert POST from now on."""
-        hold = Hold(point)
-        with self._lock:
-            self._posts = 0
-            self._hold = hold
-        return hold
-
-    def disarm(self) -> None:
-        with self._lock:
-            hold, self._hold = self._hold, None
-        if hold is not None:
-            hold.release.set()
-
-    def _claim(self) -> Hold | None:
-        with self._lock:
-            self._posts += 1
-            hold = self._hold
-            if hold is None or self._posts != hold.point.n:
-                return None
-            self._hold = None
-            return hold
 
     @property
     def url(self) -> str:
