@@ -332,4 +332,5 @@ def test_a_100_mb_body_raises_the_receivers_memory_by_less_than_the_cap(env: Env
 
     assert resp.status_code == 413
     growth = _peak_rss(env.serve.proc.pid) - before
+    print(json.dumps({"test": "receiver 100 MB body", "peak_rss_growth": growth, "cap": CAP}))
     assert growth < CAP, f"peak RSS grew by {growth} bytes for a 100 MB body"
