@@ -48,6 +48,7 @@ from regwarden.errors import (
     RegistryError,
 )
 from regwarden.model import EventKind, ImageEvent, Outcome
+from regwarden.notify import Alert, DeliveryFailed, RetryPolicy, WebhookChannel
 from regwarden.oci import (
     MAX_CONFIG_BYTES,
     MAX_INDEX_CHILDREN,
@@ -418,3 +419,26 @@ def test_the_gate_judges_a_deep_or_wide_index_error_alerts_and_leaves_it_in_plac
     assert client.head_manifest(repo, "v1") == top
     with pytest.raises(NotFound):
         client.list_tags(f"quarantine/{repo}")
+
+
+def test_an_alert_receiver_dripping_its_answer_is_cut_off_at_the_send_budget() -> None:
+    alert = Alert(
+        time=datetime.now(UTC),
+        image=ImageRef.parse("r.example/a/b@sha256:" + "1" * 64),
+        outcome=Outcome.FAILED,
+        summary="FAILED: no action",
+    )
+    with HostileServer() as sink:
+        sink.route("POST", r"/hook$", Reply(204, {}, b"", drip=1.5))
+        # a generous per-read timeout: only the send's budget can end it
+        channel = WebhookChannel(
+            "hook",
+            f"{sink.url}/hook",
+            retry=RetryPolicy(attempts=3, budget=DEADLINE, timeout=30.0),
+        )
+        started = time.monotonic()
+        with pytest.raises(DeliveryFailed):
+            channel.send(alert)
+        elapsed = time.monotonic() - started
+    assert sink.count("POST") >= 1
+    assert elapsed < DEADLINE + MARGIN

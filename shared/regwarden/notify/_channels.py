@@ -23,7 +23,7 @@ import httpx
 
 from .. import USER_AGENT
 from ..errors import RegistryError
-from ..oci import parse_retry_after
+from ..oci import DeadlineTransport, deadline_within, parse_retry_after
 from ..redact import redact_text, redact_url, register_secret, register_secret_url
 from ._alert import Alert
 from ._render import (
@@ -128,7 +128,13 @@ class _HttpChannel:
     ) -> None:
         self.name = name
         self._url = url
-        self._client = client or httpx.Client(timeout=10.0, headers={"User-Agent": USER_AGENT})
+        # Every socket operation keeps the send's overall deadline (the budget): a receiver
+        # dripping its answer a byte at a time cannot hold a worker past it.
+        self._client = client or httpx.Client(
+            timeout=10.0,
+            headers={"User-Agent": USER_AGENT},
+            transport=DeadlineTransport(limits=httpx.Limits(max_connections=4)),
+        )
         self._retry = retry or RetryPolicy()
         if secret_url is not None:
             self._secret_url = secret_url
@@ -156,13 +162,16 @@ class _HttpChannel:
             attempt += 1
             retry_after: float | None = None
             try:
-                with self._client.stream(
-                    "POST",
-                    self._url,
-                    content=body,
-                    headers={"Content-Type": "application/json", **headers()},
-                    timeout=min(policy.timeout, left),
-                ) as resp:  # the answer's body is never read: only its status matters
+                with (
+                    deadline_within(left),
+                    self._client.stream(
+                        "POST",
+                        self._url,
+                        content=body,
+                        headers={"Content-Type": "application/json", **headers()},
+                        timeout=min(policy.timeout, left),
+                    ) as resp,
+                ):  # the answer's body is never read: only its status matters
                     status = resp.status_code
                     if status < 300:
                         return

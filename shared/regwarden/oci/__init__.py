@@ -47,7 +47,7 @@ from ._media import (
     OCI_MANIFEST,
 )
 from ._models import Descriptor, Manifest, compute_digest, index_of, referrers_tag, verify_digest
-from ._transport import deadline_within
+from ._transport import DeadlineTransport, deadline_within
 from ._tree import (
     MAX_INDEX_CHILDREN,
     MAX_INDEX_DEPTH,
@@ -88,6 +88,7 @@ __all__ = [
     "OCI_MANIFEST",
     "Challenge",
     "Credentials",
+    "DeadlineTransport",
     "Descriptor",
     "IndexLimits",
     "Manifest",
