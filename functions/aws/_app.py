@@ -568,7 +568,9 @@ def _schedule_recheck(st: State, image: str, at: datetime, *, now: datetime, hop
     if st.sqs is None:
         import boto3
 
-        st.sqs = boto3.session.Session().client("sqs")
+        from regwarden.botocore_config import botocore_config
+
+        st.sqs = boto3.session.Session().client("sqs", config=botocore_config())
     delay = int(min(max((at - now).total_seconds() + 1, 0), MAX_DELAY))
     body: dict[str, Any] = {
         "id": f"recheck:{image}:{at.isoformat()}" + (f":hop{hop}" if hop else ""),

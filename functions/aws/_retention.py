@@ -234,7 +234,9 @@ class State:
         if self.sqs is None:
             import boto3
 
-            self.sqs = boto3.session.Session().client("sqs")
+            from regwarden.botocore_config import botocore_config
+
+            self.sqs = boto3.session.Session().client("sqs", config=botocore_config())
         return self.sqs
 
 

@@ -226,7 +226,9 @@ class RetentionSettings:
 def _client(service: str) -> Any:
     import boto3
 
-    return boto3.session.Session().client(service)
+    from regwarden.botocore_config import botocore_config
+
+    return boto3.session.Session().client(service, config=botocore_config())
 
 
 def read_policy_text(uri: str) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .. import USER_AGENT
 from ..errors import RegistryError, UsageError
 from ._alert import Alert
 
@@ -76,15 +75,13 @@ class SnsChannel:
         with self._lock:
             if self._client is None:
                 import boto3
-                from botocore.config import Config
+
+                from ..botocore_config import botocore_config
 
                 self._client = boto3.session.Session().client(
                     "sns",
                     region_name=self.region,
-                    config=Config(
-                        retries={"mode": "standard", "max_attempts": 5},
-                        user_agent_extra=USER_AGENT,
-                    ),
+                    config=botocore_config(mode="standard", attempts=6),
                 )
             return self._client
 

@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
-from .. import USER_AGENT
 from ..errors import (
     AuthError,
     DigestMismatch,
@@ -298,13 +297,13 @@ class EcrRegistry:
 
     def _make_client(self, endpoint_url: str | None, *, retries: bool = True) -> Any:
         import boto3
-        from botocore.config import Config
 
-        config = Config(
-            retries={"mode": "adaptive", "max_attempts": 10}
+        from ..botocore_config import botocore_config
+
+        config = (
+            botocore_config(mode="adaptive", attempts=11)
             if retries
-            else {"mode": "standard", "total_max_attempts": 1},
-            user_agent_extra=USER_AGENT,
+            else botocore_config(mode="standard", attempts=1)
         )
         global _SESSION
         with _SESSION_LOCK:  # boto3 sessions are not thread-safe; creating clients is rare

@@ -426,7 +426,9 @@ def _boto3_client(service: str, region: str | None) -> Any:
             f"inventory needs boto3 (the 'aws' extra) to read {service}",
             hint="pip install 'regwarden[aws]'",
         ) from None
-    return boto3.session.Session().client(service, region_name=region)
+    from ..botocore_config import botocore_config
+
+    return boto3.session.Session().client(service, region_name=region, config=botocore_config())
 
 
 def refs_from_aws(

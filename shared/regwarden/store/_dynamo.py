@@ -190,17 +190,13 @@ class DynamoLedger:
         with self._lock:
             if self._client is None:
                 import boto3
-                from botocore.config import Config
 
-                from .. import USER_AGENT
+                from ..botocore_config import botocore_config
 
                 self._client = boto3.session.Session().client(
                     "dynamodb",
                     endpoint_url=self._endpoint_url,
-                    config=Config(
-                        retries={"mode": "adaptive", "max_attempts": 10},
-                        user_agent_extra=USER_AGENT,
-                    ),
+                    config=botocore_config(mode="adaptive", attempts=11),
                 )
             return self._client
 
