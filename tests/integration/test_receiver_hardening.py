@@ -317,9 +317,13 @@ def _peak_rss(pid: int) -> int:
 
 
 CAP = 1 << 20
+SLACK = 1 << 20
+"""What a capped read may hold beyond the cap: one read buffer and the allocator's slack,
+plus whatever serve's other threads allocate meanwhile (peak RSS is the process's). Never
+the 100 MB."""
 
 
-def test_a_100_mb_body_raises_the_receivers_memory_by_less_than_the_cap(env: Env) -> None:
+def test_a_100_mb_body_raises_the_receivers_memory_by_about_the_cap_not_the_body(env: Env) -> None:
     # warm up the same path (a body just past the cap) so imports and buffers are in place
     env.post("distribution", iter([b" " * (CAP + 1)]))
     before = _peak_rss(env.serve.proc.pid)
@@ -333,4 +337,4 @@ def test_a_100_mb_body_raises_the_receivers_memory_by_less_than_the_cap(env: Env
     assert resp.status_code == 413
     growth = _peak_rss(env.serve.proc.pid) - before
     print(json.dumps({"test": "receiver 100 MB body", "peak_rss_growth": growth, "cap": CAP}))
-    assert growth < CAP, f"peak RSS grew by {growth} bytes for a 100 MB body"
+    assert growth < CAP + SLACK, f"peak RSS grew by {growth} bytes for a 100 MB body"
