@@ -1100,33 +1100,31 @@ class ChaosRig:
         """Kill serve while the sink holds the `point.n`th alert POST of a move: before the
         sink took it in, or after (taken in, never answered: sent again after the restart,
         a duplicate delivery the CloudEvents id lets a receiver drop)."""
-        repo = self.fresh_repo("alert")
-        expect = Expect(repo, "v1", make_image(seed=self.trials, layer_size=64), fails=True)
-        result = TrialResult("alert", point.name)
-        self.proxy.count_writes()
-        hold = self.sink.arm(point)
-        self.push(expect)
-        self.kill_at(hold)
-        result.held, result.held_status = hold.request, hold.status
-        began = self.restart()
-        self.recover(result, [expect], began, deadline=deadline)
-        return result
+        return self._held_push_trial("alert", self.sink, point, deadline=deadline)
 
     def delivery_trial(self, point: KillPoint, *, deadline: float) -> TrialResult:
         """Kill serve while the tap holds the notification of an unsigned image's push:
         before serve got it, or after serve stored and answered it (its answer never reaches
         the registry, which delivers the event again: serve then holds it twice)."""
-        repo = self.fresh_repo("delivery")
+        result = self._held_push_trial("delivery", self.tap, point, deadline=deadline)
+        result.writes = len(self.proxy.writes)
+        return result
+
+    def _held_push_trial(
+        self, kind: str, holder: _Holder, point: KillPoint, *, deadline: float
+    ) -> TrialResult:
+        """Push an unsigned image, kill serve where `holder` holds its request, restart and
+        wait for everything to hold."""
+        repo = self.fresh_repo(kind)
         expect = Expect(repo, "v1", make_image(seed=self.trials, layer_size=64), fails=True)
-        result = TrialResult("delivery", point.name)
+        result = TrialResult(kind, point.name)
         self.proxy.count_writes()
-        hold = self.tap.arm(point)
+        hold = holder.arm(point)
         self.push(expect)
         self.kill_at(hold)
         result.held, result.held_status = hold.request, hold.status
         began = self.restart()
         self.recover(result, [expect], began, deadline=deadline)
-        result.writes = len(self.proxy.writes)
         return result
 
     def burst_trial(
