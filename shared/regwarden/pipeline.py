@@ -290,7 +290,15 @@ class Pipeline:
         if target.digest is None:
             return Handled(event, ignored="no digest in the event")
         for _ in range(_MAX_REFERRER_DEPTH):
-            with self._image_lock(target):
+            lock = self._image_lock(target)
+            waited = not lock.acquire(blocking=False)
+            if waited:
+                lock.acquire()
+            try:
+                if waited and self.ledger.delivery_outcome(delivery, now=now):
+                    # handled while this attempt waited for the image (a redelivery side
+                    # by side); across processes, the commit itself refuses a second outcome
+                    return Handled(event, ignored="duplicate delivery")
                 judged = self._gate(
                     event,
                     target,
@@ -300,6 +308,8 @@ class Pipeline:
                     final_attempt=final_attempt,
                     delivery=delivery,
                 )
+            finally:
+                lock.release()
             if isinstance(judged, Handled):
                 return judged
             target = target.model_copy(update={"digest": judged, "tag": None})
@@ -453,9 +463,6 @@ class Pipeline:
         """Judge `image` and act on the verdict; a digest instead when `image` turns out
         to be evidence about another image (the caller judges that one)."""
         assert image.digest is not None
-        if delivery is not None and self.ledger.delivery_outcome(delivery, now=now):
-            # handled while this attempt waited for the image (a redelivery side by side)
-            return Handled(event, ignored="duplicate delivery")
         started = self.ledger.action(action_key("quarantine", image.with_tag(None)))
         if started is not None and started.status == "intent":
             # An earlier attempt decided and began: finish that, whatever the source says now.
