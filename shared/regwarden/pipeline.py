@@ -655,7 +655,7 @@ class Pipeline:
             record.digest
         )
         event = event or _sweep_event(image, now)
-        stored = record.state.get("verdict")
+        verdict = _stored_verdict(record.state.get("verdict"), image, now)
         registry = self.registry_for(image.registry)
         try:
             q = quarantine(
@@ -674,7 +674,6 @@ class Pipeline:
             state = describe_state(self.ledger, image)
             log.error("resuming the quarantine of %s failed: %s (state: %s)", image, exc, state)
             self._schedule_resume(image, now=now)
-            verdict = _stored_verdict(stored, image, now)
             verdict = verdict.model_copy(update={"outcome": Outcome.ERROR})
             note = f"action failed after retries: {exc}; regwarden keeps retrying"
             alert = self._stored_alert(record, verdict, [], [note], state, now=now)
@@ -682,7 +681,6 @@ class Pipeline:
             if delivery is not None:  # an event's last attempt: dead-lettered, not done
                 raise ActionIncomplete(f"{image}: {exc} (state: {state})") from exc
             return Handled(event, verdict=verdict, alerts=sent, notes=(note,))
-        verdict = _stored_verdict(stored, image, now)
         actions = _quarantine_actions(q)
         alert = self._stored_alert(record, verdict, actions, list(q.notes), None, now=now)
         sent = self._commit(delivery, image, verdict, alert, now=now)
