@@ -692,7 +692,7 @@ def _notify_alert(event: dict[str, Any], *, alert: Alert, logger: Logger) -> dic
 
 def _channel(st: State, name: str) -> Notifier | None:
     """The channel `name`, built on first use (its secrets are fetched then, not before)."""
-    from regwarden.policy import SnsChannel as SnsConfig
+    from regwarden.policy import SnsChannelConfig as SnsConfig
     from regwarden.runtime import build_channels
 
     if name in st.channels:

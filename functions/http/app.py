@@ -28,7 +28,7 @@ def build() -> Any:
     from regwarden import service
     from regwarden.errors import UsageError
     from regwarden.logsetup import logging_setup
-    from regwarden.receiver import Authenticator, WorkerPool, create_app
+    from regwarden.receiver import CallerAuthenticator, WorkerPool, create_app
     from regwarden.recovery import Sweeper
     from regwarden.runtime import load_runtime, registries_from_env
 
@@ -60,7 +60,7 @@ def build() -> Any:
     Sweeper(pipeline, clock=clock).start()  # finishes what a crash left, then every 30 s
     return create_app(
         ledger=runtime.ledger,
-        auth=Authenticator.from_file(tokens),
+        auth=CallerAuthenticator.from_file(tokens),
         validators=service.receiver_validators(pipeline.wants, runtime.allowed_hosts),
         pool=pool,
         run_pool=True,

@@ -79,19 +79,19 @@ def build_channels(policy: Policy, env: Mapping[str, str]) -> dict[str, Notifier
 
     out: dict[str, Notifier] = {}
     for name, ch in policy.notifications.channels.items():
-        if isinstance(ch, p.SlackChannel):
+        if isinstance(ch, p.SlackChannelConfig):
             out[name] = SlackChannel(name, value(ch.url))
-        elif isinstance(ch, p.TeamsChannel):
+        elif isinstance(ch, p.TeamsChannelConfig):
             out[name] = TeamsChannel(name, value(ch.url))
-        elif isinstance(ch, p.WebhookChannel):
+        elif isinstance(ch, p.WebhookChannelConfig):
             key = value(ch.secret).encode() if ch.secret is not None else None
             secret_url = ch.url.scheme == "secret"  # then its path is the credential too
             out[name] = WebhookChannel(name, value(ch.url), secret=key, secret_url=secret_url)
-        elif isinstance(ch, p.StdoutChannel):
+        elif isinstance(ch, p.StdoutChannelConfig):
             out[name] = StreamChannel(name, format=ch.format)
-        elif isinstance(ch, p.FileChannel):
+        elif isinstance(ch, p.FileChannelConfig):
             out[name] = StreamChannel(name, path=(policy.base_dir or Path.cwd()) / ch.path)
-        elif isinstance(ch, p.SnsChannel):
+        elif isinstance(ch, p.SnsChannelConfig):
             out[name] = SnsChannel(name, ch.topic_arn)
         else:
             out[name] = _Unsupported(name, ch.type)

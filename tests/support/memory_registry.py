@@ -16,7 +16,7 @@ from typing import Any
 from regwarden.devtools import Content
 from regwarden.errors import NotFound, RegistryError
 from regwarden.oci import Manifest
-from regwarden.providers import CAP_TAG_DELETE, ImageDetails, ImageRecord
+from regwarden.providers import CAP_TAG_DELETE, ImageDetails, ListedImage
 
 
 class MemoryRegistry:
@@ -73,13 +73,13 @@ class MemoryRegistry:
     def list_repositories(self) -> Iterator[str]:
         return iter(sorted(self.manifests))
 
-    def list_images(self, repository: str) -> list[ImageRecord]:
+    def list_images(self, repository: str) -> list[ListedImage]:
         return [self._record(repository, d) for d in self.manifests.get(repository, {})]
 
-    def _record(self, repository: str, digest: str) -> ImageRecord:
+    def _record(self, repository: str, digest: str) -> ListedImage:
         manifest = self._get(repository, digest)
         children = tuple(c.digest for c in manifest.manifests) if manifest.is_index else ()
-        return ImageRecord(
+        return ListedImage(
             repository=repository,
             digest=digest,
             media_type=manifest.media_type,

@@ -18,7 +18,7 @@ from typing import Any
 from regwarden.errors import NotFound, RegistryError
 from regwarden.notify import Alert, Router
 from regwarden.policy import Policy
-from regwarden.providers import ImageDetails, ImageRecord
+from regwarden.providers import ImageDetails, ListedImage
 from regwarden.providers.ecr import BatchDeleteResult, DeleteFailure
 from regwarden.retention import Guard
 from regwarden.store import SqliteLedger
@@ -45,13 +45,13 @@ class FakeRegistry:
 
     def __init__(
         self,
-        repositories: dict[str, list[ImageRecord]] | None = None,
+        repositories: dict[str, list[ListedImage]] | None = None,
         *,
         host: str = "registry.test",
         delay: float = 0.0,
     ) -> None:
         self.host = host
-        self.repos: dict[str, dict[str, ImageRecord]] = {
+        self.repos: dict[str, dict[str, ListedImage]] = {
             name: {r.digest: r for r in records} for name, records in (repositories or {}).items()
         }
         self.calls: list[Call] = []
@@ -89,7 +89,7 @@ class FakeRegistry:
     def list_repositories(self) -> Iterator[str]:
         return iter(sorted(self.repos))
 
-    def list_images(self, repository: str) -> list[ImageRecord]:
+    def list_images(self, repository: str) -> list[ListedImage]:
         return list(self.repos.get(repository, {}).values())
 
     def image_details(self, repository: str, reference: str) -> ImageDetails:
@@ -252,9 +252,9 @@ def record(
     children: tuple[str, ...] = (),
     subject: str | None = None,
     artifact_type: str | None = None,
-) -> ImageRecord:
+) -> ListedImage:
     """A provider record, as `Registry.list_images` returns it."""
-    return ImageRecord(
+    return ListedImage(
         repository=repository,
         digest=digest,
         media_type=media_type,

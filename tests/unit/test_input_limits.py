@@ -23,7 +23,7 @@ from regwarden.intake import (
 from regwarden.nesting import MAX_DEPTH, TooDeep, check_depth, loads_json
 from regwarden.policy import load_policy_text
 from regwarden.policy._yaml import parse_yaml
-from regwarden.receiver import Authenticator, create_app
+from regwarden.receiver import CallerAuthenticator, create_app
 from regwarden.runtime import configured_hosts, load_runtime, registries_from_env
 from regwarden.service import count_events, detect_source, parse_body
 from regwarden.store import SqliteLedger
@@ -279,7 +279,9 @@ def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
 def client(ledger: SqliteLedger, **kwargs: Any) -> TestClient:
     validators = {"distribution": count_events("distribution", allowed_hosts=frozenset({"r.io"}))}
     validators |= kwargs.pop("validators", {})
-    app = create_app(ledger=ledger, auth=Authenticator(["t0ken"]), validators=validators, **kwargs)
+    app = create_app(
+        ledger=ledger, auth=CallerAuthenticator(["t0ken"]), validators=validators, **kwargs
+    )
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -28,8 +28,8 @@ from regwarden.policy import (
     LocationScheme,
     Policy,
     Quarantine,
-    SlackChannel,
-    WebhookChannel,
+    SlackChannelConfig,
+    WebhookChannelConfig,
     load_policy,
     load_policy_text,
     policy_json_schema,
@@ -156,10 +156,10 @@ def test_design_example_validates_with_every_section_typed() -> None:
     assert (ret.guard.max_deletes, ret.guard.max_share) == (500, 0.5)
 
     channels = policy.notifications.channels
-    assert isinstance(channels["payments-slack"], SlackChannel)
+    assert isinstance(channels["payments-slack"], SlackChannelConfig)
     assert channels["payments-slack"].url.scheme is LocationScheme.SECRET
     hook = channels["security-hook"]
-    assert isinstance(hook, WebhookChannel)
+    assert isinstance(hook, WebhookChannelConfig)
     assert hook.url.host == "hooks.example.com"
     assert hook.secret is not None and hook.secret.target == "regwarden/hmac"
     assert [r.to for r in policy.notifications.routes] == [

@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from regwarden.errors import IntakeError, UsageError
-from regwarden.receiver import Authenticator, WorkerPool, create_app
+from regwarden.receiver import CallerAuthenticator, WorkerPool, create_app
 from regwarden.store import QueuedEvent, SqliteLedger
 
 
@@ -34,7 +34,7 @@ def ledger(tmp_path: Path) -> SqliteLedger:
 def _client(ledger: SqliteLedger, pool: WorkerPool | None = None) -> TestClient:
     app = create_app(
         ledger=ledger,
-        auth=Authenticator(["t0ken"]),
+        auth=CallerAuthenticator(["t0ken"]),
         validators={"distribution": _validate},
         pool=pool,
     )
@@ -101,12 +101,12 @@ def test_unknown_source_lists_valid_ones(ledger: SqliteLedger) -> None:
 
 def test_empty_token_set_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="at least one non-empty token"):
-        Authenticator(["", "  "])
+        CallerAuthenticator(["", "  "])
     f = tmp_path / "tokens"
     f.write_text("# comment\n\nabc\n")
-    assert Authenticator.from_file(str(f)).check("Bearer abc")
+    assert CallerAuthenticator.from_file(str(f)).check("Bearer abc")
     with pytest.raises(UsageError, match="cannot read auth token file"):
-        Authenticator.from_file(str(tmp_path / "missing"))
+        CallerAuthenticator.from_file(str(tmp_path / "missing"))
 
 
 def _wait(cond: object, timeout: float = 10.0) -> None:

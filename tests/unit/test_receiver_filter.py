@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from regwarden import USER_AGENT
 from regwarden.pipeline import Pipeline
-from regwarden.receiver import Authenticator, create_app
+from regwarden.receiver import CallerAuthenticator, create_app
 from regwarden.runtime import load_runtime
 from regwarden.service import count_events, parse_body, receiver_validators
 from regwarden.store import SqliteLedger
@@ -99,7 +99,9 @@ def test_receiver_acknowledges_but_does_not_store_ignored_deliveries(
 ) -> None:
     ledger = SqliteLedger(tmp_path / "queue.db")
     app = create_app(
-        ledger=ledger, auth=Authenticator(["t0ken"]), validators=receiver_validators(pipeline.wants)
+        ledger=ledger,
+        auth=CallerAuthenticator(["t0ken"]),
+        validators=receiver_validators(pipeline.wants),
     )
     client = TestClient(app)
     headers = {"Authorization": "Bearer t0ken"}

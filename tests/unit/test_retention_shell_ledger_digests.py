@@ -12,7 +12,7 @@ import pytest
 from support.retention import NO_GUARD, FakeRegistry, dg, record
 
 from regwarden.oci import Manifest
-from regwarden.providers import CAP_MANIFEST_LISTING, ImageRecord
+from regwarden.providers import CAP_MANIFEST_LISTING, ListedImage
 from regwarden.retention import (
     DeleteUntagged,
     KeepMostRecent,
@@ -33,7 +33,7 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 class TagListingRegistry(FakeRegistry):
     """Lists tagged manifests only, as the Distribution API does; holds untagged ones."""
 
-    def list_images(self, repository: str) -> list[ImageRecord]:
+    def list_images(self, repository: str) -> list[ListedImage]:
         return [r for r in super().list_images(repository) if r.tags]
 
 

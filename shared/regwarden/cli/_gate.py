@@ -188,7 +188,7 @@ def run_serve(
     from .. import service
     from ..intake import parse_host
     from ..logsetup import logging_setup
-    from ..receiver import BODY_TIMEOUT, Authenticator, WorkerPool, create_app
+    from ..receiver import BODY_TIMEOUT, CallerAuthenticator, WorkerPool, create_app
     from ..recovery import Sweeper
     from ..runtime import ENV_REGISTRIES, load_runtime, registries_from_env
     from ._listen import bound_url, listen, run_server
@@ -201,7 +201,7 @@ def run_serve(
         )
     extra = [parse_host(r, what="--registry") for r in registries]
     extra += registries_from_env(os.environ)
-    auth = Authenticator.from_file(str(auth_token_file))
+    auth = CallerAuthenticator.from_file(str(auth_token_file))
     logging_setup(debug=debug)  # before any client exists: no request URL is ever logged
     runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure, registries=extra)
     try:

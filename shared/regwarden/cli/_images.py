@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..providers import ImageRecord, ProviderOptions, open_registry
+from ..providers import ListedImage, ProviderOptions, open_registry
 from ._app import parse_repository
 from ._render import human_size, print_json
 
 
-def is_artifact(record: ImageRecord) -> bool:
+def is_artifact(record: ListedImage) -> bool:
     """Signatures, attestations, SBOMs and referrers-tag indexes, rather than images."""
     if record.subject is not None:
         return True

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..receiver import Authenticator, Processor, WorkerPool, create_app
+from ..receiver import CallerAuthenticator, Job, WorkerPool, create_app
 from ..store import SqliteLedger
 from ._registry import LocalRegistry, free_port
 
@@ -58,7 +58,7 @@ def serve_in_thread(app: Any, port: int) -> Iterator[None]:
 @contextmanager
 def gated_registry(
     ledger: SqliteLedger,
-    process: Processor,
+    process: Job,
     *,
     workers: int = 4,
     poll: float = 0.05,
@@ -73,7 +73,7 @@ def gated_registry(
     pool = WorkerPool(ledger, process, workers=workers, poll=poll)
     app = create_app(
         ledger=ledger,
-        auth=Authenticator([token]),
+        auth=CallerAuthenticator([token]),
         validators=receiver_validators(keep),
         pool=pool,
     )

@@ -16,17 +16,17 @@ from ._values import PolicySeverity
 __all__ = [
     "ActionKind",
     "Channel",
-    "EventGridChannel",
-    "FileChannel",
+    "EventGridChannelConfig",
+    "FileChannelConfig",
     "Notifications",
-    "PubSubChannel",
+    "PubSubChannelConfig",
     "Route",
     "RouteMatch",
-    "SlackChannel",
-    "SnsChannel",
-    "StdoutChannel",
-    "TeamsChannel",
-    "WebhookChannel",
+    "SlackChannelConfig",
+    "SnsChannelConfig",
+    "StdoutChannelConfig",
+    "TeamsChannelConfig",
+    "WebhookChannelConfig",
 ]
 
 #: The action kinds a route can match; the same names as `regwarden.model.Action.kind`.
@@ -40,7 +40,7 @@ _SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,
 _PUBSUB_TOPIC = re.compile(r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/topics/[A-Za-z][\w.~+%-]{2,254}")
 
 
-class SlackChannel(PolicyModel):
+class SlackChannelConfig(PolicyModel):
     """Slack incoming webhook (Block Kit message)."""
 
     type: Literal["slack"]
@@ -48,7 +48,7 @@ class SlackChannel(PolicyModel):
     """The incoming-webhook URL; normally `secret://NAME`."""
 
 
-class TeamsChannel(PolicyModel):
+class TeamsChannelConfig(PolicyModel):
     """Microsoft Teams workflow/incoming webhook (Adaptive Card)."""
 
     type: Literal["teams"]
@@ -56,7 +56,7 @@ class TeamsChannel(PolicyModel):
     """The webhook URL; normally `secret://NAME`."""
 
 
-class WebhookChannel(PolicyModel):
+class WebhookChannelConfig(PolicyModel):
     """Generic HTTPS webhook receiving CloudEvents JSON."""
 
     type: Literal["webhook"]
@@ -67,7 +67,7 @@ class WebhookChannel(PolicyModel):
     """HMAC-SHA256 signing key (`secret://NAME`); unset: requests are not signed."""
 
 
-class SnsChannel(PolicyModel):
+class SnsChannelConfig(PolicyModel):
     """AWS SNS topic."""
 
     type: Literal["sns"]
@@ -82,7 +82,7 @@ class SnsChannel(PolicyModel):
         return value
 
 
-class PubSubChannel(PolicyModel):
+class PubSubChannelConfig(PolicyModel):
     """Google Cloud Pub/Sub topic."""
 
     type: Literal["pubsub"]
@@ -97,7 +97,7 @@ class PubSubChannel(PolicyModel):
         return value
 
 
-class EventGridChannel(PolicyModel):
+class EventGridChannelConfig(PolicyModel):
     """Azure Event Grid custom topic (CloudEvents schema)."""
 
     type: Literal["eventgrid"]
@@ -108,7 +108,7 @@ class EventGridChannel(PolicyModel):
     """The topic access key (`secret://NAME`); unset: use the function's managed identity."""
 
 
-class StdoutChannel(PolicyModel):
+class StdoutChannelConfig(PolicyModel):
     """Print alerts on standard output (local runs; cloud logs)."""
 
     type: Literal["stdout"]
@@ -116,7 +116,7 @@ class StdoutChannel(PolicyModel):
     """`json`: one CloudEvents JSON object per line; `text`: one human line per alert."""
 
 
-class FileChannel(PolicyModel):
+class FileChannelConfig(PolicyModel):
     """Append alerts as JSON lines to a local file."""
 
     type: Literal["file"]
@@ -126,14 +126,14 @@ class FileChannel(PolicyModel):
 
 Channel = Annotated[
     Union[  # noqa: UP007  # one member per `type`
-        SlackChannel,
-        TeamsChannel,
-        WebhookChannel,
-        SnsChannel,
-        PubSubChannel,
-        EventGridChannel,
-        StdoutChannel,
-        FileChannel,
+        SlackChannelConfig,
+        TeamsChannelConfig,
+        WebhookChannelConfig,
+        SnsChannelConfig,
+        PubSubChannelConfig,
+        EventGridChannelConfig,
+        StdoutChannelConfig,
+        FileChannelConfig,
     ],
     Field(discriminator="type"),
 ]

@@ -18,7 +18,7 @@ from ._base import (
     CAP_PUSH_TIMES,
     CAP_TAG_DELETE,
     ImageDetails,
-    ImageRecord,
+    ListedImage,
     Platform,
     Registry,
 )
@@ -105,7 +105,7 @@ __all__ = [
     "CAP_PUSH_TIMES",
     "CAP_TAG_DELETE",
     "ImageDetails",
-    "ImageRecord",
+    "ListedImage",
     "Platform",
     "ProviderOptions",
     "Registry",

@@ -26,7 +26,7 @@ class Platform:
 
 
 @dataclass(frozen=True, slots=True)
-class ImageRecord:
+class ListedImage:
     """One image (a manifest or an index) in a repository, with every tag that points at it."""
 
     repository: str
@@ -48,7 +48,7 @@ class ImageRecord:
 class ImageDetails:
     """Everything `images`/`check` show about one image."""
 
-    record: ImageRecord
+    record: ListedImage
     manifest: dict[str, object]
     labels: dict[str, str] = field(default_factory=dict)
     platforms: tuple[Platform, ...] = ()
@@ -77,7 +77,7 @@ class Registry(Protocol):
 
     def list_repositories(self) -> Iterator[str]: ...
 
-    def list_images(self, repository: str) -> list[ImageRecord]:
+    def list_images(self, repository: str) -> list[ListedImage]:
         """Every image in `repository`, tags grouped by digest."""
         ...
 

@@ -46,7 +46,7 @@ from ._base import (
     CAP_PUSH_TIMES,
     CAP_TAG_DELETE,
     ImageDetails,
-    ImageRecord,
+    ListedImage,
     Platform,
     Registry,
 )
@@ -487,7 +487,7 @@ class EcrRegistry:
             for repo in page.get("repositories") or []:
                 yield str(repo["repositoryName"])
 
-    def list_images(self, repository: str) -> list[ImageRecord]:
+    def list_images(self, repository: str) -> list[ListedImage]:
         """Every image in `repository` (newest push first): one describe_images page per
         1000 images, plus one batch_get_image per 100 indexes to list their children."""
         details: list[dict[str, Any]] = []
@@ -509,11 +509,11 @@ class EcrRegistry:
         repository: str,
         detail: Mapping[str, Any],
         children: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> ImageRecord:
+    ) -> ListedImage:
         digest = str(detail["imageDigest"])
         pushed = _utc(detail.get("imagePushedAt"))
         size = detail.get("imageSizeInBytes")
-        return ImageRecord(
+        return ListedImage(
             repository=repository,
             digest=digest,
             media_type=str(detail.get("imageManifestMediaType") or ""),
@@ -676,7 +676,7 @@ class EcrRegistry:
             labels, created = self._config_facts(repository, data)
         record = self._record(repository, detail, children)
         subject = data.get("subject")
-        record = ImageRecord(
+        record = ListedImage(
             repository=record.repository,
             digest=record.digest,
             media_type=record.media_type,

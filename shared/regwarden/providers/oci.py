@@ -24,7 +24,7 @@ from ..oci import (
 from . import (
     CAP_TAG_DELETE,
     ImageDetails,
-    ImageRecord,
+    ListedImage,
     Platform,
     ProviderOptions,
     Registry,
@@ -91,7 +91,7 @@ class OciRegistry:
     def list_repositories(self) -> Iterator[str]:
         return self.client.catalog()
 
-    def list_images(self, repository: str) -> list[ImageRecord]:
+    def list_images(self, repository: str) -> list[ListedImage]:
         tags = self.client.list_tags(repository)
         with ThreadPoolExecutor(max_workers=max(1, self._options.concurrency)) as pool:
             heads = list(pool.map(lambda t: self.client.head_manifest(repository, t), tags))
@@ -151,7 +151,7 @@ class OciRegistry:
         except NotFound:  # deleted since the HEAD
             return None
 
-    def _record(self, repository: str, digest: str, tags: tuple[str, ...]) -> ImageRecord:
+    def _record(self, repository: str, digest: str, tags: tuple[str, ...]) -> ListedImage:
         return self.image_details(repository, digest, tags=tags).record
 
     def image_details(
@@ -196,7 +196,7 @@ class OciRegistry:
             if "config" in data:
                 labels, created = self._config_facts(repository, manifest)
         subject = data.get("subject")
-        record = ImageRecord(
+        record = ListedImage(
             repository=repository,
             digest=manifest.digest,
             media_type=manifest.media_type,

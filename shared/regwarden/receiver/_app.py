@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import IntakeError
 from ..store import SqliteLedger
-from ._auth import Authenticator
+from ._auth import CallerAuthenticator
 from ._worker import Clock, WorkerPool, utcnow
 
 log = logging.getLogger("regwarden.receiver")
@@ -74,7 +74,7 @@ async def _read_body(request: Any, *, limit: int, timeout: float) -> bytes:
 def create_app(
     *,
     ledger: SqliteLedger,
-    auth: Authenticator,
+    auth: CallerAuthenticator,
     validators: dict[str, Validator],
     pool: WorkerPool | None = None,
     clock: Clock = utcnow,

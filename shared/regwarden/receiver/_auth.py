@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from ..errors import UsageError
 
 
-class Authenticator:
+class CallerAuthenticator:
     """Accepts `Authorization` values derived from a set of shared secrets."""
 
     def __init__(self, tokens: Iterable[str], *, basic_user: str | None = "regwarden") -> None:
@@ -44,7 +44,7 @@ class Authenticator:
         return ok
 
     @classmethod
-    def from_file(cls, path: str, *, basic_user: str | None = "regwarden") -> Authenticator:
+    def from_file(cls, path: str, *, basic_user: str | None = "regwarden") -> CallerAuthenticator:
         """One token per line; blank lines and `#` comments ignored."""
         try:
             with open(path, encoding="utf-8") as fh:

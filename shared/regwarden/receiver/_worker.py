@@ -23,7 +23,7 @@ from ..store import QueuedEvent, SqliteLedger
 
 log = logging.getLogger("regwarden.receiver")
 
-Processor = Callable[[QueuedEvent], None]
+Job = Callable[[QueuedEvent], None]
 Clock = Callable[[], datetime]
 
 
@@ -41,7 +41,7 @@ class WorkerPool:
     def __init__(
         self,
         ledger: SqliteLedger,
-        process: Processor,
+        process: Job,
         *,
         workers: int = 4,
         owner: str | None = None,

@@ -52,8 +52,7 @@ from ._referrers import INDEX_TYPES, find_referrers, tag_schema_subject
 
 if TYPE_CHECKING:
     from ..oci import RegistryClient
-    from ..providers import ImageRecord as ListedImage
-    from ..providers import Registry
+    from ..providers import ListedImage, Registry
 
 __all__ = ["Collected", "TimesLedger", "collect_records", "records_from_listing"]
 

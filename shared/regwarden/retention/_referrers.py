@@ -39,7 +39,7 @@ MAX_LEDGER_ASKED = 1000
 
 if TYPE_CHECKING:
     from ..oci import Descriptor, RegistryClient
-    from ..providers import ImageRecord as ListedImage
+    from ..providers import ListedImage
 
 __all__ = [
     "INDEX_TYPES",
@@ -146,7 +146,7 @@ def referrer_listing(
     artifact type, `created` from the `org.opencontainers.image.created` annotation. A
     digest is added once (the first subject naming it wins); a manifest naming itself is
     skipped. Pure."""
-    from ..providers import ImageRecord as ListedImage
+    from ..providers import ListedImage
 
     seen: set[str] = set()
     out: list[ListedImage] = []
