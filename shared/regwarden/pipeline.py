@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from . import USER_AGENT
 from .actions import (
@@ -40,7 +40,7 @@ from .errors import (
     NotFound,
     RegistryError,
 )
-from .gate import Facts, GateRules, ProvenanceFact, evaluate
+from .gate import Evidence, EvidenceSource, Facts, GateRules, evaluate, no_evidence
 from .intake import Classified, ManifestRole, classify_manifest, ignore_reason
 from .model import (
     CheckOutcome,
@@ -49,9 +49,7 @@ from .model import (
     Finding,
     ImageEvent,
     Outcome,
-    ScanReport,
     Severity,
-    SignatureResult,
     Verdict,
 )
 from .notify import Alert, DeliveryFailed, Router
@@ -62,7 +60,7 @@ from .store import ActionRecord, Ledger, OutboxItem
 from .store import Outcome as Committed
 
 if TYPE_CHECKING:
-    from .signatures import SubjectSource
+    pass
 
 log = logging.getLogger("regwarden.pipeline")
 
@@ -73,41 +71,6 @@ ALERT_TTL = timedelta(days=30)
 RETRY_BASE = timedelta(seconds=30)
 RETRY_MAX = timedelta(hours=1)
 """Backoff of the recovery sweep for an unfinished action that keeps failing."""
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """What is attached to an image: signatures, its scan, provenance. Gathered in one pass
-    so discovery runs once per evaluation."""
-
-    signatures: tuple[SignatureResult, ...] = ()
-    signatures_unmet: tuple[str, ...] = ()
-    scan: ScanReport | None = None
-    scan_error: str | None = None
-    provenance: tuple[ProvenanceFact, ...] = ()
-    signature_error: str | None = None
-    """Signature discovery or verification could not run (registry error)."""
-    unavailable: tuple[str, ...] = ()
-    """Evidence that could not be gathered, one `source: cause` each (infrastructure
-    failures of a scan source or an attestation lookup): the verdict is ERROR, never a
-    FAILED/PENDING built on missing evidence."""
-
-
-class EvidenceSource(Protocol):
-    def __call__(
-        self,
-        registry: Registry,
-        image: ImageRef,
-        rules: GateRules,
-        *,
-        subject: SubjectSource | None = None,
-    ) -> Evidence: ...
-
-
-def no_evidence(
-    registry: Registry, image: ImageRef, rules: GateRules, *, subject: SubjectSource | None = None
-) -> Evidence:
-    return Evidence()
 
 
 @dataclass(frozen=True, slots=True)

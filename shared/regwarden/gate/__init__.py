@@ -1,4 +1,5 @@
-"""The push gate: gather facts → `evaluate(facts, rules, now)` (pure) → actions."""
+"""The push gate's judgement: `gather_evidence` (the I/O edge: signatures, attestations,
+scan sources) → facts → `evaluate(facts, rules, now)` (pure). The pipeline acts on it."""
 
 from ._checks import (
     allow_active,
@@ -9,7 +10,9 @@ from ._checks import (
     check_vulnerabilities,
 )
 from ._evaluate import evaluate
+from ._evidence import VULN_PREDICATE, Evidence, EvidenceSource, gather_evidence, no_evidence
 from ._facts import Facts, ProvenanceFact
+from ._from_policy import gate_rules
 from ._rules import (
     AllowEntry,
     GateRules,
@@ -22,7 +25,10 @@ from ._rules import (
 )
 
 __all__ = [
+    "VULN_PREDICATE",
     "AllowEntry",
+    "Evidence",
+    "EvidenceSource",
     "Facts",
     "GateRules",
     "HygieneRules",
@@ -39,4 +45,7 @@ __all__ = [
     "check_tags",
     "check_vulnerabilities",
     "evaluate",
+    "gate_rules",
+    "gather_evidence",
+    "no_evidence",
 ]

@@ -1,6 +1,7 @@
 """Alerts and the channels that carry them (Slack, Teams, signed webhook, stdout/file)."""
 
 from ._alert import Alert, finding_line
+from ._build import build_channels
 from ._channels import (
     DeliveryFailed,
     Notifier,
@@ -45,6 +46,7 @@ __all__ = [
     "StreamChannel",
     "TeamsChannel",
     "WebhookChannel",
+    "build_channels",
     "event_id",
     "everything_to",
     "finding_line",

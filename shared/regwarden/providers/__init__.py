@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import UsageError
 from ._base import (
@@ -39,6 +40,19 @@ class ProviderOptions:
     """Seconds every registry call may take in all (connect, headers, body, retries)."""
     blob_deadline: float = 900.0
     """Seconds a blob upload or a streamed blob copy may take in all."""
+    account: str | None = None
+    """The cloud account the registry lives in, where the host does not say: an AWS
+    account id, a GCP project, an Azure subscription."""
+    region: str | None = None
+    credentials: Any = None
+    """The cloud SDK's own credential object (a boto3 Session, google.auth Credentials,
+    an azure-identity TokenCredential); None: the SDK's default chain."""
+    data_plane_host: str | None = None
+    """Where the registry's OCI `/v2/` API is served when not on its own host (a VPC
+    endpoint; a local registry in tests)."""
+    create_repositories: bool = False
+    """A copy into a missing repository creates it first (a `move` quarantine on a
+    registry whose put never creates one, like ECR)."""
 
 
 Factory = Callable[[str, ProviderOptions], Registry]

@@ -5,6 +5,7 @@ DynamoDB backs the same interface on AWS.
 """
 
 from ._dynamo import DynamoLedger
+from ._open import open_ledger
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._protocol import EventQueue, Ledger
 from ._sqlite import (
@@ -27,4 +28,5 @@ __all__ = [
     "QuarantineRecord",
     "QueuedEvent",
     "SqliteLedger",
+    "open_ledger",
 ]

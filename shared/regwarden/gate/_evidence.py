@@ -1,0 +1,284 @@
+"""Gathering the evidence a verdict is built on: signatures, attestations and every scan
+source of one image, each failing separately. The I/O edge of the gate package; what it
+returns is judged by the pure `evaluate`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import wait
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import NotFound, RegistryError, VerificationError
+from ._facts import ProvenanceFact
+from ._rules import GateRules
+
+if TYPE_CHECKING:
+    from ..model import ScanReport, SignatureResult
+    from ..policy import EffectiveRepositoryPolicy, Policy
+    from ..providers import Registry
+    from ..reference import ImageRef
+    from ..signatures import SubjectSource
+
+log = logging.getLogger("regwarden.gate")
+
+VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
+
+__all__ = ["VULN_PREDICATE", "Evidence", "EvidenceSource", "gather_evidence", "no_evidence"]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What is attached to an image: signatures, its scan, provenance. Gathered in one pass
+    so discovery runs once per evaluation."""
+
+    signatures: tuple[SignatureResult, ...] = ()
+    signatures_unmet: tuple[str, ...] = ()
+    scan: ScanReport | None = None
+    scan_error: str | None = None
+    provenance: tuple[ProvenanceFact, ...] = ()
+    signature_error: str | None = None
+    """Signature discovery or verification could not run (registry error)."""
+    unavailable: tuple[str, ...] = ()
+    """Evidence that could not be gathered, one `source: cause` each (infrastructure
+    failures of a scan source or an attestation lookup): the verdict is ERROR, never a
+    FAILED/PENDING built on missing evidence."""
+
+
+class EvidenceSource(Protocol):
+    def __call__(
+        self,
+        registry: Registry,
+        image: ImageRef,
+        rules: GateRules,
+        *,
+        subject: SubjectSource | None = None,
+    ) -> Evidence: ...
+
+
+def no_evidence(
+    registry: Registry, image: ImageRef, rules: GateRules, *, subject: SubjectSource | None = None
+) -> Evidence:
+    return Evidence()
+
+
+def gather_evidence(
+    policy: Policy,
+    registry: Registry,
+    image: ImageRef,
+    rules: GateRules,
+    *,
+    env: Mapping[str, str],
+    now: datetime,
+    insecure: bool = False,
+    subject: SubjectSource | None = None,
+) -> Evidence:
+    """Signatures, attestations and every scan source of `image`, each gathered on its
+    own: an infrastructure failure of one (a `RegistryError` other than NotFound) is
+    recorded against that piece (`signature_error`, `unavailable`) and never hides the
+    others. A scanner that reports a failed scan is a fact (`scan_error`). NotFound (the
+    image is gone) propagates once everything started has finished. `now` is when
+    signatures are judged (certificate validity, timestamps)."""
+    from ..oci import in_background
+    from ..policy import scan_sources
+    from ..scanning import ScanFormatError
+    from ..signatures._from_policy import (
+        attestation_policy,
+        cosign_policy,
+        notation_trust,
+    )
+
+    assert image.digest is not None
+    effective = policy.for_repository(image.repository)
+    base = policy.base_dir or Path.cwd()
+    # Configuration first (keys, trust policies): a bad one fails the evaluation as a
+    # configuration error before any request is in flight.
+    cosign = cosign_policy(effective, base_dir=base, env=env)
+    notation = notation_trust(effective, base_dir=base)
+    attest = attestation_policy(effective, base_dir=base, env=env)
+    sources = scan_sources(effective, policy, registry.host)
+    # The registry's own scanners need nothing from signature discovery: start them on
+    # the I/O pool (each is a short chain of requests that never fans out itself) while
+    # discovery fans out from this thread.
+    native = [
+        (name, in_background(call))
+        for name, call in _scans(policy, registry, image, sources, env=env, insecure=insecure)
+    ]
+    try:
+        signed = _signed(
+            registry,
+            image,
+            rules,
+            effective,
+            cosign=cosign,
+            notation=notation,
+            attest=attest,
+            sources=sources,
+            subject=subject,
+            now=now,
+        )
+    finally:
+        wait([future for _, future in native])
+    scan, scan_errors, unavailable = signed.scan, [], list(signed.unavailable)
+    gone: NotFound | None = None
+    for name, future in native:
+        try:
+            report = future.result()
+        except NotFound as exc:  # the image went away while we looked
+            gone = gone or exc
+        except (VerificationError, ScanFormatError) as exc:  # the scanner's own verdict
+            scan_errors.append(str(exc))
+        except RegistryError as exc:
+            unavailable.append(f"{name}: {exc}")
+        else:
+            if report is not None and (scan is None or _newer(report, scan)):
+                scan = report
+    if gone is not None:
+        raise gone
+    return Evidence(
+        signatures=signed.signatures,
+        signatures_unmet=signed.signatures_unmet,
+        signature_error=signed.signature_error,
+        scan=scan,
+        scan_error="; ".join(scan_errors) or None,
+        provenance=signed.provenance,
+        unavailable=tuple(unavailable),
+    )
+
+
+def _signed(
+    registry: Registry,
+    image: ImageRef,
+    rules: GateRules,
+    effective: EffectiveRepositoryPolicy,
+    *,
+    cosign: Any,
+    notation: Any,
+    attest: Any,
+    sources: tuple[str, ...],
+    subject: SubjectSource | None,
+    now: datetime,
+) -> Evidence:
+    """Signatures and attestations: one discovery, then pure verification. A discovery
+    failure makes the signatures an error and marks as unavailable each piece of
+    attestation evidence the gate needs (a cosign vuln report, SLSA provenance)."""
+    from ..signatures import discover, verify_attestations, verify_image
+    from ..signatures._from_policy import result_formats, signature_repository
+
+    assert image.digest is not None
+    verifiers = cosign is not None or notation is not None
+    needed: list[str] = []  # attestation evidence the verdict depends on
+    if attest is not None and "cosign-vuln" in sources:
+        needed.append("cosign-vuln")
+    if attest is not None and rules.provenance.required:
+        needed.append("provenance")
+    if not verifiers and not needed:
+        return Evidence()
+    client = registry.data_plane()
+    try:
+        found = discover(
+            client,
+            image.repository,
+            image.digest,
+            signature_repo=signature_repository(effective),
+            subject=subject,
+        )
+    except NotFound:
+        raise
+    except RegistryError as exc:
+        return Evidence(
+            signature_error=f"signature discovery failed: {exc}" if verifiers else None,
+            unavailable=tuple(f"{name}: signature discovery failed: {exc}" for name in needed),
+        )
+    signatures: tuple[Any, ...] = ()
+    unmet: tuple[str, ...] = ()
+    if verifiers:
+        report = verify_image(
+            client,
+            image,
+            cosign=cosign,
+            notation=notation,
+            require="all",
+            now=now,
+            found=found,
+            formats=result_formats(effective),  # e.g. bundles only: a .sig won't count
+        )
+        signatures, unmet = report.results, report.unmet
+    scan: ScanReport | None = None
+    provenance: list[ProvenanceFact] = []
+    if needed and found.cosign:
+        for att in verify_attestations(found.cosign, image_digest=image.digest, policy=attest):
+            if not att.result.verified or att.statement is None:
+                if att.predicate_type and "slsa" in att.predicate_type:
+                    provenance.append(ProvenanceFact(False, None, att.result.reason))
+                continue
+            if att.predicate_type == VULN_PREDICATE:
+                if "cosign-vuln" not in needed:
+                    continue
+                report_ = _vuln_report(att.statement, image.digest)
+                if report_ is not None and (scan is None or _newer(report_, scan)):
+                    scan = report_
+            elif att.predicate_type and "slsa.dev/provenance" in att.predicate_type:
+                provenance.append(ProvenanceFact(True, _builder_id(att.statement)))
+    return Evidence(
+        signatures=tuple(signatures),
+        signatures_unmet=unmet,
+        scan=scan,
+        provenance=tuple(provenance),
+    )
+
+
+def _scans(
+    policy: Policy,
+    registry: Registry,
+    image: ImageRef,
+    sources: tuple[str, ...],
+    *,
+    env: Mapping[str, str],
+    insecure: bool,
+) -> list[tuple[str, Callable[[], ScanReport | None]]]:
+    """The registry's own scan sources among `sources`, as calls to make."""
+    calls: list[tuple[str, Callable[[], ScanReport | None]]] = []
+    wanted = [s for s in ("ecr", "inspector") if s in sources]
+    if wanted:  # one read: ECR's findings API carries Inspector's under enhanced scanning
+        from ..scanning.ecr import EcrScanSource
+
+        ecr = EcrScanSource()
+        calls.append(("+".join(wanted), functools.partial(ecr, registry, image)))
+    if "harbor" in sources:
+        from ..scanning.harbor_api import ENV_API_BASE, HarborScanSource
+
+        listed = policy.registry(registry.host)
+        api = (listed.api if listed is not None else None) or env.get(ENV_API_BASE)
+        harbor = HarborScanSource(api_base=api or None, env=env, insecure=insecure)
+        calls.append(("harbor", functools.partial(harbor, registry, image)))
+    return calls
+
+
+def _vuln_report(statement: Mapping[str, Any], digest: str) -> ScanReport | None:
+    from ..scanning import ScanFormatError, parse_cosign_vuln
+
+    try:
+        return parse_cosign_vuln(json.dumps(statement).encode(), digest=digest)
+    except ScanFormatError as exc:
+        log.warning("ignored a signed vuln attestation that does not parse: %s", exc)
+        return None
+
+
+def _newer(a: ScanReport, b: ScanReport) -> bool:
+    if a.scanned_at is None:
+        return False
+    return b.scanned_at is None or a.scanned_at > b.scanned_at
+
+
+def _builder_id(statement: Mapping[str, Any]) -> str | None:
+    predicate = statement.get("predicate") or {}
+    builder = predicate.get("builder") or (predicate.get("runDetails") or {}).get("builder") or {}
+    value = builder.get("id")
+    return str(value) if value else None
