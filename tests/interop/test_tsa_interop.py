@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from regwarden import der
 from regwarden.signatures import _tsa
 from regwarden.signatures._trust import TrustedRoot
-from regwarden.signatures.notation import MEDIA_TYPE_JWS, _asn1, parse_envelope
+from regwarden.signatures.notation import MEDIA_TYPE_JWS, parse_envelope
 from regwarden.signatures.notation._timestamp import verify_token
 
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
@@ -56,7 +57,7 @@ def test_globalsign_token_is_refused_by_the_library_and_read_by_notation() -> No
     )
     stamped = verify_token(info.timestamp_token, info.signature, [root])
     assert stamped.gen_time == datetime(2024, 6, 18, 6, 29, 37, tzinfo=UTC)
-    tsr = _asn1.der_seq(_asn1.der_seq(_asn1.der_int(0)), info.timestamp_token)
+    tsr = der.der_seq(der.der_seq(der.der_int(0)), info.timestamp_token)
     when, reason = _tsa.verify_timestamp(tsr, info.signature, [])
     assert when is None
     assert reason.startswith("RFC 3161 timestamp is malformed: ") and "SetOrdering" in reason

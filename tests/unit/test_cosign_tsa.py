@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from regwarden import der
 from regwarden.signatures import _tsa
 from regwarden.signatures._trust import TimestampAuthority, Validity
-from regwarden.signatures.notation import _asn1
 from regwarden.signatures.notation._sign import Timestamper, issue, name, new_key
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -69,7 +69,7 @@ def make_tsa(
 
 def response(token: bytes, status: int = 0) -> bytes:
     """The TimeStampResp a TSA answers: the status, then the token."""
-    return _asn1.der_seq(_asn1.der_seq(_asn1.der_int(status)), token)
+    return der.der_seq(der.der_seq(der.der_int(status)), token)
 
 
 def stamp(stamper: Timestamper, signature: bytes = SIGNATURE) -> bytes:

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regwarden import der
 from regwarden.signatures.notation import (
     MEDIA_TYPE_COSE,
     MEDIA_TYPE_JWS,
     NotationError,
     Target,
     TrustStore,
-    _asn1,
     _sign,
     parse_envelope,
     parse_trust_policy,
@@ -327,7 +327,7 @@ def test_token_malformed(mutate: Any, message: str) -> None:
 
 def test_token_with_a_tampered_tst_info() -> None:
     token = bytearray(TSA.stamp(b"s"))
-    gen = _asn1.der_generalized_time(NOW)[2:]
+    gen = der.der_generalized_time(NOW)[2:]
     at = bytes(token).index(gen)
     token[at + 3] ^= 0x01  # a digit of the year inside TSTInfo.genTime
     with pytest.raises(TimestampError, match="messageDigest does not match the TSTInfo"):
@@ -342,14 +342,14 @@ def test_token_without_roots() -> None:
 def test_asn1_indefinite_length_and_constructed_octets() -> None:
     # SEQUENCE (indefinite) { OCTET STRING (constructed, indefinite) { "ab", "cd" } }
     ber = bytes.fromhex("30802480040261620402636400000000")
-    outer = _asn1.parse(ber)
+    outer = der.parse(ber)
     (inner,) = outer.children()
-    assert _asn1.decode_octets(inner) == b"abcd"
+    assert der.decode_octets(inner) == b"abcd"
     assert (
-        _asn1.decode_oid(_asn1.parse(_asn1.der_oid("1.2.840.113549.1.9.16.1.4")))
+        der.decode_oid(der.parse(der.der_oid("1.2.840.113549.1.9.16.1.4")))
         == "1.2.840.113549.1.9.16.1.4"
     )
-    assert _asn1.decode_int(_asn1.parse(_asn1.der_int(-129))) == -129
+    assert der.decode_int(der.parse(der.der_int(-129))) == -129
 
 
 # -- Hypothesis: nothing but NotationError (or TimestampError) escapes ---------------------

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from regwarden import der
 from regwarden.signatures import _tsa
 from regwarden.signatures._trust import TimestampAuthority
-from regwarden.signatures.notation import _asn1, _sign
+from regwarden.signatures.notation import _sign
 from regwarden.signatures.notation._sign import PrivateKey, Timestamper, issue, name, new_key
 from regwarden.signatures.notation._timestamp import TimestampError, verify_token
 from regwarden.signatures.notation._x509 import ChainError, PathError, build_path, validate_chain
@@ -228,10 +229,10 @@ def flip(data: bytes, at: int) -> bytes:
 def token_parts(token: bytes) -> tuple[bytes, bytes]:
     """(the TSA leaf certificate's DER, the SignerInfo signature) inside a token."""
     leaf_der = STAMPER.chain[0].public_bytes(Encoding.DER)
-    content_info = _asn1.parse(token).children()
+    content_info = der.parse(token).children()
     signed_data = content_info[1].children()[0].children()
     signer_info = signed_data[-1].children()[0].children()
-    return leaf_der, _asn1.decode_octets(signer_info[-1])
+    return leaf_der, der.decode_octets(signer_info[-1])
 
 
 def test_notation_token_changed_after_signing_is_rejected() -> None:
@@ -258,7 +259,7 @@ def test_notation_token_outside_the_tsa_validity_is_rejected() -> None:
 
 def time_stamp_response(token: bytes) -> bytes:
     """The TimeStampResp a TSA answers: status granted, then the token."""
-    return _asn1.der_seq(_asn1.der_seq(_asn1.der_int(0)), token)
+    return der.der_seq(der.der_seq(der.der_int(0)), token)
 
 
 def test_cosign_timestamp_changed_after_signing_is_rejected() -> None:
@@ -276,7 +277,7 @@ def test_cosign_timestamp_changed_after_signing_is_rejected() -> None:
     )
     when, reason = _tsa.verify_timestamp(good, SIGNATURE + b"!", [authority])
     assert (when, reason) == (None, "RFC 3161 timestamp is over a different signature")
-    gen = _asn1.der_generalized_time(NOW)
+    gen = der.der_generalized_time(NOW)
     when, reason = _tsa.verify_timestamp(
         good.replace(gen, gen[:-2] + b"1Z"), SIGNATURE, [authority]
     )

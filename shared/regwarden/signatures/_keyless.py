@@ -17,13 +17,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
+from .. import der as asn1
 from ..errors import NotImplementedYet
 from ..model import SignatureResult
 from ._bundle import BundleOutcome, ParsedBundle
 from ._dsse import Envelope, check_statement
 from ._model import CosignPolicy, KeylessIdentity
 from ._tsa import verify_timestamps
-from .notation import _asn1
 
 _OID_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 _OID_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -33,10 +33,10 @@ _HASHES = {"sha256": "SHA2_256", "sha384": "SHA2_384", "sha512": "SHA2_512"}
 
 def _utf8_string(der: bytes) -> str | None:
     try:
-        element = _asn1.parse(der)
-    except _asn1.Asn1Error:
+        element = asn1.parse(der)
+    except asn1.Asn1Error:
         return None
-    if not element.is_universal(_asn1.TAG_UTF8_STRING) or element.constructed:
+    if not element.is_universal(asn1.TAG_UTF8_STRING) or element.constructed:
         return None
     return element.content.decode("utf-8", errors="replace")
 

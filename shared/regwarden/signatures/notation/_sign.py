@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from . import _asn1 as asn1
+from ... import der as asn1
 from ._algorithms import Algorithm, key_algorithm
 from ._cose import sig_structure
 from ._envelope import (

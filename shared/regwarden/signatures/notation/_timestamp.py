@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import _asn1 as asn1
+from ... import der as asn1
 from ._x509 import CERT_ERRORS, ChainError, PathError, build_path, load_der, subject
 
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
 
-from . import _asn1 as asn1
+from ... import der as asn1
 
 Purpose = Literal["codesigning", "timestamping"]
 

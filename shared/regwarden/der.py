@@ -1,9 +1,13 @@
-"""A small, defensive ASN.1 BER/DER reader and DER writer.
+"""The one ASN.1 BER/DER reader (and DER writer) in regwarden: small and defensive.
 
-Only what RFC 3161 time-stamp tokens (CMS SignedData + TSTInfo) need: TLV walking with
-definite and indefinite lengths, constructed OCTET STRING reassembly, and decoders for
-OID, INTEGER, BOOLEAN and GeneralizedTime. Every failure raises `Asn1Error`; callers turn
-it into their own error. The writer half exists for the test and demo signer.
+`cryptography` and `rfc3161-client` parse what they know (certificates, strict-DER
+time-stamp responses) but offer no reader for the rest, so this module reads: Notation's
+RFC 3161 tokens (CMS SignedData + TSTInfo, which real TSAs send with BER certificate sets
+that `rfc3161-client` refuses), a certificate's raw parts exactly as signed, and a Fulcio
+extension's UTF8String. TLV walking with definite and indefinite lengths, constructed
+OCTET STRING reassembly, and decoders for OID, INTEGER, OCTET STRING and GeneralizedTime.
+Every failure raises `Asn1Error`; callers turn it into their own error. The writer half
+exists for the test and demo signers.
 """
 
 from __future__ import annotations
