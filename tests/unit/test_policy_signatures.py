@@ -34,6 +34,7 @@ from regwarden.policy import (
     validate_text,
 )
 from regwarden.signatures import (
+    ATTESTATION_PREDICATES,
     COSIGN_SIGN_PREDICATE,
     COSIGN_VULN_PREDICATE,
     SLSA_PROVENANCE_V02,
@@ -43,20 +44,17 @@ from regwarden.signatures import (
     PrivateKey,
     SignatureCandidate,
     attest_legacy,
-    parse_signature_manifest,
-    sign_legacy,
-    verify_attestations,
-    verify_candidates,
-)
-from regwarden.signatures._from_policy import (
-    ATTESTATION_PREDICATES,
     attestation_policy,
     clear_cache,
     cosign_policy,
     notation_trust,
+    parse_signature_manifest,
     result_formats,
     searched,
+    sign_legacy,
     signature_repository,
+    verify_attestations,
+    verify_candidates,
 )
 from regwarden.signatures.keys import generate_private_key
 from regwarden.signatures.notation import (

@@ -21,6 +21,17 @@ from ._discover import (
     discover,
 )
 from ._errors import KeyFormatError, SignatureFormatError
+from ._from_policy import (
+    ATTESTATION_PREDICATES,
+    KMS_CACHE_SECONDS,
+    attestation_policy,
+    clear_cache,
+    cosign_policy,
+    notation_trust,
+    result_formats,
+    searched,
+    signature_repository,
+)
 from ._image import NotationTrust, VerifyReport, verify_image
 from ._keyless import certificate_identity
 from ._legacy import (
@@ -62,11 +73,13 @@ from ._verify import verify_attestations, verify_candidates
 from .keys import KeyRef, PrivateKey, PublicKey, load_private_key, load_public_key
 
 __all__ = [
+    "ATTESTATION_PREDICATES",
     "BUNDLE_MEDIA_TYPES",
     "BUNDLE_V03_MEDIA_TYPE",
     "COSIGN_SIGN_PREDICATE",
     "COSIGN_VULN_PREDICATE",
     "DSSE_MEDIA_TYPE",
+    "KMS_CACHE_SECONDS",
     "SIMPLE_SIGNING_MEDIA_TYPE",
     "SLSA_PROVENANCE_V02",
     "SLSA_PROVENANCE_V1",
@@ -97,20 +110,27 @@ __all__ = [
     "VerifyReport",
     "attest_bundle",
     "attest_legacy",
+    "attestation_policy",
     "certificate_identity",
+    "clear_cache",
+    "cosign_policy",
     "discover",
     "existing_attachment",
     "in_toto_statement",
     "load_private_key",
     "load_public_key",
+    "notation_trust",
     "parse_bundle",
     "parse_containers_signature",
     "parse_payload",
     "parse_signature_manifest",
     "publish",
     "resolve_predicate_type",
+    "result_formats",
+    "searched",
     "sign_bundle",
     "sign_legacy",
+    "signature_repository",
     "signature_tag",
     "simple_signing_payload",
     "verify_attestations",
