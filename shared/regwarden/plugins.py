@@ -50,6 +50,14 @@ class PluginRegistry(Generic[T]):
                 raise ValueError(f"{self.what} {key!r} is registered twice")
             self._entries[key] = factory
 
+    def unregister(self, name: str) -> T:
+        """Remove `name` (not its aliases) and return its factory: a test's stand-in is
+        registered for the test and removed after."""
+        try:
+            return self._entries.pop(name)
+        except KeyError:
+            raise ValueError(f"{self.what} {name!r} is not registered") from None
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import wait
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("regwarden.gate")
 
 VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
+#: Scan sources read from signed attestations (signature discovery), not `SCAN_SOURCES`.
+_ATTESTED = frozenset({"cosign-vuln"})
 
 __all__ = ["VULN_PREDICATE", "Evidence", "EvidenceSource", "gather_evidence", "no_evidence"]
 
@@ -79,20 +81,18 @@ def gather_evidence(
     insecure: bool = False,
     subject: SubjectSource | None = None,
 ) -> Evidence:
-    """Signatures, attestations and every scan source of `image`, each gathered on its
-    own: an infrastructure failure of one (a `RegistryError` other than NotFound) is
-    recorded against that piece (`signature_error`, `unavailable`) and never hides the
-    others. A scanner that reports a failed scan is a fact (`scan_error`). NotFound (the
-    image is gone) propagates once everything started has finished. `now` is when
-    signatures are judged (certificate validity, timestamps)."""
+    """Signatures, attestations and every scan source the policy names for `image` (the
+    registered `scanning.SCAN_SOURCES`; `cosign-vuln` comes from the verified
+    attestations), each gathered on its own: an infrastructure failure of one (a
+    `RegistryError` other than NotFound) is recorded against that piece
+    (`signature_error`, `unavailable`) and never hides the others. A scanner that reports
+    a failed scan is a fact (`scan_error`). NotFound (the image is gone) propagates once
+    everything started has finished. `now` is when signatures are judged (certificate
+    validity, timestamps)."""
     from ..oci import in_background
     from ..policy import scan_sources
-    from ..scanning import ScanFormatError
-    from ..signatures._from_policy import (
-        attestation_policy,
-        cosign_policy,
-        notation_trust,
-    )
+    from ..scanning import ScanContext, ScanFormatError, scan_readers
+    from ..signatures import attestation_policy, cosign_policy, notation_trust
 
     assert image.digest is not None
     effective = policy.for_repository(image.repository)
@@ -103,12 +103,15 @@ def gather_evidence(
     notation = notation_trust(effective, base_dir=base)
     attest = attestation_policy(effective, base_dir=base, env=env)
     sources = scan_sources(effective, policy, registry.host)
-    # The registry's own scanners need nothing from signature discovery: start them on
-    # the I/O pool (each is a short chain of requests that never fans out itself) while
-    # discovery fans out from this thread.
+    readers = scan_readers(
+        (s for s in sources if s not in _ATTESTED),
+        ScanContext(policy, registry, env, insecure),
+    )
+    # The scan sources need nothing from signature discovery: start them on the I/O pool
+    # (each is a short chain of requests that never fans out itself) while discovery fans
+    # out from this thread.
     native = [
-        (name, in_background(call))
-        for name, call in _scans(policy, registry, image, sources, env=env, insecure=insecure)
+        (name, in_background(functools.partial(read, registry, image))) for name, read in readers
     ]
     try:
         signed = _signed(
@@ -168,8 +171,13 @@ def _signed(
     """Signatures and attestations: one discovery, then pure verification. A discovery
     failure makes the signatures an error and marks as unavailable each piece of
     attestation evidence the gate needs (a cosign vuln report, SLSA provenance)."""
-    from ..signatures import discover, verify_attestations, verify_image
-    from ..signatures._from_policy import result_formats, signature_repository
+    from ..signatures import (
+        discover,
+        result_formats,
+        signature_repository,
+        verify_attestations,
+        verify_image,
+    )
 
     assert image.digest is not None
     verifiers = cosign is not None or notation is not None
@@ -232,33 +240,6 @@ def _signed(
         scan=scan,
         provenance=tuple(provenance),
     )
-
-
-def _scans(
-    policy: Policy,
-    registry: Registry,
-    image: ImageRef,
-    sources: tuple[str, ...],
-    *,
-    env: Mapping[str, str],
-    insecure: bool,
-) -> list[tuple[str, Callable[[], ScanReport | None]]]:
-    """The registry's own scan sources among `sources`, as calls to make."""
-    calls: list[tuple[str, Callable[[], ScanReport | None]]] = []
-    wanted = [s for s in ("ecr", "inspector") if s in sources]
-    if wanted:  # one read: ECR's findings API carries Inspector's under enhanced scanning
-        from ..scanning.ecr import EcrScanSource
-
-        ecr = EcrScanSource()
-        calls.append(("+".join(wanted), functools.partial(ecr, registry, image)))
-    if "harbor" in sources:
-        from ..scanning.harbor_api import ENV_API_BASE, HarborScanSource
-
-        listed = policy.registry(registry.host)
-        api = (listed.api if listed is not None else None) or env.get(ENV_API_BASE)
-        harbor = HarborScanSource(api_base=api or None, env=env, insecure=insecure)
-        calls.append(("harbor", functools.partial(harbor, registry, image)))
-    return calls
 
 
 def _vuln_report(statement: Mapping[str, Any], digest: str) -> ScanReport | None:

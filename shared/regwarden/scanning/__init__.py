@@ -11,6 +11,10 @@ Pure parsers (bytes in, models out; no I/O, no clock):
 - `parse_report` / `detect_format`: pick one of the above by the document's shape
 
 Malformed or unknown input raises `ScanFormatError` (an `IntakeError`) naming the path.
+
+The push gate's scan sources (the registry's own scanner, a scanner's API) are factories in
+`SCAN_SOURCES`, keyed by the policy's `vulnerabilities.sources` names; `scan_readers` turns
+the names into calls.
 """
 
 from ._cosign import parse_cosign_vuln
@@ -19,12 +23,17 @@ from ._errors import ScanFormatError
 from ._grype import parse_grype
 from ._harbor import parse_harbor_overview, parse_harbor_report
 from ._model import HarborScanOverview, ScanStatus, ScanSummary
+from ._sources import SCAN_SOURCES, ScanContext, ScanReader, ScanSourceFactory, scan_readers
 from ._trivy import parse_trivy
 
 __all__ = [
     "FORMATS",
+    "SCAN_SOURCES",
     "HarborScanOverview",
+    "ScanContext",
     "ScanFormatError",
+    "ScanReader",
+    "ScanSourceFactory",
     "ScanStatus",
     "ScanSummary",
     "detect_format",
@@ -34,4 +43,5 @@ __all__ = [
     "parse_harbor_report",
     "parse_report",
     "parse_trivy",
+    "scan_readers",
 ]
