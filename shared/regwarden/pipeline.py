@@ -55,6 +55,7 @@ from .model import (
 from .notify import Alert, DeliveryFailed, Router
 from .oci import Descriptor, Manifest, in_background
 from .providers import ImageDetails, Registry
+from .quarantine_names import DEFAULT_TEMPLATE
 from .reference import ImageRef
 from .store import ActionRecord, Ledger, OutboxItem
 from .store import Outcome as Committed
@@ -106,8 +107,9 @@ class Pipeline:
     router: Router
     evidence: EvidenceSource = no_evidence
     release_hint: str = "regwarden quarantine release"
-    quarantine_templates: tuple[str, ...] = ("quarantine/{repository}",)
-    """Every quarantine repository template in the policy: their events are not gated."""
+    quarantine_templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)
+    """The policy's `move` quarantine templates (`Policy.quarantine_templates`): events for
+    the repositories they render to are not gated."""
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     actor: str | None = None
@@ -220,16 +222,12 @@ class Pipeline:
     # -- steps --------------------------------------------------------------------------------
 
     def _ignore_reason(self, event: ImageEvent) -> str | None:
-        for template in self.quarantine_templates:
-            reason = ignore_reason(
-                event,
-                user_agent_prefix=USER_AGENT.split("/")[0] + "/",
-                quarantine_repository=template,
-                actor=self.actor,
-            )
-            if reason:
-                return reason
-        return None
+        return ignore_reason(
+            event,
+            user_agent_prefix=USER_AGENT.split("/")[0] + "/",
+            quarantine_templates=self.quarantine_templates,
+            actor=self.actor,
+        )
 
     def _route(
         self, event: ImageEvent, *, now: datetime, final_attempt: bool, delivery: str
@@ -627,7 +625,7 @@ class Pipeline:
                 image=image,
                 tags=tuple(record.state.get("tags", ())),
                 strategy=str(record.state.get("strategy", "move")),
-                repository_template=str(record.state.get("location", "quarantine/{repository}")),
+                repository_template=str(record.state.get("location", DEFAULT_TEMPLATE)),
                 reason=record.reason,
                 now=now,
             )

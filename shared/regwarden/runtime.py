@@ -168,11 +168,8 @@ class Runtime(Generic[LedgerT]):
         return Router(select, channels)
 
     def quarantine_templates(self) -> tuple[str, ...]:
-        sections = [self.policy.defaults.quarantine]
-        sections += [entry.quarantine for entry in self.policy.repositories]
-        templates = {q.repository for q in sections if q is not None}
-        templates.add("quarantine/{repository}")
-        return tuple(sorted(templates))
+        """The policy's `move` quarantine templates: the pipeline ignores events under them."""
+        return self.policy.quarantine_templates()
 
     def pipeline(self, *, alerts: bool = True) -> Pipeline:
         """The push pipeline. Building it resolves every alert channel (a missing

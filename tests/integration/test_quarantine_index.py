@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.proxy import RegistryProxy
 
-from regwarden.actions import QuarantineOutcome, describe_state, quarantine, quarantine_tag, release
+from regwarden.actions import QuarantineOutcome, describe_state, quarantine, release
 from regwarden.devtools import (
     IndexBlobs,
     LocalRegistry,
@@ -29,6 +29,7 @@ from regwarden.errors import RegistryError
 from regwarden.oci import RegistryClient
 from regwarden.providers import ProviderOptions
 from regwarden.providers.oci import OciRegistry
+from regwarden.quarantine_names import quarantine_tag
 from regwarden.reference import ImageRef
 from regwarden.store import SqliteLedger
 

@@ -22,8 +22,9 @@ from support.moto_server import (
     watch,
 )
 
-from regwarden.actions import QuarantineOutcome, describe_state, quarantine, quarantine_tag, release
+from regwarden.actions import QuarantineOutcome, describe_state, quarantine, release
 from regwarden.providers.ecr import EcrRegistry
+from regwarden.quarantine_names import quarantine_tag
 from regwarden.reference import ImageRef
 from regwarden.store import SqliteLedger
 

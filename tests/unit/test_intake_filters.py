@@ -13,8 +13,6 @@ from regwarden import USER_AGENT
 from regwarden.errors import IntakeError
 from regwarden.intake import (
     ignore_reason,
-    is_quarantine_repo,
-    is_quarantine_tag,
     is_self_write,
     manifest_subject,
     parse_distribution,
@@ -22,6 +20,7 @@ from regwarden.intake import (
     signature_subject,
 )
 from regwarden.model import EventKind, ImageEvent
+from regwarden.quarantine_names import is_quarantine_repo, is_quarantine_tag
 from regwarden.reference import ImageRef, short_digest
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -172,7 +171,9 @@ def test_ignore_reason_for_each_rule_and_none_otherwise() -> None:
     assert reason is not None
     assert "quarantine tag" in reason
     assert ignore_reason(event(tag="quarantined-evil")) is None
-    custom = ignore_reason(event(repository="api-jail"), quarantine_repository="{repository}-jail")
+    custom = ignore_reason(
+        event(repository="api-jail"), quarantine_templates=("{repository}-jail",)
+    )
     assert custom is not None
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from support.memory_registry import MemoryRegistry
 
-from regwarden.actions import QuarantineOutcome, describe_state, quarantine, quarantine_tag, release
+from regwarden.actions import QuarantineOutcome, describe_state, quarantine, release
 from regwarden.devtools import IndexBlobs, make_image, make_index, make_multiarch
 from regwarden.errors import RegistryError
 from regwarden.oci import Manifest
+from regwarden.quarantine_names import quarantine_tag
 from regwarden.reference import ImageRef
 from regwarden.store import SqliteLedger
 

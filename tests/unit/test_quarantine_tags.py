@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from support.memory_registry import MemoryRegistry
 
-from regwarden.actions import QuarantineOutcome, describe_state, quarantine, quarantine_tag, release
+from regwarden.actions import QuarantineOutcome, describe_state, quarantine, release
 from regwarden.devtools import make_image
 from regwarden.errors import RegistryError
+from regwarden.quarantine_names import quarantine_tag
 from regwarden.reference import ImageRef
 from regwarden.store import SqliteLedger
 

@@ -37,22 +37,20 @@ from typing import Any
 from ..errors import NotFound, UsageError
 from ..oci import Manifest
 from ..providers import Registry
+from ..quarantine_names import quarantine_tag, render
 from ..reference import ImageRef
 from ..store import ActionRecord, Ledger, QuarantineRecord
 from ._children import children_of, children_to_keep
-from ._tags import QUARANTINE_TAG_PREFIX, current_tags, quarantine_tag, rollback_targets
+from ._tags import current_tags, rollback_targets
 
 STRATEGIES = ("move", "retag", "lock")
 
 __all__ = [
-    "QUARANTINE_TAG_PREFIX",
     "STRATEGIES",
     "QuarantineOutcome",
     "ReleaseOutcome",
     "describe_state",
     "quarantine",
-    "quarantine_repository",
-    "quarantine_tag",
     "release",
 ]
 
@@ -71,10 +69,6 @@ class QuarantineOutcome:
     """An index's children (moved with it, except those in `kept_children`)."""
     kept_children: dict[str, str] = field(default_factory=dict)
     """child → why it stayed in the source repository."""
-
-
-def quarantine_repository(template: str, repository: str) -> str:
-    return template.replace("{repository}", repository)
 
 
 def action_key(kind: str, image: ImageRef) -> str:
@@ -172,9 +166,7 @@ def quarantine(
         raise UsageError("quarantine strategy 'lock' needs a registry with manifest locks (ACR)")
     key = _action_key("quarantine", image)
     qrepo = (
-        quarantine_repository(repository_template, image.repository)
-        if strategy == "move"
-        else image.repository
+        render(repository_template, image.repository) if strategy == "move" else image.repository
     )
     record = _start(
         registry,

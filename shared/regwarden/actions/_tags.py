@@ -8,14 +8,9 @@ before, whose last verdict was PASSED and which the registry still has.
 from __future__ import annotations
 
 from ..providers import Registry
-from ..reference import ImageRef, short_digest
+from ..quarantine_names import is_quarantine_tag
+from ..reference import ImageRef
 from ..store import Ledger
-
-QUARANTINE_TAG_PREFIX = "quarantined-"
-
-
-def quarantine_tag(digest: str) -> str:
-    return f"{QUARANTINE_TAG_PREFIX}{short_digest(digest)}"
 
 
 def current_tags(
@@ -28,7 +23,7 @@ def current_tags(
     held = set(registry.tags_of(image.repository, image.digest))
     notes: list[str] = []
     for tag in sorted(set(given) - held):
-        if tag.startswith(QUARANTINE_TAG_PREFIX):
+        if is_quarantine_tag(tag):
             continue
         now = registry.resolve(image.repository, tag)
         if now not in (None, image.digest):
@@ -36,7 +31,7 @@ def current_tags(
             continue
         # absent now (removed, or a listing that lags): kept, so release restores it
         held.add(tag)
-    return tuple(sorted(t for t in held if not t.startswith(QUARANTINE_TAG_PREFIX))), notes
+    return tuple(sorted(t for t in held if not is_quarantine_tag(t))), notes
 
 
 def rollback_targets(

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from typing import Literal
 
 from ..model import Severity
+from ..quarantine_names import DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ class GateRules:
     provenance: ProvenanceRules = ProvenanceRules()
     promotion: Promotion | None = None
     quarantine_strategy: Literal["move", "retag", "lock"] = "move"
-    quarantine_repository: str = "quarantine/{repository}"
+    quarantine_repository: str = DEFAULT_TEMPLATE
     settle_window: timedelta = timedelta(minutes=5)
     """An untagged manifest pushed by digest waits max(this, the signature grace period)
     after the repository's last push before it is judged as a stand-alone image."""

@@ -7,13 +7,13 @@ raises `regwarden.errors.IntakeError` naming the field and where; nothing else e
 - `parse_harbor` / `parse_harbor_results`: Harbor webhooks (default JSON and CloudEvents)
 - `signature_subject`, `manifest_subject`: tell signature/attestation/referrer pushes apart
 - `host_allowed`, `check_event_hosts`, `normalize_host`: the registry hosts an event may name
-- `is_self_write`, `is_quarantine_repo`, `is_quarantine_tag`, `ignore_reason`: which events
-  regwarden ignores (its own writes, the quarantine repository, `quarantined-*` tags)
+- `is_self_write`, `ignore_reason`: which events regwarden ignores (its own writes, the
+  quarantine repository, `quarantined-*` tags: `regwarden.quarantine_names` says which)
 """
 
 from ._classify import Classified, ManifestRole, classify_manifest
 from ._distribution import parse_distribution, parse_distribution_batch
-from ._filters import ignore_reason, is_quarantine_repo, is_quarantine_tag, is_self_write
+from ._filters import ignore_reason, is_self_write
 from ._harbor import harbor_delivery_id, parse_harbor, parse_harbor_results
 from ._hosts import (
     allowed_host_set,
@@ -38,8 +38,6 @@ __all__ = [
     "host_allowed",
     "host_not_allowed",
     "ignore_reason",
-    "is_quarantine_repo",
-    "is_quarantine_tag",
     "is_self_write",
     "manifest_subject",
     "normalize_host",

@@ -1,17 +1,15 @@
 """Which events regwarden ignores (DESIGN "Quarantine"): its own writes, the quarantine
-repository and `quarantined-*` tags. Pure predicates over `ImageEvent`."""
+repository and `quarantined-*` tags. Pure predicates over `ImageEvent`; what counts as a
+quarantine repository or tag is `regwarden.quarantine_names`'s."""
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
+from collections.abc import Iterable
 
 from ..model import ImageEvent
-from ..reference import short_digest
+from ..quarantine_names import DEFAULT_TEMPLATE, is_destination, is_quarantine_tag
 
 DEFAULT_USER_AGENT_PREFIX = "regwarden/"
-DEFAULT_QUARANTINE_REPOSITORY = "quarantine/{repository}"
-QUARANTINE_TAG_PREFIX = "quarantined-"
 
 
 def is_self_write(
@@ -34,41 +32,19 @@ def is_self_write(
     return event.user_agent.startswith(user_agent_prefix)
 
 
-@lru_cache(maxsize=32)
-def _template_pattern(template: str) -> re.Pattern[str]:
-    parts = template.split("{repository}")
-    return re.compile(".+".join(re.escape(p) for p in parts))
-
-
-def is_quarantine_repo(repository: str, template: str = DEFAULT_QUARANTINE_REPOSITORY) -> bool:
-    """True when `repository` is a quarantine repository under the policy's `template`
-    (`quarantine/{repository}` by default; a template without `{repository}` names one
-    fixed repository)."""
-    return _template_pattern(template).fullmatch(repository) is not None
-
-
-def is_quarantine_tag(tag: str | None, digest: str | None = None) -> bool:
-    """True for a `quarantined-*` tag. With `digest`, only the exact tag regwarden writes
-    for that image (`quarantined-<short digest>`) counts, so a pusher cannot dodge the
-    gate by naming a tag `quarantined-anything`."""
-    if not tag or not tag.startswith(QUARANTINE_TAG_PREFIX):
-        return False
-    if digest is None:
-        return True
-    return tag == QUARANTINE_TAG_PREFIX + short_digest(digest)
-
-
 def ignore_reason(
     event: ImageEvent,
     *,
     user_agent_prefix: str = DEFAULT_USER_AGENT_PREFIX,
-    quarantine_repository: str = DEFAULT_QUARANTINE_REPOSITORY,
+    quarantine_templates: Iterable[str] = (DEFAULT_TEMPLATE,),
     actor: str | None = None,
 ) -> str | None:
-    """Why regwarden should ignore `event`, or None when it must be processed."""
+    """Why regwarden should ignore `event`, or None when it must be processed.
+    `quarantine_templates`: the policy's `move` templates (`Policy.quarantine_templates`);
+    events for the repositories they render to are regwarden's quarantine."""
     if is_self_write(event, user_agent_prefix, actor=actor):
         return f"regwarden's own write (user agent {event.user_agent!r}, actor {event.actor!r})"
-    if is_quarantine_repo(event.image.repository, quarantine_repository):
+    if is_destination(event.image.repository, quarantine_templates):
         return f"quarantine repository {event.image.repository!r}"
     if event.image.tag is not None and is_quarantine_tag(event.image.tag, event.image.digest):
         return f"quarantine tag {event.image.tag!r}"

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from .. import quarantine_names
 from ..errors import UsageError
 from ._base import Loc, PolicyModel, render_path, rule_error
 from ._glob import Glob
@@ -261,12 +262,17 @@ class Policy(PolicyModel):
             }
         )
 
+    def quarantine_templates(self) -> tuple[str, ...]:
+        """The templates of every `move` quarantine section (the defaults', built in or set,
+        and each entry's): the repositories they render to are quarantine repositories."""
+        default = self.defaults.quarantine or Quarantine()
+        sections = [default, *(e.quarantine or default for e in self.repositories)]
+        return quarantine_names.destination_templates(sections)
+
     def is_quarantine_repository(self, repository: str) -> bool:
         """Whether `repository` is where some `move` quarantine puts images (events for it
         are ignored)."""
-        default = self.defaults.quarantine or Quarantine()
-        holders = [default, *(e.quarantine or default for e in self.repositories)]
-        return any(q.strategy == "move" and q.holds(repository) for q in holders)
+        return quarantine_names.is_destination(repository, self.quarantine_templates())
 
     def resolve_file(self, location: Location) -> Path:
         """The path of a `file://` location, relative to the policy file's directory."""

@@ -7,9 +7,9 @@ import re
 
 from pydantic import ConfigDict, Field, StrictInt, model_validator
 
+from ..quarantine_names import render, template_problem
 from ._base import Loc, PolicyModel, rule_error
 from ._glob import ImageGlob
-from ._sections import render_repository, repository_template_problem
 from ._values import ByteSize
 
 __all__ = ["Hygiene", "Promotion", "Provenance"]
@@ -126,7 +126,7 @@ class Promotion(PolicyModel):
                 (("tag",), f"got {self.tag!r}, expected a tag: [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
             )
         if self.repository is not None:
-            problem = repository_template_problem(
+            problem = template_problem(
                 self.repository,
                 own_repository=(
                     f"got {self.repository!r}: that is the image's own repository; remove "
@@ -143,4 +143,4 @@ class Promotion(PolicyModel):
         """The release repository for a source repository, or None (tag in place)."""
         if self.repository is None:
             return None
-        return render_repository(self.repository, repository)
+        return render(self.repository, repository)

@@ -11,7 +11,6 @@ docs/policy.md.
 from __future__ import annotations
 
 import re
-import string
 import typing
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal, Union
@@ -28,12 +27,12 @@ from pydantic import (
     model_validator,
 )
 
+from .. import quarantine_names
 from ..model import Severity
 from ._base import Loc, PolicyModel, from_yaml, rule_error
 from ._values import Duration, PolicyDate, PolicySeverity, PositiveDuration, Regex, TagPattern
 
 __all__ = [
-    "REPOSITORY_NAME",
     "SCAN_SOURCES",
     "Allowance",
     "DeleteOlderThan",
@@ -66,20 +65,12 @@ __all__ = [
     "Unknown",
     "UntaggedAge",
     "Vulnerabilities",
-    "render_repository",
-    "repository_template_problem",
 ]
 
 Mode = Literal["enforce", "audit"]
 QuarantineStrategy = Literal["move", "retag", "lock"]
 
-#: A repository name without the registry host (distribution's path grammar).
-REPOSITORY_NAME = re.compile(
-    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
-)
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_PLACEHOLDER = "{repository}"
-_SAMPLE_REPOSITORY = "team/app"
 
 # -- quarantine --------------------------------------------------------------------------------
 
@@ -91,65 +82,24 @@ class Quarantine(PolicyModel):
     """`move` (any registry): copy to `repository`, delete from the source. `retag`: remove
     deployable tags, add `quarantined-<short digest>`. `lock` (ACR only): disable reads."""
 
-    repository: str = "quarantine/{repository}"
+    repository: str = quarantine_names.DEFAULT_TEMPLATE
     """Where `move` puts images: a template with `{repository}` (the source repository
     name) or a fixed repository name. Ignored by `retag` and `lock`."""
 
     @model_validator(mode="after")
     def _check_template(self) -> Quarantine:
-        problem = _template_problem(self.repository)
+        problem = quarantine_names.quarantine_template_problem(self.repository)
         if problem is not None:
             raise rule_error([(("repository",), problem)])
         return self
 
     def render(self, repository: str) -> str:
         """The quarantine repository for a source repository."""
-        return render_repository(self.repository, repository)
+        return quarantine_names.render(self.repository, repository)
 
     def holds(self, repository: str) -> bool:
         """Whether `repository` is a quarantine repository under this template."""
-        if _PLACEHOLDER not in self.repository:
-            return repository == self.repository
-        pattern = ".+".join(re.escape(p) for p in self.repository.split(_PLACEHOLDER))
-        return re.fullmatch(pattern, repository) is not None
-
-
-def _template_problem(template: str) -> str | None:
-    """What is wrong with a quarantine repository template, if anything."""
-    return repository_template_problem(
-        template,
-        own_repository=(
-            f"got {template!r}: images would be quarantined into their own repository; "
-            "expected e.g. 'quarantine/{repository}'"
-        ),
-    )
-
-
-def repository_template_problem(template: str, *, own_repository: str | None) -> str | None:
-    """What is wrong with a repository template (a name that may contain `{repository}`),
-    if anything. `own_repository` is the problem with `{repository}` alone (the image's own
-    repository); None accepts it."""
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        return f"got {template!r}: {exc}"
-    unknown = [f for f in fields if f != "repository"]
-    if unknown:
-        return f"unknown placeholder {{{unknown[0]}}} in {template!r}; valid: {_PLACEHOLDER}"
-    if own_repository is not None and template.strip() == _PLACEHOLDER:
-        return own_repository
-    rendered = template.replace(_PLACEHOLDER, _SAMPLE_REPOSITORY)
-    if not REPOSITORY_NAME.fullmatch(rendered):
-        return (
-            f"got {template!r}, which renders to {rendered!r} for {_SAMPLE_REPOSITORY!r}: not a "
-            "valid repository name (lower-case components separated by '/')"
-        )
-    return None
-
-
-def render_repository(template: str, repository: str) -> str:
-    """`template` with `{repository}` replaced by the source repository name."""
-    return template.replace(_PLACEHOLDER, repository)
+        return quarantine_names.is_quarantine_repo(repository, self.repository)
 
 
 # -- vulnerabilities ---------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StrictInt, model_validator
 
+from ..quarantine_names import template_problem
 from ._base import Loc, PolicyModel, rule_error
 from ._location import DIRECTORY_SCHEMES, DOCUMENT_SCHEMES, KEY_SCHEMES, Location, Schemes
-from ._sections import repository_template_problem
 from ._values import Duration, Regex
 
 __all__ = [
@@ -220,7 +220,7 @@ class Signatures(PolicyModel):
         problems += self._format_problems()
         problems += self._threshold_problems()
         if self.repository is not None:
-            problem = repository_template_problem(self.repository, own_repository=None)
+            problem = template_problem(self.repository, own_repository=None)
             if problem is not None:
                 problems.append((("repository",), problem))
         if problems:

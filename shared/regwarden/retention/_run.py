@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageError
+from ..quarantine_names import is_destination, sources_of
 from ._collect import Collected, TimesLedger, collect_records
 from ._inventory import InUse, in_use_protections
 from ._plan import RegistryPlan, RepositoryPlan
@@ -182,25 +183,6 @@ def select_repositories(
 # -- protections from the ledger: quarantine -------------------------------------------------------
 
 
-def _quarantine_sources(policy: Policy, repository: str) -> list[str]:
-    """Source repositories whose `move` quarantine template renders to `repository`."""
-    from ..policy import Quarantine
-
-    sections = [policy.defaults.quarantine or Quarantine()]
-    sections += [e.quarantine for e in policy.repositories if e.quarantine is not None]
-    out: list[str] = []
-    for q in sections:
-        if q.strategy != "move" or not q.holds(repository):
-            continue
-        if "{repository}" not in q.repository:
-            continue  # a fixed quarantine repository: the source is not in its name
-        head, _, tail = q.repository.partition("{repository}")
-        m = re.fullmatch(re.escape(head) + "(.+)" + re.escape(tail), repository)
-        if m is not None:
-            out.append(m.group(1))
-    return out
-
-
 def quarantine_protections(
     repository: str,
     records: Sequence[ImageRecord],
@@ -216,8 +198,9 @@ def quarantine_protections(
     In a repository quarantined by `retag` or `lock`, the ledger names the held digests.
     """
     quarantined: dict[str, float | None] = {}
-    if policy.is_quarantine_repository(repository):
-        sources = _quarantine_sources(policy, repository)
+    templates = policy.quarantine_templates()
+    if is_destination(repository, templates):
+        sources = sources_of(repository, templates)
         for r in records:
             since: float | None = None
             released = False
