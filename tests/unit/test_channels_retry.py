@@ -36,7 +36,6 @@ from regwarden.notify import (
     signature_headers,
     verify_signature,
 )
-from regwarden.notify._channels import backoff_delay
 from regwarden.redact import redact_text
 from regwarden.reference import ImageRef
 
@@ -128,8 +127,8 @@ def _slack(url: str, clock: Clock, **policy: float) -> SlackChannel:
 
 def test_full_jitter_stays_under_the_doubling_cap() -> None:
     policy = RetryPolicy(base=0.5, cap=4.0)
-    assert backoff_delay(0, policy=policy, rand=0.0) == 0.0
-    assert [backoff_delay(n, policy=policy, rand=0.999) for n in range(5)] == pytest.approx(
+    assert policy.backoff.delay(0, rand=0.0) == 0.0
+    assert [policy.backoff.delay(n, rand=0.999) for n in range(5)] == pytest.approx(
         [0.4995, 0.999, 1.998, 3.996, 3.996]
     )
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from regwarden.errors import RegistryError
-from regwarden.oci import OCI_MANIFEST, RegistryClient, parse_retry_after
-from regwarden.oci._http import backoff_delay
+from regwarden.oci import OCI_MANIFEST, RegistryClient
+from regwarden.retry import Backoff, parse_retry_after
 
 HOST = "registry.example.com"
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -44,9 +44,9 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 def test_backoff_grows_exponentially_within_jitter_bounds() -> None:
     for attempt in range(6):
         step = min(10.0, 0.2 * 2**attempt)
-        assert backoff_delay(attempt, base=0.2, cap=10.0, jitter=0.0) == pytest.approx(step / 2)
-        assert backoff_delay(attempt, base=0.2, cap=10.0, jitter=0.999) < step
-    assert backoff_delay(20, base=0.2, cap=10.0, jitter=0.5) <= 10.0
+        assert Backoff(base=0.2, cap=10.0).delay(attempt, rand=0.0) == pytest.approx(step / 2)
+        assert Backoff(base=0.2, cap=10.0).delay(attempt, rand=0.999) < step
+    assert Backoff(base=0.2, cap=10.0).delay(20, rand=0.5) <= 10.0
 
 
 class Script:

@@ -23,8 +23,9 @@ import httpx
 
 from .. import USER_AGENT
 from ..errors import RegistryError
-from ..oci import DeadlineTransport, deadline_within, parse_retry_after
+from ..oci import DeadlineTransport, deadline_within
 from ..redact import redact_text, redact_url, register_secret, register_secret_url
+from ..retry import Backoff, GiveUp, Retries, tally
 from ._alert import Alert
 from ._render import (
     ID_HEADER,
@@ -82,14 +83,14 @@ class RetryPolicy:
     timeout: float = 10.0
     """Connect/read/write timeout of one request (never more than the budget left)."""
 
+    @property
+    def backoff(self) -> Backoff:
+        """Full jitter: uniform in [0, min(cap, base * 2**n)) before retry n (from 0)."""
+        return Backoff(self.base, self.cap, full_jitter=True)
+
 
 RETRYABLE = frozenset({408, 425, 429})
 """4xx statuses worth retrying; every 5xx is too."""
-
-
-def backoff_delay(attempt: int, *, policy: RetryPolicy, rand: float) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)) for `rand` in [0, 1)."""
-    return rand * min(policy.cap, policy.base * 2.0**attempt)
 
 
 def _retryable(status: int) -> bool:
@@ -153,13 +154,23 @@ class _HttpChannel:
     def _post(self, body: bytes, headers: Callable[[], dict[str, str]]) -> None:
         """POST `body`; `headers` is called per attempt (a signature covers the send time)."""
         policy = self._retry
-        started = self._clock()
-        last, status, attempt = "no attempt", None, 0
+        # An alert carries its stable id (`webhook-id`, the CloudEvents id) and receivers
+        # de-duplicate on it (at-least-once by design): the POST is a replayable write.
+        tries = Retries(
+            attempts=policy.attempts,
+            backoff=policy.backoff,
+            max_retry_after=policy.max_retry_after,
+            until=self._clock() + policy.budget,
+            clock=self._clock,
+            sleep=self._sleep,
+            rand=self._rand,
+            now=self._now,
+        )
+        last, status = "no attempt", None
         while True:
-            left = policy.budget - (self._clock() - started)
-            if left <= 0:
-                break
-            attempt += 1
+            left = tries.left()
+            if left is None or left <= 0:
+                raise self._failed(last, tries.retries, status=status)
             retry_after: float | None = None
             try:
                 with (
@@ -177,36 +188,20 @@ class _HttpChannel:
                         return
                     last = f"HTTP {status}"
                     if not _retryable(status):
-                        raise self._failed(last, attempt, status=status, permanent=True)
-                    retry_after = parse_retry_after(
-                        resp.headers.get("retry-after"), now=self._now()
-                    )
+                        raise self._failed(last, tries.attempts, status=status, permanent=True)
+                    retry_after = tries.retry_after(resp.headers.get("retry-after"))
             except httpx.TransportError as exc:
                 status = None
                 last = f"{type(exc).__name__}: {redact_text(str(exc)) or 'no answer'}"
-            if retry_after is not None and retry_after > policy.max_retry_after:
-                raise self._failed(
-                    f"{last}, asked to wait {retry_after:.0f}s",
-                    attempt,
-                    status=status,
-                    retry_after=retry_after,
-                )
-            if attempt >= policy.attempts:
-                break
-            wait = (
-                retry_after
-                if retry_after is not None
-                else backoff_delay(attempt - 1, policy=policy, rand=self._rand())
-            )
-            if self._clock() - started + wait >= policy.budget:
-                raise self._failed(
-                    f"{last}, out of its {policy.budget:.0f}s budget",
-                    attempt,
-                    status=status,
-                    retry_after=wait,
-                )
-            self._sleep(wait)
-        raise self._failed(last, attempt, status=status)
+            wait = tries.next_wait(retry_after)
+            stop = wait if isinstance(wait, GiveUp) else tries.pause(wait)
+            if stop is None:
+                continue
+            if stop.why == "retry-after":
+                last = f"{last}, asked to wait {stop.wait:.0f}s"
+            elif stop.why == "deadline":
+                last = f"{last}, out of its {policy.budget:.0f}s budget"
+            raise self._failed(last, stop.attempts, status=status, retry_after=stop.wait)
 
     def _failed(
         self,
@@ -217,10 +212,8 @@ class _HttpChannel:
         permanent: bool = False,
         retry_after: float | None = None,
     ) -> DeliveryFailed:
-        plural = "s" if attempts != 1 else ""
         return DeliveryFailed(
-            f"channel {self.name!r}: delivery to {self.where} failed "
-            f"({why}; {attempts} attempt{plural})",
+            f"channel {self.name!r}: delivery to {self.where} failed ({why}; {tally(attempts)})",
             status=status,
             permanent=permanent,
             retry_after=retry_after,

@@ -24,7 +24,7 @@ from ._client import (
 )
 from ._credentials import Credentials
 from ._fanout import gather, in_background
-from ._http import Challenge, parse_challenges, parse_next_link, parse_retry_after
+from ._http import Challenge, error_summary, parse_challenges, parse_next_link
 from ._media import (
     ALL_MANIFEST_TYPES,
     ANNOTATION_CREATED,
@@ -96,13 +96,13 @@ __all__ = [
     "compute_digest",
     "deadline_within",
     "distinct_children",
+    "error_summary",
     "gather",
     "in_background",
     "index_of",
     "is_loopback_host",
     "parse_challenges",
     "parse_next_link",
-    "parse_retry_after",
     "referrers_tag",
     "verify_digest",
     "walk_index",

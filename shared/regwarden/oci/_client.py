@@ -12,7 +12,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import NoReturn
 from urllib.parse import urljoin
@@ -33,17 +32,11 @@ from ..errors import (
 )
 from ..redact import redact_text, redact_url
 from ..reference import validate_digest
+from ..retry import RETRYABLE_STATUS, Backoff, GiveUp, Retries, may_replay, tally
 from ._auth import Authenticator
 from ._credentials import Credentials
 from ._fanout import gather
-from ._http import (
-    RETRYABLE_STATUS,
-    backoff_delay,
-    error_codes,
-    error_summary,
-    parse_next_link,
-    parse_retry_after,
-)
+from ._http import error_codes, error_summary, parse_next_link
 from ._media import (
     ALL_MANIFEST_TYPES,
     DOCKER_FOREIGN_LAYER,
@@ -321,7 +314,7 @@ class RegistryClient:
                 scopes = None  # never hand our credentials to another host
             authorization = self._auth.authorization(scopes) if scopes is not None else None
             challenged = False
-            attempt = 0
+            tries = self._retries(until)
             hops = 0
             while True:
                 send_headers = dict(headers) if headers else {}
@@ -348,28 +341,15 @@ class RegistryClient:
                 ) as exc:
                     if until - time.monotonic() < _LATE:
                         raise self._late(method, url, seconds) from exc
-                    unsent = isinstance(
-                        exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
-                    )
-                    if (retry or unsent) and attempt < self.max_retries:
-                        delay = self._backoff(attempt)
-                        log.debug(
-                            "%s %s: %s; retry %d in %.2fs",
-                            method,
-                            redact_url(url),
-                            exc,
-                            attempt + 1,
-                            delay,
-                        )
-                        if self.on_retry is not None:
-                            self.on_retry(None, delay)
-                        self._pause(delay, until, method, url, seconds)
-                        attempt += 1
-                        continue
+                    if may_replay(idempotent=retry, failure=exc):
+                        wait = tries.next_wait()
+                        if not isinstance(wait, GiveUp):
+                            self._pause(tries, wait, None, exc, method, url, seconds)
+                            continue
                     raise _TransportFailure(
                         f"{method} {redact_url(url)}: {type(exc).__name__}: "
                         f"{redact_text(str(exc)) or 'connection failed'} "
-                        f"(after {attempt + 1} attempt{'s' if attempt else ''})",
+                        f"(after {tally(tries.attempts)})",
                         hint=f"is the registry at {self._base} reachable?",
                     ) from exc
                 except httpx.HTTPError as exc:
@@ -403,44 +383,25 @@ class RegistryClient:
                     if renewed is not None:
                         authorization = renewed
                         continue
-                    return response, attempt + 1
-                if status in RETRYABLE_STATUS and retry and resendable:
-                    waited = parse_retry_after(
-                        response.headers.get("retry-after"), now=datetime.now(UTC)
-                    )
-                    if attempt >= self.max_retries or (
-                        waited is not None and waited > self.max_retry_after
-                    ):
+                    return response, tries.attempts
+                if (
+                    status in RETRYABLE_STATUS
+                    and resendable
+                    and may_replay(idempotent=retry, failure=None)
+                ):
+                    wait = tries.next_wait(tries.retry_after(response.headers.get("retry-after")))
+                    if isinstance(wait, GiveUp):
                         summary = error_summary(
                             response.content, response.headers.get("content-type")
                         )
-                        if waited is not None and waited > self.max_retry_after:
-                            why = (
-                                f"it asked to wait {waited:.0f}s, "
-                                f"over our {self.max_retry_after:.0f}s"
-                            )
-                        else:
-                            why = f"gave up after {attempt + 1} attempts"
                         raise RegistryError(
                             f"{method} {redact_url(url)}: got HTTP {status}"
-                            f"{f' ({summary})' if summary else ''}; {why}",
+                            f"{f' ({summary})' if summary else ''}; {wait.reason()}",
                             status=status,
                         )
-                    delay = waited if waited is not None else self._backoff(attempt)
-                    log.debug(
-                        "%s %s: HTTP %d; retry %d in %.2fs",
-                        method,
-                        redact_url(url),
-                        status,
-                        attempt + 1,
-                        delay,
-                    )
-                    if self.on_retry is not None:
-                        self.on_retry(status, delay)
-                    self._pause(delay, until, method, url, seconds)
-                    attempt += 1
+                    self._pause(tries, wait, status, f"HTTP {status}", method, url, seconds)
                     continue
-                return response, attempt + 1
+                return response, tries.attempts
 
     def _timeout(self, until: float, method: str, url: str, seconds: float) -> httpx.Timeout:
         """httpx's per-operation timeout, never past the deadline (also waiting for a
@@ -450,10 +411,35 @@ class RegistryClient:
             raise self._late(method, url, seconds)
         return httpx.Timeout(min(self.timeout, left))
 
-    def _pause(self, delay: float, until: float, method: str, url: str, seconds: float) -> None:
-        if time.monotonic() + delay >= until:
-            raise self._late(method, url, seconds)  # no point waiting to be late
-        self._sleep(delay)
+    def _retries(self, until: float | None = None) -> Retries:
+        """One operation's retries under this client's settings (and deadline, if any)."""
+        return Retries(
+            attempts=self.max_retries + 1,
+            backoff=Backoff(self.backoff, self.max_backoff),
+            max_retry_after=self.max_retry_after,
+            until=until,
+            sleep=self._sleep,
+            rand=self._random.random,
+        )
+
+    def _pause(
+        self,
+        tries: Retries,
+        wait: float,
+        status: int | None,
+        why: object,
+        method: str,
+        url: str,
+        seconds: float,
+    ) -> None:
+        """Log, tell `on_retry`, then wait; DeadlineExceeded if the wait would end past it."""
+        log.debug(
+            "%s %s: %s; retry %d in %.2fs", method, redact_url(url), why, tries.attempts, wait
+        )
+        if self.on_retry is not None:
+            self.on_retry(status, wait)
+        if tries.pause(wait) is not None:
+            raise self._late(method, url, seconds)
 
     def _late(self, method: str, url: str, seconds: float) -> DeadlineExceeded:
         return DeadlineExceeded(
@@ -554,11 +540,6 @@ class RegistryClient:
             what=what,
             budget=budget,
         )[0]
-
-    def _backoff(self, attempt: int) -> float:
-        return backoff_delay(
-            attempt, base=self.backoff, cap=self.max_backoff, jitter=self._random.random()
-        )
 
     def _fail(self, response: httpx.Response, what: str) -> NoReturn:
         """Raise the error that fits a non-success response."""
@@ -884,7 +865,7 @@ class RegistryClient:
         if check and self.blob_exists(repo, actual):
             return actual
         what = f"upload blob {repo}@{actual}"
-        attempt = 0
+        tries = self._retries()
         while True:
             started = self._start_upload(repo)
             if started.status_code != 202:
@@ -914,10 +895,15 @@ class RegistryClient:
                 failure = f"got HTTP {response.status_code}"
             if self.blob_exists(repo, actual):
                 return actual
-            if attempt >= self.max_retries:
-                raise RegistryError(f"{what}: {failure}; gave up after {attempt + 1} attempts")
-            self._sleep(self._backoff(attempt))
-            attempt += 1
+            self._again(tries, what, failure)
+
+    @staticmethod
+    def _again(tries: Retries, what: str, failure: str) -> None:
+        """Back off before starting an upload afresh, or raise when out of attempts."""
+        wait = tries.next_wait()
+        if isinstance(wait, GiveUp):
+            raise RegistryError(f"{what}: {failure}; {wait.reason()}")
+        tries.pause(wait)
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount. True when mounted (201); False when the registry opened an
@@ -949,7 +935,7 @@ class RegistryClient:
         held in memory. The upload cannot be replayed, so a failure starts both afresh
         (after checking whether the blob landed), within `max_retries`."""
         what = f"copy blob {digest} from {src_repo} to {dst_repo}"
-        attempt = 0
+        tries = self._retries()
         while True:
             failure: str
             with deadline_within(self.blob_deadline):
@@ -963,10 +949,7 @@ class RegistryClient:
                     failure = stored
             if self.blob_exists(dst_repo, digest):
                 return
-            if attempt >= self.max_retries:
-                raise RegistryError(f"{what}: {failure}; gave up after {attempt + 1} attempts")
-            self._sleep(self._backoff(attempt))
-            attempt += 1
+            self._again(tries, what, failure)
 
     def _relay_blob(self, src_repo: str, dst_repo: str, digest: str, what: str) -> str | None:
         """One try of `_stream_blob`: None when stored, else why it may be worth another."""

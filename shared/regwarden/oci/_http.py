@@ -1,15 +1,12 @@
-"""Pure helpers for the HTTP side of the Distribution API: header grammars and backoff."""
+"""Pure helpers for the HTTP side of the Distribution API: header grammars and error bodies.
+
+Retries (backoff, `Retry-After`, which statuses) are `regwarden.retry`'s."""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-
-#: Statuses worth retrying: throttling and transient server or gateway failures.
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _CHALLENGE_PARAM = re.compile(
@@ -83,37 +80,6 @@ def parse_next_link(header: str | None) -> str | None:
             if "next" in rel.lower().split():
                 return m.group(1).strip()
     return None
-
-
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` value (delta-seconds or HTTP-date), or None.
-
-    A date in the past means "now" (0.0); anything unparseable is ignored (None).
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, jitter: float) -> float:
-    """Exponential backoff with jitter: `base * 2**attempt`, capped, scaled into [½, 1].
-
-    `jitter` is a number in [0, 1) (from `random.random()` in the shell); with `jitter=0`
-    the delay is half the exponential step, so it is never zero unless `base` is.
-    """
-    step = min(cap, base * (2.0**attempt))
-    return step * (0.5 + jitter / 2)
 
 
 def error_summary(body: bytes, content_type: str | None) -> str:

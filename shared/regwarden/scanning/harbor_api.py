@@ -35,7 +35,6 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote
 
@@ -44,10 +43,10 @@ import httpx
 from .. import USER_AGENT
 from ..errors import AuthError, RegistryError, Unsupported, UsageError, VerificationError
 from ..model import ScanReport
-from ..oci import Credentials, is_loopback_host, parse_retry_after
-from ..oci._http import RETRYABLE_STATUS, backoff_delay, error_summary
+from ..oci import Credentials, error_summary, is_loopback_host
 from ..redact import redact_url
 from ..reference import ImageRef
+from ..retry import RETRYABLE_STATUS, Backoff, GiveUp, Retries, tally
 from ._common import checked_digest, node_digest
 from ._errors import ScanFormatError
 from ._harbor import VULN_REPORT_TYPES, parse_harbor_overview, parse_harbor_report
@@ -300,47 +299,43 @@ class HarborScanSource:
         credentials: Credentials | None,
     ) -> bytes:
         where = redact_url(url)  # for messages: a query may carry a signature
-        attempt = 0
+        tries = Retries(  # a GET: idempotent, every failure below may be retried
+            attempts=self.max_retries + 1,
+            backoff=Backoff(self.backoff, self.max_backoff),
+            max_retry_after=self.max_retry_after,
+            sleep=self._sleep,
+            rand=self._random.random,
+        )
         while True:
             try:
                 status, headers, body = self._send(http, url, params, what)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                if attempt < self.max_retries:
-                    delay = self._delay(attempt)
-                    log.debug("GET %s: %s; retry %d in %.2fs", url, exc, attempt + 1, delay)
-                    self._sleep(delay)
-                    attempt += 1
-                    continue
-                raise RegistryError(
-                    f"{what}: GET {where}: {type(exc).__name__}: {exc or 'connection failed'} "
-                    f"(after {attempt + 1} attempt{'s' if attempt else ''})",
-                    hint=f"is Harbor's API reachable? ({ENV_API_BASE} overrides where it is)",
-                ) from exc
+                wait = tries.next_wait()
+                if isinstance(wait, GiveUp):
+                    raise RegistryError(
+                        f"{what}: GET {where}: {type(exc).__name__}: {exc or 'connection failed'} "
+                        f"(after {tally(tries.attempts)})",
+                        hint=f"is Harbor's API reachable? ({ENV_API_BASE} overrides where it is)",
+                    ) from exc
+                log.debug("GET %s: %s; retry %d in %.2fs", url, exc, tries.attempts, wait)
+                tries.pause(wait)
+                continue
             except httpx.HTTPError as exc:
                 raise RegistryError(f"{what}: GET {where}: {type(exc).__name__}: {exc}") from exc
             if status == 200:
                 return body
-            if status in RETRYABLE_STATUS:
-                waited = parse_retry_after(headers.get("retry-after"), now=datetime.now(UTC))
-                too_long = waited is not None and waited > self.max_retry_after
-                if attempt >= self.max_retries or too_long:
-                    summary = error_summary(body, headers.get("content-type"))
-                    why = (
-                        f"it asked to wait {waited:.0f}s, over our {self.max_retry_after:.0f}s"
-                        if too_long and waited is not None
-                        else f"gave up after {attempt + 1} attempts"
-                    )
-                    raise RegistryError(
-                        f"{what}: GET {where}: got HTTP {status}"
-                        f"{f' ({summary})' if summary else ''}; {why}",
-                        status=status,
-                    )
-                delay = waited if waited is not None else self._delay(attempt)
-                log.debug("GET %s: HTTP %d; retry %d in %.2fs", url, status, attempt + 1, delay)
-                self._sleep(delay)
-                attempt += 1
-                continue
-            self._fail(status, headers, body, url, what, credentials)
+            if status not in RETRYABLE_STATUS:
+                self._fail(status, headers, body, url, what, credentials)
+            wait = tries.next_wait(tries.retry_after(headers.get("retry-after")))
+            if isinstance(wait, GiveUp):
+                summary = error_summary(body, headers.get("content-type"))
+                raise RegistryError(
+                    f"{what}: GET {where}: got HTTP {status}"
+                    f"{f' ({summary})' if summary else ''}; {wait.reason()}",
+                    status=status,
+                )
+            log.debug("GET %s: HTTP %d; retry %d in %.2fs", url, status, tries.attempts, wait)
+            tries.pause(wait)
 
     def _send(
         self, http: httpx.Client, url: str, params: dict[str, str] | None, what: str
@@ -367,11 +362,6 @@ class HarborScanSource:
                     break  # an error body: the start is enough to say what went wrong
                 chunks.append(chunk)
             return status, response.headers, b"".join(chunks)
-
-    def _delay(self, attempt: int) -> float:
-        return backoff_delay(
-            attempt, base=self.backoff, cap=self.max_backoff, jitter=self._random.random()
-        )
 
     def _fail(
         self,
