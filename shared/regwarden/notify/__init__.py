@@ -1,7 +1,7 @@
 """Alerts and the channels that carry them (Slack, Teams, signed webhook, stdout/file)."""
 
 from ._alert import Alert, finding_line
-from ._build import build_channels
+from ._build import CHANNELS, ChannelContext, ChannelFactory, build_channels
 from ._channels import (
     DeliveryFailed,
     Notifier,
@@ -30,12 +30,15 @@ from ._router import Router, Selector, everything_to
 from ._sns import SnsChannel, sns_attributes
 
 __all__ = [
+    "CHANNELS",
     "CLOUDEVENT_TYPE",
     "ID_HEADER",
     "SIGNATURE_HEADER",
     "SIGNATURE_TOLERANCE",
     "TIMESTAMP_HEADER",
     "Alert",
+    "ChannelContext",
+    "ChannelFactory",
     "DeliveryFailed",
     "Notifier",
     "RetryPolicy",

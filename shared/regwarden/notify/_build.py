@@ -1,24 +1,75 @@
-"""The policy's alert channels as senders, by channel type."""
+"""The policy's alert channels as senders, through `CHANNELS` (channel `type` → factory).
+
+A channel type registers a factory where it is defined:
+
+    @CHANNELS.register("slack")
+    def _slack(name: str, config: SlackChannelConfig, context: ChannelContext) -> Notifier:
+        return SlackChannel(name, context.value(config.url))
+
+A type the policy accepts but no factory is registered for in this runtime (Pub/Sub and
+Event Grid, until their clouds land) still builds: it says per alert that it cannot be
+delivered here, so one such channel never stops the others.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotImplementedYet
+from ..plugins import PluginRegistry
 from ._alert import Alert
 from ._channels import Notifier, SlackChannel, StreamChannel, TeamsChannel, WebhookChannel
 from ._sns import SnsChannel
 
 if TYPE_CHECKING:
-    from ..policy import Policy
+    from ..policy import (
+        FileChannelConfig,
+        Location,
+        Policy,
+        SlackChannelConfig,
+        SnsChannelConfig,
+        StdoutChannelConfig,
+        TeamsChannelConfig,
+        WebhookChannelConfig,
+    )
 
-__all__ = ["build_channels"]
+__all__ = ["CHANNELS", "ChannelContext", "ChannelFactory", "build_channels"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelContext:
+    """What a channel factory may use besides its own config: the environment that
+    `secret://` values come from, and the directory relative paths start from."""
+
+    env: Mapping[str, str]
+    policy_dir: Path | None
+
+    @property
+    def base_dir(self) -> Path:
+        """The policy file's directory (the working directory for a policy not read from a
+        file): where a relative path starts."""
+        return self.policy_dir or Path.cwd()
+
+    def value(self, location: Location) -> str:
+        """A location's value: `secret://NAME` resolved from `env`, anything else as written."""
+        from ..policy import resolve_secret
+
+        if location.scheme == "secret":
+            return resolve_secret(location.target, self.env)
+        return location.raw
+
+
+ChannelFactory = Callable[[str, Any, ChannelContext], Notifier]
+"""(channel name, the policy's channel model for its `type`, context) → sender."""
+
+CHANNELS = PluginRegistry[ChannelFactory]("channel type")
 
 
 class _Unsupported:
-    """A channel this runtime cannot deliver to (e.g. SNS outside AWS): says so per alert."""
+    """A channel this runtime cannot deliver to (e.g. Pub/Sub outside GCP): says so per alert."""
 
     def __init__(self, name: str, kind: str) -> None:
         self.name = name
@@ -32,29 +83,46 @@ class _Unsupported:
 
 def build_channels(policy: Policy, env: Mapping[str, str]) -> dict[str, Notifier]:
     """The policy's channels as senders; `secret://` values come from `env`."""
-    from .. import policy as p
-
-    def value(location: p.Location) -> str:
-        if location.scheme == "secret":
-            return p.resolve_secret(location.target, env)
-        return location.raw
-
+    context = ChannelContext(env=env, policy_dir=policy.base_dir)
     out: dict[str, Notifier] = {}
-    for name, ch in policy.notifications.channels.items():
-        if isinstance(ch, p.SlackChannelConfig):
-            out[name] = SlackChannel(name, value(ch.url))
-        elif isinstance(ch, p.TeamsChannelConfig):
-            out[name] = TeamsChannel(name, value(ch.url))
-        elif isinstance(ch, p.WebhookChannelConfig):
-            key = value(ch.secret).encode() if ch.secret is not None else None
-            secret_url = ch.url.scheme == "secret"  # then its path is the credential too
-            out[name] = WebhookChannel(name, value(ch.url), secret=key, secret_url=secret_url)
-        elif isinstance(ch, p.StdoutChannelConfig):
-            out[name] = StreamChannel(name, format=ch.format)
-        elif isinstance(ch, p.FileChannelConfig):
-            out[name] = StreamChannel(name, path=(policy.base_dir or Path.cwd()) / ch.path)
-        elif isinstance(ch, p.SnsChannelConfig):
-            out[name] = SnsChannel(name, ch.topic_arn)
+    for name, config in policy.notifications.channels.items():
+        if config.type in CHANNELS:
+            out[name] = CHANNELS.get(config.type)(name, config, context)
         else:
-            out[name] = _Unsupported(name, ch.type)
+            out[name] = _Unsupported(name, config.type)
     return out
+
+
+# -- the built-in channel types ---------------------------------------------------------------
+
+
+@CHANNELS.register("slack")
+def _slack(name: str, config: SlackChannelConfig, context: ChannelContext) -> Notifier:
+    return SlackChannel(name, context.value(config.url))
+
+
+@CHANNELS.register("teams")
+def _teams(name: str, config: TeamsChannelConfig, context: ChannelContext) -> Notifier:
+    return TeamsChannel(name, context.value(config.url))
+
+
+@CHANNELS.register("webhook")
+def _webhook(name: str, config: WebhookChannelConfig, context: ChannelContext) -> Notifier:
+    key = context.value(config.secret).encode() if config.secret is not None else None
+    secret_url = config.url.scheme == "secret"  # then its path is the credential too
+    return WebhookChannel(name, context.value(config.url), secret=key, secret_url=secret_url)
+
+
+@CHANNELS.register("stdout")
+def _stdout(name: str, config: StdoutChannelConfig, context: ChannelContext) -> Notifier:
+    return StreamChannel(name, format=config.format)
+
+
+@CHANNELS.register("file")
+def _file(name: str, config: FileChannelConfig, context: ChannelContext) -> Notifier:
+    return StreamChannel(name, path=context.base_dir / config.path)
+
+
+@CHANNELS.register("sns")
+def _sns(name: str, config: SnsChannelConfig, context: ChannelContext) -> Notifier:
+    return SnsChannel(name, config.topic_arn)
