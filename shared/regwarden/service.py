@@ -4,8 +4,7 @@ the platform adapters. Parsing is pure; handling goes through the pipeline."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from .errors import IntakeError
@@ -15,39 +14,19 @@ from .pipeline import Handled, Pipeline
 from .reference import ImageRef
 from .store import EventQueue, QueuedEvent
 
-log = logging.getLogger("regwarden.service")
-
-SOURCES = ("distribution", "harbor")
 RECHECK = "recheck"
 MAX_ATTEMPTS = 5
 
 
 def parse_body(source: str, body: bytes, content_type: str | None) -> list[ImageEvent]:
-    """Events in one delivery from `source`; raises IntakeError for a bad body, and for an
-    envelope whose records are all malformed (naming each problem)."""
-    from . import intake
+    """Events in one delivery from `source` (a name in `intake.PARSERS`); raises IntakeError
+    for an unknown source, a bad body, and an envelope whose records are all malformed
+    (naming each problem)."""
+    from .intake import PARSERS
 
-    if source == "distribution":
-        batch = intake.parse_distribution_batch(body, content_type=content_type)
-        if batch.errors and not batch.events and not batch.skipped:
-            raise IntakeError(_no_valid_event(batch.errors))
-        for err in batch.errors:  # one bad record never hides the good ones
-            log.warning("skipped a malformed distribution event: %s", err)
-        return list(batch.events)
-    if source == "harbor":
-        return [r.event for r in intake.parse_harbor_results(body, content_type=content_type)]
-    raise IntakeError(f"unknown event source {source!r}; valid: {', '.join(SOURCES)}")
-
-
-MAX_LISTED_PROBLEMS = 20  # a 400 names each problem, within reason for a 1 MiB envelope
-
-
-def _no_valid_event(errors: Sequence[IntakeError]) -> str:
-    listed = [str(e) for e in errors[:MAX_LISTED_PROBLEMS]]
-    if len(errors) > MAX_LISTED_PROBLEMS:
-        listed.append(f"and {len(errors) - MAX_LISTED_PROBLEMS} more")
-    what = "1 problem" if len(errors) == 1 else f"{len(errors)} problems"
-    return f"no valid event in the envelope ({what}): " + "; ".join(listed)
+    if source not in PARSERS:  # a queued delivery's source: a bad one is a bad delivery
+        raise IntakeError(f"unknown event source {source!r}; valid: {', '.join(PARSERS)}")
+    return PARSERS.get(source).parse(body, content_type)
 
 
 def count_events(
@@ -72,34 +51,39 @@ def count_events(
     return validate
 
 
+def webhook_sources() -> tuple[str, ...]:
+    """The sources the receiver accepts at `/events/<name>` (EventBridge arrives by SQS)."""
+    from .intake import PARSERS
+
+    return tuple(name for name in PARSERS if PARSERS.get(name).webhook)
+
+
 def receiver_validators(
     keep: Callable[[ImageEvent], bool] | None = None,
     allowed_hosts: frozenset[str] | None = None,
 ) -> dict[str, Callable[[bytes, str | None], int]]:
     """One validator per webhook source; with `keep` (`Pipeline.wants`), dropping what
     the pipeline would ignore; with `allowed_hosts`, refusing events for other hosts."""
-    return {s: count_events(s, keep, allowed_hosts) for s in SOURCES}
+    return {s: count_events(s, keep, allowed_hosts) for s in webhook_sources()}
 
 
 def detect_source(body: bytes) -> str:
-    """For `regwarden invoke`: which sender wrote this file."""
+    """For `regwarden invoke`: which sender wrote this file (the first source, by name,
+    whose `detect` recognises it)."""
+    from .intake import PARSERS
+
     try:
         doc = loads_json(body)
     except TooDeep as exc:
         raise IntakeError(f"event file: {exc}") from None
     except ValueError as exc:
         raise IntakeError(f"event file is not JSON: {exc}") from None
-    if isinstance(doc, dict):
-        if "events" in doc:
-            return "distribution"
-        if "detail-type" in doc:
-            return "eventbridge"
-        if "event_data" in doc or "specversion" in doc:
-            return "harbor"
-    raise IntakeError(
-        "cannot tell the event source: expected a distribution envelope "
-        '({"events": […]}), a Harbor webhook or an EventBridge event'
-    )
+    for name in PARSERS:
+        if PARSERS.get(name).detect(doc):
+            return name
+    *others, last = [PARSERS.get(name).described for name in PARSERS]
+    expected = f"{', '.join(others)} or {last}" if others else last
+    raise IntakeError(f"cannot tell the event source: expected {expected}")
 
 
 def enqueue_recheck(ledger: EventQueue, handled: Handled, *, now: datetime) -> None:

@@ -83,13 +83,7 @@ def run_invoke(
     except OSError as exc:
         raise UsageError(f"cannot read {event_file}: {exc.strerror}") from None
     source = service.detect_source(body)
-    if source == "eventbridge":
-        from ..intake.eventbridge import parse_eventbridge
-        from ..nesting import loads_json
-
-        events = parse_eventbridge(loads_json(body))  # detect_source parsed it already
-    else:
-        events = service.parse_body(source, body, "application/json")
+    events = service.parse_body(source, body, "application/json")
     runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure)
     try:
         pipeline = runtime.pipeline()

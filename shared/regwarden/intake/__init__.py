@@ -5,6 +5,8 @@ raises `regwarden.errors.IntakeError` naming the field and where; nothing else e
 
 - `parse_distribution` / `parse_distribution_batch`: CNCF distribution notifications
 - `parse_harbor` / `parse_harbor_results`: Harbor webhooks (default JSON and CloudEvents)
+- `PARSERS`: event source name → `EventParser` (parse a delivery, detect a document, whether
+  the webhook receiver takes it): `distribution`, `harbor`, `eventbridge`
 - `signature_subject`, `manifest_subject`: tell signature/attestation/referrer pushes apart
 - `host_allowed`, `check_event_hosts`, `normalize_host`: the registry hosts an event may name
 - `is_self_write`, `ignore_reason`: which events regwarden ignores (its own writes, the
@@ -23,11 +25,14 @@ from ._hosts import (
     normalize_host,
     parse_host,
 )
+from ._parsers import PARSERS, EventParser
 from ._result import IntakeBatch, IntakeResult
 from ._signatures import manifest_subject, signature_subject
 
 __all__ = [
+    "PARSERS",
     "Classified",
+    "EventParser",
     "IntakeBatch",
     "IntakeResult",
     "ManifestRole",

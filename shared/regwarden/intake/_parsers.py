@@ -1,0 +1,105 @@
+"""`PARSERS`: event source name → how a delivery from it becomes image events.
+
+Each source registers an `EventParser`: `parse(body, content_type)` for one delivery,
+`detect(doc)` telling its documents apart (for `regwarden invoke`, which is handed a file
+and no source), and whether the webhook receiver accepts it (EventBridge events arrive
+through SQS, never at the receiver). A new source registers here, or from its own module,
+and is then parsed, detected and (if a webhook) received without an edit elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import IntakeError
+from ..model import ImageEvent
+from ..plugins import PluginRegistry
+from ._distribution import parse_distribution_batch
+from ._harbor import parse_harbor_results
+
+__all__ = ["MAX_LISTED_PROBLEMS", "PARSERS", "EventParser"]
+
+log = logging.getLogger("regwarden.intake")
+
+MAX_LISTED_PROBLEMS = 20  # a 400 names each problem, within reason for a 1 MiB envelope
+
+
+@dataclass(frozen=True, slots=True)
+class EventParser:
+    """How one event source's deliveries are read."""
+
+    parse: Callable[[bytes, str | None], list[ImageEvent]]
+    """(body, content type) → its events; IntakeError for a malformed delivery."""
+
+    detect: Callable[[object], bool]
+    """Whether a decoded JSON document looks like one of this source's deliveries."""
+
+    described: str
+    """What a delivery is, for "cannot tell" messages: 'a Harbor webhook'."""
+
+    webhook: bool = True
+    """The receiver accepts it at `/events/<name>`."""
+
+
+PARSERS = PluginRegistry[EventParser]("event source")
+
+
+# -- the built-in sources ------------------------------------------------------------------------
+
+
+def _distribution(body: bytes, content_type: str | None) -> list[ImageEvent]:
+    """An envelope's good events; IntakeError only when every record is malformed (naming
+    each problem), so one bad record never hides the good ones."""
+    batch = parse_distribution_batch(body, content_type=content_type)
+    if batch.errors and not batch.events and not batch.skipped:
+        raise IntakeError(_no_valid_event(batch.errors))
+    for err in batch.errors:
+        log.warning("skipped a malformed distribution event: %s", err)
+    return list(batch.events)
+
+
+def _no_valid_event(errors: Sequence[IntakeError]) -> str:
+    listed = [str(e) for e in errors[:MAX_LISTED_PROBLEMS]]
+    if len(errors) > MAX_LISTED_PROBLEMS:
+        listed.append(f"and {len(errors) - MAX_LISTED_PROBLEMS} more")
+    what = "1 problem" if len(errors) == 1 else f"{len(errors)} problems"
+    return f"no valid event in the envelope ({what}): " + "; ".join(listed)
+
+
+def _harbor(body: bytes, content_type: str | None) -> list[ImageEvent]:
+    return [r.event for r in parse_harbor_results(body, content_type=content_type)]
+
+
+def _eventbridge(body: bytes, content_type: str | None) -> list[ImageEvent]:
+    """One EventBridge event as a JSON document (an `invoke` file); the content type says
+    nothing here. The module is imported on use: it brings pydantic models along."""
+    from ..nesting import TooDeep, loads_json
+    from .eventbridge import LABEL, parse_eventbridge
+
+    try:
+        doc = loads_json(body)
+    except TooDeep as exc:
+        raise IntakeError(f"{LABEL}: {exc}") from None
+    except ValueError as exc:
+        raise IntakeError(f"{LABEL} is not JSON: {exc}") from None
+    return parse_eventbridge(doc)
+
+
+def _has(*keys: str) -> Callable[[object], bool]:
+    return lambda doc: isinstance(doc, dict) and any(k in doc for k in keys)
+
+
+PARSERS.add(
+    "distribution",
+    EventParser(_distribution, _has("events"), 'a distribution envelope ({"events": […]})'),
+)
+PARSERS.add(
+    "eventbridge",
+    EventParser(_eventbridge, _has("detail-type"), "an EventBridge event", webhook=False),
+)
+PARSERS.add(
+    "harbor",
+    EventParser(_harbor, _has("event_data", "specversion"), "a Harbor webhook"),
+)
