@@ -32,8 +32,11 @@ from ._fanout import (
     work,
 )
 from ._inventory import (
+    INVENTORIES,
     KUBERNETES_KINDS,
     InUse,
+    InventoryContext,
+    InventoryReader,
     gather_in_use,
     images_from_ecs_task,
     images_from_pod,
@@ -85,6 +88,7 @@ from ._run import (
 from ._semver import SemverKey, parse_semver
 
 __all__ = [
+    "INVENTORIES",
     "KUBERNETES_KINDS",
     "NO_PROTECTIONS",
     "AdaptiveLimiter",
@@ -103,6 +107,8 @@ __all__ = [
     "GuardTrip",
     "ImageRecord",
     "InUse",
+    "InventoryContext",
+    "InventoryReader",
     "KeepMostRecent",
     "KeepPullCount",
     "KeepPulledWithin",

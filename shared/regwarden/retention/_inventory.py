@@ -16,6 +16,9 @@ Fail closed: a source that cannot be read, or a reference that does not parse, i
 error, never a silently missing protection. Tag references are resolved to the digest the
 tag names now (`Registry.resolve`), and the tag itself is protected too.
 
+Each source is an `INVENTORIES` reader keyed by its section's name under `inventory`
+(`files`, `kubernetes`, `aws`); another registers itself there and `gather_in_use` reads it.
+
 The parsers (`parse_ref_lines`, `images_from_pod`, `images_from_workload`,
 `images_from_ecs_task`) are pure; the readers do the I/O. The `kubernetes` client (extra
 `k8s`) and boto3 (extra `aws`) are imported only when their source is configured.
@@ -31,16 +34,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidReference, NotFound, NotImplementedYet, RegistryError, UsageError
+from ..plugins import PluginRegistry
 from ..reference import ImageRef
 from ._protections import Protections, protections_from_refs
 
 if TYPE_CHECKING:
-    from ..policy import AwsInventory, Inventory, Location
+    from ..policy import AwsInventory, Inventory, KubernetesInventory, Location
     from ..providers import Registry
 
 __all__ = [
+    "INVENTORIES",
     "KUBERNETES_KINDS",
     "InUse",
+    "InventoryContext",
+    "InventoryReader",
     "gather_in_use",
     "images_from_ecs_task",
     "images_from_pod",
@@ -462,6 +469,53 @@ def refs_from_aws(
 # -- everything the policy names --------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class InventoryContext:
+    """What an inventory reader may use besides its policy section (tests and adapters pass
+    their own clients; None: the default credentials)."""
+
+    base_dir: Path | None
+    """The policy file's directory: where `file://` paths start."""
+    kubeconfig: str | None = None
+    aws_client: Callable[[str, str | None], Any] | None = None
+    s3_client: Callable[[], Any] | None = None
+
+
+InventoryReader = Callable[[Any, InventoryContext], InUse]
+"""(the policy's `inventory.<name>` section, context) → what it says is in use; raises
+when it cannot be read."""
+
+INVENTORIES = PluginRegistry[InventoryReader]("inventory source")
+"""Keyed by the name of the section under the policy's `inventory`."""
+
+
+@INVENTORIES.register("files")
+def _files(locations: Sequence[Location], context: InventoryContext) -> InUse:
+    result = InUse()
+    for location in locations:
+        text = read_location(location, base_dir=context.base_dir, s3_client=context.s3_client)
+        refs = parse_ref_lines(text, source=location.raw)
+        result = result.merge(InUse(refs=tuple(refs), sources={location.raw: len(refs)}))
+    return result
+
+
+@INVENTORIES.register("kubernetes")
+def _kubernetes(section: KubernetesInventory, context: InventoryContext) -> InUse:
+    return refs_from_kubernetes(section.contexts, kubeconfig=context.kubeconfig)
+
+
+@INVENTORIES.register("aws")
+def _aws(section: AwsInventory, context: InventoryContext) -> InUse:
+    return refs_from_aws(section, client=context.aws_client)
+
+
+def _configured(inventory: Inventory) -> list[str]:
+    """The sections the policy sets, plain files first and then the others in the policy
+    model's order: the order `plan` lists where in-use references came from."""
+    names = [n for n in type(inventory).model_fields if getattr(inventory, n)]
+    return sorted(names, key=lambda n: n != "files")
+
+
 def gather_in_use(
     inventory: Inventory,
     *,
@@ -470,19 +524,14 @@ def gather_in_use(
     aws_client: Callable[[str, str | None], Any] | None = None,
     s3_client: Callable[[], Any] | None = None,
 ) -> InUse:
-    """Every in-use reference the policy's `inventory` names. Raises on any source that
-    cannot be read."""
+    """Every in-use reference the policy's `inventory` names, each section read by its
+    `INVENTORIES` reader. Raises on any source that cannot be read."""
+    context = InventoryContext(
+        base_dir=base_dir, kubeconfig=kubeconfig, aws_client=aws_client, s3_client=s3_client
+    )
     result = InUse()
-    for location in inventory.files:
-        text = read_location(location, base_dir=base_dir, s3_client=s3_client)
-        refs = parse_ref_lines(text, source=location.raw)
-        result = result.merge(InUse(refs=tuple(refs), sources={location.raw: len(refs)}))
-    if inventory.kubernetes is not None:
-        result = result.merge(
-            refs_from_kubernetes(inventory.kubernetes.contexts, kubeconfig=kubeconfig)
-        )
-    if inventory.aws is not None:
-        result = result.merge(refs_from_aws(inventory.aws, client=aws_client))
+    for name in _configured(inventory):
+        result = result.merge(INVENTORIES.get(name)(getattr(inventory, name), context))
     return result
 
 
