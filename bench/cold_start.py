@@ -1,155 +1,287 @@
-"""Cold-start figures of the AWS handlers, printed as JSON.
+"""Cold start of the `on_push` Lambda handler against its floor, measured end to end.
 
-    .venv/bin/python bench/cold_start.py [--runs 10]
+    .venv/bin/python bench/cold_start.py [--runs 5]
 
-For each handler module and for `import boto3` alone (same run, same interpreter): the
-median over fresh interpreters of `python -X importtime -c "import MODULE"` (the module's
-cumulative import time, interpreter start-up excluded), its top offenders, and the ratio
-to boto3 (target: <= 1.3). Then what the first invocation imports on top (the core, the
-idempotency layer, the X-Ray SDK when tracing is on), since the handlers defer it, and the
-package sizes from the packaging check when `.aws-sam/build` exists (target: code + layer
-<= 40 MB unzipped, without boto3/botocore).
+Product: a fresh interpreter (process start → the first SQS record handled) imports
+`functions.aws.on_push` and calls `handler(event, context)` once, with the environment
+Lambda gives the function (template variables, task root, X-Ray trace header and daemon
+when `template.yaml` turns tracing on). The record is an EventBridge "ECR Image Action"
+taken from a real SQS queue; the handler reads its policy from S3 and talks to moto
+(DynamoDB, ECR, SNS, SQS) and to a local `docker-registry` as ECR's `/v2/`, so the figure
+holds the module import, the first record's deferred imports and every request.
+
+Floor, in the same run: a fresh interpreter that imports boto3, creates one client per AWS
+service the product called (read from the SigV4 scope of its requests), the X-Ray
+recorder when tracing is on, and sends the product's requests again raw, byte for byte,
+to the same servers (the same count: checked). What is left between the two is what the
+product adds: Powertools, the core, its imports, its work between requests.
+
+Each of `--runs` rounds resets moto's state and runs the product then the floor
+(alternating, so a busy machine weighs on both); one round before is discarded (bytecode
+and page caches). The breakdown comes from two more product runs: one under `-X
+importtime` (imports by top module, split into module import and first record; the
+requests as the proxies timed them upstream), one timing the botocore clients the product
+creates. Prints JSON; target: product <= 1.5x floor.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-HANDLERS = ("functions.aws.on_push", "functions.aws.on_scan", "functions.aws.notify")
-FIRST_CALL = (
-    "regwarden.pipeline",
-    "regwarden.runtime",
-    "regwarden.intake.eventbridge",
-    "regwarden.providers.ecr",
-    "regwarden.store",
-    "aws_lambda_powertools.utilities.idempotency",
-    "aws_xray_sdk.core",
+sys.path.insert(0, str(ROOT / "tests"))  # moto server, LocalRegistry helpers, template loader
+
+from _cold_child import MARKER  # noqa: E402
+from _cold_proxy import Exchange  # noqa: E402
+from _cold_stack import FUNCTION_ARN, FUNCTION_NAME, Stack  # noqa: E402
+
+CHILD = Path(__file__).with_name("_cold_child.py")
+TARGET_RATIO = 1.5
+PATH = (
+    "on_push, first record: a push whose scan has not finished (PENDING): held by retag, "
+    "alert to the SNS topic, recheck to SQS"
 )
-"""Imported on the first record of a cold start (`_app.state()`, `LazyTracer`)."""
-TARGET_RATIO = 1.3
 
 
-def _importtime(code: str) -> list[tuple[int, int, int, str]]:
-    """(self us, cumulative us, depth, module) for each line of -X importtime."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POWERTOOLS_", "AWS_"))}
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rows = []
-    for line in done.stderr.splitlines():
+@dataclass(frozen=True)
+class Run:
+    """One child: its marks (seconds, monotonic), when it was spawned, its requests."""
+
+    spawned: float
+    marks: Mapping[str, float]
+    exchanges: list[Exchange]
+    stderr: str
+
+    def ms(self, start: str, end: str) -> float:
+        begin = self.spawned if start == "spawned" else self.marks[start]
+        return (self.marks[end] - begin) * 1000
+
+    @property
+    def total_ms(self) -> float:
+        return self.ms("spawned", "handled")
+
+
+def spawn(stack: Stack, mode: str, spec: Mapping[str, Any], *, importtime: bool = False) -> Run:
+    """Run `_cold_child.py mode` in a fresh interpreter; its requests come from the proxies."""
+    env = stack.environment()
+    flags = ["-X", "importtime"] if importtime else []
+    with tempfile.TemporaryDirectory(prefix="regwarden-cold-") as tmp:
+        spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "marks.json")
+        spec_path.write_text(json.dumps(spec))
+        args = [sys.executable, *flags, str(CHILD), mode, str(spec_path), str(out_path)]
+        spawned = time.monotonic()
+        done = subprocess.run(
+            args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"{mode} run failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        marks = json.loads(out_path.read_text())
+    assert stack.aws is not None and stack.data_plane is not None
+    exchanges = sorted([*stack.aws.take(), *stack.data_plane.take()], key=lambda e: e.at)
+    return Run(spawned, marks, exchanges, done.stderr)
+
+
+def replay(exchanges: Iterable[Exchange]) -> list[dict[str, Any]]:
+    """The product's requests as the floor sends them (its body's length recomputed: a
+    chunked upload is sent with a Content-Length)."""
+    out = []
+    for ex in exchanges:
+        headers = [[k, v] for k, v in ex.headers if k.lower() != "content-length"]
+        if ex.body or ex.method in ("POST", "PUT", "PATCH"):
+            headers.append(["Content-Length", str(len(ex.body))])
+        out.append(
+            {
+                "host": ex.server,
+                "method": ex.method,
+                "target": ex.target,
+                "headers": headers,
+                "body": ex.body.decode("latin-1"),
+            }
+        )
+    return out
+
+
+def services(exchanges: Iterable[Exchange]) -> list[str]:
+    return sorted({ex.service for ex in exchanges} - {"registry"})
+
+
+def by_service(exchanges: Iterable[Exchange]) -> dict[str, dict[str, float]]:
+    found: dict[str, dict[str, float]] = {}
+    for ex in exchanges:
+        entry = found.setdefault(ex.service, {"count": 0, "upstream_ms": 0.0})
+        entry["count"] += 1
+        entry["upstream_ms"] += ex.upstream_ms
+    return {k: {n: round(v, 1) for n, v in e.items()} for k, e in sorted(found.items())}
+
+
+def round_pair(stack: Stack) -> tuple[Run, Run]:
+    """One round: the product on a fresh stack, then the floor on a fresh stack replaying
+    the product's requests."""
+    product = spawn(stack, "product", product_spec(stack.prepare()))
+    stack.prepare()
+    spec = {
+        "services": services(product.exchanges),
+        "xray": stack.tracing,
+        "requests": replay(product.exchanges),
+    }
+    floor = spawn(stack, "floor", spec)
+    if len(floor.exchanges) != len(product.exchanges):
+        raise SystemExit(
+            f"the floor sent {len(floor.exchanges)} requests, the product "
+            f"{len(product.exchanges)}: not the same work"
+        )
+    return product, floor
+
+
+def importtime(stderr: str) -> dict[str, list[tuple[int, int, int, str]]]:
+    """-X importtime rows (self us, cumulative us, depth, module), split at the child's
+    marker into the handler's module import and its first record."""
+    phases: dict[str, list[tuple[int, int, int, str]]] = {"module_import": [], "first_record": []}
+    phase = "module_import"
+    for line in stderr.splitlines():
+        if line == MARKER:
+            phase = "first_record"
+            continue
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         own, total, name = line.removeprefix("import time:").split("|")
         depth = (len(name) - len(name.lstrip(" "))) // 2
-        rows.append((int(own), int(total), depth, name.strip()))
-    return rows
+        phases[phase].append((int(own), int(total), depth, name.strip()))
+    return phases
 
 
-def measure(module: str, runs: int) -> dict[str, Any]:
-    totals: list[int] = []
-    samples: list[list[tuple[int, int, int, str]]] = []
-    for _ in range(runs):
-        rows = _importtime(f"import {module}")
-        top = [r for r in rows if r[3] == module and r[2] == 0]
-        if not top:
-            raise SystemExit(f"{module}: not in -X importtime output")
-        totals.append(top[-1][1])
-        samples.append(rows)
-    median = statistics.median(totals)
-    typical = samples[min(range(runs), key=lambda i: abs(totals[i] - median))]
+def imports(rows: list[tuple[int, int, int, str]], top: int = 10) -> dict[str, Any]:
+    """A phase's imports: their total, the top-level imports that paid most (each with
+    everything it pulled in first), and the time spent in each package's own modules."""
+    roots = [r for r in rows if r[2] == 0]
     packages: dict[str, int] = {}
-    for own, _, _, name in typical:
-        root = name.split(".")[0]
-        packages[root] = packages.get(root, 0) + own
+    for own, _, _, name in rows:
+        packages[name.split(".")[0]] = packages.get(name.split(".")[0], 0) + own
     return {
-        "median_ms": round(median / 1000, 1),
-        "min_ms": round(min(totals) / 1000, 1),
-        "max_ms": round(max(totals) / 1000, 1),
-        "runs": runs,
-        "top_packages_ms": {
+        "ms": round(sum(r[1] for r in roots) / 1000, 1),
+        "top_modules_ms": {
+            name: round(total / 1000, 1)
+            for _, total, _, name in sorted(roots, key=lambda r: -r[1])[:top]
+        },
+        "packages_self_ms": {
             name: round(us / 1000, 1)
-            for name, us in sorted(packages.items(), key=lambda kv: -kv[1])[:8]
+            for name, us in sorted(packages.items(), key=lambda kv: -kv[1])[:top]
         },
-        "top_modules_self_ms": [
-            {"module": name, "self_ms": round(own / 1000, 1), "cumulative_ms": round(cum / 1000, 1)}
-            for own, cum, _, name in sorted(typical, key=lambda r: -r[0])[:8]
-        ],
     }
 
 
-def first_call(runs: int) -> dict[str, Any]:
-    """What the first invocation imports after the handler module (median ms)."""
-    code = f"import {HANDLERS[0]}; " + "; ".join(f"import {m}" for m in FIRST_CALL)
-    totals: list[int] = []
-    per: dict[str, list[int]] = {m: [] for m in FIRST_CALL}
-    for _ in range(runs):
-        rows = _importtime(code)
-        seen = 0
-        for m in FIRST_CALL:
-            found = [r[1] for r in rows if r[3] == m and r[2] == 0]
-            value = found[-1] if found else 0  # 0: already imported by an earlier one
-            per[m].append(value)
-            seen += value
-        totals.append(seen)
+def product_spec(event: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"event": event, "function_name": FUNCTION_NAME, "function_arn": FUNCTION_ARN, **extra}
+
+
+def breakdown(stack: Stack) -> dict[str, Any]:
+    """Two more product runs: one under -X importtime (which itself slows imports a
+    little), one timing the botocore clients the product creates."""
+    run = spawn(stack, "product", product_spec(stack.prepare()), importtime=True)
+    clients = spawn(stack, "product", product_spec(stack.prepare(), count_clients=True)).marks
+    phases = importtime(run.stderr)
+    module, first = imports(phases["module_import"]), imports(phases["first_record"])
+    first_ms = run.ms("imported", "handled")
+    requests_ms = sum(ex.upstream_ms for ex in run.exchanges)
     return {
-        "median_ms": round(statistics.median(totals) / 1000, 1),
-        "modules_ms": {m: round(statistics.median(v) / 1000, 1) for m, v in per.items()},
-        "note": "paid once per cold start, on the first record; aws_xray_sdk.core only "
-        "with tracing on (it creates botocore clients for sampling)",
+        "note": "one product run under -X importtime; requests timed upstream by the proxies",
+        "total_ms": round(run.total_ms, 1),
+        "interpreter_start_ms": round(run.ms("spawned", "started"), 1),
+        "module_import": {"ms": round(run.ms("started", "imported"), 1), "imports": module},
+        "first_record": {
+            "ms": round(first_ms, 1),
+            "imports": first,
+            "requests": {
+                "count": len(run.exchanges),
+                "upstream_ms": round(requests_ms, 1),
+                "by_service": by_service(run.exchanges),
+            },
+            "rest_ms": round(first_ms - first["ms"] - requests_ms, 1),
+        },
+        "sdk_clients": {
+            "note": "from a third run: botocore clients created and the time it took "
+            "(each botocore session parses the service models again)",
+            "clients": int(clients["clients"]),
+            "sessions": int(clients["sessions"]),
+            "ms": round(clients["client_ms"], 1),
+        },
     }
 
 
-def package_sizes() -> dict[str, Any] | None:
-    build = ROOT / ".aws-sam" / "build"
-    if not (build / "template.yaml").is_file():
-        return None
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from package_report import report
-
-    result = report(build, 40.0)
+def summary(runs: list[Run], phases: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    totals = [r.total_ms for r in runs]
     return {
-        "ok": result["ok"],
-        "limit_mb": result["limit_mb"],
-        "largest_function_total_mb": result["largest_function_total_mb"],
-        "functions_mb": {
-            name: {"code": f["code"]["mb"], "total": f["total_mb"]}
-            for name, f in result["functions"].items()
+        "median_ms": round(statistics.median(totals), 1),
+        "min_ms": round(min(totals), 1),
+        "max_ms": round(max(totals), 1),
+        "phases_median_ms": {
+            name: round(statistics.median(r.ms(*span) for r in runs), 1)
+            for name, span in phases.items()
         },
-        "layers_mb": {name: layer["mb"] for name, layer in result["layers"].items()},
-        "problems": result["problems"],
+        "requests": len(runs[0].exchanges),
+        "requests_upstream_median_ms": round(
+            statistics.median(sum(ex.upstream_ms for ex in r.exchanges) for r in runs), 1
+        ),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="AWS handler cold-start figures (JSON)")
-    parser.add_argument("--runs", type=int, default=10)
+    parser = argparse.ArgumentParser(description="on_push cold start against its floor (JSON)")
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    boto3 = measure("boto3", args.runs)
-    handlers = {m: measure(m, args.runs) for m in HANDLERS}
-    for figures in handlers.values():
-        ratio = figures["median_ms"] / boto3["median_ms"]
-        figures["ratio_to_boto3"] = round(ratio, 2)
-        figures["meets_target"] = ratio <= TARGET_RATIO
+    if args.runs < 1:
+        parser.error("--runs: expected at least 1")
+    with Stack() as stack:
+        round_pair(stack)  # discarded: bytecode caches, page cache, moto's first requests
+        pairs = [round_pair(stack) for _ in range(args.runs)]
+        products, floors = [p for p, _ in pairs], [f for _, f in pairs]
+        product = summary(
+            products,
+            {
+                "interpreter_start": ("spawned", "started"),
+                "module_import": ("started", "imported"),
+                "first_record": ("imported", "handled"),
+            },
+        )
+        product["by_service"] = by_service(products[-1].exchanges)
+        floor = summary(
+            floors,
+            {
+                "interpreter_start": ("spawned", "started"),
+                "sdk_clients": ("started", "imported"),
+                "requests": ("imported", "handled"),
+            },
+        )
+        floor["services"] = services(products[-1].exchanges)
+        floor["xray_recorder"] = stack.tracing
+        floor["answers_unlike_product"] = sum(  # replayed into the same state: expect 0
+            a.status != b.status
+            for p, f in pairs
+            for a, b in zip(p.exchanges, f.exchanges, strict=True)
+        )
+        detail = breakdown(stack)
+    ratio = product["median_ms"] / floor["median_ms"]
     out = {
         "python": sys.version.split()[0],
-        "target_ratio_to_boto3": TARGET_RATIO,
-        "boto3": boto3,
-        "handlers": handlers,
-        "first_invocation_imports": first_call(args.runs),
-        "package_sizes": package_sizes(),
+        "path": PATH,
+        "tracing": stack.tracing,
+        "runs": args.runs,
+        "floor": floor,
+        "product": product,
+        "ratio": round(ratio, 2),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio <= TARGET_RATIO,
+        "breakdown": detail,
     }
     print(json.dumps(out, indent=2))
 

@@ -397,7 +397,7 @@ def aws(
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "regwarden-test")
     monkeypatch.delenv("REGWARDEN_SECRET_REGWARDEN_HOOK_URL", raising=False)
     _app.reset()
-    parameters.clear_caches()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
     with RegistryClient(local.host) as oci:
         env = Aws(moto, ecr_proxy, oci, sink, topic, queues, capsys)
         env.ecr, env.sqs = moto.client("ecr"), sqs
@@ -405,5 +405,5 @@ def aws(
             yield env
         finally:
             _app.reset()
-            parameters.clear_caches()
+            parameters.clear_caches()  # type: ignore[no-untyped-call]
             sink.close()
