@@ -28,7 +28,10 @@ from support.moto_server import (
 from regwarden import USER_AGENT
 from regwarden.errors import DigestMismatch, NotFound, NotImplementedYet, UsageError
 from regwarden.providers import (
+    CAP_BATCH_DELETE,
+    CAP_COPY_MOUNT,
     CAP_MANIFEST_LISTING,
+    CAP_NATIVE_SCAN,
     CAP_PULL_TIMES,
     CAP_PUSH_TIMES,
     CAP_TAG_DELETE,
@@ -66,6 +69,9 @@ def test_is_a_registry_with_ecr_capabilities(registry: EcrRegistry) -> None:
         CAP_PUSH_TIMES,
         CAP_PULL_TIMES,
         CAP_MANIFEST_LISTING,
+        CAP_BATCH_DELETE,
+        CAP_NATIVE_SCAN,
+        CAP_COPY_MOUNT,
     }
     assert (registry.registry_id, registry.region) == ("123456789012", "us-east-1")
 
@@ -84,7 +90,7 @@ def test_botocore_config_and_user_agent(registry: EcrRegistry, ecr: Any) -> None
     assert USER_AGENT in agent
 
 
-def test_list_images_pages_of_1000_and_delete_many_batches_of_100(
+def test_list_images_pages_of_1000_and_batch_delete_batches_of_100(
     registry: EcrRegistry, ecr: Any, ecr_proxy: EcrLimitsProxy
 ) -> None:
     n = 1001
@@ -122,7 +128,7 @@ def test_list_images_pages_of_1000_and_delete_many_batches_of_100(
 
     bogus = ["sha256:" + "0" * 64, "not-a-digest"]
     calls = watch(registry.client)
-    result = registry.delete_many("bulk/app", [*digests, digests[0], *bogus])
+    result = registry.batch_delete("bulk/app", [*digests, digests[0], *bogus])
     batches = calls.of("BatchDeleteImage")
     assert len(batches) == result.calls == math.ceil(n / BATCH_DELETE_LIMIT) == 11
     assert all(len(b["imageIds"]) <= BATCH_DELETE_LIMIT for b in batches)
@@ -137,7 +143,7 @@ def test_list_images_pages_of_1000_and_delete_many_batches_of_100(
 def test_real_batch_limit_is_enforced_by_the_proxy(
     ecr_proxy: EcrLimitsProxy, moto: MotoServer
 ) -> None:
-    """Why delete_many batches: more than 100 ids in one call is a ValidationException."""
+    """Why batch_delete batches: more than 100 ids in one call is a ValidationException."""
     client = moto.client("ecr", endpoint_url=ecr_proxy.endpoint_url)
     client.create_repository(repositoryName="limits")
     ids = [{"imageDigest": sha256(str(i))} for i in range(BATCH_DELETE_LIMIT + 1)]

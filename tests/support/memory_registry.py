@@ -10,18 +10,20 @@ interrupt an action at any write and check what a resumed attempt does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from regwarden.devtools import Content
-from regwarden.errors import NotFound, RegistryError
+from regwarden.errors import NotFound, RegistryError, Unsupported
 from regwarden.oci import Manifest
-from regwarden.providers import CAP_TAG_DELETE, ImageDetails, ListedImage
+from regwarden.providers import CAP_TAG_DELETE, DeleteResult, ImageDetails, ListedImage
 
 
 class MemoryRegistry:
     kind = "memory"
     capabilities: frozenset[str] = frozenset({CAP_TAG_DELETE})
+    """Deletes single tags; no batch delete, no data plane (so no referrers API, no
+    mounts), no scanner; copies by storing manifests (there are no blobs)."""
 
     def __init__(self, host: str = "registry.test") -> None:
         self.host = host
@@ -134,6 +136,12 @@ class MemoryRegistry:
         tags = self.tags.get(repository, {})
         for tag in [t for t, d in tags.items() if d == digest]:
             del tags[tag]  # a manifest's tags go with it, as on every registry
+
+    def delete_many(self, repository: str, digests: Iterable[str]) -> list[DeleteResult]:
+        raise Unsupported("the in-memory registry deletes one digest at a time")
+
+    def watch_throttling(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
+        return lambda: None  # it never throttles
 
     def copy(
         self,

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from regwarden.errors import NotFound, RegistryError
+from regwarden.errors import NotFound, RegistryError, Unsupported
 from regwarden.notify import Alert, Router
 from regwarden.policy import Policy
-from regwarden.providers import ImageDetails, ListedImage
-from regwarden.providers.ecr import BatchDeleteResult, DeleteFailure
+from regwarden.providers import CAP_BATCH_DELETE, DeleteResult, ImageDetails, ListedImage
 from regwarden.retention import Guard
 from regwarden.store import SqliteLedger
 
@@ -42,6 +41,8 @@ class FakeRegistry:
 
     kind = "oci"
     capabilities: frozenset[str] = frozenset()
+    """No tag delete, no manifest listing, no data plane (so no referrers API), one
+    digest per delete."""
 
     def __init__(
         self,
@@ -143,6 +144,12 @@ class FakeRegistry:
         finally:
             self._leave()
 
+    def delete_many(self, repository: str, digests: Iterable[str]) -> list[DeleteResult]:
+        raise Unsupported("the fake deletes one digest at a time")
+
+    def watch_throttling(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
+        return lambda: None  # no client retrying by itself: throttling shows as HTTP 429
+
     def copy(self, src: str, reference: str, dst: str, tag: str | None = None) -> str:
         raise NotImplementedError
 
@@ -157,12 +164,13 @@ class FakeBatchRegistry(FakeRegistry):
     """A FakeRegistry that also deletes in batches, as ECR does (at most 100 per call)."""
 
     kind = "ecr"
+    capabilities: frozenset[str] = frozenset({CAP_BATCH_DELETE})
 
     def __init__(self, *args: Any, throttle_codes: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_throttles = throttle_codes
 
-    def delete_many(self, repository: str, digests: Iterable[str]) -> BatchDeleteResult:
+    def delete_many(self, repository: str, digests: Iterable[str]) -> list[DeleteResult]:
         wanted = list(digests)
         assert len(wanted) <= 100, f"batch of {len(wanted)} digests, ECR allows 100"
         self._enter()
@@ -171,28 +179,27 @@ class FakeBatchRegistry(FakeRegistry):
                 self.calls.append(Call("batch", repository, tuple(wanted), time.monotonic()))
                 if self._batch_throttles > 0:
                     self._batch_throttles -= 1
-                    return BatchDeleteResult(
-                        deleted=(),
-                        failures=tuple(
-                            DeleteFailure(d, "ThrottlingException", "Rate exceeded") for d in wanted
-                        ),
-                        calls=1,
-                    )
-            deleted: list[str] = []
-            failures: list[DeleteFailure] = []
+                    return [
+                        DeleteResult(d, "throttled", "ThrottlingException: Rate exceeded")
+                        for d in wanted
+                    ]
+            deleted: list[DeleteResult] = []
+            failures: list[DeleteResult] = []
             for d in wanted:
                 if d in self._failing:
-                    failures.append(DeleteFailure(d, "InternalError", "nope"))
+                    failures.append(DeleteResult(d, "failed", "InternalError: nope"))
                     continue
                 with self._lock:
                     present = self.repos.get(repository, {}).pop(d, None)
                     if present is not None:
                         self.calls.append(Call("delete", repository, (d,), time.monotonic()))
                 if present is None:
-                    failures.append(DeleteFailure(d, "ImageNotFound", "Requested image not found"))
+                    failures.append(
+                        DeleteResult(d, "gone", "ImageNotFound: Requested image not found")
+                    )
                 else:
-                    deleted.append(d)
-            return BatchDeleteResult(deleted=tuple(deleted), failures=tuple(failures), calls=1)
+                    deleted.append(DeleteResult(d, "deleted"))
+            return deleted + failures
         finally:
             self._leave()
 

@@ -14,6 +14,7 @@ from support.retention import NO_GUARD, FakeRegistry, dg, record
 
 from regwarden.errors import AuthError, NotFound, RegistryError
 from regwarden.oci import OCI_INDEX, OCI_MANIFEST, Descriptor, RegistryClient
+from regwarden.providers import CAP_REFERRERS_API
 from regwarden.retention import (
     DeleteOlderThan,
     DeleteOrphans,
@@ -229,18 +230,22 @@ def test_ledger_digests_asked_are_capped_newest_first(monkeypatch: pytest.Monkey
 
 
 class ApiRegistry(FakeRegistry):
-    """The in-memory registry with a data plane that has the referrers API."""
+    """The in-memory registry with a data plane that has the referrers API, declaring it
+    (as the generic OCI provider does) unless `referrers_api` is False (as ECR, which lists
+    its referrers itself)."""
 
-    def __init__(self, plane: DataPlane, *args: Any, kind: str = "oci", **kwargs: Any) -> None:
+    def __init__(
+        self, plane: DataPlane, *args: Any, referrers_api: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.plane = plane
-        self.kind = kind
+        self.capabilities = frozenset({CAP_REFERRERS_API} if referrers_api else ())
 
     def data_plane(self) -> Any:
         return self.plane
 
 
-def test_collect_records_adds_api_referrers_for_oci_registries_only() -> None:
+def test_collect_records_adds_api_referrers_where_the_registry_declares_the_api() -> None:
     image = dg("image")
     plane = DataPlane({image: [ref("sig"), ref("sbom", SBOM)]})
     listing = {REPO: [record(REPO, image, "1.0", pushed=NOW - 90 * DAY)]}
@@ -253,7 +258,7 @@ def test_collect_records_adds_api_referrers_for_oci_registries_only() -> None:
     assert collected.warnings[-1].startswith("listed the referrers of 3 manifests")
 
     ecr = DataPlane({image: [ref("sig")]})
-    collected = collect_records(ApiRegistry(ecr, listing, kind="ecr"), REPO)
+    collected = collect_records(ApiRegistry(ecr, listing, referrers_api=False), REPO)
     assert [r.digest for r in collected.records] == [image] and ecr.probes == 0
     # a registry double without a data plane is listed as before
     assert [r.digest for r in collect_records(FakeRegistry(listing), REPO).records] == [image]

@@ -13,13 +13,21 @@ from typing import Any
 
 from ..errors import UsageError
 from ._base import (
+    CAP_BATCH_DELETE,
+    CAP_COPY_MOUNT,
     CAP_LOCK,
     CAP_MANIFEST_LISTING,
+    CAP_NATIVE_SCAN,
     CAP_PULL_TIMES,
     CAP_PUSH_TIMES,
+    CAP_REFERRERS_API,
     CAP_TAG_DELETE,
+    THROTTLE_STATUS,
+    DeleteResult,
+    DeleteStatus,
     ImageDetails,
     ListedImage,
+    NativeScanner,
     Platform,
     Registry,
 )
@@ -52,7 +60,8 @@ class ProviderOptions:
     endpoint; a local registry in tests)."""
     create_repositories: bool = False
     """A copy into a missing repository creates it first (a `move` quarantine on a
-    registry whose put never creates one, like ECR)."""
+    registry whose put never creates one, like ECR; registries that create repositories
+    on push ignore it)."""
 
 
 Factory = Callable[[str, ProviderOptions], Registry]
@@ -113,13 +122,21 @@ def _ecr_factory(host: str, options: ProviderOptions) -> Registry:
 
 
 __all__ = [
+    "CAP_BATCH_DELETE",
+    "CAP_COPY_MOUNT",
     "CAP_LOCK",
     "CAP_MANIFEST_LISTING",
+    "CAP_NATIVE_SCAN",
     "CAP_PULL_TIMES",
     "CAP_PUSH_TIMES",
+    "CAP_REFERRERS_API",
     "CAP_TAG_DELETE",
+    "THROTTLE_STATUS",
+    "DeleteResult",
+    "DeleteStatus",
     "ImageDetails",
     "ListedImage",
+    "NativeScanner",
     "Platform",
     "ProviderOptions",
     "Registry",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from ..model import ScanReport
     from ..oci import Manifest, RegistryClient
 
 
@@ -65,6 +66,33 @@ CAP_PULL_TIMES = "pull-times"
 CAP_MANIFEST_LISTING = "manifest-listing"
 """`list_images` lists every manifest, untagged ones included (ECR). Without it (the
 Distribution API lists tags only), retention adds the digests the ledger knows."""
+CAP_BATCH_DELETE = "batch-delete"
+"""`delete_many` deletes many digests per request (ECR: 100 per BatchDeleteImage)."""
+CAP_REFERRERS_API = "referrers-api"
+"""Retention asks the data plane's referrers API for the referrers the listing cannot
+show (a tag listing omits untagged signatures and SBOMs); a registry that lists every
+manifest has no need of it."""
+CAP_NATIVE_SCAN = "native-scan"
+"""The registry runs its own vulnerability scanner: the provider is a `NativeScanner`."""
+CAP_COPY_MOUNT = "copy-mount"
+"""`copy` asks the registry to mount blobs across repositories rather than re-upload
+them (re-uploading only where a mount is refused)."""
+
+THROTTLE_STATUS = frozenset({429, 503})
+"""HTTP statuses that mean "slow down" on any registry's API."""
+
+DeleteStatus = Literal["deleted", "gone", "throttled", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """What became of one digest in `delete_many`, in words every provider shares:
+    `deleted`; `gone` (already absent); `throttled` (refused for now: worth asking again
+    later); `failed` (`reason` says why, in the registry's own terms)."""
+
+    digest: str
+    status: DeleteStatus
+    reason: str = ""
 
 
 @runtime_checkable
@@ -105,6 +133,18 @@ class Registry(Protocol):
 
     def delete(self, repository: str, digest: str) -> None: ...
 
+    def delete_many(self, repository: str, digests: Iterable[str]) -> list[DeleteResult]:
+        """Delete several digests in as few requests as the registry allows, one result per
+        distinct digest, failures returned rather than raised. Only with CAP_BATCH_DELETE;
+        elsewhere it raises Unsupported (delete one at a time)."""
+        ...
+
+    def watch_throttling(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
+        """Call `callback(delay)` whenever the registry asks this provider to slow down,
+        including throttling its SDK or client retries by itself (`delay`: the seconds the
+        server asked for, None if it did not say). Returns the undo."""
+        ...
+
     def copy(
         self,
         src_repository: str,
@@ -124,3 +164,24 @@ class Registry(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class NativeScanner(Protocol):
+    """A provider whose registry scans images itself (CAP_NATIVE_SCAN)."""
+
+    def native_scan(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        start: bool = True,
+        inspector: Any = None,
+        name: str | None = None,
+    ) -> ScanReport | None:
+        """The registry's scan report for `digest`; None while none is ready (with
+        `start`, a scan is started when the registry would not start one itself).
+        `inspector`: a client for the registry's richer findings service, where it has
+        one. `name`: the image as error messages should name it. Raises when the
+        registry says the scan failed (never read as clean)."""
+        ...

@@ -9,6 +9,10 @@ one control-plane call. Only what ECR's API does not expose goes over `/v2/` (im
 blobs for labels, blob mounts for cross-repository copies), authenticated with a cached
 `get_authorization_token`.
 
+ECR's own words stay here: its error codes become regwarden's errors or neutral
+`DeleteResult`s, its throttling answers reach `watch_throttling`'s callback (through a
+botocore hook), and its scanner answers `native_scan` (through `scanning.ecr`'s helpers).
+
 boto3 is imported lazily: this module imports without it, and `make_ecr` says which extra
 to install when it is missing.
 """
@@ -28,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
+from .. import USER_AGENT
 from ..errors import (
     AuthError,
     DigestMismatch,
@@ -41,10 +46,14 @@ from ..errors import (
 )
 from ..reference import short_digest, validate_digest
 from ._base import (
+    CAP_BATCH_DELETE,
+    CAP_COPY_MOUNT,
     CAP_MANIFEST_LISTING,
+    CAP_NATIVE_SCAN,
     CAP_PULL_TIMES,
     CAP_PUSH_TIMES,
     CAP_TAG_DELETE,
+    DeleteResult,
     ImageDetails,
     ListedImage,
     Platform,
@@ -52,6 +61,7 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
+    from ..model import ScanReport
     from ..oci import Credentials, Manifest, RegistryClient
     from . import ProviderOptions
 
@@ -59,7 +69,9 @@ __all__ = [
     "BATCH_CHECK_LIMIT",
     "BATCH_DELETE_LIMIT",
     "DESCRIBE_PAGE_SIZE",
+    "GONE_CODES",
     "MANIFEST_MEDIA_TYPES",
+    "THROTTLE_CODES",
     "BatchDeleteResult",
     "DeleteFailure",
     "EcrRegistry",
@@ -111,6 +123,22 @@ _AUTH_CODES = frozenset(
     }
 )
 _ALREADY_EXISTS_CODES = frozenset({"ImageAlreadyExistsException", "ImageTagAlreadyExistsException"})
+_REPOSITORY_EXISTS_CODES = frozenset({"RepositoryAlreadyExistsException"})
+THROTTLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ThrottledException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+    }
+)
+"""AWS error codes that mean "slow down" (a delete failing so is `throttled`, not failed)."""
+GONE_CODES = frozenset({"ImageNotFound", "ImageNotFoundException"})
+"""batch_delete_image failure codes for a digest that is not there (a delete is `gone`)."""
+_THROTTLE_HOOK_ID = "regwarden-throttle-watch"
 
 
 _SESSION: Any = None
@@ -258,12 +286,22 @@ class EcrRegistry:
     Control plane: boto3 `ecr` client (adaptive retries, 10 attempts, user agent extra
     `regwarden/<version>`). Data plane: `regwarden.oci.RegistryClient` against `/v2/`,
     authenticated as `AWS:<token>` from `get_authorization_token` (cached until expiry).
-    Tests point `endpoint_url` at moto and `data_plane_host` at a local registry.
+    Tests point `endpoint_url` at moto and `data_plane_host` (the keyword, else
+    `options.data_plane_host`) at a local registry. With `options.create_repositories`,
+    `copy` creates a missing destination repository first (ECR's put_image never does).
     """
 
     kind = "ecr"
     capabilities: frozenset[str] = frozenset(
-        {CAP_TAG_DELETE, CAP_PUSH_TIMES, CAP_PULL_TIMES, CAP_MANIFEST_LISTING}
+        {
+            CAP_TAG_DELETE,
+            CAP_PUSH_TIMES,
+            CAP_PULL_TIMES,
+            CAP_MANIFEST_LISTING,
+            CAP_BATCH_DELETE,
+            CAP_NATIVE_SCAN,
+            CAP_COPY_MOUNT,
+        }
     )
 
     def __init__(
@@ -281,7 +319,7 @@ class EcrRegistry:
         self.host = host
         self.registry_id, self.region = parse_ecr_host(host)
         self.options = options or ProviderOptions()
-        self.data_plane_host = data_plane_host or host
+        self.data_plane_host = data_plane_host or self.options.data_plane_host or host
         self._clock = clock or (lambda: datetime.now(UTC))
         self._owns_client = ecr_client is None
         self.client: Any = ecr_client if ecr_client is not None else self._make_client(endpoint_url)
@@ -809,7 +847,7 @@ class EcrRegistry:
 
     def delete(self, repository: str, digest: str) -> None:
         """Delete the image `digest` (and every tag on it)."""
-        result = self.delete_many(repository, [digest])
+        result = self.batch_delete(repository, [digest])
         if result.failures:
             failure = result.failures[0]
             error = NotFound if failure.code == "ImageNotFound" else RegistryError
@@ -817,7 +855,23 @@ class EcrRegistry:
                 f"ECR {self.host}: delete {repository}@{digest}: {failure.code}: {failure.reason}"
             )
 
-    def delete_many(self, repository: str, digests: Iterable[str]) -> BatchDeleteResult:
+    def delete_many(self, repository: str, digests: Iterable[str]) -> list[DeleteResult]:
+        """`batch_delete` in the provider-neutral words: deleted digests first, then the
+        failures in ECR's order; ECR's "not found" codes are `gone`, its throttling codes
+        `throttled`, anything else `failed`. A reason reads `<ECR code>: <ECR reason>`."""
+        result = self.batch_delete(repository, digests)
+        out = [DeleteResult(d, "deleted") for d in result.deleted]
+        for failure in result.failures:
+            reason = f"{failure.code}: {failure.reason}"
+            if failure.code in GONE_CODES:
+                out.append(DeleteResult(failure.digest, "gone", reason))
+            elif failure.code in THROTTLE_CODES:
+                out.append(DeleteResult(failure.digest, "throttled", reason))
+            else:
+                out.append(DeleteResult(failure.digest, "failed", reason))
+        return out
+
+    def batch_delete(self, repository: str, digests: Iterable[str]) -> BatchDeleteResult:
         """Delete images by digest in batches of 100; per-digest failures are returned.
 
         Malformed digests fail locally (code `InvalidImageDigest`) without a request.
@@ -889,8 +943,46 @@ class EcrRegistry:
         digest never changes. A copy that already happened is confirmed without writes
         beyond the idempotent put_image. The destination is tagged `tag`, else the
         source tag when `reference` is a tag, else stored by digest only. `manifest` (the
-        digest-verified manifest of `reference`) saves a BatchGetImage.
+        digest-verified manifest of `reference`) saves a BatchGetImage. With
+        `options.create_repositories`, a missing destination is created, then the copy
+        runs again (a missing source stays NotFound).
         """
+        if not self.options.create_repositories:
+            return self._copy(src_repository, reference, dst_repository, tag, manifest)
+        try:
+            return self._copy(src_repository, reference, dst_repository, tag, manifest)
+        except NotFound:
+            try:
+                self._repository(dst_repository)
+            except NotFound:
+                pass  # the destination is what is missing: create it below
+            else:
+                raise  # the source is missing: nothing to copy
+        self.create_repository(dst_repository)
+        return self._copy(src_repository, reference, dst_repository, tag, manifest)
+
+    def create_repository(self, repository: str) -> None:
+        """Create `repository` as regwarden's (MUTABLE, so a release can re-tag; encrypted;
+        tagged `managed-by`); one that exists already (a concurrent copy) is fine."""
+        self._call_or_code(
+            "create_repository",
+            f"create repository {repository!r}",
+            _REPOSITORY_EXISTS_CODES,
+            registryId=self.registry_id,
+            repositoryName=repository,
+            imageTagMutability="MUTABLE",
+            encryptionConfiguration={"encryptionType": "AES256"},
+            tags=[{"Key": "managed-by", "Value": USER_AGENT.split("/")[0]}],
+        )
+
+    def _copy(
+        self,
+        src_repository: str,
+        reference: str,
+        dst_repository: str,
+        tag: str | None,
+        manifest: Manifest | None,
+    ) -> str:
         from ..oci import Manifest
 
         if manifest is None or manifest.digest != reference:
@@ -954,6 +1046,81 @@ class EcrRegistry:
             missing.extend(d for d in batch if d not in available)
         return missing
 
+    # -- throttling and scans ------------------------------------------------------------------
+
+    def watch_throttling(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
+        """Hooks botocore's `needs-retry` on the control-plane client: each throttling
+        answer it is about to retry on its own (an AWS throttling code, or HTTP 429) calls
+        `callback(None)` (AWS sends no Retry-After). The data plane is not watched: ECR
+        deletes on the control plane, and opening it costs a token call."""
+        events = self.client.meta.events
+
+        def needs_retry(response: Any = None, **_: Any) -> None:
+            if not isinstance(response, tuple) or len(response) != 2:
+                return  # no response at all (a connection error): not throttling
+            http, parsed = response
+            code = ((parsed or {}).get("Error") or {}).get("Code")
+            if code in THROTTLE_CODES or getattr(http, "status_code", None) == 429:
+                callback(None)
+
+        # unique per call, so two watchers (two applies on one registry) never replace
+        # each other
+        hook_id = f"{_THROTTLE_HOOK_ID}-{id(needs_retry)}"
+        events.register_first("needs-retry.ecr", needs_retry, unique_id=hook_id)
+
+        def undo() -> None:
+            events.unregister("needs-retry.ecr", unique_id=hook_id)
+
+        return undo
+
+    def native_scan(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        start: bool = True,
+        inspector: Any = None,
+        name: str | None = None,
+    ) -> ScanReport | None:
+        """ECR's scan of `digest`, through `scanning.ecr`'s helpers:
+
+        - no scan yet (`ScanNotFoundException`): with `start`, when the repository does not
+          scan on push, start one (on the client without retries: see `no_retry_client`);
+          None either way, so the gate says PENDING
+        - IN_PROGRESS / PENDING: None
+        - COMPLETE / ACTIVE: the report; with `inspector` (an inspector2 client) and an
+          enhanced scan, the findings come from Inspector's list_findings instead
+        - anything else (FAILED, UNSUPPORTED_IMAGE, …): raises `EcrScanFailed`
+        """
+        from ..scanning import ScanStatus
+        from ..scanning.ecr import (
+            SCANNER_ENHANCED,
+            EcrScanFailed,
+            describe_image_scan,
+            list_inspector_findings,
+            start_image_scan,
+        )
+
+        result = describe_image_scan(self.client, repository, digest, registry_id=self.registry_id)
+        if result is None:
+            if start and not self.scan_on_push(repository):
+                start_image_scan(
+                    self.no_retry_client, repository, digest, registry_id=self.registry_id
+                )
+            return None
+        if result.status is ScanStatus.PENDING:
+            return None
+        if result.status is not ScanStatus.SUCCEEDED or result.report is None:
+            raise EcrScanFailed(result, image=name or f"{self.host}/{repository}@{digest}")
+        if inspector is not None and SCANNER_ENHANCED in result.report.scanner:
+            report = list_inspector_findings(
+                inspector, repository, digest, account_id=self.registry_id
+            )
+            if report.scanned_at is None:
+                report = report.model_copy(update={"scanned_at": result.report.scanned_at})
+            return report
+        return result.report
+
     def close(self) -> None:
         with self._lock:
             if self._data_plane is not None:
@@ -969,7 +1136,8 @@ class EcrRegistry:
 
 def make_ecr(host: str, options: ProviderOptions) -> Registry:
     """Factory for `providers.register("ecr")`: an `EcrRegistry` using the default AWS
-    credential chain (the endpoint follows boto3's own `AWS_ENDPOINT_URL_ECR`)."""
+    credential chain (the endpoint follows boto3's own `AWS_ENDPOINT_URL_ECR`), its data
+    plane at `options.data_plane_host` when set."""
     if _boto3_missing():
         raise NotImplementedYet(
             f"{host} is AWS ECR; its provider needs boto3 from the 'aws' extra",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from ..errors import LimitExceeded, NotFound, RegistryError
+from ..errors import LimitExceeded, NotFound, RegistryError, Unsupported
 from ..oci import (
     INDEX_TYPES,
     MAX_CONFIG_BYTES,
@@ -22,7 +22,11 @@ from ..oci import (
     gather,
 )
 from . import (
+    CAP_COPY_MOUNT,
+    CAP_REFERRERS_API,
     CAP_TAG_DELETE,
+    THROTTLE_STATUS,
+    DeleteResult,
     ImageDetails,
     ListedImage,
     Platform,
@@ -84,7 +88,8 @@ class OciRegistry:
             )
         self.client = client
         # Distribution 2.8 cannot delete a tag alone; we learn otherwise if a delete succeeds.
-        self.capabilities: frozenset[str] = frozenset()
+        # The tag listing hides untagged referrers: retention asks the referrers API.
+        self.capabilities: frozenset[str] = frozenset({CAP_REFERRERS_API, CAP_COPY_MOUNT})
 
     # -- reads --------------------------------------------------------------------------
 
@@ -257,6 +262,31 @@ class OciRegistry:
 
     def delete(self, repository: str, digest: str) -> None:
         self.client.delete_manifest(repository, digest)
+
+    def delete_many(self, repository: str, digests: Iterable[str]) -> list[DeleteResult]:
+        raise Unsupported(
+            f"{self.host}: the Distribution API deletes one manifest per request; "
+            "expected a registry with batch-delete"
+        )
+
+    def watch_throttling(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
+        """Wraps the client's `on_retry`: a retry after 429 or 503 calls `callback` with
+        the delay the client will wait (the server's `Retry-After`, else its backoff)."""
+        client = self.client
+        previous = client.on_retry
+
+        def on_retry(status: int | None, delay: float) -> None:
+            if status in THROTTLE_STATUS:
+                callback(delay)
+            if previous is not None:
+                previous(status, delay)
+
+        client.on_retry = on_retry
+
+        def undo() -> None:
+            client.on_retry = previous
+
+        return undo
 
     def copy(
         self,

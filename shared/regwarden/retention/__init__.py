@@ -17,7 +17,6 @@ from ._collect import Collected, collect_records, records_from_listing
 from ._execute import (
     AdaptiveLimiter,
     ApplyResult,
-    BatchDeleter,
     Failure,
     RepositoryResult,
     apply,
@@ -93,7 +92,6 @@ __all__ = [
     "NO_PROTECTIONS",
     "AdaptiveLimiter",
     "ApplyResult",
-    "BatchDeleter",
     "Collected",
     "Decision",
     "DeleteOlderThan",

@@ -208,14 +208,13 @@ def _with_subjects(
 
 
 def _referrers_client(registry: Registry) -> RegistryClient | None:
-    """The OCI data plane to ask the referrers API, for generic OCI registries only (ECR
-    lists its referrers itself); None for a registry without one."""
-    if registry.kind != "oci":
+    """The OCI data plane to ask the referrers API, for registries declaring
+    `referrers-api` (ECR lists its referrers itself); None for a registry without one."""
+    from ..providers import CAP_REFERRERS_API
+
+    if CAP_REFERRERS_API not in registry.capabilities:
         return None
-    try:
-        return registry.data_plane()
-    except NotImplementedError:  # a registry double without a data plane
-        return None
+    return registry.data_plane()
 
 
 def collect_records(
@@ -230,7 +229,7 @@ def collect_records(
     the registry (what events name it: the reference's registry); default `registry.host`.
 
     On a registry without a manifest listing, the untagged manifests the ledger knows are
-    added (see `_ledger_digests`); on a generic OCI registry with the referrers API,
+    added (see `_ledger_digests`); on a registry declaring `referrers-api`,
     referrers the tag listing cannot show are added (see `_referrers`); the probe for the
     API costs one request per client."""
     from ..providers import CAP_MANIFEST_LISTING

@@ -10,14 +10,15 @@
   finished after it. Applying the same run again skips what is done and never re-plans; a
   digest that is already gone (404) counts as done.
 - **Bounded, adaptive concurrency.** At most `concurrency` deletions are in flight. Every
-  sign of throttling (HTTP 429/503 seen by the OCI client's retries, ECR throttling
-  errors) halves the allowed concurrency (at most once per `cooldown`) and pauses new
-  requests for the server's `Retry-After`; each success adds back 1/limit, so the limit
-  creeps up by about one per window (AIMD, as TCP does). Deletions still throttled after
-  the client's own retries are retried here, a bounded number of times.
-- **Batches where the registry has them.** A registry with `delete_many` (ECR) deletes
-  in batches of up to 100 digests, one API call each; a repository's batches go one
-  after another, repositories in parallel.
+  sign of throttling (what the provider's `watch_throttling` reports: its client's or
+  SDK's own retries; a delete answered HTTP 429/503 or `throttled`) halves the allowed
+  concurrency (at most once per `cooldown`) and pauses new requests for the server's
+  `Retry-After`; each success adds back 1/limit, so the limit creeps up by about one per
+  window (AIMD, as TCP does). Deletions still throttled after the client's own retries
+  are retried here, a bounded number of times.
+- **Batches where the registry has them.** A registry declaring `batch-delete` (ECR)
+  deletes with `delete_many` in batches of up to 100 digests, one API call each; a
+  repository's batches go one after another, repositories in parallel.
 - **Dry run** takes the same path up to the request, writes nothing and deletes nothing.
 """
 
@@ -30,9 +31,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import AuthError, NotFound, RegistryError, Unsupported, UsageError
+from ..providers import CAP_BATCH_DELETE, THROTTLE_STATUS, DeleteResult
 from ._progress import NoProgress, Progress
 from ._run import RUN_KIND, Deletion, RunLedger, RunPlan, save_run
 
@@ -44,7 +46,6 @@ __all__ = [
     "BATCH_LIMIT",
     "AdaptiveLimiter",
     "ApplyResult",
-    "BatchDeleter",
     "Failure",
     "RepositoryResult",
     "apply",
@@ -53,29 +54,9 @@ __all__ = [
 
 BATCH_LIMIT = 100
 """Digests per `delete_many` call (ECR's BatchDeleteImage limit)."""
-THROTTLE_STATUS = frozenset({429, 503})
-THROTTLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "ThrottledException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "SlowDown",
-    }
-)
-GONE_CODES = frozenset({"ImageNotFound", "ImageNotFoundException"})
 DELETE_KIND = "retention-delete"
 
 Status = Literal["done", "dry-run", "interrupted", "failed", "tripped", "aborted"]
-
-
-@runtime_checkable
-class BatchDeleter(Protocol):
-    """A registry that deletes many digests per call (ECR)."""
-
-    def delete_many(self, repository: str, digests: Any) -> Any: ...
 
 
 def deletion_key(run_id: str, registry: str, repository: str, digest: str) -> str:
@@ -430,10 +411,9 @@ class _Executor:
             t.resumed += 1
         self._advance()
 
-    # -- a batch (ECR) -----------------------------------------------------------------------
+    # -- a batch (CAP_BATCH_DELETE) -----------------------------------------------------------
 
     def delete_batch(self, repository: str, digests: Sequence[str]) -> None:
-        deleter: Any = self.registry
         infos = self.work[repository].deletions
         if self._stopping():
             return
@@ -452,16 +432,16 @@ class _Executor:
             try:
                 with self.lock:
                     self.requests += 1
-                result = deleter.delete_many(repository, todo)
+                results: list[DeleteResult] | None = self.registry.delete_many(repository, todo)
                 ok = True
             except RegistryError as exc:
                 if self._fatal(exc):
                     return
-                result = None
+                results = None
                 error = str(exc)
             finally:
                 self.limiter.release(ok)
-            if result is None:
+            if results is None:
                 for d in todo:
                     self._finish(
                         repository, d, infos.get(d) or Deletion((), 0, "", ""), "failed", error
@@ -469,23 +449,18 @@ class _Executor:
                 self._advance(len(todo))
                 return
             retry: list[str] = []
-            for d in result.deleted:
-                self._finish(
-                    repository, d, infos.get(d) or Deletion((), 0, "", ""), "deleted", None
-                )
-            done = len(result.deleted)
+            done = 0
             throttled = False
-            for failure in result.failures:
-                info = infos.get(failure.digest) or Deletion((), 0, "", "")
-                if failure.code in GONE_CODES:
-                    self._finish(repository, failure.digest, info, "gone", None)
+            for r in results:
+                info = infos.get(r.digest) or Deletion((), 0, "", "")
+                if r.status in ("deleted", "gone"):
+                    self._finish(repository, r.digest, info, r.status, None)
                     done += 1
-                elif failure.code in THROTTLE_CODES and attempt + 1 < self.max_attempts:
-                    retry.append(failure.digest)
+                elif r.status == "throttled" and attempt + 1 < self.max_attempts:
+                    retry.append(r.digest)
                     throttled = True
                 else:
-                    reason = f"{failure.code}: {failure.reason}"
-                    self._finish(repository, failure.digest, info, "failed", reason)
+                    self._finish(repository, r.digest, info, "failed", r.reason or r.status)
                     done += 1
             self._advance(done)
             todo = retry
@@ -502,7 +477,7 @@ class _Executor:
     # -- phases ------------------------------------------------------------------------------
 
     def tasks(self, phase: int) -> Iterator[tuple[Callable[..., None], tuple[Any, ...]]]:
-        batch = isinstance(self.registry, BatchDeleter)
+        batch = CAP_BATCH_DELETE in self.registry.capabilities
         for work in self.run.work:
             if phase >= len(work.phases) or self.tally[work.repository].blocked:
                 continue
@@ -554,56 +529,6 @@ class _Executor:
                 for repo, t in self.tally.items():
                     if len(t.failed) > failed_before[repo]:
                         t.blocked = True
-
-
-def _watch_oci_retries(registry: Registry, limiter: AdaptiveLimiter) -> Callable[[], None]:
-    """Count the OCI client's throttled retries; returns the undo."""
-    if getattr(registry, "kind", "oci") != "oci":
-        return lambda: None  # ECR's data plane is not used to delete (and costs a token call)
-    try:
-        client = registry.data_plane()
-    except (NotImplementedError, RegistryError):
-        return lambda: None  # nothing to watch: throttling still shows as 429 errors
-    if not hasattr(client, "on_retry"):
-        return lambda: None
-    previous = client.on_retry
-
-    def on_retry(status: int | None, delay: float) -> None:
-        if status in THROTTLE_STATUS:
-            limiter.throttled(delay)
-        if previous is not None:
-            previous(status, delay)
-
-    client.on_retry = on_retry
-
-    def undo() -> None:
-        client.on_retry = previous
-
-    return undo
-
-
-def _watch_botocore_retries(registry: Registry, limiter: AdaptiveLimiter) -> Callable[[], None]:
-    """Count throttling answers botocore retries on its own (ECR); returns the undo."""
-    events = getattr(getattr(getattr(registry, "client", None), "meta", None), "events", None)
-    if events is None:
-        return lambda: None
-
-    def needs_retry(response: Any = None, **_: Any) -> None:
-        if not isinstance(response, tuple) or len(response) != 2:
-            return
-        http, parsed = response
-        code = ((parsed or {}).get("Error") or {}).get("Code")
-        status = getattr(http, "status_code", None)
-        if code in THROTTLE_CODES or status == 429:
-            limiter.throttled(None)
-
-    event = "needs-retry.ecr"
-    events.register_first(event, needs_retry, unique_id="regwarden-retention-throttle")
-
-    def undo() -> None:
-        events.unregister(event, unique_id="regwarden-retention-throttle")
-
-    return undo
 
 
 def _result(
@@ -700,10 +625,7 @@ def apply(
         max_attempts=max_attempts,
         batch_size=batch_size,
     )
-    undo = [
-        _watch_oci_retries(registry, executor.limiter),
-        _watch_botocore_retries(registry, executor.limiter),
-    ]
+    undo = [registry.watch_throttling(executor.limiter.throttled)]
     t0 = time.perf_counter()
     progress.start(run.deletions, f"retention {run.run_id}")
     interrupted = False

@@ -390,7 +390,7 @@ def start_image_scan(
 
     False when ECR answers `LimitExceededException` (the image was already scanned
     today: ECR allows one manual basic scan per image per day), which is not an error.
-    Pass a client WITHOUT automatic retries (`EcrRegistry.no_retry_client`): botocore
+    Pass a client WITHOUT automatic retries (the ECR provider's `no_retry_client`): botocore
     classifies `LimitExceededException` as throttling and would retry it for a minute.
     """
     params: dict[str, Any] = {"repositoryName": repository, "imageId": {"imageDigest": digest}}
@@ -486,15 +486,13 @@ def list_inspector_findings(
 class EcrScanSource:
     """`Pipeline.scans` for ECR: `(registry, image) -> ScanReport | None`.
 
-    - no scan yet (`ScanNotFoundException`): when the repository does not scan on push,
-      start a scan (`start_scans`); return None either way, so the gate says PENDING
-    - IN_PROGRESS / PENDING: None
-    - COMPLETE / ACTIVE: the report; with `inspector_client` and an enhanced scan, the
-      findings come from inspector2 list_findings instead
-    - anything else (FAILED, UNSUPPORTED_IMAGE, …): raises `EcrScanFailed` (fail closed;
-      the pipeline records it as the scan error)
+    The registry's own scanner answers (`NativeScanner.native_scan`, ECR's in
+    `providers.ecr`): None while no report is ready (a scan is started when `start_scans`
+    and the repository does not scan on push), the report when the scan completed (from
+    Inspector with `inspector_client` under enhanced scanning), `EcrScanFailed` when ECR
+    says the scan failed (fail closed; the pipeline records it as the scan error).
 
-    `registry` must be an `EcrRegistry` (it supplies the boto3 client and registry id).
+    `registry` must declare `native-scan` (`providers.CAP_NATIVE_SCAN`).
     """
 
     def __init__(self, *, inspector_client: Any = None, start_scans: bool = True) -> None:
@@ -502,34 +500,21 @@ class EcrScanSource:
         self.start_scans = start_scans
 
     def __call__(self, registry: Any, image: ImageRef) -> ScanReport | None:
-        from ..providers.ecr import EcrRegistry
+        from ..providers import CAP_NATIVE_SCAN, NativeScanner
 
-        if not isinstance(registry, EcrRegistry):
+        if CAP_NATIVE_SCAN not in getattr(registry, "capabilities", frozenset()):
             raise RegistryError(
-                f"EcrScanSource needs an ECR registry: got {type(registry).__name__} for "
-                f"{image.registry}, expected EcrRegistry"
+                f"EcrScanSource needs a registry with a native scanner: got "
+                f"{type(registry).__name__} for {image.registry}, expected one declaring "
+                f"{CAP_NATIVE_SCAN!r}"
             )
+        scanner: NativeScanner = registry
         if image.digest is None:
             raise RegistryError(f"cannot look up scans for {image}: expected a digest")
-        repo, digest = image.repository, image.digest
-        result = describe_image_scan(
-            registry.client, repo, digest, registry_id=registry.registry_id
+        return scanner.native_scan(
+            image.repository,
+            image.digest,
+            start=self.start_scans,
+            inspector=self.inspector_client,
+            name=str(image),
         )
-        if result is None:
-            if self.start_scans and not registry.scan_on_push(repo):
-                start_image_scan(
-                    registry.no_retry_client, repo, digest, registry_id=registry.registry_id
-                )
-            return None
-        if result.status is ScanStatus.PENDING:
-            return None
-        if result.status is not ScanStatus.SUCCEEDED or result.report is None:
-            raise EcrScanFailed(result, image=str(image))
-        if self.inspector_client is not None and SCANNER_ENHANCED in result.report.scanner:
-            report = list_inspector_findings(
-                self.inspector_client, repo, digest, account_id=registry.registry_id
-            )
-            if report.scanned_at is None:
-                report = report.model_copy(update={"scanned_at": result.report.scanned_at})
-            return report
-        return result.report
