@@ -424,15 +424,17 @@ def test_release_of_a_moved_image_restores_it_from_the_dynamodb_ledger(aws: Aws)
     """A person's release (generic `actions.release` over the ECR provider and the DynamoDB
     ledger): the image comes back to its repository with exactly its tags, the quarantine
     copy goes, and a later push event of the same digest does not quarantine it again."""
-    from functions.aws._ecr import QuarantineEcr
     from regwarden.actions import release
     from regwarden.providers import ProviderOptions
+    from regwarden.providers.ecr import EcrRegistry
     from regwarden.reference import ImageRef
 
     repo = "alpha/released"
     digest = _quarantine_alpha(aws, repo, 513)
     assert not aws.present(repo, digest)
-    registry = QuarantineEcr(REGISTRY_HOST, ProviderOptions(), data_plane_host=aws.oci.host)
+    registry = EcrRegistry(
+        REGISTRY_HOST, ProviderOptions(data_plane_host=aws.oci.host, create_repositories=True)
+    )
     ledger = aws.ledger()
     image = ImageRef.parse(f"{REGISTRY_HOST}/{repo}@{digest}")
     try:

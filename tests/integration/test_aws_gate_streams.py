@@ -338,9 +338,9 @@ def test_multi_arch_push_children_wait_and_the_index_is_judged_once(
 def test_failed_multi_arch_index_moves_with_its_children_and_release_restores_both(
     aws: Aws,
 ) -> None:
-    from functions.aws._ecr import QuarantineEcr
     from regwarden.actions import release
     from regwarden.providers import ProviderOptions
+    from regwarden.providers.ecr import EcrRegistry
     from regwarden.reference import ImageRef
 
     repo = "moved/multi"
@@ -364,7 +364,9 @@ def test_failed_multi_arch_index_moves_with_its_children_and_release_restores_bo
     for d in children:
         assert verdict(aws, repo, d) is None  # moved as part of the index, never judged
 
-    registry = QuarantineEcr(REGISTRY_HOST, ProviderOptions(), data_plane_host=aws.oci.host)
+    registry = EcrRegistry(
+        REGISTRY_HOST, ProviderOptions(data_plane_host=aws.oci.host, create_repositories=True)
+    )
     try:
         outcome = release(
             registry,

@@ -107,7 +107,7 @@ startup = set(sys.modules)  # .pth files of other extras may load namespace pack
 for name in ("typer", "rich", "click", "pygments", "starlette", "uvicorn"):
     sys.modules[name] = None  # any import of them raises ImportError
 import functions.aws.on_push, functions.aws.on_scan, functions.aws.notify
-import functions.aws._settings, functions.aws._ecr
+import functions.aws._settings
 import regwarden.pipeline, regwarden.runtime, regwarden.intake.eventbridge
 import regwarden.providers.ecr, regwarden.scanning.ecr, regwarden.signatures
 import regwarden.signatures._from_policy, regwarden.gate._from_policy, regwarden.store
