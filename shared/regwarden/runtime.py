@@ -97,6 +97,7 @@ class Runtime(Generic[LedgerT]):
         extra_channels: tuple[Notifier, ...] = (),
         allowed_hosts: frozenset[str] | None = None,
         provider_defaults: ProviderOptions | None = None,
+        router: Router | None = None,
     ) -> None:
         self.policy = policy
         self.provider_defaults = provider_defaults
@@ -110,6 +111,7 @@ class Runtime(Generic[LedgerT]):
         self._rules: dict[str, GateRules] = {}
         self._lock = threading.Lock()
         self._extra = extra_channels
+        self._router = router
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -149,6 +151,10 @@ class Runtime(Generic[LedgerT]):
         return rules
 
     def router(self) -> Router:
+        """Where alerts go: the policy's routes, unless the runtime was given a `router`
+        (a platform that fans alerts out itself, like the AWS alerts topic)."""
+        if self._router is not None:
+            return self._router
         channels = build_channels(self.policy, self.env)
         for extra in self._extra:
             channels[extra.name] = extra

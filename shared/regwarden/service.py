@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from .errors import IntakeError
 from .model import ImageEvent
 from .nesting import TooDeep, loads_json
 from .pipeline import Handled, Pipeline
-from .reference import ImageRef
+from .rechecks import (
+    QUEUE_SOURCE,
+    RECHECK_SCHEDULERS,
+    RecheckScheduler,
+    RecheckTarget,
+    parse_recheck,
+    schedule_recheck,
+)
 from .store import EventQueue, QueuedEvent
 
-RECHECK = "recheck"
+RECHECK = QUEUE_SOURCE
 MAX_ATTEMPTS = 5
 
 
@@ -86,22 +93,6 @@ def detect_source(body: bytes) -> str:
     raise IntakeError(f"cannot tell the event source: expected {expected}")
 
 
-def enqueue_recheck(ledger: EventQueue, handled: Handled, *, now: datetime) -> None:
-    """PENDING verdicts come back at their deadline (grace period or scan timeout), and
-    untagged manifests at the end of their settle window."""
-    target = handled.recheck_target
-    if handled.recheck_at is None or target is None:
-        return
-    body = json.dumps({"image": str(target)}).encode()
-    ledger.enqueue(
-        RECHECK,
-        body,
-        "application/json",
-        now=now,
-        not_before=handled.recheck_at + timedelta(seconds=1),
-    )
-
-
 class Processor:
     """The worker pool's job: one queued delivery → its events handled."""
 
@@ -113,9 +104,12 @@ class Processor:
         clock: Callable[[], datetime],
         on_handled: Callable[[Handled], None] | None = None,
         max_attempts: int = MAX_ATTEMPTS,
+        recheck: RecheckScheduler | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._ledger = ledger
+        # rechecks go to the ledger's own queue unless the caller keeps them elsewhere
+        self._recheck = recheck or RECHECK_SCHEDULERS.get("queue")(RecheckTarget(queue=ledger))
         self._clock = clock
         self._on_handled = on_handled
         self._max_attempts = max_attempts
@@ -124,7 +118,7 @@ class Processor:
         now = self._clock()
         final = item.attempts >= self._max_attempts
         if item.source == RECHECK:
-            image = ImageRef.parse(json.loads(item.body)["image"])
+            image = parse_recheck(json.loads(item.body)).image
             results = [self._pipeline.recheck(image, now=now, final_attempt=final)]
         else:
             results = [
@@ -132,6 +126,6 @@ class Processor:
                 for e in parse_body(item.source, item.body, item.content_type)
             ]
         for handled in results:
-            enqueue_recheck(self._ledger, handled, now=now)
+            schedule_recheck(self._recheck, handled, now=now)
             if self._on_handled is not None:
                 self._on_handled(handled)

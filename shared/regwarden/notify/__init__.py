@@ -11,6 +11,7 @@ from ._channels import (
     TeamsChannel,
     WebhookChannel,
 )
+from ._deliver import DeliveryReport, deliver
 from ._render import (
     CLOUDEVENT_TYPE,
     ID_HEADER,
@@ -40,6 +41,7 @@ __all__ = [
     "ChannelContext",
     "ChannelFactory",
     "DeliveryFailed",
+    "DeliveryReport",
     "Notifier",
     "RetryPolicy",
     "Router",
@@ -50,6 +52,7 @@ __all__ = [
     "TeamsChannel",
     "WebhookChannel",
     "build_channels",
+    "deliver",
     "event_id",
     "everything_to",
     "finding_line",
