@@ -10,7 +10,11 @@ Flow per SQS record (EventBridge event in the body):
 
     body JSON → detail-type accepted by this function? → idempotent on the event id
     (Powertools, DynamoDB) → parse_eventbridge → host allowed? → pipeline.handle →
-    metrics, recheck
+    metrics, recheck (`regwarden.rechecks`, the `sqs` scheduler)
+
+The notify function delivers each alert with `regwarden.notify.deliver`, as the core
+does anywhere. A warm function re-reads its policy every `REGWARDEN_POLICY_TTL` seconds
+and rebuilds its state when the policy changed or a secret it used was rotated.
 
 Exactly once in effect: the pipeline commits a delivery's outcome (verdict, alerts to
 send) in one DynamoDB transaction after its action finished, and the idempotency record
@@ -41,7 +45,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -51,14 +55,15 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from regwarden.notify import Alert, Notifier
+    from regwarden.notify import Alert, Notifier, Router
     from regwarden.pipeline import Handled, Pipeline
     from regwarden.policy import Policy
-    from regwarden.providers import Registry
+    from regwarden.providers import ProviderOptions
+    from regwarden.rechecks import RecheckScheduler
     from regwarden.runtime import Runtime
     from regwarden.store import DynamoLedger
 
-    from ._settings import Settings
+    from ._settings import PolicySource, SecretEnv, Settings
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -66,8 +71,6 @@ __all__ = [
     "FAILURE_TTL",
     "GATE_FUNCTIONS",
     "IDEMPOTENCY_TTL",
-    "NOTIFY_TTL",
-    "RECHECK",
     "RECOVERY",
     "ColdStart",
     "LazyTracer",
@@ -80,8 +83,6 @@ __all__ = [
     "state",
 ]
 
-RECHECK = "regwarden.recheck"
-"""`source` of the delayed SQS message that brings a PENDING verdict back at its deadline."""
 GATE_FUNCTIONS: dict[str, frozenset[str]] = {
     "on_push": frozenset(
         {
@@ -96,10 +97,6 @@ GATE_FUNCTIONS: dict[str, frozenset[str]] = {
 """Function → the EventBridge detail-types its queue is fed (anything else is misrouted)."""
 IDEMPOTENCY_TTL = timedelta(days=7)
 """How long a processed event id is remembered (EventBridge and SQS retry for less)."""
-NOTIFY_TTL = timedelta(days=30)
-"""How long a (alert, channel) delivery is remembered by the notify function."""
-MAX_DELAY = 900
-"""SQS's longest DelaySeconds: a recheck further away is re-sent until it is due."""
 RECOVERY = "recovery"
 """The scheduled function that finishes unfinished actions and sends pending alerts."""
 FAILURE_TTL = timedelta(days=18)
@@ -107,6 +104,8 @@ FAILURE_TTL = timedelta(days=18)
 dead-letter queue's (14 days)."""
 _MAX_ERROR = 2000
 """Characters of an error kept for the dead-letter listing."""
+
+log = logging.getLogger("regwarden.aws")
 
 
 class _Stdout:
@@ -181,41 +180,66 @@ def powertools(function: str) -> tuple[Logger, LazyTracer, Metrics]:
 
 @dataclass
 class State:
-    """Everything read or built once per cold start."""
+    """Everything read or built once per cold start (and again when the policy changes)."""
 
     function: str
     settings: Settings
-    policy: Policy
+    source: PolicySource
     ledger: DynamoLedger
     runtime: Runtime[DynamoLedger]
-    secrets: Mapping[str, str]
+    keys: SecretEnv
+    """The secrets the gate itself needs (keys), fetched at cold start (fail closed)."""
+    secrets: SecretEnv
     """`REGWARDEN_SECRET_*` → value, fetched on first use (channel URLs, HMAC keys)."""
     idempotency: IdempotencyConfig
     idempotent: Callable[..., dict[str, Any]]
     pipeline: Pipeline | None = None
     """The push pipeline (gate functions and recovery)."""
+    recheck: RecheckScheduler | None = None
+    """Brings a PENDING verdict back on this function's own queue (none configured: None)."""
     channels: dict[str, Notifier] = field(default_factory=dict)
-    sqs: Any = None
     allowed_hosts: frozenset[str] = frozenset()
     """The registry hosts this function may contact (normalised)."""
+
+    @property
+    def policy(self) -> Policy:
+        return self.source.policy
 
     @property
     def gate(self) -> Pipeline:
         assert self.pipeline is not None, f"{self.function} is not a gate function"
         return self.pipeline
 
+    @property
+    def ttl(self) -> float:
+        return float(self.settings.policy_ttl)
 
-_S = TypeVar("_S")
+    def stale(self) -> bool:
+        """The policy changed, or a secret built into this state was rotated."""
+        return self.source.changed() or self.keys.rotated() or self.secrets.rotated()
+
+
+class _Warm(Protocol):
+    @property
+    def ttl(self) -> float: ...
+
+    def stale(self) -> bool: ...
+
+
+_S = TypeVar("_S", bound=_Warm)
 
 
 class ColdStart(Generic[_S]):
     """Per-function state built on the first record of a cold start and kept while the
-    process stays warm; `reset` closes and forgets it (tests change the environment)."""
+    process stays warm; `refresh` (once per invocation) looks again after the state's TTL
+    and rebuilds it when it is stale; `reset` closes and forgets it (tests change the
+    environment)."""
 
     def __init__(self, build: Callable[[str], _S], close: Callable[[_S], None]) -> None:
         self._build = build
         self._close = close
         self._states: dict[str, _S] = {}
+        self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def get(self, function: str) -> _S:
@@ -223,13 +247,35 @@ class ColdStart(Generic[_S]):
             found = self._states.get(function)
             if found is None:
                 found = self._states[function] = self._build(function)
+                self._checked[function] = time.monotonic()
             return found
+
+    def refresh(self, function: str) -> _S:
+        """The state, rebuilt first when its TTL has passed and it is stale. A policy or
+        secret that cannot be read or a new policy that fails to load keeps the last good
+        state (logged; looked at again after the next TTL)."""
+        with self._lock:
+            found = self._states.get(function)
+            due = found is not None and time.monotonic() - self._checked[function] >= found.ttl
+            if found is not None and due:
+                self._checked[function] = time.monotonic()
+                try:
+                    fresh = self._build(function) if found.stale() else None
+                except Exception as exc:
+                    log.error("cannot reload the policy; keeping the last one: %s", exc)
+                    fresh = None
+                if fresh is not None:
+                    log.info("policy or secrets changed: %s rebuilt", function)
+                    self._close(found)
+                    self._states[function] = fresh
+        return self.get(function)
 
     def reset(self) -> None:
         with self._lock:
             for st in self._states.values():
                 self._close(st)
             self._states.clear()
+            self._checked.clear()
 
 
 def state(function: str) -> State:
@@ -252,17 +298,35 @@ _HOMES: dict[str, str] = {}
 
 
 def start(function: str, context: LambdaContext) -> State:
-    """Per invocation: the (cached) state, with the Lambda context registered so an
-    in-progress idempotency record expires when this invocation's time runs out (a killed
-    invocation's record then lets the redelivery through)."""
+    """Per invocation: the (cached, refreshed past its TTL) state, with the Lambda context
+    registered so an in-progress idempotency record expires when this invocation's time
+    runs out (a killed invocation's record then lets the redelivery through)."""
     from ._settings import home_registry
 
     home = home_registry(str(getattr(context, "invoked_function_arn", "") or ""))
     if home is not None:
         _HOMES.setdefault(function, home)
-    st = state(function)
+    st = _STATES.refresh(function)
     st.idempotency.register_lambda_context(context)
     return st
+
+
+def provider_defaults(settings: Settings) -> ProviderOptions:
+    """How the functions open registries: ECR's `/v2/` where the settings say, and a
+    `move` quarantine creates its destination repository (ECR's put never does)."""
+    from regwarden.providers import ProviderOptions
+
+    return ProviderOptions(data_plane_host=settings.ecr_data_plane, create_repositories=True)
+
+
+def alerts_router(settings: Settings) -> Router | None:
+    """Every alert to the alerts topic (`notify` fans out from there); None: the policy's
+    routes."""
+    if not settings.alerts_topic:
+        return None
+    from regwarden.notify import SnsChannel, everything_to
+
+    return everything_to(SnsChannel("alerts", settings.alerts_topic))
 
 
 def _build(function: str) -> State:
@@ -272,16 +336,17 @@ def _build(function: str) -> State:
         idempotent_function,
     )
 
-    from regwarden.notify import SnsChannel, everything_to
+    from regwarden.rechecks import RECHECK_SCHEDULERS, RecheckTarget
     from regwarden.runtime import Runtime, configured_hosts
     from regwarden.store import DynamoLedger
     from regwarden.store._dynamo import TTL_ATTRIBUTE
 
-    from ._settings import SecretEnv, Settings, load_policy, policy_secrets
+    from ._settings import PolicySource, SecretEnv, Settings, policy_secrets
 
     _structured_core_logs()  # first: the policy read below must not be logged unredacted
     settings = Settings.from_env()
-    policy = load_policy(settings.policy)
+    source = PolicySource.load(settings.policy)
+    policy = source.policy
     if function == RECOVERY:
         from ._recovery import SettledIntents
 
@@ -297,34 +362,21 @@ def _build(function: str) -> State:
     # Recovery judges nothing (an intent carries its verdict): it needs no key.
     key_names = policy_secrets(policy, notifications=False) if gate else {}
     keys = SecretEnv(os.environ, key_names, store=store)
-    actor = os.environ.get("REGWARDEN_ACTOR") or None
     home = settings.registry or _HOMES.get(function)
     allowed = configured_hosts(policy, [*settings.registries, *([home] if home else [])])
     runtime = Runtime(
         policy,
         ledger=ledger,
         env=keys,
-        actor=actor,
-        registry_factory=_registry_factory(settings, policy),
+        actor=os.environ.get("REGWARDEN_ACTOR") or None,
         allowed_hosts=allowed,
+        provider_defaults=provider_defaults(settings),
+        router=alerts_router(settings),
     )
-    pipeline = None
-    if gate or function == RECOVERY:
-        from regwarden.pipeline import Pipeline
-
-        if settings.alerts_topic:  # every alert to the topic; `notify` fans out from there
-            router = everything_to(SnsChannel("alerts", settings.alerts_topic))
-        else:
-            router = runtime.router()
-        pipeline = Pipeline(
-            ledger=ledger,
-            rules_for=runtime.rules_for,
-            registry_for=runtime.registry,
-            router=router,
-            evidence=runtime.evidence,
-            quarantine_templates=runtime.quarantine_templates(),
-            actor=actor,
-        )
+    pipeline = runtime.pipeline() if gate or function == RECOVERY else None
+    recheck = None
+    if gate and settings.recheck_queue:
+        recheck = RECHECK_SCHEDULERS.get("sqs")(RecheckTarget(url=settings.recheck_queue))
     # gate functions: the EventBridge event id; notify: the whole alert (its content)
     config = IdempotencyConfig(
         event_key_jmespath="id" if gate else "@",
@@ -346,13 +398,15 @@ def _build(function: str) -> State:
     return State(
         function,
         settings,
-        policy,
+        source,
         ledger,
         runtime,
+        keys,
         secrets,
         config,
         wrapped,
         pipeline=pipeline,
+        recheck=recheck,
         allowed_hosts=allowed,
     )
 
@@ -360,6 +414,7 @@ def _build(function: str) -> State:
 _STATES: ColdStart[State] = ColdStart(_build, _close)
 
 
+@functools.cache  # once per process: a rebuilt state must not add handlers again
 def _structured_core_logs() -> None:
     """In Lambda, the core's `regwarden.*` loggers write through Powertools' JSON formatter
     (same correlation id and keys). Left alone elsewhere (tests, local runs)."""
@@ -376,23 +431,6 @@ def _structured_core_logs() -> None:
     # redacts URLs and registered secrets; then regwarden's loggers take Powertools' config
     logging_setup(debug=False, handlers=source.handlers)
     copy_config_to_registered_loggers(source_logger=source, include={"regwarden"})
-
-
-def _registry_factory(settings: Settings, policy: Policy) -> Callable[[str], Registry]:
-    """Providers by the kind the policy's `registries` section gives a host (else by its
-    name), as the CLI's runtime opens them; ECR with the quarantine hooks of this adapter."""
-    from regwarden.providers import open_registry, provider_kind
-    from regwarden.runtime import registry_options
-
-    def factory(host: str) -> Registry:
-        kind, options = registry_options(policy, host)
-        if provider_kind(host, kind) != "ecr":
-            return open_registry(host, options, kind=kind)
-        from ._ecr import QuarantineEcr
-
-        return QuarantineEcr(host, options, data_plane_host=settings.ecr_data_plane)
-
-    return factory
 
 
 # -- gate functions (on_push, on_scan) --------------------------------------------------------
@@ -422,12 +460,13 @@ def gate_record(
     `batchItemFailures`); returns a JSON summary, which the idempotency record stores.
     """
     from regwarden.errors import IntakeError
+    from regwarden.rechecks import RECHECK_EVENT_SOURCE
 
     st = state(function)
     with _noted(st, function, record, logger=logger):
         doc = _record_doc(record)
         logger.set_correlation_id(doc["id"])
-        if doc.get("source") != RECHECK:
+        if doc.get("source") != RECHECK_EVENT_SOURCE:
             kind = doc.get("detail-type")
             if kind not in GATE_FUNCTIONS[function]:
                 raise IntakeError(
@@ -475,11 +514,12 @@ def _gate_event(
     summary; a concurrent duplicate fails with IdempotencyAlreadyInProgressError and is
     retried by SQS)."""
     from regwarden.intake.eventbridge import parse_eventbridge
+    from regwarden.rechecks import RECHECK_EVENT_SOURCE
 
     st = state(function)
     now = datetime.now(UTC)
     final = receives >= st.settings.max_receives
-    if event.get("source") == RECHECK:
+    if event.get("source") == RECHECK_EVENT_SOURCE:
         return _recheck(st, event, now=now, final=final, logger=logger, metrics=metrics)
     results = []
     for ev in parse_eventbridge(event):
@@ -515,14 +555,17 @@ def _render(
     st: State, handled: Handled, *, started: float, now: datetime, metrics: Metrics
 ) -> dict[str, Any]:
     """Metrics, the recheck (a PENDING verdict's deadline, or the end of a settling
-    manifest's window), and the JSON summary of one event."""
+    manifest's window), and the JSON summary of one event. No metric has a repository
+    dimension (CloudWatch bills every distinct set): the repository is a property of the
+    EMF log line, searchable in Logs Insights."""
     from aws_lambda_powertools.metrics import single_metric
 
     out: dict[str, Any] = {"image": str(handled.event.image)}
     target = handled.recheck_target
     if target is not None and handled.recheck_at is not None:
         out["recheck_at"] = handled.recheck_at.isoformat()
-        _schedule_recheck(st, str(target), handled.recheck_at, now=now)
+        if st.recheck is not None:
+            st.recheck(str(target), handled.recheck_at, now=now)
     if handled.ignored:
         out["ignored"] = handled.ignored
         return out
@@ -536,8 +579,8 @@ def _render(
             namespace=metrics.namespace,
             default_dimensions={"function": st.function},
         ) as metric:
-            metric.add_dimension(name="repository", value=verdict.image.repository)
             metric.add_dimension(name="outcome", value=verdict.outcome.value)
+            metric.add_metadata(key="repository", value=verdict.image.repository)
     if handled.actions:
         latency = (datetime.now(UTC) - handled.event.time).total_seconds() * 1000
         for action in handled.actions:
@@ -556,34 +599,6 @@ def _render(
     return out
 
 
-def _schedule_recheck(st: State, image: str, at: datetime, *, now: datetime, hop: int = 0) -> None:
-    """A delayed message on this function's own queue brings the image back at `at`.
-
-    SQS delays at most 15 minutes, so a later recheck is re-sent on arrival. Each hop has
-    its own id: the gate functions are idempotent on the event id, and a re-sent message
-    with the id of the one that carried it would be answered from the idempotency store
-    and never judged."""
-    if not st.settings.recheck_queue:
-        return
-    if st.sqs is None:
-        import boto3
-
-        from regwarden.botocore_config import botocore_config
-
-        st.sqs = boto3.session.Session().client("sqs", config=botocore_config())
-    delay = int(min(max((at - now).total_seconds() + 1, 0), MAX_DELAY))
-    body: dict[str, Any] = {
-        "id": f"recheck:{image}:{at.isoformat()}" + (f":hop{hop}" if hop else ""),
-        "source": RECHECK,
-        "image": image,
-        "at": at.isoformat(),
-        "hop": hop,
-    }
-    st.sqs.send_message(
-        QueueUrl=st.settings.recheck_queue, MessageBody=json.dumps(body), DelaySeconds=delay
-    )
-
-
 def _recheck(
     st: State,
     event: Mapping[str, Any],
@@ -593,20 +608,16 @@ def _recheck(
     logger: Logger,
     metrics: Metrics,
 ) -> dict[str, Any]:
-    from regwarden.errors import IntakeError
-    from regwarden.reference import ImageRef
+    from regwarden.rechecks import parse_recheck
 
-    try:
-        image = ImageRef.parse(str(event["image"]))
-        at = datetime.fromisoformat(str(event["at"]))
-        hop = int(event.get("hop", 0))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise IntakeError(f"malformed recheck message {event.get('id')!r}: {exc}") from None
+    message = parse_recheck(event)
+    image, at = message.image, message.at
     refused = _refused(st, str(image), image.registry, logger=logger, metrics=metrics)
     if refused is not None:
         return {"id": event["id"], "results": [refused]}
-    if at > now + timedelta(seconds=1):  # still early: SQS delays at most 15 minutes
-        _schedule_recheck(st, str(image), at, now=now, hop=hop + 1)
+    if at is not None and message.early(now):  # SQS delays at most 15 minutes
+        if st.recheck is not None:
+            st.recheck(str(image), at, now=now, hop=message.hop + 1)
         return {
             "id": event["id"],
             "results": [{"image": str(image), "rescheduled": at.isoformat()}],
@@ -650,56 +661,37 @@ def notify_record(record: SQSRecord, *, logger: Logger, metrics: Metrics) -> dic
 
 
 def _notify_alert(event: dict[str, Any], *, alert: Alert, logger: Logger) -> dict[str, Any]:
-    """Idempotent on the alert's content. Each (alert, channel) delivery is remembered, so
-    a retry after one channel failed sends only to the channels still missing it."""
-    from regwarden.errors import NotImplementedYet, RegistryError, UsageError
+    """Idempotent on the alert's content; each (alert, channel) delivery is remembered
+    (`regwarden.notify.deliver`), so a retry sends only to the channels still missing it."""
+    from regwarden.notify import deliver
 
     st = state("notify")
-    now = datetime.now(UTC)
     names = st.policy.notifications.channels_for(
         team=alert.team, severity=alert.severity, action=alert.action, repository=alert.repository
     )
-    sent: list[str] = []
-    skipped: list[str] = []
-    failed: list[str] = []
-    for name in names:
-        channel = _channel(st, name)
-        if channel is None:
-            skipped.append(f"{name} (the alerts topic itself)")
-            continue
-        key = f"notify:{alert.dedup_key}:{name}"
-        if st.ledger.seen_delivery(key, now=now, ttl=NOTIFY_TTL):
-            skipped.append(f"{name} (already delivered)")
-            continue
-        try:
-            channel.send(alert)
-        except NotImplementedYet as exc:  # a channel kind this runtime cannot serve: permanent
-            logger.error("channel cannot deliver here", extra={"channel": name, "error": str(exc)})
-            skipped.append(f"{name} ({exc})")
-        except (RegistryError, UsageError) as exc:  # retried: another attempt may succeed
-            st.ledger.forget_delivery(key)
-            logger.error("channel failed", extra={"channel": name, "error": str(exc)})
-            failed.append(name)
-        else:
-            sent.append(name)
-    if failed:
-        raise RegistryError(
-            f"alert {alert.dedup_key}: delivery failed on {', '.join(failed)}; "
-            f"sent to {', '.join(sent) or 'none'} (not repeated on retry)"
-        )
-    return {"alert": alert.dedup_key, "sent": sent, "skipped": skipped}
+    report = deliver(
+        alert,
+        names,
+        functools.partial(_channel, st),
+        st.ledger,
+        now=datetime.now(UTC),
+        unavailable="the alerts topic itself",
+    )
+    report.raise_for_failures()
+    return {"alert": report.alert, "sent": list(report.sent), "skipped": list(report.skipped)}
 
 
 def _channel(st: State, name: str) -> Notifier | None:
-    """The channel `name`, built on first use (its secrets are fetched then, not before)."""
-    from regwarden.policy import SnsChannelConfig as SnsConfig
-    from regwarden.runtime import build_channels
+    """The channel `name`, built on first use (its secrets are fetched then, not before);
+    None for the alerts topic this function reads (publishing back to it would loop)."""
+    from regwarden.notify import build_channels
+    from regwarden.policy import SnsChannelConfig
 
     if name in st.channels:
         return st.channels[name]
     config = st.policy.notifications.channels[name]
-    if isinstance(config, SnsConfig) and config.topic_arn == st.settings.alerts_topic:
-        return None  # publishing back to the topic this function reads would loop
+    if isinstance(config, SnsChannelConfig) and config.topic_arn == st.settings.alerts_topic:
+        return None
     notifications = st.policy.notifications.model_copy(
         update={"channels": {name: config}, "routes": ()}
     )

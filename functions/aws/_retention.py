@@ -40,14 +40,13 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from regwarden.notify import Router
     from regwarden.policy import Policy
     from regwarden.providers import Registry
     from regwarden.retention import InUse, RetentionOutcome
     from regwarden.runtime import Runtime
     from regwarden.store import DynamoLedger
 
-    from ._settings import RetentionSettings, Settings
+    from ._settings import PolicySource, RetentionSettings, SecretEnv, Settings
 
 __all__ = [
     "FANOUT",
@@ -218,17 +217,28 @@ def bounded(value: Any, limit: int = LOG_ITEMS) -> Any:
 
 @dataclass
 class State:
-    """Read or built once per cold start (per function)."""
+    """Read or built once per cold start (per function), and again when the policy changed
+    or a secret it used was rotated (`_app.ColdStart`)."""
 
     settings: Settings
     retention: RetentionSettings
-    policy: Policy
+    source: PolicySource
     registry: Registry
     runtime: Runtime[DynamoLedger] | None = None
-    """Worker only: ledger, registries, policy."""
-    alerts: Router | None = None
-    """Worker only: where alerts go (the alerts topic, or the policy's routes)."""
+    """Worker only: ledger, registries, policy, alerts (to the alerts topic when set)."""
+    secrets: SecretEnv | None = None
     sqs: Any = None
+
+    @property
+    def policy(self) -> Policy:
+        return self.source.policy
+
+    @property
+    def ttl(self) -> float:
+        return float(self.settings.policy_ttl)
+
+    def stale(self) -> bool:
+        return self.source.changed() or (self.secrets is not None and self.secrets.rotated())
 
     def client(self) -> Any:
         if self.sqs is None:
@@ -241,7 +251,8 @@ class State:
 
 
 def state(function: str) -> State:
-    return _STATES.get(function)
+    """The function's state, rebuilt first when its policy TTL passed and it is stale."""
+    return _STATES.refresh(function)
 
 
 def reset() -> None:
@@ -258,68 +269,43 @@ def _close(st: State) -> None:
 
 
 def _build(function: str) -> State:
-    from ._app import _registry_factory, _structured_core_logs
-    from ._settings import RetentionSettings, Settings, load_policy
+    from regwarden.runtime import Runtime, registry_options
+
+    from ._app import _structured_core_logs, alerts_router, provider_defaults
+    from ._settings import PolicySource, RetentionSettings, SecretEnv, Settings, policy_secrets
 
     settings = Settings.from_env()
     retention = RetentionSettings.from_env()
-    policy = load_policy(settings.policy)
-    factory = _registry_factory(settings, policy)
+    source = PolicySource.load(settings.policy)
+    policy = source.policy
+    defaults = provider_defaults(settings)
     _structured_core_logs()
     if function == FANOUT:
+        from regwarden.providers import open_registry
+
         if not retention.queue:
             from regwarden.errors import UsageError
 
             raise UsageError("REGWARDEN_RETENTION_QUEUE is not set; expected the work queue URL")
-        return State(settings, retention, policy, factory(retention.registry))
-    from regwarden.notify import SnsChannel, everything_to
-    from regwarden.runtime import Runtime
+        kind, options = registry_options(policy, retention.registry, defaults=defaults)
+        registry = open_registry(retention.registry, options, kind=kind)
+        return State(settings, retention, source, registry)
     from regwarden.store import DynamoLedger
 
-    from ._settings import SecretEnv, policy_secrets
-
-    ledger = DynamoLedger(settings.table)
     secrets = SecretEnv(os.environ, policy_secrets(policy), store=settings.secret_store)
     runtime = Runtime(
         policy,
-        ledger=ledger,
+        ledger=DynamoLedger(settings.table),
         env=secrets,
         actor=os.environ.get("REGWARDEN_ACTOR") or None,
-        registry_factory=factory,
-    )
-    alerts = (
-        everything_to(SnsChannel("alerts", settings.alerts_topic))
-        if settings.alerts_topic  # every alert to the topic; `notify` fans out from there
-        else None
+        provider_defaults=defaults,
+        router=alerts_router(settings),
     )
     registry = runtime.registry(retention.registry)
-    return State(settings, retention, policy, registry, runtime=runtime, alerts=alerts)
+    return State(settings, retention, source, registry, runtime=runtime, secrets=secrets)
 
 
 _STATES: ColdStart[State] = ColdStart(_build, _close)
-
-
-class _Runtime:
-    """The worker's retention runtime: the shared Runtime, alerts to the alerts topic."""
-
-    def __init__(self, st: State) -> None:
-        assert st.runtime is not None
-        self._st = st
-        self._runtime = st.runtime
-
-    @property
-    def policy(self) -> Policy:
-        return self._runtime.policy
-
-    @property
-    def ledger(self) -> DynamoLedger:
-        return self._runtime.ledger
-
-    def registry(self, host: str) -> Registry:
-        return self._runtime.registry(host)
-
-    def router(self) -> Router:
-        return self._st.alerts if self._st.alerts is not None else self._runtime.router()
 
 
 # -- fan-out ------------------------------------------------------------------------------------
@@ -457,9 +443,10 @@ def _work(
     logger.set_correlation_id(message["run"])
     logger.append_keys(repository=message["repository"])
     metrics.add_dimension(name="function", value=WORKER)
+    assert st.runtime is not None
     outcome = work(
         message,
-        _Runtime(st),
+        st.runtime,
         now=datetime.now(UTC),
         execute=st.retention.apply,
         concurrency=st.retention.concurrency,

@@ -12,6 +12,7 @@
 | `REGWARDEN_REGISTRY`      | this account's ECR host (default: from the function's ARN)        |
 | `REGWARDEN_REGISTRIES`    | more registry hosts the functions may contact (comma-separated)   |
 | `REGWARDEN_RECOVERY_SETTLE`| recovery: seconds an intent is left to its own invocation (180)  |
+| `REGWARDEN_POLICY_TTL`    | seconds a warm function trusts its policy and secrets (300)       |
 
 The functions contact only their own registry, the policy's `registries:` hosts and
 `REGWARDEN_REGISTRIES`; an event naming any other host is rejected unread (SSRF).
@@ -32,6 +33,9 @@ The retention functions read `RetentionSettings` as well:
 Secrets never come from plain environment variables here: `secret://NAME` in the policy is
 the Secrets Manager secret `NAME` (or the SSM SecureString `/NAME`), fetched through
 Powertools parameters (cached for five minutes) when a channel or key first needs it.
+A warm function looks again every `REGWARDEN_POLICY_TTL` seconds: a changed policy or a
+rotated secret rebuilds what was built from them (`PolicySource.changed`,
+`SecretEnv.rotated`).
 """
 
 from __future__ import annotations
@@ -46,12 +50,15 @@ from typing import TYPE_CHECKING, Any
 from regwarden.errors import PolicyError, UsageError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from regwarden.policy import Policy
 
 __all__ = [
     "RETENTION_INVENTORIES",
     "RETENTION_MODES",
     "SECRET_STORES",
+    "PolicySource",
     "RetentionSettings",
     "SecretEnv",
     "Settings",
@@ -100,6 +107,8 @@ class Settings:
     recovery_settle: int = 180
     """Seconds the recovery sweep leaves a new intent alone: the invocation that began it
     may still be running (longer than the gate functions' timeout)."""
+    policy_ttl: int = 300
+    """Seconds a warm function keeps its policy and secret values before looking again."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +148,7 @@ class Settings:
             registry=registry or None,
             registries=tuple(registries_from_env(env)),
             recovery_settle=_whole(env, "REGWARDEN_RECOVERY_SETTLE", 180, least=0),
+            policy_ttl=_whole(env, "REGWARDEN_POLICY_TTL", 300, least=0),
         )
 
 
@@ -256,26 +266,56 @@ def read_policy_text(uri: str) -> str:
 
 
 def load_policy(uri: str) -> Policy:
-    """Load and validate the policy from S3, SSM or a bundled file.
+    """Load and validate the policy from S3, SSM or a bundled file (`PolicySource.load`)."""
+    return PolicySource.load(uri).policy
 
-    `file://` locations inside an S3 or SSM policy resolve against the function's code
-    directory (`LAMBDA_TASK_ROOT`), where bundled keys would live. A policy with settings
-    no code would carry out (a scan source nothing reads yet, quarantine `lock`, …) fails
-    the cold start (PolicyError), as `regwarden policy validate` reports it.
-    """
-    from regwarden.policy import ensure_supported, load_policy_text
-    from regwarden.policy import load_policy as load_file
 
+def _policy_text(uri: str) -> str:
     if uri.startswith(("s3://", "ssm:")):
-        base = Path(os.environ.get("LAMBDA_TASK_ROOT") or Path.cwd())
-        policy = load_policy_text(read_policy_text(uri), source=uri, base_dir=base)
-    else:
-        policy = load_file(uri)
-    ensure_supported(policy)
-    return policy
+        return read_policy_text(uri)
+    try:
+        return Path(uri).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read the policy from {uri}: {exc}") from None
 
 
-def policy_secrets(policy: Policy, *, notifications: bool = True) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class PolicySource:
+    """The policy as loaded, with the text it came from (to tell when it changed)."""
+
+    uri: str
+    text: str
+    policy: Policy
+
+    @classmethod
+    def load(cls, uri: str) -> PolicySource:
+        """Load and validate the policy from S3, SSM or a bundled file.
+
+        `file://` locations inside an S3 or SSM policy resolve against the function's code
+        directory (`LAMBDA_TASK_ROOT`), where bundled keys would live. A policy with
+        settings no code would carry out (a scan source nothing reads yet, quarantine
+        `lock`, …) fails the cold start (PolicyError), as `regwarden policy validate`
+        reports it.
+        """
+        from regwarden.policy import ensure_supported, load_policy_text
+        from regwarden.policy import load_policy as load_file
+
+        if uri.startswith(("s3://", "ssm:")):
+            text = read_policy_text(uri)
+            base = Path(os.environ.get("LAMBDA_TASK_ROOT") or Path.cwd())
+            policy = load_policy_text(text, source=uri, base_dir=base)
+        else:
+            policy = load_file(uri)  # its own errors for a file that is missing or invalid
+            text = _policy_text(uri)
+        ensure_supported(policy)
+        return cls(uri, text, policy)
+
+    def changed(self) -> bool:
+        """True when the policy's text differs from what was loaded (read again now)."""
+        return _policy_text(self.uri) != self.text
+
+
+def policy_secrets(policy: BaseModel, *, notifications: bool = True) -> dict[str, str]:
     """Every `secret://NAME` the policy mentions: environment variable name → NAME (the
     variable `regwarden.policy.resolve_secret` would look up for it). Without
     `notifications`, the channel secrets (webhook URLs, HMAC keys) are left out."""
@@ -314,17 +354,26 @@ class SecretEnv(Mapping[str, str]):
         self._base = {k: v for k, v in base.items() if not k.startswith("REGWARDEN_SECRET_")}
         self._names = dict(names)
         self._store = store
+        self._served: dict[str, str] = {}
+        """Secret name → the value last handed out (what was built from it)."""
 
-    def _fetch(self, name: str) -> str:
+    def rotated(self) -> bool:
+        """True when a secret handed out so far has another value now (fetched afresh)."""
+        return any(self._fetch(name, fresh=True) != v for name, v in list(self._served.items()))
+
+    def _fetch(self, name: str, *, fresh: bool = False) -> str:
         from aws_lambda_powertools.utilities import parameters
 
         try:
             if self._store == "ssm":
                 value = parameters.get_parameter(
-                    "/" + name.lstrip("/"), decrypt=True, max_age=SECRET_MAX_AGE
+                    "/" + name.lstrip("/"),
+                    decrypt=True,
+                    max_age=SECRET_MAX_AGE,
+                    force_fetch=fresh,
                 )
             else:
-                value = parameters.get_secret(name, max_age=SECRET_MAX_AGE)
+                value = parameters.get_secret(name, max_age=SECRET_MAX_AGE, force_fetch=fresh)
         except parameters.GetParameterError as exc:
             # name the secret, never a value
             raise UsageError(f"secret {name!r} not readable from {self._store}: {exc}") from None
@@ -334,7 +383,9 @@ class SecretEnv(Mapping[str, str]):
 
     def __getitem__(self, key: str) -> str:
         if key in self._names:
-            return self._fetch(self._names[key])
+            name = self._names[key]
+            value = self._served[name] = self._fetch(name)
+            return value
         return self._base[key]
 
     def __iter__(self) -> Iterator[str]:
