@@ -20,7 +20,7 @@ from regwarden.retention import (
     collect_records,
     plan_repository,
 )
-from regwarden.retention._ledger_digests import known_digests, listed_from_manifest
+from regwarden.retention.running._ledger_digests import known_digests, listed_from_manifest
 from regwarden.store import SqliteLedger
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -25,7 +25,7 @@ from regwarden.retention import (
     records_from_listing,
     work_from_plan,
 )
-from regwarden.retention._referrers import find_referrers, referrer_listing, subjects_to_ask
+from regwarden.retention.running._referrers import find_referrers, referrer_listing, subjects_to_ask
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -217,7 +217,7 @@ def test_orphans_through_the_ledger_only_when_the_subject_is_really_gone() -> No
 
 
 def test_ledger_digests_asked_are_capped_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    import regwarden.retention._referrers as referrers_module
+    import regwarden.retention.running._referrers as referrers_module
 
     monkeypatch.setattr(referrers_module, "MAX_LEDGER_ASKED", 2)
     plane = DataPlane({dg("newest"): [ref("newest.sig")], dg("oldest"): [ref("oldest.sig")]})

@@ -13,55 +13,17 @@ deletes them too. A plan over its guard deletes nothing. No I/O and no clock her
 listing, in-use inventory and deleting live at the edges.
 """
 
-from ._collect import Collected, collect_records, records_from_listing
-from ._execute import (
-    AdaptiveLimiter,
-    ApplyResult,
-    Failure,
-    RepositoryResult,
-    apply,
-    deletion_key,
-)
-from ._fanout import (
-    RetentionOutcome,
-    RetentionRuntime,
-    fan_out,
-    recheck_in_use,
-    run_retention,
-    work,
-)
-from ._inventory import (
-    INVENTORIES,
-    KUBERNETES_KINDS,
-    InUse,
-    InventoryContext,
-    InventoryReader,
-    gather_in_use,
-    images_from_ecs_task,
-    images_from_pod,
-    images_from_workload,
-    in_use_protections,
-    parse_ref_lines,
-    read_location,
-    refs_from_aws,
-    refs_from_ecs,
-    refs_from_kubernetes,
-    refs_from_lambda,
-)
-from ._plan import Decision, GuardTrip, RegistryPlan, RepositoryPlan
-from ._planner import plan_registry, plan_repository
-from ._policy import retention_rules, rules_from_section
-from ._progress import LineProgress, NoProgress, Progress, RichProgress, progress_for
-from ._protections import NO_PROTECTIONS, Protections, protections_from_refs
-from ._records import ImageRecord, cosign_subject, from_ecr_image, to_epoch
-from ._render import plan_markdown, plan_table, plan_to_dict
-from ._rules import (
+from .planning import (
+    NO_PROTECTIONS,
+    Decision,
     DeleteOlderThan,
     DeleteOrphans,
     DeleteQuarantineExpired,
     DeleteRule,
     DeleteUntagged,
     Guard,
+    GuardTrip,
+    ImageRecord,
     KeepMostRecent,
     KeepPullCount,
     KeepPulledWithin,
@@ -69,22 +31,73 @@ from ._rules import (
     KeepRule,
     KeepSemver,
     KeepTagMatches,
+    Protections,
+    RegistryPlan,
+    RepositoryPlan,
     RetentionRules,
+    SemverKey,
+    cosign_subject,
+    from_ecr_image,
+    parse_semver,
+    plan_markdown,
+    plan_registry,
+    plan_repository,
+    plan_table,
+    plan_to_dict,
+    protections_from_refs,
+    retention_rules,
+    rules_from_section,
+    to_epoch,
 )
-from ._run import (
+from .running import (
+    INVENTORIES,
+    KUBERNETES_KINDS,
+    AdaptiveLimiter,
+    ApplyResult,
+    Collected,
     Deletion,
+    Failure,
+    InUse,
+    InventoryContext,
+    InventoryReader,
+    LineProgress,
+    NoProgress,
+    Progress,
+    RepositoryResult,
     RepositoryWork,
+    RetentionOutcome,
+    RetentionRuntime,
+    RichProgress,
     RunLedger,
     RunPlan,
+    apply,
+    collect_records,
+    deletion_key,
+    fan_out,
+    gather_in_use,
+    images_from_ecs_task,
+    images_from_pod,
+    images_from_workload,
+    in_use_protections,
     load_run,
     new_run_id,
+    parse_ref_lines,
     plan_run,
+    progress_for,
     quarantine_protections,
+    read_location,
+    recheck_in_use,
+    records_from_listing,
+    refs_from_aws,
+    refs_from_ecs,
+    refs_from_kubernetes,
+    refs_from_lambda,
+    run_retention,
     save_run,
     select_repositories,
+    work,
     work_from_plan,
 )
-from ._semver import SemverKey, parse_semver
 
 __all__ = [
     "INVENTORIES",

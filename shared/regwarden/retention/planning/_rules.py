@@ -15,7 +15,7 @@ from datetime import timedelta
 from operator import itemgetter
 from typing import ClassVar, Literal
 
-from ..errors import PolicyError
+from ...errors import PolicyError
 from ._records import ImageRecord, cosign_subject
 from ._semver import PreId, semver_tuple
 from ._view import NEG_INF, AgeFrom, RepoView, human_duration, human_seconds

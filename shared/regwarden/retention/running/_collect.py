@@ -45,14 +45,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import NotFound
+from ...errors import NotFound
+from ..planning import ImageRecord, to_epoch
 from ._ledger_digests import known_digests, ledger_manifests
-from ._records import ImageRecord, to_epoch
 from ._referrers import INDEX_TYPES, find_referrers, tag_schema_subject
 
 if TYPE_CHECKING:
-    from ..oci import RegistryClient
-    from ..providers import ListedImage, Registry
+    from ...oci import RegistryClient
+    from ...providers import ListedImage, Registry
 
 __all__ = ["Collected", "TimesLedger", "collect_records", "records_from_listing"]
 
@@ -210,7 +210,7 @@ def _with_subjects(
 def _referrers_client(registry: Registry) -> RegistryClient | None:
     """The OCI data plane to ask the referrers API, for registries declaring
     `referrers-api` (ECR lists its referrers itself); None for a registry without one."""
-    from ..providers import CAP_REFERRERS_API
+    from ...providers import CAP_REFERRERS_API
 
     if CAP_REFERRERS_API not in registry.capabilities:
         return None
@@ -232,7 +232,7 @@ def collect_records(
     added (see `_ledger_digests`); on a registry declaring `referrers-api`,
     referrers the tag listing cannot show are added (see `_referrers`); the probe for the
     API costs one request per client."""
-    from ..providers import CAP_MANIFEST_LISTING
+    from ...providers import CAP_MANIFEST_LISTING
 
     t0 = time.perf_counter()
     listing, looked_up = _with_subjects(

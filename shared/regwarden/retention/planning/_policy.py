@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import PolicyError
+from ...errors import PolicyError
 from ._rules import (
     DeleteOlderThan,
     DeleteOrphans,
@@ -24,7 +24,7 @@ from ._rules import (
 )
 
 if TYPE_CHECKING:
-    from ..policy import EffectiveRepositoryPolicy, Retention
+    from ...policy import EffectiveRepositoryPolicy, Retention
 
 __all__ = ["retention_rules", "rules_from_section"]
 
@@ -45,7 +45,7 @@ def retention_rules(effective: EffectiveRepositoryPolicy) -> RetentionRules | No
 def rules_from_section(section: Retention) -> RetentionRules:
     """`Retention` (YAML model) → `RetentionRules`, rule order preserved (the first rule that
     keeps or selects an image explains it)."""
-    from ..policy import _sections as p
+    from ...policy import _sections as p
 
     keep: list[KeepRule] = []
     for rule in section.keep:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from ..reference import ImageRef
+from ...reference import ImageRef
 from ._records import to_epoch
 
 __all__ = ["NO_PROTECTIONS", "Protections", "protections_from_refs"]

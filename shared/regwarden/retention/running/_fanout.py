@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import IntakeError, UsageError
+from ...errors import IntakeError, UsageError
 from ._execute import ApplyResult, apply
 from ._inventory import InUse, gather_in_use, in_use_protections
 from ._progress import Progress
@@ -34,9 +34,9 @@ from ._run import (
 )
 
 if TYPE_CHECKING:
-    from ..notify import Router
-    from ..policy import Policy
-    from ..providers import Registry
+    from ...notify import Router
+    from ...policy import Policy
+    from ...providers import Registry
 
 __all__ = [
     "RetentionOutcome",
@@ -87,7 +87,7 @@ class RetentionOutcome:
         return 0
 
     def to_dict(self) -> dict[str, Any]:
-        from ._render import plan_to_dict
+        from ..planning import plan_to_dict
 
         out: dict[str, Any] = {
             "run_id": self.run.run_id,

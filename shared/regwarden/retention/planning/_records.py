@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from ..errors import RegistryError, UsageError
+from ...errors import RegistryError, UsageError
 
 __all__ = ["ImageRecord", "cosign_subject", "from_ecr_image", "to_epoch"]
 

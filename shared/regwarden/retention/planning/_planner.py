@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from ..errors import UsageError
+from ...errors import UsageError
 from ._plan import Decision, GuardTrip, RegistryPlan, RepositoryPlan, Role
 from ._protections import NO_PROTECTIONS, Protections
 from ._records import ImageRecord, cosign_subject

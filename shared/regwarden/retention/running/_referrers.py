@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..errors import NotFound
-from ._records import cosign_subject
+from ...errors import NotFound
+from ..planning import cosign_subject
 
 MAX_LEDGER_ASKED = 1000
 """Unlisted digests from the ledger asked about per repository and run (newest first)."""
 
 if TYPE_CHECKING:
-    from ..oci import Descriptor, RegistryClient
-    from ..providers import ListedImage
+    from ...oci import Descriptor, RegistryClient
+    from ...providers import ListedImage
 
 __all__ = [
     "INDEX_TYPES",
@@ -146,7 +146,7 @@ def referrer_listing(
     artifact type, `created` from the `org.opencontainers.image.created` annotation. A
     digest is added once (the first subject naming it wins); a manifest naming itself is
     skipped. Pure."""
-    from ..providers import ListedImage
+    from ...providers import ListedImage
 
     seen: set[str] = set()
     out: list[ListedImage] = []

@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import AuthError, NotFound, RegistryError, Unsupported, UsageError
-from ..providers import CAP_BATCH_DELETE, THROTTLE_STATUS, DeleteResult
+from ...errors import AuthError, NotFound, RegistryError, Unsupported, UsageError
+from ...providers import CAP_BATCH_DELETE, THROTTLE_STATUS, DeleteResult
 from ._progress import NoProgress, Progress
 from ._run import RUN_KIND, Deletion, RunLedger, RunPlan, save_run
 
 if TYPE_CHECKING:
-    from ..providers import Registry
-    from ..store import ActionRecord
+    from ...providers import Registry
+    from ...store import ActionRecord
 
 __all__ = [
     "BATCH_LIMIT",

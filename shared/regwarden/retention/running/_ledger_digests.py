@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..errors import NotFound
+from ...errors import NotFound
 
 if TYPE_CHECKING:
-    from ..oci import Manifest
-    from ..providers import ListedImage, Registry
+    from ...oci import Manifest
+    from ...providers import ListedImage, Registry
 
 __all__ = ["FromLedger", "known_digests", "ledger_manifests", "listed_from_manifest"]
 
@@ -76,7 +76,7 @@ def known_digests(
 def listed_from_manifest(repository: str, manifest: Manifest) -> ListedImage:
     """A listing record for a manifest read by digest: untagged, no times (the ledger's
     come later), children of an index, the subject a referrer names. Pure."""
-    from ..providers import ListedImage
+    from ...providers import ListedImage
 
     data = manifest.data
     config = data.get("config")

@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ..errors import RegistryError
-from ..model import Outcome
-from ..reference import ImageRef
+from ...errors import RegistryError
+from ...model import Outcome
+from ...reference import ImageRef
+from ..planning import RegistryPlan
 from ._execute import ApplyResult
-from ._plan import RegistryPlan
 from ._run import RunLedger, RunPlan
 
 if TYPE_CHECKING:
-    from ..notify import Alert, Router
-    from ..policy import Policy
+    from ...notify import Alert, Router
+    from ...policy import Policy
 
 __all__ = ["send_alerts", "team_alerts"]
 
@@ -50,7 +50,7 @@ def team_alerts(
 ) -> list[Alert]:
     """One alert per team with deletions, failures or a tripped guard in this run.
     Nothing for an interrupted run or a dry run (the completing resume alerts)."""
-    from ..notify import Alert
+    from ...notify import Alert
 
     if result.status in ("interrupted", "dry-run"):
         return []

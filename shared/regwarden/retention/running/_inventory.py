@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidReference, NotFound, NotImplementedYet, RegistryError, UsageError
-from ..plugins import PluginRegistry
-from ..reference import ImageRef
-from ._protections import Protections, protections_from_refs
+from ...errors import InvalidReference, NotFound, NotImplementedYet, RegistryError, UsageError
+from ...plugins import PluginRegistry
+from ...reference import ImageRef
+from ..planning import Protections, protections_from_refs
 
 if TYPE_CHECKING:
-    from ..policy import AwsInventory, Inventory, KubernetesInventory, Location
-    from ..providers import Registry
+    from ...policy import AwsInventory, Inventory, KubernetesInventory, Location
+    from ...providers import Registry
 
 __all__ = [
     "INVENTORIES",
@@ -123,7 +123,7 @@ def read_location(
     s3_client: Callable[[], Any] | None = None,
 ) -> str:
     """The text of an inventory file or object (`file://`, `s3://`, `https://`)."""
-    from ..policy import LocationScheme, resolve_file
+    from ...policy import LocationScheme, resolve_file
 
     scheme = location.scheme
     if scheme is LocationScheme.FILE:
@@ -433,7 +433,7 @@ def _boto3_client(service: str, region: str | None) -> Any:
             f"inventory needs boto3 (the 'aws' extra) to read {service}",
             hint="pip install 'regwarden[aws]'",
         ) from None
-    from ..botocore_config import botocore_config
+    from ...botocore_config import botocore_config
 
     return boto3.session.Session().client(service, region_name=region, config=botocore_config())
 

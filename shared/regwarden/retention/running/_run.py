@@ -21,21 +21,26 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import UsageError
-from ..quarantine_names import is_destination, sources_of
+from ...errors import UsageError
+from ...quarantine_names import is_destination, sources_of
+from ..planning import (
+    NO_PROTECTIONS,
+    ImageRecord,
+    Protections,
+    RegistryPlan,
+    RepositoryPlan,
+    RetentionRules,
+    cosign_subject,
+    plan_registry,
+    retention_rules,
+)
 from ._collect import Collected, TimesLedger, collect_records
 from ._inventory import InUse, in_use_protections
-from ._plan import RegistryPlan, RepositoryPlan
-from ._planner import plan_registry
-from ._policy import retention_rules
-from ._protections import NO_PROTECTIONS, Protections
-from ._records import ImageRecord, cosign_subject
-from ._rules import RetentionRules
 
 if TYPE_CHECKING:
-    from ..policy import Policy
-    from ..providers import Registry
-    from ..store import ActionRecord, QuarantineRecord
+    from ...policy import Policy
+    from ...providers import Registry
+    from ...store import ActionRecord, QuarantineRecord
 
 __all__ = [
     "Deletion",
@@ -162,7 +167,7 @@ def select_repositories(
 ) -> tuple[list[str], list[str]]:
     """(repositories to plan, repositories skipped because no retention applies), sorted.
     With `globs`, only repositories matching one of them are considered."""
-    from ..policy import Glob
+    from ...policy import Glob
 
     try:
         compiled = [Glob.compile(g) for g in globs]
