@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..oci._media import INDEX_TYPES
+from ..oci import INDEX_TYPES
 from ._signatures import signature_subject
 
 __all__ = ["EVIDENCE_MEDIA_TYPES", "Classified", "ManifestRole", "classify_manifest"]

@@ -6,7 +6,7 @@ import re
 
 from ..errors import IntakeError, InvalidReference
 from ..reference import ImageRef, validate_digest
-from ..scanning._json import Node
+from ..jsondoc import Node
 
 # A registry host as it appears in a Host header or a resource URL: DNS name or bracketed
 # IPv6 literal, optional port. Internal names without a dot ("registry") are allowed.

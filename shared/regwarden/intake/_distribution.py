@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from ..errors import IntakeError
 from ..model import EventKind, ImageEvent
-from ..scanning._json import Node, load_json
+from ..jsondoc import Node, load_json
 from ._common import (
     check_content_type,
     check_registry,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from ..errors import IntakeError
 from ..model import EventKind, ImageEvent
 from ..scanning import ScanStatus, ScanSummary, parse_harbor_overview
-from ..scanning._json import Node, load_json
+from ..jsondoc import Node, load_json
 from ._common import (
     REPOSITORY_EXPECTED,
     check_content_type,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import IntakeError
-from ..scanning._json import load_json
+from ..jsondoc import load_json
 from ._common import digest_at
 
 # cosign attaches to `sha256-<hex>.sig|.att|.sbom`; the OCI 1.1 referrers tag schema (the

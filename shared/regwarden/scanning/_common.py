@@ -10,7 +10,7 @@ from ..errors import InvalidReference
 from ..model import Finding, Severity
 from ..reference import validate_digest
 from ._errors import ScanFormatError
-from ._json import Node
+from ..jsondoc import Node
 
 DIGEST_EXPECTED = "a digest like sha256:<64 lowercase hex>"
 

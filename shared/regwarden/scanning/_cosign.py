@@ -10,7 +10,7 @@ from ..reference import validate_digest
 from ._common import checked_digest
 from ._errors import ScanFormatError
 from ._grype import grype_report
-from ._json import Node, load_json
+from ..jsondoc import Node, load_json
 from ._trivy import trivy_report
 
 LABEL = "cosign vuln attestation"

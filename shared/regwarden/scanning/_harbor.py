@@ -14,7 +14,7 @@ from ._common import (
     severity,
 )
 from ._errors import ScanFormatError
-from ._json import Node, load_json
+from ..jsondoc import Node, load_json
 from ._model import HarborScanOverview, ScanStatus, ScanSummary
 
 REPORT_LABEL = "Harbor scanner report"

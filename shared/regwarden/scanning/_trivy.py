@@ -16,7 +16,7 @@ from ._common import (
     severity,
 )
 from ._errors import ScanFormatError
-from ._json import Node, load_json
+from ..jsondoc import Node, load_json
 
 LABEL = "Trivy report"
 

@@ -34,7 +34,7 @@ from ..model import Finding, ScanReport, Severity
 from ..reference import ImageRef
 from ._common import checked_digest, clip, make_finding
 from ._errors import ScanFormatError
-from ._json import Node
+from ..jsondoc import Node
 from ._model import ScanStatus
 
 __all__ = [

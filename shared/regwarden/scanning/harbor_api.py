@@ -50,7 +50,7 @@ from ..retry import RETRYABLE_STATUS, Backoff, GiveUp, Retries, tally
 from ._common import checked_digest, node_digest
 from ._errors import ScanFormatError
 from ._harbor import VULN_REPORT_TYPES, parse_harbor_overview, parse_harbor_report
-from ._json import load_json
+from ..jsondoc import load_json
 from ._model import HarborScanOverview, ScanStatus
 
 if TYPE_CHECKING:

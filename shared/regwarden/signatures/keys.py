@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from ..errors import NotImplementedYet, RegistryError
+from ..errors import NotImplementedYet
 from ._errors import KeyFormatError
 
 __all__ = [
@@ -574,35 +574,11 @@ def fetch_public_key(ref: KeyRef | str, *, kms_client: Any | None = None) -> Pub
             ) from None
         return load_public_key(data)
     if key_ref.scheme == "awskms":
-        return _fetch_aws(key_ref, kms_client)
+        from ._kms_aws import fetch_aws_public_key  # boto3 only when an awskms:// key is used
+
+        return fetch_aws_public_key(key_ref, kms_client)
     raise NotImplementedYet(
         f"{key_ref.scheme}:// keys are not supported yet; valid today: inline PEM, file://, "
         "awskms://",
         hint="export the public key to a PEM file and reference it with file://",
     )
-
-
-def _fetch_aws(ref: KeyRef, client: Any | None) -> PublicKey:
-    if client is None:
-        try:
-            import boto3
-        except ImportError:
-            raise NotImplementedYet("awskms:// keys need boto3; install regwarden[aws]") from None
-        kwargs: dict[str, Any] = {}
-        if ref.aws_region:
-            kwargs["region_name"] = ref.aws_region
-        if ref.endpoint:
-            kwargs["endpoint_url"] = f"https://{ref.endpoint}"
-        client = boto3.client("kms", **kwargs)
-    try:
-        answer = client.get_public_key(KeyId=ref.value)
-    except Exception as exc:  # botocore's error types are only known once it is imported
-        if any(c.__name__ == "ClientError" for c in type(exc).__mro__):  # no key / denied
-            raise KeyFormatError(
-                f"AWS KMS refused get_public_key for {str(ref)!r}: {exc}"
-            ) from None
-        raise RegistryError(f"AWS KMS unreachable for {str(ref)!r}: {exc}") from None
-    der = answer.get("PublicKey") if isinstance(answer, dict) else None
-    if not isinstance(der, bytes | bytearray):
-        raise KeyFormatError(f"AWS KMS returned no public key for {str(ref)!r}")
-    return public_key_from_der(bytes(der))

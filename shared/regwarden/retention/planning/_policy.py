@@ -45,7 +45,7 @@ def retention_rules(effective: EffectiveRepositoryPolicy) -> RetentionRules | No
 def rules_from_section(section: Retention) -> RetentionRules:
     """`Retention` (YAML model) → `RetentionRules`, rule order preserved (the first rule that
     keeps or selects an image explains it)."""
-    from ...policy import _sections as p
+    from ... import policy as p
 
     keep: list[KeepRule] = []
     for rule in section.keep:

@@ -5,8 +5,7 @@ class with a message naming the path, what was found and what was expected:
 
     invalid Trivy report at Results[0].Vulnerabilities[3].Severity: got 7, expected a string
 
-Shared by `regwarden.scanning` and `regwarden.intake` (intake depends on scanning, never the
-other way round). Nothing here raises anything but the configured `IntakeError` subclass.
+Shared by `regwarden.scanning` (reports) and `regwarden.intake` (event payloads). Nothing here raises anything but the configured `IntakeError` subclass.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import NoReturn
 
-from ..errors import IntakeError
-from ..nesting import TooDeep, loads_json
+from .errors import IntakeError
+from .nesting import TooDeep, loads_json
 
 __all__ = ["Node", "load_json", "show"]
 
