@@ -9,8 +9,11 @@
 
 KEEP always wins; images in use, locked or quarantined are never deleted; an index keeps
 its children and an image its signatures, attestations and SBOMs; deleting an image
-deletes them too. A plan over its guard deletes nothing. No I/O and no clock here:
-listing, in-use inventory and deleting live at the edges.
+deletes them too. A plan over its guard deletes nothing.
+
+Two subpackages: `planning` is pure (records, rules, planner, guard, rendering; no I/O and
+no clock: `now` is an argument); `running` is the I/O around it (listing a registry, in-use
+inventories, the resumable executor, fan-out, reports). This module re-exports both.
 """
 
 from .planning import (
