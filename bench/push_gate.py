@@ -58,13 +58,14 @@ def run_gate(n: int, workers: int) -> dict[str, Any]:
     from regwarden.runtime import load_runtime
     from regwarden.service import Processor
     from regwarden.signatures.keys import generate_private_key
-    from regwarden.store import QueuedEvent
+    from regwarden.store import QueuedEvent, open_queue
 
     tmp = Path(tempfile.mkdtemp(prefix="regwarden-bench-"))
     pem = generate_private_key("ecdsa-p256").public_key.pem
     (tmp / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
     (tmp / "regwarden.yaml").write_text(POLICY)
-    runtime = load_runtime(tmp / "regwarden.yaml", ledger_path=tmp / "ledger.db")
+    runtime = load_runtime(tmp / "regwarden.yaml", ledger=tmp / "ledger.db")
+    queue = open_queue(ledger=runtime.ledger)  # an SQLite ledger is its own queue
     pipeline = runtime.pipeline()
     latencies: list[float] = []
     acted: dict[str, int] = {}
@@ -74,7 +75,7 @@ def run_gate(n: int, workers: int) -> dict[str, Any]:
     def process(item: QueuedEvent) -> None:
         handled: list[Handled] = []
         proc = Processor(
-            pipeline, runtime.ledger, clock=lambda: datetime.now(UTC), on_handled=handled.append
+            pipeline, queue, clock=lambda: datetime.now(UTC), on_handled=handled.append
         )
         proc(item)
         finished = time.time()
@@ -90,7 +91,7 @@ def run_gate(n: int, workers: int) -> dict[str, Any]:
     try:
         with (
             gated_registry(
-                runtime.ledger, process, workers=workers, backoff="100ms", keep=pipeline.wants
+                queue, process, workers=workers, backoff="100ms", keep=pipeline.wants
             ) as gated,
             RegistryClient(gated.registry.host, user_agent="bench-ci/1.0") as client,
         ):

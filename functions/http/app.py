@@ -3,8 +3,11 @@ Kubernetes Deployment or any ASGI server: `uvicorn functions.http.app:app`.
 
 Settings come from the environment, read once at start-up:
   REGWARDEN_POLICY            policy file path
-  REGWARDEN_LEDGER            SQLite ledger path (durable queue + ledger); on a serverless
-                              platform use a persistent volume or put SQS/Pub/Sub in front
+  REGWARDEN_LEDGER            ledger: an SQLite path or sqlite:///PATH (also the durable
+                              queue), or dynamodb://TABLE?region=R; on a serverless platform
+                              use a persistent volume or put SQS/Pub/Sub in front
+  REGWARDEN_QUEUE             the durable queue, sqlite:///PATH (default: the ledger's own;
+                              required with a ledger that has none, e.g. dynamodb://)
   REGWARDEN_AUTH_TOKEN_FILE   file with the tokens callers must present (mounted secret)
   REGWARDEN_WORKERS           worker threads (default 4)
   REGWARDEN_REGISTRIES        registry hosts events may name, besides the policy's
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 
@@ -31,6 +33,7 @@ def build() -> Any:
     from regwarden.receiver import CallerAuthenticator, WorkerPool, create_app
     from regwarden.recovery import Sweeper
     from regwarden.runtime import load_runtime, registries_from_env
+    from regwarden.store import open_queue
 
     try:
         policy = os.environ["REGWARDEN_POLICY"]
@@ -39,9 +42,8 @@ def build() -> Any:
     except KeyError as missing:
         raise UsageError(f"environment variable {missing} is required") from None
     logging_setup(debug=False)
-    runtime = load_runtime(
-        policy, ledger_path=Path(ledger), registries=registries_from_env(os.environ)
-    )
+    runtime = load_runtime(policy, ledger=ledger, registries=registries_from_env(os.environ))
+    queue = open_queue(os.environ.get("REGWARDEN_QUEUE") or None, ledger=runtime.ledger)
     if not runtime.allowed_hosts:
         raise UsageError(
             "no registry to serve: list hosts in the policy's registries section or "
@@ -49,9 +51,9 @@ def build() -> Any:
         )
     pipeline = runtime.pipeline()
     clock = lambda: datetime.now(UTC)  # noqa: E731
-    processor = service.Processor(pipeline, runtime.ledger, clock=clock)
+    processor = service.Processor(pipeline, queue, clock=clock)
     pool = WorkerPool(
-        runtime.ledger,
+        queue,
         processor,
         workers=int(os.environ.get("REGWARDEN_WORKERS", "4")),
         owner=os.environ.get("REGWARDEN_INSTANCE") or socket.gethostname(),
@@ -59,7 +61,7 @@ def build() -> Any:
     )
     Sweeper(pipeline, clock=clock).start()  # finishes what a crash left, then every 30 s
     return create_app(
-        ledger=runtime.ledger,
+        ledger=queue,
         auth=CallerAuthenticator.from_file(tokens),
         validators=service.receiver_validators(pipeline.wants, runtime.allowed_hosts),
         pool=pool,

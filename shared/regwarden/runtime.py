@@ -20,7 +20,7 @@ from .pipeline import Pipeline
 from .policy import Policy
 from .providers import ProviderOptions, Registry, open_registry
 from .reference import ImageRef
-from .store import Ledger, SqliteLedger, open_ledger
+from .store import Ledger, open_ledger
 
 if TYPE_CHECKING:
     from .signatures import SubjectSource
@@ -36,7 +36,6 @@ __all__ = [
     "build_channels",
     "configured_hosts",
     "load_runtime",
-    "open_ledger",
     "registries_from_env",
     "registry_options",
 ]
@@ -228,14 +227,15 @@ class Runtime(Generic[LedgerT]):
 def load_runtime(
     policy_path: str | Path,
     *,
-    ledger_path: Path,
+    ledger: str | os.PathLike[str],
     insecure: bool = False,
     extra_channels: tuple[Notifier, ...] = (),
     supported: bool = True,
     registries: Iterable[str] | None = None,
-) -> Runtime[SqliteLedger]:
-    """A runtime for a policy file. With `supported` (the default), a policy with settings
-    no code would carry out is refused (`policy.ensure_supported`, PolicyError: exit 2).
+) -> Runtime[Ledger]:
+    """A runtime for a policy file, on the ledger `ledger` names (a URL or a path, see
+    `store.open_ledger`). With `supported` (the default), a policy with settings no code
+    would carry out is refused (`policy.ensure_supported`, PolicyError: exit 2).
     `registries` None: any host may be contacted (one-shot commands); else the runtime
     contacts only the policy's `registries` hosts and these (`serve`)."""
     from .policy import ensure_supported, load_policy
@@ -244,10 +244,9 @@ def load_runtime(
     if supported:
         ensure_supported(policy)
     allowed = None if registries is None else configured_hosts(policy, registries)
-    ledger = open_ledger(ledger_path)
     return Runtime(
         policy,
-        ledger=ledger,
+        ledger=open_ledger(ledger),
         insecure=insecure,
         actor=os.environ.get("REGWARDEN_ACTOR") or None,
         extra_channels=extra_channels,

@@ -65,7 +65,7 @@ def runtime(tmp_path: Path, repo: str) -> Iterator[Runtime[SqliteLedger]]:
         '    signatures: {required: true, cosign: {keys: ["file://cosign.pub"]}, '
         "gracePeriod: 1m}\n"
     )
-    rt = load_runtime(tmp_path / "regwarden.yaml", ledger_path=tmp_path / "ledger.db")
+    rt = load_runtime(tmp_path / "regwarden.yaml", ledger=tmp_path / "ledger.db")
     yield rt
     rt.close()
     rt.ledger.close()

@@ -41,7 +41,7 @@ def _runtime(tmp_path: Path, repo: str, *, strategy: str = "move") -> Runtime:
         '    signatures: {required: true, cosign: {keys: ["file://cosign.pub"]}, '
         "gracePeriod: 1m}\n"
     )
-    return load_runtime(tmp_path / "regwarden.yaml", ledger_path=tmp_path / "ledger.db")
+    return load_runtime(tmp_path / "regwarden.yaml", ledger=tmp_path / "ledger.db")
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def gate(tmp_path: Path, repo: str) -> Iterator[tuple[Runtime, PrivateKey]]:
         '    signatures: {required: true, cosign: {keys: ["file://cosign.pub"]}, '
         "gracePeriod: 0s}\n"
     )
-    runtime = load_runtime(tmp_path / "regwarden.yaml", ledger_path=tmp_path / "ledger.db")
+    runtime = load_runtime(tmp_path / "regwarden.yaml", ledger=tmp_path / "ledger.db")
     try:
         yield runtime, key
     finally:

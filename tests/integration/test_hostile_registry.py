@@ -393,7 +393,7 @@ def test_the_gate_judges_a_deep_or_wide_index_error_alerts_and_leaves_it_in_plac
         f'  channels: {{hook: {{type: webhook, url: "{sink.url}/alerts"}}}}\n'
         "  routes: [{match: {team: t}, to: [hook]}]\n"
     )
-    runtime = load_runtime(tmp_path / "regwarden.yaml", ledger_path=tmp_path / "ledger.db")
+    runtime = load_runtime(tmp_path / "regwarden.yaml", ledger=tmp_path / "ledger.db")
     try:
         event = ImageEvent(
             kind=EventKind.PUSHED,

@@ -222,7 +222,7 @@ POLICY = "apiVersion: regwarden/v1\nkind: Policy\nrepositories:\n  - {match: 'te
 
 def test_the_runtime_never_opens_a_host_outside_its_allowed_set(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(POLICY)
-    runtime = load_runtime(tmp_path / "p.yaml", ledger_path=tmp_path / "l.db", registries=["a.io"])
+    runtime = load_runtime(tmp_path / "p.yaml", ledger=tmp_path / "l.db", registries=["a.io"])
     opened: list[str] = []
     runtime._factory = lambda host: opened.append(host) or object()  # type: ignore[assignment,func-returns-value]
     try:
@@ -233,7 +233,7 @@ def test_the_runtime_never_opens_a_host_outside_its_allowed_set(tmp_path: Path) 
         assert opened == ["A.io:443"]
     finally:
         runtime.ledger.close()
-    one_shot = load_runtime(tmp_path / "p.yaml", ledger_path=tmp_path / "l.db")
+    one_shot = load_runtime(tmp_path / "p.yaml", ledger=tmp_path / "l.db")
     assert one_shot.allowed_hosts is None
     one_shot.ledger.close()
 

@@ -56,7 +56,7 @@ def _body(*events: dict[str, Any]) -> bytes:
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
     (tmp_path / "regwarden.yaml").write_text(POLICY)
-    runtime = load_runtime(tmp_path / "regwarden.yaml", ledger_path=tmp_path / "ledger.db")
+    runtime = load_runtime(tmp_path / "regwarden.yaml", ledger=tmp_path / "ledger.db")
     try:
         yield runtime.pipeline()
     finally:

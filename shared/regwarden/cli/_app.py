@@ -11,7 +11,7 @@ import typer
 from ..errors import NotImplementedYet, UsageError
 from ._deadletters import deadletters_app
 
-DEFAULT_LEDGER = Path("~/.local/state/regwarden/ledger.db")
+DEFAULT_LEDGER = "~/.local/state/regwarden/ledger.db"
 
 app = typer.Typer(
     name="regwarden",
@@ -46,7 +46,10 @@ class GlobalOptions:
     """Flags every command shares, set by the callback."""
 
     insecure: bool = False
-    ledger: Path = DEFAULT_LEDGER
+    ledger: str = DEFAULT_LEDGER
+    """A store URL or path (`store.open_ledger`)."""
+    queue: str | None = None
+    """A queue URL or path (`store.open_queue`); None: the ledger's own."""
     debug: bool = False
 
 
@@ -75,13 +78,26 @@ def _global(
         ),
     ] = False,
     ledger: Annotated[
-        Path,
+        str,
         typer.Option(
             "--ledger",
-            help="SQLite ledger of actions, tags and first-seen times.",
+            metavar="URL",
+            help="Ledger of verdicts, actions, tags and first-seen times: a path or "
+            "sqlite:///PATH (an SQLite file), or dynamodb://TABLE?region=REGION&endpoint=URL.",
             envvar="REGWARDEN_LEDGER",
         ),
     ] = DEFAULT_LEDGER,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue",
+            metavar="URL",
+            help="serve's work queue (and its dead letters): a path or sqlite:///PATH. "
+            "Default: the ledger's own (an SQLite ledger is its own queue; with a dynamodb:// "
+            "ledger, name one).",
+            envvar="REGWARDEN_QUEUE",
+        ),
+    ] = None,
     debug: Annotated[
         bool,
         typer.Option(
@@ -98,7 +114,8 @@ def _global(
     ] = False,
 ) -> None:
     OPTIONS.insecure = insecure
-    OPTIONS.ledger = ledger.expanduser()
+    OPTIONS.ledger = ledger
+    OPTIONS.queue = queue or None
     OPTIONS.debug = debug
 
 
@@ -444,7 +461,8 @@ def serve(
     """Receive registry webhooks and run the push gate.
 
     POST /events/distribution and /events/harbor. Each body is checked, persisted in the
-    ledger's queue and acknowledged (202) before any registry I/O; workers process it.
+    work queue and acknowledged (202) before any registry I/O; workers process it. The queue
+    is the ledger's own (an SQLite --ledger) or the one --queue names (sqlite:///PATH).
 
     regwarden contacts only the registries it is configured with: the policy's
     [bold]registries[/] hosts, [bold]--registry[/] and [bold]REGWARDEN_REGISTRIES[/]. An event
@@ -463,6 +481,7 @@ def serve(
         port=port,
         auth_token_file=auth_token_file,
         ledger=OPTIONS.ledger,
+        queue=OPTIONS.queue,
         insecure=OPTIONS.insecure,
         workers=workers,
         registries=registry,

@@ -1,8 +1,9 @@
 """`regwarden deadletters list | retry`: the events the receiver gave up on.
 
-`--source` picks whose dead letters: `receiver` (the queue `regwarden serve` keeps in the
-ledger) today; `aws` (the functions' SQS dead-letter queues) is where the AWS side plugs in
-with its own options (`--queue-url`, `--function`), so the commands keep one shape.
+`--source` picks whose dead letters: `receiver` (the work queue of `regwarden serve`: the
+one `--queue` names, else the ledger's own) today; `aws` (the functions' SQS dead-letter
+queues) is where the AWS side plugs in with its own options (`--queue-url`, `--function`),
+so the commands keep one shape.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from ..store import DeadLetter, SqliteLedger
+    from ..store import DeadLetter, EventQueue
 
 deadletters_app = typer.Typer(
     help="Events the gate gave up on after its retries: see why, and queue them again.",
@@ -41,7 +42,8 @@ SourceOpt = Annotated[
     Source,
     typer.Option(
         "--source",
-        help="receiver: the queue of `regwarden serve` in --ledger. aws: the functions' SQS "
+        help="receiver: the queue of `regwarden serve` (--queue, else --ledger's own). aws: "
+        "the functions' SQS "
         "dead-letter queues, chosen with --stack or --queue-url (and --function, --table).",
     ),
 ]
@@ -88,12 +90,12 @@ def list_command(
             json_output=output == Output.json,
         )
         return
-    with _ledger() as ledger:
-        letters = ledger.dead_letter_events()
+    with _queue() as queue:
+        letters = queue.dead_letter_events()
     if output == Output.json:
         _print_json([_row(d) for d in letters])
         return
-    _print_letters(letters, ledger=_ledger_path())
+    _print_letters(letters, where=_where())
 
 
 @deadletters_app.command("retry")
@@ -138,16 +140,16 @@ def retry_command(
         )
         return
     numbers = [_number(i) for i in ids or ()]
-    with _ledger() as ledger:
-        chosen = ledger.dead_letter_events(None if all_ else numbers)
+    with _queue() as queue:
+        chosen = queue.dead_letter_events(None if all_ else numbers)
         missing = sorted(set(numbers) - {d.id for d in chosen})
         if missing:
             raise UsageError(
-                f"no dead letter with id {', '.join(map(str, missing))} in {_ledger_path()}",
+                f"no dead letter with id {', '.join(map(str, missing))} in {_where()}",
                 hint="see them with `regwarden deadletters list`",
             )
         if not dry_run:
-            requeued = set(ledger.requeue_dead([d.id for d in chosen]))
+            requeued = set(queue.requeue_dead([d.id for d in chosen]))
             # a concurrent retry may have taken one between the read and the write
             chosen = [d for d in chosen if d.id in requeued]
     if output == Output.json:
@@ -181,33 +183,48 @@ def _number(text: str) -> int:
     """A receiver dead letter's id (a number); anything else names none."""
     if not text.isdigit():
         raise UsageError(
-            f"no dead letter with id {text} in {_ledger_path()}",
+            f"no dead letter with id {text} in {_where()}",
             hint="see them with `regwarden deadletters list`",
         )
     return int(text)
 
 
-def _ledger_path() -> Path:
+def _target() -> tuple[Literal["ledger", "queue"], str]:
+    """(role, URL) of serve's queue: `--queue`'s, else the ledger (its own queue)."""
     from ._app import OPTIONS  # set by the global callback; imported late: _app imports us
 
-    return OPTIONS.ledger
+    return ("queue", OPTIONS.queue) if OPTIONS.queue else ("ledger", OPTIONS.ledger)
+
+
+def _where() -> str:
+    """The queue as messages name it: its SQLite file, else its URL (secrets masked)."""
+    from ..store import display_url, parse_store_url
+
+    role, url = _target()
+    parsed = parse_store_url(url, role=role)
+    if parsed.scheme == "sqlite":
+        return str(Path(parsed.location).expanduser())
+    return display_url(parsed.text)
 
 
 @contextmanager
-def _ledger() -> Iterator[SqliteLedger]:
-    from ..store import SqliteLedger
+def _queue() -> Iterator[EventQueue]:
+    from ..store import open_ledger, open_queue, parse_store_url
 
-    path = _ledger_path()
-    if not path.is_file():  # opening would create an empty ledger: say where we looked
+    role, url = _target()
+    parsed = parse_store_url(url, role=role)
+    if parsed.scheme == "sqlite" and not Path(parsed.location).expanduser().is_file():
+        # opening would create an empty one: say where we looked
         raise UsageError(
-            f"no ledger at {path}",
-            hint="give the one `regwarden serve` uses: --ledger PATH or REGWARDEN_LEDGER",
+            f"no {role} at {_where()}",
+            hint=f"give the one `regwarden serve` uses: --{role} PATH or REGWARDEN_{role.upper()}",
         )
-    ledger = SqliteLedger(path)
+    # a ledger with no queue of its own (dynamodb://) is refused: it opened nothing yet
+    queue = open_queue(url) if role == "queue" else open_queue(ledger=open_ledger(url))
     try:
-        yield ledger
+        yield queue
     finally:
-        ledger.close()
+        queue.close()
 
 
 def _row(d: DeadLetter) -> dict[str, object]:
@@ -228,7 +245,7 @@ def _print_json(value: object) -> None:
     print_json(value)
 
 
-def _print_letters(letters: Sequence[DeadLetter], *, ledger: Path) -> None:
+def _print_letters(letters: Sequence[DeadLetter], *, where: str) -> None:
     # one block per letter rather than a table: errors and image names are long, and a
     # table squeezed into a terminal cuts exactly those
     for d in letters:
@@ -239,6 +256,6 @@ def _print_letters(letters: Sequence[DeadLetter], *, ledger: Path) -> None:
         for image in named_images(d) or ["- (the body names none it can read)"]:
             print(f"    image: {image}")
         print(f"    error: {d.error}")
-    print(f"{len(letters)} dead letter(s) in {ledger}")
+    print(f"{len(letters)} dead letter(s) in {where}")
     if letters:
         print("queue them again: regwarden deadletters retry ID... | --all")

@@ -135,6 +135,7 @@ def run_demo(*, keep: bool) -> None:
     from ..pipeline import Handled
     from ..runtime import load_runtime
     from ..service import Processor
+    from ..store import open_queue
     from ._gate import print_handled
     from ._images import run_images
 
@@ -147,7 +148,8 @@ def run_demo(*, keep: bool) -> None:
         (root / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
         alerts = root / "alerts.jsonl"
         (root / "regwarden.yaml").write_text(POLICY.format(alerts=alerts))
-        runtime = load_runtime(root / "regwarden.yaml", ledger_path=root / "ledger.db")
+        runtime = load_runtime(root / "regwarden.yaml", ledger=root / "ledger.db")
+        queue = open_queue(ledger=runtime.ledger)  # an SQLite ledger is its own queue
         pipeline = runtime.pipeline()
         lock = threading.Lock()
         shown: dict[str, str] = {}
@@ -162,12 +164,10 @@ def run_demo(*, keep: bool) -> None:
                     shown[key] = h.verdict.outcome.value
                     print_handled(h)
 
-        processor = Processor(
-            pipeline, runtime.ledger, clock=lambda: datetime.now(UTC), on_handled=show
-        )
+        processor = Processor(pipeline, queue, clock=lambda: datetime.now(UTC), on_handled=show)
         try:
             with (
-                gated_registry(runtime.ledger, processor, poll=0.1, keep=pipeline.wants) as gated,
+                gated_registry(queue, processor, poll=0.1, keep=pipeline.wants) as gated,
                 RegistryClient(gated.registry.host, user_agent=CI) as client,
             ):
                 registry, pool, port = gated.registry, gated.pool, gated.receiver_port

@@ -60,7 +60,7 @@ def run_invoke(
     event_file: Path | None,
     *,
     policy: Path,
-    ledger: Path,
+    ledger: str,
     insecure: bool,
     output: str,
     debug: bool = False,
@@ -84,7 +84,7 @@ def run_invoke(
         raise UsageError(f"cannot read {event_file}: {exc.strerror}") from None
     source = service.detect_source(body)
     events = service.parse_body(source, body, "application/json")
-    runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure)
+    runtime = load_runtime(policy, ledger=ledger, insecure=insecure)
     try:
         pipeline = runtime.pipeline()
         results = [pipeline.handle(e, now=_now()) for e in events]
@@ -99,12 +99,12 @@ def run_invoke(
     raise typer.Exit(exit_code(results))
 
 
-def run_check(image: str, *, policy: Path, ledger: Path, insecure: bool, output: str) -> None:
+def run_check(image: str, *, policy: Path, ledger: str, insecure: bool, output: str) -> None:
     from ..reference import ImageRef
     from ..runtime import load_runtime
 
     ref = ImageRef.parse(image)
-    runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure)
+    runtime = load_runtime(policy, ledger=ledger, insecure=insecure)
     try:  # no action, so no alert: channel secrets are not needed here
         verdict = runtime.pipeline(alerts=False).assess(ref, now=_now())
     finally:
@@ -121,11 +121,11 @@ def run_check(image: str, *, policy: Path, ledger: Path, insecure: bool, output:
     raise typer.Exit(verdict.outcome.exit_code)
 
 
-def run_release(image: str, *, reason: str, ledger: Path, insecure: bool, output: str) -> None:
+def run_release(image: str, *, reason: str, ledger: str, insecure: bool, output: str) -> None:
     from ..actions import release
     from ..providers import ProviderOptions, open_registry
     from ..reference import ImageRef
-    from ..runtime import open_ledger
+    from ..store import open_ledger
 
     if not reason.strip():
         raise UsageError("--reason must say why the image is released (it is audited)")
@@ -166,9 +166,10 @@ def run_serve(
     host: str,
     port: int,
     auth_token_file: Path | None,
-    ledger: Path,
+    ledger: str,
     insecure: bool,
     workers: int,
+    queue: str | None = None,
     registries: Sequence[str] = (),
     body_timeout: float | None = None,
     debug: bool = False,
@@ -185,6 +186,7 @@ def run_serve(
     from ..receiver import BODY_TIMEOUT, CallerAuthenticator, WorkerPool, create_app
     from ..recovery import Sweeper
     from ..runtime import ENV_REGISTRIES, load_runtime, registries_from_env
+    from ..store import open_queue
     from ._listen import bound_url, listen, run_server
 
     if auth_token_file is None:
@@ -197,8 +199,10 @@ def run_serve(
     extra += registries_from_env(os.environ)
     auth = CallerAuthenticator.from_file(str(auth_token_file))
     logging_setup(debug=debug)  # before any client exists: no request URL is ever logged
-    runtime = load_runtime(policy, ledger_path=ledger, insecure=insecure, registries=extra)
+    runtime = load_runtime(policy, ledger=ledger, insecure=insecure, registries=extra)
+    work = None
     try:
+        work = open_queue(queue, ledger=runtime.ledger)  # the ledger's own unless --queue
         pipeline = runtime.pipeline()
         allowed = runtime.allowed_hosts or frozenset()
         if not allowed:
@@ -211,11 +215,13 @@ def run_serve(
     except BaseException:
         runtime.close()
         runtime.ledger.close()
+        if work is not None:  # the ledger itself, or --queue's (closing twice is harmless)
+            work.close()
         raise
-    processor = service.Processor(pipeline, runtime.ledger, clock=_now, on_handled=print_handled)
+    processor = service.Processor(pipeline, work, clock=_now, on_handled=print_handled)
     # A stable owner id: after a restart this process takes its own leases back at once.
     pool = WorkerPool(
-        runtime.ledger,
+        work,
         processor,
         workers=workers,
         owner=instance or f"{socket.gethostname()}:{port}",
@@ -224,7 +230,7 @@ def run_serve(
     )
     sweeper = Sweeper(pipeline, clock=_now)  # finishes what a crash left, then every 30 s
     app = create_app(
-        ledger=runtime.ledger,
+        ledger=work,
         auth=auth,
         validators=service.receiver_validators(pipeline.wants, allowed),
         pool=pool,

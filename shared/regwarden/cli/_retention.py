@@ -99,10 +99,10 @@ class _CliRuntime(RetentionRuntime, Protocol):
     def close(self) -> None: ...
 
 
-def _runtime(policy: Path, ledger: Path, insecure: bool) -> _CliRuntime:
+def _runtime(policy: Path, ledger: str, insecure: bool) -> _CliRuntime:
     from ..runtime import load_runtime
 
-    return load_runtime(policy, ledger_path=ledger, insecure=insecure)
+    return load_runtime(policy, ledger=ledger, insecure=insecure)
 
 
 def run_plan(
@@ -111,7 +111,7 @@ def run_plan(
     registry: str | None,
     repositories: Sequence[str],
     output: str,
-    ledger: Path,
+    ledger: str,
     insecure: bool,
     max_deletes: int | None,
 ) -> None:
@@ -173,7 +173,7 @@ def run_apply(
     registry: str | None,
     repositories: Sequence[str],
     output: str,
-    ledger: Path,
+    ledger: str,
     insecure: bool,
     yes: bool,
     concurrency: int,
@@ -277,7 +277,7 @@ def run_invoke_retention(
     registry: str | None,
     yes: bool,
     output: str,
-    ledger: Path,
+    ledger: str,
     insecure: bool,
     concurrency: int = 8,
 ) -> None:

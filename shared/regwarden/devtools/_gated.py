@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..receiver import CallerAuthenticator, Job, WorkerPool, create_app
-from ..store import SqliteLedger
+from ..store import EventQueue
 from ._registry import LocalRegistry, free_port
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def serve_in_thread(app: Any, port: int) -> Iterator[None]:
 
 @contextmanager
 def gated_registry(
-    ledger: SqliteLedger,
+    ledger: EventQueue,
     process: Job,
     *,
     workers: int = 4,

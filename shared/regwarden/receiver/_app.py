@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import IntakeError
-from ..store import SqliteLedger
+from ..store import EventQueue
 from ._auth import CallerAuthenticator
 from ._worker import Clock, WorkerPool, utcnow
 
@@ -73,7 +73,7 @@ async def _read_body(request: Any, *, limit: int, timeout: float) -> bytes:
 
 def create_app(
     *,
-    ledger: SqliteLedger,
+    ledger: EventQueue,
     auth: CallerAuthenticator,
     validators: dict[str, Validator],
     pool: WorkerPool | None = None,
@@ -84,6 +84,8 @@ def create_app(
     debug: bool = False,
 ) -> Any:
     """A Starlette app with `POST /events/<source>` for each validator and `GET /healthz`.
+    Each accepted body is enqueued on `ledger`: the work queue (an SQLite ledger's own, or
+    the one `--queue` names).
 
     With `run_pool`, the app starts the worker pool at start-up and stops it at shutdown
     (for ASGI servers that own the process: `uvicorn functions.http.app:app`).

@@ -1,4 +1,5 @@
-"""Bounded worker pool over the ledger's durable queue.
+"""Bounded worker pool over the durable work queue (`store.EventQueue`: an SQLite ledger's
+own, or the one `--queue` names).
 
 Events are persisted before the webhook is acknowledged; workers lease them under the
 pool's owner id, process them and mark them done. While an event is in flight a heartbeat
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from ..redact import redact_text
-from ..store import QueuedEvent, SqliteLedger
+from ..store import EventQueue, QueuedEvent
 
 log = logging.getLogger("regwarden.receiver")
 
@@ -40,7 +41,7 @@ def process_owner() -> str:
 class WorkerPool:
     def __init__(
         self,
-        ledger: SqliteLedger,
+        ledger: EventQueue,
         process: Job,
         *,
         workers: int = 4,

@@ -1,11 +1,12 @@
 """The ledger: what regwarden has seen and done, where the registry keeps no record.
 
 SQLite is the embedded default (one file, WAL mode, safe across threads and processes);
-DynamoDB backs the same interface on AWS.
+DynamoDB backs the same interface on AWS. `open_ledger(url)` and `open_queue(url)` open
+what `--ledger` and `--queue` name, through the `LEDGERS` and `QUEUES` registries.
 """
 
 from ._dynamo import DynamoLedger
-from ._open import open_ledger
+from ._open import open_ledger, open_queue
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._protocol import EventQueue, Ledger
 from ._sqlite import (
@@ -14,9 +15,12 @@ from ._sqlite import (
     SqliteLedger,
 )
 from ._sqlite_queue import DeadLetter, QueuedEvent
+from ._urls import LEDGERS, QUEUES, ParsedUrl, display_url, parse_store_url
 
 __all__ = [
+    "LEDGERS",
     "OUTBOX_TTL",
+    "QUEUES",
     "ActionRecord",
     "DeadLetter",
     "DeliveryOutcome",
@@ -25,8 +29,12 @@ __all__ = [
     "Ledger",
     "OutboxItem",
     "Outcome",
+    "ParsedUrl",
     "QuarantineRecord",
     "QueuedEvent",
     "SqliteLedger",
+    "display_url",
     "open_ledger",
+    "open_queue",
+    "parse_store_url",
 ]

@@ -46,6 +46,7 @@ boto3 is imported on first use only: importing this module costs nothing.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ from typing import Any
 from ..errors import RegistryError
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._sqlite import ActionRecord, QuarantineRecord
+from ._urls import LEDGERS, ParsedUrl
 
 __all__ = [
     "PENDING_INDEX",
@@ -175,10 +177,20 @@ def _retry_due(state: dict[str, Any]) -> str | None:
 class DynamoLedger:
     """Ledger in one DynamoDB table. Thread-safe (boto3 clients are)."""
 
-    def __init__(self, table: str, *, client: Any = None, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        *,
+        client: Any = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        """`client`: a DynamoDB client to use; else one is made on first use, for
+        `endpoint_url` and `region` (None: boto3's own configuration)."""
         self.table = table
         self._client = client
         self._endpoint_url = endpoint_url
+        self._region = region
         self._lock = threading.Lock()
         self._types: tuple[Any, Any] | None = None
         self._errors: tuple[type[Exception], ...] = ()
@@ -196,6 +208,7 @@ class DynamoLedger:
                 self._client = boto3.session.Session().client(
                     "dynamodb",
                     endpoint_url=self._endpoint_url,
+                    region_name=self._region,
                     config=botocore_config(mode="adaptive", attempts=11),
                 )
             return self._client
@@ -853,3 +866,27 @@ class DynamoLedger:
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues=self._item({":now": _ts(now)}),
         )
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")  # DynamoDB's rule for table names
+_DYNAMODB_URL = "dynamodb://TABLE?region=REGION&endpoint=URL (both parameters optional)"
+
+
+def open_dynamodb(url: ParsedUrl) -> DynamoLedger:
+    """`dynamodb://TABLE?region=R&endpoint=URL`: the ledger in that table. Nothing is
+    contacted here (boto3 loads on first use); credentials come from boto3's usual chain."""
+    url.only_params("region", "endpoint")
+    if not _TABLE_NAME.fullmatch(url.location):
+        raise url.refuse(
+            f"{url.location!r} is not a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ - .)",
+            hint=_DYNAMODB_URL,
+        )
+    endpoint = url.params.get("endpoint") or None
+    if endpoint is not None and not re.match(r"https?://[^/?#]+", endpoint):
+        raise url.refuse(f"endpoint {endpoint!r} is not an http(s) URL", hint=_DYNAMODB_URL)
+    return DynamoLedger(
+        url.location, endpoint_url=endpoint, region=url.params.get("region") or None
+    )
+
+
+LEDGERS.add("dynamodb", open_dynamodb)

@@ -1,21 +1,46 @@
 """What the push pipeline needs from a ledger, as Protocols: `SqliteLedger` (embedded default)
 and `DynamoLedger` (AWS) both satisfy `Ledger`, so the pipeline, the actions and the runtime
-work with either. Every method takes `now` from the caller; no ledger reads the clock."""
+work with either. Every method takes `now` from the caller; no ledger reads the clock.
+
+The atomic unit is one delivery's outcome (`commit_outcome`): its verdict and verdict-log
+entry, its delivery marker and its outbox rows are written together or not at all, and only
+once while the marker lives (a second commit of the same delivery writes nothing and returns
+None). Nothing else is transactional: every other method is one write that stands alone
+(conditional where it says so: `seen_delivery`, `begin_action`). The unit is one delivery so
+that it fits within one partition key: a store whose transactions are bound to one
+partition (Azure Table Storage's entity-group batches; Firestore is not, DynamoDB's
+`TransactWriteItems` is not) writes the delivery's marker, verdict-log entry and outbox rows
+under the delivery's key in one batch; what spans deliveries (the latest verdict of an
+image, an outbox key already taken by another delivery) it must check around that batch.
+`tests/integration/test_ledger_contract.py` holds every store to this, and to the rest of
+what this protocol promises, with the same assertions.
+
+`EventQueue` is the durable work queue of `regwarden serve` (the receiver persists each
+webhook in it; the worker pool leases, heartbeats and completes its rows). A ledger may be
+its own queue (SQLite's file holds both); one that is not (DynamoDB) is paired with a queue
+named by `--queue` (`store.open_queue`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ._outcome import DeliveryOutcome, OutboxItem, Outcome
     from ._sqlite import ActionRecord, QuarantineRecord
+    from ._sqlite_queue import DeadLetter, QueuedEvent
 
 __all__ = ["EventQueue", "Ledger"]
 
 
 class Ledger(Protocol):
     """The ledger methods used by `pipeline.py`, `actions/` and `runtime.py` (exactly those)."""
+
+    def close(self) -> None:
+        """Release connections (the process is done with this ledger)."""
+        ...
 
     # -- deliveries (idempotency) -------------------------------------------------------------
 
@@ -34,11 +59,11 @@ class Ledger(Protocol):
     def commit_outcome(
         self, outcome: Outcome, *, now: datetime, ttl: timedelta
     ) -> list[str] | None:
-        """In one transaction: the verdict (and a `verdict_log` entry), the delivery marker
-        (kept for `ttl`) and the outbox rows. An outbox key already present and unexpired is
-        not added again (alert de-duplication). Returns the outbox keys it added, or None
-        (and writes nothing) when the delivery's outcome was committed before: a duplicate
-        handled side by side with this one."""
+        """In one transaction (the atomic unit, see the module docstring): the verdict (and a
+        `verdict_log` entry), the delivery marker (kept for `ttl`) and the outbox rows. An
+        outbox key already present and unexpired is not added again (alert de-duplication).
+        Returns the outbox keys it added, or None (and writes nothing) when the delivery's
+        outcome was committed before: a duplicate handled side by side with this one."""
         ...
 
     # -- alert outbox -------------------------------------------------------------------------
@@ -136,9 +161,13 @@ class Ledger(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
 class EventQueue(Protocol):
-    """The durable queue `service.py` schedules re-checks on (`regwarden serve`: the SQLite
-    ledger's queue table). On AWS the SQS queue in front of each function plays this part."""
+    """The durable queue of `regwarden serve`: the receiver enqueues each webhook body, the
+    worker pool (`receiver.WorkerPool`) leases rows under its owner id and heartbeats them,
+    `service.py` schedules rechecks on it, `regwarden deadletters` lists and re-queues what
+    failed for good. On AWS the SQS queue in front of each function plays this part.
+    Semantics: `store/_sqlite_queue.py`."""
 
     def enqueue(
         self,
@@ -149,3 +178,27 @@ class EventQueue(Protocol):
         now: datetime,
         not_before: datetime | None = None,
     ) -> int: ...
+
+    def lease(
+        self, *, now: datetime, owner: str, timeout: timedelta, limit: int = 1
+    ) -> list[QueuedEvent]: ...
+
+    def heartbeat(self, owner: str, ids: Collection[int], *, now: datetime) -> list[int]: ...
+
+    def release_owner(self, owner: str) -> int: ...
+
+    def complete(
+        self, event_id: int, *, now: datetime, error: str | None = None, owner: str | None = None
+    ) -> bool: ...
+
+    def retry_at(
+        self, event_id: int, *, at: datetime, error: str, owner: str | None = None
+    ) -> bool: ...
+
+    def pending_count(self) -> int: ...
+
+    def dead_letter_events(self, ids: Collection[int] | None = None) -> list[DeadLetter]: ...
+
+    def requeue_dead(self, ids: Collection[int]) -> list[int]: ...
+
+    def close(self) -> None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._sqlite_queue import QueueMixin
+from ._urls import LEDGERS, QUEUES, ParsedUrl
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -240,6 +242,18 @@ class SqliteLedger(QueueMixin):
                 if cur.rowcount:
                     added.append(item.key)
         return added
+
+    def verdict_log(
+        self, registry: str, repository: str, digest: str
+    ) -> list[tuple[str | None, str, datetime]]:
+        """(delivery id, outcome, at) of every verdict committed for a digest, oldest first
+        (as `DynamoLedger.verdict_log`: audits and the ledger contract tests)."""
+        rows = self._conn().execute(
+            "SELECT delivery_id, outcome, at FROM verdict_log WHERE registry = ? "
+            "AND repository = ? AND digest = ? ORDER BY at, rowid",
+            (registry, repository, digest),
+        )
+        return [(d, str(o), datetime.fromisoformat(at)) for d, o, at in rows]
 
     # -- alert outbox ------------------------------------------------------------------------
 
@@ -500,3 +514,34 @@ class SqliteLedger(QueueMixin):
                 "AND digest = ?",
                 (_ts(now), registry, repository, digest),
             )
+
+
+def open_sqlite(url: ParsedUrl) -> SqliteLedger:
+    """`PATH`, `sqlite:///ABS/PATH` or `sqlite://REL/PATH`: the SQLite ledger (which is also
+    a queue) in that file, or UsageError (exit 2) saying why it cannot be used: a directory,
+    a file that is not an SQLite database, no permission, no parent."""
+    hint = f"{url.option} must name a writable SQLite file"
+    url.only_params()
+    if not url.location:
+        raise url.refuse("no file after sqlite://", hint=f"sqlite:///ABSOLUTE/PATH; {hint}")
+    path = Path(url.location).expanduser()
+    if path.is_dir():
+        raise url.refuse("it is a directory", hint=hint)
+    try:
+        return SqliteLedger(path)
+    except OSError as exc:  # its directory cannot be made
+        cause = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) != str(path):
+            cause = f"cannot create {exc.filename}: {cause}"
+        raise url.refuse(cause, hint=hint) from None
+    except sqlite3.Error as exc:
+        cause = str(exc)
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            cause = "permission denied"
+        elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in cause:
+            cause = "the file is not an SQLite database (corrupt, or not a ledger)"
+        raise url.refuse(cause, hint=hint) from None
+
+
+LEDGERS.add("sqlite", open_sqlite)
+QUEUES.add("sqlite", open_sqlite)
