@@ -1,0 +1,483 @@
+"""The ledger contract: what `store.Ledger` promises, held to every store with the same
+assertions (SQLite in a file; DynamoDB in moto's server mode on loopback, boto3 over the
+wire). Each store is opened by its URL, as `--ledger` names it.
+
+The atomic unit is one delivery's outcome (`Ledger.commit_outcome`, see
+`store/_protocol.py`): its verdict, verdict-log entry, delivery marker and outbox rows are
+committed together or not at all, and only once while the marker lives. Everything else is
+one write that stands alone. A new store (Firestore, Table Storage, PostgreSQL) joins the
+`ledger` fixture's parameters and must pass unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import pytest
+from support import moto_server as support
+from support.cli import run_cli
+from support.moto_server import MotoServer
+from support.registries import PushImage
+
+from regwarden.devtools import LocalRegistry, free_port
+from regwarden.store import Ledger, OutboxItem, Outcome, QuarantineRecord, open_ledger
+from regwarden.store._dynamo import table_definition
+
+moto_server = support.moto_server
+moto = support.moto
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+C = "sha256:" + "c" * 64
+TABLE = "regwarden-contract"
+TTL = timedelta(days=7)
+STORES = ("sqlite", "dynamodb")
+
+
+class AuditedLedger(Ledger, Protocol):
+    """What the contract reads besides the protocol: every store keeps these for audits."""
+
+    def verdict_log(
+        self, registry: str, repository: str, digest: str
+    ) -> list[tuple[str | None, str, datetime]]: ...
+
+    def outbox_unsent(self) -> int: ...
+
+
+def store_url(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if store == "sqlite":
+        return f"sqlite://{tmp_path}/state/ledger.db"  # sqlite:// + an absolute path
+    server: MotoServer = request.getfixturevalue("moto")
+    server.client("dynamodb").create_table(**table_definition(TABLE))
+    return f"dynamodb://{TABLE}?region={server.region}&endpoint={server.endpoint_url}"
+
+
+@pytest.fixture(params=STORES)
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditedLedger]:
+    led: Any = open_ledger(store_url(request.param, request, tmp_path))
+    yield led
+    led.close()
+
+
+def item(key: str, channel: str = "hook") -> OutboxItem:
+    return OutboxItem(f"{key}:{channel}", channel, json.dumps({"dedup_key": key}))
+
+
+def outcome(
+    delivery: str | None,
+    *alerts: OutboxItem,
+    digest: str = A,
+    verdict: str | None = "FAILED",
+    recheck_at: datetime | None = None,
+) -> Outcome:
+    image = f"r/app@{digest}" if recheck_at else None
+    return Outcome(
+        delivery,
+        "r",
+        "app",
+        digest,
+        verdict,
+        recheck_at=recheck_at,
+        recheck_image=image,
+        alerts=alerts,
+    )
+
+
+def pending(ledger: Ledger, now: datetime) -> list[str]:
+    return [i.key for i in ledger.outbox_pending(now=now)]
+
+
+# -- the atomic unit: one delivery's outcome --------------------------------------------------
+
+
+def test_an_outcome_commits_its_verdict_log_marker_and_outbox_together(
+    ledger: AuditedLedger,
+) -> None:
+    recheck = T0 + timedelta(minutes=30)
+    assert ledger.delivery_outcome("d1", now=T0) is None
+    added = ledger.commit_outcome(
+        outcome("d1", item("k1"), item("k1", "topic"), verdict="PENDING", recheck_at=recheck),
+        now=T0,
+        ttl=TTL,
+    )
+    assert added == ["k1:hook", "k1:topic"]
+    done = ledger.delivery_outcome("d1", now=T0 + TTL - timedelta(seconds=1))
+    assert done is not None
+    assert (done.delivery_id, done.handled_at, done.recheck_at) == ("d1", T0, recheck)
+    assert done.recheck_image == f"r/app@{A}"
+    assert ledger.delivery_outcome("d1", now=T0 + TTL) is None  # the marker expired
+    assert ledger.last_verdict("r", "app", A) == "PENDING"
+    assert ledger.verdict_log("r", "app", A) == [("d1", "PENDING", T0)]
+    assert pending(ledger, T0) == ["k1:hook", "k1:topic"]
+
+
+def test_a_delivery_commits_only_once(ledger: AuditedLedger) -> None:
+    assert ledger.commit_outcome(outcome("d1", item("k1")), now=T0, ttl=TTL) == ["k1:hook"]
+    # the same delivery handled again side by side: nothing of it is written, not its
+    # verdict, not its log entry, not its alerts
+    later = T0 + timedelta(seconds=5)
+    again = outcome("d1", item("k2"), verdict="ERROR")
+    assert ledger.commit_outcome(again, now=later, ttl=TTL) is None
+    assert ledger.last_verdict("r", "app", A) == "FAILED"
+    assert ledger.verdict_log("r", "app", A) == [("d1", "FAILED", T0)]
+    assert pending(ledger, later) == ["k1:hook"]
+    done = ledger.delivery_outcome("d1", now=later)
+    assert done is not None and done.handled_at == T0
+    # once its marker expired, the same id is a new delivery
+    assert ledger.commit_outcome(again, now=T0 + TTL, ttl=TTL) == ["k2:hook"]
+    assert ledger.last_verdict("r", "app", A) == "ERROR"
+    assert [e[1] for e in ledger.verdict_log("r", "app", A)] == ["FAILED", "ERROR"]
+
+
+def test_concurrent_commits_of_one_delivery_write_it_once(ledger: AuditedLedger) -> None:
+    results: list[list[str] | None] = []
+    start = threading.Barrier(4)
+
+    def commit(n: int) -> None:
+        start.wait()
+        result = ledger.commit_outcome(outcome("d1", item(f"k{n}")), now=T0, ttl=TTL)
+        results.append(result)
+
+    threads = [threading.Thread(target=commit, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 4
+    (won,) = [r for r in results if r is not None]  # exactly one commit went through
+    assert len(won) == 1
+    assert len(ledger.verdict_log("r", "app", A)) == 1
+    assert pending(ledger, T0) == won  # and only its alert
+
+
+def test_a_commit_that_fails_part_way_leaves_nothing(ledger: AuditedLedger) -> None:
+    naive = datetime(2026, 11, 27, 12, 30)  # refused once verdict and log are under way
+    broken = outcome("d1", item("k1"), recheck_at=naive)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ledger.commit_outcome(broken, now=T0, ttl=TTL)
+    assert ledger.delivery_outcome("d1", now=T0) is None
+    assert ledger.last_verdict("r", "app", A) is None
+    assert ledger.verdict_log("r", "app", A) == []
+    assert pending(ledger, T0) == [] and ledger.outbox_unsent() == 0
+    # the retry commits all of it
+    assert ledger.commit_outcome(outcome("d1", item("k1")), now=T0, ttl=TTL) == ["k1:hook"]
+    assert ledger.delivery_outcome("d1", now=T0) is not None
+
+
+def test_outcomes_without_a_verdict_or_without_a_delivery(ledger: AuditedLedger) -> None:
+    # nothing judged: the delivery is handled, no verdict is written
+    assert ledger.commit_outcome(outcome("d1", digest=B, verdict=None), now=T0, ttl=TTL) == []
+    assert ledger.delivery_outcome("d1", now=T0) is not None
+    assert ledger.last_verdict("r", "app", B) is None
+    assert ledger.verdict_log("r", "app", B) == []
+    # the recovery sweep's outcome has no delivery of its own: each commit is written
+    ledger.commit_outcome(outcome(None), now=T0, ttl=TTL)
+    ledger.commit_outcome(outcome(None, verdict="PASSED"), now=T0 + timedelta(seconds=1), ttl=TTL)
+    assert ledger.verdict_log("r", "app", A) == [
+        (None, "FAILED", T0),
+        (None, "PASSED", T0 + timedelta(seconds=1)),
+    ]
+    assert ledger.last_verdict("r", "app", A) == "PASSED"
+
+
+def test_an_alert_in_the_outbox_is_not_added_again_until_its_window_ends(
+    ledger: AuditedLedger,
+) -> None:
+    assert ledger.commit_outcome(outcome("d1", item("k1")), now=T0, ttl=TTL) == ["k1:hook"]
+    # the same alert from another delivery: the rest of that outcome commits
+    day = T0 + timedelta(days=1)
+    again = outcome("d2", item("k1"), item("k2"), item("k1"))
+    assert ledger.commit_outcome(again, now=day, ttl=TTL) == ["k2:hook"]
+    assert ledger.delivery_outcome("d2", now=day) is not None
+    assert len(ledger.verdict_log("r", "app", A)) == 2
+    ledger.outbox_sent("k1:hook", now=day)
+    # past the 30-day window the same alert is new again, due at once
+    later = T0 + timedelta(days=31)
+    assert ledger.commit_outcome(outcome("d3", item("k1")), now=later, ttl=TTL) == ["k1:hook"]
+    (row,) = [i for i in ledger.outbox_pending(now=later) if i.key == "k1:hook"]
+    assert (row.attempts, row.next_attempt, row.error) == (0, later, None)
+
+
+# -- the alert outbox -------------------------------------------------------------------------
+
+
+def test_outbox_pending_sent_and_retry(ledger: AuditedLedger) -> None:
+    ledger.commit_outcome(outcome("d1", item("k1"), item("k2")), now=T0, ttl=TTL)
+    ledger.commit_outcome(outcome("d2", item("k3")), now=T0 + timedelta(seconds=5), ttl=TTL)
+    assert pending(ledger, T0) == ["k1:hook", "k2:hook"]  # k3 is not due yet
+    minute = T0 + timedelta(minutes=1)
+    due = ledger.outbox_pending(now=minute)
+    assert [i.key for i in due] == ["k1:hook", "k2:hook", "k3:hook"]
+    assert (due[0].channel, json.loads(due[0].alert)) == ("hook", {"dedup_key": "k1"})
+    assert [i.key for i in ledger.outbox_pending(now=minute, limit=2)] == ["k1:hook", "k2:hook"]
+    ledger.outbox_sent("k1:hook", now=minute)
+    ledger.outbox_retry("k2:hook", at=T0 + timedelta(minutes=10), error="503 from the hook")
+    assert pending(ledger, T0 + timedelta(minutes=5)) == ["k3:hook"]
+    assert ledger.outbox_unsent() == 2
+    (k2,) = [i for i in ledger.outbox_pending(now=T0 + timedelta(minutes=10)) if i.key == "k2:hook"]
+    assert (k2.attempts, k2.next_attempt, k2.error) == (
+        1,
+        T0 + timedelta(minutes=10),
+        "503 from the hook",
+    )
+    ledger.outbox_retry("k1:hook", at=T0 + timedelta(hours=1), error="late")  # sent stays sent
+    ledger.outbox_retry("nope", at=T0, error="x")  # unknown keys: nothing appears
+    ledger.outbox_sent("nope", now=T0)
+    assert set(pending(ledger, T0 + timedelta(days=1))) == {"k2:hook", "k3:hook"}
+    assert ledger.outbox_unsent() == 2
+
+
+# -- deliveries seen (de-duplication) ---------------------------------------------------------
+
+
+def test_seen_delivery_until_it_expires_or_is_forgotten(ledger: AuditedLedger) -> None:
+    ttl = timedelta(hours=1)
+    assert ledger.seen_delivery("d1", now=T0, ttl=ttl) is False
+    assert ledger.seen_delivery("d1", now=T0 + timedelta(minutes=59), ttl=ttl) is True
+    assert ledger.seen_delivery("d2", now=T0, ttl=ttl) is False
+    assert ledger.seen_delivery("d1", now=T0 + timedelta(hours=2), ttl=ttl) is False  # expired
+    assert ledger.seen_delivery("d1", now=T0 + timedelta(hours=2), ttl=ttl) is True
+    ledger.forget_delivery("d1")  # a failed attempt: its retry is processed again
+    assert ledger.seen_delivery("d1", now=T0 + timedelta(hours=2), ttl=ttl) is False
+    ledger.forget_delivery("never-seen")
+    # a seen delivery is not a handled one: no outcome is implied
+    assert ledger.delivery_outcome("d2", now=T0) is None
+
+
+# -- images, tags, first-seen times -----------------------------------------------------------
+
+
+def test_first_seen_is_kept_and_pulls_only_move_forward(ledger: AuditedLedger) -> None:
+    ledger.record_push("r", "app", A, ("v1",), now=T0)
+    ledger.record_push("r", "app", A, ("v1",), now=T0 + timedelta(days=3))
+    assert ledger.image_times("r", "app") == {A: (T0, None)}
+    ledger.record_pull("r", "app", A, now=T0 + timedelta(days=5))
+    ledger.record_pull("r", "app", A, now=T0 + timedelta(days=4))  # late, out of order
+    # a pull of an image never seen pushed: first seen at that pull
+    ledger.record_pull("r", "app", B, now=T0 + timedelta(days=6))
+    assert ledger.image_times("r", "app") == {
+        A: (T0, T0 + timedelta(days=5)),
+        B: (T0 + timedelta(days=6), T0 + timedelta(days=6)),
+    }
+    assert ledger.image_times("r", "other") == {}
+    assert ledger.image_times("elsewhere", "app") == {}
+
+
+def test_tag_history(ledger: AuditedLedger) -> None:
+    minute = timedelta(minutes=1)
+    ledger.record_push("r", "app", A, ("v1", "latest"), now=T0)
+    ledger.record_push("r", "app", B, ("latest",), now=T0 + minute)
+    ledger.record_push("r", "app", C, ("latest", "v3"), now=T0 + 2 * minute)
+    ledger.record_push("r", "app", A, ("latest",), now=T0 + 3 * minute)  # seen before: kept
+    assert ledger.previous_digest("r", "app", "latest", before=C) == B
+    assert ledger.previous_digest("r", "app", "latest", before=B) == C  # newest other digest
+    assert ledger.previous_digest("r", "app", "v1", before=A) is None  # never guessed
+    assert ledger.previous_digest("r", "other", "latest", before=C) is None
+    assert ledger.tag_digests("r", "app", "latest") == [A, B, C]
+    assert ledger.tags_for("r", "app", C) == ["latest", "v3"]
+    assert ledger.tags_for("r", "app", A) == ["v1"]
+    assert ledger.tags_for("r", "app", B) == []
+    assert ledger.tag_history("r", "app") == [
+        ("latest", A, T0),
+        ("v1", A, T0),
+        ("latest", B, T0 + minute),
+        ("latest", C, T0 + 2 * minute),
+        ("v3", C, T0 + 2 * minute),
+    ]
+
+
+def test_verdicts_are_replaced(ledger: AuditedLedger) -> None:
+    assert ledger.last_verdict("r", "app", A) is None
+    ledger.record_verdict("r", "app", A, "PENDING", now=T0)
+    ledger.record_verdict("r", "app", A, "PASSED", now=T0 + timedelta(minutes=1))
+    assert ledger.last_verdict("r", "app", A) == "PASSED"
+    assert ledger.last_verdict("r", "other", A) is None
+
+
+# -- actions: the audit and resumable intents -------------------------------------------------
+
+
+def test_an_action_intent_is_resumed_not_restarted(ledger: AuditedLedger) -> None:
+    common: dict[str, Any] = dict(registry="r", repository="app", kind="quarantine")
+    first = ledger.begin_action(
+        "q:a", digest=A, reason="critical CVE", state={"step": "start"}, now=T0, **common
+    )
+    assert (first.key, first.at, first.status, first.state) == (
+        "q:a",
+        T0,
+        "intent",
+        {"step": "start"},
+    )
+    ledger.finish_action("q:a", status="intent", state={"step": "copied"})
+    # a retry begins the same key: it gets the recorded intent, with its progress
+    again = ledger.begin_action(
+        "q:a", digest=A, reason="other", state={"step": "start"}, now=T0 + timedelta(1), **common
+    )
+    assert (again.at, again.reason, again.state) == (T0, "critical CVE", {"step": "copied"})
+    ledger.begin_action(
+        "q:b", digest=B, reason="r", state={}, now=T0 + timedelta(seconds=1), **common
+    )
+    ledger.begin_action(
+        "q:c", digest=C, reason="r", state={}, now=T0 + timedelta(seconds=2), **common
+    )
+    assert [a.key for a in ledger.actions(status="intent")] == ["q:a", "q:b", "q:c"]
+    ledger.finish_action("q:b", status="done", state={"step": "deleted"})
+    ledger.finish_action("q:c", status="failed")
+    assert [a.key for a in ledger.actions(status="intent")] == ["q:a"]
+    assert [a.key for a in ledger.actions(status="done")] == ["q:b"]
+    assert [(a.key, a.status) for a in ledger.actions()] == [
+        ("q:a", "intent"),
+        ("q:b", "done"),
+        ("q:c", "failed"),
+    ]
+    done = ledger.action("q:b")
+    assert done is not None and done.state == {"step": "deleted"}
+    failed = ledger.action("q:c")
+    assert failed is not None and failed.state == {}  # no state given: kept
+    assert ledger.action("q:nope") is None
+    ledger.finish_action("q:nope", status="done")  # an unknown key: nothing appears
+    assert ledger.action("q:nope") is None
+
+
+# -- quarantine -------------------------------------------------------------------------------
+
+
+def test_quarantine_record_roundtrip_and_release(ledger: AuditedLedger) -> None:
+    record = QuarantineRecord(
+        "r", "app", A, "move", "quarantine/app", ("v1", "latest"), "critical CVE", T0, None
+    )
+    ledger.record_quarantine(record)
+    assert ledger.quarantined("r", "app", A) == record
+    assert ledger.quarantined("r", "app", B) is None
+    ledger.mark_released("r", "app", A, now=T0 + timedelta(days=2))
+    released = ledger.quarantined("r", "app", A)
+    assert released is not None and released.released_at == T0 + timedelta(days=2)
+    assert released.tags == ("v1", "latest")
+    ledger.mark_released("r", "app", B, now=T0)  # never quarantined: nothing appears
+    assert ledger.quarantined("r", "app", B) is None
+
+
+# -- every store ------------------------------------------------------------------------------
+
+
+def test_naive_times_are_refused(ledger: AuditedLedger) -> None:
+    naive = datetime(2026, 11, 27, 12, 0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ledger.seen_delivery("d1", now=naive, ttl=TTL)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ledger.record_push("r", "app", A, ("v1",), now=naive)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ledger.commit_outcome(outcome("d1"), now=naive, ttl=TTL)
+    assert ledger.delivery_outcome("d1", now=T0) is None
+
+
+# -- a ledger that is not a queue, as `serve` uses it ----------------------------------------
+
+
+def wait_for(cond: Callable[[], object], *, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def test_serve_keeps_its_queue_where_queue_says_when_the_ledger_has_none(
+    moto: MotoServer,
+    registry: LocalRegistry,
+    push: PushImage,
+    repo: str,
+    tmp_path: Path,
+) -> None:
+    dynamodb = moto.client("dynamodb")
+    dynamodb.create_table(**table_definition(TABLE))
+    (tmp_path / "regwarden.yaml").write_text(
+        "apiVersion: regwarden/v1\nkind: Policy\n"
+        "repositories:\n  - {match: 't/**', team: t}\n"
+        f"registries:\n  - {{host: '{registry.host}', kind: distribution}}\n"
+    )
+    (tmp_path / "tokens").write_text("t0ken\n")
+    home = tmp_path / "home"  # where the default ledger would go: never made
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGWARDEN_")}
+    env |= {
+        "HOME": str(home),
+        "REGWARDEN_LEDGER": f"dynamodb://{TABLE}?region={moto.region}&endpoint={moto.endpoint_url}",
+    }
+    serve = ["serve", "--policy", str(tmp_path / "regwarden.yaml")]
+    serve += ["--auth-token-file", str(tmp_path / "tokens")]
+    refused = run_cli(*serve, "--port", "0", env=env, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert "has no work queue" in refused.stderr
+    assert "--queue sqlite:///PATH" in " ".join(refused.stderr.split())
+
+    queue = tmp_path / "queue.db"
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "regwarden", *serve, "--port", str(port), "--workers", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env | {"REGWARDEN_QUEUE": f"sqlite://{queue}"},
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, what="serve to start")
+        digest = push(repo, "v1").manifest_digest
+        event = {
+            "id": "contract-1",
+            "timestamp": "2026-11-27T10:00:00Z",
+            "action": "push",
+            "target": {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest,
+                "repository": repo,
+                "tag": "v1",
+            },
+            "request": {"host": registry.host, "useragent": "containers/5.23.1"},
+        }
+        answer = httpx.post(
+            f"{url}/events/distribution",
+            json={"events": [event]},
+            headers={"Authorization": "Bearer t0ken"},
+        )
+        assert answer.status_code == 202, answer.text
+
+        def verdicts() -> list[dict[str, Any]]:
+            found = dynamodb.scan(TableName=TABLE, ConsistentRead=True)["Items"]
+            return [i for i in found if i["sk"]["S"] == f"verdict#{digest}"]
+
+        # the verdict is in the DynamoDB ledger; the event went through the SQLite queue
+        wait_for(verdicts, what=f"a verdict for {digest} in DynamoDB\n{log.read_text()}")
+        with sqlite3.connect(queue) as db:
+            rows = db.execute("SELECT source, done_at, error FROM queue").fetchall()
+        assert len(rows) == 1 and rows[0][0] == "distribution" and rows[0][2] is None
+        wait_for(lambda: httpx.get(f"{url}/healthz").json()["pending"] == 0, what="queue empty")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert not home.exists()  # no ledger file was made beside the DynamoDB one
+    assert "Traceback" not in log.read_text()
