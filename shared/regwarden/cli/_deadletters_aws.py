@@ -248,7 +248,7 @@ def _what(body: str) -> tuple[str | None, tuple[str, ...]]:
 
 
 def _letter(queue: DeadLetterQueue, message: Mapping[str, Any], ledger: Any) -> AwsDeadLetter:
-    from ..store._dynamo import dead_letter_key
+    from ..store import dead_letter_key
 
     body = str(message.get("Body", ""))
     attrs = message.get("Attributes") or {}

@@ -5,7 +5,7 @@ DynamoDB backs the same interface on AWS. `open_ledger(url)` and `open_queue(url
 what `--ledger` and `--queue` name, through the `LEDGERS` and `QUEUES` registries.
 """
 
-from ._dynamo import DynamoLedger
+from ._dynamo import TTL_ATTRIBUTE, DynamoLedger, dead_letter_key
 from ._open import open_ledger, open_queue
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._protocol import EventQueue, Ledger
@@ -21,6 +21,7 @@ __all__ = [
     "LEDGERS",
     "OUTBOX_TTL",
     "QUEUES",
+    "TTL_ATTRIBUTE",
     "ActionRecord",
     "DeadLetter",
     "DeliveryOutcome",
@@ -33,6 +34,7 @@ __all__ = [
     "QuarantineRecord",
     "QueuedEvent",
     "SqliteLedger",
+    "dead_letter_key",
     "display_url",
     "open_ledger",
     "open_queue",
