@@ -69,7 +69,8 @@ class Ledger(Protocol):
     # -- alert outbox -------------------------------------------------------------------------
 
     def outbox_pending(self, *, now: datetime, limit: int = 100) -> list[OutboxItem]:
-        """Unsent alerts whose next attempt is due, oldest first."""
+        """Unsent alerts whose next attempt is due, soonest due first (then by key): the
+        same order on every store."""
         ...
 
     def outbox_sent(self, key: str, *, now: datetime) -> None: ...

@@ -260,7 +260,7 @@ class SqliteLedger(QueueMixin):
     def outbox_pending(self, *, now: datetime, limit: int = 100) -> list[OutboxItem]:
         rows = self._conn().execute(
             "SELECT key, channel, alert, attempts, next_attempt, error FROM outbox "
-            "WHERE sent_at IS NULL AND next_attempt <= ? ORDER BY created_at, key LIMIT ?",
+            "WHERE sent_at IS NULL AND next_attempt <= ? ORDER BY next_attempt, key LIMIT ?",
             (_ts(now), limit),
         )
         return [
