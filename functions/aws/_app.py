@@ -336,12 +336,13 @@ def _build(function: str) -> State:
         idempotent_function,
     )
 
+    from regwarden.policy import policy_secrets
     from regwarden.rechecks import RECHECK_SCHEDULERS, RecheckTarget
     from regwarden.runtime import Runtime, configured_hosts
     from regwarden.store import DynamoLedger
     from regwarden.store._dynamo import TTL_ATTRIBUTE
 
-    from ._settings import PolicySource, SecretEnv, Settings, policy_secrets
+    from ._settings import PolicySource, SecretEnv, Settings
 
     _structured_core_logs()  # first: the policy read below must not be logged unredacted
     settings = Settings.from_env()

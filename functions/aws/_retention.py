@@ -12,17 +12,16 @@ message resumes the recorded plan (nothing is planned or deleted twice, no secon
 `RETENTION_MODE` is `plan` unless the stack says `apply`: a new deployment reports what it
 would delete and deletes nothing.
 
-The parsing and shaping helpers (`scheduled_run`, `run_id_for`, `work_message`,
-`in_scope`, `batch_entries`, `bounded`) are pure; the two `*_event`/`*_record` functions
-do the I/O. Heavy imports (the core, boto3) wait for the first invocation.
+The payload, run id, message and outcome rules are the core's (`regwarden.retention`:
+`scheduled_run`, `scheduled_run_id`, `work_message`, `in_scope`, `outcome_failure`, …), as
+any cloud's fan-out would use them; this module keeps the settings, the cold-start state
+and the SQS and Lambda I/O. Heavy imports (the core, boto3) wait for the first invocation.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from regwarden.errors import IntakeError, RegistryError, RegwardenError
+from regwarden.errors import RegistryError, RegwardenError
 
 from ._app import ColdStart
 
@@ -52,17 +51,10 @@ __all__ = [
     "FANOUT",
     "SEND_BATCH",
     "WORKER",
-    "RunInterrupted",
-    "ScheduledRun",
     "batch_entries",
-    "bounded",
     "fan_out_event",
-    "in_scope",
     "remaining_guard",
     "reset",
-    "run_id_for",
-    "scheduled_run",
-    "work_message",
     "worker_record",
 ]
 
@@ -72,144 +64,16 @@ SEND_BATCH = 10
 """Entries per SendMessageBatch (SQS's limit)."""
 SEND_ATTEMPTS = 3
 """Attempts for the entries SQS reports `Failed` before the fan-out fails."""
-LOG_ITEMS = 50
-"""Longest list a logged plan keeps (the rest is counted): log events stay small."""
 MAX_VISIBILITY = 43_200
-_PAYLOAD_KEYS = ("globs", "run", "scheduledTime")
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,52}")
-"""A run id a worker can extend with its repository's tag (64 characters in all)."""
-_MESSAGE_KEYS = ("registry", "repository", "run")
-
-
-class RunInterrupted(RegwardenError):
-    """The worker stopped deleting before its time ran out; the message comes back and
-    the recorded run resumes."""
-
-
-# -- pure helpers -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduledRun:
-    """What a schedule payload asks for."""
-
-    globs: tuple[str, ...] = ()
-    """Only repositories matching one of these (policy globs); empty: all with rules."""
-    run: str | None = None
-    """An explicit run id."""
-    scheduled: datetime | None = None
-    """The schedule's time (`<aws.scheduler.scheduled-time>`): the run id derives from it."""
-
-
-def scheduled_run(event: object) -> ScheduledRun:
-    """The fan-out payload: `{}` or `{"globs": [...], "run": "...", "scheduledTime": ISO}`."""
-    if event is None:
-        return ScheduledRun()
-    if not isinstance(event, Mapping):
-        raise IntakeError(
-            f"retention schedule payload: got {type(event).__name__}, expected an object "
-            'such as {"scheduledTime": "2026-11-27T03:00:00Z"}'
-        )
-    unknown = sorted(set(event) - set(_PAYLOAD_KEYS))
-    if unknown:
-        raise IntakeError(
-            f"retention schedule payload: got keys {unknown}, expected only: "
-            + ", ".join(_PAYLOAD_KEYS)
-        )
-    globs = event.get("globs", ())
-    if isinstance(globs, str) or not isinstance(globs, Sequence):
-        raise IntakeError(f"payload globs: got {globs!r}, expected a list of repository globs")
-    if not all(isinstance(g, str) and g for g in globs):
-        raise IntakeError(f"payload globs: got {list(globs)!r}, expected non-empty strings")
-    run = event.get("run")
-    if run is not None and (not isinstance(run, str) or not _RUN_ID.fullmatch(run)):
-        raise IntakeError(
-            f"payload run: got {run!r}, expected a run id: letters, digits, '.', '_' or '-' "
-            "(at most 53), e.g. 20261127T030000Z-3f2a9c"
-        )
-    when = event.get("scheduledTime")
-    scheduled = None
-    if when is not None:
-        try:
-            scheduled = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
-        except ValueError:
-            scheduled = None
-        if scheduled is None or scheduled.tzinfo is None:
-            raise IntakeError(
-                f"payload scheduledTime: got {when!r}, expected an ISO 8601 time with a "
-                "zone, e.g. 2026-11-27T03:00:00Z"
-            )
-    return ScheduledRun(tuple(globs), run, scheduled)
-
-
-def run_id_for(at: datetime, registry: str) -> str:
-    """The run id of a scheduled run: the same for every attempt at the same scheduled
-    time (a retried fan-out queues the same runs, so workers resume, not re-plan)."""
-    stamp = at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    tag = hashlib.sha256(f"{registry}|{stamp}".encode()).hexdigest()[:6]
-    return f"{stamp}-{tag}"
-
-
-def in_scope(repository: str, prefixes: Sequence[str]) -> bool:
-    """True when `repository` starts with one of `prefixes` (`""` is every repository)."""
-    return any(repository.startswith(p) for p in prefixes)
-
-
-def work_message(body: str, *, registry: str, prefixes: Sequence[str]) -> dict[str, str]:
-    """A work-queue message body → `{"registry", "repository", "run"}`, checked: this
-    account's registry, a repository in scope, a run id (so a redelivery resumes)."""
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise IntakeError(f"retention message: body is not JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise IntakeError(
-            f"retention message: got {type(doc).__name__}, expected an object with "
-            + ", ".join(_MESSAGE_KEYS)
-        )
-    unknown = sorted(set(doc) - set(_MESSAGE_KEYS))
-    if unknown:
-        raise IntakeError(
-            f"retention message: got keys {unknown}, expected only: " + ", ".join(_MESSAGE_KEYS)
-        )
-    for key in _MESSAGE_KEYS:
-        value = doc.get(key)
-        if not isinstance(value, str) or not value:
-            raise IntakeError(
-                f"retention message: got {key}={value!r}, expected a non-empty string"
-            )
-    if doc["registry"] != registry:
-        raise IntakeError(
-            f"retention message: got registry {doc['registry']!r}, expected {registry!r} "
-            "(this function's registry)"
-        )
-    if not in_scope(doc["repository"], prefixes):
-        raise IntakeError(
-            f"retention message: repository {doc['repository']!r} is outside this stack's "
-            "scope; expected a name starting with one of: " + ", ".join(repr(p) for p in prefixes)
-        )
-    return {key: str(doc[key]) for key in _MESSAGE_KEYS}
+"""SQS's longest visibility timeout (12 hours)."""
 
 
 def batch_entries(messages: Sequence[Mapping[str, str]]) -> list[list[dict[str, str]]]:
     """SendMessageBatch entries, `SEND_BATCH` per call (ids unique within a call)."""
-    entries = [
-        {"Id": str(i), "MessageBody": json.dumps(dict(m), sort_keys=True)}
-        for i, m in enumerate(messages)
-    ]
+    from regwarden.retention import message_body
+
+    entries = [{"Id": str(i), "MessageBody": message_body(m)} for i, m in enumerate(messages)]
     return [entries[i : i + SEND_BATCH] for i in range(0, len(entries), SEND_BATCH)]
-
-
-def bounded(value: Any, limit: int = LOG_ITEMS) -> Any:
-    """`value` with every list cut to `limit` items plus a count of the rest."""
-    if isinstance(value, dict):
-        return {k: bounded(v, limit) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        items = [bounded(v, limit) for v in value[:limit]]
-        if len(value) > limit:
-            items.append(f"... {len(value) - limit} more")
-        return items
-    return value
 
 
 # -- cold-start state ---------------------------------------------------------------------------
@@ -269,10 +133,11 @@ def _close(st: State) -> None:
 
 
 def _build(function: str) -> State:
+    from regwarden.policy import policy_secrets
     from regwarden.runtime import Runtime, registry_options
 
     from ._app import _structured_core_logs, alerts_router, provider_defaults
-    from ._settings import PolicySource, RetentionSettings, SecretEnv, Settings, policy_secrets
+    from ._settings import PolicySource, RetentionSettings, SecretEnv, Settings
 
     settings = Settings.from_env()
     retention = RetentionSettings.from_env()
@@ -317,18 +182,12 @@ def fan_out_event(
     """The scheduled fan-out: one work message per repository with retention rules in
     this stack's scope. Raises when any message could not be queued (the invocation fails
     and is retried; the run id is the same, so already-queued repositories resume)."""
-    from regwarden.retention import fan_out, new_run_id
+    from regwarden.retention import bounded, fan_out, in_scope, scheduled_run, scheduled_run_id
 
     st = state(FANOUT)
     payload = scheduled_run(event)
-    now = now or datetime.now(UTC)
     registry = st.retention.registry
-    if payload.run is not None:
-        run = payload.run
-    elif payload.scheduled is not None:
-        run = run_id_for(payload.scheduled, registry)
-    else:
-        run = new_run_id(now)
+    run = scheduled_run_id(payload, registry, now=now or datetime.now(UTC))
     logger.set_correlation_id(run)
     chosen = fan_out(st.registry, st.policy, globs=payload.globs, run=run)
     messages = [m for m in chosen if in_scope(m["repository"], st.retention.prefixes)]
@@ -434,7 +293,7 @@ def worker_record(
 def _work(
     record: SQSRecord, *, context: LambdaContext, logger: Logger, metrics: Metrics
 ) -> dict[str, Any]:
-    from regwarden.retention import work
+    from regwarden.retention import RunInterrupted, outcome_failure, work, work_message
 
     st = state(WORKER)
     message = work_message(
@@ -455,20 +314,11 @@ def _work(
     )
     summary = _summary(st, outcome)
     _metrics(metrics, outcome)
-    result = outcome.result
-    if result is not None and result.status == "interrupted":
+    failure = outcome_failure(outcome, resume_delay=st.retention.resume_delay)
+    if isinstance(failure, RunInterrupted):
         _come_back(st, record, logger)
-        raise RunInterrupted(
-            f"run {outcome.run.run_id}: {result.deleted + result.gone + result.resumed} of "
-            f"{result.planned} deletions done before the time limit; the message returns "
-            f"in {st.retention.resume_delay}s and the run resumes"
-        )
-    if result is not None and result.status in ("failed", "aborted"):
-        failures = "; ".join(f"{f.digest}: {f.error}" for f in result.failures[:5])
-        raise RegistryError(
-            f"run {outcome.run.run_id}: {result.status}: {len(result.failures)} deletions "
-            f"failed ({failures or '; '.join(result.notes)}); a retry resumes the run"
-        )
+    if failure is not None:
+        raise failure
     if outcome.run.tripped:
         logger.warning("retention guard rail tripped: nothing deleted", extra={"outcome": summary})
     elif st.retention.apply:
@@ -481,6 +331,8 @@ def _work(
 
 
 def _summary(st: State, outcome: RetentionOutcome) -> dict[str, Any]:
+    from regwarden.retention import bounded
+
     doc = outcome.to_dict()
     doc["mode"] = st.retention.mode
     return bounded(doc)  # type: ignore[no-any-return]

@@ -50,8 +50,6 @@ from typing import TYPE_CHECKING, Any
 from regwarden.errors import PolicyError, UsageError
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from regwarden.policy import Policy
 
 __all__ = [
@@ -64,7 +62,6 @@ __all__ = [
     "Settings",
     "home_registry",
     "load_policy",
-    "policy_secrets",
     "read_policy_text",
 ]
 
@@ -132,17 +129,13 @@ class Settings:
         registry = (env.get("REGWARDEN_REGISTRY") or "").strip().lower()
         if registry:
             parse_ecr_host(registry)  # UsageError naming the expected form
-        receives = (env.get("REGWARDEN_MAX_RECEIVES") or "5").strip()
-        if not receives.isdigit() or int(receives) < 1:
-            raise UsageError(
-                f"REGWARDEN_MAX_RECEIVES: got {receives!r}, expected a whole number >= 1"
-            )
+        receives = _whole(env, "REGWARDEN_MAX_RECEIVES", 5, least=1)
         return cls(
             policy=required("REGWARDEN_POLICY", _POLICY_FORMS),
             table=required("REGWARDEN_TABLE", "the DynamoDB table name"),
             alerts_topic=(env.get("REGWARDEN_ALERTS_TOPIC") or "").strip() or None,
             recheck_queue=(env.get("REGWARDEN_RECHECK_QUEUE") or "").strip() or None,
-            max_receives=int(receives),
+            max_receives=receives,
             secret_store=store,
             ecr_data_plane=(env.get("ECR_DATA_PLANE") or "").strip() or None,
             registry=registry or None,
@@ -313,36 +306,6 @@ class PolicySource:
     def changed(self) -> bool:
         """True when the policy's text differs from what was loaded (read again now)."""
         return _policy_text(self.uri) != self.text
-
-
-def policy_secrets(policy: BaseModel, *, notifications: bool = True) -> dict[str, str]:
-    """Every `secret://NAME` the policy mentions: environment variable name → NAME (the
-    variable `regwarden.policy.resolve_secret` would look up for it). Without
-    `notifications`, the channel secrets (webhook URLs, HMAC keys) are left out."""
-    from pydantic import BaseModel
-
-    from regwarden.policy import Location, LocationScheme, secret_env_var
-
-    found: dict[str, str] = {}
-
-    def walk(value: object) -> None:
-        if isinstance(value, Location):
-            if value.scheme is LocationScheme.SECRET:
-                found[secret_env_var(value.target)] = value.target
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                if value is policy and name == "notifications" and not notifications:
-                    continue
-                walk(getattr(value, name))
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list | tuple | set | frozenset):
-            for item in value:
-                walk(item)
-
-    walk(policy)
-    return found
 
 
 class SecretEnv(Mapping[str, str]):

@@ -518,7 +518,7 @@ def run_ecs_task(stack: Stack, image: str) -> None:
 
 @pytest.mark.parametrize("count", [5, 23])
 def test_fan_out_queues_one_message_per_repository_with_rules(stack: Stack, count: int) -> None:
-    from functions.aws._retention import run_id_for
+    from regwarden.retention import run_id_for
 
     with_rules = [f"apps/svc-{n:02d}" for n in range(count)]
     for name in [*with_rules, "docs/site", "other/tool"]:  # the last two have no retention
@@ -841,7 +841,7 @@ def test_an_unreadable_inventory_or_a_bad_mode_deletes_nothing(
 
 
 def test_schedule_payloads_and_run_ids() -> None:
-    from functions.aws._retention import ScheduledRun, bounded, run_id_for, scheduled_run
+    from regwarden.retention import ScheduledRun, bounded, run_id_for, scheduled_run
 
     assert scheduled_run(None) == ScheduledRun() == scheduled_run({})
     parsed = scheduled_run({"scheduledTime": "2026-11-27T03:00:00Z", "globs": ["apps/**"]})

@@ -319,7 +319,7 @@ def test_retention_mode_defaults_to_plan_in_both_functions() -> None:
 
 def test_schedule_targets_the_fan_out_with_a_payload_it_accepts() -> None:
     _import_functions()
-    from functions.aws._retention import scheduled_run
+    from regwarden.retention import scheduled_run
 
     schedule = RESOURCES["RetentionRunSchedule"]
     assert schedule["Type"] == "AWS::Scheduler::Schedule"
@@ -386,7 +386,7 @@ def test_retention_scope_and_iam_grants_agree(prefix: str) -> None:
     _import_functions()
     import fnmatch
 
-    from functions.aws._retention import in_scope
+    from regwarden.retention import in_scope
 
     params = {"RepositoryPrefix": prefix, "QuarantinePrefix": "quarantine/"}
     env = RESOURCES["RetentionWorkerFunction"]["Properties"]["Environment"]["Variables"]

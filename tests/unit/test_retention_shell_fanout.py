@@ -1,6 +1,8 @@
 """Running retention from a runtime: fan-out messages, a worker per repository (resuming a
 redelivered message), one alert per team, quarantine held from the ledger, in-use images
-re-checked when a run resumes, and inventory failures that stop the run."""
+re-checked when a run resumes, and inventory failures that stop the run; through a queue,
+the run id a retried schedule repeats, messages read back with their checks, what an
+outcome means for its message, and the secrets a policy names."""
 
 from __future__ import annotations
 
@@ -12,11 +14,24 @@ from pathlib import Path
 import pytest
 from support.retention import FakeRegistry, FakeRuntime, record
 
-from regwarden.errors import IntakeError, UsageError
+from regwarden.errors import IntakeError, RegistryError, UsageError
 from regwarden.model import Outcome
-from regwarden.policy import Policy, load_policy_text
+from regwarden.policy import Policy, load_policy_text, policy_secrets
 from regwarden.reference import ImageRef
-from regwarden.retention import InUse, fan_out, run_retention, work
+from regwarden.retention import (
+    InUse,
+    RunInterrupted,
+    ScheduledRun,
+    fan_out,
+    message_body,
+    outcome_failure,
+    run_id_for,
+    run_retention,
+    scheduled_run,
+    scheduled_run_id,
+    work,
+    work_message,
+)
 from regwarden.store import QuarantineRecord, SqliteLedger
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -210,3 +225,97 @@ def test_an_unreadable_inventory_plans_nothing(
     with pytest.raises(UsageError, match=r"missing\.txt"):
         run_retention(runtime, registry=HOST, now=NOW, execute=True)
     assert registry.deleted() == []
+
+
+# -- through a queue: schedule, message, outcome; the secrets a platform serves ------------
+
+
+def test_a_retried_schedule_names_the_same_run_and_a_manual_one_a_new_run() -> None:
+    at = datetime(2026, 11, 27, 3, tzinfo=UTC)
+    timed = scheduled_run({"scheduledTime": "2026-11-27T03:00:00Z"})
+    first = scheduled_run_id(timed, HOST, now=NOW)
+    assert first == scheduled_run_id(timed, HOST, now=NOW + DAY) == run_id_for(at, HOST)
+    assert first.startswith("20261127T030000Z-")
+    assert scheduled_run_id(timed, "other.test", now=NOW) != first  # per registry
+
+    explicit = scheduled_run({"run": "by-hand-1", "scheduledTime": "2026-11-27T03:00:00Z"})
+    assert scheduled_run_id(explicit, HOST, now=NOW) == "by-hand-1"  # its own id wins
+
+    manual = [scheduled_run_id(ScheduledRun(), HOST, now=NOW) for _ in range(2)]
+    assert all(m.startswith("20261127T120000Z-") for m in manual)
+    assert manual[0] != manual[1]  # nothing to repeat: each start is a new run
+
+
+def test_a_queued_message_reads_back_as_fanned_out_and_is_checked(
+    registry: FakeRegistry,
+) -> None:
+    scope = ("payments/",)
+    messages = fan_out(registry, policy(), run="r1")
+    docs, api, web, tool = (message_body(m) for m in messages)
+    assert [work_message(b, registry=HOST, prefixes=scope) for b in (api, web)] == messages[1:3]
+    for out in (docs, tool):
+        with pytest.raises(IntakeError, match="is outside this stack's scope"):
+            work_message(out, registry=HOST, prefixes=scope)
+    assert work_message(tool, registry=HOST, prefixes=("",)) == messages[3]  # "": all
+
+    first = messages[1]
+    for body, match in (
+        ("{", "body is not JSON"),
+        ("[]", "got list, expected an object"),
+        (message_body({**first, "extra": "x"}), r"got keys \['extra'\]"),
+        (message_body({"registry": HOST, "repository": "payments/api"}), "got run=None"),
+        (message_body({**first, "registry": "elsewhere.test"}), "expected 'registry.test'"),
+    ):
+        with pytest.raises(IntakeError, match=match):
+            work_message(body, registry=HOST, prefixes=scope)
+
+
+def test_an_outcome_says_whether_its_message_must_come_back(
+    registry: FakeRegistry, ledger: SqliteLedger
+) -> None:
+    runtime = FakeRuntime(policy(), ledger, {HOST: registry})
+    api = {"registry": HOST, "repository": "payments/api", "run": "r1"}
+
+    planned = work(api, runtime, now=NOW, execute=False)
+    assert planned.run.deletions == 3 and outcome_failure(planned, resume_delay=60) is None
+
+    stopped = work(api, runtime, now=NOW, should_stop=lambda: True)
+    failure = outcome_failure(stopped, resume_delay=60)
+    assert isinstance(failure, RunInterrupted)
+    assert "0 of 3 deletions done before the time limit" in str(failure)
+    assert "returns in 60s and the run resumes" in str(failure)
+
+    done = work(api, runtime, now=NOW)  # the same message again: the run resumes
+    assert done.result is not None and done.result.status == "done"
+    assert outcome_failure(done, resume_delay=60) is None
+
+    registry.fail(dg("payments/web/1"))
+    failed = work({**api, "repository": "payments/web"}, runtime, now=NOW)
+    failure = outcome_failure(failed, resume_delay=60)
+    assert isinstance(failure, RegistryError) and not isinstance(failure, RunInterrupted)
+    assert f"failed: 1 deletions failed ({dg('payments/web/1')}: " in str(failure)
+    assert "a retry resumes the run" in str(failure)
+
+
+def test_policy_secrets_are_every_secret_location_the_policy_names() -> None:
+    text = POLICY.replace("  team: platform\n", SIGNED, 1) + NOTIFY
+    full = load_policy_text(text, source="p.yaml", base_dir="/tmp")
+    assert policy_secrets(full) == {
+        "REGWARDEN_SECRET_REGWARDEN_KEYS_CI": "regwarden/keys/ci",
+        "REGWARDEN_SECRET_REGWARDEN_SLACK": "regwarden/slack",
+        "REGWARDEN_SECRET_REGWARDEN_HMAC": "regwarden/hmac",
+    }
+    assert policy_secrets(full, notifications=False) == {
+        "REGWARDEN_SECRET_REGWARDEN_KEYS_CI": "regwarden/keys/ci"
+    }
+    assert policy_secrets(policy()) == {}
+
+
+SIGNED = "  team: platform\n  signatures:\n    cosign:\n      keys: [secret://regwarden/keys/ci]\n"
+NOTIFY = (
+    "notifications:\n  channels:\n"
+    '    slack: {type: slack, url: "secret://regwarden/slack"}\n'
+    '    hook: {type: webhook, url: "https://hooks.example.com/x", '
+    'secret: "secret://regwarden/hmac"}\n'
+    "  routes:\n    - {match: {team: payments}, to: [slack, hook]}\n"
+)

@@ -10,7 +10,14 @@ See docs/policy.md for every key.
 
 from ._glob import Glob, ImageGlob
 from ._load import load_policy, load_policy_text, validate_file, validate_text
-from ._location import Location, LocationScheme, resolve_file, resolve_secret, secret_env_var
+from ._location import (
+    Location,
+    LocationScheme,
+    policy_secrets,
+    resolve_file,
+    resolve_secret,
+    secret_env_var,
+)
 from ._model import (
     API_VERSION,
     SECTIONS,
@@ -187,6 +194,7 @@ __all__ = [
     "parse_severity",
     "parse_size",
     "policy_json_schema",
+    "policy_secrets",
     "resolve_file",
     "resolve_secret",
     "scan_sources",

@@ -2,7 +2,9 @@
 
 Nothing is fetched here. `file://` paths are resolved against the policy file's directory by
 the pure `resolve_file`; `secret://NAME` is resolved locally from the environment by
-`resolve_secret`; the cloud schemes are resolved by the adapters that own the credentials.
+`resolve_secret`, and `policy_secrets` lists every one a policy names (what a platform's
+secret store must serve); the cloud schemes are resolved by the adapters that own the
+credentials.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -34,6 +36,7 @@ __all__ = [
     "Location",
     "LocationScheme",
     "Schemes",
+    "policy_secrets",
     "resolve_file",
     "resolve_secret",
     "secret_env_var",
@@ -306,6 +309,33 @@ def secret_env_var(name: str) -> str:
     `regwarden/slack-hook` -> `REGWARDEN_SECRET_REGWARDEN_SLACK_HOOK`."""
     name = name.removeprefix("secret://")
     return SECRET_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def policy_secrets(policy: BaseModel, *, notifications: bool = True) -> dict[str, str]:
+    """Every `secret://NAME` the policy mentions: environment variable name → NAME (the
+    variable `resolve_secret` looks up for it), so a platform's secret store can serve
+    exactly these. Without `notifications`, the channel secrets (webhook URLs, HMAC keys)
+    are left out. Pure: nothing is fetched."""
+    found: dict[str, str] = {}
+
+    def walk(value: object) -> None:
+        if isinstance(value, Location):
+            if value.scheme is LocationScheme.SECRET:
+                found[secret_env_var(value.target)] = value.target
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                if value is policy and name == "notifications" and not notifications:
+                    continue
+                walk(getattr(value, name))
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                walk(item)
+
+    walk(policy)
+    return found
 
 
 def resolve_secret(name: str, env: Mapping[str, str]) -> str:

@@ -1,4 +1,5 @@
-"""Retention running: listing, in-use inventories, the resumable executor, fan-out and
+"""Retention running: listing, in-use inventories, the resumable executor, fan-out (with
+the schedule, message and outcome rules of a run queued one repository per message) and
 reports — the I/O side of retention, over the pure planning package."""
 
 from ._collect import Collected, collect_records, records_from_listing
@@ -43,6 +44,18 @@ from ._run import (
     select_repositories,
     work_from_plan,
 )
+from ._schedule import (
+    RunInterrupted,
+    ScheduledRun,
+    bounded,
+    in_scope,
+    message_body,
+    outcome_failure,
+    run_id_for,
+    scheduled_run,
+    scheduled_run_id,
+    work_message,
+)
 
 __all__ = [
     "INVENTORIES",
@@ -63,9 +76,12 @@ __all__ = [
     "RetentionOutcome",
     "RetentionRuntime",
     "RichProgress",
+    "RunInterrupted",
     "RunLedger",
     "RunPlan",
+    "ScheduledRun",
     "apply",
+    "bounded",
     "collect_records",
     "deletion_key",
     "fan_out",
@@ -73,9 +89,12 @@ __all__ = [
     "images_from_ecs_task",
     "images_from_pod",
     "images_from_workload",
+    "in_scope",
     "in_use_protections",
     "load_run",
+    "message_body",
     "new_run_id",
+    "outcome_failure",
     "parse_ref_lines",
     "plan_run",
     "progress_for",
@@ -87,9 +106,13 @@ __all__ = [
     "refs_from_ecs",
     "refs_from_kubernetes",
     "refs_from_lambda",
+    "run_id_for",
     "run_retention",
     "save_run",
+    "scheduled_run",
+    "scheduled_run_id",
     "select_repositories",
     "work",
     "work_from_plan",
+    "work_message",
 ]

@@ -32,6 +32,7 @@ from ._run import (
     plan_run,
     select_repositories,
 )
+from ._schedule import message_field
 
 if TYPE_CHECKING:
     from ...notify import Router
@@ -241,18 +242,6 @@ def _worker_run_id(run: str, repository: str) -> str:
     return f"{run[:53]}.{tag}"
 
 
-def _field(message: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
-    value = message.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise IntakeError(
-            f"retention message: got {key}={value!r}, expected a non-empty string "
-            '(message shape: {"registry": HOST, "repository": NAME, "run": RUN_ID})'
-        )
-    return value
-
-
 def work(
     message: Mapping[str, Any],
     runtime: RetentionRuntime,
@@ -269,9 +258,9 @@ def work(
     it says stop, the apply ends `interrupted` and the same message resumes the run."""
     if not isinstance(message, Mapping):
         raise IntakeError(f"retention message: got {type(message).__name__}, expected an object")
-    host = _field(message, "registry")
-    repository = _field(message, "repository")
-    run = _field(message, "run", required=False)
+    host = message_field(message, "registry")
+    repository = message_field(message, "repository")
+    run = message_field(message, "run", required=False)
     assert host is not None and repository is not None
     run_id = _worker_run_id(run, repository) if run else None
     return run_retention(
