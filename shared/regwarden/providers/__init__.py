@@ -1,8 +1,9 @@
 """Registry providers behind one protocol, chosen from the registry's kind: as the policy's
 `registries` section lists it, else from the host name.
 
-A dict registry with explicit imports: each provider module registers itself with
-`@register(kind)`; this file imports them by name. No discovery by side effect elsewhere.
+A `plugins.PluginRegistry` (`PROVIDERS`) with explicit imports: each provider module
+registers itself with `@register(kind)`; this file imports them by name. No discovery by
+side effect elsewhere.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from ..plugins import PluginRegistry
 from ._base import (
     CAP_BATCH_DELETE,
     CAP_COPY_MOUNT,
@@ -65,7 +67,9 @@ class ProviderOptions:
 
 
 Factory = Callable[[str, ProviderOptions], Registry]
-_FACTORIES: dict[str, Factory] = {}
+PROVIDERS: PluginRegistry[Factory] = PluginRegistry("registry provider")
+"""Provider kind ('oci', 'ecr', 'gar', 'acr') → factory; each provider module registers
+itself with `@register(kind)`."""
 
 #: The policy's registry kinds → provider kinds: Harbor and CNCF distribution (zot, …)
 #: are both served by the generic OCI provider.
@@ -80,11 +84,8 @@ _PROVIDER_OF_KIND = {
 
 
 def register(kind: str) -> Callable[[Factory], Factory]:
-    def wrap(factory: Factory) -> Factory:
-        _FACTORIES[kind] = factory
-        return factory
-
-    return wrap
+    """Decorator: the factory of the provider for `kind`."""
+    return PROVIDERS.register(kind)
 
 
 def provider_kind(host: str, kind: str | None = None) -> str:
@@ -106,7 +107,7 @@ def open_registry(
 ) -> Registry:
     """The provider for `host`, ready to use (close it when done). `kind` is the registry's
     kind from the policy's `registries` section; None: from the host name."""
-    return _FACTORIES[provider_kind(host, kind)](host, options or ProviderOptions())
+    return PROVIDERS.get(provider_kind(host, kind))(host, options or ProviderOptions())
 
 
 from . import cloud_stubs as _cloud_stubs  # noqa: E402  (registers gar, acr)
@@ -131,6 +132,7 @@ __all__ = [
     "CAP_PUSH_TIMES",
     "CAP_REFERRERS_API",
     "CAP_TAG_DELETE",
+    "PROVIDERS",
     "THROTTLE_STATUS",
     "DeleteResult",
     "DeleteStatus",
