@@ -336,6 +336,7 @@ def _build(function: str) -> State:
         idempotent_function,
     )
 
+    from regwarden import botocore_config
     from regwarden.policy import policy_secrets
     from regwarden.rechecks import RECHECK_SCHEDULERS, RecheckTarget
     from regwarden.runtime import Runtime, configured_hosts
@@ -390,6 +391,7 @@ def _build(function: str) -> State:
         sort_key_attr="sk",
         static_pk_value=f"idempotency#{function}",
         expiry_attr=TTL_ATTRIBUTE,
+        boto3_session=botocore_config.session(),  # the process's: models loaded once
     )
     body = _gate_event if gate else _notify_alert
     wrapped = idempotent_function(

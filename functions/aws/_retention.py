@@ -106,11 +106,9 @@ class State:
 
     def client(self) -> Any:
         if self.sqs is None:
-            import boto3
+            from regwarden import botocore_config
 
-            from regwarden.botocore_config import botocore_config
-
-            self.sqs = boto3.session.Session().client("sqs", config=botocore_config())
+            self.sqs = botocore_config.client("sqs")
         return self.sqs
 
 

@@ -227,11 +227,9 @@ class RetentionSettings:
 
 
 def _client(service: str) -> Any:
-    import boto3
+    from regwarden import botocore_config
 
-    from regwarden.botocore_config import botocore_config
-
-    return boto3.session.Session().client(service, config=botocore_config())
+    return botocore_config.client(service)
 
 
 def read_policy_text(uri: str) -> str:

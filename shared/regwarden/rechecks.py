@@ -152,11 +152,9 @@ def _sqs(target: RecheckTarget) -> RecheckScheduler:
 
     def schedule(image: str, at: datetime, *, now: datetime, hop: int = 0) -> None:
         if not clients:
-            import boto3
+            from . import botocore_config
 
-            from .botocore_config import botocore_config
-
-            clients.append(boto3.session.Session().client("sqs", config=botocore_config()))
+            clients.append(botocore_config.client("sqs"))
         delay = int(min(max((at - now).total_seconds() + 1, 0), SQS_MAX_DELAY))
         body = recheck_message(image, at, hop=hop)
         clients[0].send_message(QueueUrl=url, MessageBody=json.dumps(body), DelaySeconds=delay)

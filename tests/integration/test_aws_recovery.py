@@ -77,7 +77,7 @@ def kill_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], list[str]]:
     """`kill_at(operation, repository)`: the handler's ECR client dies (raises `Killed`)
     the first time it is about to send `operation` for `repository`, before the request
     leaves. Returns the list the kill is recorded in."""
-    from regwarden.providers import ecr
+    from regwarden import botocore_config
 
     def arm(operation: str, repository: str) -> list[str]:
         killed: list[str] = []
@@ -89,7 +89,10 @@ def kill_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], list[str]]:
 
         session = boto3.session.Session()
         session.events.register(f"before-parameter-build.ecr.{operation}", kill)
-        monkeypatch.setattr(ecr, "_SESSION", session)  # clients the handlers build from now
+        # the process's session for the clients the handlers build from now
+        monkeypatch.setattr(botocore_config, "_SESSION", session)
+        monkeypatch.setattr(botocore_config, "_SESSION_ENV", botocore_config._aws_environment())
+        monkeypatch.setattr(botocore_config, "_CLIENTS", {})
         return killed
 
     return arm

@@ -74,14 +74,10 @@ class SnsChannel:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import boto3
+                from .. import botocore_config
 
-                from ..botocore_config import botocore_config
-
-                self._client = boto3.session.Session().client(
-                    "sns",
-                    region_name=self.region,
-                    config=botocore_config(mode="standard", attempts=6),
+                self._client = botocore_config.client(
+                    "sns", region=self.region, mode="standard", attempts=6
                 )
             return self._client
 

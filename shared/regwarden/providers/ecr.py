@@ -141,10 +141,6 @@ GONE_CODES = frozenset({"ImageNotFound", "ImageNotFoundException"})
 _THROTTLE_HOOK_ID = "regwarden-throttle-watch"
 
 
-_SESSION: Any = None
-_SESSION_LOCK = threading.Lock()
-
-
 def parse_ecr_host(host: str) -> tuple[str, str]:
     """`<account>.dkr.ecr.<region>.amazonaws.com` → (account, region); UsageError otherwise."""
     m = _HOST.match(host.lower())
@@ -334,22 +330,12 @@ class EcrRegistry:
         self._no_retry_client: Any = None
 
     def _make_client(self, endpoint_url: str | None, *, retries: bool = True) -> Any:
-        import boto3
+        from .. import botocore_config  # the process's session and clients
 
-        from ..botocore_config import botocore_config
-
-        config = (
-            botocore_config(mode="adaptive", attempts=11)
-            if retries
-            else botocore_config(mode="standard", attempts=1)
+        mode, attempts = ("adaptive", 11) if retries else ("standard", 1)
+        return botocore_config.client(
+            "ecr", region=self.region, endpoint_url=endpoint_url, mode=mode, attempts=attempts
         )
-        global _SESSION
-        with _SESSION_LOCK:  # boto3 sessions are not thread-safe; creating clients is rare
-            if _SESSION is None:
-                _SESSION = boto3.session.Session()  # loads service models once per process
-            return _SESSION.client(
-                "ecr", region_name=self.region, endpoint_url=endpoint_url, config=config
-            )
 
     def __repr__(self) -> str:
         return f"EcrRegistry({self.host!r})"

@@ -201,15 +201,14 @@ class DynamoLedger:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import boto3
+                from .. import botocore_config
 
-                from ..botocore_config import botocore_config
-
-                self._client = boto3.session.Session().client(
+                self._client = botocore_config.client(
                     "dynamodb",
+                    region=self._region,
                     endpoint_url=self._endpoint_url,
-                    region_name=self._region,
-                    config=botocore_config(mode="adaptive", attempts=11),
+                    mode="adaptive",
+                    attempts=11,
                 )
             return self._client
 

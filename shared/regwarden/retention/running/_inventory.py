@@ -427,15 +427,15 @@ def refs_from_lambda(lam: Any) -> list[ImageRef]:
 
 def _boto3_client(service: str, region: str | None) -> Any:
     try:
-        import boto3
+        import boto3  # noqa: F401  # only to say which extra is missing
     except ImportError:
         raise NotImplementedYet(
             f"inventory needs boto3 (the 'aws' extra) to read {service}",
             hint="pip install 'regwarden[aws]'",
         ) from None
-    from ...botocore_config import botocore_config
+    from ... import botocore_config
 
-    return boto3.session.Session().client(service, region_name=region, config=botocore_config())
+    return botocore_config.client(service, region=region)
 
 
 def refs_from_aws(
