@@ -2,9 +2,12 @@
 the Powertools pieces (Logger, Tracer, Metrics, idempotency on DynamoDB).
 
 Handlers stay thin (parse → call core → render); the core is `regwarden.pipeline`. Module
-import is cheap on purpose: Powertools' Logger/Tracer/Metrics and the batch utility only.
+import holds Powertools' Logger, Tracer and Metrics and the batch utility: the Tracer is
+built at module scope as Powertools intends (its constructor imports the X-Ray SDK; with
+tracing on it patches botocore and httpx, the only libraries the handlers call through).
 The core, boto3 and the idempotency layer are imported on the first record of a cold
-start (`state()`), and kept for the warm process.
+start (`state()`), and kept for the warm process; every AWS client comes from the
+process's one boto3 session (`regwarden.botocore_config`).
 
 Flow per SQS record (EventBridge event in the body):
 
@@ -45,7 +48,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -65,15 +68,13 @@ if TYPE_CHECKING:
 
     from ._settings import PolicySource, SecretEnv, Settings
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
 __all__ = [
     "FAILURE_TTL",
     "GATE_FUNCTIONS",
     "IDEMPOTENCY_TTL",
     "RECOVERY",
+    "TRACED_MODULES",
     "ColdStart",
-    "LazyTracer",
     "gate_record",
     "notify_record",
     "powertools",
@@ -104,6 +105,10 @@ FAILURE_TTL = timedelta(days=18)
 dead-letter queue's (14 days)."""
 _MAX_ERROR = 2000
 """Characters of an error kept for the dead-letter listing."""
+TRACED_MODULES = ("botocore", "httpx")
+"""What X-Ray patches when tracing is on: the AWS SDK and the registry client, the only
+libraries the handlers make calls through (Powertools' default patches every library the
+X-Ray SDK knows and can import)."""
 
 log = logging.getLogger("regwarden.aws")
 
@@ -119,60 +124,19 @@ class _Stdout:
         sys.stdout.flush()
 
 
-class LazyTracer:
-    """Powertools' Tracer, built on the first invocation rather than at import.
+def powertools(function: str) -> tuple[Logger, Tracer, Metrics]:
+    """Logger (structured JSON), Tracer and Metrics for one handler module, at its import.
 
-    Constructing a Tracer imports the X-Ray SDK, whose global recorder creates botocore
-    clients for sampling rules (about 150-250 ms, more than `import boto3` itself). The
-    decorators below have the Tracer's signatures and wrap on first call, so a handler
-    module imports in a fraction of that and pays for tracing when it first runs.
-    """
-
-    def __init__(self, service: str) -> None:
-        self.service = service
-        self._tracer: Tracer | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def tracer(self) -> Tracer:
-        with self._lock:
-            if self._tracer is None:
-                self._tracer = Tracer(service=self.service)
-            return self._tracer
-
-    def capture_lambda_handler(self, handler: _F) -> _F:
-        traced: list[Callable[..., Any]] = []
-
-        @functools.wraps(handler)
-        def wrapper(event: Any, context: Any) -> Any:
-            if not traced:
-                traced.append(self.tracer.capture_lambda_handler(handler))
-            return traced[0](event, context)
-
-        return cast(_F, wrapper)
-
-    def capture_method(self, method: _F) -> _F:
-        traced: list[Callable[..., Any]] = []
-
-        @functools.wraps(method)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not traced:
-                traced.append(self.tracer.capture_method(method))
-            return traced[0](*args, **kwargs)
-
-        return cast(_F, wrapper)
-
-
-def powertools(function: str) -> tuple[Logger, LazyTracer, Metrics]:
-    """Logger (structured JSON), Tracer and Metrics for one handler module.
-
+    The Tracer imports the X-Ray SDK whether tracing is on or not (Powertools has no lazy
+    mode); a cold start pays for it either way, so it is built here, the standard way.
     Powertools' Metrics share one metric set per process, so the `function` dimension is
     added per record (`gate_record`, `notify_record`), not as a default here.
     """
     service = os.environ.get("POWERTOOLS_SERVICE_NAME") or "regwarden"
     logger = Logger(service=service, function=function, stream=_Stdout())  # type: ignore[arg-type]
+    tracer = Tracer(service=service, patch_modules=TRACED_MODULES)
     metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "regwarden")
-    return logger, LazyTracer(service), metrics
+    return logger, tracer, metrics
 
 
 # -- cold-start state -------------------------------------------------------------------------

@@ -890,7 +890,7 @@ def test_handlers_defer_the_core_and_run_without_cli_packages() -> None:
 import sys
 startup = set(sys.modules)
 import functions.aws.retention_fanout, functions.aws.retention_worker
-heavy = ("boto3", "botocore.session", "regwarden", "pydantic", "aws_xray_sdk", "httpx")
+heavy = ("boto3", "regwarden", "pydantic", "httpx")  # X-Ray loads with the Tracer (#12 item 8)
 print(sorted(m for m in heavy if m in sys.modules))
 for name in ("typer", "rich", "click", "pygments", "starlette", "uvicorn", "kubernetes"):
     sys.modules[name] = None  # the layer ships none of them
