@@ -92,16 +92,21 @@ def gather_evidence(
     from ..oci import in_background
     from ..policy import scan_sources
     from ..scanning import ScanContext, ScanFormatError, scan_readers
-    from ..signatures import attestation_policy, cosign_policy, notation_trust
 
     assert image.digest is not None
     effective = policy.for_repository(image.repository)
     base = policy.base_dir or Path.cwd()
-    # Configuration first (keys, trust policies): a bad one fails the evaluation as a
-    # configuration error before any request is in flight.
-    cosign = cosign_policy(effective, base_dir=base, env=env)
-    notation = notation_trust(effective, base_dir=base)
-    attest = attestation_policy(effective, base_dir=base, env=env)
+    cosign = notation = attest = None
+    # No signature or attestation rules: no verifier, and the signatures package (the
+    # cryptography stack) is not even imported.
+    if effective.signatures is not None or effective.attestations is not None:
+        from ..signatures import attestation_policy, cosign_policy, notation_trust
+
+        # Configuration first (keys, trust policies): a bad one fails the evaluation as a
+        # configuration error before any request is in flight.
+        cosign = cosign_policy(effective, base_dir=base, env=env)
+        notation = notation_trust(effective, base_dir=base)
+        attest = attestation_policy(effective, base_dir=base, env=env)
     sources = scan_sources(effective, policy, registry.host)
     readers = scan_readers(
         (s for s in sources if s not in _ATTESTED),
@@ -171,14 +176,6 @@ def _signed(
     """Signatures and attestations: one discovery, then pure verification. A discovery
     failure makes the signatures an error and marks as unavailable each piece of
     attestation evidence the gate needs (a cosign vuln report, SLSA provenance)."""
-    from ..signatures import (
-        discover,
-        result_formats,
-        signature_repository,
-        verify_attestations,
-        verify_image,
-    )
-
     assert image.digest is not None
     verifiers = cosign is not None or notation is not None
     needed: list[str] = []  # attestation evidence the verdict depends on
@@ -188,6 +185,14 @@ def _signed(
         needed.append("provenance")
     if not verifiers and not needed:
         return Evidence()
+    from ..signatures import (
+        discover,
+        result_formats,
+        signature_repository,
+        verify_attestations,
+        verify_image,
+    )
+
     client = registry.data_plane()
     try:
         found = discover(
