@@ -6,8 +6,9 @@ import holds Powertools' Logger, Tracer and Metrics and the batch utility: the T
 built at module scope as Powertools intends (its constructor imports the X-Ray SDK; with
 tracing on it patches botocore and httpx, the only libraries the handlers call through).
 The core, boto3 and the idempotency layer are imported on the first record of a cold
-start (`state()`), and kept for the warm process; every AWS client comes from the
-process's one boto3 session (`regwarden.botocore_config`).
+start (`state()`), and kept for the warm process; the AWS clients they make come from the
+process's one boto3 session (`regwarden.botocore_config`; secrets are read through
+Powertools parameters, which keep their own).
 
 Flow per SQS record (EventBridge event in the body):
 
