@@ -305,8 +305,7 @@ def _build(function: str) -> State:
     from regwarden.policy import policy_secrets
     from regwarden.rechecks import RECHECK_SCHEDULERS, RecheckTarget
     from regwarden.runtime import Runtime, configured_hosts
-    from regwarden.store import DynamoLedger
-    from regwarden.store._dynamo import TTL_ATTRIBUTE
+    from regwarden.store import TTL_ATTRIBUTE, DynamoLedger
 
     from ._settings import PolicySource, SecretEnv, Settings
 
@@ -459,7 +458,7 @@ def _noted(st: State, function: str, record: SQSRecord, *, logger: Logger) -> It
         yield
     except Exception as exc:
         from regwarden.redact import redact_text
-        from regwarden.store._dynamo import dead_letter_key
+        from regwarden.store import dead_letter_key
 
         error = redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR]
         try:

@@ -24,7 +24,7 @@ from support.moto_server import REGISTRY_HOST, put_manifest
 from regwarden.devtools import make_image
 from regwarden.notify import verify_signature
 from regwarden.reference import short_digest
-from regwarden.store._dynamo import TTL_ATTRIBUTE
+from regwarden.store import TTL_ATTRIBUTE
 
 moto_server = support.moto_server
 moto = support.moto
