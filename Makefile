@@ -22,6 +22,12 @@ test-fast:
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) imports
+
+# The architecture's import rules (contracts in pyproject.toml, see docs/architecture.md).
+.PHONY: imports
+imports:
+	PYTHONPATH=shared:. $(VENV)/bin/lint-imports --no-cache
 
 format:
 	$(VENV)/bin/ruff format .
