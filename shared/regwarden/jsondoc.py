@@ -5,7 +5,8 @@ class with a message naming the path, what was found and what was expected:
 
     invalid Trivy report at Results[0].Vulnerabilities[3].Severity: got 7, expected a string
 
-Shared by `regwarden.scanning` (reports) and `regwarden.intake` (event payloads). Nothing here raises anything but the configured `IntakeError` subclass.
+Shared by `regwarden.scanning` (reports) and `regwarden.intake` (event payloads). Nothing
+here raises anything but the configured `IntakeError` subclass.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from ..errors import IntakeError, InvalidReference
-from ..reference import ImageRef, validate_digest
 from ..jsondoc import Node
+from ..reference import ImageRef, validate_digest
 
 # A registry host as it appears in a Host header or a resource URL: DNS name or bracketed
 # IPv6 literal, optional port. Internal names without a dot ("registry") are allowed.

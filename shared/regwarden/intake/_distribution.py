@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from ..errors import IntakeError
-from ..model import EventKind, ImageEvent
 from ..jsondoc import Node, load_json
+from ..model import EventKind, ImageEvent
 from ._common import (
     check_content_type,
     check_registry,

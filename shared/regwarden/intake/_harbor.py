@@ -8,9 +8,9 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from ..errors import IntakeError
+from ..jsondoc import Node, load_json
 from ..model import EventKind, ImageEvent
 from ..scanning import ScanStatus, ScanSummary, parse_harbor_overview
-from ..jsondoc import Node, load_json
 from ._common import (
     REPOSITORY_EXPECTED,
     check_content_type,

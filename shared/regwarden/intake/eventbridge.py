@@ -57,9 +57,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import IntakeError
+from ..jsondoc import MISSING, Node, show
 from ..model import EventKind, ImageEvent, Severity
 from ..scanning import ScanStatus, ScanSummary
-from ..jsondoc import MISSING, Node, show
 from ._common import digest_at, image_ref, repository_name, tag_at
 from ._result import IntakeResult
 from ._signatures import signature_subject

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from pydantic import ValidationError
 
 from ..errors import InvalidReference
+from ..jsondoc import Node
 from ..model import Finding, Severity
 from ..reference import validate_digest
 from ._errors import ScanFormatError
-from ..jsondoc import Node
 
 DIGEST_EXPECTED = "a digest like sha256:<64 lowercase hex>"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..errors import InvalidReference
+from ..jsondoc import Node, load_json
 from ..model import ScanReport
 from ..reference import validate_digest
 from ._common import checked_digest
 from ._errors import ScanFormatError
 from ._grype import grype_report
-from ..jsondoc import Node, load_json
 from ._trivy import trivy_report
 
 LABEL = "cosign vuln attestation"

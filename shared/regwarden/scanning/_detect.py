@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from ..jsondoc import load_json
 from ..model import ScanReport
 from ._cosign import parse_cosign_vuln
 from ._errors import ScanFormatError
 from ._grype import parse_grype
 from ._harbor import parse_harbor_report
-from ..jsondoc import load_json
 from ._trivy import parse_trivy
 
 FORMATS = ("trivy", "grype", "harbor", "cosign-vuln")

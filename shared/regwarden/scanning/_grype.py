@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ..jsondoc import Node, load_json
 from ..model import Finding, ScanReport
 from ._common import (
     best_score,
@@ -16,7 +17,6 @@ from ._common import (
     severity,
 )
 from ._errors import ScanFormatError
-from ..jsondoc import Node, load_json
 
 LABEL = "Grype report"
 _NVD_SOURCE = "nvd@nist.gov"

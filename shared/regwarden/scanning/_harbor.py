@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..jsondoc import Node, load_json
 from ..model import Finding, ScanReport, Severity
 from ._common import (
     best_score,
@@ -14,7 +15,6 @@ from ._common import (
     severity,
 )
 from ._errors import ScanFormatError
-from ..jsondoc import Node, load_json
 from ._model import HarborScanOverview, ScanStatus, ScanSummary
 
 REPORT_LABEL = "Harbor scanner report"

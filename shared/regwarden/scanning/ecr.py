@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import NotFound, RegistryError, VerificationError
+from ..jsondoc import Node
 from ..model import Finding, ScanReport, Severity
 from ..reference import ImageRef
 from ._common import checked_digest, clip, make_finding
 from ._errors import ScanFormatError
-from ..jsondoc import Node
 from ._model import ScanStatus
 
 __all__ = [

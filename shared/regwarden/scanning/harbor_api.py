@@ -42,6 +42,7 @@ import httpx
 
 from .. import USER_AGENT
 from ..errors import AuthError, RegistryError, Unsupported, UsageError, VerificationError
+from ..jsondoc import load_json
 from ..model import ScanReport
 from ..oci import Credentials, error_summary, is_loopback_host
 from ..redact import redact_url
@@ -50,7 +51,6 @@ from ..retry import RETRYABLE_STATUS, Backoff, GiveUp, Retries, tally
 from ._common import checked_digest, node_digest
 from ._errors import ScanFormatError
 from ._harbor import VULN_REPORT_TYPES, parse_harbor_overview, parse_harbor_report
-from ..jsondoc import load_json
 from ._model import HarborScanOverview, ScanStatus
 
 if TYPE_CHECKING:
