@@ -176,10 +176,15 @@ class Stack:
     def environment(self) -> dict[str, str]:
         """A child's environment: what Lambda sets for the function (template variables,
         its name, task root, X-Ray daemon and trace header), plus the stack's endpoints.
-        Nothing AWS- or Powertools-related is inherited from this process."""
+        Nothing AWS- or Powertools-related is inherited from this process, nor a setting
+        that stops bytecode caching (every run would then recompile: product and floor both
+        start from cached bytecode, as the warm-up round intends)."""
         _, aws, data_plane = self._ready()
         prefixes = ("AWS_", "POWERTOOLS_", "REGWARDEN_", "_X_AMZN", "LAMBDA_", "ECR_")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+        dropped = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in dropped
+        }
         env.update(DUMMY_CREDENTIALS)
         env.update(template_variables())
         sampled = "1" if self.tracing else "0"
