@@ -277,6 +277,17 @@ def test_first_seen_is_kept_and_pulls_only_move_forward(ledger: AuditedLedger) -
     assert ledger.image_times("elsewhere", "app") == {}
 
 
+def test_a_push_answers_the_digests_first_seen_time(ledger: AuditedLedger) -> None:
+    # the pipeline takes a push's clock from this answer, with no read after the write
+    later = T0 + timedelta(days=3)
+    assert ledger.record_push("r", "app", A, ("v1",), now=T0) == T0
+    assert ledger.record_push("r", "app", A, ("v2",), now=later) == T0  # the first is kept
+    ledger.record_pull("r", "app", B, now=later)  # first seen through a pull
+    assert ledger.record_push("r", "app", B, (), now=later + timedelta(hours=1)) == later
+    assert ledger.record_push("r", "other", A, (), now=later) == later  # its own repository
+    assert ledger.image_times("r", "app")[A] == (T0, None)
+
+
 def test_tag_history(ledger: AuditedLedger) -> None:
     minute = timedelta(minutes=1)
     ledger.record_push("r", "app", A, ("v1", "latest"), now=T0)
@@ -351,6 +362,19 @@ def test_an_action_intent_is_resumed_not_restarted(ledger: AuditedLedger) -> Non
     assert ledger.action("q:nope") is None
     ledger.finish_action("q:nope", status="done")  # an unknown key: nothing appears
     assert ledger.action("q:nope") is None
+
+
+def test_a_begun_action_is_the_record_read_back(ledger: AuditedLedger) -> None:
+    # begin_action answers with the record (new or found) without the caller reading it
+    state: dict[str, Any] = {"step": "start", "tags": ("v1", "v2"), "retry": {"attempts": 0}}
+    common: dict[str, Any] = dict(registry="r", repository="app", digest=A, kind="quarantine")
+    begun = ledger.begin_action("q:a", reason="why", state=state, now=T0, **common)
+    assert begun == ledger.action("q:a")
+    assert begun.state == {"step": "start", "tags": ["v1", "v2"], "retry": {"attempts": 0}}
+    ledger.finish_action("q:a", status="done", state={"step": "untagged"})
+    found = ledger.begin_action("q:a", reason="again", state={}, now=T0 + timedelta(1), **common)
+    assert found == ledger.action("q:a")
+    assert (found.status, found.reason, found.state) == ("done", "why", {"step": "untagged"})
 
 
 # -- quarantine -------------------------------------------------------------------------------

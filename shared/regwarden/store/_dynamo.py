@@ -614,14 +614,18 @@ class DynamoLedger:
 
     def record_push(
         self, registry: str, repository: str, digest: str, tags: tuple[str, ...], *, now: datetime
-    ) -> None:
+    ) -> datetime:
+        """Returns the digest's first-seen time: the update answers it (`ALL_NEW`), so the
+        pipeline reads nothing after its write."""
         pk = _repo_pk(registry, repository)
-        self._call(
+        updated = self._call(
             "update_item",
             Key=self._item({"pk": pk, "sk": f"image#{digest}"}),
             UpdateExpression="SET first_seen = if_not_exists(first_seen, :now)",
             ExpressionAttributeValues=self._item({":now": _ts(now)}),
+            ReturnValues="ALL_NEW",
         )
+        first_seen = datetime.fromisoformat(self._plain(updated["Attributes"])["first_seen"])
         for tag in tags:  # first sighting of tag → digest wins, as in SQLite's INSERT OR IGNORE
             self._conditional(
                 "put_item",
@@ -636,6 +640,7 @@ class DynamoLedger:
                 ),
                 ConditionExpression="attribute_not_exists(pk)",
             )
+        return first_seen
 
     def record_pull(self, registry: str, repository: str, digest: str, *, now: datetime) -> None:
         """Pull times only move forward (late, out-of-order events are ignored)."""
@@ -730,31 +735,41 @@ class DynamoLedger:
         now: datetime,
     ) -> ActionRecord:
         """Record the intent before the first write. Returns the existing record if the key
-        was already recorded (a retry resumes it rather than starting over)."""
-        self._conditional(
-            "put_item",
-            Item=self._item(
-                {
-                    "pk": f"action#{key}",
-                    "sk": "action",
-                    "key": key,
-                    "at": _ts(now),
-                    "registry": registry,
-                    "repository": repository,
-                    "digest": digest,
-                    "kind": kind,
-                    "status": "intent",
-                    "reason": reason,
-                    "state": json.dumps(state),
-                    "pending": "intent",
-                    "pending_at": _retry_due(state) or _ts(now),
-                }
-            ),
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-        found = self.action(key)
-        assert found is not None
-        return found
+        was already recorded (a retry resumes it rather than starting over).
+
+        One conditional put: written, the record is what was put; refused, DynamoDB hands
+        back the item that was there (`ReturnValuesOnConditionCheckFailure`), read again
+        only from a store that does not."""
+        values = {
+            "pk": f"action#{key}",
+            "sk": "action",
+            "key": key,
+            "at": _ts(now),
+            "registry": registry,
+            "repository": repository,
+            "digest": digest,
+            "kind": kind,
+            "status": "intent",
+            "reason": reason,
+            "state": json.dumps(state),
+            "pending": "intent",
+            "pending_at": _retry_due(state) or _ts(now),
+        }
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._item(values),
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except self._botocore_errors() as exc:
+            if self._code(exc) != "ConditionalCheckFailedException":
+                raise RegistryError(f"DynamoDB {self.table}: put_item failed: {exc}") from exc
+            there = (getattr(exc, "response", None) or {}).get("Item")
+            found = self._action(self._plain(there)) if there else self.action(key)
+            assert found is not None  # the condition failed: the item exists
+            return found
+        return self._action(values)
 
     def finish_action(self, key: str, *, status: str, state: dict[str, Any] | None = None) -> None:
         """Set the status (and state). An intent stays on the `pending` index, due at its

@@ -83,7 +83,11 @@ class Ledger(Protocol):
 
     def record_push(
         self, registry: str, repository: str, digest: str, tags: tuple[str, ...], *, now: datetime
-    ) -> None: ...
+    ) -> datetime:
+        """Record a push: the digest's first-seen time (an earlier one is kept) and each tag →
+        digest's first sighting. Returns the digest's first-seen time, so the pipeline needs
+        no read after its write (on DynamoDB the same request answers it)."""
+        ...
 
     def record_pull(
         self, registry: str, repository: str, digest: str, *, now: datetime

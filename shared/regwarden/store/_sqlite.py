@@ -292,7 +292,8 @@ class SqliteLedger(QueueMixin):
 
     def record_push(
         self, registry: str, repository: str, digest: str, tags: tuple[str, ...], *, now: datetime
-    ) -> None:
+    ) -> datetime:
+        """Returns the digest's first-seen time (this push's, or an earlier one kept)."""
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO images (registry, repository, digest, first_seen) "
@@ -303,6 +304,12 @@ class SqliteLedger(QueueMixin):
                 "INSERT OR IGNORE INTO tag_history VALUES (?, ?, ?, ?, ?)",
                 [(registry, repository, t, digest, _ts(now)) for t in tags],
             )
+            (first_seen,) = db.execute(
+                "SELECT first_seen FROM images WHERE registry = ? AND repository = ? "
+                "AND digest = ?",
+                (registry, repository, digest),
+            ).fetchone()
+        return datetime.fromisoformat(first_seen)
 
     def record_pull(self, registry: str, repository: str, digest: str, *, now: datetime) -> None:
         with self._tx() as db:
