@@ -373,22 +373,26 @@ class Pipeline:
             return None
         reg, repo = image.registry, image.repository
         moved: dict[str, str] = {}
-        if record and event.kind is EventKind.PUSHED and image.tag:
-            prev = self.ledger.previous_digest(reg, repo, image.tag, before=image.digest)
-            current = self.ledger.tag_digests(reg, repo, image.tag)
-            if prev is not None and (not current or current[-1] != image.digest):
-                moved[image.tag] = prev
-            self.ledger.record_push(reg, repo, image.digest, (image.tag,), now=event.time)
-        elif record and event.kind is EventKind.PUSHED:
-            self.ledger.record_push(reg, repo, image.digest, (), now=event.time)
-        seen = self.ledger.image_times(reg, repo).get(image.digest)
-        if seen is None and record:  # first seen through a scan or signature: starts now
-            self.ledger.record_push(reg, repo, image.digest, (), now=now)
+        first_seen: datetime | None
+        if record and event.kind is EventKind.PUSHED:
+            tags: tuple[str, ...] = ()
+            if image.tag:
+                # one read of the tag's history, just before this push joins it: the digest
+                # it named before (the newest other one) and whether it names this one now
+                current = self.ledger.tag_digests(reg, repo, image.tag)
+                prev = next((d for d in reversed(current) if d != image.digest), None)
+                if prev is not None and current[-1] != image.digest:
+                    moved[image.tag] = prev
+                tags = (image.tag,)
+            first_seen = self.ledger.record_push(reg, repo, image.digest, tags, now=event.time)
+        elif record:  # first seen through a scan or signature: the clock starts now
+            first_seen = self.ledger.record_push(reg, repo, image.digest, (), now=now)
+        else:  # `check` records nothing
+            seen = self.ledger.image_times(reg, repo).get(image.digest)
+            first_seen = seen[0] if seen else None
         # Clocks start at facts: the registry's push time, else the ledger's first-seen;
         # never a scan event's time. Never seen and not recorded (`check`): long ago.
-        pushed_at = details.record.pushed or (
-            seen[0] if seen else (now if record else datetime(1970, 1, 1, tzinfo=now.tzinfo))
-        )
+        pushed_at = details.record.pushed or first_seen or datetime(1970, 1, 1, tzinfo=now.tzinfo)
         tags = tuple(
             sorted(set(known) | set(details.record.tags) | ({image.tag} if image.tag else set()))
         )
@@ -495,6 +499,10 @@ class Pipeline:
                 event, verdict, facts, now=now, final_attempt=final_attempt, delivery=delivery
             )
         held = self.ledger.quarantined(reg, repo, digest)
+        # Whether the digest stands quarantined after this attempt (the alert's action when
+        # it took none): kept up to date by the actions below, which know what they wrote,
+        # so the ledger is read again only after an action failed half-way.
+        held_now = held is not None and held.released_at is None
         outcome = verdict.outcome
         failed: RegistryError | None = None
         try:
@@ -530,9 +538,10 @@ class Pipeline:
                         manifest=manifest,
                         context=context,
                     )
-                    if not q.already_done:
+                    if not q.already_done:  # its quarantine record was written, unreleased
                         actions += _quarantine_actions(q)
                         notes += q.notes
+                        held_now = True
             elif outcome in (Outcome.PASSED, Outcome.WARN):
                 if held is not None and held.released_at is None and held.strategy != "move":
                     r = release(
@@ -543,6 +552,7 @@ class Pipeline:
                         now=now,
                     )
                     actions.append(f"release (tags {', '.join(r.restored_tags) or 'none'})")
+                    held_now = False  # marked released (by this release or one before it)
                 if outcome is Outcome.PASSED and rules.promotion is not None:
                     p = promote(
                         registry,
@@ -567,8 +577,10 @@ class Pipeline:
             deadlines = [c.details.get("deadline") for c in verdict.checks]
             times = [datetime.fromisoformat(d) for d in deadlines if isinstance(d, str)]
             recheck_at = min(times) if times else None
-        held_now = self.ledger.quarantined(reg, repo, digest)
-        standing = "quarantine" if held_now and held_now.released_at is None else "none"
+        if failed is not None:
+            again = self.ledger.quarantined(reg, repo, digest)
+            held_now = again is not None and again.released_at is None
+        standing = "quarantine" if held_now else "none"
         alert = self._make_alert(verdict, facts, actions, notes, state, standing=standing, now=now)
         if failed is not None:  # told and recorded, but the delivery is not done
             self._commit(None, facts.image, verdict, alert, now=now)
