@@ -30,6 +30,7 @@ from .actions import (
     describe_state,
     promote,
     quarantine,
+    recorded_outcome,
     release,
 )
 from .errors import (
@@ -705,15 +706,20 @@ class Pipeline:
         self, event: ImageEvent, image: ImageRef, *, now: datetime, delivery: str | None
     ) -> Handled:
         """The image is no longer where the event said. If regwarden moved it (a quarantine
-        finished by another attempt or the sweep), the delivery's outcome is that verdict;
-        otherwise there is nothing to judge."""
+        finished by another attempt or the sweep), the delivery's outcome is that verdict,
+        with the alert the quarantine carries: the attempt that moved it may have died
+        before committing its own outcome, and the alert's stable key makes a second commit
+        of it a no-op when that attempt did commit (the outbox keeps one row per key)."""
         record = self.ledger.action(action_key("quarantine", image.with_tag(None)))
         stored = record.state.get("verdict") if record is not None else None
         if record is None or record.status != "done" or stored is None:
             return Handled(event, ignored="image no longer exists")
         verdict = _stored_verdict(stored, image.with_tag(None), now)
-        self._commit(delivery, image.with_tag(None), verdict, None, now=now)
-        return Handled(event, verdict=verdict, notes=("already quarantined",))
+        done = recorded_outcome(record.state, already_done=False)
+        actions = _quarantine_actions(done)
+        alert = self._stored_alert(record, verdict, actions, list(done.notes), None, now=now)
+        sent = self._commit(delivery, image.with_tag(None), verdict, alert, now=now)
+        return Handled(event, verdict=verdict, alerts=sent, notes=("already quarantined",))
 
     def _refused(
         self,

@@ -194,6 +194,52 @@ def test_a_delete_that_landed_unrecorded_is_finished_not_taken_for_a_vanished_im
     ledger.close()
 
 
+class DiesBeforeTheOutcome(SqliteLedger):
+    """Dies (raises) once, after the quarantine finished, before its outcome is committed."""
+
+    armed = True
+
+    def commit_outcome(self, outcome: Any, *, now: datetime, ttl: timedelta) -> list[str] | None:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("killed before the outcome was committed")
+        return super().commit_outcome(outcome, now=now, ttl=ttl)
+
+
+def test_a_move_finished_but_never_committed_still_alerts_once(
+    registry: Any,
+    client: RegistryClient,
+    runtime: Runtime[SqliteLedger],
+    sink: Sink,
+    repo: str,
+    pushed: str,
+    tmp_path: Path,
+) -> None:
+    """The image is already in quarantine when the delivery comes back, and no outcome was
+    committed: the redelivery commits the stored verdict with the quarantine's alert (once:
+    another event for the same image adds nothing)."""
+    ledger = DiesBeforeTheOutcome(tmp_path / "ledger.db")
+    gate = dataclasses.replace(runtime.pipeline(), ledger=ledger, router=everything_to(sink))
+    event = push_event(registry.host, repo, pushed)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        gate.handle(event, now=LATE, final_attempt=False)
+    assert moved(client, repo, pushed) == (False, True)
+    assert sink.alerts == [] and verdict_log(ledger) == []
+
+    again = gate.handle(event, now=LATE + timedelta(seconds=5))
+
+    assert again.verdict is not None and again.verdict.outcome is Outcome.FAILED
+    assert again.notes == ("already quarantined",)
+    assert verdict_log(ledger) == [(f"distribution:{event.delivery_id}", pushed, "FAILED")]
+    assert [a.action for a in sink.alerts] == ["quarantine"]
+    assert sink.alerts[0].summary.startswith("FAILED: quarantine (move → quarantine/")
+    other = push_event(registry.host, repo, pushed, n=1)  # the tag's own event, say
+    gate.handle(other, now=LATE + timedelta(seconds=9))
+    assert len(sink.alerts) == 1  # same alert key: the outbox already holds it
+    ledger.close()
+
+
 def test_the_sweep_finishes_a_move_whose_event_never_comes_back(
     proxy: RegistryProxy,
     client: RegistryClient,

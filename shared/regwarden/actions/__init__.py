@@ -8,6 +8,7 @@ from ._quarantine import (
     action_key,
     describe_state,
     quarantine,
+    recorded_outcome,
     release,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "describe_state",
     "promote",
     "quarantine",
+    "recorded_outcome",
     "release",
 ]

@@ -30,6 +30,7 @@ passed over are named in the notes with the reason; with none, nothing is guesse
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,7 +80,8 @@ def action_key(kind: str, image: ImageRef) -> str:
 _action_key = action_key
 
 
-def _outcome(state: dict[str, Any], *, already_done: bool) -> QuarantineOutcome:
+def recorded_outcome(state: Mapping[str, Any], *, already_done: bool) -> QuarantineOutcome:
+    """What a quarantine did, as its ledger record's state says."""
     return QuarantineOutcome(
         str(state["strategy"]),
         str(state["location"]),
@@ -182,7 +184,7 @@ def quarantine(
         context=context,
     )
     if record.status == "done":
-        return _outcome(record.state, already_done=True)
+        return recorded_outcome(record.state, already_done=True)
     state = dict(record.state)
     state.setdefault("notes", [])
     deployable = tuple(state["tags"])  # as first read: a retry must not lose them
@@ -273,7 +275,7 @@ def quarantine(
                 save()
             save("untagged")
     ledger.finish_action(key, status="done", state=state)
-    return _outcome(state, already_done=False)
+    return recorded_outcome(state, already_done=False)
 
 
 def describe_state(ledger: Ledger, image: ImageRef) -> str:
