@@ -8,7 +8,9 @@ replay); OUT receives this process's monotonic marks (`time.monotonic` is system
 Linux, so the bench compares them with the moment it spawned this process). Both modes
 run this same file and import only the standard library before their own work, so they
 pay the same interpreter start. A line `cold-bench: first-record` on stderr separates the
-handler's module import from its first record in `-X importtime` output.
+handler's module import from its first record in `-X importtime` output. The packages a
+deployed function would not find (SPEC's `hidden`, from `_cold_layer.py`) cannot be
+imported, in either mode.
 """
 
 from __future__ import annotations
@@ -19,9 +21,27 @@ STARTED = time.monotonic()
 
 import json  # noqa: E402  # after the first mark: the interpreter start is measured alone
 import sys  # noqa: E402
+from collections.abc import Iterable, Sequence  # noqa: E402
+from importlib.machinery import ModuleSpec  # noqa: E402
+from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 MARKER = "cold-bench: first-record"
+
+
+class Hidden:
+    """A meta path finder that makes the packages a deployed function would not have
+    missing: an optional import of one fails as it would in Lambda."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r} (not deployed)", name=name)
+        return None
 
 
 class Context:
@@ -122,6 +142,7 @@ def main() -> None:
     mode, spec_path, out_path = sys.argv[1:4]
     with open(spec_path, encoding="utf-8") as file:
         spec = json.load(file)
+    sys.meta_path.insert(0, Hidden(spec.get("hidden", ())))
     marks = product(spec) if mode == "product" else floor(spec)
     with open(out_path, "w", encoding="utf-8") as file:
         json.dump(marks, file)

@@ -14,7 +14,10 @@ Floor, in the same run: a fresh interpreter that imports boto3, creates one clie
 service the product called (read from the SigV4 scope of its requests), the X-Ray
 recorder when tracing is on, and sends the product's requests again raw, byte for byte,
 to the same servers (the same count: checked). What is left between the two is what the
-product adds: Powertools, the core, its imports, its work between requests.
+product adds: Powertools, the core, its imports, its work between requests. Both children
+see only the packages a deployed function has (`_cold_layer.py`: the shared layer and the
+runtime's boto3); the venv's others (the CLI's rich, click, pygments; moto; pytest) are
+hidden, since some libraries import them when present (httpx its command-line client).
 
 Each of `--runs` rounds resets moto's state and runs the product then the floor
 (alternating, so a busy machine weighs on both); one round before is discarded (bytecode
@@ -42,10 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # moto server, LocalRegistry helpers, template loader
 
 from _cold_child import MARKER  # noqa: E402
+from _cold_layer import hidden  # noqa: E402
 from _cold_proxy import Exchange  # noqa: E402
 from _cold_stack import FUNCTION_ARN, FUNCTION_NAME, Stack  # noqa: E402
 
 CHILD = Path(__file__).with_name("_cold_child.py")
+HIDDEN = hidden()
+"""Installed here, absent from a deployed function: both children fail to import them."""
 TARGET_RATIO = 1.5
 PATH = (
     "on_push, first record: a push whose scan has not finished (PENDING): held by retag, "
@@ -77,7 +83,7 @@ def spawn(stack: Stack, mode: str, spec: Mapping[str, Any], *, importtime: bool 
     flags = ["-X", "importtime"] if importtime else []
     with tempfile.TemporaryDirectory(prefix="regwarden-cold-") as tmp:
         spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "marks.json")
-        spec_path.write_text(json.dumps(spec))
+        spec_path.write_text(json.dumps({**spec, "hidden": HIDDEN}))
         args = [sys.executable, *flags, str(CHILD), mode, str(spec_path), str(out_path)]
         spawned = time.monotonic()
         done = subprocess.run(
@@ -276,6 +282,7 @@ def main() -> None:
         "path": PATH,
         "tracing": stack.tracing,
         "runs": args.runs,
+        "hidden_packages": len(HIDDEN),
         "floor": floor,
         "product": product,
         "ratio": round(ratio, 2),
