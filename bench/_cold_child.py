@@ -2,6 +2,7 @@
 
     python bench/_cold_child.py product SPEC OUT    # import the handler, handle one record
     python bench/_cold_child.py floor SPEC OUT      # SDK clients (+ X-Ray) + the same requests
+                                                    # (+ SPEC's `libraries`, imported first)
 
 SPEC is the JSON the bench wrote (the Lambda SQS event, or the services and requests to
 replay); OUT receives this process's monotonic marks (`time.monotonic` is system-wide on
@@ -104,7 +105,12 @@ def product(spec: dict[str, Any]) -> dict[str, Any]:
 def floor(spec: dict[str, Any]) -> dict[str, Any]:
     """The least a handler doing the same work must pay: boto3, one client per service the
     product called, the X-Ray recorder when tracing is on, and the product's requests sent
-    again raw (one keep-alive connection per server, one after another)."""
+    again raw (one keep-alive connection per server, one after another). With `libraries`
+    (module, attribute) pairs, those are imported first (the informational second floor)."""
+    import importlib
+
+    for module, name in spec.get("libraries", ()):
+        getattr(importlib.import_module(module), name)
     import boto3
     from botocore.config import Config
 
