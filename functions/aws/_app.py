@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import logging
 import os
@@ -53,6 +54,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+
+from functions.aws import cold_start_done
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -211,8 +214,11 @@ class ColdStart(Generic[_S]):
         with self._lock:
             found = self._states.get(function)
             if found is None:
-                found = self._states[function] = self._build(function)
-                self._checked[function] = time.monotonic()
+                try:
+                    found = self._states[function] = self._build(function)
+                    self._checked[function] = time.monotonic()
+                finally:
+                    cold_start_done()
             return found
 
     def refresh(self, function: str) -> _S:
@@ -233,6 +239,7 @@ class ColdStart(Generic[_S]):
                     log.info("policy or secrets changed: %s rebuilt", function)
                     self._close(found)
                     self._states[function] = fresh
+                    gc.unfreeze()  # the old state was frozen with the cold start: collectable
         return self.get(function)
 
     def reset(self) -> None:
