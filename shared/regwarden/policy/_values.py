@@ -22,7 +22,6 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
-from semver import Version
 
 from ..model import Severity
 from ._base import string_value_schema
@@ -280,6 +279,8 @@ Regex = Annotated[
 
 def is_semver_tag(tag: str) -> bool:
     """`1.2.3`, `v1.2.3`, `1.2.3-rc.1` are semver tags; `1.2`, `latest`, `v1` are not."""
+    from semver import Version  # on first use: its import (with its CLI's argparse) is ~6 ms
+
     text = tag[1:] if tag[:1] in ("v", "V") else tag
     return Version.is_valid(text)
 
