@@ -25,6 +25,7 @@ __all__ = [
     "API_VERSION",
     "SECTIONS",
     "AwsInventory",
+    "CloudRunInventory",
     "Defaults",
     "EffectiveRepositoryPolicy",
     "Inventory",
@@ -115,11 +116,31 @@ class AwsInventory(PolicyModel):
     """Lambda functions packaged as container images (their resolved image URIs)."""
 
 
+class CloudRunInventory(PolicyModel):
+    """Images that Google Cloud Run services and jobs run are in use (read with the default
+    Google credentials). GKE clusters are read by the `kubernetes` section."""
+
+    projects: tuple[str, ...] = ()
+    """Projects to read (ids or numbers); empty: the project regwarden runs in
+    (`GOOGLE_CLOUD_PROJECT`)."""
+
+    regions: tuple[str, ...] = ()
+    """Regions to read; empty: every region (one global listing, `locations/-`)."""
+
+    services: bool = True
+    """Services: the images of their template and of every revision that serves traffic
+    (by percentage or by a traffic tag)."""
+
+    jobs: bool = True
+    """Jobs: the images of their template."""
+
+
 class Inventory(PolicyModel):
     """Where regwarden learns which images are in use (never deleted by retention)."""
 
     kubernetes: KubernetesInventory | None = None
     aws: AwsInventory | None = None
+    cloudrun: CloudRunInventory | None = None
     files: tuple[Annotated[Location, Schemes(DOCUMENT_SCHEMES, "an inventory file")], ...] = ()
     """Text files or objects (`file://`, `s3://`, …) listing image references in use, one
     per line; `#` starts a comment."""

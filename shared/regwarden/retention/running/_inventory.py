@@ -10,18 +10,25 @@ Sources:
   namespace, for each kubeconfig context (or the in-cluster service account);
 - **AWS**: running ECS tasks (their resolved `imageDigest`s and images), the task
   definitions of ECS services, and Lambda functions packaged as images (`ImageUri` and the
-  `ResolvedImageUri` Lambda pinned at deploy time).
+  `ResolvedImageUri` Lambda pinned at deploy time);
+- **Google Cloud Run**: each service's template and every revision that serves traffic
+  (by percentage or by a traffic tag) or is the latest ready one, and each job's template,
+  in the listed projects and regions (all regions: one global listing). GKE is the
+  `kubernetes` source: a GKE cluster is a kubeconfig context (`gcloud container clusters
+  get-credentials`) or, for regwarden running in the cluster, its service account.
 
 Fail closed: a source that cannot be read, or a reference that does not parse, is an
 error, never a silently missing protection. Tag references are resolved to the digest the
 tag names now (`Registry.resolve`), and the tag itself is protected too.
 
 Each source is an `INVENTORIES` reader keyed by its section's name under `inventory`
-(`files`, `kubernetes`, `aws`); another registers itself there and `gather_in_use` reads it.
+(`files`, `kubernetes`, `aws`, `cloudrun`); another registers itself there and
+`gather_in_use` reads it.
 
 The parsers (`parse_ref_lines`, `images_from_pod`, `images_from_workload`,
-`images_from_ecs_task`) are pure; the readers do the I/O. The `kubernetes` client (extra
-`k8s`) and boto3 (extra `aws`) are imported only when their source is configured.
+`images_from_ecs_task`, `images_from_run_containers`, `serving_revisions`) are pure; the
+readers do the I/O. The `kubernetes` client (extra `k8s`), boto3 (extra `aws`) and
+google-cloud-run (extra `gcp`) are imported only when their source is configured.
 """
 
 from __future__ import annotations
@@ -39,7 +46,13 @@ from ...reference import ImageRef
 from ..planning import Protections, protections_from_refs
 
 if TYPE_CHECKING:
-    from ...policy import AwsInventory, Inventory, KubernetesInventory, Location
+    from ...policy import (
+        AwsInventory,
+        CloudRunInventory,
+        Inventory,
+        KubernetesInventory,
+        Location,
+    )
     from ...providers import Registry
 
 __all__ = [
@@ -51,14 +64,17 @@ __all__ = [
     "gather_in_use",
     "images_from_ecs_task",
     "images_from_pod",
+    "images_from_run_containers",
     "images_from_workload",
     "in_use_protections",
     "parse_ref_lines",
     "read_location",
     "refs_from_aws",
+    "refs_from_cloudrun",
     "refs_from_ecs",
     "refs_from_kubernetes",
     "refs_from_lambda",
+    "serving_revisions",
 ]
 
 #: What is listed in each cluster: (API group path, resource), all namespaces.
@@ -466,6 +482,157 @@ def refs_from_aws(
     return InUse(refs=tuple(out), sources=sources)
 
 
+# -- Google Cloud Run ----------------------------------------------------------------------------
+
+_ALL_REGIONS = "-"
+"""Cloud Run's location wildcard: one listing across every region (ListServices answers the
+regions it could not reach in `unreachable`)."""
+_RUN_PAGE = 500
+
+
+def images_from_run_containers(containers: Iterable[Any], where: str) -> list[ImageRef]:
+    """Cloud Run containers (`google.cloud.run_v2.Container`) → their images. An image with
+    neither tag nor digest runs `:latest`, as Cloud Run pulls it."""
+    out: list[ImageRef] = []
+    for container in containers:
+        image = getattr(container, "image", "")
+        if not isinstance(image, str) or not image:
+            continue
+        ref = _parse(image, f"{where} container {getattr(container, 'name', '') or '?'}")
+        out.append(ref if ref.tag or ref.digest else ref.with_tag("latest"))
+    return out
+
+
+def serving_revisions(service: Any) -> list[str]:
+    """A Cloud Run service (`run_v2.Service`) → the full names of its revisions that may
+    receive requests: each traffic status with a share of the traffic or a traffic tag
+    (its own URL), and the latest ready revision (what a `LATEST` target follows, and the
+    rollback a deploy that fails falls back to). Statuses name revisions short
+    (`api-00002-xyz`); they live under the service's name."""
+    name = str(getattr(service, "name", ""))
+    latest = str(getattr(service, "latest_ready_revision", "") or "")
+    wanted: list[str] = []
+    for status in getattr(service, "traffic_statuses", None) or ():
+        if not (getattr(status, "percent", 0) or getattr(status, "tag", "")):
+            continue
+        revision = str(getattr(status, "revision", "") or "") or latest
+        if revision:
+            wanted.append(revision)
+    if latest:
+        wanted.append(latest)
+    return list(dict.fromkeys(r if "/" in r else f"{name}/revisions/{r}" for r in wanted))
+
+
+def _run_clients(env: Mapping[str, str]) -> tuple[Any, Any, Any]:
+    try:
+        from google.cloud import run_v2
+    except ImportError:
+        raise NotImplementedYet(
+            "inventory.cloudrun needs google-cloud-run from the 'gcp' extra",
+            hint="pip install 'regwarden[gcp]'",
+        ) from None
+    from ... import gcp_clients
+
+    kwargs = gcp_clients.client_kwargs("run", env)
+    return (
+        run_v2.ServicesClient(**kwargs),
+        run_v2.RevisionsClient(**kwargs),
+        run_v2.JobsClient(**kwargs),
+    )
+
+
+def _run_services(services: Any, revisions: Any, parent: str) -> list[ImageRef]:
+    out: list[ImageRef] = []
+    pager = services.list_services(request={"parent": parent, "page_size": _RUN_PAGE})
+    for page in pager.pages:
+        unreachable = list(getattr(page, "unreachable", None) or ())
+        if unreachable:
+            # a global listing that missed regions is a partial inventory
+            raise RegistryError(
+                f"inventory.cloudrun {parent}: regions not reached: {', '.join(unreachable)}",
+                hint="retry, or list the regions under inventory.cloudrun.regions",
+            )
+        for service in page.services:
+            out += images_from_run_containers(
+                service.template.containers, f"cloud run service {service.name}"
+            )
+            for name in serving_revisions(service):
+                revision = revisions.get_revision(name=name)
+                out += images_from_run_containers(revision.containers, f"revision {name}")
+    return list(dict.fromkeys(out))
+
+
+def _run_jobs(jobs: Any, parent: str) -> list[ImageRef]:
+    out: list[ImageRef] = []
+    for job in jobs.list_jobs(request={"parent": parent, "page_size": _RUN_PAGE}):
+        out += images_from_run_containers(
+            job.template.template.containers, f"cloud run job {job.name}"
+        )
+    return list(dict.fromkeys(out))
+
+
+def refs_from_cloudrun(
+    section: CloudRunInventory,
+    *,
+    env: Mapping[str, str] | None = None,
+    clients: Callable[[Mapping[str, str]], tuple[Any, Any, Any]] | None = None,
+) -> InUse:
+    """Images Cloud Run services and jobs run in each configured project and region.
+
+    Raises RegistryError when any listing cannot be read (or a global one missed a
+    region): retention must not run on a partial inventory."""
+    from ... import gcp_clients
+
+    env = os.environ if env is None else env
+    projects = section.projects
+    if not projects:
+        own = gcp_clients.project_of(env)
+        if own is None:
+            raise UsageError(
+                "inventory.cloudrun: no projects listed and GOOGLE_CLOUD_PROJECT is not set",
+                hint="list them: inventory: {cloudrun: {projects: [my-project]}}",
+            )
+        projects = (own,)
+    try:
+        services, revisions, jobs = (clients or _run_clients)(env)
+    except (NotImplementedYet, UsageError):
+        raise
+    except Exception as exc:  # google.auth's DefaultCredentialsError
+        raise RegistryError(
+            f"inventory.cloudrun: cannot make the Cloud Run clients: {exc}"
+        ) from exc
+    out: list[ImageRef] = []
+    sources: dict[str, int] = {}
+    try:
+        for project in projects:
+            for region in section.regions or (_ALL_REGIONS,):
+                parent = f"projects/{project}/locations/{region}"
+                if section.services:
+                    found = _run_services(services, revisions, parent)
+                    sources[f"cloudrun:{project}/{region}"] = len(found)
+                    out += found
+                if section.jobs:
+                    found = _run_jobs(jobs, parent)
+                    sources[f"cloudrun-jobs:{project}/{region}"] = len(found)
+                    out += found
+    except (RegistryError, UsageError):
+        raise
+    except Exception as exc:  # google.api_core's GoogleAPICallError, google.auth's errors
+        code = getattr(exc, "code", None)
+        raise RegistryError(
+            f"inventory.cloudrun: cannot list what Cloud Run runs: {exc}",
+            status=code if isinstance(code, int) else None,
+            hint="retention needs run.services.list, run.revisions.get and run.jobs.list "
+            "(roles/run.viewer) in every listed project",
+        ) from exc
+    finally:
+        for client in (services, revisions, jobs):
+            close = getattr(getattr(client, "transport", None), "close", None)
+            if callable(close):
+                close()
+    return InUse(refs=tuple(out), sources=sources)
+
+
 # -- everything the policy names --------------------------------------------------------------
 
 
@@ -479,6 +646,8 @@ class InventoryContext:
     kubeconfig: str | None = None
     aws_client: Callable[[str, str | None], Any] | None = None
     s3_client: Callable[[], Any] | None = None
+    env: Mapping[str, str] | None = None
+    """Where Google clients find their endpoints and project (None: the process's)."""
 
 
 InventoryReader = Callable[[Any, InventoryContext], InUse]
@@ -509,6 +678,11 @@ def _aws(section: AwsInventory, context: InventoryContext) -> InUse:
     return refs_from_aws(section, client=context.aws_client)
 
 
+@INVENTORIES.register("cloudrun")
+def _cloudrun(section: CloudRunInventory, context: InventoryContext) -> InUse:
+    return refs_from_cloudrun(section, env=context.env)
+
+
 def _configured(inventory: Inventory) -> list[str]:
     """The sections the policy sets, plain files first and then the others in the policy
     model's order: the order `plan` lists where in-use references came from."""
@@ -523,11 +697,16 @@ def gather_in_use(
     kubeconfig: str | None = None,
     aws_client: Callable[[str, str | None], Any] | None = None,
     s3_client: Callable[[], Any] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> InUse:
     """Every in-use reference the policy's `inventory` names, each section read by its
     `INVENTORIES` reader. Raises on any source that cannot be read."""
     context = InventoryContext(
-        base_dir=base_dir, kubeconfig=kubeconfig, aws_client=aws_client, s3_client=s3_client
+        base_dir=base_dir,
+        kubeconfig=kubeconfig,
+        aws_client=aws_client,
+        s3_client=s3_client,
+        env=env,
     )
     result = InUse()
     for name in _configured(inventory):
