@@ -222,10 +222,10 @@ def test_sources_no_code_reads_and_lock_are_refused_with_paths_and_lines() -> No
     )
     assert problems(text) == []  # the document itself is well-formed
     found = supported(text)
+    # artifact-analysis is read (GAR's Artifact Analysis): only the others are refused
     assert [(line, path) for line, path, _ in found] == [
         (4, "defaults.quarantine.strategy"),
         (7, "defaults.vulnerabilities.sources[0]"),
-        (7, "defaults.vulnerabilities.sources[1]"),
         (7, "defaults.vulnerabilities.sources[2]"),
     ]
     assert found[0][2] == (
@@ -234,9 +234,9 @@ def test_sources_no_code_reads_and_lock_are_refused_with_paths_and_lines() -> No
     )
     assert found[1][2] == (
         "scan source 'trivy-file' is not read yet: reading Trivy reports from files has not "
-        "landed; expected one of: cosign-vuln, ecr, harbor, inspector"
+        "landed; expected one of: artifact-analysis, cosign-vuln, ecr, harbor, inspector"
     )
-    assert "Google Artifact Registry" in found[2][2] and "Azure" in found[3][2]
+    assert "defender" in found[2][2] and "Azure" in found[2][2]
 
 
 def test_a_named_registry_must_serve_every_source() -> None:

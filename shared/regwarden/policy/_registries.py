@@ -38,13 +38,13 @@ REGISTRY_KINDS: tuple[str, ...] = ("distribution", "harbor", "ecr", "gar", "acr"
 #: What each kind of registry can serve as a scan source (`vulnerabilities.sources`).
 #: `cosign-vuln` (signed attestations) lives in any OCI registry. `ecr` and `inspector`
 #: are one read: ECR's scan findings API, which carries Amazon Inspector's findings when
-#: the registry uses enhanced scanning. GAR's `artifact-analysis` and ACR's `defender` are
-#: not read yet.
+#: the registry uses enhanced scanning. GAR's `artifact-analysis` reads Artifact Analysis's
+#: occurrences; ACR's `defender` is not read yet.
 KIND_SOURCES: dict[str, frozenset[str]] = {
     "distribution": frozenset({"cosign-vuln"}),
     "harbor": frozenset({"harbor", "cosign-vuln"}),
     "ecr": frozenset({"ecr", "inspector", "cosign-vuln"}),
-    "gar": frozenset({"cosign-vuln"}),
+    "gar": frozenset({"artifact-analysis", "cosign-vuln"}),
     "acr": frozenset({"cosign-vuln"}),
 }
 
@@ -54,7 +54,11 @@ KIND_SOURCES: dict[str, frozenset[str]] = {
 UNLISTED_GENERIC_SOURCES = frozenset({"harbor", "cosign-vuln"})
 
 #: The registry's own scanner, read by default when `vulnerabilities.sources` is unset.
-_NATIVE: dict[str, tuple[str, ...]] = {"ecr": ("ecr",), "harbor": ("harbor",)}
+_NATIVE: dict[str, tuple[str, ...]] = {
+    "ecr": ("ecr",),
+    "harbor": ("harbor",),
+    "gar": ("artifact-analysis",),
+}
 
 #: Keys only some kinds read; anything else would be accepted and ignored.
 _KIND_ONLY_KEYS: dict[str, tuple[str, frozenset[str]]] = {"api": ("api", frozenset({"harbor"}))}

@@ -225,9 +225,10 @@ class Vulnerabilities(PolicyModel):
 
     sources: tuple[ScanSource, ...] | None = Field(default=None, min_length=1)
     """Where scan results come from; when set, exactly these are read. Unset: the
-    registry's own scanner by its kind (`ecr` on ECR, `harbor` on Harbor), plus
-    `cosign-vuln` when attestation signers are configured. `trivy-file`,
-    `artifact-analysis` and `defender` are not read yet (`policy validate` refuses them)."""
+    registry's own scanner by its kind (`ecr` on ECR, `harbor` on Harbor,
+    `artifact-analysis` on GAR), plus `cosign-vuln` when attestation signers are
+    configured. `trivy-file` and `defender` are not read yet (`policy validate` refuses
+    them)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -30,7 +30,6 @@ __all__ = [
 #: Scan sources the policy accepts but no code reads yet, and why.
 NOT_READ_YET: dict[str, str] = {
     "trivy-file": "reading Trivy reports from files has not landed",
-    "artifact-analysis": "the Google Artifact Registry provider has not landed",
     "defender": "the Azure Container Registry provider has not landed",
 }
 #: Quarantine strategies no provider carries out yet.
@@ -42,7 +41,7 @@ _PROVIDERS_NOT_YET: dict[str, str] = {
     "gar": "the Google Artifact Registry provider has not landed",
     "acr": "the Azure Container Registry provider has not landed",
 }
-_READ = ("cosign-vuln", "ecr", "harbor", "inspector")
+_READ = ("artifact-analysis", "cosign-vuln", "ecr", "harbor", "inspector")
 
 
 def attestation_signers(effective: EffectiveRepositoryPolicy) -> bool:

@@ -2,8 +2,8 @@
 
 A source is a factory registered in `SCAN_SOURCES`: it gets a `ScanContext` and returns a
 `ScanReader`, `(registry, image) -> ScanReport | None` (None: no finished scan yet), or
-None when it does not apply to that registry. Adding a scanner (GCP Artifact Analysis,
-Azure Defender, Trivy, Grype) is one registered function:
+None when it does not apply to that registry. Adding a scanner (Azure Defender, Trivy,
+Grype) is one registered function:
 
     @SCAN_SOURCES.register("defender")
     def _defender(context: ScanContext) -> ScanReader | None:
@@ -88,3 +88,10 @@ def _harbor(context: ScanContext) -> ScanReader | None:
     listed = context.policy.registry(context.registry.host)
     api = (listed.api if listed is not None else None) or context.env.get(ENV_API_BASE)
     return HarborScanSource(api_base=api or None, env=context.env, insecure=context.insecure)
+
+
+@SCAN_SOURCES.register("artifact-analysis")
+def _artifact_analysis(context: ScanContext) -> ScanReader | None:
+    from .artifact_analysis import ArtifactAnalysisScanSource  # google-cloud loads on first use
+
+    return ArtifactAnalysisScanSource(env=context.env)
