@@ -205,7 +205,8 @@ def test_a_registered_source_is_parsed_detected_and_received(tmp_path: Path) -> 
 
 def test_an_unknown_source_lists_the_registered_ones() -> None:
     with pytest.raises(
-        UsageError, match=r"unknown event source 'quay'; valid: distribution, eventbridge, harbor"
+        UsageError,
+        match=r"unknown event source 'quay'; valid: distribution, eventbridge, gcr, harbor",
     ):
         PARSERS.get("quay")
 

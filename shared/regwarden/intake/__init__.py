@@ -6,7 +6,9 @@ raises `regwarden.errors.IntakeError` naming the field and where; nothing else e
 - `parse_distribution` / `parse_distribution_batch`: CNCF distribution notifications
 - `parse_harbor` / `parse_harbor_results`: Harbor webhooks (default JSON and CloudEvents)
 - `PARSERS`: event source name → `EventParser` (parse a delivery, detect a document, whether
-  the webhook receiver takes it): `distribution`, `harbor`, `eventbridge`
+  the webhook receiver takes it): `distribution`, `harbor`, `eventbridge`, `gcr`
+- `gcr_events` / `parse_gcr`: Artifact Registry's `gcr` Pub/Sub messages; the delivery
+  (push body, binary or structured CloudEvent) is decoded by `intake.pubsub.decode_pubsub`
 - `signature_subject`, `manifest_subject`: tell signature/attestation/referrer pushes apart
 - `host_allowed`, `check_event_hosts`, `normalize_host`: the registry hosts an event may name
 - `is_self_write`, `ignore_reason`: which events regwarden ignores (its own writes, the
@@ -16,6 +18,7 @@ raises `regwarden.errors.IntakeError` naming the field and where; nothing else e
 from ._classify import Classified, ManifestRole, classify_manifest
 from ._distribution import parse_distribution, parse_distribution_batch
 from ._filters import ignore_reason, is_self_write
+from ._gcr import gcr_events, is_occurrence_delivery, parse_gcr
 from ._harbor import harbor_delivery_id, parse_harbor, parse_harbor_results
 from ._hosts import (
     allowed_host_set,
@@ -39,15 +42,18 @@ __all__ = [
     "allowed_host_set",
     "check_event_hosts",
     "classify_manifest",
+    "gcr_events",
     "harbor_delivery_id",
     "host_allowed",
     "host_not_allowed",
     "ignore_reason",
+    "is_occurrence_delivery",
     "is_self_write",
     "manifest_subject",
     "normalize_host",
     "parse_distribution",
     "parse_distribution_batch",
+    "parse_gcr",
     "parse_harbor",
     "parse_harbor_results",
     "parse_host",

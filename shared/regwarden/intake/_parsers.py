@@ -87,8 +87,30 @@ def _eventbridge(body: bytes, content_type: str | None) -> list[ImageEvent]:
     return parse_eventbridge(doc)
 
 
+def _gcr(body: bytes, content_type: str | None) -> list[ImageEvent]:
+    """A Pub/Sub delivery of Artifact Registry's `gcr` topic (push body or CloudEvent)."""
+    from ._gcr import parse_gcr
+
+    return parse_gcr(body, content_type)
+
+
+def _gcr_detect(doc: object) -> bool:
+    from ._gcr import is_gcr_delivery
+
+    return is_gcr_delivery(doc)
+
+
 def _has(*keys: str) -> Callable[[object], bool]:
     return lambda doc: isinstance(doc, dict) and any(k in doc for k in keys)
+
+
+def _harbor_detect(doc: object) -> bool:
+    """Harbor's default JSON or its CloudEvents; a Google CloudEvent (Eventarc's Pub/Sub
+    messages) has `specversion` too, and is not Harbor's."""
+    if not _has("event_data", "specversion")(doc):
+        return False
+    assert isinstance(doc, dict)
+    return not str(doc.get("type", "")).startswith("google.")
 
 
 PARSERS.add(
@@ -99,7 +121,19 @@ PARSERS.add(
     "eventbridge",
     EventParser(_eventbridge, _has("detail-type"), "an EventBridge event", webhook=False),
 )
+# Pub/Sub push subscriptions authenticate with Google-signed OIDC tokens, which the
+# receiver's shared-token check cannot verify: `gcr` messages go to the GCP functions
+# (Cloud Run checks the token), and to `regwarden invoke`, never to `serve`.
+PARSERS.add(
+    "gcr",
+    EventParser(
+        _gcr,
+        _gcr_detect,
+        "a Pub/Sub delivery of a gcr message (push body or CloudEvent)",
+        webhook=False,
+    ),
+)
 PARSERS.add(
     "harbor",
-    EventParser(_harbor, _has("event_data", "specversion"), "a Harbor webhook"),
+    EventParser(_harbor, _harbor_detect, "a Harbor webhook"),
 )
