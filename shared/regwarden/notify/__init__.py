@@ -1,4 +1,5 @@
-"""Alerts and the channels that carry them (Slack, Teams, signed webhook, stdout/file)."""
+"""Alerts and the channels that carry them (Slack, Teams, signed webhook, stdout/file, SNS,
+Pub/Sub)."""
 
 from ._alert import Alert, finding_line
 from ._build import CHANNELS, ChannelContext, ChannelFactory, build_channels
@@ -12,6 +13,7 @@ from ._channels import (
     WebhookChannel,
 )
 from ._deliver import DeliveryReport, deliver
+from ._pubsub import PubSubChannel, pubsub_attributes
 from ._render import (
     CLOUDEVENT_TYPE,
     ID_HEADER,
@@ -28,7 +30,7 @@ from ._render import (
     verify_signature,
 )
 from ._router import Router, Selector, everything_to
-from ._sns import SnsChannel, sns_attributes
+from ._sns import SnsChannel, alert_body, sns_attributes
 
 __all__ = [
     "CHANNELS",
@@ -43,6 +45,7 @@ __all__ = [
     "DeliveryFailed",
     "DeliveryReport",
     "Notifier",
+    "PubSubChannel",
     "RetryPolicy",
     "Router",
     "Selector",
@@ -51,11 +54,13 @@ __all__ = [
     "StreamChannel",
     "TeamsChannel",
     "WebhookChannel",
+    "alert_body",
     "build_channels",
     "deliver",
     "event_id",
     "everything_to",
     "finding_line",
+    "pubsub_attributes",
     "render_cloudevent",
     "render_slack",
     "render_teams",

@@ -6,8 +6,8 @@ A channel type registers a factory where it is defined:
     def _slack(name: str, config: SlackChannelConfig, context: ChannelContext) -> Notifier:
         return SlackChannel(name, context.value(config.url))
 
-A type the policy accepts but no factory is registered for in this runtime (Pub/Sub and
-Event Grid, until their clouds land) still builds: it says per alert that it cannot be
+A type the policy accepts but no factory is registered for in this runtime (Event Grid,
+until its cloud lands) still builds: it says per alert that it cannot be
 delivered here, so one such channel never stops the others.
 """
 
@@ -22,6 +22,7 @@ from ..errors import NotImplementedYet
 from ..plugins import PluginRegistry
 from ._alert import Alert
 from ._channels import Notifier, SlackChannel, StreamChannel, TeamsChannel, WebhookChannel
+from ._pubsub import PubSubChannel
 from ._sns import SnsChannel
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         FileChannelConfig,
         Location,
         Policy,
+        PubSubChannelConfig,
         SlackChannelConfig,
         SnsChannelConfig,
         StdoutChannelConfig,
@@ -69,7 +71,7 @@ CHANNELS = PluginRegistry[ChannelFactory]("channel type")
 
 
 class _Unsupported:
-    """A channel this runtime cannot deliver to (e.g. Pub/Sub outside GCP): says so per alert."""
+    """A channel this runtime cannot deliver to (e.g. Event Grid): says so per alert."""
 
     def __init__(self, name: str, kind: str) -> None:
         self.name = name
@@ -126,3 +128,9 @@ def _file(name: str, config: FileChannelConfig, context: ChannelContext) -> Noti
 @CHANNELS.register("sns")
 def _sns(name: str, config: SnsChannelConfig, context: ChannelContext) -> Notifier:
     return SnsChannel(name, config.topic_arn)
+
+
+@CHANNELS.register("pubsub")
+def _pubsub(name: str, config: PubSubChannelConfig, context: ChannelContext) -> Notifier:
+    # the environment names the endpoint (REGWARDEN_GCP_ENDPOINT_PUBSUB) in tests
+    return PubSubChannel(name, config.topic, env=context.env)

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import RegistryError, UsageError
 from ._alert import Alert
 
-__all__ = ["MAX_MESSAGE_BYTES", "NO_TEAM", "SnsChannel", "sns_attributes"]
+__all__ = ["MAX_MESSAGE_BYTES", "NO_TEAM", "SnsChannel", "alert_body", "sns_attributes"]
 
 MAX_MESSAGE_BYTES = 256 * 1024
 """SNS's limit on a message body plus its attributes."""
@@ -40,15 +40,19 @@ def sns_attributes(alert: Alert) -> dict[str, str]:
     }
 
 
-def _body(alert: Alert) -> str:
-    """The alert as JSON; findings are dropped (and said so) if it would exceed SNS's limit."""
+def alert_body(alert: Alert, *, limit: int = MAX_MESSAGE_BYTES, service: str = "SNS") -> str:
+    """The alert as JSON; findings are dropped (and said so) if it would exceed `limit`
+    bytes, the topic service's limit on a message (4 KiB are left for its attributes)."""
     text = alert.model_dump_json()
-    if len(text.encode()) <= MAX_MESSAGE_BYTES - 4096:
+    if len(text.encode()) <= limit - 4096:
         return text
     trimmed = alert.model_copy(
         update={
             "top_findings": (),
-            "reasons": (*alert.reasons[:20], "(findings and further reasons cut to fit SNS)"),
+            "reasons": (
+                *alert.reasons[:20],
+                f"(findings and further reasons cut to fit {service})",
+            ),
         }
     )
     return trimmed.model_dump_json()
@@ -92,7 +96,7 @@ class SnsChannel:
             self.client.publish(
                 TopicArn=self.topic_arn,
                 Subject=alert.title.encode("ascii", "replace").decode()[:99],
-                Message=_body(alert),
+                Message=alert_body(alert),
                 MessageAttributes=attributes,
             )
         except (ClientError, BotoCoreError) as exc:
