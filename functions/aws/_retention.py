@@ -12,10 +12,10 @@ message resumes the recorded plan (nothing is planned or deleted twice, no secon
 `RETENTION_MODE` is `plan` unless the stack says `apply`: a new deployment reports what it
 would delete and deletes nothing.
 
-The payload, run id, message and outcome rules are the core's (`regwarden.retention`:
-`scheduled_run`, `scheduled_run_id`, `work_message`, `in_scope`, `outcome_failure`, …), as
-any cloud's fan-out would use them; this module keeps the settings, the cold-start state
-and the SQS and Lambda I/O. Heavy imports (the core, boto3) wait for the first invocation.
+The payload, run id, message and outcome rules, and the two ends' flow, are the core's
+(`regwarden.retention`: `fan_out_scheduled`, `work_body`, `inventory_with`, …), as any
+cloud's fan-out uses them; this module keeps the settings, the cold-start state and the
+SQS and Lambda I/O. Heavy imports (the core, boto3) wait for the first invocation.
 """
 
 from __future__ import annotations
@@ -180,29 +180,24 @@ def fan_out_event(
     """The scheduled fan-out: one work message per repository with retention rules in
     this stack's scope. Raises when any message could not be queued (the invocation fails
     and is retried; the run id is the same, so already-queued repositories resume)."""
-    from regwarden.retention import bounded, fan_out, in_scope, scheduled_run, scheduled_run_id
+    from regwarden.retention import fan_out_scheduled
 
     st = state(FANOUT)
-    payload = scheduled_run(event)
-    registry = st.retention.registry
-    run = scheduled_run_id(payload, registry, now=now or datetime.now(UTC))
-    logger.set_correlation_id(run)
-    chosen = fan_out(st.registry, st.policy, globs=payload.globs, run=run)
-    messages = [m for m in chosen if in_scope(m["repository"], st.retention.prefixes)]
-    calls = _send(st, messages, logger)
+    done = fan_out_scheduled(
+        event,
+        st.registry,
+        st.policy,
+        registry_name=st.retention.registry,
+        prefixes=st.retention.prefixes,
+        now=now or datetime.now(UTC),
+    )
+    logger.set_correlation_id(done.run)
+    calls = _send(st, done.messages, logger)
     metrics.add_dimension(name="function", value=FANOUT)
-    metrics.add_metric(name="RepositoriesQueued", unit=MetricUnit.Count, value=len(messages))
-    summary: dict[str, Any] = {
-        "run": run,
-        "registry": registry,
-        "mode": st.retention.mode,
-        "queued": len(messages),
-        "out_of_scope": len(chosen) - len(messages),
-        "send_calls": calls,
-        "repositories": [m["repository"] for m in messages],
-    }
-    logger.info("retention fanned out", extra={"summary": bounded(summary)})
-    return bounded(summary)  # type: ignore[no-any-return]
+    metrics.add_metric(name="RepositoriesQueued", unit=MetricUnit.Count, value=len(done.messages))
+    summary = done.summary(mode=st.retention.mode, send_calls=calls)
+    logger.info("retention fanned out", extra={"summary": summary})
+    return summary
 
 
 def _send(st: State, messages: Sequence[Mapping[str, str]], logger: Logger) -> int:
@@ -256,11 +251,11 @@ def _in_use(st: State) -> InUse:
     tasks, services and Lambda container functions of this region when the policy has no
     `inventory.aws` of its own. Unreadable → raises (nothing is planned)."""
     from regwarden.policy import AwsInventory
-    from regwarden.retention import gather_in_use
+    from regwarden.retention import gather_in_use, inventory_with
 
     inventory = st.policy.inventory
-    if st.retention.inventory == "aws" and inventory.aws is None:
-        inventory = inventory.model_copy(update={"aws": AwsInventory()})
+    if st.retention.inventory == "aws":
+        inventory = inventory_with(inventory, aws=AwsInventory())
     return gather_in_use(inventory, base_dir=st.policy.base_dir)
 
 
@@ -291,28 +286,32 @@ def worker_record(
 def _work(
     record: SQSRecord, *, context: LambdaContext, logger: Logger, metrics: Metrics
 ) -> dict[str, Any]:
-    from regwarden.retention import RunInterrupted, outcome_failure, work, work_message
+    from regwarden.retention import RunInterrupted, work_body
 
     st = state(WORKER)
-    message = work_message(
-        record.body, registry=st.retention.registry, prefixes=st.retention.prefixes
-    )
-    logger.set_correlation_id(message["run"])
-    logger.append_keys(repository=message["repository"])
-    metrics.add_dimension(name="function", value=WORKER)
+
+    def tag_logs(message: Mapping[str, str]) -> None:
+        logger.set_correlation_id(message["run"])
+        logger.append_keys(repository=message["repository"])
+        metrics.add_dimension(name="function", value=WORKER)
+
     assert st.runtime is not None
-    outcome = work(
-        message,
+    done = work_body(
+        record.body,
         st.runtime,
+        registry=st.retention.registry,
+        prefixes=st.retention.prefixes,
         now=datetime.now(UTC),
         execute=st.retention.apply,
         concurrency=st.retention.concurrency,
-        in_use=_in_use(st),
+        in_use=lambda: _in_use(st),
         should_stop=remaining_guard(context, st.retention.stop_ms),
+        resume_delay=st.retention.resume_delay,
+        on_message=tag_logs,
     )
-    summary = _summary(st, outcome)
+    outcome, failure = done.outcome, done.failure
+    summary = done.summary(mode=st.retention.mode)
     _metrics(metrics, outcome)
-    failure = outcome_failure(outcome, resume_delay=st.retention.resume_delay)
     if isinstance(failure, RunInterrupted):
         _come_back(st, record, logger)
     if failure is not None:
@@ -326,14 +325,6 @@ def _work(
             "retention planned (RETENTION_MODE=plan: nothing deleted)", extra={"outcome": summary}
         )
     return summary
-
-
-def _summary(st: State, outcome: RetentionOutcome) -> dict[str, Any]:
-    from regwarden.retention import bounded
-
-    doc = outcome.to_dict()
-    doc["mode"] = st.retention.mode
-    return bounded(doc)  # type: ignore[no-any-return]
 
 
 def _metrics(metrics: Metrics, outcome: RetentionOutcome) -> None:

@@ -16,13 +16,22 @@ from support.retention import FakeRegistry, FakeRuntime, record
 
 from regwarden.errors import IntakeError, RegistryError, UsageError
 from regwarden.model import Outcome
-from regwarden.policy import Policy, load_policy_text, policy_secrets
+from regwarden.policy import (
+    AwsInventory,
+    CloudRunInventory,
+    Policy,
+    load_policy_text,
+    policy_secrets,
+)
 from regwarden.reference import ImageRef
 from regwarden.retention import (
     InUse,
     RunInterrupted,
     ScheduledRun,
+    deadline_guard,
     fan_out,
+    fan_out_scheduled,
+    inventory_with,
     message_body,
     outcome_failure,
     run_id_for,
@@ -30,6 +39,7 @@ from regwarden.retention import (
     scheduled_run,
     scheduled_run_id,
     work,
+    work_body,
     work_message,
 )
 from regwarden.store import QuarantineRecord, SqliteLedger
@@ -295,6 +305,77 @@ def test_an_outcome_says_whether_its_message_must_come_back(
     assert isinstance(failure, RegistryError) and not isinstance(failure, RunInterrupted)
     assert f"failed: 1 deletions failed ({dg('payments/web/1')}: " in str(failure)
     assert "a retry resumes the run" in str(failure)
+
+
+def test_a_scheduled_fan_out_and_its_worker_through_any_queue(
+    registry: FakeRegistry, ledger: SqliteLedger
+) -> None:
+    runtime = FakeRuntime(policy(), ledger, {HOST: registry})
+    tick = {"scheduledTime": "2026-11-27T03:00:00Z"}
+    done = fan_out_scheduled(tick, registry, policy(), prefixes=("payments/",), now=NOW)
+    again = fan_out_scheduled(tick, registry, policy(), prefixes=("payments/",), now=NOW + DAY)
+    assert done == again  # a retried schedule queues the same run
+    assert done.run == run_id_for(datetime(2026, 11, 27, 3, tzinfo=UTC), HOST)
+    assert [m["repository"] for m in done.messages] == ["payments/api", "payments/web"]
+    assert done.out_of_scope == 2  # docs/site and team/tool have rules, out of scope
+    summary = done.summary(mode="plan")
+    assert summary["queued"] == 2 and summary["mode"] == "plan"
+    with pytest.raises(IntakeError, match="retention schedule payload"):
+        fan_out_scheduled({"cron": "x"}, registry, policy(), now=NOW)
+
+    seen: list[str] = []
+    reads: list[str] = []
+
+    def read_inventory() -> InUse:
+        reads.append("read")
+        return InUse(refs=(ImageRef.parse(f"{HOST}/payments/api:v2"),), sources={"test": 1})
+
+    api, web = done.bodies()
+    stopped = work_body(
+        api,
+        runtime,
+        registry=HOST,
+        prefixes=("payments/",),
+        now=NOW,
+        in_use=read_inventory,
+        should_stop=lambda: True,
+        resume_delay=30,
+        on_message=lambda m: seen.append(m["repository"]),
+    )
+    assert seen == ["payments/api"] and reads == ["read"]
+    assert isinstance(stopped.failure, RunInterrupted)
+    assert "returns in 30s" in str(stopped.failure)
+    assert stopped.summary(mode="apply")["in_use"] == {"test": 1}
+    resumed = work_body(api, runtime, registry=HOST, prefixes=("",), now=NOW, in_use=read_inventory)
+    assert resumed.failure is None and resumed.outcome.result is not None
+    assert resumed.outcome.result.deleted == 2  # v2 runs: kept (planned before it was stopped)
+    assert resumed.outcome.run.run_id == stopped.outcome.run.run_id
+    with pytest.raises(IntakeError, match="outside this stack's scope"):
+        work_body(web, runtime, registry=HOST, prefixes=("docs/",), now=NOW, in_use=read_inventory)
+    assert reads == ["read", "read"]  # a refused message reads no inventory
+
+
+def test_a_platform_inventory_is_added_only_where_the_policy_has_none() -> None:
+    own = AwsInventory(regions=("eu-west-1",))
+    with_own = load_policy_text(
+        POLICY + "inventory: {aws: {regions: [eu-west-1]}}\n", source="p.yaml", base_dir="/tmp"
+    )
+    assert inventory_with(with_own.inventory, aws=AwsInventory()).aws == own
+    bare = policy().inventory
+    added = inventory_with(bare, aws=AwsInventory(), cloudrun=CloudRunInventory())
+    assert added.aws == AwsInventory() and added.cloudrun == CloudRunInventory()
+    assert bare.aws is None  # the policy's own is left alone
+    assert inventory_with(bare) is bare
+
+
+def test_a_deadline_guard_stops_with_the_margin_left() -> None:
+    now = [100.0]
+    guard = deadline_guard(160.0, margin_s=30, clock=lambda: now[0])
+    assert not guard()
+    now[0] = 129.9
+    assert not guard()
+    now[0] = 130.1
+    assert guard()
 
 
 def test_policy_secrets_are_every_secret_location_the_policy_names() -> None:

@@ -5,12 +5,18 @@ reports — the I/O side of retention, over the pure planning package."""
 from ._collect import Collected, collect_records, records_from_listing
 from ._execute import AdaptiveLimiter, ApplyResult, Failure, RepositoryResult, apply, deletion_key
 from ._fanout import (
+    FanOut,
     RetentionOutcome,
     RetentionRuntime,
+    WorkDone,
+    deadline_guard,
     fan_out,
+    fan_out_scheduled,
+    inventory_with,
     recheck_in_use,
     run_retention,
     work,
+    work_body,
 )
 from ._inventory import (
     INVENTORIES,
@@ -68,6 +74,7 @@ __all__ = [
     "Collected",
     "Deletion",
     "Failure",
+    "FanOut",
     "InUse",
     "InventoryContext",
     "InventoryReader",
@@ -83,11 +90,14 @@ __all__ = [
     "RunLedger",
     "RunPlan",
     "ScheduledRun",
+    "WorkDone",
     "apply",
     "bounded",
     "collect_records",
+    "deadline_guard",
     "deletion_key",
     "fan_out",
+    "fan_out_scheduled",
     "gather_in_use",
     "images_from_ecs_task",
     "images_from_pod",
@@ -95,6 +105,7 @@ __all__ = [
     "images_from_workload",
     "in_scope",
     "in_use_protections",
+    "inventory_with",
     "load_run",
     "message_body",
     "new_run_id",
@@ -119,6 +130,7 @@ __all__ = [
     "select_repositories",
     "serving_revisions",
     "work",
+    "work_body",
     "work_from_plan",
     "work_message",
 ]

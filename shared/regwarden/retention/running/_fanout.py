@@ -8,17 +8,30 @@ repository per message so a cloud run scales with the registry:
 
 A worker's run id is derived from the fan-out's run and the repository, so a redelivered
 message resumes the repository's recorded plan instead of planning again.
+
+A cloud's functions wire the two ends to their queue and schedule; what they share is
+here, so each adapter keeps only its I/O (SQS, Pub/Sub …) and its settings:
+
+    done = fan_out_scheduled(payload, registry, policy, prefixes=scope, now=now)
+    queue.send_all(done.bodies())                           # the platform's batching
+    log(done.summary(mode=mode))
+
+    done = work_body(body, runtime, registry=host, prefixes=scope, now=now,
+                     in_use=lambda: gather_in_use(inventory_with(policy.inventory, ...)),
+                     should_stop=deadline_guard(deadline, margin_s=30))
+    if done.failure is not None: raise done.failure         # the message comes back
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ...errors import IntakeError, UsageError
+from ...errors import IntakeError, RegwardenError, UsageError
 from ._execute import ApplyResult, apply
 from ._inventory import InUse, gather_in_use, in_use_protections
 from ._progress import Progress
@@ -32,20 +45,37 @@ from ._run import (
     plan_run,
     select_repositories,
 )
-from ._schedule import message_field
+from ._schedule import (
+    bounded,
+    in_scope,
+    message_body,
+    message_field,
+    outcome_failure,
+    scheduled_run,
+    scheduled_run_id,
+    work_message,
+)
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from ...notify import Router
-    from ...policy import Policy
+    from ...policy import Inventory, Policy
     from ...providers import Registry
 
 __all__ = [
+    "FanOut",
     "RetentionOutcome",
     "RetentionRuntime",
+    "WorkDone",
+    "deadline_guard",
     "fan_out",
+    "fan_out_scheduled",
+    "inventory_with",
     "recheck_in_use",
     "run_retention",
     "work",
+    "work_body",
 ]
 
 
@@ -274,3 +304,118 @@ def work(
         in_use=in_use,
         should_stop=should_stop,
     )
+
+
+# -- what every cloud's retention functions share ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    """A scheduled run fanned out: its id and one work message per repository in scope."""
+
+    run: str
+    registry: str
+    messages: tuple[dict[str, str], ...]
+    out_of_scope: int = 0
+    """Repositories with rules whose names no prefix of this deployment's scope starts."""
+
+    def bodies(self) -> list[str]:
+        """The messages as queued (`work_body` reads one back)."""
+        return [message_body(m) for m in self.messages]
+
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        """What the fan-out logs and answers, lists cut short (`bounded`)."""
+        doc = {
+            "run": self.run,
+            "registry": self.registry,
+            "queued": len(self.messages),
+            "out_of_scope": self.out_of_scope,
+            "repositories": [m["repository"] for m in self.messages],
+            **extra,
+        }
+        return bounded(doc)  # type: ignore[no-any-return]
+
+
+def fan_out_scheduled(
+    event: object,
+    registry: Registry,
+    policy: Policy,
+    *,
+    registry_name: str | None = None,
+    prefixes: Sequence[str] = ("",),
+    now: datetime,
+) -> FanOut:
+    """The scheduled fan-out, whatever the queue: the schedule's payload checked
+    (`scheduled_run`), the run id every retry of the same schedule repeats, one message
+    per repository with retention rules whose name starts with one of `prefixes`."""
+    payload = scheduled_run(event)
+    name = registry_name or registry.host
+    run = scheduled_run_id(payload, name, now=now)
+    chosen = fan_out(registry, policy, globs=payload.globs, run=run)
+    messages = tuple(m for m in chosen if in_scope(m["repository"], prefixes))
+    return FanOut(run, name, messages, len(chosen) - len(messages))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkDone:
+    """One work message handled: the message, what retention did, and the error to raise
+    so the message is delivered again (None: the message is done)."""
+
+    message: dict[str, str]
+    outcome: RetentionOutcome
+    failure: RegwardenError | None
+
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        """The outcome as the worker logs and answers it, lists cut short (`bounded`)."""
+        return bounded({**self.outcome.to_dict(), **extra})  # type: ignore[no-any-return]
+
+
+def work_body(
+    body: str,
+    runtime: RetentionRuntime,
+    *,
+    registry: str,
+    prefixes: Sequence[str] = ("",),
+    now: datetime,
+    execute: bool = True,
+    concurrency: int = 8,
+    in_use: Callable[[], InUse] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume_delay: int = 60,
+    on_message: Callable[[Mapping[str, str]], None] | None = None,
+) -> WorkDone:
+    """One queued work message, whatever the queue: the body checked (`work_message`:
+    this worker's registry, a repository in scope), then `on_message` (e.g. to tag the
+    logs), then the inventory read (`in_use`; None: the policy's), then `work`. Raises
+    what the message or the inventory got wrong; `failure` is what a deletion phase got
+    wrong (`outcome_failure`: `RunInterrupted` returns after `resume_delay` seconds)."""
+    message = work_message(body, registry=registry, prefixes=prefixes)
+    if on_message is not None:
+        on_message(message)
+    outcome = work(
+        message,
+        runtime,
+        now=now,
+        execute=execute,
+        concurrency=concurrency,
+        in_use=in_use() if in_use is not None else None,
+        should_stop=should_stop,
+    )
+    return WorkDone(message, outcome, outcome_failure(outcome, resume_delay=resume_delay))
+
+
+def inventory_with(inventory: Inventory, **defaults: BaseModel) -> Inventory:
+    """`inventory` with each section of `defaults` the policy does not set, e.g. a
+    function's own platform: `inventory_with(policy.inventory, aws=AwsInventory())`."""
+    unset = {
+        name: section for name, section in defaults.items() if getattr(inventory, name) is None
+    }
+    return inventory.model_copy(update=unset) if unset else inventory
+
+
+def deadline_guard(
+    deadline: float, *, margin_s: float, clock: Callable[[], float] = time.monotonic
+) -> Callable[[], bool]:
+    """`should_stop` for a function with a time limit: True once less than `margin_s`
+    seconds are left before `deadline` (on `clock`'s scale)."""
+    return lambda: deadline - clock() < margin_s
