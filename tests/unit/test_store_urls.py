@@ -35,7 +35,7 @@ def refusal(url: str, *, queue: bool = False) -> UsageError:
 
 
 def test_the_registries_name_the_stores_built_today() -> None:
-    assert LEDGERS.names() == ("dynamodb", "sqlite")
+    assert LEDGERS.names() == ("dynamodb", "firestore", "sqlite")
     assert QUEUES.names() == ("sqlite",)
 
 
@@ -78,7 +78,6 @@ def test_a_dynamodb_url_opens_the_table_without_contacting_it() -> None:
     [
         ("postgresql://db.example/regwarden", "postgresql:// ledgers are not built yet"),
         ("postgres://db.example/regwarden", "postgres:// ledgers are not built yet"),
-        ("firestore://project/database", "firestore:// ledgers are not built yet"),
         ("azuretable://account/table", "azuretable:// ledgers are not built yet"),
         ("http://ledger.example/", "unknown ledger scheme http://"),
         ("s3://bucket/ledger.db", "unknown ledger scheme s3://"),
@@ -90,7 +89,7 @@ def test_a_scheme_nothing_implements_is_a_usage_error_and_never_a_file(
     monkeypatch.chdir(tmp_path)
     error = refusal(url)
     assert str(error).startswith(f"cannot use the ledger {url}: {needle}"), str(error)
-    assert error.hint == "valid: a path (an SQLite file), dynamodb://, sqlite://"
+    assert error.hint == "valid: a path (an SQLite file), dynamodb://, firestore://, sqlite://"
     assert list(tmp_path.iterdir()) == []  # nothing made under the working directory
 
 
@@ -215,7 +214,7 @@ def dead_letter(path: Path) -> None:
 def test_the_cli_refuses_an_unknown_scheme_with_exit_2(tmp_path: Path) -> None:
     code, _, err = cli("--ledger", "postgresql://u:hunter22@db/x", "deadletters", "list")
     assert code == 2 and "postgresql:// ledgers are not built yet" in err
-    assert "dynamodb://, sqlite://" in err and "hunter22" not in err
+    assert "dynamodb://, firestore://, sqlite://" in err and "hunter22" not in err
     assert "Traceback" not in err
 
 

@@ -1,11 +1,13 @@
 """The ledger: what regwarden has seen and done, where the registry keeps no record.
 
 SQLite is the embedded default (one file, WAL mode, safe across threads and processes);
-DynamoDB backs the same interface on AWS. `open_ledger(url)` and `open_queue(url)` open
-what `--ledger` and `--queue` name, through the `LEDGERS` and `QUEUES` registries.
+DynamoDB backs the same interface on AWS, Firestore on Google Cloud. `open_ledger(url)`
+and `open_queue(url)` open what `--ledger` and `--queue` name, through the `LEDGERS` and
+`QUEUES` registries.
 """
 
 from ._dynamo import TTL_ATTRIBUTE, DynamoLedger, dead_letter_key
+from ._firestore import FirestoreLedger
 from ._open import open_ledger, open_queue
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._protocol import EventQueue, Ledger
@@ -27,6 +29,7 @@ __all__ = [
     "DeliveryOutcome",
     "DynamoLedger",
     "EventQueue",
+    "FirestoreLedger",
     "Ledger",
     "OutboxItem",
     "Outcome",

@@ -2,7 +2,8 @@
 
 A URL is `SCHEME://LOCATION[?NAME=VALUE&…]`; anything without `://` is a path to an SQLite
 file (`~` allowed), as `--ledger PATH` always took. Each scheme is a factory registered in
-`LEDGERS` or `QUEUES` by the module that implements it (`_sqlite.py`, `_dynamo.py`).
+`LEDGERS` or `QUEUES` by the module that implements it (`_sqlite.py`, `_dynamo.py`,
+`_firestore.py`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _refused(role: str, text: str, cause: str, *, hint: str | None = None) -> Us
     return UsageError(f"cannot use the {role} {display_url(text)}: {cause}", hint=hint)
 
 
-_PLAIN_PARAMS = frozenset({"region", "endpoint"})
+_PLAIN_PARAMS = frozenset({"region", "endpoint", "prefix"})
 """Parameters whose values are shown in messages; any other value may be a credential."""
 
 
@@ -109,6 +110,6 @@ def display_url(text: str) -> str:
 
 
 LEDGERS = PluginRegistry[Callable[[ParsedUrl], Ledger]]("ledger")
-"""Ledger URL scheme → factory (`sqlite`, `dynamodb`)."""
+"""Ledger URL scheme → factory (`sqlite`, `dynamodb`, `firestore`)."""
 QUEUES = PluginRegistry[Callable[[ParsedUrl], EventQueue]]("queue")
 """Queue URL scheme → factory (`sqlite`)."""
