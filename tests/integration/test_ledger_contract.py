@@ -1,6 +1,7 @@
 """The ledger contract: what `store.Ledger` promises, held to every store with the same
 assertions (SQLite in a file; DynamoDB in moto's server mode on loopback, boto3 over the
-wire). Each store is opened by its URL, as `--ledger` names it.
+wire; Firestore on `support.fake_firestore`, the GAPIC client over REST). Each store is
+opened by its URL, as `--ledger` names it.
 
 The atomic unit is one delivery's outcome (`Ledger.commit_outcome`, see
 `store/_protocol.py`): its verdict, verdict-log entry, delivery marker and outbox rows are
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 
 import httpx
 import pytest
+from support import fake_firestore as firestore_support
 from support import moto_server as support
 from support.cli import run_cli
 from support.moto_server import MotoServer
@@ -36,6 +38,7 @@ from regwarden.store._dynamo import table_definition
 
 moto_server = support.moto_server
 moto = support.moto
+fake_firestore = firestore_support.fake_firestore
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +48,7 @@ B = "sha256:" + "b" * 64
 C = "sha256:" + "c" * 64
 TABLE = "regwarden-contract"
 TTL = timedelta(days=7)
-STORES = ("sqlite", "dynamodb")
+STORES = ("sqlite", "dynamodb", "firestore")
 
 
 class AuditedLedger(Ledger, Protocol):
@@ -61,6 +64,9 @@ class AuditedLedger(Ledger, Protocol):
 def store_url(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if store == "sqlite":
         return f"sqlite://{tmp_path}/state/ledger.db"  # sqlite:// + an absolute path
+    if store == "firestore":
+        request.getfixturevalue("fake_firestore")  # and REGWARDEN_GCP_ENDPOINT_FIRESTORE
+        return "firestore://demo-proj?prefix=contract"
     server: MotoServer = request.getfixturevalue("moto")
     server.client("dynamodb").create_table(**table_definition(TABLE))
     return f"dynamodb://{TABLE}?region={server.region}&endpoint={server.endpoint_url}"
