@@ -122,7 +122,8 @@ _PKG = _REPO + r"/packages/(?P<package>[^/:]+)"
 
 
 def _rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year (strftime's %Y does not: cosign's configs say year 1)
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _package_id(image: str) -> str:
@@ -189,6 +190,8 @@ class FakeGar(GoogleFake):
         self.token_requests: list[tuple[str, str]] = []
         self.v2_requests: list[V2Record] = []
         self.bearer_lifetime = 3600
+        self.realm: str | None = None
+        """The token realm the challenge names; None: the front's own `/v2/token`."""
         self._repos: dict[str, dict[str, Any]] = {}
         self._hidden: set[tuple[str, str]] = set()
         self._seen: dict[tuple[str, str], datetime] = {}  # (path, digest) → upload time
@@ -769,7 +772,8 @@ class FakeGar(GoogleFake):
         if path == "/v2/token":
             return self._token(h, answer)
         if not self._authorized(authorization):
-            challenge = f'Bearer realm="http://{self.host}/v2/token",service="{self.gar_host}"'
+            realm = self.realm or f"http://{self.host}/v2/token"
+            challenge = f'Bearer realm="{realm}",service="{self.gar_host}"'
             return oci_error(
                 401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": challenge}
             )

@@ -38,7 +38,6 @@ _STRATEGIES_NOT_YET: dict[str, str] = {
 }
 #: Registry kinds whose provider has not landed.
 _PROVIDERS_NOT_YET: dict[str, str] = {
-    "gar": "the Google Artifact Registry provider has not landed",
     "acr": "the Azure Container Registry provider has not landed",
 }
 _READ = ("artifact-analysis", "cosign-vuln", "ecr", "harbor", "inspector")

@@ -110,16 +110,23 @@ def open_registry(
     return PROVIDERS.get(provider_kind(host, kind))(host, options or ProviderOptions())
 
 
-from . import cloud_stubs as _cloud_stubs  # noqa: E402  (registers gar, acr)
+from . import cloud_stubs as _cloud_stubs  # noqa: E402  (registers acr)
 from . import oci as _oci  # noqa: E402  (registers oci)
 
 register("ecr")(lambda host, options: _ecr_factory(host, options))
+register("gar")(lambda host, options: _gar_factory(host, options))
 
 
 def _ecr_factory(host: str, options: ProviderOptions) -> Registry:
     from .ecr import make_ecr  # boto3 is imported only when an ECR registry is used
 
     return make_ecr(host, options)
+
+
+def _gar_factory(host: str, options: ProviderOptions) -> Registry:
+    from .gar import make_gar  # google-cloud is imported only when a GAR registry is used
+
+    return make_gar(host, options)
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Artifact Registry and ACR: placeholders until their providers land.
+"""ACR: a placeholder until its provider lands.
 
 They fail cleanly, saying what to install and that the provider is not built yet, so a
 user pointing regwarden at a cloud registry gets an answer, not a traceback.
@@ -12,7 +12,6 @@ from ..errors import NotImplementedYet
 from . import ProviderOptions, Registry, register
 
 _CLOUD = {
-    "gar": ("Google Artifact Registry", "gcp", "google.cloud.artifactregistry"),
     "acr": ("Azure Container Registry", "azure", "azure.containerregistry"),
 }
 
