@@ -45,17 +45,18 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.aws import cold_start_done
+from regwarden import warm
+from regwarden.warm import Warm
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -187,67 +188,16 @@ class State:
         return self.source.changed() or self.keys.rotated() or self.secrets.rotated()
 
 
-class _Warm(Protocol):
-    @property
-    def ttl(self) -> float: ...
-
-    def stale(self) -> bool: ...
+_S = TypeVar("_S", bound=Warm)
 
 
-_S = TypeVar("_S", bound=_Warm)
-
-
-class ColdStart(Generic[_S]):
-    """Per-function state built on the first record of a cold start and kept while the
-    process stays warm; `refresh` (once per invocation) looks again after the state's TTL
-    and rebuilds it when it is stale; `reset` closes and forgets it (tests change the
-    environment)."""
+class ColdStart(warm.ColdStart[_S]):
+    """`regwarden.warm.ColdStart` with the Lambda cold start's collector pause: resumed
+    (and what the cold start made frozen) after the first build, unfrozen when a state is
+    rebuilt so the old one can be collected."""
 
     def __init__(self, build: Callable[[str], _S], close: Callable[[_S], None]) -> None:
-        self._build = build
-        self._close = close
-        self._states: dict[str, _S] = {}
-        self._checked: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def get(self, function: str) -> _S:
-        with self._lock:
-            found = self._states.get(function)
-            if found is None:
-                try:
-                    found = self._states[function] = self._build(function)
-                    self._checked[function] = time.monotonic()
-                finally:
-                    cold_start_done()
-            return found
-
-    def refresh(self, function: str) -> _S:
-        """The state, rebuilt first when its TTL has passed and it is stale. A policy or
-        secret that cannot be read or a new policy that fails to load keeps the last good
-        state (logged; looked at again after the next TTL)."""
-        with self._lock:
-            found = self._states.get(function)
-            due = found is not None and time.monotonic() - self._checked[function] >= found.ttl
-            if found is not None and due:
-                self._checked[function] = time.monotonic()
-                try:
-                    fresh = self._build(function) if found.stale() else None
-                except Exception as exc:
-                    log.error("cannot reload the policy; keeping the last one: %s", exc)
-                    fresh = None
-                if fresh is not None:
-                    log.info("policy or secrets changed: %s rebuilt", function)
-                    self._close(found)
-                    self._states[function] = fresh
-                    gc.unfreeze()  # the old state was frozen with the cold start: collectable
-        return self.get(function)
-
-    def reset(self) -> None:
-        with self._lock:
-            for st in self._states.values():
-                self._close(st)
-            self._states.clear()
-            self._checked.clear()
+        super().__init__(build, close, first_built=cold_start_done, rebuilt=gc.unfreeze)
 
 
 def state(function: str) -> State:
@@ -314,11 +264,11 @@ def _build(function: str) -> State:
     from regwarden.runtime import Runtime, configured_hosts
     from regwarden.store import TTL_ATTRIBUTE, DynamoLedger
 
-    from ._settings import PolicySource, SecretEnv, Settings
+    from ._settings import SecretEnv, Settings, load_source
 
     _structured_core_logs()  # first: the policy read below must not be logged unredacted
     settings = Settings.from_env()
-    source = PolicySource.load(settings.policy)
+    source = load_source(settings.policy)
     policy = source.policy
     if function == RECOVERY:
         from ._recovery import SettledIntents

@@ -135,11 +135,11 @@ def _build(function: str) -> State:
     from regwarden.runtime import Runtime, registry_options
 
     from ._app import _structured_core_logs, alerts_router, provider_defaults
-    from ._settings import PolicySource, RetentionSettings, SecretEnv, Settings
+    from ._settings import RetentionSettings, SecretEnv, Settings, load_source
 
     settings = Settings.from_env()
     retention = RetentionSettings.from_env()
-    source = PolicySource.load(settings.policy)
+    source = load_source(settings.policy)
     policy = source.policy
     defaults = provider_defaults(settings)
     _structured_core_logs()

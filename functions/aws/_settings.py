@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from regwarden import warm
 from regwarden.errors import PolicyError, UsageError
+from regwarden.warm import env_choice, env_int
 
 if TYPE_CHECKING:
     from regwarden.policy import Policy
@@ -62,6 +64,7 @@ __all__ = [
     "Settings",
     "home_registry",
     "load_policy",
+    "load_source",
     "read_policy_text",
 ]
 
@@ -159,18 +162,8 @@ def home_registry(function_arn: str) -> str | None:
     return ecr_registry_host(account, region)
 
 
-def _whole(env: Mapping[str, str], name: str, default: int, *, least: int) -> int:
-    text = (env.get(name) or str(default)).strip()
-    if not text.isdigit() or int(text) < least:
-        raise UsageError(f"{name}: got {text!r}, expected a whole number >= {least}")
-    return int(text)
-
-
-def _choice(env: Mapping[str, str], name: str, valid: tuple[str, ...]) -> str:
-    value = (env.get(name) or valid[0]).strip().lower()
-    if value not in valid:
-        raise UsageError(f"{name}: got {value!r}, expected one of: " + ", ".join(valid))
-    return value
+_whole = env_int
+_choice = env_choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,72 +250,39 @@ def read_policy_text(uri: str) -> str:
 
 
 def load_policy(uri: str) -> Policy:
-    """Load and validate the policy from S3, SSM or a bundled file (`PolicySource.load`)."""
-    return PolicySource.load(uri).policy
+    """Load and validate the policy from S3, SSM or a bundled file (`load_source`)."""
+    return load_source(uri).policy
 
 
-def _policy_text(uri: str) -> str:
-    if uri.startswith(("s3://", "ssm:")):
-        return read_policy_text(uri)
-    try:
-        return Path(uri).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"cannot read the policy from {uri}: {exc}") from None
+def _remote_policy(uri: str) -> str | None:
+    """The policy's text when `uri` is on S3 or SSM; None for a bundled file."""
+    return read_policy_text(uri) if uri.startswith(("s3://", "ssm:")) else None
 
 
-@dataclass(frozen=True, slots=True)
-class PolicySource:
-    """The policy as loaded, with the text it came from (to tell when it changed)."""
-
-    uri: str
-    text: str
-    policy: Policy
-
-    @classmethod
-    def load(cls, uri: str) -> PolicySource:
-        """Load and validate the policy from S3, SSM or a bundled file.
-
-        `file://` locations inside an S3 or SSM policy resolve against the function's code
-        directory (`LAMBDA_TASK_ROOT`), where bundled keys would live. A policy with
-        settings no code would carry out (a scan source nothing reads yet, quarantine
-        `lock`, …) fails the cold start (PolicyError), as `regwarden policy validate`
-        reports it.
-        """
-        from regwarden.policy import ensure_supported, load_policy_text
-        from regwarden.policy import load_policy as load_file
-
-        if uri.startswith(("s3://", "ssm:")):
-            text = read_policy_text(uri)
-            base = Path(os.environ.get("LAMBDA_TASK_ROOT") or Path.cwd())
-            policy = load_policy_text(text, source=uri, base_dir=base)
-        else:
-            policy = load_file(uri)  # its own errors for a file that is missing or invalid
-            text = _policy_text(uri)
-        ensure_supported(policy)
-        return cls(uri, text, policy)
-
-    def changed(self) -> bool:
-        """True when the policy's text differs from what was loaded (read again now)."""
-        return _policy_text(self.uri) != self.text
+PolicySource = warm.PolicySource
 
 
-class SecretEnv(Mapping[str, str]):
-    """The environment `resolve_secret` reads, with `REGWARDEN_SECRET_*` values fetched from
-    Secrets Manager or SSM (through Powertools parameters) on first use, never from the
-    process environment. Other variables come from `base`."""
+def load_source(uri: str) -> PolicySource:
+    """Load and validate the policy from S3, SSM or a bundled file.
+
+    `file://` locations inside an S3 or SSM policy resolve against the function's code
+    directory (`LAMBDA_TASK_ROOT`), where bundled keys would live. A policy with settings
+    no code would carry out (a scan source nothing reads yet, quarantine `lock`, …) fails
+    the cold start (PolicyError), as `regwarden policy validate` reports it.
+    """
+    base = Path(os.environ.get("LAMBDA_TASK_ROOT") or Path.cwd())
+    return warm.PolicySource.load(uri, _remote_policy, base_dir=base)
+
+
+class SecretEnv(warm.SecretEnv):
+    """`regwarden.warm.SecretEnv` over Secrets Manager or SSM (through Powertools
+    parameters, which cache each value for `SECRET_MAX_AGE` seconds)."""
 
     def __init__(self, base: Mapping[str, str], names: Mapping[str, str], *, store: str) -> None:
-        self._base = {k: v for k, v in base.items() if not k.startswith("REGWARDEN_SECRET_")}
-        self._names = dict(names)
+        super().__init__(base, names, self._fetch_from)
         self._store = store
-        self._served: dict[str, str] = {}
-        """Secret name → the value last handed out (what was built from it)."""
 
-    def rotated(self) -> bool:
-        """True when a secret handed out so far has another value now (fetched afresh)."""
-        return any(self._fetch(name, fresh=True) != v for name, v in list(self._served.items()))
-
-    def _fetch(self, name: str, *, fresh: bool = False) -> str:
+    def _fetch_from(self, name: str, *, fresh: bool = False) -> str:
         from aws_lambda_powertools.utilities import parameters
 
         try:
@@ -341,17 +301,3 @@ class SecretEnv(Mapping[str, str]):
         if isinstance(value, bytes):
             value = value.decode()
         return str(value)
-
-    def __getitem__(self, key: str) -> str:
-        if key in self._names:
-            name = self._names[key]
-            value = self._served[name] = self._fetch(name)
-            return value
-        return self._base[key]
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._base
-        yield from (k for k in self._names if k not in self._base)
-
-    def __len__(self) -> int:
-        return len(set(self._base) | set(self._names))
