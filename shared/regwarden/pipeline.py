@@ -663,12 +663,16 @@ class Pipeline:
             event, verdict=verdict, actions=tuple(actions), alerts=sent, notes=tuple(q.notes)
         )
 
-    def resume_unfinished(self, *, now: datetime) -> list[Handled]:
+    def resume_unfinished(
+        self, *, now: datetime, settle: timedelta = timedelta(0)
+    ) -> list[Handled]:
         """The recovery sweep's action part: every unfinished quarantine whose retry is due
-        is driven to its end (one at a time per image, as events are)."""
+        is driven to its end (one at a time per image, as events are). An intent younger
+        than `settle` is left alone: on a platform of separate processes (cloud functions)
+        the invocation that began it may still be running, beyond any lock here."""
         results: list[Handled] = []
         for record in self.ledger.actions(status="intent"):
-            if record.kind != "quarantine":
+            if record.kind != "quarantine" or record.at > now - settle:
                 continue
             retry = record.state.get("retry") or {}
             due = retry.get("next")

@@ -4,15 +4,19 @@ Where "later" is kept depends on the platform, so it is a plug-in point:
 
     RECHECK_SCHEDULERS.get("queue")(RecheckTarget(queue=ledger))   # serve: the ledger's queue
     RECHECK_SCHEDULERS.get("sqs")(RecheckTarget(url=QUEUE_URL))     # Lambda: SQS DelaySeconds
+    RECHECK_SCHEDULERS.get("cloudtasks")(RecheckTarget(url=FUNCTION_URL, tasks_queue=QUEUE,
+                                         service_account=SA, env=os.environ))  # Cloud Tasks
 
 A scheduler is called with the image, when it is due and the current time. A delay-capped
 transport (SQS: 15 minutes) brings the message back early; whoever receives it parses it
 with `parse_recheck` and, when `due` is still ahead, schedules it again with the next
-`hop` (`Recheck.again`).
+`hop` (`Recheck.again`). Cloud Tasks holds a task up to 30 days: a recheck further away
+than that hops the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from .store import EventQueue
 
 __all__ = [
+    "CLOUD_TASKS_MAX_AHEAD",
     "EARLY_SLACK",
     "QUEUE_SOURCE",
     "RECHECK_EVENT_SOURCE",
@@ -39,6 +44,7 @@ __all__ = [
     "parse_recheck",
     "recheck_message",
     "schedule_recheck",
+    "task_id",
 ]
 
 QUEUE_SOURCE = "recheck"
@@ -47,6 +53,9 @@ RECHECK_EVENT_SOURCE = "regwarden.recheck"
 """`source` of a delayed recheck message (beside EventBridge events on the same queue)."""
 SQS_MAX_DELAY = 900
 """SQS's longest DelaySeconds: a recheck further away is re-sent until it is due."""
+CLOUD_TASKS_MAX_AHEAD = timedelta(days=30) - timedelta(minutes=5)
+"""How far ahead a Cloud Tasks task may be scheduled (30 days, less a margin for clocks and
+the request's flight); a recheck further away comes back early and hops."""
 EARLY_SLACK = timedelta(seconds=1)
 """A recheck that arrives less than this before its time is due (clocks differ a little)."""
 
@@ -59,10 +68,17 @@ class RecheckScheduler(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RecheckTarget:
-    """Where a scheduler keeps its rechecks: a queue object or a queue URL."""
+    """Where a scheduler keeps its rechecks: a queue object, a queue URL (SQS), or a Cloud
+    Tasks queue with the URL its tasks call (the recheck function) and their identity."""
 
     queue: EventQueue | None = None
     url: str | None = None
+    tasks_queue: str | None = None
+    """`projects/P/locations/L/queues/Q` (Cloud Tasks)."""
+    service_account: str | None = None
+    """The service account whose OIDC token each task's request carries (Cloud Tasks)."""
+    env: Mapping[str, str] | None = None
+    """Where a client's endpoint settings come from (`regwarden.gcp_clients`)."""
 
 
 RECHECK_SCHEDULERS: PluginRegistry[Callable[[RecheckTarget], RecheckScheduler]] = PluginRegistry(
@@ -83,6 +99,16 @@ class Recheck:
     def early(self, now: datetime) -> bool:
         """Still ahead of its time: schedule it again (`hop + 1`) instead of judging."""
         return self.at is not None and self.at > now + EARLY_SLACK
+
+    def again(self, schedule: RecheckScheduler | None, *, now: datetime) -> bool:
+        """A recheck that arrived early (a transport's delay cap brought it back) is sent
+        on again with the next hop, and True says so: do not judge it now. False: it is
+        due. With no scheduler an early recheck is judged now (nothing could bring it
+        back later)."""
+        if self.at is None or not self.early(now) or schedule is None:
+            return False
+        schedule(str(self.image), self.at, now=now, hop=self.hop + 1)
+        return True
 
 
 def recheck_message(image: str, at: datetime, *, hop: int = 0) -> dict[str, Any]:
@@ -158,5 +184,74 @@ def _sqs(target: RecheckTarget) -> RecheckScheduler:
         delay = int(min(max((at - now).total_seconds() + 1, 0), SQS_MAX_DELAY))
         body = recheck_message(image, at, hop=hop)
         clients[0].send_message(QueueUrl=url, MessageBody=json.dumps(body), DelaySeconds=delay)
+
+    return schedule
+
+
+def task_id(image: str, at: datetime, hop: int = 0) -> str:
+    """The Cloud Tasks task id of one recheck: the same image, due time and hop always give
+    the same id, so scheduling it twice (a redelivered event hands its recheck back) is
+    refused as ALREADY_EXISTS rather than run twice."""
+    digest = hashlib.sha256(f"{image}\n{at.isoformat()}\n{hop}".encode()).hexdigest()
+    return f"recheck-{digest[:40]}"
+
+
+def _already_exists(exc: Exception) -> bool:
+    """A 409 that says ALREADY_EXISTS (not ABORTED): over gRPC its own class, over REST
+    the `status` of Google's error envelope."""
+    from google.api_core.exceptions import AlreadyExists
+
+    if isinstance(exc, AlreadyExists):
+        return True
+    response = getattr(exc, "response", None)
+    try:
+        status = response.json()["error"]["status"] if response is not None else None
+    except (ValueError, KeyError, TypeError):
+        return False
+    return status == "ALREADY_EXISTS"
+
+
+@RECHECK_SCHEDULERS.register("cloudtasks")
+def _cloudtasks(target: RecheckTarget) -> RecheckScheduler:
+    """An HTTP task on a Cloud Tasks queue, calling the recheck function (`url`) with an
+    OIDC token of `service_account` at the due time (at most 30 days ahead; further, it
+    hops). The body is `recheck_message`. The client is made on the first recheck."""
+    queue, url, account = target.tasks_queue, target.url, target.service_account
+    if not (queue and url and account):
+        raise UsageError(
+            "the cloudtasks recheck scheduler needs RecheckTarget(tasks_queue=QUEUE, "
+            "url=RECHECK_URL, service_account=EMAIL)"
+        )
+    env: Mapping[str, str] = target.env if target.env is not None else {}
+    clients: list[Any] = []
+
+    def schedule(image: str, at: datetime, *, now: datetime, hop: int = 0) -> None:
+        from google.api_core.exceptions import Conflict
+        from google.cloud import tasks_v2
+
+        from . import gcp_clients
+
+        if not clients:
+            clients.append(
+                tasks_v2.CloudTasksClient(**gcp_clients.client_kwargs("cloudtasks", env))
+            )
+        when = min(at + EARLY_SLACK, now + CLOUD_TASKS_MAX_AHEAD)  # proto-plus: a Timestamp
+        task = tasks_v2.Task(
+            name=f"{queue}/tasks/{task_id(image, at, hop)}",
+            schedule_time=when,
+            http_request=tasks_v2.HttpRequest(
+                url=url,
+                http_method=tasks_v2.HttpMethod.POST,
+                headers={"Content-Type": "application/json"},
+                body=json.dumps(recheck_message(image, at, hop=hop)).encode(),
+                oidc_token=tasks_v2.OidcToken(service_account_email=account, audience=url),
+            ),
+        )
+        try:
+            clients[0].create_task(parent=queue, task=task)
+        except Conflict as exc:  # the REST transport maps every 409 to Conflict
+            if not _already_exists(exc):
+                raise
+            # scheduled before: a redelivered event handed its recheck back
 
     return schedule

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .model import Outcome
 from .pipeline import Pipeline
@@ -39,9 +39,10 @@ class SweepReport:
         }
 
 
-def sweep(pipeline: Pipeline, *, now: datetime) -> SweepReport:
-    """One pass: resume due intents, then deliver due alerts (including theirs)."""
-    handled = pipeline.resume_unfinished(now=now)
+def sweep(pipeline: Pipeline, *, now: datetime, settle: timedelta = timedelta(0)) -> SweepReport:
+    """One pass: resume due intents (those older than `settle`: see
+    `Pipeline.resume_unfinished`), then deliver due alerts (including theirs)."""
+    handled = pipeline.resume_unfinished(now=now, settle=settle)
     failing = sum(1 for h in handled if h.verdict and h.verdict.outcome is Outcome.ERROR)
     report = SweepReport(
         resumed=len(handled) - failing,

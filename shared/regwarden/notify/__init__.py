@@ -2,7 +2,7 @@
 Pub/Sub)."""
 
 from ._alert import Alert, finding_line
-from ._build import CHANNELS, ChannelContext, ChannelFactory, build_channels
+from ._build import CHANNELS, ChannelContext, ChannelFactory, build_channel, build_channels
 from ._channels import (
     DeliveryFailed,
     Notifier,
@@ -55,6 +55,7 @@ __all__ = [
     "TeamsChannel",
     "WebhookChannel",
     "alert_body",
+    "build_channel",
     "build_channels",
     "deliver",
     "event_id",

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
         WebhookChannelConfig,
     )
 
-__all__ = ["CHANNELS", "ChannelContext", "ChannelFactory", "build_channels"]
+__all__ = ["CHANNELS", "ChannelContext", "ChannelFactory", "build_channel", "build_channels"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +85,17 @@ class _Unsupported:
 
 def build_channels(policy: Policy, env: Mapping[str, str]) -> dict[str, Notifier]:
     """The policy's channels as senders; `secret://` values come from `env`."""
+    return {name: build_channel(policy, name, env) for name in policy.notifications.channels}
+
+
+def build_channel(policy: Policy, name: str, env: Mapping[str, str]) -> Notifier:
+    """The policy's channel `name` as a sender (only its own secrets are read from `env`:
+    a function that delivers alerts builds each channel when it first needs it)."""
+    config = policy.notifications.channels[name]
+    if config.type not in CHANNELS:
+        return _Unsupported(name, config.type)
     context = ChannelContext(env=env, policy_dir=policy.base_dir)
-    out: dict[str, Notifier] = {}
-    for name, config in policy.notifications.channels.items():
-        if config.type in CHANNELS:
-            out[name] = CHANNELS.get(config.type)(name, config, context)
-        else:
-            out[name] = _Unsupported(name, config.type)
-    return out
+    return CHANNELS.get(config.type)(name, config, context)
 
 
 # -- the built-in channel types ---------------------------------------------------------------
