@@ -5,6 +5,8 @@ skopeo (a multi-arch index, a single image), an untagged manifest and a cosign `
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import shutil
 import uuid
@@ -28,6 +30,7 @@ from regwarden.devtools import (
     write_layout,
 )
 from regwarden.errors import AuthError, NotFound, UsageError
+from regwarden.intake import parse_gcr
 from regwarden.oci import RegistryClient
 from regwarden.providers import (
     CAP_BATCH_DELETE,
@@ -421,3 +424,38 @@ def test_the_token_never_goes_to_another_host(gar: FakeGar, pushed: Pushed, imag
     assert gr.resolve(image, "v2") == pushed.single.manifest_digest
     assert gar.token_requests == [("oauth2accesstoken", "tok-1")]
     gr.close()
+
+
+# -- the fake's gcr topic -------------------------------------------------------------------------
+
+
+def test_the_fake_publishes_gcr_messages_that_regwarden_reads(
+    gr: GarRegistry, pushed: Pushed, image: str, gar: FakeGar, tmp_path: Path
+) -> None:
+    gr.remove_tag(image, "v2")
+    assert gr.resolve(image, "v2") is None
+    skopeo_push(gar, tmp_path, pushed.single, f"{image}:v2")  # a new push of the tag shows it
+    assert gr.resolve(image, "v2") == pushed.single.manifest_digest
+    assert gr.tags_of(image, pushed.single.manifest_digest) == ("v2",)
+
+    ids = [m["messageId"] for m in gar.gcr]
+    assert len(set(ids)) == len(ids)
+    assert all(m["publishTime"] == "2026-12-01T13:00:00.000000Z" for m in gar.gcr[-2:])
+    events = []
+    for message in gar.gcr:
+        body = {
+            "message": {
+                "data": base64.b64encode(message["data"]).decode(),
+                "messageId": message["messageId"],
+                "publishTime": message["publishTime"],
+            },
+            "subscription": "projects/demo-proj/subscriptions/regwarden-gcr",
+        }
+        events.extend(parse_gcr(json.dumps(body).encode(), "application/json"))
+    seen = [(e.kind.value, e.image.digest, e.image.tag) for e in events]
+    single = pushed.single.manifest_digest
+    assert ("pushed", pushed.index.manifest_digest, "v1") in seen
+    assert ("pushed", pushed.untagged.manifest_digest, None) in seen
+    assert any(kind == "signed" and digest == single for kind, digest, _ in seen)  # .sig
+    assert seen[-2:] == [("deleted", None, "v2"), ("pushed", single, "v2")]
+    assert all(e.image.registry == HOST and e.image.repository == image for e in events)
