@@ -9,6 +9,8 @@ import base64
 import json
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,7 +31,7 @@ from regwarden.devtools import (
     skopeo_copy,
     write_layout,
 )
-from regwarden.errors import AuthError, NotFound, UsageError
+from regwarden.errors import AuthError, NotFound, NotImplementedYet, UsageError
 from regwarden.intake import parse_gcr
 from regwarden.oci import RegistryClient
 from regwarden.providers import (
@@ -42,6 +44,7 @@ from regwarden.providers import (
     Registry,
     open_registry,
 )
+from regwarden.providers import gar as gar_module
 from regwarden.providers.gar import THROTTLE_ATTEMPTS, GarRegistry, parse_gar_host
 from regwarden.signatures import publish, sign_legacy
 from regwarden.signatures.keys import generate_private_key
@@ -459,3 +462,47 @@ def test_the_fake_publishes_gcr_messages_that_regwarden_reads(
     assert any(kind == "signed" and digest == single for kind, digest, _ in seen)  # .sig
     assert seen[-2:] == [("deleted", None, "v2"), ("pushed", single, "v2")]
     assert all(e.image.registry == HOST and e.image.repository == image for e in events)
+
+
+# -- without Google -------------------------------------------------------------------------------
+
+
+def test_make_gar_without_the_gcp_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gar_module, "_google_missing", lambda: True)
+    with pytest.raises(NotImplementedYet, match="needs the 'gcp' extra") as info:
+        gar_module.make_gar(HOST, ProviderOptions())
+    assert "pip install 'regwarden[gcp]'" in str(info.value)
+
+
+def test_no_google_credentials_is_a_usage_error_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from regwarden import gcp_clients
+
+    def no_adc() -> None:
+        raise DefaultCredentialsError("no default credentials")
+
+    monkeypatch.setattr(gcp_clients, "default_credentials", no_adc)
+    with pytest.raises(UsageError, match="is Google Artifact Registry; no Google credentials") as e:
+        GarRegistry(HOST, ProviderOptions(), env={})
+    assert "gcloud auth application-default login" in (e.value.hint or "")
+
+
+def test_the_provider_modules_import_no_google_library() -> None:
+    # the interpreter's namespace-package .pth files may load bare `google` and
+    # `google.cloud` at start-up: only what the imports add counts
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import regwarden.providers, regwarden.providers.gar\n"
+        "loaded = sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'google')\n"
+        "assert not loaded, loaded\n"
+        "import google.cloud.artifactregistry_v1\n"
+        "assert 'google.api_core' in sys.modules  # the check sees what an import adds\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
