@@ -1,5 +1,6 @@
 """The ledger method retention reads a repository's tag history with (`tag_history`), on
-both ledgers: SQLite, and DynamoDB on moto in server mode (boto3 over the wire)."""
+every ledger: SQLite, DynamoDB on moto in server mode (boto3 over the wire), and Firestore on
+`support.fake_firestore` (the GAPIC client over REST)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import fake_firestore as firestore_support
 from support import moto_server as support
 from support.dynamo_ledger import write_tag_history
 from support.moto_server import MotoServer
 
-from regwarden.store import DynamoLedger, Ledger, SqliteLedger
+from regwarden.store import DynamoLedger, FirestoreLedger, Ledger, SqliteLedger
 from regwarden.store._dynamo import table_definition
 
 moto_server = support.moto_server
 moto = support.moto
+fake_firestore = firestore_support.fake_firestore
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +31,18 @@ C = "sha256:" + "c" * 64
 TABLE = "regwarden-ledger"
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", "dynamodb", "firestore"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     if request.param == "sqlite":
         sqlite = SqliteLedger(tmp_path / "ledger.db")
         yield sqlite
         sqlite.close()
+        return
+    if request.param == "firestore":
+        request.getfixturevalue("fake_firestore")  # and REGWARDEN_GCP_ENDPOINT_FIRESTORE
+        firestore = FirestoreLedger("demo-proj")
+        yield firestore
+        firestore.close()
         return
     server: MotoServer = request.getfixturevalue("moto")
     client: Any = server.client("dynamodb")

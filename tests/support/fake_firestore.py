@@ -45,8 +45,9 @@ silently. TTL policies are not run: an expired document stays until deleted (Fir
 deletes them lazily too).
 
 Test hooks: `hold_next_commit()` parks the next commit before it is served (a racing writer
-goes first meanwhile); `documents(collection)` shows what is stored; `conflicts` lists the
-status of every refused commit.
+goes first meanwhile); `lose_next_commit_answer()` applies the next commit and answers 503;
+`documents(collection)` shows what is stored; `conflicts` lists the status of every commit
+refused for a precondition.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ class FakeFirestore(GoogleFake):
         """The google.rpc status of every commit refused for a precondition."""
         self._last_micros = 0
         self._holds: list[HeldCommit] = []
+        self._lost_answers: list[int] = []
         self.route("POST", _DB + r"/documents:batchGet", self._batch_get)
         self.route("POST", _DB + r"/documents:commit", self._commit)
         self.route("POST", _DB + r"/documents:runQuery", self._run_query)
@@ -183,6 +185,12 @@ class FakeFirestore(GoogleFake):
         with self.lock:
             self._holds.append(held)
         return held
+
+    def lose_next_commit_answer(self, status: int = 503) -> None:
+        """Apply the next commit, then answer it with `status` as if the answer was lost on
+        the way back (the client library re-sends a commit that met UNAVAILABLE)."""
+        with self.lock:
+            self._lost_answers.append(status)
 
     def documents(self, collection: str) -> dict[str, dict[str, Any]]:
         """Document id → fields (JSON `Value`s) of one top-level collection, any database."""
@@ -320,6 +328,9 @@ class FakeFirestore(GoogleFake):
             created = there.create_micros if there is not None else now
             self.docs[name] = _Stored(new, created, now)
             results.append({"updateTime": _time_text(now)})
+        if self._lost_answers:
+            status = self._lost_answers.pop(0)
+            return _error(status, "UNAVAILABLE", "the commit's answer was lost (injected)")
         return 200, {"writeResults": results, "commitTime": _time_text(now)}
 
     def _write(

@@ -30,7 +30,9 @@ them — `currentDocument.exists = false` where it found none, `currentDocument.
 where it found one — in one `commit`, which Firestore applies atomically, all or nothing.
 A precondition that fails (ALREADY_EXISTS or FAILED_PRECONDITION) or a contended commit
 (ABORTED) means another writer went first: the round is read and decided again, at most
-`ROUNDS` times (each lost round is some other writer's progress). Chosen over
+`ROUNDS` times, after a random pause that grows each round (each lost round is some
+other writer's progress; the pauses keep writers of one hot document from colliding in
+step). Chosen over
 `beginTransaction` + `commit(transaction)` because it is two requests instead of three,
 holds no lock on the server across a function's network latency (a read-write
 transaction's reads lock their documents until it commits or times out), and states the
@@ -62,10 +64,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
@@ -112,6 +116,8 @@ MAX_WRITES = 500
 """Writes in one commit, Firestore's limit."""
 ROUNDS = 10
 """Read-decide-commit rounds of one write before contention is an error."""
+_FIRST_PAUSE = 0.01
+_MAX_PAUSE = 0.5
 
 _ABSENT: Final = "absent"
 _ANY: Final = "any"
@@ -143,6 +149,17 @@ exist) or `_ANY` (none)."""
 
 class _Conflict(Exception):
     """A commit's precondition failed or it was aborted: another writer went first."""
+
+
+def _rounds() -> Iterator[int]:
+    """`ROUNDS` round numbers, with a random pause before each round after the first (up
+    to 10 ms, 20 ms, … 0.5 s): writers that collided on one document spread out instead of
+    colliding again in step (full jitter, as Google's client libraries back off)."""
+    for n in range(ROUNDS):
+        if n:
+            pause = min(_MAX_PAUSE, _FIRST_PAUSE * 2 ** (n - 1))
+            time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
+        yield n
 
 
 def _repo(registry: str, repository: str) -> str:
@@ -338,7 +355,7 @@ class FirestoreLedger:
 
     def _write(self, what: str, writes: Sequence[Any]) -> None:
         """A commit with no precondition of its own: only an aborted one is tried again."""
-        for _ in range(ROUNDS):
+        for _ in _rounds():
             try:
                 self._commit(writes)
             except _Conflict:
@@ -363,7 +380,7 @@ class FirestoreLedger:
         """Read `name`, compute its new fields with `change(fields or None)` (None: leave it
         as it is) and write them on condition that it did not change meanwhile; again when
         it did. A document past its `expireAt` (with `now` given) is read as absent."""
-        for _ in range(ROUNDS):
+        for _ in _rounds():
             found = self._get(name)
             if found is not None and now is not None and not found.live(now):
                 current = None
@@ -385,7 +402,7 @@ class FirestoreLedger:
         """Record a delivery id; True if it was already recorded and not expired."""
         at, expires = utc(now), utc(now + ttl)
         name = self.name("deliveries", delivery_id)
-        for _ in range(ROUNDS):
+        for _ in _rounds():
             found = self._get(name)
             if found is not None and found.live(at):
                 return True
@@ -504,7 +521,7 @@ class FirestoreLedger:
         """Rounds of one commit of `core`, `marker` (if none lives) and the `rows` whose key
         is free. Returns the keys of the rows this commit wrote, or None when a live marker
         of another commit was found."""
-        for _ in range(ROUNDS):
+        for _ in _rounds():
             names = [marker[0]] if marker is not None else []
             found = self._get_many(names + [name for _, name, _ in rows])
             writes = list(core)
@@ -656,7 +673,7 @@ class FirestoreLedger:
         repo = _repo(registry, repository)
         image = self.name("images", registry, repository, digest)
         tag_docs = {tag: self.name("tags", registry, repository, tag, digest) for tag in tags}
-        for _ in range(ROUNDS):
+        for _ in _rounds():
             found = self._get_many([image, *tag_docs.values()])
             there = found[image]
             first_seen: datetime = there.fields["firstSeen"] if there is not None else at
@@ -794,7 +811,7 @@ class FirestoreLedger:
             "state": json.dumps(state),
         }
         name = self.name("actions", key)
-        for _ in range(ROUNDS):
+        for _ in _rounds():
             try:
                 self._commit([self._put(name, fields, _ABSENT)])
             except _Conflict:

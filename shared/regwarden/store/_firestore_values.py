@@ -9,7 +9,7 @@ Document ids: a Firestore id may not contain `/`, may not be `.` or `..`, may no
 (an encoding never yields `%%`). Ids stay readable in the console: `sha256:ab…` is kept.
 
 Values: None → nullValue, bool → booleanValue, int → integerValue (64-bit), float →
-doubleValue, str → stringValue, datetime (timezone-aware) → timestampValue (microseconds,
+doubleValue, str → stringValue, bytes → bytesValue, datetime (timezone-aware) → timestampValue (microseconds,
 Firestore's precision), list / tuple → arrayValue, mapping → mapValue; read back the same
 way (a tuple comes back a list). The protobuf modules load on first use only.
 """
@@ -99,6 +99,8 @@ def encode(value: Any) -> Any:
         return p.Value(double_value=value)
     if isinstance(value, str):
         return p.Value(string_value=value)
+    if isinstance(value, bytes):
+        return p.Value(bytes_value=value)
     if isinstance(value, datetime):
         return p.Value(timestamp_value=timestamp(value))
     if isinstance(value, list | tuple):
