@@ -249,6 +249,13 @@ class Pipeline:
             if subject is None:
                 return Handled(event, ignored="referrer without a subject: nothing to judge")
             target = img.model_copy(update={"digest": subject, "tag": None})
+        if target.digest is None and event.kind is EventKind.PUSHED and target.tag:
+            # a push named by its tag alone (Artifact Registry's `gcr` INSERT may carry
+            # only the tag): judge the manifest the tag names now
+            resolved = registry.resolve(target.repository, target.tag)
+            if resolved is None:
+                return Handled(event, ignored=f"tag {target.tag} no longer exists")
+            target = target.with_digest(resolved)
         if target.digest is None:
             return Handled(event, ignored="no digest in the event")
         for _ in range(_MAX_REFERRER_DEPTH):

@@ -361,7 +361,7 @@ def invoke(
     event_file: Annotated[
         Path | None,
         typer.Argument(
-            help="Event payload (distribution, Harbor or EventBridge JSON; see events/)."
+            help="Event payload (distribution, Harbor, EventBridge or Pub/Sub JSON; see events/)."
         ),
     ] = None,
     policy: PolicyOpt = Path("regwarden.yaml"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from ..errors import NotImplementedYet, UsageError
+from ..model import ImageEvent
 from ..pipeline import Handled
 from ._render import print_json
 
@@ -70,9 +71,9 @@ def run_invoke(
     from ..runtime import load_runtime
 
     logging_setup(debug=debug)
-    if function in ("retention", "notify"):
+    if function == "retention":
         raise NotImplementedYet(f"'regwarden invoke {function}' is not implemented yet")
-    if function not in ("on_push", "on_scan"):
+    if function not in ("on_push", "on_scan", "notify"):
         raise UsageError(
             f"unknown function {function!r}; valid: on_push, on_scan, retention, notify"
         )
@@ -82,8 +83,16 @@ def run_invoke(
         body = event_file.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {event_file}: {exc.strerror}") from None
-    source = service.detect_source(body)
-    events = service.parse_body(source, body, "application/json")
+    if function == "notify":
+        _run_notify(
+            body, event_file, policy=policy, ledger=ledger, insecure=insecure, output=output
+        )
+        return
+    if _is_occurrence(body):  # Artifact Analysis names no image: it is looked up
+        source, events = "artifact-analysis", _occurrence_events(body, event_file)
+    else:
+        source = service.detect_source(body)
+        events = service.parse_body(source, body, "application/json")
     runtime = load_runtime(policy, ledger=ledger, insecure=insecure)
     try:
         pipeline = runtime.pipeline()
@@ -97,6 +106,130 @@ def run_invoke(
         for h in results:
             print_handled(h)
     raise typer.Exit(exit_code(results))
+
+
+def _is_occurrence(body: bytes) -> bool:
+    from ..intake import is_occurrence_delivery
+    from ..nesting import loads_json
+
+    try:
+        doc = loads_json(body)
+    except ValueError:  # detect_source words the error
+        return False
+    return is_occurrence_delivery(doc)
+
+
+def _occurrence_events(body: bytes, event_file: Path) -> list[ImageEvent]:
+    """The SCANNED event of an Artifact Analysis occurrence notification, as `on_scan` makes
+    it: the occurrence is fetched to find its image, so this needs Artifact Analysis
+    (Application Default Credentials, or `REGWARDEN_GCP_ENDPOINT_CONTAINERANALYSIS`)."""
+    import os
+
+    from google.auth.exceptions import GoogleAuthError
+
+    from ..errors import RegistryError
+    from ..intake.pubsub import decode_file
+    from ..scanning.artifact_analysis import (
+        image_of_occurrence,
+        parse_occurrence_notification,
+        scan_event,
+    )
+
+    message = decode_file(body)
+    notice = parse_occurrence_notification(message.data)
+    if not notice.triggers:
+        log.info("occurrence kind %s changes no verdict: nothing to do", notice.kind)
+        return []
+    try:
+        image = image_of_occurrence(notice.name, env=os.environ)
+    except (GoogleAuthError, RegistryError) as exc:
+        raise UsageError(
+            f"{event_file}: an Artifact Analysis occurrence names no image, and looking up "
+            f"{notice.name} needs Artifact Analysis access: {exc}",
+            hint="gcloud auth application-default login (or set "
+            "REGWARDEN_GCP_ENDPOINT_CONTAINERANALYSIS)",
+        ) from None
+    if image is None:
+        log.info("occurrence %s names no container image: nothing to do", notice.name)
+        return []
+    return [scan_event(image, notice, message.message_id)]
+
+
+def _run_notify(
+    body: bytes, event_file: Path, *, policy: Path, ledger: str, insecure: bool, output: str
+) -> None:
+    """The notify function: one alert (a Pub/Sub delivery from the alerts topic, or the
+    alert's JSON as SNS delivers it raw) → every channel the policy routes it to, except
+    the alerts topic it came from. Exit 1 when a channel failed."""
+    import os
+
+    from pydantic import ValidationError
+
+    from ..errors import IntakeError
+    from ..intake.pubsub import is_pubsub_delivery, message_of
+    from ..nesting import loads_json
+    from ..notify import Alert, Notifier, build_channels, deliver
+    from ..policy import PubSubChannelConfig
+    from ..runtime import load_runtime
+
+    try:
+        doc = loads_json(body)
+    except ValueError as exc:
+        raise IntakeError(f"{event_file}: not JSON: {exc}") from None
+    came_from = os.environ.get("REGWARDEN_ALERTS_TOPIC")
+    if is_pubsub_delivery(doc):
+        message = message_of(doc)
+        if message is None:
+            from ..intake.pubsub import decode_file
+
+            decode_file(body)  # words what is wrong with it
+            raise IntakeError(f"{event_file}: not a Pub/Sub delivery")
+        body = message.data
+        if message.source and "/topics/" in message.source:
+            came_from = message.source.split("//pubsub.googleapis.com/", 1)[-1]
+    try:
+        alert = Alert.model_validate_json(body)
+    except ValidationError as exc:
+        raise IntakeError(
+            f"{event_file}: not a regwarden alert ({exc.errors()[0]['msg']})"
+        ) from None
+    runtime = load_runtime(policy, ledger=ledger, insecure=insecure)
+    try:
+        rules = runtime.policy.notifications
+        names = rules.channels_for(
+            team=alert.team,
+            severity=alert.severity,
+            action=alert.action,
+            repository=alert.repository,
+        )
+
+        built = build_channels(runtime.policy, runtime.env)
+
+        def channel(name: str) -> Notifier | None:
+            config = rules.channels[name]
+            if isinstance(config, PubSubChannelConfig) and config.topic == came_from:
+                return None  # publishing back to the alerts topic would loop
+            return built[name]
+
+        report = deliver(
+            alert, names, channel, runtime.ledger, now=_now(), unavailable="the alerts topic"
+        )
+    finally:
+        runtime.close()
+    summary = {
+        "alert": report.alert,
+        "sent": list(report.sent),
+        "skipped": list(report.skipped),
+        "failed": list(report.failed),
+    }
+    if output == "json":
+        print_json(summary)
+    else:
+        print(f"notify: {alert.title}")
+        for key in ("sent", "skipped", "failed"):
+            for name in summary[key]:
+                print(f"  {key:7} {name}")
+    raise typer.Exit(1 if report.failed else 0)
 
 
 def run_check(image: str, *, policy: Path, ledger: str, insecure: bool, output: str) -> None:

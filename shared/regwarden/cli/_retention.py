@@ -249,9 +249,19 @@ def run_apply(
     raise typer.Exit(outcome.exit_code)
 
 
+_EVENT_KEYS = ("registry", "repository", "run", "apply", "globs", "scheduledTime")
+
+
 def _read_event(event_file: Path) -> dict[str, Any]:
+    """The event as a dict: a work message or a schedule's payload, as JSON or inside a
+    Pub/Sub delivery (the GCP functions' `regwarden-retention-*` topics)."""
+    from ..intake.pubsub import decode_file, is_pubsub_delivery
+
     try:
-        doc = loads_json(event_file.read_bytes())  # nesting bounded: no RecursionError
+        raw = event_file.read_bytes()
+        doc = loads_json(raw)  # nesting bounded: no RecursionError
+        if is_pubsub_delivery(doc):
+            doc = loads_json(decode_file(raw).data)
     except OSError as exc:
         raise UsageError(f"cannot read {event_file}: {exc.strerror}") from None
     except ValueError as exc:  # TooDeep names the nesting limit
@@ -261,11 +271,10 @@ def _read_event(event_file: Path) -> dict[str, Any]:
             f"{event_file}: got {type(doc).__name__}, expected an object "
             '{"registry": HOST, "repository": GLOB}'
         )
-    unknown = sorted(set(doc) - {"registry", "repository", "run", "apply"})
+    unknown = sorted(set(doc) - set(_EVENT_KEYS))
     if unknown:
         raise IntakeError(
-            f"{event_file}: unknown key(s) {', '.join(unknown)}; valid: registry, repository, "
-            "run, apply"
+            f"{event_file}: unknown key(s) {', '.join(unknown)}; valid: " + ", ".join(_EVENT_KEYS)
         )
     return doc
 
@@ -282,9 +291,11 @@ def run_invoke_retention(
     concurrency: int = 8,
 ) -> None:
     """The retention function, in-process: `{"registry", "repository", "apply"}` from the
-    event (or `--registry`, every repository). Without `apply: true` or `--yes` it reports
-    the plan and exits 0 (the function's dry-run mode); applying, exit codes as `apply`."""
-    from ..retention import run_retention
+    event (or `--registry`, every repository), or a schedule's payload `{"globs", "run",
+    "scheduledTime"}` (the fan-out's tick: every repository its globs match, on
+    `--registry`). Without `apply: true` or `--yes` it reports the plan and exits 0 (the
+    function's dry-run mode); applying, exit codes as `apply`."""
+    from ..retention import run_retention, scheduled_run, scheduled_run_id
 
     event: dict[str, Any] = _read_event(event_file) if event_file is not None else {}
     host = event.get("registry") or registry
@@ -294,15 +305,22 @@ def run_invoke_retention(
     glob = event.get("repository", "**")
     if not isinstance(glob, str) or not glob:
         raise IntakeError(f"event repository: got {glob!r}, expected a repository glob")
+    globs = [glob]
     execute = yes or event.get("apply") is True
     run = event.get("run")
+    if "globs" in event or "scheduledTime" in event:  # a schedule's tick
+        payload = scheduled_run(
+            {k: event[k] for k in ("globs", "run", "scheduledTime") if k in event}
+        )
+        globs = list(payload.globs) or globs
+        run = scheduled_run_id(payload, host, now=_now())
     runtime = _runtime(policy, ledger, insecure)
     try:
         outcome = run_retention(
             runtime,
             registry=host,
             now=_now(),
-            globs=[glob],
+            globs=globs,
             execute=execute,
             concurrency=concurrency,
             run_id=run if isinstance(run, str) else None,
@@ -314,7 +332,7 @@ def run_invoke_retention(
     else:
         r = outcome.run
         print(
-            f"retention: {r.registry} {glob}: {r.deletions} deletions planned "
+            f"retention: {r.registry} {', '.join(globs)}: {r.deletions} deletions planned "
             f"({human_size(r.bytes)}){' (dry run)' if not execute else ''}"
         )
         for message in _trip_messages(outcome):
