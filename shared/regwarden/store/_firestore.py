@@ -5,18 +5,18 @@ collections are named `NAME_<kind>`, `regwarden_<kind>` by default). One collect
 kind of record, each document at an id made from its key (`_firestore_values.doc_id`), so
 every read but the listings below is a direct get by name:
 
-| collection (kind) | document id                          | expires (`expireAt`)     |
-| ----------------- | ------------------------------------ | ------------------------ |
-| `deliveries`      | delivery id                          | yes                      |
-| `outcomes`        | delivery id                          | yes                      |
-| `images`          | registry # repository # digest       | no                       |
-| `tags`            | registry # repository # tag # digest | no                       |
-| `verdicts`        | registry # repository # digest       | no                       |
-| `verdict_log`     | registry # repository # digest # at # nonce | no                |
-| `quarantine`      | registry # repository # digest       | no                       |
-| `actions`         | action key                           | no                       |
-| `outbox`          | alert key (`<dedup key>:<channel>`)  | once sent                |
-| `failures`        | function # record key                | yes                      |
+| kind          | document id (its key's parts, `#`-joined)  | expires (`expireAt`) |
+| ------------- | ------------------------------------------ | -------------------- |
+| `deliveries`  | delivery id                                | yes                  |
+| `outcomes`    | delivery id                                | yes                  |
+| `images`      | registry, repository, digest               | no                   |
+| `tags`        | registry, repository, tag, digest          | no                   |
+| `verdicts`    | registry, repository, digest               | no                   |
+| `verdict_log` | registry, repository, digest, time, nonce  | no                   |
+| `quarantine`  | registry, repository, digest               | no                   |
+| `actions`     | action key                                 | no                   |
+| `outbox`      | alert key (`<dedup key>:<channel>`)        | once sent            |
+| `failures`    | function, message key                      | yes                  |
 
 Listings are `runQuery`s that Firestore's automatic single-field indexes serve, so the
 database needs no composite index: equality filters only (`repo` for a repository's images

@@ -9,9 +9,10 @@ Document ids: a Firestore id may not contain `/`, may not be `.` or `..`, may no
 (an encoding never yields `%%`). Ids stay readable in the console: `sha256:ab…` is kept.
 
 Values: None → nullValue, bool → booleanValue, int → integerValue (64-bit), float →
-doubleValue, str → stringValue, bytes → bytesValue, datetime (timezone-aware) → timestampValue (microseconds,
-Firestore's precision), list / tuple → arrayValue, mapping → mapValue; read back the same
-way (a tuple comes back a list). The protobuf modules load on first use only.
+doubleValue, str → stringValue, bytes → bytesValue, datetime (timezone-aware) →
+timestampValue (microseconds, Firestore's precision), list / tuple → arrayValue, mapping →
+mapValue; read back the same way (a tuple comes back a list). The protobuf modules load on
+first use only.
 """
 
 from __future__ import annotations
