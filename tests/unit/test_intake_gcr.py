@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.fuzz import json_documents
 
 from regwarden.errors import IntakeError
 from regwarden.intake import PARSERS, gcr_events, is_occurrence_delivery, parse_gcr
@@ -212,3 +215,42 @@ def test_a_delivery_that_is_not_pubsub_is_refused_by_the_parser() -> None:
     bad["message"]["data"] = base64.b64encode(b'{"action": "INSERT"}').decode()
     with pytest.raises(IntakeError, match=r"invalid gcr message at digest"):
         parse_gcr(json.dumps(bad).encode(), None)
+
+
+# -- whatever arrives: events or IntakeError, nothing else -------------------------------------
+
+_KEYS = [
+    "message", "subscription", "data", "attributes", "messageId", "message_id", "publishTime",
+    "publish_time", "specversion", "type", "id", "time", "source", "data_base64", "headers",
+    "body", "action", "digest", "tag",
+]  # fmt: skip
+_PLAUSIBLE = [
+    "INSERT", "DELETE", "1.0", "google.cloud.pubsub.topic.v1.messagePublished",
+    "2026-11-27T10:15:02.417Z", f"{IMAGE}@{DIGEST}", f"{IMAGE}:1.0", "e30=", "eyJ9", "",
+    f"{IMAGE}:{DIGEST.replace(':', '-')}.sig", "gcr.io/p/i@" + DIGEST,
+]  # fmt: skip
+_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_FUZZ
+@given(doc=json_documents(_KEYS, _PLAUSIBLE), structured=st.booleans())
+def test_any_delivery_is_events_or_an_intake_error(doc: Any, structured: bool) -> None:
+    body = json.dumps(doc).encode()
+    content_type = "application/cloudevents+json" if structured else "application/json"
+    try:
+        events = parse_gcr(body, content_type)
+    except IntakeError:
+        return
+    assert all(isinstance(e, ImageEvent) for e in events)
+
+
+@_FUZZ
+@given(data=json_documents(_KEYS, _PLAUSIBLE))
+def test_any_message_data_is_events_or_an_intake_error(data: Any) -> None:
+    doc = json.loads((EVENTS / "gcr-insert-tag.push.json").read_bytes())
+    doc["message"]["data"] = base64.b64encode(json.dumps(data).encode()).decode()
+    try:
+        events = parse_gcr(json.dumps(doc).encode(), None)
+    except IntakeError:
+        return
+    assert len(events) == 1
