@@ -55,14 +55,13 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.aws import cold_start_done
-from regwarden import warm
-from regwarden.warm import Warm
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from regwarden import warm
     from regwarden.notify import Alert, Notifier, Router
     from regwarden.pipeline import Handled, Pipeline
     from regwarden.policy import Policy
@@ -70,6 +69,7 @@ if TYPE_CHECKING:
     from regwarden.rechecks import RecheckScheduler
     from regwarden.runtime import Runtime
     from regwarden.store import DynamoLedger
+    from regwarden.warm import Warm
 
     from ._settings import PolicySource, SecretEnv, Settings
 
@@ -188,26 +188,30 @@ class State:
         return self.source.changed() or self.keys.rotated() or self.secrets.rotated()
 
 
-_S = TypeVar("_S", bound=Warm)
+_S = TypeVar("_S", bound="Warm")
 
 
-class ColdStart(warm.ColdStart[_S]):
+def ColdStart(  # stands for the class it makes
+    build: Callable[[str], _S], close: Callable[[_S], None]
+) -> warm.ColdStart[_S]:
     """`regwarden.warm.ColdStart` with the Lambda cold start's collector pause: resumed
     (and what the cold start made frozen) after the first build, unfrozen when a state is
-    rebuilt so the old one can be collected."""
+    rebuilt so the old one can be collected. The core is imported here, on the first
+    record, never with a handler module."""
+    from regwarden.warm import ColdStart as Made
 
-    def __init__(self, build: Callable[[str], _S], close: Callable[[_S], None]) -> None:
-        super().__init__(build, close, first_built=cold_start_done, rebuilt=gc.unfreeze)
+    return Made(build, close, first_built=cold_start_done, rebuilt=gc.unfreeze)
 
 
 def state(function: str) -> State:
     """The cold-start state of `function`, built on first use."""
-    return _STATES.get(function)
+    return _states().get(function)
 
 
 def reset() -> None:
     """Forget the cold-start state (tests change the environment between cases)."""
-    _STATES.reset()
+    if _STATES:
+        _STATES[0].reset()
 
 
 def _close(st: State) -> None:
@@ -228,7 +232,7 @@ def start(function: str, context: LambdaContext) -> State:
     home = home_registry(str(getattr(context, "invoked_function_arn", "") or ""))
     if home is not None:
         _HOMES.setdefault(function, home)
-    st = _STATES.refresh(function)
+    st = _states().refresh(function)
     st.idempotency.register_lambda_context(context)
     return st
 
@@ -335,7 +339,14 @@ def _build(function: str) -> State:
     )
 
 
-_STATES: ColdStart[State] = ColdStart(_build, _close)
+_STATES: list[warm.ColdStart[State]] = []
+"""The process's cold-start states, made on the first record (the core loads then)."""
+
+
+def _states() -> warm.ColdStart[State]:
+    if not _STATES:
+        _STATES.append(ColdStart(_build, _close))
+    return _STATES[0]
 
 
 @functools.cache  # once per process: a rebuilt state must not add handlers again

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from regwarden import warm
 from regwarden.errors import RegistryError, RegwardenError
 
 from ._app import ColdStart
@@ -168,7 +169,7 @@ def _build(function: str) -> State:
     return State(settings, retention, source, registry, runtime=runtime, secrets=secrets)
 
 
-_STATES: ColdStart[State] = ColdStart(_build, _close)
+_STATES: warm.ColdStart[State] = ColdStart(_build, _close)
 
 
 # -- fan-out ------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from regwarden import warm
 from regwarden.errors import PolicyError, UsageError
-from regwarden.warm import env_choice, env_int
+from regwarden.warm import env_choice, env_int, env_prefixes
 
 if TYPE_CHECKING:
     from regwarden.policy import Policy
@@ -205,13 +205,11 @@ class RetentionSettings:
                 "(ACCOUNT.dkr.ecr.REGION.amazonaws.com)"
             )
         parse_ecr_host(registry)  # UsageError naming the expected form
-        raw = env.get("REGWARDEN_RETENTION_PREFIXES")
-        prefixes = ("",) if raw is None else tuple(dict.fromkeys(p.strip() for p in raw.split(",")))
         return cls(
             registry=registry,
             queue=(env.get("REGWARDEN_RETENTION_QUEUE") or "").strip() or None,
             mode=_choice(env, "RETENTION_MODE", RETENTION_MODES),
-            prefixes=prefixes,
+            prefixes=env_prefixes(env, "REGWARDEN_RETENTION_PREFIXES"),
             inventory=_choice(env, "REGWARDEN_RETENTION_INVENTORY", RETENTION_INVENTORIES),
             concurrency=_whole(env, "REGWARDEN_RETENTION_CONCURRENCY", 4, least=1),
             stop_ms=_whole(env, "REGWARDEN_RETENTION_STOP_MS", 30_000, least=0),

@@ -25,16 +25,19 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from .errors import PolicyError, UsageError
 
 if TYPE_CHECKING:
+    from .pipeline import Pipeline
     from .policy import Policy
 
 __all__ = [
     "ColdStart",
+    "GateState",
     "PolicyReader",
     "PolicySource",
     "SecretEnv",
     "SecretFetch",
     "env_choice",
     "env_int",
+    "env_prefixes",
 ]
 
 log = logging.getLogger("regwarden.warm")
@@ -54,6 +57,13 @@ def env_choice(env: Mapping[str, str], name: str, valid: tuple[str, ...]) -> str
     if value not in valid:
         raise UsageError(f"{name}: got {value!r}, expected one of: " + ", ".join(valid))
     return value
+
+
+def env_prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated repository prefixes (unset: `("",)`, every repository; each kept
+    once, in order)."""
+    raw = env.get(name)
+    return ("",) if raw is None else tuple(dict.fromkeys(p.strip() for p in raw.split(",")))
 
 
 # -- the policy -------------------------------------------------------------------------------
@@ -146,6 +156,32 @@ class SecretEnv(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(set(self._base) | set(self._names))
+
+
+class GateState:
+    """What a function's state derives from its fields, on every cloud (a mixin for the
+    adapter's dataclass, which declares these fields)."""
+
+    function: str
+    source: PolicySource
+    keys: SecretEnv
+    """The secrets the gate itself needs (keys), fetched at cold start (fail closed)."""
+    secrets: SecretEnv
+    """Channel secrets (webhook URLs, HMAC keys), fetched on first use."""
+    pipeline: Pipeline | None
+
+    @property
+    def policy(self) -> Policy:
+        return self.source.policy
+
+    @property
+    def gate(self) -> Pipeline:
+        assert self.pipeline is not None, f"{self.function} is not a gate function"
+        return self.pipeline
+
+    def stale(self) -> bool:
+        """The policy changed, or a secret built into this state was rotated."""
+        return self.source.changed() or self.keys.rotated() or self.secrets.rotated()
 
 
 # -- per-process state ------------------------------------------------------------------------
