@@ -1,0 +1,469 @@
+"""The GCP functions end to end, driven through functions-framework's own app
+(`functions_framework.create_app(target, source)` → Flask test client) with the requests
+their triggers send: Pub/Sub push bodies and Eventarc CloudEvents, binary and structured.
+
+Real parts: a local CNCF distribution behind `FakeGar`'s `/v2/` front (skopeo pushes
+through it and `regwarden sign` signs through it; the `gcr` messages are what FakeGar
+publishes for those writes), the Google client libraries on their REST transport against
+the loopback stand-ins (Artifact Registry, Grafeas, Pub/Sub, Cloud Tasks, Secret Manager),
+the SQLite ledger, and a loopback webhook sink for the notify function. The functions'
+clock (`_app.CLOCK`) is set, so a PENDING deadline can be reached without waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import functions_framework
+import pytest
+from flask.testing import FlaskClient
+from support.aws_gate import Sink
+from support.cli import run_cli
+from support.fake_gar import FakeGar
+from support.fake_grafeas import FakeGrafeas
+from support.fake_pubsub import FakePubSub, cloudevent_delivery, push_delivery
+from support.fake_secrets import FakeSecrets
+from support.fake_tasks import FakeTasks
+
+from functions.gcp import _app, _retention
+from regwarden.devtools import LocalRegistry, make_image, skopeo_copy, write_layout
+from regwarden.notify import verify_signature
+from regwarden.rechecks import task_id
+from regwarden.scanning.artifact_analysis import resource_url
+from regwarden.signatures.keys import encrypt_private_key, generate_private_key
+from regwarden.store import SqliteLedger
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo"),
+]
+
+MAIN = Path(__file__).resolve().parents[2] / "functions" / "gcp" / "main.py"
+HOST = "us-docker.pkg.dev"
+PROJECT = "demo-proj"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+"""The registry's clock (upload and publish times) and FakeGrafeas's."""
+ALERTS = f"projects/{PROJECT}/topics/regwarden-alerts"
+QUEUE = f"projects/{PROJECT}/locations/us-central1/queues/regwarden-rechecks"
+RECHECK_URL = "https://regwarden-recheck-abc-uc.a.run.app/"
+TASKS_ACCOUNT = f"regwarden-tasks@{PROJECT}.iam.gserviceaccount.com"
+SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/regwarden-on-push"
+HMAC_KEY = "webhook-signing-key"
+WORK = f"projects/{PROJECT}/topics/regwarden-retention-work"
+TOPICS = {
+    "on_push": f"projects/{PROJECT}/topics/gcr",
+    "on_scan": f"projects/{PROJECT}/topics/container-analysis-occurrences-v1",
+}
+
+POLICY = f"""\
+apiVersion: regwarden/v1
+kind: Policy
+registries:
+  - {{host: {HOST}, kind: gar}}
+defaults:
+  mode: enforce
+  quarantine: {{strategy: retag}}
+repositories:
+  - match: "{PROJECT}/signed/**"
+    team: alpha
+    signatures: {{required: true, cosign: {{keys: ["file://cosign.pub"]}}, gracePeriod: 0s}}
+  - match: "{PROJECT}/scanned/**"
+    team: bravo
+    vulnerabilities: {{maxSeverity: high, scanTimeout: 30m}}
+    retention:
+      keep: [{{mostRecent: 1}}]
+      delete: [{{olderThan: 30d}}]
+      guard: {{maxDeletes: 10, maxShare: 1}}
+notifications:
+  channels:
+    hook: {{type: webhook, url: "secret://hook-url", secret: "secret://hmac"}}
+    alerts: {{type: pubsub, topic: "{ALERTS}"}}
+  routes:
+    - {{match: {{team: alpha}}, to: [hook]}}
+    - {{to: [alerts]}}
+"""
+
+
+@dataclass
+class Gcp:
+    gar: FakeGar
+    grafeas: FakeGrafeas
+    pubsub: FakePubSub
+    tasks: FakeTasks
+    secrets: FakeSecrets
+    sink: Sink
+    root: Path
+    monkeypatch: pytest.MonkeyPatch
+    clients: dict[str, FlaskClient] = field(default_factory=dict)
+
+    # -- the functions ---------------------------------------------------------------------
+
+    def client(self, target: str) -> FlaskClient:
+        if target not in self.clients:
+            app = functions_framework.create_app(target, str(MAIN))  # type: ignore[no-untyped-call]
+            self.clients[target] = app.test_client()
+        return self.clients[target]
+
+    def call(self, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        answer = self.client(target).post("/", data=body, headers=headers)
+        return answer.status_code, answer.get_json(silent=True)
+
+    def deliver(
+        self, target: str, message: dict[str, Any], mode: str = "push", attempt: int | None = None
+    ) -> tuple[int, Any]:
+        """`message` (a recorded Pub/Sub message) as its trigger would deliver it."""
+        if mode == "push":
+            body, headers = push_delivery(
+                message, subscription=SUBSCRIPTION, delivery_attempt=attempt
+            )
+        else:
+            body, headers = cloudevent_delivery(
+                message, subscription=SUBSCRIPTION, binary=mode == "binary"
+            )
+        return self.call(target, body, headers)
+
+    def at(self, moment: datetime) -> None:
+        """Set the functions' clock."""
+        self.monkeypatch.setattr(_app, "CLOCK", lambda: moment)
+
+    # -- the registry ----------------------------------------------------------------------
+
+    def push(self, repository: str, tag: str, seed: int) -> str:
+        content = make_image(seed=seed)
+        layout = self.root / uuid.uuid4().hex[:8]
+        write_layout(layout, content, tag="t")
+        skopeo_copy(f"oci:{layout}:t", f"docker://{self.gar.host}/{repository}:{tag}")
+        return str(content.manifest_digest)
+
+    def sign(self, repository: str, digest: str, fmt: str) -> None:
+        ref = f"{self.gar.host}/{repository}@{digest}"
+        key = str(self.root / "cosign.key")
+        done = run_cli("sign", ref, "--key", key, "--format", fmt, env=_cli_env())
+        assert done.returncode == 0, done.stderr
+
+    def gcr(self, since: int = 0) -> list[dict[str, Any]]:
+        """FakeGar's `gcr` messages from index `since`, as recorded Pub/Sub messages."""
+        return [{**m, "topic": TOPICS["on_push"]} for m in self.gar.gcr[since:]]
+
+    def gcr_for(self, repository: str, tag: str) -> dict[str, Any]:
+        ref = self.gar.reference(repository, tag=tag)
+        (found,) = [m for m in self.gcr() if json.loads(m["data"]).get("tag") == ref]
+        return found
+
+    def occurrences(self, since: int = 0) -> list[dict[str, Any]]:
+        """FakeGrafeas's notifications from index `since`, as recorded Pub/Sub messages."""
+        return [
+            {
+                "data": json.dumps(n).encode(),
+                "attributes": {},
+                "messageId": str(90_000_000 + since + i),
+                "publishTime": n["notificationTime"],
+                "topic": TOPICS["on_scan"],
+            }
+            for i, n in enumerate(self.grafeas.notifications[since:])
+        ]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.pubsub.published(ALERTS)
+
+    def ledger(self) -> SqliteLedger:
+        return SqliteLedger(self.root / "ledger.db")
+
+
+def _cli_env() -> dict[str, str]:
+    return {"COSIGN_PASSWORD": "pw", "PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture
+def gcp(registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gcp]:
+    key = generate_private_key("ecdsa-p256")
+    (tmp_path / "cosign.key").write_bytes(encrypt_private_key(key, "pw", scrypt_n=32768))
+    pem = key.public_key.pem
+    (tmp_path / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    sink = Sink()
+    with (
+        FakeGar(registry.host, repositories=("signed", "scanned")) as gar,
+        FakeGrafeas(now=T0) as grafeas,
+        FakePubSub() as pubsub,
+        FakeTasks(now=T0) as tasks,
+        FakeSecrets() as secrets,
+    ):
+        gar.now = lambda: T0
+        secrets.put(PROJECT, "hook-url", sink.url)
+        secrets.put(PROJECT, "hmac", HMAC_KEY)
+        env = {
+            "REGWARDEN_POLICY": str(tmp_path / "policy.yaml"),
+            "REGWARDEN_LEDGER": str(tmp_path / "ledger.db"),
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "REGWARDEN_ALERTS_TOPIC": ALERTS,
+            "REGWARDEN_TASKS_QUEUE": QUEUE,
+            "REGWARDEN_RECHECK_URL": RECHECK_URL,
+            "REGWARDEN_TASKS_SERVICE_ACCOUNT": TASKS_ACCOUNT,
+            "REGWARDEN_GAR_DATA_PLANE": gar.host,
+            "REGWARDEN_GCP_ENDPOINT_ARTIFACTREGISTRY": gar.url,
+            "REGWARDEN_GCP_ENDPOINT_CONTAINERANALYSIS": grafeas.url,
+            "REGWARDEN_GCP_ENDPOINT_PUBSUB": pubsub.url,
+            "REGWARDEN_GCP_ENDPOINT_CLOUDTASKS": tasks.url,
+            "REGWARDEN_GCP_ENDPOINT_SECRETMANAGER": secrets.url,
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        _app.reset()
+        _retention.reset()
+        harness = Gcp(gar, grafeas, pubsub, tasks, secrets, sink, tmp_path, monkeypatch)
+        harness.at(T0 + timedelta(minutes=1))
+        try:
+            yield harness
+        finally:
+            _app.reset()
+            _retention.reset()
+            sink.close()
+
+
+def image(area: str) -> str:
+    return f"{PROJECT}/{area}/app-{uuid.uuid4().hex[:8]}"
+
+
+# -- on_push ----------------------------------------------------------------------------------
+
+
+def test_an_unsigned_push_is_quarantined_alerted_once_and_delivered_by_notify(gcp: Gcp) -> None:
+    repo = image("signed")
+    digest = gcp.push(repo, "1.0.0", seed=701)
+    push = gcp.gcr_for(repo, "1.0.0")
+
+    status, answer = gcp.deliver("on_push", push, mode="binary")
+
+    assert status == 200, answer
+    (result,) = answer["results"]
+    assert result["verdict"] == "FAILED" and result["image"] == f"{HOST}/{repo}:1.0.0@{digest}"
+    assert any(a.startswith("quarantine") for a in result["actions"])
+    tags = gcp.gar.calls("DELETE", r".*/packages/[^/]+/tags/1\.0\.0")
+    assert len(tags) == 1  # the tag left through the AR tags API (retag)
+    (alert,) = gcp.alerts()  # every alert to the alerts topic, with what teams filter on
+    attributes = alert["attributes"]
+    assert set(attributes) == {"team", "repository", "severity", "verdict", "action"}
+    assert (attributes["team"], attributes["repository"]) == ("alpha", repo)
+    assert (attributes["verdict"], attributes["action"]) == ("FAILED", "quarantine")
+    assert json.loads(alert["data"])["image"].endswith(f"{repo}@{digest}")
+
+    # the same message again (at-least-once), this time as a push body: nothing twice
+    status, again = gcp.deliver("on_push", push, mode="push")
+    assert status == 200 and again["results"][0]["ignored"] == "duplicate delivery"
+    assert len(gcp.alerts()) == 1
+    with closing(gcp.ledger()) as ledger:
+        (held,) = [a for a in ledger.actions() if a.kind == "quarantine"]
+        assert held.status == "done"
+        assert ledger.quarantined(HOST, repo, digest) is not None
+
+    # notify: the alert from the alerts topic to the team's webhook, signed; once
+    status, sent = gcp.deliver("notify", {**alert, "topic": ALERTS}, mode="structured")
+    assert status == 200, sent
+    assert sent["sent"] == ["hook"] and any("alerts" in s for s in sent["skipped"])
+    ((headers, body),) = gcp.sink.received
+    assert verify_signature(HMAC_KEY.encode(), headers, body, now=datetime.now(UTC))
+    assert json.loads(body)["data"]["action"] == "quarantine"
+    status, resent = gcp.deliver("notify", {**alert, "topic": ALERTS}, mode="push")
+    assert status == 200 and resent["sent"] == [] and len(gcp.sink.received) == 1
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "bundle"])
+def test_a_signed_push_passes_and_its_signature_push_re_evaluates_the_subject(
+    gcp: Gcp, fmt: str
+) -> None:
+    repo = image("signed")
+    digest = gcp.push(repo, "2.0.0", seed=702 if fmt == "legacy" else 703)
+    before = len(gcp.gar.gcr)
+    gcp.sign(repo, digest, fmt)
+    signature = [m for m in gcp.gcr(before) if json.loads(m["data"]).get("tag")]
+    assert signature, "signing published no tagged INSERT"
+
+    status, answer = gcp.deliver("on_push", gcp.gcr_for(repo, "2.0.0"), mode="structured")
+    assert status == 200, answer
+    assert answer["results"][0]["verdict"] == "PASSED"
+    assert answer["results"][0]["actions"] == []
+
+    status, answer = gcp.deliver("on_push", signature[-1], mode="push", attempt=1)
+    assert status == 200, answer
+    (result,) = answer["results"]
+    assert result["image"].endswith(f"{repo}@{digest}") and result["verdict"] == "PASSED"
+    assert answer["attempt"] == 1
+    assert all(a["attributes"]["verdict"] == "PASSED" for a in gcp.alerts())
+    assert not gcp.gar.calls("DELETE", r".*/tags/2\.0\.0")
+
+
+# -- on_scan and rechecks ---------------------------------------------------------------------
+
+
+def test_a_pending_scan_schedules_a_recheck_and_the_critical_occurrence_fails_it(gcp: Gcp) -> None:
+    repo = image("scanned")
+    digest = gcp.push(repo, "3.0.0", seed=704)
+    url = resource_url(HOST, repo, digest)
+    gcp.grafeas.set_discovery(url, "PENDING")
+
+    status, answer = gcp.deliver("on_push", gcp.gcr_for(repo, "3.0.0"))
+    assert status == 200, answer
+    (result,) = answer["results"]
+    assert result["verdict"] == "PENDING"
+    due = T0 + timedelta(minutes=30)
+    assert result["recheck_at"] == due.isoformat()
+    (task,) = gcp.tasks.pending()
+    assert task["httpRequest"]["url"] == RECHECK_URL
+    assert task["httpRequest"]["oidcToken"]["serviceAccountEmail"] == TASKS_ACCOUNT
+
+    seen = len(gcp.grafeas.notifications)
+    gcp.grafeas.add_vulnerability(
+        url, "CVE-2026-0001", "CRITICAL", package="openssl", version="3.0.1", fixed="3.0.2"
+    )
+    gcp.grafeas.set_discovery(url, "FINISHED_SUCCESS")
+    notices = gcp.occurrences(seen)
+    assert {json.loads(n["data"])["kind"] for n in notices} == {"VULNERABILITY", "DISCOVERY"}
+    gcp.at(T0 + timedelta(minutes=5))
+    answers = [gcp.deliver("on_scan", n, mode="binary") for n in notices]
+    assert all(s == 200 for s, _ in answers), answers
+    verdicts = [r.get("verdict") for _, a in answers for r in a["results"]]
+    assert "FAILED" in verdicts
+    failed = [a for a in gcp.alerts() if a["attributes"]["verdict"] == "FAILED"]
+    assert failed and failed[-1]["attributes"]["severity"] == "critical"
+    assert failed[-1]["attributes"]["team"] == "bravo"
+
+
+def test_the_recheck_task_re_evaluates_the_image_at_its_deadline(gcp: Gcp) -> None:
+    repo = image("scanned")
+    digest = gcp.push(repo, "4.0.0", seed=705)
+    url = resource_url(HOST, repo, digest)
+    gcp.grafeas.set_discovery(url, "SCANNING")
+    status, answer = gcp.deliver("on_push", gcp.gcr_for(repo, "4.0.0"))
+    assert status == 200 and answer["results"][0]["verdict"] == "PENDING"
+
+    gcp.grafeas.set_discovery(url, "FINISHED_SUCCESS")  # clean, and nobody told on_scan
+    later = T0 + timedelta(minutes=31)
+    (fired,) = gcp.tasks.due(later)
+    gcp.at(later)
+    headers = {**fired.headers, "X-CloudTasks-TaskRetryCount": "0"}
+    status, answer = gcp.call("recheck", fired.body, headers)
+
+    assert status == 200, answer
+    (result,) = answer["results"]
+    assert result["image"].endswith(f"{repo}@{digest}") and result["verdict"] == "PASSED"
+    assert gcp.tasks.pending() == []
+
+
+def test_a_recheck_that_comes_early_is_scheduled_on_not_judged(gcp: Gcp) -> None:
+    repo = image("scanned")
+    digest = gcp.push(repo, "5.0.0", seed=706)
+    gcp.grafeas.set_discovery(resource_url(HOST, repo, digest), "PENDING")
+    gcp.deliver("on_push", gcp.gcr_for(repo, "5.0.0"))
+    (fired,) = gcp.tasks.due(T0 + timedelta(hours=1))
+
+    gcp.at(T0 + timedelta(minutes=10))  # the task ran early (a clock, a manual run)
+    status, answer = gcp.call("recheck", fired.body, fired.headers)
+
+    assert status == 200, answer
+    due = T0 + timedelta(minutes=30)
+    assert answer["results"][0]["rescheduled"] == due.isoformat()
+    (again,) = gcp.tasks.pending()  # the next hop, its own task
+    assert again["name"] == f"{QUEUE}/tasks/{task_id(fired.json()['image'], due, 1)}"
+    assert again["name"] != fired.name
+
+
+# -- what is refused --------------------------------------------------------------------------
+
+
+def test_malformed_deliveries_are_answered_400_and_a_foreign_host_is_acknowledged(
+    gcp: Gcp,
+) -> None:
+    status, answer = gcp.call("on_push", b"not json", {"content-type": "application/json"})
+    assert status == 400 and "Pub/Sub delivery" in answer["error"]
+
+    bad = {"data": b'{"action": "PUSH"}', "messageId": "77", "publishTime": "2026-01-01T00:00:00Z"}
+    status, answer = gcp.deliver("on_push", {**bad, "topic": TOPICS["on_push"]})
+    assert status == 400 and "action" in answer["error"]
+
+    foreign = {
+        "data": json.dumps(
+            {"action": "INSERT", "digest": "evil.example/x/y/z@sha256:" + "0" * 64}
+        ).encode(),
+        "messageId": "78",
+        "publishTime": "2026-01-01T00:00:00Z",
+        "topic": TOPICS["on_push"],
+    }
+    status, answer = gcp.deliver("on_push", foreign)
+    assert status == 200 and "rejected" in answer["results"][0]
+    assert not any(r.headers.get("host", "").startswith("evil") for r in gcp.gar.requests)
+
+    status, answer = gcp.call("recheck", b"{}", {"content-type": "application/json"})
+    assert status == 400 and "recheck" in answer["error"]
+
+
+def test_a_broken_cold_start_answers_500_so_pub_sub_redelivers(gcp: Gcp) -> None:
+    gcp.monkeypatch.setenv("REGWARDEN_POLICY", "secret://missing-policy")
+    repo = image("signed")
+    gcp.push(repo, "6.0.0", seed=707)
+
+    status, answer = gcp.deliver("on_push", gcp.gcr_for(repo, "6.0.0"))
+
+    assert status == 500 and "missing-policy" in answer["error"]
+
+
+# -- retention and recovery -------------------------------------------------------------------
+
+
+def tick(topic: str, at: datetime, data: bytes = b"{}") -> dict[str, Any]:
+    """What Cloud Scheduler publishes on a tick (fixed data; the time is the publish time)."""
+    stamp = at.isoformat().replace("+00:00", "Z")
+    return {"data": data, "messageId": "5100", "publishTime": stamp, "topic": topic}
+
+
+def test_a_retention_tick_fans_out_one_message_per_repository_and_the_worker_plans_it(
+    gcp: Gcp,
+) -> None:
+    repo = image("scanned")
+    old = gcp.push(repo, "1.0.0", seed=708)
+    gcp.push(repo, "1.1.0", seed=709)
+    for name, value in {
+        "REGWARDEN_RETENTION_REGISTRY": HOST,
+        "REGWARDEN_RETENTION_TOPIC": WORK,
+        "REGWARDEN_RETENTION_INVENTORY": "policy",
+        "REGWARDEN_RETENTION_PREFIXES": repo,
+    }.items():
+        gcp.monkeypatch.setenv(name, value)
+    later = T0 + timedelta(days=60)
+    gcp.at(later)
+
+    status, fanned = gcp.deliver("retention_fanout", tick(f"{PROJECT}/topics/t", later))
+    assert status == 200, fanned
+    assert fanned["queued"] == 1 and fanned["repositories"] == [repo]
+    assert fanned["mode"] == "plan" and fanned["publish_calls"] == 1
+    (work,) = gcp.pubsub.published(WORK)
+    assert work["attributes"]["repository"] == repo
+    body = json.loads(work["data"])
+    assert body == {"registry": HOST, "repository": repo, "run": fanned["run"]}
+    again_status, again = gcp.deliver("retention_fanout", tick(f"{PROJECT}/topics/t", later))
+    assert again_status == 200 and again["run"] == fanned["run"]  # a redelivered tick: same run
+
+    status, planned = gcp.deliver("retention_worker", {**work, "topic": WORK})
+    assert status == 200, planned
+    assert planned["mode"] == "plan" and planned["result"] is None  # nothing deleted
+    assert planned["planned_deletions"] == 1
+    assert old in json.dumps(planned["plan"])
+    assert not gcp.gar.calls("DELETE", r"/v1/.*")
+
+    status, refused = gcp.deliver("retention_worker", {**work, "data": b"[]", "topic": WORK})
+    assert status == 400 and "retention message" in refused["error"]
+
+
+def test_the_recovery_tick_sweeps_and_reports(gcp: Gcp) -> None:
+    status, report = gcp.deliver("recovery", tick(f"{PROJECT}/topics/r", T0))
+    assert status == 200, report
+    assert report == {"resumed": 0, "still_failing": 0, "alerts_sent": 0}
