@@ -25,8 +25,10 @@ from typing import Any
 import functions_framework
 import pytest
 from flask.testing import FlaskClient
+from support import fake_firestore as firestore_support
 from support.aws_gate import Sink
 from support.cli import run_cli
+from support.fake_firestore import FakeFirestore
 from support.fake_gar import FakeGar
 from support.fake_grafeas import FakeGrafeas
 from support.fake_pubsub import FakePubSub, cloudevent_delivery, push_delivery
@@ -39,7 +41,9 @@ from regwarden.notify import verify_signature
 from regwarden.rechecks import task_id
 from regwarden.scanning.artifact_analysis import resource_url
 from regwarden.signatures.keys import encrypt_private_key, generate_private_key
-from regwarden.store import SqliteLedger
+from regwarden.store import FirestoreLedger, SqliteLedger
+
+fake_firestore = firestore_support.fake_firestore
 
 pytestmark = [
     pytest.mark.integration,
@@ -154,8 +158,14 @@ class Gcp:
         return [{**m, "topic": TOPICS["on_push"]} for m in self.gar.gcr[since:]]
 
     def gcr_for(self, repository: str, tag: str) -> dict[str, Any]:
+        """The INSERT message of pushing `repository:tag`."""
         ref = self.gar.reference(repository, tag=tag)
-        (found,) = [m for m in self.gcr() if json.loads(m["data"]).get("tag") == ref]
+        (found,) = [
+            m
+            for m in self.gcr()
+            if json.loads(m["data"]) | {"digest": None}
+            == {"action": "INSERT", "tag": ref, "digest": None}
+        ]
         return found
 
     def occurrences(self, since: int = 0) -> list[dict[str, Any]]:
@@ -467,3 +477,48 @@ def test_the_recovery_tick_sweeps_and_reports(gcp: Gcp) -> None:
     status, report = gcp.deliver("recovery", tick(f"{PROJECT}/topics/r", T0))
     assert status == 200, report
     assert report == {"resumed": 0, "still_failing": 0, "alerts_sent": 0}
+
+
+# -- the ledger in Firestore, the policy in Secret Manager ------------------------------------
+
+
+def test_on_a_firestore_ledger_a_redelivered_push_acts_and_alerts_once(
+    gcp: Gcp, fake_firestore: FakeFirestore
+) -> None:
+    gcp.monkeypatch.setenv("REGWARDEN_LEDGER", f"firestore://{PROJECT}?prefix=fn")
+    repo = image("signed")
+    digest = gcp.push(repo, "7.0.0", seed=710)
+    push = gcp.gcr_for(repo, "7.0.0")
+
+    first = gcp.deliver("on_push", push, mode="binary")
+    second = gcp.deliver("on_push", push, mode="structured")
+
+    assert first[0] == 200 and first[1]["results"][0]["verdict"] == "FAILED"
+    assert second[0] == 200 and second[1]["results"][0]["ignored"] == "duplicate delivery"
+    assert len(gcp.alerts()) == 1
+    assert fake_firestore.calls("POST", r".*/documents:commit")  # written there, not SQLite
+    assert not (gcp.root / "ledger.db").exists()
+    ledger = FirestoreLedger(PROJECT, prefix="fn")
+    try:
+        held = ledger.quarantined(HOST, repo, digest)
+        assert held is not None and held.tags == ("7.0.0",)
+    finally:
+        ledger.close()
+
+
+def test_a_policy_in_secret_manager_is_read_again_after_its_ttl(gcp: Gcp) -> None:
+    gcp.secrets.put(PROJECT, "regwarden-policy", POLICY.replace("team: alpha", "team: one"))
+    gcp.monkeypatch.setenv("REGWARDEN_POLICY", "secret://regwarden-policy")
+    gcp.monkeypatch.setenv("REGWARDEN_POLICY_TTL", "0")
+    before, after = image("signed"), image("signed")
+    gcp.push(before, "8.0.0", seed=711)
+    gcp.push(after, "8.0.1", seed=712)
+
+    assert gcp.deliver("on_push", gcp.gcr_for(before, "8.0.0"))[0] == 200
+    warm = _app.state("on_push")
+    assert _app.state("on_push") is warm  # read again, unchanged: kept
+    gcp.secrets.put(PROJECT, "regwarden-policy", POLICY.replace("team: alpha", "team: two"))
+    assert gcp.deliver("on_push", gcp.gcr_for(after, "8.0.1"))[0] == 200
+
+    assert _app.state("on_push") is not warm  # rebuilt from the new version
+    assert [a["attributes"]["team"] for a in gcp.alerts()] == ["one", "two"]
