@@ -283,7 +283,7 @@ def test_a_registered_inventory_is_read_after_the_files(tmp_path: Path) -> None:
     assert list(found.sources.items()) == [("file://in-use.txt", 1), ("cmdb:team/api", 1)]
     assert "cmdb" not in INVENTORIES
     with pytest.raises(
-        UsageError, match=r"unknown inventory source 'cmdb'; valid: aws, files, kubernetes"
+        UsageError, match=r"unknown inventory source 'cmdb'; valid: aws, cloudrun, files, kubernetes"
     ):
         gather_in_use(inventory, base_dir=tmp_path)  # fail closed: never silently skipped
 
