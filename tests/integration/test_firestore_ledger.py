@@ -212,9 +212,12 @@ def test_contention_that_never_ends_and_other_refusals_are_infrastructure_errors
     fake_firestore.fail_next("POST", COMMIT, 400)  # INVALID_ARGUMENT is no conflict
     with pytest.raises(RegistryError, match="commit failed: 400"):
         ledger.seen_delivery("d1", now=T0, ttl=TTL)
-    fake_firestore.fail_next("POST", r".*:batchGet", 403)
-    with pytest.raises(RegistryError, match="batchGet failed"):
+    fake_firestore.fail_next("GET", r".*/documents/.*", 403)  # one document: GetDocument
+    with pytest.raises(RegistryError, match="get failed"):
         ledger.last_verdict("r", "app", A)
+    fake_firestore.fail_next("POST", r".*:batchGet", 403)  # several: batchGet
+    with pytest.raises(RegistryError, match="batchGet failed"):
+        ledger.record_push("r", "app", A, ("v1",), now=T0)
 
 
 # -- requests ---------------------------------------------------------------------------------

@@ -173,6 +173,7 @@ class FakeFirestore(GoogleFake):
         self.route("POST", _DB + r"/documents:batchGet", self._batch_get)
         self.route("POST", _DB + r"/documents:commit", self._commit)
         self.route("POST", _DB + r"/documents:runQuery", self._run_query)
+        self.route("GET", _DB + r"/documents/(?P<path>[^:]+)", self._get_document)
         for method in ("GET", "POST", "PATCH", "DELETE", "PUT"):
             self.route(method, r"/.*", self._anything_else)
 
@@ -287,6 +288,24 @@ class FakeFirestore(GoogleFake):
             else:
                 answers.append({"found": self._document(name, doc), "readTime": read})
         return 200, answers
+
+    def _get_document(self, request: Request) -> Reply:
+        return self._served(self._get_document_now, request)
+
+    def _get_document_now(self, request: Request) -> Reply:
+        """GetDocument (`GET /v1/{name=projects/*/databases/*/documents/*/**}`): the
+        document, or NOT_FOUND as Firestore answers for an absent one."""
+        db = request.params["db"]
+        self._only(None, "get", set())
+        extra = sorted(set(request.query) - {"$alt"})
+        if extra:
+            raise _unserved(f"get with {', '.join(extra)}")
+        name = f"{db}/documents/{request.params['path']}"
+        self._check_name(db, name)
+        doc = self.docs.get(name)
+        if doc is None:
+            return _error(404, "NOT_FOUND", f'Document "{name}" not found.')
+        return 200, self._document(name, doc)
 
     # -- commit -------------------------------------------------------------------------------
 
