@@ -10,26 +10,9 @@ by `template.yaml` with `CodeUri: functions/aws/` built by `functions/aws/Makefi
 in tests alike.
 """
 
-import gc
-import os
+from functions._collector import ColdStartPause
 
-__all__: list[str] = ["cold_start_done"]
+__all__: list[str] = ["COLLECTOR"]
 
-# A cold start makes ~120,000 long-lived objects (modules, classes, pydantic schemas,
-# botocore's models) and next to no cyclic garbage (~760 objects on on_push's first
-# record); every collection walks the survivors again for next to nothing, ~100 ms of a
-# cold start. In Lambda the collector waits until the first state is built.
-_PAUSED = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and gc.isenabled()
-if _PAUSED:
-    gc.disable()
-
-
-def cold_start_done() -> None:
-    """End the cold start's pause (once; `_app.ColdStart` calls it when its first build
-    returns or fails): what the cold start made is frozen, so later collections skip it
-    (a rebuilt state unfreezes it again, `ColdStart.refresh`), and the collector resumes."""
-    global _PAUSED
-    if _PAUSED:
-        _PAUSED = False
-        gc.freeze()
-        gc.enable()
+# Paused until the first state is built (functions/_collector.py says why).
+COLLECTOR = ColdStartPause("AWS_LAMBDA_FUNCTION_NAME")

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import json
 import logging
 import os
@@ -54,7 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.aws import cold_start_done
+from functions.aws import COLLECTOR
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -198,9 +197,7 @@ def ColdStart(  # stands for the class it makes
     (and what the cold start made frozen) after the first build, unfrozen when a state is
     rebuilt so the old one can be collected. The core is imported here, on the first
     record, never with a handler module."""
-    from regwarden.warm import ColdStart as Made
-
-    return Made(build, close, first_built=cold_start_done, rebuilt=gc.unfreeze)
+    return COLLECTOR.cold_start(build, close)
 
 
 def state(function: str) -> State:

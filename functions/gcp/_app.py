@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from regwarden.warm import ColdStart, GateState
 
-from . import _logs
+from . import COLLECTOR, _logs
 
 if TYPE_CHECKING:
     from regwarden.intake.pubsub import PubSubMessage
@@ -215,7 +215,7 @@ def _close(st: State) -> None:
     st.ledger.close()
 
 
-_STATES: ColdStart[State] = ColdStart(_build, _close)
+_STATES: ColdStart[State] = COLLECTOR.cold_start(_build, _close)
 
 
 def state(function: str) -> State:

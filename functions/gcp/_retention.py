@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from regwarden.warm import ColdStart
 
-from . import _app
+from . import COLLECTOR, _app
 
 if TYPE_CHECKING:
     from regwarden.intake.pubsub import PubSubMessage
@@ -84,7 +84,7 @@ def _close(st: State) -> None:
     st.app.ledger.close()
 
 
-_STATES: ColdStart[State] = ColdStart(_build, _close)
+_STATES: ColdStart[State] = COLLECTOR.cold_start(_build, _close)
 
 
 def reset() -> None:

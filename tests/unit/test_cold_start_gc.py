@@ -1,7 +1,7 @@
-"""The AWS functions pause the garbage collector for a Lambda cold start only: from the
-package import to the first state build (which succeeds or fails), then freeze what the
-cold start made and resume; a rebuilt state unfreezes it. Each case runs in a fresh
-interpreter (the package's import decides)."""
+"""The AWS and GCP functions pause the garbage collector for a cold start on their
+platform only (Lambda; Cloud Run): from the package import to the first state build (which
+succeeds or fails), then freeze what the cold start made and resume; a rebuilt state
+unfreezes it. Each case runs in a fresh interpreter (the package's import decides)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import gc
-import functions.aws
-from functions.aws._app import ColdStart
+from functions.{adapter} import COLLECTOR
+ColdStart = COLLECTOR.cold_start
 
 class Warm:
     ttl = 0.0
@@ -40,10 +42,13 @@ print("unfrozen", gc.get_freeze_count() == 0, gc.isenabled())
 """
 
 
-def probe(**env: str) -> list[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_LAMBDA_")}
+PLATFORMS = {"aws": "AWS_LAMBDA_FUNCTION_NAME", "gcp": "K_SERVICE"}
+
+
+def probe(adapter: str, **env: str) -> list[str]:
+    base = {k: v for k, v in os.environ.items() if k not in PLATFORMS.values()}
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(PROBE)],
+        [sys.executable, "-c", textwrap.dedent(PROBE).format(adapter=adapter)],
         cwd=ROOT,
         env={**base, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
@@ -54,8 +59,11 @@ def probe(**env: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-def test_a_lambda_cold_start_pauses_the_collector_until_its_first_build() -> None:
-    assert probe(AWS_LAMBDA_FUNCTION_NAME="regwarden-on_push") == [
+@pytest.mark.parametrize("adapter", sorted(PLATFORMS))
+def test_a_cold_start_on_the_platform_pauses_the_collector_until_its_first_build(
+    adapter: str,
+) -> None:
+    assert probe(adapter, **{PLATFORMS[adapter]: "regwarden-on-push"}) == [
         "paused True",
         "resumed True True",
         "still frozen True",
@@ -63,8 +71,9 @@ def test_a_lambda_cold_start_pauses_the_collector_until_its_first_build() -> Non
     ]
 
 
-def test_outside_lambda_the_collector_is_left_alone() -> None:
-    assert probe() == [
+@pytest.mark.parametrize("adapter", sorted(PLATFORMS))
+def test_off_the_platform_the_collector_is_left_alone(adapter: str) -> None:
+    assert probe(adapter) == [
         "paused False",
         "resumed True False",
         "still frozen False",
