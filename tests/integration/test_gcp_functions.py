@@ -7,65 +7,50 @@ through it and `regwarden sign` signs through it; the `gcr` messages are what Fa
 publishes for those writes), the Google client libraries on their REST transport against
 the loopback stand-ins (Artifact Registry, Grafeas, Pub/Sub, Cloud Tasks, Secret Manager),
 the SQLite ledger, and a loopback webhook sink for the notify function. The functions'
-clock (`_app.CLOCK`) is set, so a PENDING deadline can be reached without waiting.
+clock (`_app.CLOCK`) is set, so a PENDING deadline can be reached without waiting. The
+harness is `support.gcp_harness`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import uuid
-from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
-import functions_framework
 import pytest
-from flask.testing import FlaskClient
 from support import fake_firestore as firestore_support
-from support.aws_gate import Sink
-from support.cli import run_cli
+from support import gcp_harness
 from support.fake_firestore import FakeFirestore
-from support.fake_gar import FakeGar
-from support.fake_grafeas import FakeGrafeas
-from support.fake_pubsub import FakePubSub, cloudevent_delivery, push_delivery
-from support.fake_secrets import FakeSecrets
-from support.fake_tasks import FakeTasks
+from support.gcp_harness import (
+    ALERTS,
+    HMAC_KEY,
+    HOST,
+    PROJECT,
+    QUEUE,
+    RECHECK_URL,
+    T0,
+    TASKS_ACCOUNT,
+    TOPICS,
+    WORK,
+    Gcp,
+    image,
+    tick,
+)
 
-from functions.gcp import _app, _retention
-from regwarden.devtools import LocalRegistry, make_image, skopeo_copy, write_layout
+from functions.gcp import _app
 from regwarden.notify import verify_signature
 from regwarden.rechecks import task_id
 from regwarden.scanning.artifact_analysis import resource_url
-from regwarden.signatures.keys import encrypt_private_key, generate_private_key
-from regwarden.store import FirestoreLedger, SqliteLedger
+from regwarden.store import FirestoreLedger
 
 fake_firestore = firestore_support.fake_firestore
+gcp = gcp_harness.gcp
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo"),
 ]
-
-MAIN = Path(__file__).resolve().parents[2] / "functions" / "gcp" / "main.py"
-HOST = "us-docker.pkg.dev"
-PROJECT = "demo-proj"
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-"""The registry's clock (upload and publish times) and FakeGrafeas's."""
-ALERTS = f"projects/{PROJECT}/topics/regwarden-alerts"
-QUEUE = f"projects/{PROJECT}/locations/us-central1/queues/regwarden-rechecks"
-RECHECK_URL = "https://regwarden-recheck-abc-uc.a.run.app/"
-TASKS_ACCOUNT = f"regwarden-tasks@{PROJECT}.iam.gserviceaccount.com"
-SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/regwarden-on-push"
-HMAC_KEY = "webhook-signing-key"
-WORK = f"projects/{PROJECT}/topics/regwarden-retention-work"
-TOPICS = {
-    "on_push": f"projects/{PROJECT}/topics/gcr",
-    "on_scan": f"projects/{PROJECT}/topics/container-analysis-occurrences-v1",
-}
 
 POLICY = f"""\
 apiVersion: regwarden/v1
@@ -96,152 +81,9 @@ notifications:
 """
 
 
-@dataclass
-class Gcp:
-    gar: FakeGar
-    grafeas: FakeGrafeas
-    pubsub: FakePubSub
-    tasks: FakeTasks
-    secrets: FakeSecrets
-    sink: Sink
-    root: Path
-    monkeypatch: pytest.MonkeyPatch
-    clients: dict[str, FlaskClient] = field(default_factory=dict)
-
-    # -- the functions ---------------------------------------------------------------------
-
-    def client(self, target: str) -> FlaskClient:
-        if target not in self.clients:
-            app = functions_framework.create_app(target, str(MAIN))  # type: ignore[no-untyped-call]
-            self.clients[target] = app.test_client()
-        return self.clients[target]
-
-    def call(self, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-        answer = self.client(target).post("/", data=body, headers=headers)
-        return answer.status_code, answer.get_json(silent=True)
-
-    def deliver(
-        self, target: str, message: dict[str, Any], mode: str = "push", attempt: int | None = None
-    ) -> tuple[int, Any]:
-        """`message` (a recorded Pub/Sub message) as its trigger would deliver it."""
-        if mode == "push":
-            body, headers = push_delivery(
-                message, subscription=SUBSCRIPTION, delivery_attempt=attempt
-            )
-        else:
-            body, headers = cloudevent_delivery(
-                message, subscription=SUBSCRIPTION, binary=mode == "binary"
-            )
-        return self.call(target, body, headers)
-
-    def at(self, moment: datetime) -> None:
-        """Set the functions' clock."""
-        self.monkeypatch.setattr(_app, "CLOCK", lambda: moment)
-
-    # -- the registry ----------------------------------------------------------------------
-
-    def push(self, repository: str, tag: str, seed: int) -> str:
-        content = make_image(seed=seed)
-        layout = self.root / uuid.uuid4().hex[:8]
-        write_layout(layout, content, tag="t")
-        skopeo_copy(f"oci:{layout}:t", f"docker://{self.gar.host}/{repository}:{tag}")
-        return str(content.manifest_digest)
-
-    def sign(self, repository: str, digest: str, fmt: str) -> None:
-        ref = f"{self.gar.host}/{repository}@{digest}"
-        key = str(self.root / "cosign.key")
-        done = run_cli("sign", ref, "--key", key, "--format", fmt, env=_cli_env())
-        assert done.returncode == 0, done.stderr
-
-    def gcr(self, since: int = 0) -> list[dict[str, Any]]:
-        """FakeGar's `gcr` messages from index `since`, as recorded Pub/Sub messages."""
-        return [{**m, "topic": TOPICS["on_push"]} for m in self.gar.gcr[since:]]
-
-    def gcr_for(self, repository: str, tag: str) -> dict[str, Any]:
-        """The INSERT message of pushing `repository:tag`."""
-        ref = self.gar.reference(repository, tag=tag)
-        (found,) = [
-            m
-            for m in self.gcr()
-            if json.loads(m["data"]) | {"digest": None}
-            == {"action": "INSERT", "tag": ref, "digest": None}
-        ]
-        return found
-
-    def occurrences(self, since: int = 0) -> list[dict[str, Any]]:
-        """FakeGrafeas's notifications from index `since`, as recorded Pub/Sub messages."""
-        return [
-            {
-                "data": json.dumps(n).encode(),
-                "attributes": {},
-                "messageId": str(90_000_000 + since + i),
-                "publishTime": n["notificationTime"],
-                "topic": TOPICS["on_scan"],
-            }
-            for i, n in enumerate(self.grafeas.notifications[since:])
-        ]
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return self.pubsub.published(ALERTS)
-
-    def ledger(self) -> SqliteLedger:
-        return SqliteLedger(self.root / "ledger.db")
-
-
-def _cli_env() -> dict[str, str]:
-    return {"COSIGN_PASSWORD": "pw", "PATH": "/usr/bin:/bin"}
-
-
 @pytest.fixture
-def gcp(registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gcp]:
-    key = generate_private_key("ecdsa-p256")
-    (tmp_path / "cosign.key").write_bytes(encrypt_private_key(key, "pw", scrypt_n=32768))
-    pem = key.public_key.pem
-    (tmp_path / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    sink = Sink()
-    with (
-        FakeGar(registry.host, repositories=("signed", "scanned")) as gar,
-        FakeGrafeas(now=T0) as grafeas,
-        FakePubSub() as pubsub,
-        FakeTasks(now=T0) as tasks,
-        FakeSecrets() as secrets,
-    ):
-        gar.now = lambda: T0
-        secrets.put(PROJECT, "hook-url", sink.url)
-        secrets.put(PROJECT, "hmac", HMAC_KEY)
-        env = {
-            "REGWARDEN_POLICY": str(tmp_path / "policy.yaml"),
-            "REGWARDEN_LEDGER": str(tmp_path / "ledger.db"),
-            "GOOGLE_CLOUD_PROJECT": PROJECT,
-            "REGWARDEN_ALERTS_TOPIC": ALERTS,
-            "REGWARDEN_TASKS_QUEUE": QUEUE,
-            "REGWARDEN_RECHECK_URL": RECHECK_URL,
-            "REGWARDEN_TASKS_SERVICE_ACCOUNT": TASKS_ACCOUNT,
-            "REGWARDEN_GAR_DATA_PLANE": gar.host,
-            "REGWARDEN_GCP_ENDPOINT_ARTIFACTREGISTRY": gar.url,
-            "REGWARDEN_GCP_ENDPOINT_CONTAINERANALYSIS": grafeas.url,
-            "REGWARDEN_GCP_ENDPOINT_PUBSUB": pubsub.url,
-            "REGWARDEN_GCP_ENDPOINT_CLOUDTASKS": tasks.url,
-            "REGWARDEN_GCP_ENDPOINT_SECRETMANAGER": secrets.url,
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.chdir(tmp_path)
-        _app.reset()
-        _retention.reset()
-        harness = Gcp(gar, grafeas, pubsub, tasks, secrets, sink, tmp_path, monkeypatch)
-        harness.at(T0 + timedelta(minutes=1))
-        try:
-            yield harness
-        finally:
-            _app.reset()
-            _retention.reset()
-            sink.close()
-
-
-def image(area: str) -> str:
-    return f"{PROJECT}/{area}/app-{uuid.uuid4().hex[:8]}"
+def gcp_policy() -> str:
+    return POLICY
 
 
 # -- on_push ----------------------------------------------------------------------------------
@@ -427,12 +269,6 @@ def test_a_broken_cold_start_answers_500_so_pub_sub_redelivers(gcp: Gcp) -> None
 
 
 # -- retention and recovery -------------------------------------------------------------------
-
-
-def tick(topic: str, at: datetime, data: bytes = b"{}") -> dict[str, Any]:
-    """What Cloud Scheduler publishes on a tick (fixed data; the time is the publish time)."""
-    stamp = at.isoformat().replace("+00:00", "Z")
-    return {"data": data, "messageId": "5100", "publishTime": stamp, "topic": topic}
 
 
 def test_a_retention_tick_fans_out_one_message_per_repository_and_the_worker_plans_it(
