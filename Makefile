@@ -71,15 +71,16 @@ gcp-check:
 # requirements.txt (`.[gcp]`: regwarden with the gcp extra, built from this pyproject) at the
 # root, beside the `functions.gcp` package and shared/regwarden: no other platform's adapter,
 # and pip installs no AWS or Azure SDK (tests/integration/test_gcp_functions_bundle.py).
-GCP_BUNDLE := build/regwarden-gcp.zip
+BUILD ?= build
+GCP_BUNDLE := $(BUILD)/regwarden-gcp.zip
 gcp-bundle:
-	rm -rf build/gcp-bundle $(GCP_BUNDLE)
-	mkdir -p build/gcp-bundle/functions/gcp build/gcp-bundle/shared
-	cp functions/gcp/main.py functions/gcp/requirements.txt pyproject.toml README.md build/gcp-bundle/
-	cp functions/__init__.py build/gcp-bundle/functions/
-	cp functions/gcp/*.py build/gcp-bundle/functions/gcp/
-	cp -r shared/regwarden build/gcp-bundle/shared/
-	find build/gcp-bundle -name __pycache__ -prune -exec rm -rf {} +
-	cd build/gcp-bundle && $(abspath $(PY)) -m zipfile -c ../regwarden-gcp.zip \
+	rm -rf $(BUILD)/gcp-bundle $(GCP_BUNDLE)
+	mkdir -p $(BUILD)/gcp-bundle/functions/gcp $(BUILD)/gcp-bundle/shared
+	cp functions/gcp/main.py functions/gcp/requirements.txt pyproject.toml README.md $(BUILD)/gcp-bundle/
+	cp functions/__init__.py functions/_collector.py $(BUILD)/gcp-bundle/functions/
+	cp functions/gcp/*.py $(BUILD)/gcp-bundle/functions/gcp/
+	cp -r shared/regwarden $(BUILD)/gcp-bundle/shared/
+	find $(BUILD)/gcp-bundle -name __pycache__ -prune -exec rm -rf {} +
+	cd $(BUILD)/gcp-bundle && $(abspath $(PY)) -m zipfile -c $(abspath $(GCP_BUNDLE)) \
 		main.py requirements.txt pyproject.toml README.md functions shared
 	@echo "gcp-bundle: $(GCP_BUNDLE) sha256 $$(sha256sum $(GCP_BUNDLE) | cut -c1-64)"

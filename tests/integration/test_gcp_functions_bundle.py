@@ -144,3 +144,47 @@ def test_the_function_bundle_installs_regwarden_with_the_gcp_extra_only() -> Non
     lines = (ROOT / "functions" / "gcp" / "requirements.txt").read_text().splitlines()
     wanted = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert wanted == [".[gcp]"]
+
+
+LOAD_FROM_BUNDLE = """
+import sys, zipfile
+root = sys.argv[1]
+sys.path[:0] = [root, root + "/shared"]  # as Cloud Run: the bundle's root, regwarden from it
+import functions_framework
+for target in ("on_push", "on_scan", "retention_fanout", "retention_worker", "notify",
+               "recovery", "recheck"):
+    functions_framework.create_app(target, root + "/main.py")
+import functions, regwarden
+print(functions.__file__.startswith(root), regwarden.__file__.startswith(root + "/shared"))
+"""
+
+
+def test_every_entry_point_loads_from_the_built_source_bundle_alone(tmp_path: Path) -> None:
+    built = subprocess.run(
+        ["make", "-s", "gcp-bundle", f"BUILD={tmp_path}", f"PY={sys.executable}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    root = tmp_path / "unpacked"
+    subprocess.run(
+        [sys.executable, "-m", "zipfile", "-e", str(tmp_path / "regwarden-gcp.zip"), str(root)],
+        check=True,
+        timeout=120,
+    )
+    assert not (root / "functions" / "aws").exists()  # no other platform's adapter ships
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "K_SERVICE")}
+    loaded = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(LOAD_FROM_BUNDLE), str(root)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["True", "True"]  # the bundle's code, not the checkout's
