@@ -114,6 +114,9 @@ class ScanReport(_Frozen):
     source: str
     scanned_at: datetime | None = None
     findings: tuple[Finding, ...] = ()
+    note: str = ""
+    """What the scan covered, when it is not the whole of the image judged (Artifact
+    Analysis scans one platform of a multi-arch index): the verdict's reason shows it."""
 
     def counts(self) -> dict[Severity, int]:
         out = dict.fromkeys(Severity, 0)

@@ -292,11 +292,13 @@ class Pipeline:
         rules: GateRules,
         *,
         now: datetime,
-    ) -> Handled | None:
+    ) -> Handled | str | None:
         """An untagged image manifest pushed by digest: None when it is to be judged now
         (a stand-alone image, or one judged before); otherwise why it waits or is left to
         its index. The window runs from the last manifest push seen in the repository, so
-        a slow multi-arch push is never judged child by child."""
+        a slow multi-arch push is never judged child by child. A child's scan event
+        gives its index's digest, to be judged instead: its scan may be the index's (Artifact
+        Analysis scans one platform of an index)."""
         reg, repo, digest = image.registry, image.repository, image.digest
         assert digest is not None
         if self.ledger.last_verdict(reg, repo, digest) is not None:
@@ -322,6 +324,8 @@ class Pipeline:
         parent = next(
             (i for i, kids in registry.index_children(repo).items() if digest in kids), None
         )
+        if parent is not None and event.kind is EventKind.SCANNED:
+            return parent
         if parent is not None:
             return Handled(event, ignored=f"a child of index {parent}: judged with the index")
         return None
@@ -414,6 +418,7 @@ class Pipeline:
             unavailable=found.unavailable,
             scan=found.scan,
             scan_error=found.scan_error,
+            scan_waiting=found.scan_waiting,
             moved_tags=moved,
             size=details.record.size,
             layer_count=details.layer_count,

@@ -3,14 +3,17 @@ real Grafeas client (REST transport) at `FakeGrafeas` on loopback.
 
 The registry is a stand-in with GAR's host: with no signature or attestation rules,
 `gather_evidence` reads nothing from the data plane, only the scan sources, so the
-Artifact Analysis read is the whole of the evidence here.
+Artifact Analysis read is the whole of the evidence here. The source reads the image's
+manifest only when Artifact Analysis has filed nothing under its digest (to see whether it
+is an index): the stand-in's data plane serves a single image's. Indexes, on a real
+registry: `test_artifact_analysis_gar.py`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -21,6 +24,7 @@ from support.fake_grafeas import FakeGrafeas
 from regwarden.errors import AuthError, RegistryError
 from regwarden.gate import Evidence, Facts, evaluate, gate_rules, gather_evidence
 from regwarden.model import CheckOutcome, EventKind, Outcome, Severity
+from regwarden.oci import OCI_MANIFEST, Manifest
 from regwarden.policy import Policy, load_policy_text
 from regwarden.reference import ImageRef
 from regwarden.scanning import SCAN_SOURCES
@@ -57,13 +61,28 @@ defaults:
 
 
 @dataclass
+class ImageManifestOnly:
+    """A data plane that holds `IMAGE`'s manifest (a single image) and nothing else."""
+
+    reads: list[str] = field(default_factory=list)
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        assert (repository, reference) == (REPOSITORY, DIGEST), (repository, reference)
+        self.reads.append(reference)
+        data = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}
+        return Manifest(DIGEST, OCI_MANIFEST, json.dumps(data).encode(), data)
+
+
+@dataclass
 class GarStandIn:
-    """Only what `gather_evidence` and the source read without signature rules: the host."""
+    """Only what `gather_evidence` and the source read without signature rules: the host,
+    and the manifest of an image Artifact Analysis has filed nothing under yet."""
 
     host: str = GAR
+    plane: ImageManifestOnly = field(default_factory=ImageManifestOnly)
 
-    def data_plane(self) -> Any:
-        raise AssertionError("no signature lookup is configured")
+    def data_plane(self) -> ImageManifestOnly:
+        return self.plane
 
 
 STAND_IN = cast("Registry", GarStandIn())
@@ -131,12 +150,16 @@ def test_no_scan_until_discovery_finishes_then_every_finding(
     grafeas: FakeGrafeas, env: dict[str, str]
 ) -> None:
     read = source(env)
+    reads = cast("GarStandIn", STAND_IN).plane.reads
+    before = len(reads)
     assert read(STAND_IN, IMAGE) is None  # no DISCOVERY occurrence yet
+    assert len(reads) == before + 1  # nothing filed under it: is it an index? no
     grafeas.set_discovery(URL, "PENDING")
     grafeas.add_vulnerability(URL, "CVE-2023-4911", "HIGH", package="glibc", version="2.36-9")
     assert read(STAND_IN, IMAGE) is None
     grafeas.set_discovery(URL, "SCANNING")
     assert read(STAND_IN, IMAGE) is None
+    assert len(reads) == before + 1  # its own DISCOVERY decides: no manifest read
     assert lists(grafeas, "VULNERABILITY") == []  # nothing read before the scan finished
 
     grafeas.set_discovery(URL, "FINISHED_SUCCESS")

@@ -18,6 +18,7 @@ import pytest
 
 from regwarden.errors import IntakeError
 from regwarden.model import EventKind, Severity
+from regwarden.oci import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Manifest
 from regwarden.policy import Policy, check_support, load_policy_text, scan_sources
 from regwarden.scanning import ScanFormatError, ScanStatus
 from regwarden.scanning._grafeas import (
@@ -29,6 +30,7 @@ from regwarden.scanning._grafeas import (
     scan_event,
     vulnerability_findings,
 )
+from regwarden.scanning.artifact_analysis import scanned_platform
 
 DIGEST = "sha256:" + "6e" * 32
 IMAGE = f"us-docker.pkg.dev/demo-proj/repo/team/app@{DIGEST}"
@@ -386,3 +388,43 @@ def test_artifact_analysis_is_gars_own_scanner_and_is_read_only_there() -> None:
     defender = "defaults:\n  vulnerabilities: {maxSeverity: high, sources: [defender]}\n"
     (refused,) = check_support(load(defender))
     assert "scan source 'defender' is not read yet" in refused.message
+
+
+# -- which image of an index Artifact Analysis scans -------------------------------------------
+
+
+def _index(*entries: tuple[str, str, dict[str, str] | None]) -> Manifest:
+    """An index listing (media type, digest byte, platform) entries."""
+    data = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST_LIST,
+        "manifests": [
+            {"mediaType": media, "digest": "sha256:" + byte * 32, "size": 1}
+            | ({"platform": platform} if platform is not None else {})
+            for media, byte, platform in entries
+        ],
+    }
+    return Manifest.parse(json.dumps(data).encode())
+
+
+def test_the_scanned_image_is_the_first_linux_amd64_image_the_index_lists() -> None:
+    index = _index(
+        (DOCKER_MANIFEST, "a1", {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+        (OCI_INDEX, "b2", {"os": "linux", "architecture": "amd64"}),  # an index: no image
+        (DOCKER_MANIFEST, "c3", {"os": "windows", "architecture": "amd64"}),
+        (DOCKER_MANIFEST, "d4", {"os": "linux", "architecture": "amd64", "variant": "v3"}),
+        (DOCKER_MANIFEST, "e5", {"os": "linux", "architecture": "amd64"}),
+        (OCI_MANIFEST, "f6", {"os": "unknown", "architecture": "unknown"}),  # an attestation
+    )
+    chosen = scanned_platform(index)
+    assert chosen is not None and chosen.digest == "sha256:" + "d4" * 32
+
+
+@pytest.mark.parametrize(
+    "platform",
+    [None, {"os": "linux", "architecture": "arm64"}, {"os": "windows", "architecture": "amd64"}],
+)
+def test_an_index_with_no_linux_amd64_image_has_no_scanned_image(
+    platform: dict[str, str] | None,
+) -> None:
+    assert scanned_platform(_index((DOCKER_MANIFEST, "a1", platform))) is None

@@ -129,17 +129,18 @@ def check_vulnerabilities(facts: Facts, rules: VulnerabilityRules, now: datetime
             unavailable=missing,
         )
     if facts.scan is None:
+        because = f" ({facts.scan_waiting})" if facts.scan_waiting else ""
         if facts.scan_error:
             why = f"scan failed: {facts.scan_error}"
         elif now < waiting_until:
             return _result(
                 name,
                 CheckOutcome.PENDING,
-                f"no scan yet; waiting until {waiting_until.isoformat()}",
+                f"no scan yet{because}; waiting until {waiting_until.isoformat()}",
                 deadline=waiting_until.isoformat(),
             )
         else:
-            why = f"no scan within {_ago(rules.scan_timeout)} of the push"
+            why = f"no scan within {_ago(rules.scan_timeout)} of the push{because}"
         if rules.fail_open:
             return _result(name, CheckOutcome.WARN, why + " (failOpen: passing)")
         return _result(name, CheckOutcome.FAIL, why + " (fail closed)")
@@ -187,6 +188,8 @@ def check_vulnerabilities(facts: Facts, rules: VulnerabilityRules, now: datetime
     suffix = ""
     if expired:
         suffix = f"; expired allowlist entries no longer count: {', '.join(expired)}"
+    if scan.note:  # what the scan did not cover
+        suffix += f"; {scan.note}"
     if problems:
         return _result(
             name,

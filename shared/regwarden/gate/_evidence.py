@@ -44,6 +44,8 @@ class Evidence:
     signatures_unmet: tuple[str, ...] = ()
     scan: ScanReport | None = None
     scan_error: str | None = None
+    scan_waiting: str | None = None
+    """Why no finished scan exists yet, where a source said (`NoScanYet`): `source: why`."""
     provenance: tuple[ProvenanceFact, ...] = ()
     signature_error: str | None = None
     """Signature discovery or verification could not run (registry error)."""
@@ -86,12 +88,13 @@ def gather_evidence(
     attestations), each gathered on its own: an infrastructure failure of one (a
     `RegistryError` other than NotFound) is recorded against that piece
     (`signature_error`, `unavailable`) and never hides the others. A scanner that reports
-    a failed scan is a fact (`scan_error`). NotFound (the image is gone) propagates once
+    a failed scan is a fact (`scan_error`); one that says why it has no scan yet is noted
+    (`scan_waiting`) and read as no scan. NotFound (the image is gone) propagates once
     everything started has finished. `now` is when signatures are judged (certificate
     validity, timestamps)."""
     from ..oci import in_background
     from ..policy import scan_sources
-    from ..scanning import ScanContext, ScanFormatError, scan_readers
+    from ..scanning import NoScanYet, ScanContext, ScanFormatError, scan_readers
 
     assert image.digest is not None
     effective = policy.for_repository(image.repository)
@@ -134,12 +137,15 @@ def gather_evidence(
     finally:
         wait([future for _, future in native])
     scan, scan_errors, unavailable = signed.scan, [], list(signed.unavailable)
+    waiting: list[str] = []
     gone: NotFound | None = None
     for name, future in native:
         try:
             report = future.result()
         except NotFound as exc:  # the image went away while we looked
             gone = gone or exc
+        except NoScanYet as exc:  # None, with the source's reason
+            waiting.append(f"{name}: {exc}")
         except (VerificationError, ScanFormatError) as exc:  # the scanner's own verdict
             scan_errors.append(str(exc))
         except RegistryError as exc:
@@ -155,6 +161,7 @@ def gather_evidence(
         signature_error=signed.signature_error,
         scan=scan,
         scan_error="; ".join(scan_errors) or None,
+        scan_waiting="; ".join(waiting) or None,
         provenance=signed.provenance,
         unavailable=tuple(unavailable),
     )

@@ -32,6 +32,9 @@ class Facts:
     scan: ScanReport | None = None
     scan_error: str | None = None
     """The scanner reported a failure for this image."""
+    scan_waiting: str | None = None
+    """Why there is no scan yet, where a scan source said (shown while PENDING and at the
+    scan timeout)."""
     moved_tags: dict[str, str] = field(default_factory=dict)
     """tag → digest it pointed at before this push (from the ledger)."""
     size: int | None = None

@@ -23,13 +23,21 @@ from ._errors import ScanFormatError
 from ._grype import parse_grype
 from ._harbor import parse_harbor_overview, parse_harbor_report
 from ._model import HarborScanOverview, ScanStatus, ScanSummary
-from ._sources import SCAN_SOURCES, ScanContext, ScanReader, ScanSourceFactory, scan_readers
+from ._sources import (
+    SCAN_SOURCES,
+    NoScanYet,
+    ScanContext,
+    ScanReader,
+    ScanSourceFactory,
+    scan_readers,
+)
 from ._trivy import parse_trivy
 
 __all__ = [
     "FORMATS",
     "SCAN_SOURCES",
     "HarborScanOverview",
+    "NoScanYet",
     "ScanContext",
     "ScanFormatError",
     "ScanReader",

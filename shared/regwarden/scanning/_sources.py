@@ -13,8 +13,9 @@ Grype) is one registered function:
 
 A reader raises `RegistryError` when it cannot read (the evidence is unavailable),
 `VerificationError` or `ScanFormatError` when the scanner's own verdict is a failed scan,
-and `NotFound` when the image is gone. `cosign-vuln` is not here: it is a signed
-attestation, found by signature discovery.
+and `NotFound` when the image is gone. `NoScanYet` is None with a reason: no finished scan
+yet, and the source knows why (the verdict's pending and timeout reasons show it).
+`cosign-vuln` is not here: it is a signed attestation, found by signature discovery.
 
 Names registered to one factory share one read: ECR's findings API carries Inspector's
 under enhanced scanning, so `ecr` and `inspector` together are one call (`ecr+inspector`).
@@ -34,7 +35,14 @@ if TYPE_CHECKING:
     from ..providers import Registry
     from ..reference import ImageRef
 
-__all__ = ["SCAN_SOURCES", "ScanContext", "ScanReader", "ScanSourceFactory", "scan_readers"]
+__all__ = [
+    "SCAN_SOURCES",
+    "NoScanYet",
+    "ScanContext",
+    "ScanReader",
+    "ScanSourceFactory",
+    "scan_readers",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,12 @@ class ScanContext:
     registry: Registry
     env: Mapping[str, str]
     insecure: bool = False
+
+
+class NoScanYet(Exception):
+    """What a reader raises instead of returning None when it can say why there is no
+    finished scan yet: the image stays PENDING until `scanTimeout` exactly as with None,
+    and the reason (the exception's message) is shown in the verdict."""
 
 
 class ScanReader(Protocol):

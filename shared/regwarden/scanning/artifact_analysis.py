@@ -22,9 +22,16 @@ For an image `HOST/P/R/IMAGE@sha256:…` (in project P), under `parent=projects/
 2. `kind="VULNERABILITY"`, every page → one `Finding` per package issue
    (`scanning._grafeas.vulnerability_findings` says how each field is read).
 
-A multi-arch index is read like every other scan source reads it (ECR, Harbor): the
-occurrences of the digest the gate judges, the index's own; its children are judged with
-it, not separately (`Pipeline._settle`).
+A multi-arch index (its children are judged with it, not separately: `Pipeline._settle`):
+Artifact Analysis "supports vulnerability scanning for manifest lists, but it is limited to
+only the first Linux amd64 image in the list" (Google's "Types of scanning"). So the index's
+own DISCOVERY is read first and decides when there is one; when there is none, the index
+(read over the registry's data plane) names its first `linux/amd64` image manifest, whose
+DISCOVERY and VULNERABILITY occurrences are read instead: the report's `digest` is that
+image's and its `note` says so and that the other platforms were not scanned (the verdict's
+reason shows it). Its failed or unsupported scan fails the index. An index with no
+`linux/amd64` image gets no scan: it is pending until `scanTimeout` like any image without
+one, `NoScanYet` saying why. While there is no scan yet, `NoScanYet` names what is awaited.
 
 Calls are retried on 429, 500, 503, 504 and connection failures with exponential backoff
 within an overall deadline; what still fails raises `RegistryError` (`AuthError` for 401 and
@@ -37,10 +44,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import AuthError, RegistryError, VerificationError
 from ..model import ScanReport
+from ..oci import INDEX_TYPES
 from ..reference import ImageRef
 from ._grafeas import (
     DISCOVERY,
@@ -57,8 +66,10 @@ from ._grafeas import (
     vulnerability_findings,
 )
 from ._model import ScanStatus
+from ._sources import NoScanYet
 
 if TYPE_CHECKING:
+    from ..oci import Descriptor, Manifest
     from ..providers import Registry
 
 __all__ = [
@@ -78,6 +89,7 @@ __all__ = [
     "project_of_repository",
     "resource_url",
     "scan_event",
+    "scanned_platform",
 ]
 
 log = logging.getLogger("regwarden.scanning.artifact_analysis")
@@ -88,6 +100,8 @@ DEFAULT_HOST = "containeranalysis.googleapis.com"
 PAGE_SIZE = 1000
 """`pageSize` of ListOccurrences (the API's maximum; its default is 20)."""
 _SERVICE = "containeranalysis"
+SCANNED_PLATFORM = ("linux", "amd64")
+"""The one platform of a manifest list Artifact Analysis scans (its first such image)."""
 
 T = TypeVar("T")
 
@@ -105,6 +119,35 @@ class ArtifactAnalysisScanFailed(VerificationError):
         )
         self.state = state
         self.image = image
+
+
+def scanned_platform(index: Manifest) -> Descriptor | None:
+    """The image of `index` Artifact Analysis scans: the first image manifest it lists for
+    `linux/amd64` (any variant); None when it lists none (a nested index is not an image)."""
+    os_, architecture = SCANNED_PLATFORM
+    for entry in index.manifests:
+        platform = entry.platform or {}
+        if entry.media_type in INDEX_TYPES:
+            continue
+        if platform.get("os") == os_ and platform.get("architecture") == architecture:
+            return entry
+    return None
+
+
+def _platforms(index: Manifest, *, skip: str | None = None) -> list[str]:
+    """The platforms `index` lists, as `os/arch[/variant]`, each once, in listed order,
+    leaving out the entry of digest `skip` and entries that are no platform's image
+    (buildx's attestation manifests say `unknown/unknown`)."""
+    seen: dict[str, None] = {}
+    for entry in index.manifests:
+        platform = entry.platform or {}
+        if entry.digest == skip or platform.get("os", "unknown") == "unknown":
+            continue
+        text = f"{platform.get('os', 'unknown')}/{platform.get('architecture', 'unknown')}"
+        if platform.get("variant"):
+            text += f"/{platform['variant']}"
+        seen.setdefault(text, None)
+    return list(seen)
 
 
 def project_of_repository(repository: str) -> str:
@@ -289,42 +332,94 @@ class ArtifactAnalysisScanSource:
             raise RegistryError(
                 f"cannot look up Artifact Analysis's scan of {image}: expected a digest"
             )
-        url = resource_url(image.registry, image.repository, image.digest)
         parent = f"projects/{project_of_repository(image.repository)}"
         name = str(image.with_tag(None))
-        discoveries = _list(
-            self.client,
-            self._calls,
-            parent=parent,
-            filter_=_filter(DISCOVERY, url),
-            page_size=self.page_size,
-            what=f"Artifact Analysis discovery of {name}",
-        )
-        state = discovery_state(discoveries, resource=url)
+        url = resource_url(image.registry, image.repository, image.digest)
+        scanned = _Scanned(image.digest, url, name=name, label=name)
+        state = self._discovery(parent, scanned)
+        if state.analysis_status is None:
+            # Nothing filed under this digest: if it is an index, its scan is its
+            # linux/amd64 image's (module docstring). One read of the manifest, only here.
+            manifest = registry.data_plane().get_manifest(image.repository, image.digest)
+            if manifest.is_index:
+                scanned = _platform_image(image, manifest)
+                state = self._discovery(parent, scanned)
         if state.status is ScanStatus.PENDING:
-            log.info(
-                "Artifact Analysis has no finished scan of %s yet (%s)",
-                name,
-                state.analysis_status or "no discovery occurrence",
-            )
+            awaited = state.analysis_status or "no discovery occurrence"
+            log.info("Artifact Analysis has no finished scan of %s yet (%s)", scanned.name, awaited)
+            if scanned.digest != image.digest:
+                raise NoScanYet(f"awaiting Artifact Analysis's scan of {scanned.label} ({awaited})")
             return None
         if state.status is not ScanStatus.SUCCEEDED:
-            raise ArtifactAnalysisScanFailed(state, image=name)
+            raise ArtifactAnalysisScanFailed(state, image=scanned.label)
         vulnerabilities = _list(
             self.client,
             self._calls,
             parent=parent,
-            filter_=_filter(VULNERABILITY, url),
+            filter_=_filter(VULNERABILITY, scanned.url),
             page_size=self.page_size,
-            what=f"Artifact Analysis vulnerabilities of {name}",
+            what=f"Artifact Analysis vulnerabilities of {scanned.name}",
         )
         return ScanReport(
-            digest=image.digest,
+            digest=scanned.digest,
             scanner=SCANNER,
             source=SOURCE,
             scanned_at=state.scanned_at,
-            findings=tuple(vulnerability_findings(vulnerabilities, resource=url)),
+            findings=tuple(vulnerability_findings(vulnerabilities, resource=scanned.url)),
+            note=scanned.note,
         )
+
+    def _discovery(self, parent: str, scanned: _Scanned) -> DiscoveryState:
+        discoveries = _list(
+            self.client,
+            self._calls,
+            parent=parent,
+            filter_=_filter(DISCOVERY, scanned.url),
+            page_size=self.page_size,
+            what=f"Artifact Analysis discovery of {scanned.name}",
+        )
+        return discovery_state(discoveries, resource=scanned.url)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scanned:
+    """The image whose occurrences stand for the one judged: itself, or an index's
+    linux/amd64 image."""
+
+    digest: str
+    url: str
+    """Its `resourceUrl`."""
+    name: str
+    """`HOST/REPOSITORY@DIGEST`."""
+    label: str
+    """How a reason names it: its name, or which image of which index."""
+    note: str = ""
+    """The report's note: what was not scanned."""
+
+
+def _platform_image(image: ImageRef, index: Manifest) -> _Scanned:
+    """The image of `index` whose scan stands for it; `NoScanYet` when it has none, since
+    no scan will ever come (the image waits out `scanTimeout` like any unscanned one)."""
+    assert image.digest is not None
+    platform = "/".join(SCANNED_PLATFORM)
+    child = scanned_platform(index)
+    name = str(image.with_tag(None))
+    if child is None:
+        listed = ", ".join(_platforms(index)) or "no platform"
+        raise NoScanYet(
+            f"index {name} lists no {platform} image ({listed}), and Artifact Analysis "
+            f"scans only the first {platform} image of a manifest list: no scan will come"
+        )
+    others = _platforms(index, skip=child.digest)
+    not_scanned = f"not scanned: {', '.join(others)}" if others else "it lists no other platform"
+    return _Scanned(
+        digest=child.digest,
+        url=resource_url(image.registry, image.repository, child.digest),
+        name=f"{image.registry}/{image.repository}@{child.digest}",
+        label=f"the {platform} image {child.digest} of index {name}",
+        note=f"Artifact Analysis scanned only this index's {platform} image {child.digest} "
+        f"(it scans only the first {platform} image of a manifest list); {not_scanned}",
+    )
 
 
 # -- the occurrence stream --------------------------------------------------------------------
