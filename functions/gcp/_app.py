@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from regwarden.warm import ColdStart, GateState
 
 from . import COLLECTOR, _logs
+from ._failures import noting
 
 if TYPE_CHECKING:
     from regwarden.intake.pubsub import PubSubMessage
@@ -300,7 +301,7 @@ def gate_delivery(function: str, body: bytes, headers: Mapping[str, str]) -> Rep
             results.append(_render(st, handled, started=started, now=now))
         return {"id": message.message_id, "attempt": attempt, "results": results}
 
-    return respond(function, headers, work, state)
+    return respond(function, headers, noting(function, body, headers, work, clock=now), state)
 
 
 def _push_events(message: PubSubMessage) -> list[ImageEvent]:
@@ -442,7 +443,7 @@ def notify_delivery(body: bytes, headers: Mapping[str, str]) -> Reply:
         report.raise_for_failures()
         return {"alert": report.alert, "sent": list(report.sent), "skipped": list(report.skipped)}
 
-    return respond("notify", headers, work, state)
+    return respond("notify", headers, noting("notify", body, headers, work, clock=now), state)
 
 
 def _channel(st: State, name: str) -> Notifier | None:
