@@ -35,6 +35,11 @@ with what GAR adds on top:
   `v2_requests`. `accepted_tokens = None` (the default): anonymous.
 - `fail_next(method, regex, status, …)` applies to `/v2/` paths too (429 with
   `Retry-After`, 503), matched against the raw path.
+- `park(n, when, matches)` holds the `n`th request (`/v2/` or `/v1/`) that
+  `matches(method, raw_path, headers)` accepts: `before` it is served (it never lands) or
+  `after` (served, the answer kept back); `Parked.reached` is set while it waits, and
+  `Parked.release()` drops its connection unanswered — what a client killed meanwhile
+  would have seen. The chaos tests kill a function there.
 
 **Control plane** (`/v1/…`): the URL templates of google-cloud-artifact-registry's REST
 transport (`services/artifact_registry/transports/rest_base.py`), bodies in the camelCase
@@ -68,20 +73,22 @@ import http.client
 import json
 import re
 import secrets
+import socket
+import struct
 import threading
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
 from support.google_fake import GoogleFake, Reply, Request, google_error
 
-__all__ = ["FakeGar", "V2Record"]
+__all__ = ["FakeGar", "Parked", "V2Record"]
 
 _HOP_BY_HOP = frozenset(
     {
@@ -151,6 +158,41 @@ class V2Record:
     authorization: str | None
 
 
+Matcher = Callable[[str, str, Mapping[str, str]], bool]
+"""(method, raw path, headers) → whether a request counts towards a `park`."""
+
+
+@dataclass
+class Parked:
+    """One request `FakeGar.park` holds (see there)."""
+
+    n: int
+    when: Literal["before", "after"]
+    matches: Matcher
+    reached: threading.Event = field(default_factory=threading.Event)
+    go: threading.Event = field(default_factory=threading.Event)
+    request: str = ""
+    """`METHOD path` of the parked request."""
+    status: int | None = None
+    """What it was answered (`after` only): it landed when this is 2xx."""
+    counted: list[str] = field(default_factory=list)
+    """Every matching request since `park`, as `METHOD path`, the parked one included."""
+
+    HOLD_LIMIT = 120.0
+    """A parked request is dropped after this long even if nobody released it."""
+
+    def release(self) -> None:
+        self.go.set()
+
+    def _hold(self) -> None:
+        self.reached.set()
+        self.go.wait(self.HOLD_LIMIT)
+
+
+class _Dropped(Exception):
+    """The parked request is dropped: its connection is reset, nothing is answered."""
+
+
 @dataclass
 class _Image:
     path: str  # PROJECT/REPO/IMAGE
@@ -200,6 +242,7 @@ class FakeGar(GoogleFake):
         self._built: dict[str, datetime | None] = {}  # config digest → created
         self._ops: dict[str, dict[str, Any]] = {}
         self._bearers: dict[str, str] = {}  # bearer → the access token it was issued for
+        self._park: Parked | None = None
         self._state = threading.RLock()
         self._http = httpx.Client(base_url=f"http://{registry_host}", timeout=30.0)
         super().__init__()
@@ -241,7 +284,23 @@ class FakeGar(GoogleFake):
         """`HOST/PATH@digest` or `HOST/PATH:tag`, as GAR's messages spell references."""
         return f"{self.gar_host}/{path}" + (f"@{digest}" if digest else f":{tag}")
 
+    def park(self, n: int, when: Literal["before", "after"], matches: Matcher) -> Parked:
+        """Hold the `n`th request from now on that `matches` accepts, `before` it is served
+        or `after`; one park at a time (a new one replaces the last)."""
+        parked = Parked(n, when, matches)
+        with self._state:
+            self._park = parked
+        return parked
+
+    def unpark(self) -> None:
+        """Stop counting; a request still held is released."""
+        with self._state:
+            parked, self._park = self._park, None
+        if parked is not None:
+            parked.release()
+
     def stop(self) -> None:
+        self.unpark()
         super().stop()
         self._http.close()
 
@@ -275,6 +334,28 @@ class FakeGar(GoogleFake):
                     fault.remaining -= 1
                     return fault.status, dict(fault.headers)
         return None
+
+    def _claim(self, method: str, raw_path: str, headers: Mapping[str, str]) -> Parked | None:
+        """The park this request is held by, counting it if it matches."""
+        with self._state:
+            parked = self._park
+            if parked is None or not parked.matches(method, raw_path, headers):
+                return None
+            parked.counted.append(f"{method} {raw_path}")
+            if len(parked.counted) != parked.n:
+                return None
+            self._park = None
+            parked.request = f"{method} {raw_path}"
+            return parked
+
+    def dispatch(self, request: Request) -> tuple[int, Any, dict[str, str]]:
+        parked = self._claim(request.method, request.raw_path, request.headers)
+        if parked is None:
+            return super().dispatch(request)
+        if parked.when == "after":
+            parked.status = super().dispatch(request)[0]
+        parked._hold()
+        raise _Dropped
 
     # -- upstream reads (the control plane's view) -------------------------------------------
 
@@ -736,10 +817,20 @@ class FakeGar(GoogleFake):
 
         class _Handler(base):  # type: ignore[misc,valid-type]
             def _route(self) -> None:
-                if urlsplit(self.path).path.startswith("/v2/"):
-                    fake._v2(self)
-                else:
-                    self._serve()
+                try:
+                    if urlsplit(self.path).path.startswith("/v2/"):
+                        fake._v2(self)
+                    else:
+                        self._serve()
+                except _Dropped:  # parked, then released: reset, never answered
+                    self.close_connection = True
+                    try:
+                        self.connection.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                        self.connection.close()
+                    except OSError:
+                        pass
 
             do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = do_HEAD = _route
 
@@ -751,8 +842,18 @@ class FakeGar(GoogleFake):
         method = h.command
         authorization = h.headers.get("Authorization")
 
+        parked: Parked | None = None
+
+        def held(status: int, headers: dict[str, str]) -> None:
+            """`after`: the request was served; keep its answer back."""
+            if parked is not None:
+                parked.status = status
+                parked._hold()
+                raise _Dropped
+
         def answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
             _drain(h)
+            held(status, headers or {})
             with self._state:
                 self.v2_requests.append(V2Record(method, path, status, authorization))
             h.send_response(status)
@@ -782,9 +883,13 @@ class FakeGar(GoogleFake):
             status, headers = fault
             code = "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE"
             return oci_error(status, code, f"injected {status}", headers)
+        parked = self._claim(method, path, {k.lower(): v for k, v in h.headers.items()})
+        if parked is not None and parked.when == "before":
+            parked._hold()
+            raise _Dropped
         named = _V2_NAMED.match(path)
         if named is None:
-            return self._forward(h, path)
+            return self._forward(h, path, held)
         name, kind, rest = named.group("name"), named.group("kind"), named.group("rest")
         with self._state:
             known = self._known_path(name)
@@ -824,10 +929,11 @@ class FakeGar(GoogleFake):
                 def pushed(status: int, headers: dict[str, str]) -> None:
                     if status == 201:  # recorded and published before the pusher hears back
                         self._pushed(name, reference, headers)
+                    held(status, headers)
 
                 self._forward(h, path, pushed)
                 return None
-        self._forward(h, path)
+        self._forward(h, path, held)
         return None
 
     def _pushed(self, path: str, reference: str, headers: dict[str, str]) -> None:
