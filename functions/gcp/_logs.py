@@ -82,12 +82,18 @@ class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
 @functools.cache  # once per process: a rebuilt state must not add a second handler
 def structured_logs() -> bool:
     """Root logs as Cloud Logging JSON on standard output (True), on Cloud Run or with
-    `REGWARDEN_LOG_FORMAT=json`; elsewhere the process's logging is left as it is."""
+    `REGWARDEN_LOG_FORMAT=json`; elsewhere a process without logging gets a redacted
+    stderr handler and one with handlers is left as it is."""
     from regwarden.logsetup import logging_setup
 
     wanted = os.environ.get("REGWARDEN_LOG_FORMAT", "").strip().lower() == "json"
     if not (wanted or os.environ.get("K_SERVICE")):
-        logging_setup(debug=False)
+        # a plain local run (functions-framework on a laptop) gets a redacted stderr
+        # handler; a host that configured logging itself (a test runner, an embedding
+        # program) keeps its handlers as they are: the redacting filter rewrites records
+        # in place, which would change what that host's own handlers receive
+        if not logging.getLogger().handlers:
+            logging_setup(debug=False)
         return False
     handler = _Stdout()
     handler.setFormatter(JsonFormatter())
