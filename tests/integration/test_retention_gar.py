@@ -228,7 +228,8 @@ def test_untagged_and_old_versions_go_in_one_batch_and_what_runs_stays(
     try:
         runtime = FakeRuntime(policy(), ledger, {HOST: gr})
         tick = {"scheduledTime": "2026-12-01T03:00:00Z"}
-        fanned = fan_out_scheduled(tick, gr, runtime.policy, now=T0)
+        # the registry is shared with other tests: this test's repository is the scope
+        fanned = fan_out_scheduled(tick, gr, runtime.policy, prefixes=(seeded.repository,), now=T0)
         assert [m["repository"] for m in fanned.messages] == [seeded.repository]
         (body,) = fanned.bodies()
 
@@ -289,7 +290,9 @@ def test_a_throttled_batch_delete_slows_the_run_and_it_still_finishes(
     ledger = SqliteLedger(tmp_path / "ledger.db")
     try:
         runtime = FakeRuntime(policy(), ledger, {HOST: gr})
-        body = fan_out_scheduled({"run": "throttled-1"}, gr, runtime.policy, now=T0).bodies()[0]
+        (body,) = fan_out_scheduled(
+            {"run": "throttled-1"}, gr, runtime.policy, prefixes=(seeded.repository,), now=T0
+        ).bodies()
         done = work_body(
             body,
             runtime,
@@ -327,7 +330,9 @@ def test_a_cloud_run_inventory_that_cannot_be_read_deletes_nothing(
     ledger = SqliteLedger(tmp_path / "ledger.db")
     try:
         runtime = FakeRuntime(policy(), ledger, {HOST: gr})
-        body = fan_out_scheduled({"run": "blind-1"}, gr, runtime.policy, now=T0).bodies()[0]
+        (body,) = fan_out_scheduled(
+            {"run": "blind-1"}, gr, runtime.policy, prefixes=(seeded.repository,), now=T0
+        ).bodies()
         with pytest.raises(RegistryError, match=r"inventory\.cloudrun"):
             work_body(body, runtime, registry=HOST, now=T0, in_use=workloads.in_use(runtime.policy))
     finally:
