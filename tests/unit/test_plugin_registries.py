@@ -282,9 +282,8 @@ def test_a_registered_inventory_is_read_after_the_files(tmp_path: Path) -> None:
     assert [str(r) for r in found.refs] == [f"{HOST}/team/web:1.0", f"{HOST}/team/api:prod"]
     assert list(found.sources.items()) == [("file://in-use.txt", 1), ("cmdb:team/api", 1)]
     assert "cmdb" not in INVENTORIES
-    with pytest.raises(
-        UsageError, match=r"unknown inventory source 'cmdb'; valid: aws, cloudrun, files, kubernetes"
-    ):
+    valid = "aws, cloudrun, files, kubernetes"
+    with pytest.raises(UsageError, match=rf"unknown inventory source 'cmdb'; valid: {valid}"):
         gather_in_use(inventory, base_dir=tmp_path)  # fail closed: never silently skipped
 
 
