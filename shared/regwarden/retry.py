@@ -39,6 +39,7 @@ __all__ = [
     "Backoff",
     "GiveUp",
     "Retries",
+    "explained",
     "may_replay",
     "parse_retry_after",
     "tally",
@@ -180,6 +181,11 @@ class Retries:
             return retry_after
         return self.backoff.delay(self.retries, self._rand())
 
+    def wait_or_give_up(self, retry_after: float | None = None) -> GiveUp | None:
+        """`next_wait` then `pause`: None once the wait is over (try again), else why not."""
+        wait = self.next_wait(retry_after)
+        return wait if isinstance(wait, GiveUp) else self.pause(wait)
+
     def pause(self, wait: float) -> GiveUp | None:
         """Sleep `wait` and count the retry; a GiveUp instead if it would end at or past the
         deadline (no point waiting to be late)."""
@@ -188,3 +194,13 @@ class Retries:
         self._sleep(wait)
         self.retries += 1
         return None
+
+
+def explained(last: str, stop: GiveUp, budget: float) -> str:
+    """The last failure, with why no further attempt was made when that was not simply the
+    attempts running out (a delivery's error message)."""
+    if stop.why == "retry-after" and stop.wait is not None:
+        return f"{last}, asked to wait {stop.wait:.0f}s"
+    if stop.why == "deadline":
+        return f"{last}, out of its {budget:.0f}s budget"
+    return last

@@ -25,7 +25,7 @@ from .. import USER_AGENT
 from ..errors import RegistryError
 from ..oci import DeadlineTransport, deadline_within
 from ..redact import redact_text, redact_url, register_secret, register_secret_url
-from ..retry import Backoff, GiveUp, Retries, tally
+from ..retry import Backoff, Retries, explained, tally
 from ._alert import Alert
 from ._render import (
     ID_HEADER,
@@ -193,15 +193,11 @@ class _HttpChannel:
             except httpx.TransportError as exc:
                 status = None
                 last = f"{type(exc).__name__}: {redact_text(str(exc)) or 'no answer'}"
-            wait = tries.next_wait(retry_after)
-            stop = wait if isinstance(wait, GiveUp) else tries.pause(wait)
+            stop = tries.wait_or_give_up(retry_after)
             if stop is None:
                 continue
-            if stop.why == "retry-after":
-                last = f"{last}, asked to wait {stop.wait:.0f}s"
-            elif stop.why == "deadline":
-                last = f"{last}, out of its {policy.budget:.0f}s budget"
-            raise self._failed(last, stop.attempts, status=status, retry_after=stop.wait)
+            why = explained(last, stop, policy.budget)
+            raise self._failed(why, stop.attempts, status=status, retry_after=stop.wait)
 
     def _failed(
         self,

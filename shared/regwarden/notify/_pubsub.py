@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import UsageError
-from ..retry import GiveUp, Retries, tally
+from ..retry import Retries, explained, tally
 from ._alert import Alert
 from ._channels import RETRYABLE, DeliveryFailed, RetryPolicy
 from ._sns import alert_body
@@ -168,15 +168,11 @@ class PubSubChannel:
                 raise self._failed(
                     f"credentials: {type(exc).__name__}", tries.attempts, status=None
                 ) from None
-            wait = tries.next_wait(retry_after)
-            stop = wait if isinstance(wait, GiveUp) else tries.pause(wait)
+            stop = tries.wait_or_give_up(retry_after)
             if stop is None:
                 continue
-            if stop.why == "retry-after":
-                last = f"{last}, asked to wait {stop.wait:.0f}s"
-            elif stop.why == "deadline":
-                last = f"{last}, out of its {policy.budget:.0f}s budget"
-            raise self._failed(last, stop.attempts, status=status, retry_after=stop.wait)
+            why = explained(last, stop, policy.budget)
+            raise self._failed(why, stop.attempts, status=status, retry_after=stop.wait)
 
     def _failed(
         self,
