@@ -22,27 +22,9 @@ STARTED = time.monotonic()
 
 import json  # noqa: E402  # after the first mark: the interpreter start is measured alone
 import sys  # noqa: E402
-from collections.abc import Iterable, Sequence  # noqa: E402
-from importlib.machinery import ModuleSpec  # noqa: E402
-from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 MARKER = "cold-bench: first-record"
-
-
-class Hidden:
-    """A meta path finder that makes the packages a deployed function would not have
-    missing: an optional import of one fails as it would in Lambda."""
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = frozenset(names)
-
-    def find_spec(
-        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
-    ) -> ModuleSpec | None:
-        if name.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {name!r} (not deployed)", name=name)
-        return None
 
 
 class Context:
@@ -112,6 +94,7 @@ def floor(spec: dict[str, Any]) -> dict[str, Any]:
     for module, name in spec.get("libraries", ()):
         getattr(importlib.import_module(module), name)
     import boto3
+    from _cold_raw import send_raw
     from botocore.config import Config
 
     config = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 3})
@@ -122,25 +105,9 @@ def floor(spec: dict[str, Any]) -> dict[str, Any]:
 
         clients.append(xray_recorder)
     imported = time.monotonic()
-    import http.client
-
-    connections: dict[str, http.client.HTTPConnection] = {}
-    for request in spec["requests"]:
-        host = request["host"]
-        connection = connections.get(host)
-        if connection is None:
-            connection = connections[host] = http.client.HTTPConnection(host, timeout=60)
-        connection.putrequest(
-            request["method"], request["target"], skip_host=True, skip_accept_encoding=True
-        )
-        for name, value in request["headers"]:
-            connection.putheader(name, value)
-        body = request["body"].encode("latin-1")
-        connection.endheaders(body or None)
-        connection.getresponse().read()
+    close = send_raw(spec["requests"])
     handled = time.monotonic()
-    for connection in connections.values():
-        connection.close()
+    close()
     return {"started": STARTED, "imported": imported, "handled": handled, "clients": len(clients)}
 
 
@@ -148,6 +115,8 @@ def main() -> None:
     mode, spec_path, out_path = sys.argv[1:4]
     with open(spec_path, encoding="utf-8") as file:
         spec = json.load(file)
+    from _cold_raw import Hidden
+
     sys.meta_path.insert(0, Hidden(spec.get("hidden", ())))
     marks = product(spec) if mode == "product" else floor(spec)
     with open(out_path, "w", encoding="utf-8") as file:

@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +50,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # moto server, LocalRegistry helpers, t
 from _cold_child import MARKER  # noqa: E402
 from _cold_layer import hidden  # noqa: E402
 from _cold_proxy import Exchange  # noqa: E402
+from _cold_runs import Run, replay, summary  # noqa: E402
 from _cold_stack import FUNCTION_ARN, FUNCTION_NAME, Stack  # noqa: E402
 
 CHILD = Path(__file__).with_name("_cold_child.py")
@@ -74,24 +73,6 @@ PATH = (
 )
 
 
-@dataclass(frozen=True)
-class Run:
-    """One child: its marks (seconds, monotonic), when it was spawned, its requests."""
-
-    spawned: float
-    marks: Mapping[str, float]
-    exchanges: list[Exchange]
-    stderr: str
-
-    def ms(self, start: str, end: str) -> float:
-        begin = self.spawned if start == "spawned" else self.marks[start]
-        return (self.marks[end] - begin) * 1000
-
-    @property
-    def total_ms(self) -> float:
-        return self.ms("spawned", "handled")
-
-
 def spawn(stack: Stack, mode: str, spec: Mapping[str, Any], *, importtime: bool = False) -> Run:
     """Run `_cold_child.py mode` in a fresh interpreter; its requests come from the proxies."""
     env = stack.environment()
@@ -110,26 +91,6 @@ def spawn(stack: Stack, mode: str, spec: Mapping[str, Any], *, importtime: bool 
     assert stack.aws is not None and stack.data_plane is not None
     exchanges = sorted([*stack.aws.take(), *stack.data_plane.take()], key=lambda e: e.at)
     return Run(spawned, marks, exchanges, done.stderr)
-
-
-def replay(exchanges: Iterable[Exchange]) -> list[dict[str, Any]]:
-    """The product's requests as the floor sends them (its body's length recomputed: a
-    chunked upload is sent with a Content-Length)."""
-    out = []
-    for ex in exchanges:
-        headers = [[k, v] for k, v in ex.headers if k.lower() != "content-length"]
-        if ex.body or ex.method in ("POST", "PUT", "PATCH"):
-            headers.append(["Content-Length", str(len(ex.body))])
-        out.append(
-            {
-                "host": ex.server,
-                "method": ex.method,
-                "target": ex.target,
-                "headers": headers,
-                "body": ex.body.decode("latin-1"),
-            }
-        )
-    return out
 
 
 def services(exchanges: Iterable[Exchange]) -> list[str]:
@@ -239,23 +200,6 @@ def breakdown(stack: Stack) -> dict[str, Any]:
             "sessions": int(clients["sessions"]),
             "ms": round(clients["client_ms"], 1),
         },
-    }
-
-
-def summary(runs: list[Run], phases: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
-    totals = [r.total_ms for r in runs]
-    return {
-        "median_ms": round(statistics.median(totals), 1),
-        "min_ms": round(min(totals), 1),
-        "max_ms": round(max(totals), 1),
-        "phases_median_ms": {
-            name: round(statistics.median(r.ms(*span) for r in runs), 1)
-            for name, span in phases.items()
-        },
-        "requests": len(runs[0].exchanges),
-        "requests_upstream_median_ms": round(
-            statistics.median(sum(ex.upstream_ms for ex in r.exchanges) for r in runs), 1
-        ),
     }
 
 

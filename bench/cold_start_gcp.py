@@ -32,14 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the Google stand-ins and the recordin
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _cold_proxy import Exchange, RecordingProxy  # noqa: E402
+from _cold_runs import Run, replay, summary  # noqa: E402
 from support.fake_firestore import FakeFirestore  # noqa: E402
 from support.fake_gar import FakeGar  # noqa: E402
 from support.fake_grafeas import FakeGrafeas  # noqa: E402
@@ -98,22 +97,6 @@ notifications:
 """
 #: proxy name → the service the floor creates a client for (None: the OCI data plane)
 SERVICES = ("artifactregistry", "containeranalysis", "firestore", "pubsub", "cloudtasks")
-
-
-@dataclass(frozen=True)
-class Run:
-    spawned: float
-    marks: Mapping[str, float]
-    exchanges: list[Exchange]
-    stderr: str
-
-    def ms(self, start: str, end: str) -> float:
-        begin = self.spawned if start == "spawned" else self.marks[start]
-        return (self.marks[end] - begin) * 1000
-
-    @property
-    def total_ms(self) -> float:
-        return self.ms("spawned", "handled")
 
 
 class Stack:
@@ -223,25 +206,6 @@ class Stack:
         return self.spawn("floor", spec)
 
 
-def replay(exchanges: Iterable[Exchange]) -> list[dict[str, Any]]:
-    """The product's requests as the floor sends them (the body's length recomputed)."""
-    out = []
-    for ex in exchanges:
-        headers = [[k, v] for k, v in ex.headers if k.lower() != "content-length"]
-        if ex.body or ex.method in ("POST", "PUT", "PATCH"):
-            headers.append(["Content-Length", str(len(ex.body))])
-        out.append(
-            {
-                "host": ex.server,
-                "method": ex.method,
-                "target": ex.target,
-                "headers": headers,
-                "body": ex.body.decode("latin-1"),
-            }
-        )
-    return out
-
-
 @contextmanager
 def stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="regwarden-cold-gcp-") as tmp, ExitStack() as stop:
@@ -272,23 +236,6 @@ def by_service(st: Stack, exchanges: Iterable[Exchange]) -> dict[str, dict[str, 
         entry["requests"] += 1
         entry["upstream_ms"] = round(entry["upstream_ms"] + ex.upstream_ms, 1)
     return found
-
-
-def summary(runs: list[Run], phases: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
-    totals = [r.total_ms for r in runs]
-    return {
-        "median_ms": round(statistics.median(totals), 1),
-        "min_ms": round(min(totals), 1),
-        "max_ms": round(max(totals), 1),
-        "phases_median_ms": {
-            name: round(statistics.median(r.ms(*span) for r in runs), 1)
-            for name, span in phases.items()
-        },
-        "requests": len(runs[0].exchanges),
-        "requests_upstream_median_ms": round(
-            statistics.median(sum(ex.upstream_ms for ex in r.exchanges) for r in runs), 1
-        ),
-    }
 
 
 def importtime_ms(stderr: str, marker: str = "cold-bench: first-delivery") -> dict[str, Any]:

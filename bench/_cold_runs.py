@@ -1,0 +1,70 @@
+"""What both cold-start benches (`cold_start.py` for AWS, `cold_start_gcp.py` for GCP) do
+with their children's runs: one run's marks and requests, the requests as the floor
+replays them, and the medians they print."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from _cold_proxy import Exchange
+
+__all__ = ["Run", "replay", "summary"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One child: its marks (seconds, monotonic), when it was spawned, its requests."""
+
+    spawned: float
+    marks: Mapping[str, float]
+    exchanges: list[Exchange]
+    stderr: str
+
+    def ms(self, start: str, end: str) -> float:
+        begin = self.spawned if start == "spawned" else self.marks[start]
+        return (self.marks[end] - begin) * 1000
+
+    @property
+    def total_ms(self) -> float:
+        return self.ms("spawned", "handled")
+
+
+def replay(exchanges: Iterable[Exchange]) -> list[dict[str, Any]]:
+    """The product's requests as the floor sends them (its body's length recomputed: a
+    chunked upload is sent with a Content-Length)."""
+    out = []
+    for ex in exchanges:
+        headers = [[k, v] for k, v in ex.headers if k.lower() != "content-length"]
+        if ex.body or ex.method in ("POST", "PUT", "PATCH"):
+            headers.append(["Content-Length", str(len(ex.body))])
+        out.append(
+            {
+                "host": ex.server,
+                "method": ex.method,
+                "target": ex.target,
+                "headers": headers,
+                "body": ex.body.decode("latin-1"),
+            }
+        )
+    return out
+
+
+def summary(runs: list[Run], phases: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """Median, min and max of the runs' totals, each phase's median, and their requests."""
+    totals = [r.total_ms for r in runs]
+    return {
+        "median_ms": round(statistics.median(totals), 1),
+        "min_ms": round(min(totals), 1),
+        "max_ms": round(max(totals), 1),
+        "phases_median_ms": {
+            name: round(statistics.median(r.ms(*span) for r in runs), 1)
+            for name, span in phases.items()
+        },
+        "requests": len(runs[0].exchanges),
+        "requests_upstream_median_ms": round(
+            statistics.median(sum(ex.upstream_ms for ex in r.exchanges) for r in runs), 1
+        ),
+    }
