@@ -93,6 +93,68 @@ RETRYABLE = frozenset({408, 425, 429})
 """4xx statuses worth retrying; every 5xx is too."""
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One attempt that failed in a way worth trying again: what to report, the HTTP
+    status if there was an answer, the wait the receiver asked for."""
+
+    last: str
+    status: int | None = None
+    retry_after: float | None = None
+
+
+class Failed(Protocol):
+    def __call__(
+        self,
+        why: str,
+        attempts: int,
+        *,
+        status: int | None,
+        permanent: bool = False,
+        retry_after: float | None = None,
+    ) -> DeliveryFailed: ...
+
+
+def send_with_retries(
+    policy: RetryPolicy,
+    attempt: Callable[[Retries, float], Refused | None],
+    failed: Failed,
+    *,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    rand: Callable[[], float],
+    now: Callable[[], datetime],
+) -> None:
+    """Every channel's send loop: `attempt(tries, seconds_left)` makes one try and returns
+    None once delivered, `Refused` for a failure worth another try, or raises
+    `failed(…, permanent=True)`; waits follow `policy` (backoff, `Retry-After`, budget),
+    and giving up raises `failed` saying why."""
+    tries = Retries(
+        attempts=policy.attempts,
+        backoff=policy.backoff,
+        max_retry_after=policy.max_retry_after,
+        until=clock() + policy.budget,
+        clock=clock,
+        sleep=sleep,
+        rand=rand,
+        now=now,
+    )
+    last, status = "no attempt", None
+    while True:
+        left = tries.left()
+        if left is None or left <= 0:
+            raise failed(last, tries.retries, status=status)
+        refused = attempt(tries, left)
+        if refused is None:
+            return
+        last, status = refused.last, refused.status
+        stop = tries.wait_or_give_up(refused.retry_after)
+        if stop is None:
+            continue
+        why = explained(last, stop, policy.budget)
+        raise failed(why, stop.attempts, status=status, retry_after=stop.wait)
+
+
 def _retryable(status: int) -> bool:
     return status in RETRYABLE or status >= 500
 
@@ -152,26 +214,12 @@ class _HttpChannel:
         return redact_url(self._url, secret=self._secret_url)
 
     def _post(self, body: bytes, headers: Callable[[], dict[str, str]]) -> None:
-        """POST `body`; `headers` is called per attempt (a signature covers the send time)."""
+        """POST `body`; `headers` is called per attempt (a signature covers the send time).
+        An alert carries its stable id (`webhook-id`, the CloudEvents id) and receivers
+        de-duplicate on it (at-least-once by design): the POST is a replayable write."""
         policy = self._retry
-        # An alert carries its stable id (`webhook-id`, the CloudEvents id) and receivers
-        # de-duplicate on it (at-least-once by design): the POST is a replayable write.
-        tries = Retries(
-            attempts=policy.attempts,
-            backoff=policy.backoff,
-            max_retry_after=policy.max_retry_after,
-            until=self._clock() + policy.budget,
-            clock=self._clock,
-            sleep=self._sleep,
-            rand=self._rand,
-            now=self._now,
-        )
-        last, status = "no attempt", None
-        while True:
-            left = tries.left()
-            if left is None or left <= 0:
-                raise self._failed(last, tries.retries, status=status)
-            retry_after: float | None = None
+
+        def attempt(tries: Retries, left: float) -> Refused | None:
             try:
                 with (
                     deadline_within(left),
@@ -185,19 +233,25 @@ class _HttpChannel:
                 ):  # the answer's body is never read: only its status matters
                     status = resp.status_code
                     if status < 300:
-                        return
-                    last = f"HTTP {status}"
+                        return None
                     if not _retryable(status):
-                        raise self._failed(last, tries.attempts, status=status, permanent=True)
-                    retry_after = tries.retry_after(resp.headers.get("retry-after"))
+                        raise self._failed(
+                            f"HTTP {status}", tries.attempts, status=status, permanent=True
+                        )
+                    wait = tries.retry_after(resp.headers.get("retry-after"))
+                    return Refused(f"HTTP {status}", status, wait)
             except httpx.TransportError as exc:
-                status = None
-                last = f"{type(exc).__name__}: {redact_text(str(exc)) or 'no answer'}"
-            stop = tries.wait_or_give_up(retry_after)
-            if stop is None:
-                continue
-            why = explained(last, stop, policy.budget)
-            raise self._failed(why, stop.attempts, status=status, retry_after=stop.wait)
+                return Refused(f"{type(exc).__name__}: {redact_text(str(exc)) or 'no answer'}")
+
+        send_with_retries(
+            policy,
+            attempt,
+            self._failed,
+            clock=self._clock,
+            sleep=self._sleep,
+            rand=self._rand,
+            now=self._now,
+        )
 
     def _failed(
         self,

@@ -36,9 +36,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import UsageError
-from ..retry import Retries, explained, tally
+from ..retry import Retries, tally
 from ._alert import Alert
-from ._channels import RETRYABLE, DeliveryFailed, RetryPolicy
+from ._channels import RETRYABLE, DeliveryFailed, Refused, RetryPolicy, send_with_retries
 from ._sns import alert_body
 
 __all__ = ["MAX_ATTRIBUTE_BYTES", "MAX_MESSAGE_BYTES", "PubSubChannel", "pubsub_attributes"]
@@ -126,22 +126,8 @@ class PubSubChannel:
         from requests import RequestException
 
         policy = self._retry
-        tries = Retries(
-            attempts=policy.attempts,
-            backoff=policy.backoff,
-            max_retry_after=policy.max_retry_after,
-            until=self._clock() + policy.budget,
-            clock=self._clock,
-            sleep=self._sleep,
-            rand=self._rand,
-            now=self._now,
-        )
-        last, status = "no attempt", None
-        while True:
-            left = tries.left()
-            if left is None or left <= 0:
-                raise self._failed(last, tries.retries, status=status)
-            retry_after: float | None = None
+
+        def attempt(tries: Retries, left: float) -> Refused | None:
             try:
                 # no GAPIC retry: it would wait up to 600 s on its own schedule
                 self.client.publish(
@@ -150,7 +136,7 @@ class PubSubChannel:
                     retry=None,
                     timeout=min(policy.timeout, left),
                 )
-                return
+                return None
             except google_errors.GoogleAPICallError as exc:
                 status = exc.code if isinstance(exc.code, int) else None
                 last = f"HTTP {status}: {exc.message}" if status else str(exc)
@@ -160,19 +146,23 @@ class PubSubChannel:
                     ) from None
                 response = exc.response
                 header = response.headers.get("retry-after") if response is not None else None
-                retry_after = tries.retry_after(header)
+                return Refused(last, status, tries.retry_after(header))
             except RequestException as exc:  # no answer: connection refused, reset, timeout
-                status = None
-                last = f"{type(exc).__name__}: no answer"
+                return Refused(f"{type(exc).__name__}: no answer")
             except GoogleAuthError as exc:  # no token (metadata server, key): later may work
                 raise self._failed(
                     f"credentials: {type(exc).__name__}", tries.attempts, status=None
                 ) from None
-            stop = tries.wait_or_give_up(retry_after)
-            if stop is None:
-                continue
-            why = explained(last, stop, policy.budget)
-            raise self._failed(why, stop.attempts, status=status, retry_after=stop.wait)
+
+        send_with_retries(
+            policy,
+            attempt,
+            self._failed,
+            clock=self._clock,
+            sleep=self._sleep,
+            rand=self._rand,
+            now=self._now,
+        )
 
     def _failed(
         self,
