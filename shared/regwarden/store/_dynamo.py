@@ -57,6 +57,7 @@ from typing import Any
 from ..errors import RegistryError
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._sqlite import ActionRecord, QuarantineRecord
+from ._tag_rows import TagRowQueries
 from ._urls import LEDGERS, ParsedUrl
 
 __all__ = [
@@ -174,7 +175,7 @@ def _retry_due(state: dict[str, Any]) -> str | None:
     return _ts(when) if when.tzinfo is not None else None
 
 
-class DynamoLedger:
+class DynamoLedger(TagRowQueries):
     """Ledger in one DynamoDB table. Thread-safe (boto3 clients are)."""
 
     def __init__(
@@ -672,25 +673,6 @@ class DynamoLedger:
             for i in self._query(_repo_pk(registry, repository), prefix)
         ]
         return sorted(rows, key=lambda r: (r[2], r[1]))
-
-    def previous_digest(
-        self, registry: str, repository: str, tag: str, *, before: str
-    ) -> str | None:
-        """The digest `tag` pointed at before it moved to `before`, if regwarden saw it."""
-        others = [r for r in self._tag_rows(registry, repository, tag) if r[1] != before]
-        return others[-1][1] if others else None
-
-    def tags_for(self, registry: str, repository: str, digest: str) -> list[str]:
-        """Tags whose most recent push (as regwarden saw it) was this digest."""
-        rows = self._tag_rows(registry, repository, None)
-        latest: dict[str, str] = {}
-        for tag, _, seen in rows:
-            latest[tag] = max(latest.get(tag, ""), seen)
-        return sorted({t for t, d, seen in rows if d == digest and seen == latest[t]})
-
-    def tag_digests(self, registry: str, repository: str, tag: str) -> list[str]:
-        """Every digest `tag` has pointed at, oldest first."""
-        return [d for _, d, _ in self._tag_rows(registry, repository, tag)]
 
     def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]:
         """(tag, digest, first seen) for every tag → digest seen in a repository, oldest first
