@@ -82,6 +82,22 @@ def test_kind_is_as_listed_else_from_the_host_name() -> None:
 
 
 @pytest.mark.parametrize(
+    ("host", "kind"),
+    [
+        ("gcr.io", "gar"),  # Artifact Registry serves gcr.io since Container Registry closed
+        ("us.gcr.io", "gar"),
+        ("EU.gcr.io:443", "gar"),
+        ("asia.gcr.io", "gar"),
+        ("mirror.gcr.io", "distribution"),  # Google's Docker Hub mirror: not Artifact Registry
+        ("evil-gcr.io", "distribution"),
+        ("gcr.io.example.com", "distribution"),
+    ],
+)
+def test_gcr_io_hosts_are_artifact_registry(host: str, kind: str) -> None:
+    assert load("").registry_kind(host) == kind
+
+
+@pytest.mark.parametrize(
     ("entry", "path", "message"),
     [
         (

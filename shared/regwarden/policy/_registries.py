@@ -67,12 +67,13 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::[0-9]{{1,5}})?")
 _CLOUD_HOSTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("ecr", re.compile(r"^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?(:\d+)?$")),
-    ("gar", re.compile(r"^[a-z0-9-]+-docker\.pkg\.dev(:\d+)?$")),
+    # gcr.io domains are served by Artifact Registry since Container Registry's shutdown
+    ("gar", re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|((us|eu|asia)\.)?gcr\.io)(:\d+)?$")),
     ("acr", re.compile(r"^[a-z0-9]+\.azurecr\.(io|cn|us)(:\d+)?$")),
 )
 _HOST_FORMS = {
     "ecr": "ACCOUNT.dkr.ecr.REGION.amazonaws.com",
-    "gar": "LOCATION-docker.pkg.dev",
+    "gar": "LOCATION-docker.pkg.dev or [us.|eu.|asia.]gcr.io",
     "acr": "NAME.azurecr.io",
 }
 
