@@ -214,7 +214,8 @@ def test_a_registered_source_is_parsed_detected_and_received(tmp_path: Path) -> 
 def test_an_unknown_source_lists_the_registered_ones() -> None:
     with pytest.raises(
         UsageError,
-        match=r"unknown event source 'quay'; valid: distribution, eventbridge, gcr, harbor",
+        match=r"unknown event source 'quay'; valid: "
+        r"distribution, eventbridge, eventgrid, gcr, harbor",
     ):
         PARSERS.get("quay")
 

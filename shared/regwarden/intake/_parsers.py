@@ -100,17 +100,36 @@ def _gcr_detect(doc: object) -> bool:
     return is_gcr_delivery(doc)
 
 
+def _eventgrid(body: bytes, content_type: str | None) -> list[ImageEvent]:
+    """An ACR delivery: Event Grid schema, CloudEvents (one, a batch, or binary mode
+    recorded with its headers) or ACR's own webhook; its good events, as `_distribution`."""
+    from ._eventgrid import parse_eventgrid
+
+    batch = parse_eventgrid(body, content_type)
+    if batch.errors and not batch.events and not batch.skipped:
+        raise IntakeError(_no_valid_event(batch.errors))
+    for err in batch.errors:
+        log.warning("skipped a malformed Event Grid event: %s", err)
+    return list(batch.events)
+
+
+def _eventgrid_detect(doc: object) -> bool:
+    from ._eventgrid import is_eventgrid_delivery
+
+    return is_eventgrid_delivery(doc)
+
+
 def _has(*keys: str) -> Callable[[object], bool]:
     return lambda doc: isinstance(doc, dict) and any(k in doc for k in keys)
 
 
 def _harbor_detect(doc: object) -> bool:
     """Harbor's default JSON or its CloudEvents; a Google CloudEvent (Eventarc's Pub/Sub
-    messages) has `specversion` too, and is not Harbor's."""
+    messages) has `specversion` too, and is not Harbor's; nor is an Azure one."""
     if not _has("event_data", "specversion")(doc):
         return False
     assert isinstance(doc, dict)
-    return not str(doc.get("type", "")).startswith("google.")
+    return not str(doc.get("type", "")).startswith(("google.", "Microsoft."))
 
 
 PARSERS.add(
@@ -130,6 +149,19 @@ PARSERS.add(
         _gcr,
         _gcr_detect,
         "a Pub/Sub delivery of a gcr message (push body or CloudEvent)",
+        webhook=False,
+    ),
+)
+# Event Grid validates a webhook subscription with a handshake (`eventgrid_validation`,
+# `webhook_allowed_origin`) that the receiver does not answer yet: `eventgrid` deliveries
+# go to `regwarden invoke` (and the Azure functions' Event Grid trigger, which answers the
+# handshake itself), not to `serve`.
+PARSERS.add(
+    "eventgrid",
+    EventParser(
+        _eventgrid,
+        _eventgrid_detect,
+        "an Event Grid or CloudEvents delivery of ACR events (or ACR's webhook)",
         webhook=False,
     ),
 )
