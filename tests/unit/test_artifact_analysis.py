@@ -386,8 +386,9 @@ def test_artifact_analysis_is_gars_own_scanner_and_is_read_only_there() -> None:
     (problem,) = check_support(policy, registry="123456789012.dkr.ecr.eu-west-1.amazonaws.com")
     assert "cannot serve scan source 'artifact-analysis'" in problem.message
     defender = "defaults:\n  vulnerabilities: {maxSeverity: high, sources: [defender]}\n"
-    (refused,) = check_support(load(defender))
-    assert "scan source 'defender' is not read yet" in refused.message
+    assert check_support(load(defender)) == []  # read on ACR
+    (refused,) = check_support(load(defender), registry=GAR)
+    assert "cannot serve scan source 'defender'" in refused.message
 
 
 # -- which image of an index Artifact Analysis scans -------------------------------------------

@@ -238,11 +238,11 @@ def test_sources_no_code_reads_and_lock_are_refused_with_paths_and_lines() -> No
     )
     assert problems(text) == []  # the document itself is well-formed
     found = supported(text)
-    # artifact-analysis is read (GAR's Artifact Analysis): only the others are refused
+    # artifact-analysis (GAR's Artifact Analysis) and defender (ACR's Defender for
+    # Containers) are read: only the others are refused
     assert [(line, path) for line, path, _ in found] == [
         (4, "defaults.quarantine.strategy"),
         (7, "defaults.vulnerabilities.sources[0]"),
-        (7, "defaults.vulnerabilities.sources[2]"),
     ]
     assert found[0][2] == (
         "quarantine strategy 'lock' is not supported yet: no registry provider can lock "
@@ -250,9 +250,9 @@ def test_sources_no_code_reads_and_lock_are_refused_with_paths_and_lines() -> No
     )
     assert found[1][2] == (
         "scan source 'trivy-file' is not read yet: reading Trivy reports from files has not "
-        "landed; expected one of: artifact-analysis, cosign-vuln, ecr, harbor, inspector"
+        "landed; expected one of: artifact-analysis, cosign-vuln, defender, ecr, harbor, "
+        "inspector"
     )
-    assert "defender" in found[2][2] and "Azure" in found[2][2]
 
 
 def test_a_named_registry_must_serve_every_source() -> None:
@@ -316,13 +316,13 @@ def test_cosign_vuln_needs_a_signer_in_each_combination_that_names_it() -> None:
     )
 
 
-def test_listed_acr_cannot_be_used_yet_and_gar_can() -> None:
+def test_listed_acr_and_gar_can_be_used() -> None:
     text = (
         "registries:\n"
         "  - {host: europe-docker.pkg.dev, kind: gar}\n"
         "  - {host: acme.azurecr.io, kind: acr}\n"
     )
-    assert [(line, path) for line, path, _ in supported(text)] == [(5, "registries[1].kind")]
+    assert supported(text) == []
 
 
 def test_ensure_supported_raises_a_policy_error_naming_each_setting() -> None:

@@ -250,7 +250,8 @@ def test_a_name_with_no_registered_source_is_a_usage_error_before_any_source_run
     register("ecr", factory)  # `inspector` stays unregistered
 
     with pytest.raises(
-        UsageError, match=r"unknown scan source 'inspector'; valid: artifact-analysis, ecr, harbor"
+        UsageError,
+        match=r"unknown scan source 'inspector'; valid: artifact-analysis, defender, ecr, harbor",
     ):
         gather()
     assert built == []
@@ -268,7 +269,8 @@ def test_every_source_the_policy_reads_is_registered_except_attestations() -> No
     """What the policy accepts and reads (not `NOT_READ_YET`) has a source; `cosign-vuln`
     comes from signed attestations, not from this registry."""
     read = set(POLICY_SCAN_SOURCES) - set(NOT_READ_YET) - {"cosign-vuln"}
-    assert set(SCAN_SOURCES.names()) == read == {"artifact-analysis", "ecr", "harbor", "inspector"}
+    assert set(SCAN_SOURCES.names()) == read
+    assert read == {"artifact-analysis", "defender", "ecr", "harbor", "inspector"}
 
 
 def test_ecr_and_inspector_share_one_built_in_read() -> None:

@@ -39,13 +39,13 @@ REGISTRY_KINDS: tuple[str, ...] = ("distribution", "harbor", "ecr", "gar", "acr"
 #: `cosign-vuln` (signed attestations) lives in any OCI registry. `ecr` and `inspector`
 #: are one read: ECR's scan findings API, which carries Amazon Inspector's findings when
 #: the registry uses enhanced scanning. GAR's `artifact-analysis` reads Artifact Analysis's
-#: occurrences; ACR's `defender` is not read yet.
+#: occurrences; ACR's `defender` reads Defender for Containers' sub-assessments.
 KIND_SOURCES: dict[str, frozenset[str]] = {
     "distribution": frozenset({"cosign-vuln"}),
     "harbor": frozenset({"harbor", "cosign-vuln"}),
     "ecr": frozenset({"ecr", "inspector", "cosign-vuln"}),
     "gar": frozenset({"artifact-analysis", "cosign-vuln"}),
-    "acr": frozenset({"cosign-vuln"}),
+    "acr": frozenset({"defender", "cosign-vuln"}),
 }
 
 #: An unlisted, non-cloud host: a distribution registry by default, but an explicit
@@ -58,6 +58,7 @@ _NATIVE: dict[str, tuple[str, ...]] = {
     "ecr": ("ecr",),
     "harbor": ("harbor",),
     "gar": ("artifact-analysis",),
+    "acr": ("defender",),
 }
 
 #: Keys only some kinds read; anything else would be accepted and ignored.

@@ -226,9 +226,8 @@ class Vulnerabilities(PolicyModel):
     sources: tuple[ScanSource, ...] | None = Field(default=None, min_length=1)
     """Where scan results come from; when set, exactly these are read. Unset: the
     registry's own scanner by its kind (`ecr` on ECR, `harbor` on Harbor,
-    `artifact-analysis` on GAR), plus `cosign-vuln` when attestation signers are
-    configured. `trivy-file` and `defender` are not read yet (`policy validate` refuses
-    them)."""
+    `artifact-analysis` on GAR, `defender` on ACR), plus `cosign-vuln` when attestation
+    signers are configured. `trivy-file` is not read yet (`policy validate` refuses it)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -30,7 +30,6 @@ __all__ = [
 #: Scan sources the policy accepts but no code reads yet, and why.
 NOT_READ_YET: dict[str, str] = {
     "trivy-file": "reading Trivy reports from files has not landed",
-    "defender": "the Azure Container Registry provider has not landed",
 }
 #: Quarantine strategies no provider carries out yet.
 _STRATEGIES_NOT_YET: dict[str, str] = {
@@ -40,7 +39,7 @@ _STRATEGIES_NOT_YET: dict[str, str] = {
 _PROVIDERS_NOT_YET: dict[str, str] = {
     "acr": "the Azure Container Registry provider has not landed",
 }
-_READ = ("artifact-analysis", "cosign-vuln", "ecr", "harbor", "inspector")
+_READ = ("artifact-analysis", "cosign-vuln", "defender", "ecr", "harbor", "inspector")
 
 
 def attestation_signers(effective: EffectiveRepositoryPolicy) -> bool:

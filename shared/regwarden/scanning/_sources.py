@@ -109,3 +109,10 @@ def _artifact_analysis(context: ScanContext) -> ScanReader | None:
     from .artifact_analysis import ArtifactAnalysisScanSource  # google-cloud loads on first use
 
     return ArtifactAnalysisScanSource(env=context.env)
+
+
+@SCAN_SOURCES.register("defender")
+def _defender(context: ScanContext) -> ScanReader | None:
+    from .defender import DefenderScanSource  # the Azure SDK loads on first use
+
+    return DefenderScanSource(env=context.env)
