@@ -165,8 +165,10 @@ class DeadlineTransport(httpx.BaseTransport):
     """HTTP/1.1 connection pools (direct, or through the environment's HTTP(S) proxy, as
     httpx's own transport would) whose every socket operation keeps the call's deadline."""
 
-    def __init__(self, *, limits: httpx.Limits) -> None:
+    def __init__(self, *, limits: httpx.Limits, ca_file: str | None = None) -> None:
         self._ssl = httpx.create_ssl_context()
+        if ca_file is not None:  # extra authorities (a stand-in's test CA), on top of the default
+            self._ssl.load_verify_locations(cafile=ca_file)
         self._limits = limits
         self._backend = _DeadlineBackend()
         self._direct = httpcore.ConnectionPool(

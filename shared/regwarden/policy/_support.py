@@ -36,9 +36,7 @@ _STRATEGIES_NOT_YET: dict[str, str] = {
     "lock": "no registry provider can lock manifests yet (ACR's has not landed)",
 }
 #: Registry kinds whose provider has not landed.
-_PROVIDERS_NOT_YET: dict[str, str] = {
-    "acr": "the Azure Container Registry provider has not landed",
-}
+_PROVIDERS_NOT_YET: dict[str, str] = {}
 _READ = ("artifact-analysis", "cosign-vuln", "defender", "ecr", "harbor", "inspector")
 
 

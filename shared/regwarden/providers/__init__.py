@@ -110,11 +110,12 @@ def open_registry(
     return PROVIDERS.get(provider_kind(host, kind))(host, options or ProviderOptions())
 
 
-from . import cloud_stubs as _cloud_stubs  # noqa: E402  (registers acr)
+from . import cloud_stubs as _cloud_stubs  # noqa: E402  (clouds whose provider is not built)
 from . import oci as _oci  # noqa: E402  (registers oci)
 
 register("ecr")(lambda host, options: _ecr_factory(host, options))
 register("gar")(lambda host, options: _gar_factory(host, options))
+register("acr")(lambda host, options: _acr_factory(host, options))
 
 
 def _ecr_factory(host: str, options: ProviderOptions) -> Registry:
@@ -127,6 +128,12 @@ def _gar_factory(host: str, options: ProviderOptions) -> Registry:
     from .gar import make_gar  # google-cloud is imported only when a GAR registry is used
 
     return make_gar(host, options)
+
+
+def _acr_factory(host: str, options: ProviderOptions) -> Registry:
+    from .acr import make_acr  # the Azure SDK is imported only when an ACR registry is used
+
+    return make_acr(host, options)
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""ACR: a placeholder until its provider lands.
+"""Placeholders for cloud registries whose provider has not landed (none today: ACR's
+landed with #14; the mechanism stays for the next cloud).
 
 They fail cleanly, saying what to install and that the provider is not built yet, so a
 user pointing regwarden at a cloud registry gets an answer, not a traceback.
@@ -11,9 +12,8 @@ from importlib.util import find_spec
 from ..errors import NotImplementedYet
 from . import ProviderOptions, Registry, register
 
-_CLOUD = {
-    "acr": ("Azure Container Registry", "azure", "azure.containerregistry"),
-}
+_CLOUD: dict[str, tuple[str, str, str]] = {}
+"""kind → (label, the extra to install, a module of that extra)."""
 
 
 def _unavailable(kind: str, host: str) -> NotImplementedYet:

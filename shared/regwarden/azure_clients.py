@@ -1,0 +1,99 @@
+"""Azure clients, made one way by every Azure part of regwarden (the ACR provider, and the
+later Resource Graph, Storage and Event Grid parts).
+
+An endpoint other than Azure's own is named per service in the environment,
+`REGWARDEN_AZURE_ENDPOINT_<SERVICE>` (e.g. `REGWARDEN_AZURE_ENDPOINT_ACR=https://127.0.0.1:8443`
+for a stand-in): https only, or http on loopback, which is then called anonymously so no
+token ever travels in the clear. `REGWARDEN_AZURE_CA_BUNDLE` names a PEM file of extra
+certificate authorities the https endpoints are verified against (a stand-in's test CA;
+a TLS-inspecting proxy); unset: the system's.
+
+azure-identity and the Azure SDKs are imported on first use, never with this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import UsageError
+
+__all__ = [
+    "ACR_AUDIENCE",
+    "CA_BUNDLE_ENV",
+    "ENDPOINT_ENV_PREFIX",
+    "SERVICES",
+    "acr_scope",
+    "ca_bundle",
+    "default_credential",
+    "endpoint",
+    "is_loopback",
+]
+
+ENDPOINT_ENV_PREFIX = "REGWARDEN_AZURE_ENDPOINT_"
+CA_BUNDLE_ENV = "REGWARDEN_AZURE_CA_BUNDLE"
+SERVICES = frozenset({"acr", "resourcegraph", "eventgrid", "keyvault", "storage"})
+ACR_AUDIENCE = "https://containerregistry.azure.net"
+"""The AAD audience of ACR's data plane in Azure's public cloud (the SDK's default)."""
+_SOVEREIGN_AUDIENCES = {
+    ".azurecr.cn": "https://containerregistry.azure.cn",
+    ".azurecr.us": "https://containerregistry.azure.us",
+}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint(service: str, env: Mapping[str, str]) -> str | None:
+    """The endpoint `env` names for `service` (`https://…`, or `http://` on loopback only);
+    None: Azure's own. Raises UsageError for anything else."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown Azure service {service!r}")
+    name = ENDPOINT_ENV_PREFIX + service.upper()
+    value = env.get(name, "").strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return value
+    if parts.scheme == "http" and is_loopback(host):
+        return value
+    raise UsageError(
+        f"{name}: got {value!r}, expected https://HOST[:PORT] (http:// only on loopback)"
+    )
+
+
+def ca_bundle(env: Mapping[str, str]) -> str | None:
+    """The PEM file `REGWARDEN_AZURE_CA_BUNDLE` names, or None."""
+    value = env.get(CA_BUNDLE_ENV, "").strip()
+    return value or None
+
+
+def acr_scope(host: str) -> str:
+    """The AAD scope of an ACR registry's token exchange: its cloud's audience + `/.default`
+    (`NAME.azurecr.cn` is Azure China's, `.azurecr.us` US Government's)."""
+    bare = host.split(":", 1)[0].lower()
+    for suffix, audience in _SOVEREIGN_AUDIENCES.items():
+        if bare.endswith(suffix):
+            return audience + "/.default"
+    return ACR_AUDIENCE + "/.default"
+
+
+@functools.cache
+def default_credential() -> Any:
+    """The process's `DefaultAzureCredential` (managed identity in Azure, the environment
+    or the Azure CLI locally), made once and shared, so its token cache serves every
+    client."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()

@@ -1,0 +1,671 @@
+"""Azure Container Registry provider: the control plane through the ACR client library
+(`azure.containerregistry.ContainerRegistryClient`), the data plane through the OCI client.
+
+    registry = make_acr("myreg.azurecr.io", ProviderOptions())
+    for record in registry.list_images("team/api"):
+        print(record.digest, record.tags, record.pushed)
+
+A regwarden repository on ACR is the ACR repository name (it may hold `/`). ACR lists every
+manifest (untagged ones and an index's children too) with its push and update times,
+deletes single tags, and keeps four switches per manifest (`writeEnabled`,
+`deleteEnabled`, `readEnabled`, `listEnabled`) that the `lock` quarantine sets; it has no
+batch delete. Tags are created over `/v2/` (ACR has no tag-create call).
+
+Credentials: `options.credentials` (an azure-identity TokenCredential), else
+`DefaultAzureCredential`. The control plane's library exchanges the AAD token itself; the
+data plane gets an ACR refresh token here (`POST /oauth2/exchange`) and hands it to the OCI
+client as an identity token, which trades it for a repository-scoped access token at the
+realm of ACR's Bearer challenge (`POST /oauth2/token`). The refresh token and access tokens
+go only to the registry's own host (and `data_plane_host`): a realm or redirect elsewhere
+is refused before anything is sent.
+
+The Azure libraries are imported lazily: this module imports without them, and `make_acr`
+says which extra to install when they are missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib.util import find_spec
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from ..errors import (
+    AuthError,
+    InvalidReference,
+    NotFound,
+    NotImplementedYet,
+    RegistryError,
+    Unsupported,
+    UsageError,
+)
+from ..reference import validate_digest
+from ._base import (
+    CAP_LOCK,
+    CAP_MANIFEST_LISTING,
+    CAP_PUSH_TIMES,
+    CAP_TAG_DELETE,
+    THROTTLE_STATUS,
+    DeleteResult,
+    ImageDetails,
+    ListedImage,
+    Registry,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..oci import Manifest, RegistryClient
+    from . import ProviderOptions
+
+__all__ = ["TOKEN_USER", "AcrRegistry", "ManifestAttributes", "make_acr"]
+
+log = logging.getLogger("regwarden.providers.acr")
+
+THROTTLE_ATTEMPTS = 4
+"""Tries of one control-plane call answered 429/503 before it fails."""
+TOKEN_USER = "00000000-0000-0000-0000-000000000000"  # noqa: S105  (a fixed user name)
+"""The user name ACR pairs with a refresh token as the password (`docker login`)."""
+_REFRESH_LIFETIME = timedelta(minutes=45)
+"""An ACR refresh token is exchanged again after this long: ACR's live for three hours,
+but the AAD token behind one may be revoked sooner, so it is not kept to the end."""
+_MAX_BACKOFF = 8.0
+_MAX_RETRY_AFTER = 30.0
+_INDEX_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAttributes:
+    """A manifest's changeable attributes on ACR (what `lock` sets): may it be overwritten
+    (`write`), deleted, read (pulled) and listed."""
+
+    write: bool
+    delete: bool
+    read: bool
+    list: bool
+
+
+def _utc(value: object) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _azure_missing() -> bool:
+    try:
+        return find_spec("azure.containerregistry") is None
+    except (ModuleNotFoundError, ValueError):  # a parent package is missing, or blocked
+        return True
+
+
+def _bare_host(host: str) -> str:
+    """`host[:port]` of a host that may be given as `scheme://host[:port]`."""
+    return host.split("://", 1)[-1].rstrip("/").lower()
+
+
+class _PinnedTransport:
+    """An httpx transport that refuses to send ACR's tokens to any host but `allowed`: an
+    `Authorization` header is dropped, and a token request carrying the refresh token in
+    its body (a Bearer challenge whose realm is elsewhere) is not sent at all."""
+
+    def __init__(self, inner: httpx.BaseTransport, allowed: Iterable[str]) -> None:
+        self._inner = inner
+        self._allowed = frozenset(_bare_host(h) for h in allowed)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        where = request.url.netloc.decode().lower()
+        if where not in self._allowed:
+            if b"refresh_token" in request.read():
+                raise AuthError(
+                    f"token realm {request.url.host} is not the registry's host; "
+                    "refusing to send it the ACR refresh token"
+                )
+            if "authorization" in request.headers:
+                log.warning("not sending the registry's credentials to %s", request.url.host)
+                del request.headers["authorization"]
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AcrRegistry:
+    """`Registry` for one Azure Container Registry (`NAME.azurecr.io`).
+
+    Control plane: `ContainerRegistryClient` at `https://HOST` (`REGWARDEN_AZURE_ENDPOINT_ACR`
+    in `env` points it at a stand-in; `REGWARDEN_AZURE_CA_BUNDLE` adds the CA its TLS is
+    verified against), called without the library's retries: a 429/503 answer calls the
+    `watch_throttling` callbacks and is retried here (`THROTTLE_ATTEMPTS`, honouring
+    `Retry-After`). Data plane: `regwarden.oci.RegistryClient` at `data_plane_host` (else
+    the endpoint's host) with the ACR refresh token as its identity token; anonymous when
+    the endpoint is plain http on loopback.
+    """
+
+    kind = "acr"
+    capabilities: frozenset[str] = frozenset(
+        {CAP_TAG_DELETE, CAP_PUSH_TIMES, CAP_MANIFEST_LISTING, CAP_LOCK}
+    )
+
+    def __init__(
+        self,
+        host: str,
+        options: ProviderOptions | None = None,
+        *,
+        client: Any = None,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from .. import azure_clients
+        from . import ProviderOptions
+
+        self.host = host
+        self.options = options or ProviderOptions()
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self.endpoint = azure_clients.endpoint("acr", self.env) or f"https://{host}"
+        self.ca_file = azure_clients.ca_bundle(self.env)
+        self.anonymous = self.endpoint.startswith("http://")
+        self.data_plane_host = self.options.data_plane_host or self.endpoint
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._watchers: list[Callable[[float | None], None]] = []
+        self._scope = azure_clients.acr_scope(host)
+        self.credential: Any = None
+        if not self.anonymous:
+            self.credential = self.options.credentials or azure_clients.default_credential()
+        self._owns_client = client is None
+        if client is None:
+            from azure.containerregistry import ContainerRegistryClient
+
+            client = ContainerRegistryClient(
+                self.endpoint,
+                self.credential,
+                audience=self._scope.removesuffix("/.default"),
+                connection_verify=self.ca_file or True,
+                retry_total=0,  # retried here, so throttling is seen (see _call)
+                connection_timeout=self.options.deadline,
+                read_timeout=self.options.deadline,
+            )
+        self.client: Any = client
+        self._refresh: tuple[str, datetime] | None = None
+        self._data_plane: RegistryClient | None = None
+        self._data_plane_token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AcrRegistry({self.host!r})"
+
+    # -- control-plane plumbing ---------------------------------------------------------------
+
+    def _notify(self, delay: float | None) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for callback in watchers:
+            callback(delay)
+
+    def _call(self, what: str, thunk: Callable[[], _T]) -> _T:
+        """One control-plane call (or a whole listing), retried on 429/503 after telling
+        the throttling watchers; Azure's errors become regwarden's."""
+        from azure.core import exceptions as aexc
+
+        attempt = 0
+        while True:
+            try:
+                return thunk()
+            except aexc.HttpResponseError as exc:
+                status = exc.status_code
+                if status not in THROTTLE_STATUS:
+                    raise self._translate(exc, what) from exc
+                delay = _retry_after(exc)
+                self._notify(delay)
+                attempt += 1
+                if attempt >= THROTTLE_ATTEMPTS:
+                    raise self._translate(exc, what) from exc
+                backoff = min(_MAX_BACKOFF, 0.25 * 2 ** (attempt - 1))
+                self._sleep(min(delay, _MAX_RETRY_AFTER) if delay is not None else backoff)
+            except aexc.ClientAuthenticationError as exc:
+                raise self._auth_error(what, exc) from exc
+            except aexc.AzureError as exc:
+                raise RegistryError(f"ACR {self.host}: {what}: {exc}") from exc
+
+    def _auth_error(self, what: str, exc: object, status: int | None = None) -> AuthError:
+        return AuthError(
+            f"ACR {self.host}: {what}: {exc}",
+            status=status,
+            hint="check the Azure credentials (az login, or the managed identity) and their "
+            "role on the registry (AcrPull to read, AcrPush to tag, AcrDelete to delete)",
+        )
+
+    def _translate(self, exc: Any, what: str) -> RegistryError:
+        from azure.core import exceptions as aexc
+
+        status = exc.status_code if isinstance(exc.status_code, int) else None
+        code, detail = _error_detail(exc)
+        said = f"{status} {code}: {detail}" if detail else (exc.message or str(exc))
+        text = f"ACR {self.host}: {what}: {said}"
+        if isinstance(exc, aexc.ResourceNotFoundError) or status == 404:
+            return NotFound(text, status=404)
+        if code == "DENIED" and status == 403:  # a manifest's attributes refuse it (locked)
+            return AuthError(
+                text,
+                status=status,
+                hint="the manifest may be locked: see its writeEnabled, deleteEnabled and "
+                "readEnabled (az acr repository show --image REPO@DIGEST)",
+            )
+        if isinstance(exc, aexc.ClientAuthenticationError) or status in (401, 403):
+            return self._auth_error(what, said, status)
+        return RegistryError(text, status=status)
+
+    # -- data plane ---------------------------------------------------------------------------
+
+    def refresh_token(self) -> str | None:
+        """An ACR refresh token for this registry, from `POST /oauth2/exchange` with the
+        credential's AAD token; kept for a while (see `_REFRESH_LIFETIME`). None when
+        anonymous."""
+        if self.anonymous:
+            return None
+        now = self._clock()
+        with self._lock:
+            if self._refresh is not None and now - self._refresh[1] < _REFRESH_LIFETIME:
+                return self._refresh[0]
+        token = self._exchange()
+        with self._lock:
+            self._refresh = (token, now)
+        return token
+
+    def _exchange(self) -> str:
+        import httpx
+
+        try:
+            aad = self.credential.get_token(self._scope).token
+        except Exception as exc:
+            from azure.core.exceptions import ClientAuthenticationError
+
+            if isinstance(exc, ClientAuthenticationError):
+                raise self._auth_error("get an AAD token", exc) from exc
+            raise
+        form = {"grant_type": "access_token", "service": self.host, "access_token": aad}
+        url = f"{self.endpoint}/oauth2/exchange"
+        try:
+            response = httpx.post(
+                url, data=form, verify=self._verify(), timeout=self.options.deadline
+            )
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"ACR {self.host}: token exchange: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise self._auth_error(
+                "token exchange", f"HTTP {response.status_code}", response.status_code
+            )
+        if response.status_code != 200:
+            raise RegistryError(
+                f"ACR {self.host}: token exchange: got HTTP {response.status_code}, expected 200",
+                status=response.status_code,
+            )
+        try:
+            token = response.json().get("refresh_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"ACR {self.host}: token exchange: no refresh_token in answer")
+        return token
+
+    def _verify(self) -> Any:
+        if self.ca_file is None:
+            return True
+        import ssl
+
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=self.ca_file)
+        return context
+
+    def data_plane(self) -> RegistryClient:
+        """The OCI client for `/v2/` with the current refresh token, rebuilt when the token
+        changes (its access tokens were issued for the old one)."""
+        token = self.refresh_token()
+        with self._lock:
+            if self._data_plane is None or self._data_plane_token != token:
+                if self._data_plane is not None:
+                    self._data_plane.close()
+                self._data_plane = self._make_data_plane(token)
+                self._data_plane_token = token
+            return self._data_plane
+
+    def _make_data_plane(self, token: str | None) -> RegistryClient:
+        import httpx
+
+        from ..oci import Credentials, DeadlineTransport, RegistryClient
+
+        creds = Credentials(identity_token=token) if token else None
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        allowed = {self.host, self.data_plane_host, _bare_host(self.endpoint)}
+        transport = _PinnedTransport(
+            DeadlineTransport(limits=limits, ca_file=self.ca_file), allowed
+        )
+        client = RegistryClient(
+            self.data_plane_host,
+            credentials=creds,
+            insecure=self.options.insecure,
+            transport=transport,  # type: ignore[arg-type]  # an httpx transport by duck type
+            deadline=self.options.deadline,
+            blob_deadline=self.options.blob_deadline,
+            max_index_children=self.options.max_index_children,
+        )
+
+        def on_retry(status: int | None, delay: float) -> None:
+            if status in THROTTLE_STATUS:
+                self._notify(delay)
+
+        client.on_retry = on_retry
+        return client
+
+    def _oci(self) -> Any:
+        from .oci import OciRegistry
+
+        return OciRegistry(self.host, self.options, client=self.data_plane())
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def list_repositories(self) -> Iterator[str]:
+        """Every repository of the registry (`GET /acr/v1/_catalog`, all pages)."""
+        names: list[str] = self._call(
+            "list repositories", lambda: list(self.client.list_repository_names())
+        )
+        yield from names
+
+    def _manifests(self, repository: str) -> list[Any]:
+        try:
+            return self._call(
+                f"list manifests of {repository}",
+                lambda: list(self.client.list_manifest_properties(repository)),
+            )
+        except NotFound:  # no such repository: no images
+            return []
+
+    def _record(self, repository: str, props: Any, manifest: Manifest | None) -> ListedImage:
+        subject = manifest.subject if manifest is not None else None
+        return ListedImage(
+            repository=repository,
+            digest=str(props.digest),
+            media_type=manifest.media_type if manifest is not None else "",
+            tags=tuple(sorted(str(t) for t in props.tags or ())),
+            size=int(props.size_in_bytes) if props.size_in_bytes is not None else None,
+            created=_utc(props.created_on),
+            pushed=_utc(props.created_on),
+            children=tuple(d.digest for d in manifest.manifests) if manifest is not None else (),
+            subject=subject.digest if subject is not None else None,
+            artifact_type=manifest.artifact_type if manifest is not None else None,
+        )
+
+    def _read_manifests(self, repository: str, digests: list[str]) -> dict[str, Manifest]:
+        """The manifests `digests` name, read and verified over `/v2/` concurrently (ACR's
+        client does not give media types, children or subjects); missing or unreadable
+        (a locked `readEnabled=false` one) are left out."""
+        from ..oci import gather
+
+        client = self.data_plane()
+
+        def read(digest: str) -> Callable[[], Manifest | None]:
+            def run() -> Manifest | None:
+                try:
+                    return client.get_manifest(repository, digest)
+                except (NotFound, AuthError):
+                    return None
+
+            return run
+
+        found = gather([read(d) for d in digests])
+        return {d: m for d, m in zip(digests, found, strict=True) if m is not None}
+
+    def list_images(self, repository: str) -> list[ListedImage]:
+        """Every manifest of the repository (untagged ones and an index's children too),
+        newest push first: ACR's manifest listing, with each manifest's media type,
+        children and subject read over `/v2/`."""
+        listed = self._manifests(repository)
+        manifests = self._read_manifests(repository, [str(p.digest) for p in listed])
+        records = [self._record(repository, p, manifests.get(str(p.digest))) for p in listed]
+        return sorted(records, key=lambda r: (r.pushed is None, r.pushed), reverse=True)
+
+    def resolve(self, repository: str, reference: str) -> str | None:
+        """One HEAD on `/v2/`."""
+        desc = self.data_plane().head_manifest(repository, reference)
+        return None if desc is None else desc.digest
+
+    def tags_of(self, repository: str, digest: str) -> tuple[str, ...]:
+        """The tags ACR lists for `digest` now (its manifest properties)."""
+        try:
+            props = self._call(
+                f"manifest properties of {repository}@{digest}",
+                lambda: self.client.get_manifest_properties(repository, digest),
+            )
+        except NotFound:
+            return ()
+        return tuple(sorted(str(t) for t in props.tags or ()))
+
+    def index_children(self, repository: str) -> dict[str, tuple[str, ...]]:
+        """Every index ACR lists in the repository (untagged ones too) → the digests its
+        manifest lists. Only manifests without a platform of their own are read: ACR gives
+        an image's architecture and os, never an index's."""
+        candidates = [
+            str(p.digest)
+            for p in self._manifests(repository)
+            if not p.architecture and not p.operating_system
+        ]
+        manifests = self._read_manifests(repository, candidates)
+        return {
+            d: tuple(c.digest for c in m.manifests)
+            for d, m in manifests.items()
+            if m.media_type in _INDEX_TYPES or (m.manifests and "layers" not in m.data)
+        }
+
+    def image_details(self, repository: str, reference: str) -> ImageDetails:
+        """The manifest, platforms, labels and config `created` over `/v2/`; tags, push
+        time and ACR's size from the manifest's properties."""
+        details: ImageDetails = self._oci().image_details(repository, reference)
+        record = details.record
+        try:
+            props = self._call(
+                f"manifest properties of {repository}@{record.digest}",
+                lambda: self.client.get_manifest_properties(repository, record.digest),
+            )
+        except NotFound:
+            return details
+        merged = ListedImage(
+            repository=repository,
+            digest=record.digest,
+            media_type=record.media_type,
+            tags=tuple(sorted(str(t) for t in props.tags or ())),
+            size=int(props.size_in_bytes) if props.size_in_bytes is not None else record.size,
+            created=record.created or _utc(props.created_on),
+            pushed=_utc(props.created_on),
+            children=record.children,
+            subject=record.subject,
+            artifact_type=record.artifact_type,
+        )
+        return ImageDetails(
+            record=merged,
+            manifest=details.manifest,
+            labels=details.labels,
+            platforms=details.platforms,
+            layer_count=details.layer_count,
+            content=details.content,
+        )
+
+    # -- attributes (the `lock` quarantine) ---------------------------------------------------
+
+    def manifest_attributes(self, repository: str, digest: str) -> ManifestAttributes:
+        """The manifest's changeable attributes (`GET /acr/v1/{name}/_manifests/{digest}`)."""
+        props = self._call(
+            f"manifest properties of {repository}@{digest}",
+            lambda: self.client.get_manifest_properties(repository, digest),
+        )
+        return _attributes(props)
+
+    def set_manifest_attributes(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        write: bool | None = None,
+        delete: bool | None = None,
+        read: bool | None = None,
+        list: bool | None = None,
+    ) -> ManifestAttributes:
+        """Set the attributes given (None: left as they are) with one PATCH of the
+        manifest's properties; returns them all as ACR now holds them."""
+        try:
+            validate_digest(digest)
+        except InvalidReference as exc:
+            raise UsageError(str(exc)) from None
+        changes = {
+            name: value
+            for name, value in (
+                ("can_write", write),
+                ("can_delete", delete),
+                ("can_read", read),
+                ("can_list", list),
+            )
+            if value is not None
+        }
+        if not changes:
+            return self.manifest_attributes(repository, digest)
+        props = self._call(
+            f"set attributes of {repository}@{digest}",
+            lambda: self.client.update_manifest_properties(repository, digest, **changes),
+        )
+        return _attributes(props)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def add_tag(self, repository: str, digest: str, tag: str) -> None:
+        """The manifest PUT again under `tag` over `/v2/` (ACR has no tag-create call); a
+        tag elsewhere is moved."""
+        try:
+            validate_digest(digest)
+        except InvalidReference as exc:
+            raise UsageError(str(exc)) from None
+        self._oci().add_tag(repository, digest, tag)
+
+    def remove_tag(self, repository: str, tag: str) -> None:
+        """`DELETE /acr/v1/{name}/_tags/{tag}`: the manifest stays. A tag already gone is
+        done (ACR's client takes the 404 as success)."""
+        self._call(
+            f"remove tag {repository}:{tag}", lambda: self.client.delete_tag(repository, tag)
+        )
+
+    def delete(self, repository: str, digest: str) -> None:
+        """Delete the manifest (its tags go with it); refused on a manifest whose
+        `deleteEnabled` is false. A manifest already gone is done (the client takes the
+        404 as success)."""
+        try:
+            validate_digest(digest)
+        except InvalidReference as exc:
+            raise UsageError(str(exc)) from None
+        self._call(
+            f"delete {repository}@{digest}",
+            lambda: self.client.delete_manifest(repository, digest),
+        )
+
+    def delete_many(self, repository: str, digests: Iterable[str]) -> list[DeleteResult]:
+        """ACR deletes one manifest per request: delete them one at a time."""
+        raise Unsupported(f"ACR {self.host} has no batch delete; delete one digest at a time")
+
+    def watch_throttling(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
+        """`callback(delay)` on every 429/503 a control-plane call is retried after (`delay`:
+        its Retry-After, else None) and every one the data plane's client retries."""
+        with self._lock:
+            self._watchers.append(callback)
+
+        def undo() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._watchers.remove(callback)
+
+        return undo
+
+    def copy(
+        self,
+        src_repository: str,
+        reference: str,
+        dst_repository: str,
+        tag: str | None = None,
+        *,
+        manifest: Manifest | None = None,
+    ) -> str:
+        """Copy over `/v2/` (blobs mounted across repositories, else streamed); ACR creates
+        the destination repository on push."""
+        return self.data_plane().copy_image(
+            src_repository, reference, dst_repository, tag, manifest=manifest
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._data_plane is not None:
+                self._data_plane.close()
+                self._data_plane = None
+        if self._owns_client:
+            self.client.close()
+
+
+def _attributes(props: Any) -> ManifestAttributes:
+    # ACR leaves an attribute out when it is at its default (enabled).
+    def flag(value: object) -> bool:
+        return value is None or bool(value)
+
+    return ManifestAttributes(
+        write=flag(props.can_write),
+        delete=flag(props.can_delete),
+        read=flag(props.can_read),
+        list=flag(props.can_list),
+    )
+
+
+def _error_detail(exc: Any) -> tuple[str, str]:
+    """(code, message) of the first entry of ACR's error envelope `{"errors": [{"code",
+    "message"}]}` in an answer, or empty strings."""
+    response = getattr(exc, "response", None)
+    try:
+        doc = response.json() if response is not None else None
+    except Exception:  # not JSON, or no body: nothing more to say
+        return "", ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return "", ""
+    return str(errors[0].get("code") or ""), str(errors[0].get("message") or "")
+
+
+def _retry_after(exc: Any) -> float | None:
+    """The seconds a throttling answer's `Retry-After` asks for, if it says."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def make_acr(host: str, options: ProviderOptions) -> Registry:
+    """Factory for `providers.register("acr")`: an `AcrRegistry` with the caller's
+    credential (`options.credentials`) or `DefaultAzureCredential`."""
+    if _azure_missing():
+        raise NotImplementedYet(
+            f"{host} is Azure Container Registry; its provider needs the 'azure' extra",
+            hint="pip install 'regwarden[azure]'",
+        )
+    if urlsplit(f"//{host}").hostname is None:
+        raise UsageError(f"not a registry host: got {host!r}, expected NAME.azurecr.io")
+    return AcrRegistry(host, options)
