@@ -29,7 +29,13 @@ from regwarden.devtools import (
     skopeo_copy,
     write_layout,
 )
-from regwarden.errors import AuthError, Unsupported, UsageError
+from regwarden.errors import (
+    AuthError,
+    NotImplementedYet,
+    RegistryError,
+    Unsupported,
+    UsageError,
+)
 from regwarden.oci import Credentials, DeadlineTransport, RegistryClient
 from regwarden.providers import (
     CAP_LOCK,
@@ -40,7 +46,8 @@ from regwarden.providers import (
     Registry,
     open_registry,
 )
-from regwarden.providers.acr import AcrRegistry, ManifestAttributes
+from regwarden.providers import acr as acr_module
+from regwarden.providers.acr import THROTTLE_ATTEMPTS, AcrRegistry, ManifestAttributes
 
 pytestmark = pytest.mark.integration
 
@@ -341,3 +348,46 @@ def test_a_refused_aad_token_is_an_auth_error(acr: FakeAcr, repo: str) -> None:
             list(registry.list_repositories())
     finally:
         registry.close()
+
+
+def test_throttling_is_retried_and_watched(acr: FakeAcr, pushed: Pushed, repo: str) -> None:
+    registry = provider(acr)
+    delays: list[float | None] = []
+    undo = registry.watch_throttling(delays.append)
+    try:
+        acr.fail_next("GET", f"/acr/v1/{repo}/_manifests", 429, {"Retry-After": "2"})
+        acr.fail_next("GET", f"/acr/v1/{repo}/_manifests", 503)
+        assert len(registry.list_images(repo)) == 5
+        assert delays == [2.0, None]
+        for _ in range(THROTTLE_ATTEMPTS):
+            acr.fail_next("GET", f"/acr/v1/{repo}/_manifests/.*", 429)
+        with pytest.raises(RegistryError) as raised:
+            registry.tags_of(repo, pushed.single.manifest_digest)
+        assert raised.value.status == 429
+        undo()
+        acr.fail_next("GET", f"/acr/v1/{repo}/_manifests", 429)
+        registry.list_images(repo)
+        assert len(delays) == 2 + THROTTLE_ATTEMPTS  # not told once undone
+    finally:
+        registry.close()
+
+
+def test_tls_is_verified_against_the_named_ca_only(acr: FakeAcr, repo: str) -> None:
+    env = {"REGWARDEN_AZURE_ENDPOINT_ACR": acr.url}  # no CA bundle: the system's CAs
+    registry = AcrRegistry(acr.login_server, ProviderOptions(credentials=acr.credential()), env=env)
+    try:
+        with pytest.raises(RegistryError, match=r"(?i)certificate"):
+            list(registry.list_repositories())
+        with pytest.raises(RegistryError, match=r"(?i)certificate"):
+            registry.resolve(repo, "v1")
+    finally:
+        registry.close()
+
+
+def test_without_the_azure_extra_the_provider_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(acr_module, "_azure_missing", lambda: True)
+    with pytest.raises(NotImplementedYet, match="needs the 'azure' extra") as info:
+        open_registry("acme.azurecr.io")
+    assert info.value.hint == "pip install 'regwarden[azure]'"

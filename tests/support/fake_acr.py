@@ -31,6 +31,8 @@ with its Authorization: `v2_requests`.
 Azure/acr `docs/preview/quarantine/readme.md`):
 
 - `GET /acr/v1/_catalog` → `Repositories {repositories}` (one page);
+- `fail_next(method, regex, status, headers)` answers the next matching (authorized)
+  request with an error instead, `/v2/` and `/acr/v1/` alike;
 - `GET /acr/v1/{name}` → `ContainerRepositoryProperties {registry, imageName, createdTime,
   lastUpdateTime, manifestCount, tagCount, changeableAttributes}`;
 - `GET /acr/v1/{name}/_manifests` → `AcrManifests {registry, imageName, manifests:
@@ -246,6 +248,7 @@ class FakeAcr:
         self._attrs: dict[tuple[str, str], dict[str, bool]] = {}
         self._hidden: set[tuple[str, str]] = set()
         self._cache: dict[tuple[str, str], _Manifest] = {}
+        self._faults: list[tuple[str, re.Pattern[str], int, dict[str, str]]] = []
         self._dir = tempfile.TemporaryDirectory(prefix="fake-acr-")
         self.ca_file, context = _make_tls(Path(self._dir.name))
         self._server = LoopbackServer(self._handler_class())
@@ -276,6 +279,22 @@ class FakeAcr:
         with self.lock:
             self._refresh.add(token)
         return token
+
+    def fail_next(
+        self, method: str, pattern: str, status: int, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer the next authorized request matching (method, decoded-path regex) with
+        `status` in ACR's error envelope (429 `TOOMANYREQUESTS` with `Retry-After`, 503 …)."""
+        with self.lock:
+            self._faults.append((method.upper(), re.compile(pattern), status, dict(headers or {})))
+
+    def _take_fault(self, method: str, path: str) -> tuple[int, dict[str, str]] | None:
+        with self.lock:
+            for i, (m, rx, status, headers) in enumerate(self._faults):
+                if m == method and rx.fullmatch(path):
+                    del self._faults[i]
+                    return status, headers
+        return None
 
     def attributes(self, repository: str, digest: str) -> dict[str, bool]:
         with self.lock:
@@ -380,6 +399,11 @@ class FakeAcr:
             return self._error(
                 h, 401, "UNAUTHORIZED", "authentication required", **{"WWW-Authenticate": challenge}
             )
+        fault = self._take_fault(h.command, unquote(path))
+        if fault is not None:
+            self._body(h)
+            code = "TOOMANYREQUESTS" if fault[0] == 429 else "UNAVAILABLE"
+            return self._error(h, fault[0], code, f"injected {fault[0]}", **fault[1])
         if path.startswith("/acr/v1/"):
             with self.lock:
                 self.acr_requests.append((h.command, path))
