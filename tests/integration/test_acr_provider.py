@@ -391,3 +391,28 @@ def test_without_the_azure_extra_the_provider_says_what_to_install(
     with pytest.raises(NotImplementedYet, match="needs the 'azure' extra") as info:
         open_registry("acme.azurecr.io")
     assert info.value.hint == "pip install 'regwarden[azure]'"
+
+
+def test_the_refresh_token_is_exchanged_again_after_45_minutes(
+    acr: FakeAcr, pushed: Pushed, repo: str
+) -> None:
+    now = [T0]
+    registry = AcrRegistry(
+        acr.login_server,
+        ProviderOptions(credentials=acr.credential()),
+        env=acr.env(),
+        clock=lambda: now[0],
+    )
+    try:
+        before = len(acr.exchanges)
+        first = registry.data_plane()
+        now[0] = T0 + timedelta(minutes=44)
+        assert registry.data_plane() is first
+        assert len(acr.exchanges) == before + 1
+        now[0] = T0 + timedelta(minutes=46)
+        second = registry.data_plane()
+        assert second is not first  # rebuilt: its access tokens came from the old one
+        assert len(acr.exchanges) == before + 2
+        assert registry.resolve(repo, "v2") == pushed.single.manifest_digest
+    finally:
+        registry.close()
