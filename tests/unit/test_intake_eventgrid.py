@@ -88,10 +88,24 @@ def test_each_sample_is_detected_and_parsed(name: str) -> None:
         assert event.time == WHEN  # the envelope's time, not data.timestamp
 
 
-def test_the_parser_is_registered_for_invoke_and_not_for_the_receiver() -> None:
+def test_the_parser_is_registered_for_the_receiver_with_its_handshake() -> None:
     parser = PARSERS.get("eventgrid")
-    assert parser.webhook is False
+    assert parser.webhook is True
     assert "Event Grid" in parser.described
+    assert parser.handshake is not None
+    validation = (EVENTS / "eventgrid-validation.json").read_bytes()
+    reply = parser.handshake("POST", validation, {})
+    assert reply is not None
+    assert reply.body == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
+    assert (
+        parser.handshake("POST", (EVENTS / "eventgrid-image-pushed.json").read_bytes(), {}) is None
+    )
+    reply = parser.handshake("OPTIONS", b"", {"WebHook-Request-Origin": "eventgrid.azure.net"})
+    assert reply is not None
+    assert reply.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+    assert parser.handshake("OPTIONS", b"", {}) is None
+    # the other sources need none
+    assert all(PARSERS.get(n).handshake is None for n in PARSERS if n != "eventgrid")
 
 
 @pytest.mark.parametrize("name", ["cloudevent-image-pushed.json", "cloudevent-chart-deleted.json"])

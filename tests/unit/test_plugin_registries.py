@@ -222,7 +222,7 @@ def test_an_unknown_source_lists_the_registered_ones() -> None:
 
 def test_the_receiver_takes_the_webhook_sources_only() -> None:
     # EventBridge events arrive through SQS, never at /events/<source>.
-    assert sorted(receiver_validators()) == ["distribution", "harbor"]
+    assert sorted(receiver_validators()) == ["distribution", "eventgrid", "harbor"]
 
 
 @pytest.mark.parametrize(

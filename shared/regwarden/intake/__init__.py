@@ -6,7 +6,8 @@ raises `regwarden.errors.IntakeError` naming the field and where; nothing else e
 - `parse_distribution` / `parse_distribution_batch`: CNCF distribution notifications
 - `parse_harbor` / `parse_harbor_results`: Harbor webhooks (default JSON and CloudEvents)
 - `PARSERS`: event source name → `EventParser` (parse a delivery, detect a document, whether
-  the webhook receiver takes it): `distribution`, `harbor`, `eventbridge`, `gcr`
+  the webhook receiver takes it, its handshake): `distribution`, `harbor`, `eventbridge`, `gcr`,
+  `eventgrid` (ACR via Event Grid: `intake._eventgrid`)
 - `gcr_events` / `parse_gcr`: Artifact Registry's `gcr` Pub/Sub messages; the delivery
   (push body, binary or structured CloudEvent) is decoded by `intake.pubsub.decode_pubsub`
 - `signature_subject`, `manifest_subject`: tell signature/attestation/referrer pushes apart
@@ -28,7 +29,7 @@ from ._hosts import (
     normalize_host,
     parse_host,
 )
-from ._parsers import PARSERS, EventParser
+from ._parsers import PARSERS, EventParser, Handshake, HandshakeCheck
 from ._result import IntakeBatch, IntakeResult
 from ._signatures import manifest_subject, signature_subject
 
@@ -36,6 +37,8 @@ __all__ = [
     "PARSERS",
     "Classified",
     "EventParser",
+    "Handshake",
+    "HandshakeCheck",
     "IntakeBatch",
     "IntakeResult",
     "ManifestRole",

@@ -10,8 +10,8 @@ and is then parsed, detected and (if a webhook) received without an edit elsewhe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ..errors import IntakeError
 from ..model import ImageEvent
@@ -19,11 +19,26 @@ from ..plugins import PluginRegistry
 from ._distribution import parse_distribution_batch
 from ._harbor import parse_harbor_results
 
-__all__ = ["MAX_LISTED_PROBLEMS", "PARSERS", "EventParser"]
+__all__ = ["MAX_LISTED_PROBLEMS", "PARSERS", "EventParser", "Handshake", "HandshakeCheck"]
 
 log = logging.getLogger("regwarden.intake")
 
 MAX_LISTED_PROBLEMS = 20  # a 400 names each problem, within reason for a 1 MiB envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """The answer to a sender's subscription handshake (200), in place of taking events."""
+
+    body: dict[str, str] | None = None
+    """A JSON body to answer with (Event Grid: `{"validationResponse": code}`)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Response headers (CloudEvents' abuse protection: `WebHook-Allowed-Origin`)."""
+
+
+HandshakeCheck = Callable[[str, bytes, Mapping[str, str]], Handshake | None]
+"""(HTTP method, body, headers) → the answer to a handshake, or None for a delivery;
+IntakeError for a malformed handshake."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +56,11 @@ class EventParser:
 
     webhook: bool = True
     """The receiver accepts it at `/events/<name>`."""
+
+    handshake: HandshakeCheck | None = None
+    """A sender that proves the endpoint before delivering (Event Grid): the receiver
+    answers it, even from a caller without credentials, as the sender's handshake may
+    carry none (its deliveries still must)."""
 
 
 PARSERS = PluginRegistry[EventParser]("event source")
@@ -119,6 +139,16 @@ def _eventgrid_detect(doc: object) -> bool:
     return is_eventgrid_delivery(doc)
 
 
+def _eventgrid_handshake(method: str, body: bytes, headers: Mapping[str, str]) -> Handshake | None:
+    from ._eventgrid import eventgrid_validation, webhook_allowed_origin
+
+    if method == "OPTIONS":
+        allowed = webhook_allowed_origin(headers)
+        return None if allowed is None else Handshake(headers=allowed)
+    answer = eventgrid_validation(body, headers)
+    return None if answer is None else Handshake(body=answer)
+
+
 def _has(*keys: str) -> Callable[[object], bool]:
     return lambda doc: isinstance(doc, dict) and any(k in doc for k in keys)
 
@@ -152,17 +182,17 @@ PARSERS.add(
         webhook=False,
     ),
 )
-# Event Grid validates a webhook subscription with a handshake (`eventgrid_validation`,
-# `webhook_allowed_origin`) that the receiver does not answer yet: `eventgrid` deliveries
-# go to `regwarden invoke` (and the Azure functions' Event Grid trigger, which answers the
-# handshake itself), not to `serve`.
+# Event Grid proves a webhook endpoint before delivering (a validation event, or an
+# OPTIONS request for CloudEvents): the receiver answers it. Deliveries authenticate as
+# any webhook's: Event Grid sends the token as a secret delivery property (an
+# `Authorization: Bearer …` header on every delivery); ACR's own webhooks as a header too.
 PARSERS.add(
     "eventgrid",
     EventParser(
         _eventgrid,
         _eventgrid_detect,
         "an Event Grid or CloudEvents delivery of ACR events (or ACR's webhook)",
-        webhook=False,
+        handshake=_eventgrid_handshake,
     ),
 )
 PARSERS.add(

@@ -2,8 +2,12 @@
 
 Order of work for each request: authenticate → read the body, bounded → validate it
 (cheap, pure parse; events for unconfigured registry hosts are refused) → persist it in
-the durable queue → 202. Processing happens on the worker pool, so the caller's timeout
-(distribution often 1 s, Harbor 3 s) is never spent on registry I/O.
+the durable queue → 202. A source whose sender proves the endpoint first (Event Grid:
+`EventParser.handshake`) has its handshake answered (200) even without credentials, as
+the sender's handshake may carry none: such a caller's body is read only up to
+`HANDSHAKE_BODY`, and anything but a handshake from it is a 401. Processing happens on
+the worker pool, so the caller's timeout (distribution often 1 s, Harbor 3 s) is never
+spent on registry I/O.
 
 The body is read as a stream against `MAX_BODY` and one overall deadline: a body
 announced larger is refused from its Content-Length before a byte is read, one that grows
@@ -16,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IntakeError
 from ..store import EventQueue
 from ._auth import CallerAuthenticator
 from ._worker import Clock, WorkerPool, utcnow
+
+if TYPE_CHECKING:
+    from ..intake import HandshakeCheck
 
 log = logging.getLogger("regwarden.receiver")
 
@@ -29,6 +36,9 @@ log = logging.getLogger("regwarden.receiver")
 Validator = Callable[[bytes, str | None], int]
 
 MAX_BODY = 1 << 20  # distribution batches events; a megabyte is far above any real batch
+# what a caller without credentials may send a source that handshakes (Event Grid's
+# validation event is under 1 KiB): enough for the handshake, little to read for nothing
+HANDSHAKE_BODY = 64 << 10
 BODY_TIMEOUT = 10.0  # seconds for a whole body: senders post small bodies on a fast network
 
 
@@ -99,6 +109,15 @@ def create_app(
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
+    from ..intake import PARSERS
+
+    # sources that prove the endpoint before delivering (Event Grid): answered here
+    handshakes = {
+        s: check
+        for s in validators
+        if s in PARSERS and (check := PARSERS.get(s).handshake) is not None
+    }
+
     async def receive(request: Request) -> Response:
         try:
             return await _receive(request)
@@ -119,22 +138,44 @@ def create_app(
             valid = ", ".join(sorted(validators))
             return JSONResponse({"error": f"unknown source {source!r}; valid: {valid}"}, 404)
         peer = request.client.host if request.client else "?"
-        if not auth.check(request.headers.get("authorization")):
+        handshake = handshakes.get(source)
+        if request.method == "OPTIONS":
+            return _options(handshake, request)
+        authorized = auth.check(request.headers.get("authorization"))
+        unauthorized = JSONResponse(
+            {"error": "unauthorized"},
+            401,
+            headers={"WWW-Authenticate": 'Bearer realm="regwarden"'},
+        )
+        if not authorized and handshake is None:
             log.warning("rejected %s webhook from %s: bad credentials", source, peer)
-            return JSONResponse(
-                {"error": "unauthorized"},
-                401,
-                headers={"WWW-Authenticate": 'Bearer realm="regwarden"'},
-            )
+            return unauthorized
         try:
-            body = await _read_body(request, limit=max_body, timeout=body_timeout)
+            limit = max_body if authorized else HANDSHAKE_BODY
+            body = await _read_body(request, limit=limit, timeout=body_timeout)
         except _BodyRefused as exc:
+            if not authorized:  # too big for a handshake: a delivery without credentials
+                log.warning("rejected %s webhook from %s: bad credentials", source, peer)
+                unauthorized.headers["Connection"] = "close"
+                return unauthorized
             log.warning("rejected %s webhook from %s: %s", source, peer, exc.error)
             # the rest of the body is never read: the connection cannot be reused
             return JSONResponse({"error": exc.error}, exc.status, headers={"Connection": "close"})
         except _Disconnected as exc:
             log.warning("%s webhook from %s: %s; nothing stored", source, peer, exc)
             return Response(status_code=400)  # nobody is left to read it
+        if handshake is not None:
+            try:
+                reply = handshake("POST", body, request.headers)
+            except IntakeError as exc:
+                log.warning("rejected %s handshake from %s: %s", source, peer, exc)
+                return JSONResponse({"error": str(exc)}, 400)
+            if reply is not None:
+                log.info("answered a %s subscription handshake from %s", source, peer)
+                return JSONResponse(reply.body or {}, 200, headers=reply.headers)
+            if not authorized:
+                log.warning("rejected %s webhook from %s: bad credentials", source, peer)
+                return unauthorized
         content_type = request.headers.get("content-type")
         try:
             count = validate(body, content_type)
@@ -147,6 +188,17 @@ def create_app(
         if pool is not None:
             pool.notify()
         return JSONResponse({"accepted": count, "id": event_id}, 202)
+
+    def _options(handshake: HandshakeCheck | None, request: Request) -> Response:
+        """CloudEvents' abuse protection (an OPTIONS naming the sender's origin), for a
+        source that handshakes; nothing else is served on OPTIONS."""
+        try:
+            reply = handshake("OPTIONS", b"", request.headers) if handshake else None
+        except IntakeError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        if reply is None:
+            return Response(status_code=405, headers={"Allow": "POST"})
+        return Response(status_code=200, headers={"Allow": "POST, OPTIONS", **reply.headers})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "pending": ledger.pending_count()})
@@ -164,7 +216,7 @@ def create_app(
     return Starlette(
         lifespan=lifespan,
         routes=[
-            Route("/events/{source}", receive, methods=["POST"]),
+            Route("/events/{source}", receive, methods=["POST", "OPTIONS"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
     )
