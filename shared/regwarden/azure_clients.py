@@ -14,12 +14,10 @@ azure-identity and the Azure SDKs are imported on first use, never with this mod
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from .errors import UsageError
+from .cloud_endpoints import endpoint_override
 
 __all__ = [
     "ACR_AUDIENCE",
@@ -30,7 +28,6 @@ __all__ = [
     "ca_bundle",
     "default_credential",
     "endpoint",
-    "is_loopback",
 ]
 
 ENDPOINT_ENV_PREFIX = "REGWARDEN_AZURE_ENDPOINT_"
@@ -44,33 +41,12 @@ _SOVEREIGN_AUDIENCES = {
 }
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def endpoint(service: str, env: Mapping[str, str]) -> str | None:
     """The endpoint `env` names for `service` (`https://…`, or `http://` on loopback only);
     None: Azure's own. Raises UsageError for anything else."""
     if service not in SERVICES:
         raise ValueError(f"unknown Azure service {service!r}")
-    name = ENDPOINT_ENV_PREFIX + service.upper()
-    value = env.get(name, "").strip().rstrip("/")
-    if not value:
-        return None
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return value
-    if parts.scheme == "http" and is_loopback(host):
-        return value
-    raise UsageError(
-        f"{name}: got {value!r}, expected https://HOST[:PORT] (http:// only on loopback)"
-    )
+    return endpoint_override(ENDPOINT_ENV_PREFIX + service.upper(), env)
 
 
 def ca_bundle(env: Mapping[str, str]) -> str | None:

@@ -16,14 +16,12 @@ google-auth and the client libraries are imported on first use, never with this 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-from .errors import UsageError
+from .cloud_endpoints import endpoint_override
 
 __all__ = [
     "ENDPOINT_ENV_PREFIX",
@@ -53,33 +51,12 @@ _REFRESH_MARGIN = timedelta(minutes=5)
 that lapses in flight."""
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def endpoint(service: str, env: Mapping[str, str]) -> str | None:
     """The endpoint `env` names for `service` (`https://…`, or `http://` on loopback only);
     None: Google's own. Raises UsageError for anything else."""
     if service not in SERVICES:
         raise ValueError(f"unknown Google Cloud service {service!r}")
-    name = ENDPOINT_ENV_PREFIX + service.upper()
-    value = env.get(name, "").strip().rstrip("/")
-    if not value:
-        return None
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return value
-    if parts.scheme == "http" and _is_loopback(host):
-        return value
-    raise UsageError(
-        f"{name}: got {value!r}, expected https://HOST[:PORT] (http:// only on loopback)"
-    )
+    return endpoint_override(ENDPOINT_ENV_PREFIX + service.upper(), env)
 
 
 @functools.cache

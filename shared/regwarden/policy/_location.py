@@ -10,7 +10,6 @@ credentials.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from ..cloud_endpoints import is_loopback as _is_loopback
 from ..errors import UsageError
 from ._base import string_value_schema
 
@@ -256,15 +256,6 @@ def _check_url(text: str, scheme: LocationScheme) -> None:
             f"got {text!r}: plain http is allowed only for loopback hosts (127.0.0.1, ::1, "
             "localhost); expected https://"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

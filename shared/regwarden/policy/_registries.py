@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator, model_validator
 
+from ..cloud_endpoints import is_loopback as _is_loopback
 from ._base import Loc, PolicyModel, rule_error
-from ._location import _is_loopback
 
 __all__ = [
     "KIND_SOURCES",

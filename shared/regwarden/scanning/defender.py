@@ -36,15 +36,13 @@ Azure libraries are imported on first use, never with this module.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
-from ..errors import AuthError, RegistryError, UsageError
+from ..errors import AuthError, RegistryError
 from ..model import ScanReport
 from ._errors import ScanFormatError
 from ._sources import NoScanYet
@@ -92,29 +90,6 @@ _MAX_PAGES = 10_000
 T = TypeVar("T")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _endpoint(env: Mapping[str, str]) -> str | None:
-    """The Resource Graph endpoint `env` names; None: Azure's own (the SDK's default)."""
-    value = env.get(ENV_ENDPOINT, "").strip().rstrip("/")
-    if not value:
-        return None
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    if (parts.scheme == "https" and host) or (parts.scheme == "http" and _is_loopback(host)):
-        return value
-    raise UsageError(
-        f"{ENV_ENDPOINT}: got {value!r}, expected https://HOST[:PORT] (http:// only on loopback)"
-    )
-
-
 def subscriptions_of(env: Mapping[str, str]) -> tuple[str, ...]:
     """The subscription ids `REGWARDEN_AZURE_SUBSCRIPTION` lists (empty: every one the
     identity can read)."""
@@ -143,7 +118,9 @@ def resourcegraph_client(
     `retry_total` times with exponential backoff."""
     from azure.mgmt.resourcegraph import ResourceGraphClient
 
-    url = _endpoint(env)
+    from .. import azure_clients
+
+    url = azure_clients.endpoint("resourcegraph", env)
     options: dict[str, Any] = {
         "retry_total": retry_total,
         "retry_backoff_factor": retry_backoff_factor,
@@ -159,9 +136,7 @@ def resourcegraph_client(
             _NoCredential(), base_url=url, authentication_policy=SansIOHTTPPolicy(), **options
         )
     if credential is None:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
+        credential = azure_clients.default_credential()
     return ResourceGraphClient(credential, base_url=url, **options)
 
 
