@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -57,7 +58,6 @@ def test_images_json_groups_tags_and_sizes_indexes(
         (("images", "ghcr.io/Acme/api"), 2, "must be lowercase"),
         (("images", "127.0.0.1:5000/a:tag"), 2, "expected a repository"),
         (("images", "europe-docker.pkg.dev/proj/repo/img"), 2, "Google Artifact Registry"),
-        (("images", "acme.azurecr.io/api"), 2, "Azure Container Registry"),
         (("retention", "plan", "--policy", "p.yaml"), 2, "needs the registry host"),
         (("images",), 2, "Missing argument"),
         (("images", "x", "--bogus"), 2, "No such option"),
@@ -78,6 +78,17 @@ def test_unreachable_registry_exits_3() -> None:
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"127.0.0.1:{port}" in proc.stderr
+
+
+def test_an_unreachable_acr_control_plane_exits_3_naming_the_registry() -> None:
+    """ACR's provider has landed (it was a placeholder answering exit 2): a registry it
+    cannot reach is an infrastructure error, one line, exit 3. Its control plane is sent
+    to a closed loopback port, so nothing leaves the machine."""
+    env = {**os.environ, "REGWARDEN_AZURE_ENDPOINT_ACR": f"https://127.0.0.1:{free_port()}"}
+    proc = run("images", "acme.azurecr.io/api", env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "ACR acme.azurecr.io" in proc.stderr and "Connection refused" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_plain_http_to_remote_host_needs_insecure() -> None:
