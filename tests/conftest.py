@@ -20,8 +20,10 @@ from regwarden.devtools import DEFAULT_BINARY, Content, LocalRegistry, make_imag
 from regwarden.oci import RegistryClient
 
 # Tests talk to loopback only: never let botocore probe the EC2 metadata address for
-# credentials, and give the AWS SDK dummy credentials so nothing reaches for real ones.
+# credentials, nor google-auth the GCE metadata server, and give the AWS SDK dummy
+# credentials so nothing reaches for real ones.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["NO_GCE_CHECK"] = "true"
 for _name, _value in (
     ("AWS_ACCESS_KEY_ID", "testing"),
     ("AWS_SECRET_ACCESS_KEY", "testing"),
