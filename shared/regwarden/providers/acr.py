@@ -25,7 +25,6 @@ says which extra to install when they are missing.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -58,10 +57,9 @@ from ._base import (
     ListedImage,
     Registry,
 )
+from ._cloud_plane import ThrottleWatchers, bare_host, pinned_client, utc
 
 if TYPE_CHECKING:
-    import httpx
-
     from ..oci import Manifest, RegistryClient
     from . import ProviderOptions
 
@@ -98,48 +96,11 @@ class ManifestAttributes:
     list: bool
 
 
-def _utc(value: object) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _azure_missing() -> bool:
     try:
         return find_spec("azure.containerregistry") is None
     except (ModuleNotFoundError, ValueError):  # a parent package is missing, or blocked
         return True
-
-
-def _bare_host(host: str) -> str:
-    """`host[:port]` of a host that may be given as `scheme://host[:port]`."""
-    return host.split("://", 1)[-1].rstrip("/").lower()
-
-
-class _PinnedTransport:
-    """An httpx transport that refuses to send ACR's tokens to any host but `allowed`: an
-    `Authorization` header is dropped, and a token request carrying the refresh token in
-    its body (a Bearer challenge whose realm is elsewhere) is not sent at all."""
-
-    def __init__(self, inner: httpx.BaseTransport, allowed: Iterable[str]) -> None:
-        self._inner = inner
-        self._allowed = frozenset(_bare_host(h) for h in allowed)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        where = request.url.netloc.decode().lower()
-        if where not in self._allowed:
-            if b"refresh_token" in request.read():
-                raise AuthError(
-                    f"token realm {request.url.host} is not the registry's host; "
-                    "refusing to send it the ACR refresh token"
-                )
-            if "authorization" in request.headers:
-                log.warning("not sending the registry's credentials to %s", request.url.host)
-                del request.headers["authorization"]
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 class AcrRegistry:
@@ -182,7 +143,7 @@ class AcrRegistry:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._watchers: list[Callable[[float | None], None]] = []
+        self._watchers = ThrottleWatchers()
         self._scope = azure_clients.acr_scope(host)
         self.credential: Any = None
         if not self.anonymous:
@@ -211,10 +172,7 @@ class AcrRegistry:
     # -- control-plane plumbing ---------------------------------------------------------------
 
     def _notify(self, delay: float | None) -> None:
-        with self._lock:
-            watchers = list(self._watchers)
-        for callback in watchers:
-            callback(delay)
+        self._watchers.notify(delay)
 
     def _call(self, what: str, thunk: Callable[[], _T]) -> _T:
         """One control-plane call (or a whole listing), retried on 429/503 after telling
@@ -344,32 +302,20 @@ class AcrRegistry:
             return self._data_plane
 
     def _make_data_plane(self, token: str | None) -> RegistryClient:
-        import httpx
-
-        from ..oci import Credentials, DeadlineTransport, RegistryClient
+        from ..oci import Credentials
 
         creds = Credentials(identity_token=token) if token else None
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        allowed = {self.host, self.data_plane_host, _bare_host(self.endpoint)}
-        transport = _PinnedTransport(
-            DeadlineTransport(limits=limits, ca_file=self.ca_file), allowed
-        )
-        client = RegistryClient(
+        allowed = (self.host, self.data_plane_host, bare_host(self.endpoint))
+        return pinned_client(
             self.data_plane_host,
-            credentials=creds,
-            insecure=self.options.insecure,
-            transport=transport,  # type: ignore[arg-type]  # an httpx transport by duck type
-            deadline=self.options.deadline,
-            blob_deadline=self.options.blob_deadline,
-            max_index_children=self.options.max_index_children,
+            creds,
+            self.options,
+            allowed,
+            self._watchers,
+            ca_file=self.ca_file,
+            secret=b"refresh_token",  # a token request elsewhere is refused, not stripped
+            what="ACR refresh token",
         )
-
-        def on_retry(status: int | None, delay: float) -> None:
-            if status in THROTTLE_STATUS:
-                self._notify(delay)
-
-        client.on_retry = on_retry
-        return client
 
     def _oci(self) -> Any:
         from .oci import OciRegistry
@@ -402,8 +348,8 @@ class AcrRegistry:
             media_type=manifest.media_type if manifest is not None else "",
             tags=tuple(sorted(str(t) for t in props.tags or ())),
             size=int(props.size_in_bytes) if props.size_in_bytes is not None else None,
-            created=_utc(props.created_on),
-            pushed=_utc(props.created_on),
+            created=utc(props.created_on),
+            pushed=utc(props.created_on),
             children=tuple(d.digest for d in manifest.manifests) if manifest is not None else (),
             subject=subject.digest if subject is not None else None,
             artifact_type=manifest.artifact_type if manifest is not None else None,
@@ -488,8 +434,8 @@ class AcrRegistry:
             media_type=record.media_type,
             tags=tuple(sorted(str(t) for t in props.tags or ())),
             size=int(props.size_in_bytes) if props.size_in_bytes is not None else record.size,
-            created=record.created or _utc(props.created_on),
-            pushed=_utc(props.created_on),
+            created=record.created or utc(props.created_on),
+            pushed=utc(props.created_on),
             children=record.children,
             subject=record.subject,
             artifact_type=record.artifact_type,
@@ -585,14 +531,7 @@ class AcrRegistry:
     def watch_throttling(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
         """`callback(delay)` on every 429/503 a control-plane call is retried after (`delay`:
         its Retry-After, else None) and every one the data plane's client retries."""
-        with self._lock:
-            self._watchers.append(callback)
-
-        def undo() -> None:
-            with self._lock, contextlib.suppress(ValueError):
-                self._watchers.remove(callback)
-
-        return undo
+        return self._watchers.add(callback)
 
     def copy(
         self,

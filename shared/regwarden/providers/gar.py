@@ -23,7 +23,6 @@ says which extra to install when they are missing.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -58,11 +57,10 @@ from ._base import (
     ListedImage,
     Registry,
 )
+from ._cloud_plane import ThrottleWatchers, pinned_client, utc
 
 if TYPE_CHECKING:
-    import httpx
-
-    from ..oci import Credentials, Manifest, RegistryClient
+    from ..oci import Manifest, RegistryClient
     from . import ProviderOptions
 
 __all__ = [
@@ -142,12 +140,6 @@ class GarPath:
         return f"{self.package}/tags/{tag}"
 
 
-def _utc(value: object) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -158,30 +150,6 @@ def _google_missing() -> bool:
         return find_spec("google.cloud.artifactregistry_v1") is None
     except (ModuleNotFoundError, ValueError):  # a parent package is missing, or blocked
         return True
-
-
-def _bare_host(host: str) -> str:
-    """`host[:port]` of a host that may be given as `scheme://host[:port]`."""
-    return host.split("://", 1)[-1].rstrip("/").lower()
-
-
-class _PinnedTransport:
-    """An httpx transport that sends `Authorization` only to `allowed` hosts: the token a
-    GAR data plane carries must never reach a token realm or a redirect elsewhere."""
-
-    def __init__(self, inner: httpx.BaseTransport, allowed: Iterable[str]) -> None:
-        self._inner = inner
-        self._allowed = frozenset(_bare_host(h) for h in allowed)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        where = request.url.netloc.decode().lower()
-        if "authorization" in request.headers and where not in self._allowed:
-            log.warning("not sending the registry's credentials to %s", request.url.host)
-            del request.headers["authorization"]
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 class GarRegistry:
@@ -229,7 +197,7 @@ class GarRegistry:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._watchers: list[Callable[[float | None], None]] = []
+        self._watchers = ThrottleWatchers()
         from .. import gcp_clients
 
         kwargs = self._client_kwargs(gcp_clients)
@@ -305,10 +273,7 @@ class GarRegistry:
         return {"retry": None, "timeout": self.options.deadline}
 
     def _notify(self, delay: float | None) -> None:
-        with self._lock:
-            watchers = list(self._watchers)
-        for callback in watchers:
-            callback(delay)
+        self._watchers.notify(delay)
 
     def _call(self, what: str, thunk: Callable[[], _T]) -> _T:
         """One control-plane call (or a whole listing), retried on 429/503 after telling
@@ -384,33 +349,11 @@ class GarRegistry:
             return self._data_plane
 
     def _make_data_plane(self, password: str | None) -> RegistryClient:
-        import httpx
+        from ..oci import Credentials
 
-        from ..oci import Credentials, DeadlineTransport, RegistryClient
-
-        creds: Credentials | None = (
-            Credentials(username=_TOKEN_USER, password=password) if password else None
-        )
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        transport = _PinnedTransport(
-            DeadlineTransport(limits=limits), (self.host, self.data_plane_host)
-        )
-        client = RegistryClient(
-            self.data_plane_host,
-            credentials=creds,
-            insecure=self.options.insecure,
-            transport=transport,  # type: ignore[arg-type]  # an httpx transport by duck type
-            deadline=self.options.deadline,
-            blob_deadline=self.options.blob_deadline,
-            max_index_children=self.options.max_index_children,
-        )
-
-        def on_retry(status: int | None, delay: float) -> None:
-            if status in THROTTLE_STATUS:
-                self._notify(delay)
-
-        client.on_retry = on_retry
-        return client
+        creds = Credentials(username=_TOKEN_USER, password=password) if password else None
+        allowed = (self.host, self.data_plane_host)
+        return pinned_client(self.data_plane_host, creds, self.options, allowed, self._watchers)
 
     def _oci(self) -> Any:
         from .oci import OciRegistry
@@ -460,8 +403,8 @@ class GarRegistry:
 
     def _record(self, repository: str, image: Any) -> ListedImage:
         digest = str(image.name).rsplit("@", 1)[-1]
-        pushed = _utc(image.upload_time)
-        built = _utc(image.build_time)
+        pushed = utc(image.upload_time)
+        built = utc(image.build_time)
         return ListedImage(
             repository=repository,
             digest=digest,
@@ -673,14 +616,7 @@ class GarRegistry:
     def watch_throttling(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
         """`callback(delay)` on every 429/503 a control-plane call is retried after (`delay`:
         its Retry-After, else None) and every one the data plane's client retries."""
-        with self._lock:
-            self._watchers.append(callback)
-
-        def undo() -> None:
-            with self._lock, contextlib.suppress(ValueError):
-                self._watchers.remove(callback)
-
-        return undo
+        return self._watchers.add(callback)
 
     # -- copies -------------------------------------------------------------------------------
 
