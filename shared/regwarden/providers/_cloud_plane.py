@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -27,7 +27,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("regwarden.providers")
 
-__all__ = ["PinnedTransport", "ThrottleWatchers", "bare_host", "pinned_client", "utc"]
+__all__ = [
+    "THROTTLE_ATTEMPTS",
+    "PinnedTransport",
+    "ThrottleWatchers",
+    "bare_host",
+    "call_throttled",
+    "pinned_client",
+    "retry_after",
+    "utc",
+]
+
+_T = TypeVar("_T")
+
+THROTTLE_ATTEMPTS = 4
+"""Tries of one control-plane call answered 429/503 before it fails (`throttled`)."""
+_MAX_BACKOFF = 8.0
+_MAX_RETRY_AFTER = 30.0
 
 
 def utc(value: object) -> datetime | None:
@@ -100,6 +116,48 @@ class ThrottleWatchers:
             watchers = list(self._watchers)
         for callback in watchers:
             callback(delay)
+
+
+def retry_after(exc: Any) -> float | None:
+    """The seconds a throttling answer's `Retry-After` asks for, if it says (the SDK
+    exception's `response.headers`, as both Google's and Azure's carry them)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def call_throttled(
+    thunk: Callable[[], _T],
+    *,
+    throttled: Callable[[Exception], bool],
+    watchers: ThrottleWatchers,
+    sleep: Callable[[float], None],
+) -> _T:
+    """`thunk()`, tried again while it raises what `throttled` recognises (a 429/503 from
+    the cloud's SDK, whose own retries are off): each time the watchers are told, then the
+    wait is the answer's `Retry-After` (at most 30 s) or a doubling backoff (0.25 s up to
+    8 s). After `THROTTLE_ATTEMPTS` the last exception is raised for the caller to
+    translate; any other exception at once."""
+    attempt = 0
+    while True:
+        try:
+            return thunk()
+        except Exception as exc:
+            if not throttled(exc):
+                raise
+            delay = retry_after(exc)
+            watchers.notify(delay)
+            attempt += 1
+            if attempt >= THROTTLE_ATTEMPTS:
+                raise
+            backoff = min(_MAX_BACKOFF, 0.25 * 2 ** (attempt - 1))
+            sleep(min(delay, _MAX_RETRY_AFTER) if delay is not None else backoff)
 
 
 def pinned_client(

@@ -57,25 +57,28 @@ from ._base import (
     ListedImage,
     Registry,
 )
-from ._cloud_plane import ThrottleWatchers, bare_host, pinned_client, utc
+from ._cloud_plane import (
+    THROTTLE_ATTEMPTS,
+    ThrottleWatchers,
+    bare_host,
+    call_throttled,
+    pinned_client,
+    utc,
+)
 
 if TYPE_CHECKING:
     from ..oci import Manifest, RegistryClient
     from . import ProviderOptions
 
-__all__ = ["TOKEN_USER", "AcrRegistry", "ManifestAttributes", "make_acr"]
+__all__ = ["THROTTLE_ATTEMPTS", "TOKEN_USER", "AcrRegistry", "ManifestAttributes", "make_acr"]
 
 log = logging.getLogger("regwarden.providers.acr")
 
-THROTTLE_ATTEMPTS = 4
-"""Tries of one control-plane call answered 429/503 before it fails."""
 TOKEN_USER = "00000000-0000-0000-0000-000000000000"  # noqa: S105  (a fixed user name)
 """The user name ACR pairs with a refresh token as the password (`docker login`)."""
 _REFRESH_LIFETIME = timedelta(minutes=45)
 """An ACR refresh token is exchanged again after this long: ACR's live for three hours,
 but the AAD token behind one may be revoked sooner, so it is not kept to the end."""
-_MAX_BACKOFF = 8.0
-_MAX_RETRY_AFTER = 30.0
 _INDEX_TYPES = frozenset(
     {
         "application/vnd.oci.image.index.v1+json",
@@ -176,28 +179,22 @@ class AcrRegistry:
 
     def _call(self, what: str, thunk: Callable[[], _T]) -> _T:
         """One control-plane call (or a whole listing), retried on 429/503 after telling
-        the throttling watchers; Azure's errors become regwarden's."""
+        the throttling watchers (`call_throttled`); Azure's errors become regwarden's."""
         from azure.core import exceptions as aexc
 
-        attempt = 0
-        while True:
-            try:
-                return thunk()
-            except aexc.HttpResponseError as exc:
-                status = exc.status_code
-                if status not in THROTTLE_STATUS:
-                    raise self._translate(exc, what) from exc
-                delay = _retry_after(exc)
-                self._notify(delay)
-                attempt += 1
-                if attempt >= THROTTLE_ATTEMPTS:
-                    raise self._translate(exc, what) from exc
-                backoff = min(_MAX_BACKOFF, 0.25 * 2 ** (attempt - 1))
-                self._sleep(min(delay, _MAX_RETRY_AFTER) if delay is not None else backoff)
-            except aexc.ClientAuthenticationError as exc:
-                raise self._auth_error(what, exc) from exc
-            except aexc.AzureError as exc:
-                raise RegistryError(f"ACR {self.host}: {what}: {exc}") from exc
+        def throttled(exc: Exception) -> bool:
+            return isinstance(exc, aexc.HttpResponseError) and exc.status_code in THROTTLE_STATUS
+
+        try:
+            return call_throttled(
+                thunk, throttled=throttled, watchers=self._watchers, sleep=self._sleep
+            )
+        except aexc.HttpResponseError as exc:
+            raise self._translate(exc, what) from exc
+        except aexc.ClientAuthenticationError as exc:
+            raise self._auth_error(what, exc) from exc
+        except aexc.AzureError as exc:
+            raise RegistryError(f"ACR {self.host}: {what}: {exc}") from exc
 
     def _auth_error(self, what: str, exc: object, status: int | None = None) -> AuthError:
         return AuthError(
@@ -582,19 +579,6 @@ def _error_detail(exc: Any) -> tuple[str, str]:
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return "", ""
     return str(errors[0].get("code") or ""), str(errors[0].get("message") or "")
-
-
-def _retry_after(exc: Any) -> float | None:
-    """The seconds a throttling answer's `Retry-After` asks for, if it says."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def make_acr(host: str, options: ProviderOptions) -> Registry:

@@ -57,7 +57,7 @@ from ._base import (
     ListedImage,
     Registry,
 )
-from ._cloud_plane import ThrottleWatchers, pinned_client, utc
+from ._cloud_plane import THROTTLE_ATTEMPTS, ThrottleWatchers, call_throttled, pinned_client, utc
 
 if TYPE_CHECKING:
     from ..oci import Manifest, RegistryClient
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_DELETE_LIMIT",
     "GCR_LOCATIONS",
+    "THROTTLE_ATTEMPTS",
     "GarPath",
     "GarRegistry",
     "make_gar",
@@ -79,10 +80,6 @@ BATCH_DELETE_LIMIT = 10_000
 `BatchDeleteVersionsRequest.names` ("A maximum of 10000 versions can be deleted in a
 batch"; later revisions say the service decides by region, so a smaller batch size can be
 passed to `GarRegistry`)."""
-THROTTLE_ATTEMPTS = 4
-"""Tries of one control-plane call answered 429/503 before it fails (`throttled`)."""
-_MAX_BACKOFF = 8.0
-_MAX_RETRY_AFTER = 30.0
 _PAGE_SIZE = 1000
 _TOKEN_USER = "oauth2accesstoken"  # noqa: S105  (GAR's fixed user name, not a secret)
 _INDEX_TYPES = frozenset(
@@ -277,39 +274,34 @@ class GarRegistry:
 
     def _call(self, what: str, thunk: Callable[[], _T]) -> _T:
         """One control-plane call (or a whole listing), retried on 429/503 after telling
-        the throttling watchers; Google's errors become regwarden's."""
+        the throttling watchers (`call_throttled`); Google's errors become regwarden's."""
         from google.api_core import exceptions as gexc
 
         throttles = (gexc.TooManyRequests, gexc.ResourceExhausted, gexc.ServiceUnavailable)
-        attempt = 0
-        while True:
-            try:
-                return thunk()
-            except throttles as exc:
-                delay = _retry_after(exc)
-                self._notify(delay)
-                attempt += 1
-                if attempt >= THROTTLE_ATTEMPTS:
-                    raise self._translate(exc, what) from exc
-                backoff = min(_MAX_BACKOFF, 0.25 * 2 ** (attempt - 1))
-                self._sleep(min(delay, _MAX_RETRY_AFTER) if delay is not None else backoff)
-            except gexc.GoogleAPICallError as exc:
-                raise self._translate(exc, what) from exc
-            except gexc.RetryError as exc:
-                raise RegistryError(f"GAR {self.host}: {what}: {exc}") from exc
-            except Exception as exc:
-                from google.auth.exceptions import GoogleAuthError
-                from requests import RequestException
+        try:
+            return call_throttled(
+                thunk,
+                throttled=lambda exc: isinstance(exc, throttles),
+                watchers=self._watchers,
+                sleep=self._sleep,
+            )
+        except gexc.GoogleAPICallError as exc:
+            raise self._translate(exc, what) from exc
+        except gexc.RetryError as exc:
+            raise RegistryError(f"GAR {self.host}: {what}: {exc}") from exc
+        except Exception as exc:
+            from google.auth.exceptions import GoogleAuthError
+            from requests import RequestException
 
-                if isinstance(exc, GoogleAuthError):
-                    raise AuthError(
-                        f"GAR {self.host}: {what}: {exc}",
-                        hint="check the Google credentials (gcloud auth application-default "
-                        "login, or the service account)",
-                    ) from exc
-                if isinstance(exc, RequestException):
-                    raise RegistryError(f"GAR {self.host}: {what}: {exc}") from exc
-                raise
+            if isinstance(exc, GoogleAuthError):
+                raise AuthError(
+                    f"GAR {self.host}: {what}: {exc}",
+                    hint="check the Google credentials (gcloud auth application-default "
+                    "login, or the service account)",
+                ) from exc
+            if isinstance(exc, RequestException):
+                raise RegistryError(f"GAR {self.host}: {what}: {exc}") from exc
+            raise
 
     def _translate(self, exc: Any, what: str) -> RegistryError:
         from google.api_core import exceptions as gexc
@@ -732,19 +724,6 @@ class GarRegistry:
             close = getattr(transport, "close", None)
             if callable(close):
                 close()
-
-
-def _retry_after(exc: Any) -> float | None:
-    """The seconds a throttling answer's `Retry-After` asks for, if it says."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def make_gar(host: str, options: ProviderOptions) -> Registry:
