@@ -76,7 +76,6 @@ __all__ = [
     "Reply",
     "State",
     "build_state",
-    "delivery_attempt",
     "gate_delivery",
     "notify_delivery",
     "now",
@@ -232,17 +231,6 @@ def reset() -> None:
 # -- one request ------------------------------------------------------------------------------
 
 
-def delivery_attempt(body: bytes) -> int | None:
-    """`deliveryAttempt` of a Pub/Sub push body (set when the subscription has a
-    dead-letter policy); None when the delivery does not say."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None
-    value = doc.get("deliveryAttempt") if isinstance(doc, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def respond(
     function: str,
     headers: Mapping[str, str],
@@ -286,7 +274,7 @@ def gate_delivery(function: str, body: bytes, headers: Mapping[str, str]) -> Rep
         from regwarden.intake.pubsub import decode_pubsub
 
         message = decode_pubsub(body, headers)
-        attempt = delivery_attempt(body)
+        attempt = message.delivery_attempt
         final = attempt is None or attempt >= st.settings.max_deliveries
         events = _push_events(message) if function == "on_push" else _scan_events(st, message)
         now = CLOCK()

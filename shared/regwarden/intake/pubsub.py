@@ -74,6 +74,9 @@ class PubSubMessage:
     source: str | None = None
     """The CloudEvent source, `//pubsub.googleapis.com/projects/P/topics/T`; None for a
     push body (it names only the subscription)."""
+    delivery_attempt: int | None = None
+    """A push body's `deliveryAttempt` (set when the subscription has a dead-letter
+    policy); None when the delivery does not say (Eventarc's CloudEvents never do)."""
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -150,6 +153,7 @@ def _message(
         id_node.fail("the message id (messageId)")
     when = _published(node) or published
     subscription = envelope.field("subscription").opt_text()
+    attempt = envelope.field("deliveryAttempt").value
     return PubSubMessage(
         data=data,
         attributes=attributes,
@@ -157,6 +161,11 @@ def _message(
         publish_time=when,
         subscription=subscription,
         source=source,
+        delivery_attempt=(
+            attempt
+            if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0
+            else None
+        ),
     )
 
 
