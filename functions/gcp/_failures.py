@@ -56,27 +56,24 @@ class FailureLedger(Protocol):
     ) -> None: ...
 
 
+def _identity(body: bytes, headers: Mapping[str, str]) -> tuple[str, str]:
+    """(the note's key, the message id) of a delivery, decoded once: the key is `sha256:`
+    of its message's data (of the whole body for a delivery that holds no readable
+    message, whose id is then unknown)."""
+    from regwarden.errors import IntakeError
+    from regwarden.intake.pubsub import decode_pubsub
+
+    try:
+        message = decode_pubsub(body, headers)
+    except IntakeError:
+        return "sha256:" + hashlib.sha256(body).hexdigest(), "(unreadable delivery)"
+    return "sha256:" + hashlib.sha256(message.data).hexdigest(), message.message_id
+
+
 def failure_key(body: bytes, headers: Mapping[str, str]) -> str:
     """The key of a delivery's note: `sha256:` of its message's data (of the whole body,
     for a delivery that holds no readable message)."""
-    from regwarden.errors import IntakeError
-    from regwarden.intake.pubsub import decode_pubsub
-
-    try:
-        data = decode_pubsub(body, headers).data
-    except IntakeError:
-        data = body
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _message_id(body: bytes, headers: Mapping[str, str]) -> str:
-    from regwarden.errors import IntakeError
-    from regwarden.intake.pubsub import decode_pubsub
-
-    try:
-        return decode_pubsub(body, headers).message_id
-    except IntakeError:
-        return "(unreadable delivery)"
+    return _identity(body, headers)[0]
 
 
 def noting(
@@ -113,10 +110,9 @@ def _note(
     ledger = st.ledger
     if not isinstance(ledger, FailureLedger):
         return  # this ledger keeps no notes: the logs say why (`respond`)
-    error = redact_text(f"message {_message_id(body, headers)}: {type(exc).__name__}: {exc}")[
-        :MAX_ERROR
-    ]
+    key, message_id = _identity(body, headers)
+    error = redact_text(f"message {message_id}: {type(exc).__name__}: {exc}")[:MAX_ERROR]
     try:
-        ledger.note_failure(function, failure_key(body, headers), error, now=now, ttl=FAILURE_TTL)
+        ledger.note_failure(function, key, error, now=now, ttl=FAILURE_TTL)
     except Exception as note_exc:  # the delivery's own error is what matters
         log.warning("could not note the failure", extra={"error": str(note_exc)})
