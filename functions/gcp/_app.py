@@ -210,12 +210,12 @@ def build_state(function: str, *, extra_hosts: tuple[str, ...] = ()) -> State:
     )
 
 
-def _close(st: State) -> None:
+def close_state(st: State) -> None:
     st.runtime.close()
     st.ledger.close()
 
 
-_STATES: ColdStart[State] = COLLECTOR.cold_start(_build, _close)
+_STATES: ColdStart[State] = COLLECTOR.cold_start(_build, close_state)
 
 
 def state(function: str) -> State:

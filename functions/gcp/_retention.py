@@ -80,8 +80,7 @@ def _build(function: str) -> State:
 
 
 def _close(st: State) -> None:
-    st.app.runtime.close()
-    st.app.ledger.close()
+    _app.close_state(st.app)
 
 
 _STATES: ColdStart[State] = COLLECTOR.cold_start(_build, _close)
