@@ -595,15 +595,12 @@ def notify_record(record: SQSRecord, *, logger: Logger, metrics: Metrics) -> dic
 def _notify_alert(event: dict[str, Any], *, alert: Alert, logger: Logger) -> dict[str, Any]:
     """Idempotent on the alert's content; each (alert, channel) delivery is remembered
     (`regwarden.notify.deliver`), so a retry sends only to the channels still missing it."""
-    from regwarden.notify import deliver
+    from regwarden.notify import deliver, routed_to
 
     st = state("notify")
-    names = st.policy.notifications.channels_for(
-        team=alert.team, severity=alert.severity, action=alert.action, repository=alert.repository
-    )
     report = deliver(
         alert,
-        names,
+        routed_to(st.policy.notifications, alert),
         functools.partial(_channel, st),
         st.ledger,
         now=datetime.now(UTC),
@@ -616,7 +613,7 @@ def _notify_alert(event: dict[str, Any], *, alert: Alert, logger: Logger) -> dic
 def _channel(st: State, name: str) -> Notifier | None:
     """The channel `name`, built on first use (its secrets are fetched then, not before);
     None for the alerts topic this function reads (publishing back to it would loop)."""
-    from regwarden.notify import build_channels
+    from regwarden.notify import build_channel
     from regwarden.policy import SnsChannelConfig
 
     if name in st.channels:
@@ -624,12 +621,7 @@ def _channel(st: State, name: str) -> Notifier | None:
     config = st.policy.notifications.channels[name]
     if isinstance(config, SnsChannelConfig) and config.topic_arn == st.settings.alerts_topic:
         return None
-    notifications = st.policy.notifications.model_copy(
-        update={"channels": {name: config}, "routes": ()}
-    )
-    only = st.policy.model_copy(update={"notifications": notifications})
-    built = build_channels(only, st.secrets)[name]
-    st.channels[name] = built
+    built = st.channels[name] = build_channel(st.policy, name, st.secrets)
     return built
 
 

@@ -404,7 +404,7 @@ def notify_delivery(body: bytes, headers: Mapping[str, str]) -> Reply:
 
         from regwarden.errors import IntakeError
         from regwarden.intake.pubsub import decode_pubsub
-        from regwarden.notify import Alert, deliver
+        from regwarden.notify import Alert, deliver, routed_to
 
         message = decode_pubsub(body, headers)
         try:
@@ -414,15 +414,9 @@ def notify_delivery(body: bytes, headers: Mapping[str, str]) -> Reply:
                 f"Pub/Sub message {message.message_id}: not a regwarden alert "
                 f"({exc.errors()[0]['msg']})"
             ) from None
-        names = st.policy.notifications.channels_for(
-            team=alert.team,
-            severity=alert.severity,
-            action=alert.action,
-            repository=alert.repository,
-        )
         report = deliver(
             alert,
-            names,
+            routed_to(st.policy.notifications, alert),
             lambda name: _channel(st, name),
             st.ledger,
             now=CLOCK(),

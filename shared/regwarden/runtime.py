@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .gate import Evidence, GateRules, gate_rules
-from .notify import Alert, Notifier, Router, build_channels, everything_to
+from .notify import Alert, Notifier, Router, build_channels, everything_to, routed_to
 from .pipeline import Pipeline
 from .policy import Policy
 from .providers import ProviderOptions, Registry, open_registry
@@ -160,15 +160,7 @@ class Runtime(Generic[LedgerT]):
         notifications = self.policy.notifications
 
         def select(alert: Alert) -> list[str]:
-            names = list(
-                notifications.channels_for(
-                    team=alert.team,
-                    severity=alert.severity,
-                    action=alert.action,
-                    repository=alert.repository,
-                )
-            )
-            return names + [c.name for c in self._extra]
+            return [*routed_to(notifications, alert), *(c.name for c in self._extra)]
 
         return Router(select, channels)
 

@@ -168,7 +168,7 @@ def _run_notify(
     from ..errors import IntakeError
     from ..intake.pubsub import is_pubsub_delivery, message_of
     from ..nesting import loads_json
-    from ..notify import Alert, Notifier, build_channels, deliver
+    from ..notify import Alert, Notifier, build_channels, deliver, routed_to
     from ..policy import PubSubChannelConfig
     from ..runtime import load_runtime
 
@@ -196,12 +196,7 @@ def _run_notify(
     runtime = load_runtime(policy, ledger=ledger, insecure=insecure)
     try:
         rules = runtime.policy.notifications
-        names = rules.channels_for(
-            team=alert.team,
-            severity=alert.severity,
-            action=alert.action,
-            repository=alert.repository,
-        )
+        names = routed_to(rules, alert)
 
         built = build_channels(runtime.policy, runtime.env)
 

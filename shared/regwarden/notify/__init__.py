@@ -12,7 +12,7 @@ from ._channels import (
     TeamsChannel,
     WebhookChannel,
 )
-from ._deliver import DeliveryReport, deliver
+from ._deliver import DeliveryReport, deliver, routed_to
 from ._pubsub import PubSubChannel, pubsub_attributes
 from ._render import (
     CLOUDEVENT_TYPE,
@@ -66,6 +66,7 @@ __all__ = [
     "render_slack",
     "render_teams",
     "render_text",
+    "routed_to",
     "sign_payload",
     "signature_headers",
     "sns_attributes",

@@ -11,15 +11,25 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import NotImplementedYet, RegistryError, UsageError
 from ._alert import Alert
 from ._channels import Notifier
 
+if TYPE_CHECKING:
+    from ..policy import Notifications
+
 log = logging.getLogger("regwarden.notify")
 
-__all__ = ["DELIVERY_TTL", "DeliveryMemory", "DeliveryReport", "deliver", "delivery_key"]
+__all__ = [
+    "DELIVERY_TTL",
+    "DeliveryMemory",
+    "DeliveryReport",
+    "deliver",
+    "delivery_key",
+    "routed_to",
+]
 
 DELIVERY_TTL = timedelta(days=30)
 """How long an (alert, channel) delivery is remembered: the alerts' de-duplication window."""
@@ -50,6 +60,13 @@ class DeliveryReport:
                 f"alert {self.alert}: delivery failed on {', '.join(self.failed)}; "
                 f"sent to {', '.join(self.sent) or 'none'} (not repeated on retry)"
             )
+
+
+def routed_to(rules: Notifications, alert: Alert) -> tuple[str, ...]:
+    """The names of the channels the policy's routes send `alert` to, in route order."""
+    return rules.channels_for(
+        team=alert.team, severity=alert.severity, action=alert.action, repository=alert.repository
+    )
 
 
 def delivery_key(alert: Alert, channel: str) -> str:
