@@ -299,25 +299,11 @@ def _push_events(message: PubSubMessage) -> list[ImageEvent]:
 
 
 def _scan_events(st: State, message: PubSubMessage) -> list[ImageEvent]:
-    """The SCANNED event of the image an occurrence is about; none when the occurrence
-    cannot change a verdict (another kind, not an image by digest, deleted since), or
-    when it names a host this function may not contact (never looked up further)."""
-    from regwarden.reference import ImageRef
-    from regwarden.scanning.artifact_analysis import (
-        image_of_occurrence,
-        parse_occurrence_notification,
-        scan_event,
-    )
+    """The SCANNED event of the image an occurrence is about (none when it cannot change a
+    verdict); its host is checked by the caller before anything is contacted there."""
+    from regwarden.scanning.artifact_analysis import occurrence_events
 
-    notice = parse_occurrence_notification(message.data)
-    if not notice.triggers:
-        log.info("occurrence ignored", extra={"occurrence": notice.name, "kind": notice.kind})
-        return []
-    image = image_of_occurrence(notice.name, env=st.runtime.env)
-    if image is None:
-        log.info("occurrence names no image to judge", extra={"occurrence": notice.name})
-        return []
-    return [scan_event(ImageRef.parse(image), notice, message.message_id)]
+    return occurrence_events(message.data, message.message_id, env=st.runtime.env)
 
 
 def _refused(image: str, host: str, st: State) -> dict[str, Any] | None:

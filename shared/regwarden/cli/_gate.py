@@ -129,30 +129,19 @@ def _occurrence_events(body: bytes, event_file: Path) -> list[ImageEvent]:
 
     from ..errors import RegistryError
     from ..intake.pubsub import decode_file
-    from ..scanning.artifact_analysis import (
-        image_of_occurrence,
-        parse_occurrence_notification,
-        scan_event,
-    )
+    from ..scanning.artifact_analysis import occurrence_events, parse_occurrence_notification
 
     message = decode_file(body)
-    notice = parse_occurrence_notification(message.data)
-    if not notice.triggers:
-        log.info("occurrence kind %s changes no verdict: nothing to do", notice.kind)
-        return []
     try:
-        image = image_of_occurrence(notice.name, env=os.environ)
+        return occurrence_events(message.data, message.message_id, env=os.environ)
     except (GoogleAuthError, RegistryError) as exc:
+        name = parse_occurrence_notification(message.data).name
         raise UsageError(
             f"{event_file}: an Artifact Analysis occurrence names no image, and looking up "
-            f"{notice.name} needs Artifact Analysis access: {exc}",
+            f"{name} needs Artifact Analysis access: {exc}",
             hint="gcloud auth application-default login (or set "
             "REGWARDEN_GCP_ENDPOINT_CONTAINERANALYSIS)",
         ) from None
-    if image is None:
-        log.info("occurrence %s names no container image: nothing to do", notice.name)
-        return []
-    return [scan_event(image, notice, message.message_id)]
 
 
 def _run_notify(

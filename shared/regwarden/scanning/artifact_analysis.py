@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import AuthError, RegistryError, VerificationError
-from ..model import ScanReport
+from ..model import ImageEvent, ScanReport
 from ..oci import INDEX_TYPES
 from ..reference import ImageRef
 from ._grafeas import (
@@ -85,6 +85,7 @@ __all__ = [
     "OccurrenceNotice",
     "grafeas_client",
     "image_of_occurrence",
+    "occurrence_events",
     "parse_occurrence_notification",
     "project_of_repository",
     "resource_url",
@@ -463,3 +464,20 @@ def image_of_occurrence(
     if kind not in TRIGGER_KINDS:
         return None
     return image_of_resource_uri(str(data.get("resourceUri") or ""))
+
+
+def occurrence_events(data: bytes, message_id: str, *, env: Mapping[str, str]) -> list[ImageEvent]:
+    """What `on_scan` (and `regwarden invoke` on an occurrence sample) judges for one
+    occurrence notification: the SCANNED event of its image, looked up in Artifact
+    Analysis; none when the occurrence cannot change a verdict (another kind, not an image
+    by digest, deleted since). The image's host comes from Google's data: the caller
+    checks it may contact it before acting."""
+    notice = parse_occurrence_notification(data)
+    if not notice.triggers:
+        log.info("occurrence %s of kind %s changes no verdict", notice.name, notice.kind)
+        return []
+    image = image_of_occurrence(notice.name, env=env)
+    if image is None:
+        log.info("occurrence %s names no container image", notice.name)
+        return []
+    return [scan_event(image, notice, message_id)]
