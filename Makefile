@@ -84,3 +84,23 @@ gcp-bundle:
 	cd $(BUILD)/gcp-bundle && $(abspath $(PY)) -m zipfile -c $(abspath $(GCP_BUNDLE)) \
 		main.py requirements.txt pyproject.toml README.md functions shared
 	@echo "gcp-bundle: $(GCP_BUNDLE) sha256 $$(sha256sum $(GCP_BUNDLE) | cut -c1-64)"
+
+# The Azure function app's bundle (zip deploy, remote build): function_app.py (the v2
+# programming model's entry point), host.json and requirements.txt (`.[azure]`: regwarden
+# with the azure extra, built from this pyproject) at the root, beside the `functions.azure`
+# package and shared/regwarden: no other platform's adapter, and pip installs no AWS or
+# Google SDK (tests/integration/test_azure_functions_bundle.py).
+.PHONY: azure-bundle
+AZURE_BUNDLE := $(BUILD)/regwarden-azure.zip
+azure-bundle:
+	rm -rf $(BUILD)/azure-bundle $(AZURE_BUNDLE)
+	mkdir -p $(BUILD)/azure-bundle/functions/azure $(BUILD)/azure-bundle/shared
+	cp functions/azure/function_app.py functions/azure/host.json functions/azure/requirements.txt \
+		pyproject.toml README.md $(BUILD)/azure-bundle/
+	cp functions/__init__.py functions/_collector.py $(BUILD)/azure-bundle/functions/
+	cp functions/azure/*.py $(BUILD)/azure-bundle/functions/azure/
+	cp -r shared/regwarden $(BUILD)/azure-bundle/shared/
+	find $(BUILD)/azure-bundle -name __pycache__ -prune -exec rm -rf {} +
+	cd $(BUILD)/azure-bundle && $(abspath $(PY)) -m zipfile -c $(abspath $(AZURE_BUNDLE)) \
+		function_app.py host.json requirements.txt pyproject.toml README.md functions shared
+	@echo "azure-bundle: $(AZURE_BUNDLE) sha256 $$(sha256sum $(AZURE_BUNDLE) | cut -c1-64)"
