@@ -1,4 +1,4 @@
-"""Shared fixtures: real local registries (anonymous and htpasswd), clients, unique repos.
+"""Shared fixtures: real local registries (anonymous and htpasswd), Azurite, clients, repos.
 
 Nothing here reads `../shared`; interop tests locate it themselves and skip without it.
 """
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.azurite import Azurite, need_azurite
 from support.proxy import RegistryProxy
 from support.registries import AUTH_PASSWORD, AUTH_USER, AuthRegistry, PushImage
 
@@ -51,6 +52,14 @@ def auth_registry() -> Iterator[AuthRegistry]:
     _need_registry_binary()
     with LocalRegistry(users={AUTH_USER: AUTH_PASSWORD}) as reg:
         yield AuthRegistry(reg, AUTH_USER, AUTH_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """Azurite (Table Storage, Storage Queues, Blob) on loopback, one per test process."""
+    need_azurite()
+    with Azurite() as emulator:
+        yield emulator
 
 
 @pytest.fixture
