@@ -24,6 +24,7 @@ from regwarden.notify import (
     CHANNELS,
     Alert,
     ChannelContext,
+    EventGridChannel,
     PubSubChannel,
     StreamChannel,
     build_channels,
@@ -132,12 +133,13 @@ def test_a_registered_channel_type_is_built_with_its_secret_resolved(tmp_path: P
 def test_an_unknown_channel_type_lists_the_registered_ones() -> None:
     with pytest.raises(
         UsageError,
-        match=r"unknown channel type 'pigeon'; valid: file, pubsub, slack, sns, stdout, ",
+        match=r"unknown channel type 'pigeon'; valid: eventgrid, file, pubsub, slack, sns, "
+        r"stdout, ",
     ):
         CHANNELS.get("pigeon")
 
 
-def test_eventgrid_channels_say_per_alert_they_cannot_be_delivered(tmp_path: Path) -> None:
+def test_the_cloud_channels_build_without_reaching_their_clouds(tmp_path: Path) -> None:
     policy = _policy(
         "notifications:\n  channels:\n"
         "    gcp: {type: pubsub, topic: projects/my-project/topics/alerts}\n"
@@ -146,8 +148,9 @@ def test_eventgrid_channels_say_per_alert_they_cannot_be_delivered(tmp_path: Pat
         tmp_path,
     )
     built = build_channels(policy, {})
-    with pytest.raises(NotImplementedYet, match="eventgrid delivery is not available"):
-        built["azure"].send(_alert())
+    # Event Grid is delivered since the Azure issue (tests/integration/test_eventgrid_channel.py)
+    assert isinstance(built["azure"], EventGridChannel)
+    assert built["azure"].url == "https://t.westeurope-1.eventgrid.azure.net/api/events"
     # Pub/Sub is delivered since the Google Cloud issue (tests/unit/test_notify_pubsub.py)
     assert isinstance(built["gcp"], PubSubChannel)
     assert built["gcp"].topic == "projects/my-project/topics/alerts"

@@ -1,5 +1,5 @@
 """Alerts and the channels that carry them (Slack, Teams, signed webhook, stdout/file, SNS,
-Pub/Sub)."""
+Pub/Sub, Event Grid)."""
 
 from ._alert import Alert, finding_line
 from ._build import CHANNELS, ChannelContext, ChannelFactory, build_channel, build_channels
@@ -13,6 +13,7 @@ from ._channels import (
     WebhookChannel,
 )
 from ._deliver import DeliveryReport, deliver, routed_to
+from ._eventgrid import EventGridChannel, eventgrid_alert, eventgrid_event
 from ._pubsub import PubSubChannel, pubsub_attributes
 from ._render import (
     CLOUDEVENT_TYPE,
@@ -44,6 +45,7 @@ __all__ = [
     "ChannelFactory",
     "DeliveryFailed",
     "DeliveryReport",
+    "EventGridChannel",
     "Notifier",
     "PubSubChannel",
     "RetryPolicy",
@@ -59,6 +61,8 @@ __all__ = [
     "build_channels",
     "deliver",
     "event_id",
+    "eventgrid_alert",
+    "eventgrid_event",
     "everything_to",
     "finding_line",
     "pubsub_attributes",

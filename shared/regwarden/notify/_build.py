@@ -6,9 +6,9 @@ A channel type registers a factory where it is defined:
     def _slack(name: str, config: SlackChannelConfig, context: ChannelContext) -> Notifier:
         return SlackChannel(name, context.value(config.url))
 
-A type the policy accepts but no factory is registered for in this runtime (Event Grid,
-until its cloud lands) still builds: it says per alert that it cannot be
-delivered here, so one such channel never stops the others.
+A type the policy accepts but no factory is registered for in this runtime still builds:
+it says per alert that it cannot be delivered here, so one such channel never stops the
+others.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from ..errors import NotImplementedYet
 from ..plugins import PluginRegistry
 from ._alert import Alert
 from ._channels import Notifier, SlackChannel, StreamChannel, TeamsChannel, WebhookChannel
+from ._eventgrid import EventGridChannel
 from ._pubsub import PubSubChannel
 from ._sns import SnsChannel
 
 if TYPE_CHECKING:
     from ..policy import (
+        EventGridChannelConfig,
         FileChannelConfig,
         Location,
         Policy,
@@ -71,7 +73,7 @@ CHANNELS = PluginRegistry[ChannelFactory]("channel type")
 
 
 class _Unsupported:
-    """A channel this runtime cannot deliver to (e.g. Event Grid): says so per alert."""
+    """A channel this runtime cannot deliver to: says so per alert."""
 
     def __init__(self, name: str, kind: str) -> None:
         self.name = name
@@ -137,3 +139,10 @@ def _sns(name: str, config: SnsChannelConfig, context: ChannelContext) -> Notifi
 def _pubsub(name: str, config: PubSubChannelConfig, context: ChannelContext) -> Notifier:
     # the environment names the endpoint (REGWARDEN_GCP_ENDPOINT_PUBSUB) in tests
     return PubSubChannel(name, config.topic, env=context.env)
+
+
+@CHANNELS.register("eventgrid")
+def _eventgrid(name: str, config: EventGridChannelConfig, context: ChannelContext) -> Notifier:
+    # the environment names a stand-in (REGWARDEN_AZURE_ENDPOINT_EVENTGRID) in tests
+    key = context.value(config.key) if config.key is not None else None
+    return EventGridChannel(name, context.value(config.endpoint), env=context.env, key=key)
