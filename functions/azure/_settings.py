@@ -1,0 +1,245 @@
+"""Settings for the Azure functions: app settings read from the environment once per cold
+start (the Terraform in `infra/azure` sets them).
+
+| variable                          | meaning                                                   |
+| --------------------------------- | --------------------------------------------------------- |
+| `REGWARDEN_POLICY`                | a file in the app's bundle, or `secret://NAME` (Key Vault)|
+| `REGWARDEN_LEDGER`                | `azuretable://ACCOUNT[?prefix=…]` (or an SQLite path)     |
+| `REGWARDEN_STORAGE_ACCOUNT`       | the storage account holding the queues                    |
+| `REGWARDEN_KEY_VAULT`             | `https://VAULT.vault.azure.net`: `secret://NAME`          |
+| `REGWARDEN_ALERTS_TOPIC`          | the alerts custom topic's endpoint (`…/api/events`)       |
+| `REGWARDEN_RECHECK_QUEUE`         | PENDING rechecks (`regwarden-rechecks`)                   |
+| `REGWARDEN_RETENTION_QUEUE`       | retention work (`regwarden-retention-work`)               |
+| `REGWARDEN_AZURE_SUBSCRIPTION`    | Defender / Resource Graph subscriptions (comma list)      |
+| `REGWARDEN_ALLOWED_HOSTS`         | registry hosts to contact besides the policy's (commas)   |
+| `REGWARDEN_MAX_DEQUEUE`           | host.json's queues `maxDequeueCount` (5)                  |
+| `REGWARDEN_POLICY_TTL`            | seconds a warm instance trusts policy and secrets (300)   |
+| `REGWARDEN_RECOVERY_SETTLE`       | recovery: seconds an intent is left to its own call (600) |
+| `REGWARDEN_SCAN_SCHEDULE`         | on_scan's NCRONTAB (read by the host: `%…%`)              |
+| `REGWARDEN_RECOVERY_SCHEDULE`     | recovery's NCRONTAB (read by the host)                    |
+| `REGWARDEN_RETENTION_SCHEDULE`    | retention_fanout's NCRONTAB (read by the host)            |
+| `RETENTION_MODE`                  | retention: `plan` (default, deletes nothing) or `apply`   |
+| `REGWARDEN_RETENTION_REGISTRY`    | retention: the registry listed (`NAME.azurecr.io`)        |
+| `REGWARDEN_RETENTION_PREFIXES`    | retention: repository prefixes in scope (comma list)      |
+| `REGWARDEN_RETENTION_INVENTORY`   | retention: `azure` (AKS + Container Apps) or `policy`     |
+| `REGWARDEN_RETENTION_CONCURRENCY` | retention: deletions in flight per worker (4)             |
+| `REGWARDEN_RETENTION_BUDGET`      | retention: seconds one worker call may spend (480)        |
+| `AZURE_CLIENT_ID`                 | the user-assigned identity (read by azure-identity)       |
+
+The three schedules are resolved by the Functions host from the app settings
+(`%REGWARDEN_SCAN_SCHEDULE%` in the trigger), never by this module.
+
+`secret://NAME` (the policy, or any secret the policy names) is the Key Vault secret NAME
+in `REGWARDEN_KEY_VAULT`, fetched by `functions.azure._keyvault.fetch_secret`. A fetched
+value is cached for `SECRET_MAX_AGE` seconds per warm instance; every `REGWARDEN_POLICY_TTL`
+seconds the function reads the policy and the secrets it used again, and rebuilds what was
+built from them when one changed (`regwarden.warm`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from regwarden import warm
+from regwarden.errors import PolicyError, UsageError
+from regwarden.warm import env_choice, env_int, env_prefixes
+
+__all__ = [
+    "RECHECK_QUEUE",
+    "RETENTION_INVENTORIES",
+    "RETENTION_MODES",
+    "RETENTION_QUEUE",
+    "SECRET_MAX_AGE",
+    "KeyVaultSecrets",
+    "RetentionSettings",
+    "Settings",
+    "load_source",
+]
+
+SECRET_MAX_AGE = 300.0
+"""Seconds a fetched secret is served from the warm instance's cache."""
+RECHECK_QUEUE = "regwarden-rechecks"
+RETENTION_QUEUE = "regwarden-retention-work"
+RETENTION_MODES = ("plan", "apply")
+"""`plan` plans and reports, deleting nothing (the default); `apply` deletes."""
+RETENTION_INVENTORIES = ("azure", "policy")
+"""`azure`: AKS clusters and Container Apps (apps and jobs) of the subscription are in use,
+plus the policy's other sources; `policy`: only those."""
+_MAX_POLICY_BYTES = 1024 * 1024
+_POLICY_FORMS = "a file in the function app's bundle, or secret://NAME (Key Vault)"
+
+SecretFetcher = Callable[[str, Mapping[str, str]], str]
+"""(secret name, environment) → its value: `_keyvault.fetch_secret`."""
+
+
+def _opt(env: Mapping[str, str], name: str) -> str | None:
+    return (env.get(name) or "").strip() or None
+
+
+def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    from regwarden.intake import parse_host
+
+    text = env.get(name, "")
+    return tuple(parse_host(part, what=name) for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The gate functions' configuration (frozen: read once per cold start)."""
+
+    policy: str
+    ledger: str
+    storage_account: str | None = None
+    """The queues' storage account; None: no rechecks are scheduled (logged)."""
+    key_vault: str | None = None
+    alerts_topic: str | None = None
+    """Every alert of a gate function is published here (`notify` fans out); None: the
+    policy's own routes."""
+    recheck_queue: str = RECHECK_QUEUE
+    retention_queue: str = RETENTION_QUEUE
+    subscriptions: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_dequeue: int = 5
+    policy_ttl: int = 300
+    recovery_settle: int = 600
+    """Longer than a gate function's timeout: an intent younger than this may still be in
+    the hands of the call that began it."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def required(name: str, what: str) -> str:
+            value = _opt(env, name)
+            if value is None:
+                raise UsageError(f"{name} is not set; expected {what}")
+            return value
+
+        subscriptions = tuple(
+            s.strip() for s in env.get("REGWARDEN_AZURE_SUBSCRIPTION", "").split(",") if s.strip()
+        )
+        return cls(
+            policy=required("REGWARDEN_POLICY", _POLICY_FORMS),
+            ledger=required("REGWARDEN_LEDGER", "azuretable://ACCOUNT[?prefix=regwarden]"),
+            storage_account=_opt(env, "REGWARDEN_STORAGE_ACCOUNT"),
+            key_vault=_opt(env, "REGWARDEN_KEY_VAULT"),
+            alerts_topic=_opt(env, "REGWARDEN_ALERTS_TOPIC"),
+            recheck_queue=_opt(env, "REGWARDEN_RECHECK_QUEUE") or RECHECK_QUEUE,
+            retention_queue=_opt(env, "REGWARDEN_RETENTION_QUEUE") or RETENTION_QUEUE,
+            subscriptions=subscriptions,
+            allowed_hosts=_hosts(env, "REGWARDEN_ALLOWED_HOSTS"),
+            max_dequeue=env_int(env, "REGWARDEN_MAX_DEQUEUE", 5, least=1),
+            policy_ttl=env_int(env, "REGWARDEN_POLICY_TTL", 300, least=0),
+            recovery_settle=env_int(env, "REGWARDEN_RECOVERY_SETTLE", 600, least=0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """The retention functions' configuration. An unknown mode is an error, never a
+    guess: only `apply` deletes."""
+
+    registry: str
+    """The ACR login server the fan-out lists and the worker accepts (`NAME.azurecr.io`)."""
+    mode: str = "plan"
+    prefixes: tuple[str, ...] = ("",)
+    inventory: str = "azure"
+    concurrency: int = 4
+    budget: int = 480
+    """Seconds a worker call may spend (below the app's functionTimeout)."""
+
+    @property
+    def apply(self) -> bool:
+        return self.mode == "apply"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionSettings:
+        from regwarden.intake import parse_host
+
+        env = os.environ if env is None else env
+        registry = _opt(env, "REGWARDEN_RETENTION_REGISTRY")
+        if registry is None:
+            raise UsageError(
+                "REGWARDEN_RETENTION_REGISTRY is not set; expected the registry's login "
+                "server (NAME.azurecr.io)"
+            )
+        return cls(
+            registry=parse_host(registry, what="REGWARDEN_RETENTION_REGISTRY"),
+            mode=env_choice(env, "RETENTION_MODE", RETENTION_MODES),
+            prefixes=env_prefixes(env, "REGWARDEN_RETENTION_PREFIXES"),
+            inventory=env_choice(env, "REGWARDEN_RETENTION_INVENTORY", RETENTION_INVENTORIES),
+            concurrency=env_int(env, "REGWARDEN_RETENTION_CONCURRENCY", 4, least=1),
+            budget=env_int(env, "REGWARDEN_RETENTION_BUDGET", 480, least=1),
+        )
+
+
+# -- Key Vault --------------------------------------------------------------------------------
+
+
+def _keyvault_fetch(name: str, env: Mapping[str, str]) -> str:
+    import importlib
+
+    # Azure's SDK loads with the first secret (`_keyvault` imports it at its top)
+    fetch: SecretFetcher = importlib.import_module("functions.azure._keyvault").fetch_secret
+    return fetch(name, env)
+
+
+class KeyVaultSecrets:
+    """Secret values (`secret://NAME` → the Key Vault secret NAME), each cached for
+    `max_age` seconds in this warm instance; `fresh` reads past the cache (to tell a
+    rotation). A `regwarden.warm.SecretFetch`; `fetch` is where a value comes from
+    (`_keyvault.fetch_secret`, unless a caller gives another)."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        fetch: SecretFetcher = _keyvault_fetch,
+        max_age: float = SECRET_MAX_AGE,
+    ) -> None:
+        self._env = dict(env)
+        self._fetch = fetch
+        self._max_age = max_age
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, *, fresh: bool = False) -> str:
+        bare = name.removeprefix("secret://")
+        with self._lock:
+            cached = self._cache.get(bare)
+        if cached is not None and not fresh and time.monotonic() - cached[1] < self._max_age:
+            return cached[0]
+        value = self._fetch(bare, self._env)  # UsageError naming the secret, never a value
+        with self._lock:
+            self._cache[bare] = (value, time.monotonic())
+        return value
+
+
+# -- the policy -------------------------------------------------------------------------------
+
+
+def _policy_reader(secrets: KeyVaultSecrets) -> warm.PolicyReader:
+    def read(uri: str) -> str | None:
+        if not uri.startswith("secret://"):
+            return None  # a file in the app's bundle
+        try:
+            text = secrets(uri, fresh=True)  # the TTL decides how often: no second cache
+        except UsageError as exc:
+            raise PolicyError(f"cannot read the policy from {uri}: {exc}") from None
+        if len(text.encode()) > _MAX_POLICY_BYTES:
+            raise PolicyError(f"policy {uri} is larger than {_MAX_POLICY_BYTES} bytes")
+        return text
+
+    return read
+
+
+def load_source(uri: str, secrets: KeyVaultSecrets) -> warm.PolicySource:
+    """Load and validate the policy from the bundle or Key Vault. `file://` locations inside
+    a policy from Key Vault resolve against the working directory (the app's root,
+    `/home/site/wwwroot`, where the host starts the worker)."""
+    return warm.PolicySource.load(uri, _policy_reader(secrets), base_dir=Path.cwd())

@@ -1,0 +1,236 @@
+"""The Azure function app end to end, each function called as the Functions host calls it
+(the decorated functions of `function_app.app`) with the inputs its trigger hands it:
+`func.EventGridEvent` / `func.CloudEvent` from the recorded `events/azure` samples,
+`func.HttpRequest`, `func.TimerRequest`, `func.QueueMessage`.
+
+Real parts: a local CNCF distribution behind `FakeAcr`'s `/v2/` front (skopeo pushes, a
+cosign signature published through it), the azure-containerregistry and
+azure-mgmt-resourcegraph clients against the HTTPS / loopback stand-ins (`FakeAcr`,
+`FakeResourceGraph`), Azurite for the Storage queues, the SQLite ledger. The harness is
+`support.azure_harness`.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+from datetime import timedelta
+
+import azure.functions as func
+import pytest
+from support import azure_harness
+from support.azure_harness import HOST, T0, Azure, image
+
+from functions.azure import _app
+from regwarden.errors import RegistryError
+
+azure = azure_harness.azure
+
+pytestmark = pytest.mark.integration
+
+POLICY = f"""\
+apiVersion: regwarden/v1
+kind: Policy
+registries:
+  - {{host: {HOST}, kind: acr}}
+defaults:
+  mode: enforce
+  quarantine: {{strategy: retag}}
+repositories:
+  - match: "signed/**"
+    team: alpha
+    signatures: {{required: true, cosign: {{keys: ["file://cosign.pub"]}}, gracePeriod: 0s}}
+  - match: "scanned/**"
+    team: bravo
+    vulnerabilities: {{maxSeverity: high, scanTimeout: 30m}}
+notifications:
+  channels:
+    hook: {{type: webhook, url: "{{hook}}"}}
+  routes:
+    - {{to: [hook]}}
+"""
+
+
+@pytest.fixture
+def azure_policy() -> str:
+    return POLICY
+
+
+def _tags(azure: Azure, repository: str) -> list[str]:
+    with azure.client() as client:
+        return list(client.list_tags(repository))
+
+
+# -- on_push ----------------------------------------------------------------------------------
+
+
+def test_a_signed_push_passes_and_keeps_its_tag(azure: Azure) -> None:
+    repo = image("signed")
+    digest = azure.push(repo, "1.0.0", seed=801)
+    azure.sign(repo, digest)
+
+    azure.function("on_push")(azure.pushed(repo, digest, "1.0.0"))
+
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "PASSED"
+        assert ledger.quarantined(HOST, repo, digest) is None
+    assert "1.0.0" in _tags(azure, repo)
+    assert azure.sink.received == []
+
+
+@pytest.mark.parametrize("schema", ["eventgrid", "cloudevent"])
+def test_an_unsigned_push_is_quarantined_and_alerted_once(azure: Azure, schema: str) -> None:
+    repo = image("signed")
+    digest = azure.push(repo, "1.0.0", seed=802)
+    event = azure.pushed(repo, digest, "1.0.0", schema=schema)
+
+    azure.function("on_push")(event)
+
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
+        assert ledger.quarantined(HOST, repo, digest) is not None
+        (held,) = [a for a in ledger.actions() if a.kind == "quarantine"]
+        assert held.status == "done" and held.repository == repo
+    assert "1.0.0" not in _tags(azure, repo)  # retag: the tag left through /acr/v1/_tags
+    assert len(azure.sink.received) == 1
+
+    # Event Grid delivers at least once: the same event again changes nothing
+    azure.function("on_push")(event)
+    assert len(azure.sink.received) == 1
+    with closing(azure.ledger()) as ledger:
+        assert len([a for a in ledger.actions() if a.kind == "quarantine"]) == 1
+
+
+def test_a_signature_tag_event_re_evaluates_the_subject(azure: Azure) -> None:
+    repo = image("signed")
+    digest = azure.push(repo, "1.0.0", seed=803)
+    tag = azure.sign(repo, digest)
+    with azure.client() as client:
+        found = client.head_manifest(repo, tag)  # the .sig manifest's own digest
+    assert found is not None
+    signature = found.digest
+
+    azure.function("on_push")(azure.pushed(repo, signature, tag))
+
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "PASSED"
+        assert ledger.last_verdict(HOST, repo, signature) is None  # never the artifact
+
+
+def test_an_image_on_a_host_not_allowed_is_never_contacted(azure: Azure) -> None:
+    event = azure.pushed("signed/x", "sha256:" + "a" * 64, "1.0.0")
+    event.get_json()["request"]["host"] = "other.azurecr.io"
+    before = len(azure.acr.v2_requests)
+
+    azure.function("on_push")(event)  # returns: no attempt could succeed, none is retried
+
+    assert len(azure.acr.v2_requests) == before
+    with closing(azure.ledger()) as ledger:
+        assert ledger.actions() == []
+
+
+def test_a_malformed_event_raises_so_event_grid_dead_letters_it(azure: Azure) -> None:
+    from regwarden.errors import IntakeError
+
+    event = azure.pushed("signed/x", "sha256:" + "a" * 64, "1.0.0")
+    del event.get_json()["target"]
+
+    with pytest.raises(IntakeError, match="target"):
+        azure.function("on_push")(event)
+
+
+def test_a_failing_registry_raises_and_the_redelivery_judges_once(azure: Azure) -> None:
+    repo = image("signed")
+    digest = azure.push(repo, "1.0.0", seed=804)
+    event = azure.pushed(repo, digest, "1.0.0")
+    azure.fail_v2(repo)
+
+    with pytest.raises(RegistryError):  # Event Grid retries
+        azure.function("on_push")(event)
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) in (None, "ERROR")
+        assert ledger.quarantined(HOST, repo, digest) is None
+
+    azure.heal()
+    azure.function("on_push")(event)  # Event Grid's retry: the same event id
+
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
+        assert ledger.quarantined(HOST, repo, digest) is not None
+    assert len(azure.sink.received) == 1
+
+
+# -- on_webhook -------------------------------------------------------------------------------
+
+
+def _http(azure: Azure, method: str, body: bytes, headers: dict[str, str]) -> func.HttpResponse:
+    request = func.HttpRequest(
+        method, "https://app.azurewebsites.net/api/on_webhook", headers=headers, body=body
+    )
+    answer: func.HttpResponse = azure.function("on_webhook")(request)
+    return answer
+
+
+def test_on_webhook_answers_event_grid_handshakes_before_building_anything(
+    azure: Azure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGWARDEN_POLICY", "/nonexistent/policy.yaml")  # never read
+    _app.reset()
+    body, code = azure.validation_body()
+
+    answer = _http(azure, "POST", body, {"Content-Type": "application/json"})
+    assert answer.status_code == 200
+    assert json.loads(answer.get_body()) == {"validationResponse": code}
+
+    origin = {"WebHook-Request-Origin": "eventgrid.azure.net"}
+    answer = _http(azure, "OPTIONS", b"", origin)
+    assert answer.status_code == 200
+    assert answer.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+
+
+def test_on_webhook_judges_acr_quarantine_webhook(azure: Azure) -> None:
+    repo = image("signed")
+    digest = azure.push(repo, "2.0.0", seed=805)
+
+    body = azure.webhook_body(repo, digest, "2.0.0")
+    answer = _http(azure, "POST", body, {"Content-Type": "application/json"})
+
+    assert answer.status_code == 200, answer.get_body()
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
+
+    answer = _http(azure, "POST", b'{"nope": 1}', {"Content-Type": "application/json"})
+    assert answer.status_code == 400
+
+
+# -- on_scan ----------------------------------------------------------------------------------
+
+
+def test_on_scan_re_evaluates_an_image_whose_defender_findings_changed(azure: Azure) -> None:
+    repo = image("scanned")
+    digest = azure.push(repo, "1.0.0", seed=806)
+    azure.graph.add_finding(HOST, repo, digest, "CVE-2026-0001", "Low", when=T0)
+    azure.function("on_push")(azure.pushed(repo, digest, "1.0.0"))
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "PASSED"
+
+    # Defender files a critical finding later: the next poll finds the image and fails it
+    azure.at(T0 + timedelta(hours=2))
+    azure.graph.add_finding(
+        HOST, repo, digest, "CVE-2026-0002", "Critical", when=T0 + timedelta(hours=1)
+    )
+    azure.function("on_scan")(azure.timer())
+
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
+        assert ledger.quarantined(HOST, repo, digest) is not None
+        mark = ledger.action(_app.SCAN_WATERMARK)
+        assert mark is not None and mark.status == "done"
+        assert mark.state == {"since": (T0 + timedelta(hours=2)).isoformat()}
+
+    # the next poll looks from the watermark (less the overlap), not a day back
+    azure.at(T0 + timedelta(hours=3))
+    azure.function("on_scan")(azure.timer())
+    query = azure.graph.queries[-1]["query"]
+    since = T0 + timedelta(hours=2) - _app.SCAN_OVERLAP
+    assert since.strftime("%Y-%m-%dT%H:%M") in query

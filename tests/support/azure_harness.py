@@ -1,0 +1,313 @@
+"""The Azure function app's test harness: the loopback stand-ins, the app settings the
+functions read, and the inputs their triggers hand them (the real azure-functions types).
+
+    from support import azure_harness
+    azure = azure_harness.azure                     # register the fixture
+
+    @pytest.fixture
+    def azure_policy() -> str:                      # each module brings its policy
+        return POLICY
+
+Real parts: a local CNCF distribution behind `FakeAcr`'s `/v2/` front (skopeo pushes
+through it with an ACR refresh token; signatures are published through it), the real
+azure-containerregistry and azure-mgmt-resourcegraph clients against `FakeAcr` (HTTPS,
+test CA) and `FakeResourceGraph` (Defender's sub-assessments), Azurite for Storage queues
+(and the Table ledger, when a test names it), the SQLite ledger otherwise. The process's
+`DefaultAzureCredential` is replaced by FakeAcr's credential (`azure_clients.
+default_credential`), so no test looks for Azure credentials on the machine. The functions
+run in-process from `function_app.py`'s `app` (`Azure.function(name)` is the decorated
+function the host calls); their clock (`_app.CLOCK`) is set, so a deadline is reached
+without waiting.
+
+Events are the recorded samples of `events/azure/` (Event Grid schema and CloudEvents 1.0)
+with this test's registry, repository, digest and tag put in, as `func.EventGridEvent` /
+`func.CloudEvent` built the way the Python worker builds them.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import json
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import httpx
+import pytest
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+
+from functions.azure import _app
+from regwarden import azure_clients
+from regwarden.devtools import Content, LocalRegistry, make_image, write_layout
+from regwarden.devtools import skopeo_copy as copy_image
+from regwarden.oci import Credentials, DeadlineTransport, RegistryClient
+from regwarden.signatures import publish, sign_legacy
+from regwarden.signatures.keys import PrivateKey, generate_private_key
+from regwarden.store import SqliteLedger
+from support.aws_gate import Sink
+from support.azurite import Azurite
+from support.fake_acr import TOKEN_USER, FakeAcr
+from support.fake_resourcegraph import SUBSCRIPTION, FakeResourceGraph
+
+__all__ = [
+    "EVENTS",
+    "HOST",
+    "SUBSCRIPTION",
+    "T0",
+    "Azure",
+    "azure",
+    "image",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events" / "azure"
+HOST = "fakereg.azurecr.io"
+"""The registry's login server (FakeAcr's): what events and the policy name."""
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+"""FakeAcr's and FakeResourceGraph's clock (push and scan times)."""
+
+
+def _load(name: str) -> Any:
+    return json.loads((EVENTS / name).read_text())
+
+
+@dataclass
+class Azure:
+    acr: FakeAcr
+    graph: FakeResourceGraph
+    storage: Azurite | None
+    sink: Sink
+    key: PrivateKey
+    root: Path
+    monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str] = field(default_factory=dict)
+    """What the fixture set in the environment (the app settings)."""
+
+    # -- the functions ---------------------------------------------------------------------
+
+    def function(self, name: str) -> Callable[..., Any]:
+        """The user function `name` of the app, as the host calls it."""
+        return _user_functions()[name]
+
+    def setenv(self, name: str, value: str) -> None:
+        """Set one of the app settings (kept in `env` too); states built before are
+        forgotten."""
+        self.monkeypatch.setenv(name, value)
+        self.env[name] = value
+        _app.reset()
+
+    def at(self, moment: datetime) -> None:
+        """Set the functions' clock."""
+        self.monkeypatch.setattr(_app, "CLOCK", lambda: moment)
+
+    # -- the registry ----------------------------------------------------------------------
+
+    def client(self) -> RegistryClient:
+        """An OCI client on FakeAcr's `/v2/`, as `docker login` with a refresh token."""
+        transport = DeadlineTransport(limits=httpx.Limits(), ca_file=self.acr.ca_file)
+        creds = Credentials(username=TOKEN_USER, password=self.acr.mint_refresh_token())
+        return RegistryClient(f"https://{self.acr.host}", credentials=creds, transport=transport)
+
+    def push(self, repository: str, tag: str, seed: int) -> str:
+        return self.push_content(repository, tag, make_image(seed=seed))
+
+    def push_content(self, repository: str, tag: str, content: Content) -> str:
+        """`content` pushed by skopeo through the front as `repository:tag`; its digest."""
+        layout = self.root / uuid.uuid4().hex[:8]
+        write_layout(layout, content, tag="t")
+        copy_image(
+            f"oci:{layout}:t",
+            f"docker://{self.acr.host}/{repository}:{tag}",
+            creds=(TOKEN_USER, self.acr.mint_refresh_token()),
+        )
+        return str(content.manifest_digest)
+
+    def sign(self, repository: str, digest: str) -> str:
+        """A cosign `.sig` of `repository@digest` with the policy's key; its tag."""
+        art = sign_legacy(
+            image_digest=digest, docker_reference=f"{HOST}/{repository}", key=self.key
+        )
+        with self.client() as client:
+            publish(client, repository, art)
+        assert art.tag is not None
+        return art.tag
+
+    def fail_v2(self, repository: str, times: int = 20) -> None:
+        """The next `times` reads of `repository`'s manifests answer 503 (more than any
+        caller retries); `heal` drops what is left."""
+        for _ in range(times):
+            self.acr.fail_next("GET", rf"/v2/{repository}/manifests/.*", 503)
+            self.acr.fail_next("HEAD", rf"/v2/{repository}/manifests/.*", 503)
+
+    def heal(self) -> None:
+        with self.acr.lock:
+            self.acr._faults.clear()
+
+    # -- what the triggers hand the functions ----------------------------------------------
+
+    def pushed(
+        self,
+        repository: str,
+        digest: str,
+        tag: str | None,
+        *,
+        schema: str = "eventgrid",
+        event_id: str | None = None,
+        kind: str = "image-pushed",
+    ) -> Any:
+        """The ACR event of a push (`kind` image-pushed or image-deleted) as the worker
+        hands it to an Event Grid trigger: `func.EventGridEvent` (`schema` eventgrid) or
+        `func.CloudEvent` (cloudevent), from the recorded sample."""
+        sample = _load(f"{schema}-{kind}.json")
+        doc = sample[0] if isinstance(sample, list) else sample
+        doc = copy.deepcopy(doc)
+        doc["id"] = event_id or str(uuid.uuid4())
+        data = doc["data"]
+        data["target"].update({"repository": repository, "digest": digest})
+        if tag is None:
+            data["target"].pop("tag", None)
+        else:
+            data["target"]["tag"] = tag
+        data["request"]["host"] = HOST
+        subject = f"{repository}:{tag}" if tag else f"{repository}@{digest}"
+        if schema == "cloudevent":
+            return func.CloudEvent(
+                id=doc["id"],
+                source=doc["source"],
+                type=doc["type"],
+                specversion=doc["specversion"],
+                time=_time(doc["time"]),
+                subject=subject,
+                data=data,
+            )
+        return func.EventGridEvent(
+            id=doc["id"],
+            data=data,
+            topic=doc["topic"],
+            subject=subject,
+            event_type=doc["eventType"],
+            event_time=_time(doc["eventTime"]),
+            data_version=doc["dataVersion"],
+        )
+
+    def webhook_body(self, repository: str, digest: str, tag: str) -> bytes:
+        """ACR's own `quarantine` webhook for a push (the recorded sample)."""
+        doc = _load("webhook-quarantine.json")
+        doc["id"] = str(uuid.uuid4())
+        doc["target"].update({"repository": repository, "digest": digest, "tag": tag})
+        doc["request"]["host"] = HOST
+        return json.dumps(doc).encode()
+
+    @staticmethod
+    def validation_body() -> tuple[bytes, str]:
+        """Event Grid's SubscriptionValidationEvent (the recorded sample) and its code."""
+        doc = _load("eventgrid-validation.json")
+        return json.dumps(doc).encode(), doc[0]["data"]["validationCode"]
+
+    @staticmethod
+    def timer(*, past_due: bool = False) -> func.TimerRequest:
+        return TimerRequest(past_due=past_due)
+
+    @staticmethod
+    def queue_message(body: bytes, *, dequeue_count: int = 1) -> func.QueueMessage:
+        """A queue trigger's message as the worker builds it (the body decoded)."""
+        message: func.QueueMessage = QueueMessage(  # type: ignore[no-untyped-call]
+            id=str(uuid.uuid4()), body=body, dequeue_count=dequeue_count, pop_receipt="pr"
+        )
+        return message
+
+    # -- what happened ---------------------------------------------------------------------
+
+    def ledger(self) -> SqliteLedger:
+        return SqliteLedger(self.root / "ledger.db")
+
+    def received(self, queue: str) -> list[tuple[bytes, int]]:
+        """The messages waiting on `queue` in Azurite, visible or not (peeked, so never
+        dequeued): (decoded body, seconds until visible, from Azurite's own clock)."""
+        assert self.storage is not None, "this test runs without Azurite"
+        from azure.storage.queue import QueueClient
+
+        client = QueueClient.from_connection_string(self.storage.connection_string, queue)
+        found = []
+        # peek returns visible messages only: receive with a zero-length lease would change
+        # them, so the invisible ones are read from Azurite's listing through a long
+        # receive with visibility_timeout=1 after the test has moved the clock — not here.
+        for message in client.peek_messages(max_messages=32):
+            found.append((base64.b64decode(message.content), 0))
+        return found
+
+
+@functools.cache
+def _user_functions() -> dict[str, Callable[..., Any]]:
+    """The app's functions by name, indexed once (azure-functions refuses a second
+    `get_functions()`, as the worker indexes an app once)."""
+    from functions.azure.function_app import app
+
+    return {str(f.get_function_name()): f.get_user_function() for f in app.get_functions()}
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")[:26] + "+00:00")
+
+
+def image(area: str) -> str:
+    """A fresh repository under `area`."""
+    return f"{area}/app-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def azure(
+    registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, azure_policy: str
+) -> Iterator[Azure]:
+    """Every stand-in started, the app settings in the environment (the policy
+    `azure_policy` in `policy.yaml`, `{hook}` there the sink's URL; a cosign key pair
+    beside it), the functions' clock at T0 + 1 min. Storage queues: not configured (a test
+    that needs them uses `with_storage`)."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("needs skopeo")
+    key = generate_private_key("ecdsa-p256")
+    pem = key.public_key.pem
+    (tmp_path / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
+    sink = Sink()
+    (tmp_path / "policy.yaml").write_text(azure_policy.replace("{hook}", sink.url))
+    with FakeAcr(registry.host, login_server=HOST) as acr, FakeResourceGraph(now=T0) as graph:
+        acr.now = lambda: T0
+        credential = acr.credential()
+        monkeypatch.setattr(azure_clients, "default_credential", lambda: credential)
+        env = {
+            "REGWARDEN_POLICY": str(tmp_path / "policy.yaml"),
+            "REGWARDEN_LEDGER": str(tmp_path / "ledger.db"),
+            "REGWARDEN_AZURE_SUBSCRIPTION": SUBSCRIPTION,
+            "REGWARDEN_AZURE_ENDPOINT_RESOURCEGRAPH": graph.url,
+            **acr.env(),
+        }
+        for name in ("REGWARDEN_STORAGE_ACCOUNT", "REGWARDEN_ALERTS_TOPIC"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        _app.reset()
+        harness = Azure(acr, graph, None, sink, key, tmp_path, monkeypatch, env)
+        harness.at(T0 + timedelta(minutes=1))
+        try:
+            yield harness
+        finally:
+            _app.reset()
+            sink.close()
+
+
+def with_storage(azure: Azure, storage: Azurite) -> Azure:
+    """`azure` with its queues on `storage` (Azurite): REGWARDEN_STORAGE_ACCOUNT and the
+    endpoints and key of `storage.env()` set."""
+    azure.storage = storage
+    for name, value in {"REGWARDEN_STORAGE_ACCOUNT": storage.account, **storage.env()}.items():
+        azure.setenv(name, value)
+    return azure
