@@ -146,6 +146,7 @@ class AcrRegistry:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._exchange_lock = threading.Lock()
         self._watchers = ThrottleWatchers()
         self._scope = azure_clients.acr_scope(host)
         self.credential: Any = None
@@ -232,14 +233,18 @@ class AcrRegistry:
         anonymous."""
         if self.anonymous:
             return None
-        now = self._clock()
-        with self._lock:
-            if self._refresh is not None and now - self._refresh[1] < _REFRESH_LIFETIME:
-                return self._refresh[0]
-        token = self._exchange()
-        with self._lock:
-            self._refresh = (token, now)
-        return token
+        # One exchange at a time: calls made in parallel (the gate reads the manifest while
+        # it looks for signatures) would each get a new token, and the second would close
+        # the data plane the first is still using (`data_plane` rebuilds on a new token).
+        with self._exchange_lock:
+            now = self._clock()
+            with self._lock:
+                if self._refresh is not None and now - self._refresh[1] < _REFRESH_LIFETIME:
+                    return self._refresh[0]
+            token = self._exchange()
+            with self._lock:
+                self._refresh = (token, now)
+            return token
 
     def _exchange(self) -> str:
         import httpx
