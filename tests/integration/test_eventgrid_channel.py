@@ -6,6 +6,7 @@ the topic's host. Waits go to a fake clock."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -271,3 +272,12 @@ def test_the_policys_eventgrid_channel_delivers_through_deliver(
     (post,) = topic.posts
     assert post.key == topic.key
     assert post.events[0]["data"]["team"] == "payments"
+
+
+def test_publishing_logs_no_sdk_warning_about_the_request_options(
+    topic: FakeEventGrid, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        _channel(topic, Clock(), key=topic.key).send(_alert())
+    assert len(topic.events) == 1
+    assert [r.getMessage() for r in caplog.records if "known attribute" in r.getMessage()] == []
