@@ -46,6 +46,11 @@ output "dead_letter_container" {
   value       = local.dead_letter_container
 }
 
+output "key_vault_name" {
+  description = "The vault's name (az keyvault secret set --vault-name NAME)."
+  value       = azurerm_key_vault.regwarden.name
+}
+
 output "key_vault_uri" {
   description = "The vault secret://NAME reads from (REGWARDEN_KEY_VAULT)."
   value       = azurerm_key_vault.regwarden.vault_uri

@@ -717,6 +717,7 @@ def test_outputs_name_the_app_topic_queues_and_dead_letters() -> None:
         "queues",
         "dead_letter_container",
         "key_vault_uri",
+        "key_vault_name",
         "identity_client_id",
     } <= set(CONFIG.outputs)
     assert CONFIG.outputs["alerts_topic_endpoint"]["value"] == (
