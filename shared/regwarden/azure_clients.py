@@ -24,15 +24,21 @@ __all__ = [
     "CA_BUNDLE_ENV",
     "ENDPOINT_ENV_PREFIX",
     "SERVICES",
+    "STORAGE_KEY_ENV",
     "acr_scope",
     "ca_bundle",
     "default_credential",
     "endpoint",
+    "storage_credential",
+    "storage_endpoint",
 ]
 
 ENDPOINT_ENV_PREFIX = "REGWARDEN_AZURE_ENDPOINT_"
 CA_BUNDLE_ENV = "REGWARDEN_AZURE_CA_BUNDLE"
-SERVICES = frozenset({"acr", "resourcegraph", "eventgrid", "keyvault", "storage"})
+SERVICES = frozenset({"acr", "resourcegraph", "eventgrid", "keyvault", "storage", "table", "queue"})
+STORAGE_KEY_ENV = "REGWARDEN_AZURE_STORAGE_KEY"
+"""A storage account's shared key, for local runs and Azurite only (in Azure: the managed
+identity). Never defaulted, never logged."""
 ACR_AUDIENCE = "https://containerregistry.azure.net"
 """The AAD audience of ACR's data plane in Azure's public cloud (the SDK's default)."""
 _SOVEREIGN_AUDIENCES = {
@@ -73,3 +79,26 @@ def default_credential() -> Any:
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
+
+
+def storage_endpoint(service: str, account: str, env: Mapping[str, str]) -> str:
+    """The endpoint of a storage account's `table` or `queue` service: the one `env` names
+    (`REGWARDEN_AZURE_ENDPOINT_TABLE`; Azurite's is `http://127.0.0.1:PORT/ACCOUNT`), else
+    Azure's own `https://ACCOUNT.<service>.core.windows.net`."""
+    if service not in ("table", "queue"):
+        raise ValueError(f"not a storage service: {service!r}")
+    return endpoint(service, env) or f"https://{account}.{service}.core.windows.net"
+
+
+def storage_credential(account: str, env: Mapping[str, str]) -> Any:
+    """The credential of storage account `account`: its shared key when
+    `REGWARDEN_AZURE_STORAGE_KEY` is set (an `AzureNamedKeyCredential`: requests are signed
+    with it, the key itself is never sent, so it may go to Azurite over loopback http),
+    else the process's `default_credential()` (a bearer token, which Azure's clients send
+    over https only)."""
+    key = env.get(STORAGE_KEY_ENV, "").strip()
+    if key:
+        from azure.core.credentials import AzureNamedKeyCredential
+
+        return AzureNamedKeyCredential(account, key)
+    return default_credential()

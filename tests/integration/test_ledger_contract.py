@@ -1,7 +1,8 @@
 """The ledger contract: what `store.Ledger` promises, held to every store with the same
 assertions (SQLite in a file; DynamoDB in moto's server mode on loopback, boto3 over the
-wire; Firestore on `support.fake_firestore`, the GAPIC client over REST). Each store is
-opened by its URL, as `--ledger` names it.
+wire; Firestore on `support.fake_firestore`, the GAPIC client over REST; Table Storage on
+Azurite, azure-data-tables over the wire). Each store is opened by its URL, as `--ledger`
+names it.
 
 The atomic unit is one delivery's outcome (`Ledger.commit_outcome`, see
 `store/_protocol.py`): its verdict, verdict-log entry, delivery marker and outbox rows are
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ import httpx
 import pytest
 from support import fake_firestore as firestore_support
 from support import moto_server as support
+from support.azurite import Azurite
 from support.cli import run_cli
 from support.moto_server import MotoServer
 from support.registries import PushImage
@@ -48,7 +51,7 @@ B = "sha256:" + "b" * 64
 C = "sha256:" + "c" * 64
 TABLE = "regwarden-contract"
 TTL = timedelta(days=7)
-STORES = ("sqlite", "dynamodb", "firestore")
+STORES = ("sqlite", "dynamodb", "firestore", "azuretable")
 
 
 class AuditedLedger(Ledger, Protocol):
@@ -67,6 +70,12 @@ def store_url(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> str
     if store == "firestore":
         request.getfixturevalue("fake_firestore")  # and REGWARDEN_GCP_ENDPOINT_FIRESTORE
         return "firestore://demo-proj?prefix=contract"
+    if store == "azuretable":
+        azurite: Azurite = request.getfixturevalue("azurite")
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for name, value in azurite.env().items():
+            monkeypatch.setenv(name, value)
+        return f"azuretable://{azurite.account}?prefix=c{uuid.uuid4().hex[:12]}"
     server: MotoServer = request.getfixturevalue("moto")
     server.client("dynamodb").create_table(**table_definition(TABLE))
     return f"dynamodb://{TABLE}?region={server.region}&endpoint={server.endpoint_url}"

@@ -35,7 +35,7 @@ def refusal(url: str, *, queue: bool = False) -> UsageError:
 
 
 def test_the_registries_name_the_stores_built_today() -> None:
-    assert LEDGERS.names() == ("dynamodb", "firestore", "sqlite")
+    assert LEDGERS.names() == ("azuretable", "dynamodb", "firestore", "sqlite")
     assert QUEUES.names() == ("sqlite",)
 
 
@@ -78,7 +78,6 @@ def test_a_dynamodb_url_opens_the_table_without_contacting_it() -> None:
     [
         ("postgresql://db.example/regwarden", "postgresql:// ledgers are not built yet"),
         ("postgres://db.example/regwarden", "postgres:// ledgers are not built yet"),
-        ("azuretable://account/table", "azuretable:// ledgers are not built yet"),
         ("http://ledger.example/", "unknown ledger scheme http://"),
         ("s3://bucket/ledger.db", "unknown ledger scheme s3://"),
     ],
@@ -89,7 +88,9 @@ def test_a_scheme_nothing_implements_is_a_usage_error_and_never_a_file(
     monkeypatch.chdir(tmp_path)
     error = refusal(url)
     assert str(error).startswith(f"cannot use the ledger {url}: {needle}"), str(error)
-    assert error.hint == "valid: a path (an SQLite file), dynamodb://, firestore://, sqlite://"
+    assert error.hint == (
+        "valid: a path (an SQLite file), azuretable://, dynamodb://, firestore://, sqlite://"
+    )
     assert list(tmp_path.iterdir()) == []  # nothing made under the working directory
 
 
@@ -114,6 +115,10 @@ def test_a_password_in_a_url_is_not_repeated() -> None:
         ("dynamodb://tbl?endpoint=ftp://x", "endpoint 'ftp://x' is not an http(s) URL", "TABLE"),
         ("dynamodb://tbl?region=a&region=b", "parameter region given twice", None),
         ("dynamodb://tbl?region", "malformed parameters", None),
+        ("azuretable://account/table", "'account/table' is not a storage account", "ACCOUNT"),
+        ("azuretable://Acct", "'Acct' is not a storage account name", "azuretable://ACCOUNT"),
+        ("azuretable://acct?prefix=9x", "prefix '9x' is not a table-name prefix", "?prefix="),
+        ("azuretable://acct?table=x", "unknown parameter table for azuretable://", "prefix"),
         ("sqlite://", "no file after sqlite://", "sqlite:///ABSOLUTE/PATH"),
         ("sqlite:///x.db?mode=ro", "unknown parameter mode for sqlite://", "none"),
     ],

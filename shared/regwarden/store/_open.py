@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from ..errors import UsageError
 from ..plugins import PluginRegistry
-from . import _dynamo, _firestore, _sqlite  # noqa: F401  (their factories register in LEDGERS …)
+from . import _azure_table, _dynamo, _firestore, _sqlite  # noqa: F401  (factories register …)
 from ._protocol import EventQueue, Ledger
 from ._urls import LEDGERS, QUEUES, ParsedUrl, parse_store_url
 
@@ -24,7 +24,6 @@ T = TypeVar("T")
 _LATER = {
     "postgresql": "the PostgreSQL ledger's issue",
     "postgres": "the PostgreSQL ledger's issue",
-    "azuretable": "the Azure issue",
 }
 """Ledger schemes the project plans (issue #12) but has not built: said so, not 'unknown'."""
 
@@ -33,8 +32,8 @@ _QUEUE_HINT = "pass --queue sqlite:///PATH (or REGWARDEN_QUEUE): an SQLite file 
 
 def open_ledger(url: str | os.PathLike[str]) -> Ledger:
     """The ledger `url` names: a path (an SQLite file), `sqlite:///PATH`,
-    `dynamodb://TABLE?region=…&endpoint=…` or `firestore://PROJECT[/DATABASE][?prefix=…]`;
-    UsageError (exit 2) if it cannot be used."""
+    `dynamodb://TABLE?region=…&endpoint=…`, `firestore://PROJECT[/DATABASE][?prefix=…]` or
+    `azuretable://ACCOUNT[?prefix=…]`; UsageError (exit 2) if it cannot be used."""
     parsed = parse_store_url(url, role="ledger")
     return _factory(LEDGERS, parsed)(parsed)
 

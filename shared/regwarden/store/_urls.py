@@ -3,7 +3,7 @@
 A URL is `SCHEME://LOCATION[?NAME=VALUE&…]`; anything without `://` is a path to an SQLite
 file (`~` allowed), as `--ledger PATH` always took. Each scheme is a factory registered in
 `LEDGERS` or `QUEUES` by the module that implements it (`_sqlite.py`, `_dynamo.py`,
-`_firestore.py`).
+`_firestore.py`, `_azure_table.py`).
 """
 
 from __future__ import annotations
@@ -110,6 +110,6 @@ def display_url(text: str) -> str:
 
 
 LEDGERS = PluginRegistry[Callable[[ParsedUrl], Ledger]]("ledger")
-"""Ledger URL scheme → factory (`sqlite`, `dynamodb`, `firestore`)."""
+"""Ledger URL scheme → factory (`sqlite`, `dynamodb`, `firestore`, `azuretable`)."""
 QUEUES = PluginRegistry[Callable[[ParsedUrl], EventQueue]]("queue")
 """Queue URL scheme → factory (`sqlite`)."""
