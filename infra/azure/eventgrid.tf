@@ -17,9 +17,13 @@ locals {
   function_id           = azurerm_function_app_flex_consumption.regwarden.id
 }
 
+# Beside the registry, in its resource group (Event Grid allows one system topic per source:
+# a registry that has one already needs it imported, docs/azure.md).
 resource "azurerm_eventgrid_system_topic" "registry" {
+  provider = azurerm.registry
+
   name                = "${var.name}-registry"
-  resource_group_name = azurerm_resource_group.regwarden.name
+  resource_group_name = local.registry_group
   location            = data.azurerm_container_registry.gated.location
   source_resource_id  = var.registry_id
   topic_type          = "Microsoft.ContainerRegistry.Registries"
@@ -33,11 +37,12 @@ resource "azurerm_eventgrid_system_topic" "registry" {
 }
 
 resource "azurerm_eventgrid_system_topic_event_subscription" "on_push" {
-  count = var.functions_published ? 1 : 0
+  provider = azurerm.registry
+  count    = var.functions_published ? 1 : 0
 
   name                  = "${var.name}-on-push"
   system_topic          = azurerm_eventgrid_system_topic.registry.name
-  resource_group_name   = azurerm_resource_group.regwarden.name
+  resource_group_name   = azurerm_eventgrid_system_topic.registry.resource_group_name
   event_delivery_schema = "EventGridSchema"
   included_event_types  = local.acr_event_types
 

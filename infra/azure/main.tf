@@ -12,6 +12,8 @@
 # Functions host moves a queue message that failed maxDequeueCount times to QUEUE-poison.
 
 data "azurerm_container_registry" "gated" {
+  provider = azurerm.registry
+
   name                = local.registry_name
   resource_group_name = local.registry_group
 }

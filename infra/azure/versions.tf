@@ -29,3 +29,14 @@ provider "azurerm" {
     }
   }
 }
+
+# The registry's own subscription (it may differ from subscription_id): the registry is read
+# there, and its Event Grid system topic must live there too (Event Grid creates a system
+# topic only beside its source, one per source).
+provider "azurerm" {
+  alias               = "registry"
+  storage_use_azuread = true
+  subscription_id     = local.registry_subscription
+
+  features {}
+}

@@ -113,6 +113,7 @@ class Config:
     locals: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     terraform: list[dict[str, Any]] = field(default_factory=list)
+    providers: list[dict[str, Any]] = field(default_factory=list)
     text: str = ""
 
     def resource(self, kind: str, name: str) -> dict[str, Any]:
@@ -154,6 +155,7 @@ def load(directory: Path = INFRA) -> Config:
             for name, value in blk.items():
                 _unique(config.locals, name, value, "local")
         config.terraform += doc.get("terraform", [])
+        config.providers += doc.get("provider", [])
     return config
 
 
@@ -565,12 +567,28 @@ def _delivery(body: dict[str, Any]) -> None:
 def test_the_registrys_pushes_and_deletes_reach_on_push_with_retries_and_dead_letters() -> None:
     topic = CONFIG.resource("azurerm_eventgrid_system_topic", "registry")
     assert topic["source_resource_id"] == "${var.registry_id}"
+    # beside its source: the registry's subscription (a provider of its own) and group
+    providers = {p["azurerm"].get("alias"): p["azurerm"] for p in CONFIG.providers}
+    assert providers["registry"]["subscription_id"] == "${local.registry_subscription}"
+    assert providers[None]["subscription_id"] == "${var.subscription_id}"
+    assert CONFIG.locals["registry_subscription"] == "${local.registry_parts[2]}"
+    assert CONFIG.locals["registry_group"] == "${local.registry_parts[4]}"
+    assert topic["provider"] == "${azurerm.registry}"
+    assert topic["resource_group_name"] == "${local.registry_group}"
+    assert topic["location"] == "${data.azurerm_container_registry.gated.location}"
+    assert CONFIG.data[("azurerm_container_registry", "gated")]["provider"] == (
+        "${azurerm.registry}"
+    )
     assert topic["topic_type"] == "Microsoft.ContainerRegistry.Registries"
     assert block(topic, "identity")["identity_ids"] == [
         "${azurerm_user_assigned_identity.eventgrid.id}"
     ]
     sub = CONFIG.resource("azurerm_eventgrid_system_topic_event_subscription", "on_push")
+    assert sub["provider"] == "${azurerm.registry}"
     assert sub["system_topic"] == "${azurerm_eventgrid_system_topic.registry.name}"
+    assert sub["resource_group_name"] == (
+        "${azurerm_eventgrid_system_topic.registry.resource_group_name}"
+    )
     assert sub["event_delivery_schema"] == "EventGridSchema"
     assert sub["included_event_types"] == "${local.acr_event_types}"
     assert CONFIG.locals["acr_event_types"] == ACR_EVENTS
