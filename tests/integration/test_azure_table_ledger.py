@@ -3,10 +3,20 @@ test_ledger_contract.py): real Azurite on loopback, the Azure SDKs over the wire
 
 from __future__ import annotations
 
+import base64
+import json
+import threading
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from support.azurite import Azurite
+
+from regwarden.errors import RegistryError, UsageError
+from regwarden.store import OutboxItem, Outcome, open_ledger
+from regwarden.store._azure_table import AzureTableLedger
 
 pytestmark = pytest.mark.integration
 
@@ -38,3 +48,232 @@ def test_azurite_serves_a_table_entity_and_a_queue_message_with_its_own_key(
     bad = TableServiceClient(endpoint=azurite.table_endpoint, credential=wrong)
     with pytest.raises((ClientAuthenticationError, HttpResponseError)):
         bad.get_table_client(table.table_name).get_entity("p", "r")
+
+
+# -- the Table Storage ledger -----------------------------------------------------------------
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+A = "sha256:" + "a" * 64
+TTL = timedelta(days=7)
+
+
+class Requests:
+    """Counts the HTTP requests a ledger sends (azure-core's raw request hook): each one is
+    a round trip a function pays for."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def __call__(self, request: Any) -> None:
+        http = request.http_request
+        self.sent.append(f"{http.method} {http.url.split('?')[0].rsplit('/', 1)[-1]}")
+
+    def take(self) -> list[str]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+@pytest.fixture
+def counted(azurite: Azurite) -> Iterator[tuple[AzureTableLedger, Requests]]:
+    from azure.core.credentials import AzureNamedKeyCredential
+    from azure.data.tables import TableServiceClient
+
+    requests = Requests()
+    service = TableServiceClient(
+        endpoint=azurite.table_endpoint,
+        credential=AzureNamedKeyCredential(azurite.account, azurite.key),
+        raw_request_hook=requests,
+    )
+    ledger = AzureTableLedger(azurite.account, prefix=f"p{uuid.uuid4().hex[:10]}", service=service)
+    yield ledger, requests
+    ledger.close()
+
+
+@pytest.fixture
+def ledger(azurite: Azurite) -> Iterator[AzureTableLedger]:
+    opened = open_ledger(f"azuretable://{azurite.account}?prefix=p{uuid.uuid4().hex[:10]}")
+    assert isinstance(opened, AzureTableLedger)
+    opened._env = azurite.env()  # the process environment stays untouched
+    yield opened
+    opened.close()
+
+
+def outcome(delivery: str | None, *keys: str, verdict: str | None = "FAILED") -> Outcome:
+    alerts = tuple(OutboxItem(f"{k}:hook", "hook", json.dumps({"dedup_key": k})) for k in keys)
+    return Outcome(delivery, "r", "app", A, verdict, alerts=alerts)
+
+
+def test_a_batch_that_fails_part_way_writes_nothing(
+    ledger: AzureTableLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from regwarden.store import _azure_table_rows
+
+    # an alert past Table Storage's 64 KiB string property, left unsplit: the server
+    # refuses the batch's last operation, after the marker, the log entry and a first row
+    big = OutboxItem("k2:hook", "hook", json.dumps({"findings": "x" * 40_000}))
+    full = Outcome("d1", "r", "app", A, "FAILED", alerts=(*outcome("d1", "k1").alerts, big))
+    with monkeypatch.context() as patched:
+        patched.setattr(_azure_table_rows, "CHUNK", 40_100)
+        with pytest.raises(RegistryError, match=r"PropertyValueTooLarge|64KB"):
+            ledger.commit_outcome(full, now=T0, ttl=TTL)
+    assert ledger.delivery_outcome("d1", now=T0) is None
+    assert ledger.verdict_log("r", "app", A) == []
+    assert ledger.last_verdict("r", "app", A) is None  # written only after the batch
+    assert ledger.outbox_pending(now=T0) == [] and ledger.outbox_unsent() == 0
+    # split over properties, the same outcome commits whole, and the alert reads back
+    assert ledger.commit_outcome(full, now=T0, ttl=TTL) == ["k1:hook", "k2:hook"]
+    assert [i.alert for i in ledger.outbox_pending(now=T0)][1] == big.alert
+    assert ledger.verdict_log("r", "app", A) == [("d1", "FAILED", T0)]
+
+
+def test_concurrent_commits_of_one_delivery_from_separate_clients_write_once(
+    azurite: Azurite,
+) -> None:
+    prefix = f"p{uuid.uuid4().hex[:10]}"
+    ledgers = [AzureTableLedger(azurite.account, prefix=prefix, env=azurite.env()) for _ in "1234"]
+    start = threading.Barrier(len(ledgers))
+    results: dict[int, list[str] | None] = {}
+
+    def commit(n: int) -> None:
+        start.wait()
+        results[n] = ledgers[n].commit_outcome(outcome("d1", f"k{n}"), now=T0, ttl=TTL)
+
+    threads = [threading.Thread(target=commit, args=(n,)) for n in range(len(ledgers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == len(ledgers)
+    (won,) = [r for r in results.values() if r is not None]
+    assert len(won) == 1
+    check = ledgers[0]
+    assert check.verdict_log("r", "app", A) == [("d1", "FAILED", T0)]
+    assert [i.key for i in check.outbox_pending(now=T0)] == won
+    for one in ledgers:
+        one.close()
+
+
+def test_follow_ups_cut_short_by_a_crash_are_finished_by_the_next_reader(
+    ledger: AzureTableLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the function was killed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(AzureTableLedger, "_set_verdict", crash)
+        patched.setattr(AzureTableLedger, "_claim", crash)
+        with pytest.raises(RuntimeError):
+            ledger.commit_outcome(outcome("d1", "k1"), now=T0, ttl=TTL)
+    assert ledger.last_verdict("r", "app", A) is None  # the batch went in, the rest did not
+    # the retry finds the delivery handled, and writes what the crash left out
+    done = ledger.delivery_outcome("d1", now=T0 + timedelta(seconds=5))
+    assert done is not None and done.handled_at == T0
+    assert ledger.last_verdict("r", "app", A) == "FAILED"
+    # the alert's key is taken: another delivery's same alert is not added again
+    assert ledger.commit_outcome(outcome("d2", "k1"), now=T0 + timedelta(1), ttl=TTL) == []
+    # and a later verdict is never undone by finishing an earlier one
+    ledger.record_verdict("r", "app", A, "PASSED", now=T0 + timedelta(days=2))
+    assert ledger.delivery_outcome("d1", now=T0 + timedelta(seconds=6)) is not None
+    assert ledger.last_verdict("r", "app", A) == "PASSED"
+
+
+def test_tables_are_created_on_first_write_and_expired_rows_deleted(
+    ledger: AzureTableLedger,
+) -> None:
+    def tables() -> set[str]:
+        return {t.name for t in ledger.service.list_tables() if t.name.startswith(ledger.prefix)}
+
+    assert ledger.last_verdict("r", "app", A) is None  # a read makes nothing
+    assert ledger.actions() == [] and tables() == set()
+    assert ledger.seen_delivery("d1", now=T0, ttl=timedelta(hours=1)) is False
+    ledger.commit_outcome(outcome("d2"), now=T0, ttl=timedelta(hours=1))
+    assert tables() == {
+        f"{ledger.prefix}deliveries",
+        f"{ledger.prefix}outcomes",
+        f"{ledger.prefix}verdicts",
+    }
+    assert ledger.expire_deliveries(now=T0 + timedelta(minutes=59)) == 0
+    assert ledger.expire_deliveries(now=T0 + timedelta(hours=1)) == 2  # the id and the marker
+    assert ledger.seen_delivery("d1", now=T0 + timedelta(hours=1), ttl=TTL) is False
+    assert ledger.verdict_log("r", "app", A) == [("d2", "FAILED", T0)]  # the log stays
+
+
+def test_keys_with_any_characters_and_long_state(ledger: AzureTableLedger) -> None:
+    odd = "q:reg.example:5000/a/b#c?d\\e'f|g%h\x01"
+    state = {"manifest": "m" * 100_000, "children": [A] * 3}
+    begun = ledger.begin_action(
+        odd,
+        registry="reg.example:5000",
+        repository="a/b",
+        digest=A,
+        kind="quarantine",
+        reason="why",
+        state=state,
+        now=T0,
+    )
+    assert begun == ledger.action(odd) and begun.state == state
+    ledger.finish_action(odd, status="done", state={"step": "released"})
+    found = ledger.action(odd)
+    assert found is not None and found.state == {"step": "released"}
+    ledger.record_push("reg.example:5000", "a/b", A, ("v1", "v1.0"), now=T0)
+    assert ledger.tag_digests("reg.example:5000", "a/b", "v1") == [A]  # not v1.0's rows
+    assert ledger.tags_for("reg.example:5000", "a/b", A) == ["v1", "v1.0"]
+    ledger.note_failure("on_push", odd, "boom", now=T0, ttl=TTL)
+    ledger.note_failure("on_push", odd, "again", now=T0 + timedelta(1), ttl=TTL)
+    note = ledger.failure("on_push", odd)
+    assert note is not None and (note.first_error, note.last_error, note.failures) == (
+        "boom",
+        "again",
+        2,
+    )
+
+
+def test_requests_each_ledger_call_costs(counted: tuple[AzureTableLedger, Requests]) -> None:
+    ledger, requests = counted
+    ledger.seen_delivery("warm", now=T0, ttl=TTL)  # the tables this test uses, made once
+    ledger.commit_outcome(outcome("warm", "w"), now=T0, ttl=TTL)
+    ledger.record_push("r", "app", "sha256:" + "0" * 64, ("t",), now=T0)
+    requests.take()
+    # a new push, as the gate handles it: is the delivery handled? record the push; commit
+    # its outcome with one alert (batch, then the alert key's entry and the verdict); send
+    assert ledger.delivery_outcome("d1", now=T0) is None
+    assert len(requests.take()) == 1  # one partition query
+    assert ledger.seen_delivery("d1", now=T0, ttl=TTL) is False
+    assert len(requests.take()) == 1  # one create
+    ledger.record_push("r", "app", A, ("v1",), now=T0)
+    assert len(requests.take()) == 1  # image and tag rows: one batch
+    ledger.commit_outcome(outcome("d1", "k1"), now=T0, ttl=TTL)
+    # the key's entry read, the batch, the key's entry written, the verdict
+    assert len(requests.take()) == 4
+    ledger.outbox_sent("k1:hook", now=T0)
+    assert len(requests.take()) == 2  # read and conditional replace (its partition known)
+    ledger.commit_outcome(outcome("d2", verdict="PASSED"), now=T0, ttl=TTL)
+    assert len(requests.take()) == 2  # no alert: the batch and the verdict
+    # a duplicate delivery: found at once
+    assert ledger.commit_outcome(outcome("d1", "k1"), now=T0, ttl=TTL) is None
+    assert ledger.delivery_outcome("d1", now=T0) is not None
+
+
+def test_the_url_names_the_account_its_endpoint_and_credential(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in azurite.env():
+        monkeypatch.delenv(name, raising=False)
+    plain = open_ledger("azuretable://acct123")
+    assert isinstance(plain, AzureTableLedger) and plain.tables["outcomes"] == "regwardenoutcomes"
+    assert plain.service.url.startswith("https://acct123.table.core.windows.net")  # offline
+    plain.close()
+    # a wrong key: the ledger's infrastructure error, naming the account
+    monkeypatch.setenv("REGWARDEN_AZURE_ENDPOINT_TABLE", azurite.table_endpoint)
+    monkeypatch.setenv("REGWARDEN_AZURE_STORAGE_KEY", base64.b64encode(b"k" * 64).decode())
+    wrong = open_ledger(f"azuretable://{azurite.account}")
+    with pytest.raises(RegistryError, match=f"Table Storage account {azurite.account}"):
+        wrong.seen_delivery("d1", now=T0, ttl=TTL)
+    wrong.close()
+    # no key: the managed identity's bearer token, which never goes over plain http
+    monkeypatch.delenv("REGWARDEN_AZURE_STORAGE_KEY")
+    anonymous = open_ledger(f"azuretable://{azurite.account}")
+    with pytest.raises(UsageError, match="plain http") as refused:
+        anonymous.seen_delivery("d1", now=T0, ttl=TTL)
+    assert refused.value.hint is not None and "REGWARDEN_AZURE_STORAGE_KEY" in refused.value.hint
+    anonymous.close()

@@ -69,7 +69,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import RegistryError
+from ..errors import RegistryError, UsageError
 from ._azure_table_rows import get_text, part, plain_time, put_text, utc
 from ._dynamo import FailureNote
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
@@ -193,12 +193,19 @@ class AzureTableLedger(TagRowQueries):
                 from .. import azure_clients
 
                 env = os.environ if self._env is None else self._env
+                endpoint = azure_clients.storage_endpoint("table", self.account, env)
+                if endpoint.startswith("http:") and not env.get(azure_clients.STORAGE_KEY_ENV):
+                    raise UsageError(
+                        f"Table Storage endpoint {endpoint} is plain http: the managed "
+                        "identity's token is never sent over it",
+                        hint=f"set {azure_clients.STORAGE_KEY_ENV} (Azurite, local runs)",
+                    )
                 kwargs: dict[str, Any] = {"retry_total": 3}
                 bundle = azure_clients.ca_bundle(env)
                 if bundle:
                     kwargs["connection_verify"] = bundle
                 self._service = TableServiceClient(
-                    endpoint=azure_clients.storage_endpoint("table", self.account, env),
+                    endpoint=endpoint,
                     credential=azure_clients.storage_credential(self.account, env),
                     **kwargs,
                 )
