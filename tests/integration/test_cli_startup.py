@@ -109,7 +109,7 @@ def test_check_needs_no_channel_secret_but_invoke_and_serve_do(
         (
             "    quarantine: {strategy: lock}\n",
             "repositories[0].quarantine.strategy",
-            "quarantine strategy 'lock' is not supported yet",
+            "quarantine strategy 'lock' needs a registry that locks manifests (acr)",
         ),
     ],
 )

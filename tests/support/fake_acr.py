@@ -41,7 +41,8 @@ Azure/acr `docs/preview/quarantine/readme.md`):
   tags, changeableAttributes {deleteEnabled, writeEnabled, readEnabled, listEnabled},
   quarantineState}` — every manifest, untagged ones and an index's children included;
 - `GET|PATCH /acr/v1/{name}/_manifests/{digest}` → `ArtifactManifestProperties {registry,
-  imageName, manifest}` (PATCH: `ManifestWriteableProperties`);
+  imageName, manifest}` (PATCH: `ManifestWriteableProperties`, plus `quarantineState` and
+  `quarantineDetails` — a JSON string —, the fields the SDKs keep internal);
 - `GET /acr/v1/{name}/_tags` → `TagList {registry, imageName, tags: [TagAttributesBase
   {name, digest, createdTime, lastUpdateTime, signed, changeableAttributes}]}`;
   `GET|PATCH|DELETE /acr/v1/{name}/_tags/{tag}` (`ArtifactTagProperties {registry,
@@ -56,6 +57,15 @@ disallowed on this registry, repository or image."; the message ACR gives, the s
 assumption). Push times are recorded as manifests pass the front (`acr.now` is the
 clock); a manifest the front has not seen gets its time when first listed.
 Errors: ACR's OCI envelope `{"errors": [{"code", "message"}]}`.
+
+**Quarantine policy** (Azure/acr `docs/preview/quarantine/readme.md`, events.md §3.3): off
+by default, and then no manifest carries `quarantineState`. With `acr.quarantine_policy =
+True`, every manifest carries one: `Quarantined` until a PATCH sets `Passed` or `Failed`
+(the name of the waiting state is an assumption: ACR's docs show only Passed and
+Failed), and a `/v2/` read of a manifest not `Passed` is refused (by digest 403 `DENIED`,
+by tag 404 `MANIFEST_UNKNOWN`, as the readme describes) unless the caller's token came
+from `/oauth2/exchange` (the gate's identity, which holds AcrQuarantineWriter); tokens
+from `mint_refresh_token()` (skopeo: an ordinary puller) are refused.
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import io
 import ipaddress
 import json
 import re
@@ -76,10 +87,10 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from support.fake_gar import _read_chunked
+from support.fake_gar import Matcher, Parked, _read_chunked
 from support.loopback import LoopbackServer
 
 __all__ = ["TOKEN_USER", "FakeAcr", "FakeCredential", "V2Seen"]
@@ -242,6 +253,10 @@ class FakeAcr:
         self.acr_requests: list[tuple[str, str]] = []
         self._refresh: set[str] = set()
         self._access: set[str] = set()
+        self._reader_refresh: set[str] = set()
+        self._reader_access: set[str] = set()
+        self.quarantine_policy = False
+        self._quarantine: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._created: dict[tuple[str, str], datetime] = {}
         self._updated: dict[tuple[str, str], datetime] = {}
         self._tag_times: dict[tuple[str, str], tuple[datetime, datetime]] = {}
@@ -273,12 +288,20 @@ class FakeAcr:
     def credential(self) -> FakeCredential:
         return FakeCredential(self.aad_token)
 
-    def mint_refresh_token(self) -> str:
-        """A refresh token as `/oauth2/exchange` would give (for skopeo's `--dest-creds`)."""
+    def mint_refresh_token(self, *, quarantine_reader: bool = False) -> str:
+        """A refresh token as `/oauth2/exchange` would give (for skopeo's `--dest-creds`);
+        `quarantine_reader`: its access tokens may pull manifests not yet `Passed`."""
         token = "rt-" + secrets.token_urlsafe(16)
         with self.lock:
             self._refresh.add(token)
+            if quarantine_reader:
+                self._reader_refresh.add(token)
         return token
+
+    def quarantine_state(self, repository: str, digest: str) -> tuple[str, str | None]:
+        """(quarantineState, quarantineDetails) of a manifest under the quarantine policy."""
+        with self.lock:
+            return self._quarantine.get((repository, digest), ("Quarantined", None))
 
     def fail_next(
         self, method: str, pattern: str, status: int, headers: dict[str, str] | None = None
@@ -295,6 +318,52 @@ class FakeAcr:
                     del self._faults[i]
                     return status, headers
         return None
+
+    _park: Parked | None = None
+
+    def park(self, n: int, when: Literal["before", "after"], matches: Matcher) -> Parked:
+        """Hold the `n`th authorized request from now on that `matches(method, decoded
+        path, headers)` accepts — an `/acr/v1/` PATCH or DELETE, a `/v2/` write —
+        `before` it is served (it never lands) or `after` (served, its answer kept back);
+        `Parked.reached` is set while it waits and `release()` drops its connection
+        unanswered, as FakeGar.park does. One park at a time."""
+        parked = Parked(n, when, matches)
+        with self.lock:
+            self._park = parked
+        return parked
+
+    def unpark(self) -> None:
+        """Stop counting; a request still held is released."""
+        with self.lock:
+            parked, self._park = self._park, None
+        if parked is not None:
+            parked.release()
+
+    def _claim(self, method: str, path: str, headers: Any) -> Parked | None:
+        with self.lock:
+            parked = self._park
+            if parked is None or not parked.matches(method, path, headers):
+                return None
+            parked.counted.append(f"{method} {path}")
+            if len(parked.counted) != parked.n:
+                return None
+            self._park = None  # claimed: serving it "after" below counts nothing again
+            parked.request = f"{method} {path}"
+            return parked
+
+    def _hold(self, h: BaseHTTPRequestHandler, parked: Parked) -> None:
+        if parked.when == "after":
+            real, h.wfile = h.wfile, io.BytesIO()
+            try:
+                self._serve(h)
+                status_line = h.wfile.getvalue().split(b"\r\n", 1)[0].split()
+            finally:
+                h.wfile = real
+            parked.status = int(status_line[1]) if len(status_line) > 1 else None
+        else:
+            self._body(h)
+        parked._hold()
+        h.close_connection = True  # nothing answered: the connection just ends
 
     def attributes(self, repository: str, digest: str) -> dict[str, bool]:
         with self.lock:
@@ -404,6 +473,9 @@ class FakeAcr:
             self._body(h)
             code = "TOOMANYREQUESTS" if fault[0] == 429 else "UNAVAILABLE"
             return self._error(h, fault[0], code, f"injected {fault[0]}", **fault[1])
+        parked = self._claim(h.command, unquote(path), h.headers)
+        if parked is not None:
+            return self._hold(h, parked)
         if path.startswith("/acr/v1/"):
             with self.lock:
                 self.acr_requests.append((h.command, path))
@@ -442,7 +514,8 @@ class FakeAcr:
             )
             if not ok:
                 return self._error(h, 401, "UNAUTHORIZED", "invalid AAD access token")
-            return self._reply(h, 200, {"refresh_token": self.mint_refresh_token()})
+            token = self.mint_refresh_token(quarantine_reader=True)
+            return self._reply(h, 200, {"refresh_token": token})
         if path == "/oauth2/token":
             if h.command == "GET":  # docker login's path: Basic user:refresh token
                 form = {k: " ".join(v) for k, v in query.items()}
@@ -462,6 +535,8 @@ class FakeAcr:
                 if ok:
                     token = "at-" + secrets.token_urlsafe(16)
                     self._access.add(token)
+                    if form.get("refresh_token") in self._reader_refresh:
+                        self._reader_access.add(token)
             if not ok:
                 return self._error(h, 401, "UNAUTHORIZED", "invalid refresh token")
             answer = {"access_token": token}
@@ -578,8 +653,11 @@ class FakeAcr:
             "mediaType": m.media_type,
             "tags": sorted(t for t, d in tags.items() if d == m.digest) or None,
             "changeableAttributes": dict(self._attrs_of(name, m.digest)),
-            "quarantineState": "Passed",
         }
+        if self.quarantine_policy:
+            state, details = self._quarantine.get((name, m.digest), ("Quarantined", None))
+            body["quarantineState"] = state
+            body["quarantineDetails"] = details
         if m.architecture:
             body["architecture"] = m.architecture
             body["os"] = m.os
@@ -656,6 +734,13 @@ class FakeAcr:
                     for key in ("deleteEnabled", "writeEnabled", "readEnabled", "listEnabled"):
                         if isinstance(change.get(key), bool):
                             attrs[key] = change[key]
+                    state = change.get("quarantineState")
+                    if isinstance(state, str):
+                        details = change.get("quarantineDetails")
+                        self._quarantine[(name, ref)] = (
+                            state,
+                            details if isinstance(details, str) else None,
+                        )
                 elif method != "GET":
                     return self._error(h, 405, "UNSUPPORTED", "method not allowed")
                 return self._reply(
@@ -712,6 +797,20 @@ class FakeAcr:
                     )
                     digest = headers.get("docker-content-digest") if st == 200 else None
                 attrs = self._attrs.get((name, digest)) if digest else None
+                held = (
+                    self.quarantine_policy
+                    and digest is not None
+                    and method in ("GET", "HEAD")
+                    and self._quarantine.get((name, digest), ("Quarantined", None))[0] != "Passed"
+                    and (authorization or "").removeprefix("Bearer ") not in self._reader_access
+                )
+                if held:
+                    seen(404 if is_tag else 403)
+                    if is_tag:
+                        return self._error(
+                            h, 404, "MANIFEST_UNKNOWN", f"manifest tagged by {ref!r} is not found"
+                        )
+                    return self._error(h, 403, "DENIED", _DENIED)
                 if attrs is not None:
                     locked = (
                         (method in ("GET", "HEAD") and not attrs["readEnabled"])

@@ -245,14 +245,28 @@ def test_sources_no_code_reads_and_lock_are_refused_with_paths_and_lines() -> No
         (7, "defaults.vulnerabilities.sources[0]"),
     ]
     assert found[0][2] == (
-        "quarantine strategy 'lock' is not supported yet: no registry provider can lock "
-        "manifests yet (ACR's has not landed); expected 'move' or 'retag'"
+        "quarantine strategy 'lock' needs a registry that locks manifests (acr): no registry "
+        "is listed or named; expected 'move' or 'retag', or the acr registry in 'registries'"
     )
     assert found[1][2] == (
         "scan source 'trivy-file' is not read yet: reading Trivy reports from files has not "
         "landed; expected one of: artifact-analysis, cosign-vuln, defender, ecr, harbor, "
         "inspector"
     )
+
+
+def test_lock_is_taken_for_an_acr_registry_only() -> None:
+    text = "defaults:\n  quarantine: {strategy: lock}\n"
+    assert supported(text, registry="myreg.azurecr.io") == []
+    assert supported(text, registry=ECR) == [
+        (
+            4,
+            "defaults.quarantine.strategy",
+            "quarantine strategy 'lock' needs a registry that locks manifests (acr): "
+            f"{ECR} (ecr, not in registries: kind from its name) cannot; expected 'move' or "
+            "'retag', or the acr registry in 'registries'",
+        )
+    ]
 
 
 def test_a_named_registry_must_serve_every_source() -> None:

@@ -1,5 +1,6 @@
 """What the gate does to images: quarantine, release, promote."""
 
+from ._lock import mark_passed, stored_manifests
 from ._promote import PromoteOutcome, promote
 from ._quarantine import (
     STRATEGIES,
@@ -19,8 +20,10 @@ __all__ = [
     "ReleaseOutcome",
     "action_key",
     "describe_state",
+    "mark_passed",
     "promote",
     "quarantine",
     "recorded_outcome",
     "release",
+    "stored_manifests",
 ]

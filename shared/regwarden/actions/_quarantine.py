@@ -3,7 +3,10 @@
 `move`  copies the image to the quarantine repository, then deletes it from the source.
 `retag` adds `quarantined-<short digest>` (keeping the image reachable by digest), then
         removes or rolls back each deployable tag.
-`lock`  is ACR's read/write lock on the manifest; it lives in the ACR provider.
+`lock`  sets the registry's own locks on the manifest and, for an index, each manifest
+        below it (ACR's writeEnabled/deleteEnabled, and readEnabled for FAILED): see
+        `_lock`. A hold (`hold=True`, a PENDING verdict) leaves it readable; a later
+        FAILED escalates the same action.
 
 The tags taken away are every tag the registry holds for the digest at the start (read
 from the provider: regwarden may never have seen the push that made them), plus the tags
@@ -42,6 +45,7 @@ from ..quarantine_names import quarantine_tag, render
 from ..reference import ImageRef
 from ..store import ActionRecord, Ledger, QuarantineRecord
 from ._children import children_of, children_to_keep
+from ._lock import describe_lock, escalate, lock, lockable, plan_lock, release_lock
 from ._tags import current_tags, rollback_targets
 
 STRATEGIES = ("move", "retag", "lock")
@@ -152,21 +156,27 @@ def quarantine(
     rollback: bool = True,
     manifest: Manifest | None = None,
     context: dict[str, Any] | None = None,
+    hold: bool = False,
 ) -> QuarantineOutcome:
     """Quarantine `image` (by digest). Idempotent: a repeat call finishes or reports, and
     an unfinished intent is resumed from its recorded state (the arguments are then only
     used if no intent exists). `tags`: the tags the caller knows for it (the registry's own
     are added). `manifest`: the image's digest-verified manifest, if the caller read it
-    already. `context`: stored with a new intent (see `_start`)."""
+    already. `context`: stored with a new intent (see `_start`). `hold`: a PENDING hold
+    (`lock` only: the image stays readable); without it, a finished `lock` hold is
+    escalated to a full lock, with `context` as its verdict and alert."""
     if image.digest is None:
         raise UsageError(f"quarantine needs a digest, got {image}")
     if strategy not in STRATEGIES:
         raise UsageError(
             f"unknown quarantine strategy {strategy!r}; valid: {', '.join(STRATEGIES)}"
         )
-    if strategy == "lock":
-        raise UsageError("quarantine strategy 'lock' needs a registry with manifest locks (ACR)")
     key = _action_key("quarantine", image)
+    if strategy == "lock":
+        lockable(registry)  # refused before anything is read or recorded
+        if ledger.action(key) is None:  # what the writes change, recorded before them
+            planned = plan_lock(registry, image, manifest, hold=hold)
+            context = {**(context or {}), **planned}
     qrepo = (
         render(repository_template, image.repository) if strategy == "move" else image.repository
     )
@@ -183,9 +193,11 @@ def quarantine(
         manifest=manifest,
         context=context,
     )
-    if record.status == "done":
-        return recorded_outcome(record.state, already_done=True)
     state = dict(record.state)
+    if record.status == "done":
+        if hold or state.get("strategy") != "lock" or not escalate(state, context):
+            return recorded_outcome(record.state, already_done=True)
+        ledger.finish_action(key, status="intent", state=state)  # resumable as any intent
     state.setdefault("notes", [])
     deployable = tuple(state["tags"])  # as first read: a retry must not lose them
     qrepo = str(state["location"])
@@ -254,6 +266,8 @@ def quarantine(
                 *(f"child {c} stays in {image.repository}: {why}" for c, why in kept.items()),
             ]
             save("children-deleted")
+    elif strategy == "lock":
+        lock(registry, image, state, save, reason=reason)
     else:  # retag
         if state["step"] == "start":
             registry.add_tag(image.repository, image.digest, qtag)
@@ -284,6 +298,8 @@ def describe_state(ledger: Ledger, image: ImageRef) -> str:
     if record is None:
         return "no quarantine was started"
     state = record.state
+    if state.get("strategy") == "lock":
+        return describe_lock(state)
     step = state.get("step")
     loc = state.get("location")
     repo = image.repository
@@ -352,6 +368,30 @@ def release(
     quarantine_state = action.state if action else {}
     rolled: dict[str, str] = dict(quarantine_state.get("rolled_back", {}))
     children = tuple(quarantine_state.get("children", ()))
+    if rec.strategy == "lock":
+        begun = ledger.begin_action(
+            key,
+            registry=image.registry,
+            repository=image.repository,
+            digest=image.digest,
+            kind="release",
+            reason=reason,
+            state={"tags": list(rec.tags), "children": list(children)},
+            now=now,
+        )
+        progress = dict(begun.state)
+        left = release_lock(
+            registry,
+            image,
+            quarantine_state,
+            progress,
+            lambda: ledger.finish_action(key, status="intent", state=progress),
+            reason=reason,
+        )
+        # done before released: a retry after a lost write finds the record and ends here
+        ledger.finish_action(key, status="done", state=progress)
+        ledger.mark_released(image.registry, image.repository, image.digest, now=now)
+        return ReleaseOutcome((), (), image.repository, tuple(left))
     ledger.begin_action(
         key,
         registry=image.registry,

@@ -31,10 +31,8 @@ __all__ = [
 NOT_READ_YET: dict[str, str] = {
     "trivy-file": "reading Trivy reports from files has not landed",
 }
-#: Quarantine strategies no provider carries out yet.
-_STRATEGIES_NOT_YET: dict[str, str] = {
-    "lock": "no registry provider can lock manifests yet (ACR's has not landed)",
-}
+#: Registry kinds whose provider locks single manifests (the `lock` quarantine).
+_LOCK_KINDS = frozenset({"acr"})
 #: Registry kinds whose provider has not landed.
 _PROVIDERS_NOT_YET: dict[str, str] = {}
 _READ = ("artifact-analysis", "cosign-vuln", "defender", "ecr", "harbor", "inspector")
@@ -131,11 +129,18 @@ def support_locs(policy: Policy, *, registry: str | None = None) -> list[tuple[L
     for index in combos:
         effective = policy.effective_entry(index)
         strategy = effective.quarantine.strategy
-        if strategy in _STRATEGIES_NOT_YET and "quarantine" in effective.origins:
+        lockers = targets is not None and any(t.kind in _LOCK_KINDS for t in targets)
+        if strategy == "lock" and "quarantine" in effective.origins and not lockers:
+            # the provider refuses `lock` on a registry without manifest locks: say so now
+            on = (
+                "no registry is listed or named"
+                if targets is None
+                else "; ".join(f"{t.label} cannot" for t in targets)
+            )
             add(
                 _loc(effective, "quarantine", "strategy"),
-                f"quarantine strategy {strategy!r} is not supported yet: "
-                f"{_STRATEGIES_NOT_YET[strategy]}; expected 'move' or 'retag'",
+                "quarantine strategy 'lock' needs a registry that locks manifests (acr): "
+                f"{on}; expected 'move' or 'retag', or the acr registry in 'registries'",
             )
         vulnerabilities = effective.vulnerabilities
         if vulnerabilities is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -43,6 +43,9 @@ class ListedImage:
     children: tuple[str, ...] = ()
     subject: str | None = None
     artifact_type: str | None = None
+    locked: bool = False
+    """The registry refuses to delete it (ACR: `deleteEnabled` false): retention keeps and
+    reports it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,59 @@ class Registry(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAttributes:
+    """A manifest's changeable attributes (ACR's, what `lock` sets): may it be overwritten
+    (`write`), deleted, read (pulled) and listed."""
+
+    write: bool
+    delete: bool
+    read: bool
+    list: bool
+
+
+QuarantineState = Literal["Passed", "Failed"]
+
+
+@runtime_checkable
+class Lockable(Protocol):
+    """A provider whose registry locks single manifests (CAP_LOCK): the `lock` quarantine.
+
+    `quarantine_state` is the registry's own quarantine verdict on a manifest (ACR's
+    `quarantineState`), None where the registry's quarantine policy is off;
+    `set_quarantine_state` sets it with `details` (stored by the registry as a JSON
+    string). `image_details` with `manifests` (digest → digest-verified manifest: the
+    image's, and an index's children) reads none of those over the data plane: a
+    read-locked manifest cannot be pulled, even by the gate."""
+
+    def manifest_attributes(self, repository: str, digest: str) -> ManifestAttributes: ...
+
+    def set_manifest_attributes(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        write: bool | None = None,
+        delete: bool | None = None,
+        read: bool | None = None,
+        list: bool | None = None,
+    ) -> ManifestAttributes: ...
+
+    def quarantine_state(self, repository: str, digest: str) -> str | None: ...
+
+    def set_quarantine_state(
+        self, repository: str, digest: str, state: QuarantineState, details: Mapping[str, Any]
+    ) -> None: ...
+
+    def image_details(
+        self,
+        repository: str,
+        reference: str,
+        *,
+        manifests: Mapping[str, Manifest] | None = None,
+    ) -> ImageDetails: ...
 
 
 @runtime_checkable

@@ -25,16 +25,16 @@ says which extra to install when they are missing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ..errors import (
     AuthError,
@@ -55,6 +55,8 @@ from ._base import (
     DeleteResult,
     ImageDetails,
     ListedImage,
+    ManifestAttributes,
+    QuarantineState,
     Registry,
 )
 from ._cloud_plane import (
@@ -86,17 +88,6 @@ _INDEX_TYPES = frozenset(
     }
 )
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestAttributes:
-    """A manifest's changeable attributes on ACR (what `lock` sets): may it be overwritten
-    (`write`), deleted, read (pulled) and listed."""
-
-    write: bool
-    delete: bool
-    read: bool
-    list: bool
 
 
 def _azure_missing() -> bool:
@@ -319,10 +310,13 @@ class AcrRegistry:
             what="ACR refresh token",
         )
 
-    def _oci(self) -> Any:
+    def _oci(self, manifests: Mapping[str, Manifest] | None = None) -> Any:
         from .oci import OciRegistry
 
-        return OciRegistry(self.host, self.options, client=self.data_plane())
+        client: Any = self.data_plane()
+        if manifests:
+            client = _StoredManifests(client, manifests)
+        return OciRegistry(self.host, self.options, client=client)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -355,6 +349,7 @@ class AcrRegistry:
             children=tuple(d.digest for d in manifest.manifests) if manifest is not None else (),
             subject=subject.digest if subject is not None else None,
             artifact_type=manifest.artifact_type if manifest is not None else None,
+            locked=props.can_delete is False,  # ACR leaves it out when enabled
         )
 
     def _read_manifests(self, repository: str, digests: list[str]) -> dict[str, Manifest]:
@@ -418,10 +413,18 @@ class AcrRegistry:
             if m.media_type in _INDEX_TYPES or (m.manifests and "layers" not in m.data)
         }
 
-    def image_details(self, repository: str, reference: str) -> ImageDetails:
+    def image_details(
+        self,
+        repository: str,
+        reference: str,
+        *,
+        manifests: Mapping[str, Manifest] | None = None,
+    ) -> ImageDetails:
         """The manifest, platforms, labels and config `created` over `/v2/`; tags, push
-        time and ACR's size from the manifest's properties."""
-        details: ImageDetails = self._oci().image_details(repository, reference)
+        time and ACR's size from the manifest's properties. `manifests`: digest → manifest
+        already held (the `lock` quarantine's record of a read-locked image and its
+        children), served from there rather than pulled; the config blob is still read."""
+        details: ImageDetails = self._oci(manifests).image_details(repository, reference)
         record = details.record
         try:
             props = self._call(
@@ -495,6 +498,53 @@ class AcrRegistry:
         )
         return _attributes(props)
 
+    def _raw_manifest_call(
+        self, what: str, method: str, repository: str, digest: str, body: Any = None
+    ) -> dict[str, Any]:
+        """`GET|PATCH /acr/v1/{name}/_manifests/{digest}` sent through the ACR library's
+        own pipeline (its generated client's `send_request`: the same credential, token
+        exchange, TLS verification and endpoint as every other control-plane call). The
+        library's models drop `quarantineState`/`quarantineDetails` (internal in every
+        Azure SDK), so this one resource is read and written as raw JSON. Answers the
+        `manifest` object of ACR's `ArtifactManifestProperties`."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+
+        try:
+            validate_digest(digest)
+        except InvalidReference as exc:
+            raise UsageError(str(exc)) from None
+        url = f"/acr/v1/{quote(repository, safe='/')}/_manifests/{digest}"
+        request = HttpRequest(method, url, json=body, headers={"Accept": "application/json"})
+
+        def send() -> dict[str, Any]:
+            response = self.client._client.send_request(
+                request
+            )  # the library's pipeline: see above
+            if response.status_code >= 400:
+                raise HttpResponseError(response=response)
+            doc = response.json()
+            inner = doc.get("manifest") if isinstance(doc, dict) else None
+            return inner if isinstance(inner, dict) else {}
+
+        return self._call(f"{what} of {repository}@{digest}", send)
+
+    def quarantine_state(self, repository: str, digest: str) -> str | None:
+        """ACR's `quarantineState` of the manifest (`Passed`, `Failed`, or the state a push
+        waits in), None when the registry's quarantine policy is off (ACR leaves the
+        field out then)."""
+        found = self._raw_manifest_call("quarantine state", "GET", repository, digest)
+        state = found.get("quarantineState")
+        return str(state) if isinstance(state, str) and state else None
+
+    def set_quarantine_state(
+        self, repository: str, digest: str, state: QuarantineState, details: Mapping[str, Any]
+    ) -> None:
+        """PATCH `quarantineState` with `quarantineDetails` (ACR keeps the details as a JSON
+        string); needs the AcrQuarantineWriter role."""
+        body = {"quarantineState": state, "quarantineDetails": json.dumps(dict(details))}
+        self._raw_manifest_call("set quarantine state", "PATCH", repository, digest, body)
+
     # -- writes -------------------------------------------------------------------------------
 
     def add_tag(self, repository: str, digest: str, tag: str) -> None:
@@ -557,6 +607,37 @@ class AcrRegistry:
                 self._data_plane = None
         if self._owns_client:
             self.client.close()
+
+
+class _StoredManifests:
+    """The data plane's client with some manifests already in hand: `get_manifest` (and so
+    `index_tree`) answers those by digest, verified again, and asks the registry for the
+    rest; everything else (blobs) goes to the registry."""
+
+    def __init__(self, client: Any, manifests: Mapping[str, Manifest]) -> None:
+        self._client = client
+        self._manifests = dict(manifests)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_manifest(self, repository: str, reference: str, **kwargs: Any) -> Manifest:
+        from ..oci import Manifest
+
+        held = self._manifests.get(reference)
+        if held is None:
+            found: Manifest = self._client.get_manifest(repository, reference, **kwargs)
+            return found
+        return Manifest.parse(held.raw, media_type=held.media_type, digest=reference)
+
+    def index_tree(self, repository: str, manifest: Manifest) -> dict[str, Manifest]:
+        from ..oci import walk_index
+
+        def fetch(reference: str) -> Manifest:
+            return self.get_manifest(repository, reference)
+
+        tree: dict[str, Manifest] = walk_index(manifest, fetch, self._client.index_limits)
+        return tree
 
 
 def _attributes(props: Any) -> ManifestAttributes:
