@@ -38,7 +38,9 @@ Timers never fire by themselves: a test runs them through the admin API.
 `GET /_host/invocations` (the stand-in's own, not the host's) lists every call so far
 (`function`, `trigger`, `id`, `dequeue_count`, `ok`, `error`): a test waits on it.
 
-The process's environment is the function app's settings. Standard library plus
+The process's environment is the function app's settings. `AZURE_HOST_PRELOAD` names
+modules imported before the app (comma list): a test's stand-in for what the platform
+provides, such as the managed identity (`support.azure_world`'s). Standard library plus
 azure-functions and (for queues) azure-storage-queue.
 """
 
@@ -392,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     host_json_path = args.host_json or args.app.parent / "host.json"
     host_json = json.loads(host_json_path.read_text()) if host_json_path.exists() else {}
+    for name in filter(None, (os.environ.get("AZURE_HOST_PRELOAD") or "").split(",")):
+        importlib.import_module(name.strip())  # a test's stand-ins (e.g. its identity)
     host = Host(load_functions(args.app.resolve()), host_json)
     for fn in host.functions.values():
         if fn.kind == "queueTrigger":

@@ -1,0 +1,255 @@
+"""The gate-correctness scenarios on Azure Container Registry, driven through the function
+app as Azure drives it (issue #14, "How to test without Azure"): the Functions host
+stand-in (`support.azure_host`, a process of its own) serves `functions/azure/
+function_app.py`; every manifest PUT a push made is delivered to `on_push` as ACR's system
+topic delivers it (ImagePushed, Event Grid schema, one event per delivery).
+
+- a 2-platform index pushed with `skopeo copy --all` and signed with `regwarden sign`
+  (legacy `.sig` tag, bundle referrer) passes, the signature's own event re-evaluating it
+  from a PENDING hold (`lock`: write and delete locked on the index and each child, still
+  readable) — released when it passes, every attribute back as it was;
+- the same index unsigned is quarantined by `lock` (FAILED: read locked too, on the index
+  and each child), by `move` (into `quarantine/{repository}`) and by `retag`; the alert
+  arrives on the alerts topic with `data.team`, `data.severity`, `data.verdict`;
+  `actions.release` (what `regwarden quarantine release` runs) restores it;
+- retention: `retention_fanout` (the admin API's run of the timer) → one message per
+  repository on `regwarden-retention-work` (Azurite) → `retention_worker` deletes what the
+  policy lets go and keeps what is in use and what is locked.
+
+Every check of the registry's state reads the real docker-registry (the fake out of the
+way) or FakeAcr's attributes, never only a function's answer. Each test prints its
+figures as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.azure_world import HOST, World, azure_world, image
+from support.chaos import placement
+
+from regwarden.actions import release
+from regwarden.devtools import LocalRegistry, make_multiarch
+from regwarden.errors import AuthError
+from regwarden.quarantine_names import quarantine_tag
+from regwarden.reference import ImageRef
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo"),
+]
+
+KEYS = "file://cosign.pub"
+POLICY = f"""\
+apiVersion: regwarden/v1
+kind: Policy
+registries:
+  - {{host: {HOST}, kind: acr}}
+defaults:
+  mode: enforce
+  team: alpha
+  signatures: {{required: true, cosign: {{keys: ["{KEYS}"]}}, gracePeriod: 0s}}
+  quarantine: {{strategy: lock}}
+repositories:
+  - match: "moved/**"
+    quarantine: {{strategy: move, repository: "quarantine/{{repository}}"}}
+  - match: "held/**"
+    quarantine: {{strategy: retag}}
+  - match: "late/**"
+    signatures: {{required: true, cosign: {{keys: ["{KEYS}"]}}, gracePeriod: 1h}}
+"""
+"""Unsigned fails at once: `locked/` is locked (the default), `moved/` moved, `held/`
+retagged; `late/` waits an hour for its signature under a `lock` hold."""
+OPEN = {"write": True, "delete": True, "read": True, "list": True}
+
+
+def attrs(flags: dict[str, bool]) -> dict[str, bool]:
+    """FakeAcr's changeable attributes in the lock's words."""
+    return {
+        "write": flags["writeEnabled"],
+        "delete": flags["deleteEnabled"],
+        "read": flags["readEnabled"],
+        "list": flags["listEnabled"],
+    }
+
+
+@pytest.fixture
+def world(registry: LocalRegistry, tmp_path: Path) -> Iterator[World]:
+    with azure_world(registry, tmp_path, POLICY) as w:
+        w.start()
+        yield w
+
+
+def everything(index: Any) -> list[str]:
+    return [str(index.manifest_digest), *(str(c.manifest_digest) for c in index.children)]
+
+
+def ref(repository: str, digest: str) -> ImageRef:
+    return ImageRef(registry=HOST, repository=repository, tag=None, digest=digest)
+
+
+def alerts_of(world: World, repository: str) -> list[dict[str, Any]]:
+    """The alerts topic's CloudEvents about `repository`."""
+    return [a for a in world.alerts() if a["data"].get("repository") == repository]
+
+
+def quarantine_alerts(world: World, repository: str) -> list[dict[str, Any]]:
+    return [a for a in alerts_of(world, repository) if a["data"].get("action") == "quarantine"]
+
+
+def figures(name: str, started: float, **more: Any) -> None:
+    print(json.dumps({"test": name, "seconds": round(time.monotonic() - started, 2), **more}))
+
+
+# -- a signed index passes; a hold while it waits -------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "bundle"])
+def test_a_signed_index_is_held_then_released_by_its_signature(world: World, fmt: str) -> None:
+    started = time.monotonic()
+    repo = image("late")
+    index = make_multiarch(seed=911 if fmt == "legacy" else 912, layer_size=128)
+    digest, pushed = world.push_content(repo, "1.0", index)
+    digests = everything(index)
+    # skopeo --all: each child by digest, then the index by its tag
+    assert [e["data"]["target"].get("tag") for e in pushed] == [None, None, "1.0"]
+
+    world.deliver(pushed)
+
+    with closing(world.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "PENDING"
+    held = {d: attrs(a) for d, a in world.attributes(repo, digests).items()}
+    # a hold: nothing can overwrite or delete any of it, and it can still be pulled
+    assert held == {d: {**OPEN, "write": False, "delete": False} for d in digests}
+    with world.origin() as origin:
+        assert placement(origin, repo, f"quarantine/{repo}", index) == "untouched"
+    with world.client() as front:
+        assert front.head_manifest(repo, "1.0") is not None  # readable through ACR
+
+    signature = world.sign(repo, digest, fmt)
+    assert signature
+    world.deliver(signature)
+
+    with closing(world.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "PASSED"
+        record = ledger.quarantined(HOST, repo, digest)
+        assert record is not None and record.strategy == "lock"
+        assert record.released_at is not None  # the hold, released by the verdict
+    released = {d: attrs(a) for d, a in world.attributes(repo, digests).items()}
+    assert released == {d: OPEN for d in digests}
+    # the team heard of the hold and of its release (data.team / severity / verdict are
+    # what subscriptions filter on)
+    heard = [(a["data"]["action"], a["data"]["verdict"]) for a in alerts_of(world, repo)]
+    assert heard == [("quarantine", "PENDING"), ("release", "PASSED")]
+    figures(f"signed-{fmt}", started, deliveries=len(pushed) + len(signature))
+
+
+# -- unsigned: lock, move, retag; release ---------------------------------------------------
+
+
+def test_an_unsigned_index_is_read_locked_whole_and_release_restores_it(world: World) -> None:
+    started = time.monotonic()
+    repo = image("locked")
+    index = make_multiarch(seed=913, layer_size=128)
+    digest, pushed = world.push_content(repo, "1.0", index)
+    digests = everything(index)
+
+    world.deliver(pushed)
+
+    locked = {d: attrs(a) for d, a in world.attributes(repo, digests).items()}
+    assert locked == {d: {**OPEN, "write": False, "delete": False, "read": False} for d in digests}
+    with world.client() as front:  # nobody can pull it through ACR
+        with pytest.raises(AuthError) as refused:
+            front.head_manifest(repo, digest)
+        assert refused.value.status == 403
+    with world.origin() as origin:  # and nothing was moved or deleted
+        assert placement(origin, repo, f"quarantine/{repo}", index) == "untouched"
+    with closing(world.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
+        record = ledger.quarantined(HOST, repo, digest)
+        assert record is not None and record.strategy == "lock" and record.released_at is None
+        assert [a.status for a in ledger.actions() if a.kind == "quarantine"] == ["done"]
+    (alert,) = quarantine_alerts(world, repo)
+    data = alert["data"]
+    assert (data["team"], data["verdict"]) == ("alpha", "FAILED") and data["severity"]
+
+    # Event Grid delivers the same push again: one verdict stands, nothing is done twice
+    world.deliver(pushed[-1:])
+    assert len(quarantine_alerts(world, repo)) == 1
+
+    with closing(world.ledger()) as ledger, closing(world.provider()) as acr:
+        out = release(
+            acr, ledger, image=ref(repo, digest), reason="accepted risk", now=datetime.now(UTC)
+        )
+        record = ledger.quarantined(HOST, repo, digest)
+    assert record is not None and record.released_at is not None
+    del out
+    restored = {d: attrs(a) for d, a in world.attributes(repo, digests).items()}
+    assert restored == {d: OPEN for d in digests}
+    with world.client() as front:
+        assert front.head_manifest(repo, "1.0") is not None
+    figures("lock", started, digests=len(digests))
+
+
+def test_an_unsigned_index_is_moved_whole_and_release_brings_it_back(world: World) -> None:
+    started = time.monotonic()
+    repo = image("moved")
+    held = f"quarantine/{repo}"
+    index = make_multiarch(seed=914, layer_size=128)
+    digest, pushed = world.push_content(repo, "1.0", index)
+
+    world.deliver(pushed)
+
+    with world.origin() as origin:
+        assert placement(origin, repo, held, index) == "quarantined"
+        assert origin.head_manifest(held, quarantine_tag(digest)) is not None
+    with closing(world.ledger()) as ledger:
+        record = ledger.quarantined(HOST, repo, digest)
+        assert record is not None
+        assert (record.strategy, record.location, record.tags) == ("move", held, ("1.0",))
+        assert [a.status for a in ledger.actions() if a.kind == "quarantine"] == ["done"]
+    (alert,) = quarantine_alerts(world, repo)
+    assert alert["data"]["verdict"] == "FAILED"
+
+    with closing(world.ledger()) as ledger, closing(world.provider()) as acr:
+        out = release(
+            acr, ledger, image=ref(repo, digest), reason="accepted risk", now=datetime.now(UTC)
+        )
+    assert out.restored_tags == ("1.0",) and out.location == repo
+    with world.origin() as origin:
+        assert placement(origin, repo, held, index) == "untouched"
+    figures("move", started)
+
+
+def test_an_unsigned_index_is_retagged_and_release_puts_the_tags_back(world: World) -> None:
+    started = time.monotonic()
+    repo = image("held")
+    index = make_multiarch(seed=915, layer_size=128)
+    digest, pushed = world.push_content(repo, "1.0", index)
+
+    world.deliver(pushed)
+
+    qtag = quarantine_tag(digest)
+    with closing(world.provider()) as acr:
+        assert acr.tags_of(repo, digest) == (qtag,)
+        assert acr.resolve(repo, "1.0") is None
+    with closing(world.ledger()) as ledger:
+        record = ledger.quarantined(HOST, repo, digest)
+        assert record is not None and (record.strategy, record.tags) == ("retag", ("1.0",))
+    assert len(quarantine_alerts(world, repo)) == 1
+
+    with closing(world.ledger()) as ledger, closing(world.provider()) as acr:
+        out = release(
+            acr, ledger, image=ref(repo, digest), reason="signed now", now=datetime.now(UTC)
+        )
+        assert out.restored_tags == ("1.0",)
+        assert acr.resolve(repo, "1.0") == digest
+    figures("retag", started)
