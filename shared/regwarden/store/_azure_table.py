@@ -52,24 +52,34 @@ table holds outcomes, whose expired markers `expire_deliveries` removes.
 No work queue: on Azure, events arrive through Event Grid and rechecks through a Storage
 queue; `regwarden serve` on this ledger takes `--queue sqlite:///PATH`.
 
-azure-data-tables is imported on first use: importing this module costs nothing.
+The tables and the operations every method is built from are in `_azure_table_client.py`,
+how keys, times and long texts are spelt in `_azure_table_rows.py`. azure-data-tables is
+imported on first use: importing these modules costs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import random
 import re
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from ..errors import RegistryError, UsageError
+from ._azure_table_client import (
+    DEFAULT_PREFIX,
+    KINDS,
+    MAX_BATCH,
+    ROUNDS,
+    Conflict,
+    Missing,
+    TableLedgerBase,
+    etag_of,
+    live,
+    rounds,
+    table_names,
+)
 from ._azure_table_rows import get_text, part, plain_time, put_text, utc
 from ._dynamo import FailureNote
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
@@ -87,64 +97,11 @@ __all__ = [
     "table_names",
 ]
 
-DEFAULT_PREFIX = "regwarden"
-KINDS = (
-    "deliveries",
-    "outcomes",
-    "outboxkeys",
-    "images",
-    "verdicts",
-    "actions",
-    "quarantine",
-    "failures",
-)
-MAX_BATCH = 100
-"""Operations in one entity-group transaction, Table Storage's limit."""
-ROUNDS = 10
-"""Read-decide-write rounds of one write before contention is an error."""
-_FIRST_PAUSE = 0.01
-_MAX_PAUSE = 0.5
 _MARKER = "marker"
-T = TypeVar("T")
-
-
-def table_names(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    """Kind → table name for a prefix (what the Terraform creates)."""
-    return {kind: f"{prefix}{kind}" for kind in KINDS}
-
-
-class _Conflict(Exception):
-    """Another writer went first (409 on a create, 412 on an ETag, 404 on an update)."""
-
-
-class _Missing(Exception):
-    """The table does not exist yet."""
-
-
-def _rounds() -> Iterator[int]:
-    """`ROUNDS` round numbers, with a random pause growing up to 0.5 s before each round
-    after the first (full jitter: colliding writers spread out rather than collide again)."""
-    for n in range(ROUNDS):
-        if n:
-            pause = min(_MAX_PAUSE, _FIRST_PAUSE * 2 ** (n - 1))
-            time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
-        yield n
 
 
 def _repo(registry: str, repository: str) -> str:
     return part(f"{registry}/{repository}")
-
-
-def _live(entity: Mapping[str, Any] | None, now: datetime) -> bool:
-    """Present and not past its `expireAt` (one without never expires)."""
-    if entity is None:
-        return False
-    expires = entity.get("expireAt")
-    return expires is None or plain_time(expires) > now
-
-
-def _etag(entity: Mapping[str, Any]) -> str:
-    return str(entity.metadata["etag"])  # type: ignore[attr-defined]
 
 
 def _unique(alerts: Sequence[OutboxItem]) -> list[OutboxItem]:
@@ -154,215 +111,13 @@ def _unique(alerts: Sequence[OutboxItem]) -> list[OutboxItem]:
     return list(seen.values())
 
 
-class AzureTableLedger(TagRowQueries):
+class AzureTableLedger(TableLedgerBase, TagRowQueries):
     """Ledger in one storage account's tables. Thread-safe (one service client, shared)."""
 
     queue_note: ClassVar[str] = (
         "on Azure, events arrive through Event Grid and rechecks through a Storage queue"
     )
     """Why `open_queue` finds no queue in this ledger (said with its usage error)."""
-
-    def __init__(
-        self,
-        account: str,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        service: Any = None,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        """`service`: a `TableServiceClient` to use; else one is made on first use from
-        `env` (default: the process environment)."""
-        self.account = account
-        self.prefix = prefix
-        self.tables = table_names(prefix)
-        self._service = service
-        self._env = env
-        self._lock = threading.Lock()
-        self._clients: dict[str, Any] = {}
-        self._outbox_where: dict[str, str] = {}
-        """alert key → the partition of its newest row (what this process last saw)."""
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    @property
-    def service(self) -> Any:
-        with self._lock:
-            if self._service is None:
-                from azure.data.tables import TableServiceClient
-
-                from .. import azure_clients
-
-                env = os.environ if self._env is None else self._env
-                endpoint = azure_clients.storage_endpoint("table", self.account, env)
-                if endpoint.startswith("http:") and not env.get(azure_clients.STORAGE_KEY_ENV):
-                    raise UsageError(
-                        f"Table Storage endpoint {endpoint} is plain http: the managed "
-                        "identity's token is never sent over it",
-                        hint=f"set {azure_clients.STORAGE_KEY_ENV} (Azurite, local runs)",
-                    )
-                kwargs: dict[str, Any] = {"retry_total": 3}
-                bundle = azure_clients.ca_bundle(env)
-                if bundle:
-                    kwargs["connection_verify"] = bundle
-                self._service = TableServiceClient(
-                    endpoint=endpoint,
-                    credential=azure_clients.storage_credential(self.account, env),
-                    **kwargs,
-                )
-            return self._service
-
-    def _table(self, kind: str) -> Any:
-        service = self.service
-        with self._lock:
-            client = self._clients.get(kind)
-            if client is None:
-                client = self._clients[kind] = service.get_table_client(self.tables[kind])
-            return client
-
-    def close(self) -> None:
-        with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
-            if self._service is not None:
-                self._service.close()
-            self._service = None
-
-    def _failed(self, what: str, exc: Exception) -> RegistryError:
-        """A storage error as the pipeline's infrastructure error (the event is retried)."""
-        return RegistryError(f"Table Storage account {self.account}: {what} failed: {exc}")
-
-    def _call(self, kind: str, what: str, fn: Callable[[Any], T]) -> T:
-        """`fn(table)`, its errors sorted: `_Conflict`, `_Missing`, else RegistryError."""
-        from azure.core.exceptions import (
-            AzureError,
-            HttpResponseError,
-            ResourceExistsError,
-            ResourceModifiedError,
-            ResourceNotFoundError,
-        )
-
-        try:
-            return fn(self._table(kind))
-        except (ResourceExistsError, ResourceModifiedError) as exc:
-            raise _Conflict from exc
-        except HttpResponseError as exc:
-            code = str(getattr(exc, "error_code", "") or "")
-            if code == "TableNotFound" or "TableNotFound" in str(exc):
-                raise _Missing from exc
-            if exc.status_code in (409, 412) or isinstance(exc, ResourceNotFoundError):
-                raise _Conflict from exc
-            raise self._failed(f"{what} on {self.tables[kind]}", exc) from exc
-        except AzureError as exc:
-            raise self._failed(f"{what} on {self.tables[kind]}", exc) from exc
-
-    def _write(self, kind: str, what: str, fn: Callable[[Any], T]) -> T:
-        """A write: a missing table is created and the write sent again."""
-        try:
-            return self._call(kind, what, fn)
-        except _Missing:
-            self._create_table(kind)
-        try:
-            return self._call(kind, what, fn)
-        except _Missing as exc:
-            raise self._failed(f"{what} (table just created)", exc) from exc
-
-    def _create_table(self, kind: str) -> None:
-        from azure.core.exceptions import AzureError, ResourceExistsError
-
-        try:
-            self.service.create_table(self.tables[kind])
-        except ResourceExistsError:
-            pass  # another process made it first
-        except AzureError as exc:
-            raise self._failed(f"create table {self.tables[kind]}", exc) from exc
-
-    def _get(self, kind: str, pk: str, rk: str = "") -> Any:
-        """One entity, or None (absent, or its table is)."""
-        try:
-            return self._call(kind, "get", lambda t: t.get_entity(pk, rk))
-        except (_Missing, _Conflict):  # _Conflict here is a 404: no such entity
-            return None
-
-    def _query(
-        self, kind: str, query: str, parameters: Mapping[str, Any] | None = None
-    ) -> list[Any]:
-        """Every entity `query` selects (an OData filter, values as @parameters)."""
-        try:
-            return self._call(
-                kind,
-                "query",
-                lambda t: list(t.query_entities(query, parameters=dict(parameters or {}))),
-            )
-        except (_Missing, _Conflict):
-            return []
-
-    def _contended(self, what: str) -> RegistryError:
-        return RegistryError(
-            f"Table Storage account {self.account}: {what} did not go through in {ROUNDS} "
-            "rounds (other writers changed its entities each time)"
-        )
-
-    @staticmethod
-    def _replace(entity: Mapping[str, Any], etag: str | None) -> tuple[str, Any, Any]:
-        """A batch operation: create `entity` (etag None) or replace it on condition."""
-        if etag is None:
-            return ("create", dict(entity), {})
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
-        options = {"mode": UpdateMode.REPLACE, "etag": etag}
-        return (
-            "update",
-            dict(entity),
-            options | {"match_condition": MatchConditions.IfNotModified},
-        )
-
-    def _put(self, kind: str, what: str, entity: Mapping[str, Any], etag: str | None) -> None:
-        """Create `entity` (etag None) or replace it if unchanged since read."""
-        op, body, options = self._replace(entity, etag)
-        if op == "create":
-            self._write(kind, what, lambda t: t.create_entity(body))
-        else:
-            self._write(kind, what, lambda t: t.update_entity(body, **options))
-
-    def _batch(self, kind: str, what: str, ops: list[tuple[str, Any, Any]]) -> None:
-        """One entity-group transaction (all of `ops`, one partition, or none of them)."""
-        if ops:
-            self._write(kind, what, lambda t: t.submit_transaction(ops))
-
-    def _upsert(self, kind: str, what: str, entity: Mapping[str, Any]) -> None:
-        from azure.data.tables import UpdateMode
-
-        body = dict(entity)
-        self._write(kind, what, lambda t: t.upsert_entity(body, mode=UpdateMode.REPLACE))
-
-    def _change(
-        self,
-        kind: str,
-        what: str,
-        pk: str,
-        rk: str,
-        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-        *,
-        now: datetime | None = None,
-    ) -> None:
-        """Read, compute the new entity with `change(fields or None)` (None: leave it), and
-        write it on condition that it did not change meanwhile; again when it did. An
-        entity past its `expireAt` (with `now` given) is read as absent."""
-        for _ in _rounds():
-            found = self._get(kind, pk, rk)
-            current = found if found is None or now is None or _live(found, now) else None
-            fields = change(None if current is None else dict(current))
-            if fields is None:
-                return
-            fields |= {"PartitionKey": pk, "RowKey": rk}
-            try:
-                self._put(kind, what, fields, None if found is None else _etag(found))
-            except _Conflict:
-                continue
-            return
-        raise self._contended(what)
 
     # -- deliveries (idempotency) -------------------------------------------------------------
 
@@ -373,14 +128,14 @@ class AzureTableLedger(TagRowQueries):
         pk = part(delivery_id)
         entity = {"PartitionKey": pk, "RowKey": "", "receivedAt": at, "expireAt": expires}
         etag: str | None = None
-        for _ in _rounds():
+        for _ in rounds():
             try:
                 self._put("deliveries", "seen_delivery", entity, etag)
-            except _Conflict:
+            except Conflict:
                 found = self._get("deliveries", pk)
-                if _live(found, at):
+                if live(found, at):
                     return True
-                etag = None if found is None else _etag(found)
+                etag = None if found is None else etag_of(found)
                 continue
             return False
         raise self._contended("seen_delivery")
@@ -388,7 +143,7 @@ class AzureTableLedger(TagRowQueries):
     def forget_delivery(self, delivery_id: str) -> None:
         """Drop a delivery id so a retry of the same event is processed again."""
         pk = part(delivery_id)
-        with contextlib.suppress(_Missing, _Conflict):  # nothing to forget
+        with contextlib.suppress(Missing, Conflict):  # nothing to forget
             self._call("deliveries", "forget_delivery", lambda t: t.delete_entity(pk, ""))
 
     def expire_deliveries(self, *, now: datetime) -> int:
@@ -403,22 +158,10 @@ class AzureTableLedger(TagRowQueries):
             for entity in self._query(kind, query, {"at": at}):
                 try:
                     self._delete_as_read(kind, entity)
-                except _Conflict:
+                except Conflict:
                     continue
                 deleted += 1
         return deleted
-
-    def _delete_as_read(self, kind: str, entity: Any) -> None:
-        from azure.core import MatchConditions
-
-        pk, rk, etag = entity["PartitionKey"], entity["RowKey"], _etag(entity)
-        self._call(
-            kind,
-            "delete",
-            lambda t: t.delete_entity(
-                pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified
-            ),
-        )
 
     # -- outcomes: the atomic unit ------------------------------------------------------------
 
@@ -428,7 +171,7 @@ class AzureTableLedger(TagRowQueries):
         at = utc(now)
         rows = self._partition(f"d|{part(delivery_id)}")
         marker = rows.get(_MARKER)
-        if marker is None or not _live(marker, at):
+        if marker is None or not live(marker, at):
             return None
         self._follow_up(marker, rows, at)
         recheck = marker.get("recheckAt")
@@ -503,11 +246,11 @@ class AzureTableLedger(TagRowQueries):
         live marker of another commit was found."""
         claims = {key: self._get("outboxkeys", part(key)) for key, _ in rows}
         existing: dict[str, Any] = {}
-        for round_ in _rounds():
+        for round_ in rounds():
             if round_:
                 existing = self._partition(pk)
             there = existing.get(_MARKER)
-            if marker is not None and there is not None and _live(there, at):
+            if marker is not None and there is not None and live(there, at):
                 if there.get("commit") != nonce:
                     self._follow_up(there, existing, at)
                     return None  # another attempt committed this delivery
@@ -515,7 +258,7 @@ class AzureTableLedger(TagRowQueries):
                 return mine  # this batch went through before the client sent it again
             ops: list[tuple[str, Any, Any]] = []
             if marker is not None:
-                ops.append(self._replace(marker, None if there is None else _etag(there)))
+                ops.append(self._replace(marker, None if there is None else etag_of(there)))
             if log is not None:
                 ops.append(self._replace(log, None))
             keys: list[str] = []
@@ -524,11 +267,11 @@ class AzureTableLedger(TagRowQueries):
                 if claim is not None and plain_time(claim["dedupUntil"]) > at:
                     continue  # the same alert is in its window: not added again
                 old = existing.get(row["RowKey"])
-                ops.append(self._replace(row, None if old is None else _etag(old)))
+                ops.append(self._replace(row, None if old is None else etag_of(old)))
                 keys.append(key)
             try:
                 self._batch("outcomes", "commit_outcome", ops)
-            except _Conflict:
+            except Conflict:
                 continue
             for key, row in rows:
                 if key in keys:
@@ -556,7 +299,7 @@ class AzureTableLedger(TagRowQueries):
         if old is not None and old.get("partition") not in (None, pk):
             stale = self._get("outcomes", str(old["partition"]), str(row["RowKey"]))
             if stale is not None and stale.get("pending"):
-                with contextlib.suppress(_Conflict, _Missing):  # sent meanwhile: it stands
+                with contextlib.suppress(Conflict, Missing):  # sent meanwhile: it stands
                     self._delete_as_read("outcomes", stale)
 
     def _follow_up(self, marker: Mapping[str, Any], rows: Mapping[str, Any], at: datetime) -> None:
@@ -719,7 +462,7 @@ class AzureTableLedger(TagRowQueries):
             row |= {"tag": tag, "digest": digest, "seenAt": at}
             wanted.append(row)
         first_seen = at
-        for round_ in _rounds():
+        for round_ in rounds():
             todo = wanted
             if round_:
                 found = {rk: self._get("images", pk, rk) for rk in (r["RowKey"] for r in wanted)}
@@ -729,7 +472,7 @@ class AzureTableLedger(TagRowQueries):
             ops = [self._replace(r, None) for r in todo]
             try:
                 self._batch("images", "record_push", ops)
-            except _Conflict:
+            except Conflict:
                 continue
             return first_seen
         raise self._contended("record_push")
@@ -844,10 +587,10 @@ class AzureTableLedger(TagRowQueries):
         entity |= {"at": utc(now), "registry": registry, "repository": repository}
         entity |= {"digest": digest, "kind": kind, "status": "intent", "reason": reason}
         put_text(entity, "state", json.dumps(state))
-        for _ in _rounds():
+        for _ in rounds():
             try:
                 self._put("actions", "begin_action", entity, None)
-            except _Conflict:
+            except Conflict:
                 found = self._get("actions", part(key))
                 if found is None:
                     continue  # deleted meanwhile: try again

@@ -1,0 +1,309 @@
+"""The plumbing of the Table Storage ledger (`_azure_table.py`): its tables, made on first
+write, and the reads and writes every method is built from, with Table Storage's answers
+sorted into what the ledger acts on — `Conflict` (409 on a create, 412 on an ETag, 404 on
+an update: another writer went first; read and decide again, at most `ROUNDS` times),
+`Missing` (the table is not there yet) and the ledger's RegistryError (anything else: the
+event is retried).
+
+azure-data-tables is imported on first use: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from ..errors import RegistryError, UsageError
+from ._azure_table_rows import plain_time
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "KINDS",
+    "MAX_BATCH",
+    "ROUNDS",
+    "Conflict",
+    "Missing",
+    "TableLedgerBase",
+    "etag_of",
+    "live",
+    "rounds",
+    "table_names",
+]
+
+DEFAULT_PREFIX = "regwarden"
+KINDS = (
+    "deliveries",
+    "outcomes",
+    "outboxkeys",
+    "images",
+    "verdicts",
+    "actions",
+    "quarantine",
+    "failures",
+)
+MAX_BATCH = 100
+"""Operations in one entity-group transaction, Table Storage's limit."""
+ROUNDS = 10
+"""Read-decide-write rounds of one write before contention is an error."""
+_FIRST_PAUSE = 0.01
+_MAX_PAUSE = 0.5
+T = TypeVar("T")
+
+
+def table_names(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """Kind → table name for a prefix (what the Terraform creates)."""
+    return {kind: f"{prefix}{kind}" for kind in KINDS}
+
+
+class Conflict(Exception):
+    """Another writer went first (409 on a create, 412 on an ETag, 404 on an update)."""
+
+
+class Missing(Exception):
+    """The table does not exist yet."""
+
+
+def rounds() -> Iterator[int]:
+    """`ROUNDS` round numbers, with a random pause growing up to 0.5 s before each round
+    after the first (full jitter: colliding writers spread out rather than collide again)."""
+    for n in range(ROUNDS):
+        if n:
+            pause = min(_MAX_PAUSE, _FIRST_PAUSE * 2 ** (n - 1))
+            time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
+        yield n
+
+
+def live(entity: Mapping[str, Any] | None, now: datetime) -> bool:
+    """Present and not past its `expireAt` (one without never expires)."""
+    if entity is None:
+        return False
+    expires = entity.get("expireAt")
+    return expires is None or plain_time(expires) > now
+
+
+def etag_of(entity: Mapping[str, Any]) -> str:
+    return str(entity.metadata["etag"])  # type: ignore[attr-defined]
+
+
+class TableLedgerBase:
+    """One storage account's ledger tables, and the operations on them. Thread-safe (one
+    service client, shared)."""
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        service: Any = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`service`: a `TableServiceClient` to use; else one is made on first use from
+        `env` (default: the process environment)."""
+        self.account = account
+        self.prefix = prefix
+        self.tables = table_names(prefix)
+        self._service = service
+        self._env = env
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+        self._outbox_where: dict[str, str] = {}
+        """alert key → the partition of its newest row (what this process last saw)."""
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @property
+    def service(self) -> Any:
+        with self._lock:
+            if self._service is None:
+                from azure.data.tables import TableServiceClient
+
+                from .. import azure_clients
+
+                env = os.environ if self._env is None else self._env
+                endpoint = azure_clients.storage_endpoint("table", self.account, env)
+                if endpoint.startswith("http:") and not env.get(azure_clients.STORAGE_KEY_ENV):
+                    raise UsageError(
+                        f"Table Storage endpoint {endpoint} is plain http: the managed "
+                        "identity's token is never sent over it",
+                        hint=f"set {azure_clients.STORAGE_KEY_ENV} (Azurite, local runs)",
+                    )
+                kwargs: dict[str, Any] = {"retry_total": 3}
+                bundle = azure_clients.ca_bundle(env)
+                if bundle:
+                    kwargs["connection_verify"] = bundle
+                self._service = TableServiceClient(
+                    endpoint=endpoint,
+                    credential=azure_clients.storage_credential(self.account, env),
+                    **kwargs,
+                )
+            return self._service
+
+    def _table(self, kind: str) -> Any:
+        service = self.service
+        with self._lock:
+            client = self._clients.get(kind)
+            if client is None:
+                client = self._clients[kind] = service.get_table_client(self.tables[kind])
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+            if self._service is not None:
+                self._service.close()
+            self._service = None
+
+    def _failed(self, what: str, exc: Exception) -> RegistryError:
+        """A storage error as the pipeline's infrastructure error (the event is retried)."""
+        return RegistryError(f"Table Storage account {self.account}: {what} failed: {exc}")
+
+    def _call(self, kind: str, what: str, fn: Callable[[Any], T]) -> T:
+        """`fn(table)`, its errors sorted: `Conflict`, `Missing`, else RegistryError."""
+        from azure.core.exceptions import (
+            AzureError,
+            HttpResponseError,
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+
+        try:
+            return fn(self._table(kind))
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            raise Conflict from exc
+        except HttpResponseError as exc:
+            code = str(getattr(exc, "error_code", "") or "")
+            if code == "TableNotFound" or "TableNotFound" in str(exc):
+                raise Missing from exc
+            if exc.status_code in (409, 412) or isinstance(exc, ResourceNotFoundError):
+                raise Conflict from exc
+            raise self._failed(f"{what} on {self.tables[kind]}", exc) from exc
+        except AzureError as exc:
+            raise self._failed(f"{what} on {self.tables[kind]}", exc) from exc
+
+    def _write(self, kind: str, what: str, fn: Callable[[Any], T]) -> T:
+        """A write: a missing table is created and the write sent again."""
+        try:
+            return self._call(kind, what, fn)
+        except Missing:
+            self._create_table(kind)
+        try:
+            return self._call(kind, what, fn)
+        except Missing as exc:
+            raise self._failed(f"{what} (table just created)", exc) from exc
+
+    def _create_table(self, kind: str) -> None:
+        from azure.core.exceptions import AzureError, ResourceExistsError
+
+        try:
+            self.service.create_table(self.tables[kind])
+        except ResourceExistsError:
+            pass  # another process made it first
+        except AzureError as exc:
+            raise self._failed(f"create table {self.tables[kind]}", exc) from exc
+
+    def _get(self, kind: str, pk: str, rk: str = "") -> Any:
+        """One entity, or None (absent, or its table is)."""
+        try:
+            return self._call(kind, "get", lambda t: t.get_entity(pk, rk))
+        except (Missing, Conflict):  # Conflict here is a 404: no such entity
+            return None
+
+    def _query(
+        self, kind: str, query: str, parameters: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        """Every entity `query` selects (an OData filter, values as @parameters)."""
+        try:
+            return self._call(
+                kind,
+                "query",
+                lambda t: list(t.query_entities(query, parameters=dict(parameters or {}))),
+            )
+        except (Missing, Conflict):
+            return []
+
+    def _contended(self, what: str) -> RegistryError:
+        return RegistryError(
+            f"Table Storage account {self.account}: {what} did not go through in {ROUNDS} "
+            "rounds (other writers changed its entities each time)"
+        )
+
+    @staticmethod
+    def _replace(entity: Mapping[str, Any], etag: str | None) -> tuple[str, Any, Any]:
+        """A batch operation: create `entity` (etag None) or replace it on condition."""
+        if etag is None:
+            return ("create", dict(entity), {})
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        options = {"mode": UpdateMode.REPLACE, "etag": etag}
+        return (
+            "update",
+            dict(entity),
+            options | {"match_condition": MatchConditions.IfNotModified},
+        )
+
+    def _put(self, kind: str, what: str, entity: Mapping[str, Any], etag: str | None) -> None:
+        """Create `entity` (etag None) or replace it if unchanged since read."""
+        op, body, options = self._replace(entity, etag)
+        if op == "create":
+            self._write(kind, what, lambda t: t.create_entity(body))
+        else:
+            self._write(kind, what, lambda t: t.update_entity(body, **options))
+
+    def _batch(self, kind: str, what: str, ops: list[tuple[str, Any, Any]]) -> None:
+        """One entity-group transaction (all of `ops`, one partition, or none of them)."""
+        if ops:
+            self._write(kind, what, lambda t: t.submit_transaction(ops))
+
+    def _upsert(self, kind: str, what: str, entity: Mapping[str, Any]) -> None:
+        from azure.data.tables import UpdateMode
+
+        body = dict(entity)
+        self._write(kind, what, lambda t: t.upsert_entity(body, mode=UpdateMode.REPLACE))
+
+    def _change(
+        self,
+        kind: str,
+        what: str,
+        pk: str,
+        rk: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Read, compute the new entity with `change(fields or None)` (None: leave it), and
+        write it on condition that it did not change meanwhile; again when it did. An
+        entity past its `expireAt` (with `now` given) is read as absent."""
+        for _ in rounds():
+            found = self._get(kind, pk, rk)
+            current = found if found is None or now is None or live(found, now) else None
+            fields = change(None if current is None else dict(current))
+            if fields is None:
+                return
+            fields |= {"PartitionKey": pk, "RowKey": rk}
+            try:
+                self._put(kind, what, fields, None if found is None else etag_of(found))
+            except Conflict:
+                continue
+            return
+        raise self._contended(what)
+
+    def _delete_as_read(self, kind: str, entity: Any) -> None:
+        from azure.core import MatchConditions
+
+        pk, rk, etag = entity["PartitionKey"], entity["RowKey"], etag_of(entity)
+        self._call(
+            kind,
+            "delete",
+            lambda t: t.delete_entity(
+                pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified
+            ),
+        )
