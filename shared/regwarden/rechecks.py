@@ -6,12 +6,14 @@ Where "later" is kept depends on the platform, so it is a plug-in point:
     RECHECK_SCHEDULERS.get("sqs")(RecheckTarget(url=QUEUE_URL))     # Lambda: SQS DelaySeconds
     RECHECK_SCHEDULERS.get("cloudtasks")(RecheckTarget(url=FUNCTION_URL, tasks_queue=QUEUE,
                                          service_account=SA, env=os.environ))  # Cloud Tasks
+    RECHECK_SCHEDULERS.get("storagequeue")(RecheckTarget(url=QUEUE_NAME, env=os.environ))
+                                         # Azure: a Storage queue's visibility timeout
 
 A scheduler is called with the image, when it is due and the current time. A delay-capped
 transport (SQS: 15 minutes) brings the message back early; whoever receives it parses it
 with `parse_recheck` and, when `due` is still ahead, schedules it again with the next
 `hop` (`Recheck.again`). Cloud Tasks holds a task up to 30 days: a recheck further away
-than that hops the same way.
+than that hops the same way, and so does a Storage queue message held past its 7 days.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "RECHECK_EVENT_SOURCE",
     "RECHECK_SCHEDULERS",
     "SQS_MAX_DELAY",
+    "STORAGE_QUEUE_MAX_AHEAD",
     "Recheck",
     "RecheckScheduler",
     "RecheckTarget",
@@ -56,6 +59,9 @@ SQS_MAX_DELAY = 900
 CLOUD_TASKS_MAX_AHEAD = timedelta(days=30) - timedelta(minutes=5)
 """How far ahead a Cloud Tasks task may be scheduled (30 days, less a margin for clocks and
 the request's flight); a recheck further away comes back early and hops."""
+STORAGE_QUEUE_MAX_AHEAD = timedelta(days=7) - timedelta(minutes=5)
+"""How long a Storage queue message may be held invisible (7 days, less a margin); a recheck
+further away comes back early and hops."""
 EARLY_SLACK = timedelta(seconds=1)
 """A recheck that arrives less than this before its time is due (clocks differ a little)."""
 
@@ -253,5 +259,27 @@ def _cloudtasks(target: RecheckTarget) -> RecheckScheduler:
             if not _already_exists(exc):
                 raise
             # scheduled before: a redelivered event handed its recheck back
+
+    return schedule
+
+
+@RECHECK_SCHEDULERS.register("storagequeue")
+def _storagequeue(target: RecheckTarget) -> RecheckScheduler:
+    """A message on an Azure Storage queue (`url`: the queue's name, in the account
+    `REGWARDEN_STORAGE_ACCOUNT` of `env`) made visible at the due time: its visibility
+    timeout is the delay (at most `STORAGE_QUEUE_MAX_AHEAD`; further, it hops). The body is
+    `recheck_message`; the client is made on the first recheck (`regwarden.azure_queues`)."""
+    queue = target.url
+    if not queue:
+        raise UsageError("the storagequeue recheck scheduler needs RecheckTarget(url=QUEUE_NAME)")
+    env: Mapping[str, str] = target.env if target.env is not None else {}
+
+    def schedule(image: str, at: datetime, *, now: datetime, hop: int = 0) -> None:
+        from . import azure_queues
+
+        ahead = min(at + EARLY_SLACK - now, STORAGE_QUEUE_MAX_AHEAD)
+        delay = max(int(-(-ahead.total_seconds() // 1)), 0)  # rounded up: never early
+        body = json.dumps(recheck_message(image, at, hop=hop)).encode()
+        azure_queues.send(queue, body, env=env, visibility_timeout=delay)
 
     return schedule

@@ -19,10 +19,13 @@ from datetime import timedelta
 import azure.functions as func
 import pytest
 from support import azure_harness
-from support.azure_harness import HOST, T0, Azure, image
+from support.azure_harness import HOST, T0, Azure, image, with_storage
+from support.azurite import Azurite
 
 from functions.azure import _app
-from regwarden.errors import RegistryError
+from regwarden import rechecks as rechecks_module
+from regwarden.errors import EvidenceUnavailable, RegistryError
+from regwarden.rechecks import recheck_message
 
 azure = azure_harness.azure
 
@@ -234,3 +237,89 @@ def test_on_scan_re_evaluates_an_image_whose_defender_findings_changed(azure: Az
     query = azure.graph.queries[-1]["query"]
     since = T0 + timedelta(hours=2) - _app.SCAN_OVERLAP
     assert since.strftime("%Y-%m-%dT%H:%M") in query
+
+
+# -- recheck (Storage queue on Azurite) -------------------------------------------------------
+
+
+def test_a_pending_verdict_comes_back_through_the_queue_and_recheck_judges_it(
+    azure: Azure, azurite: Azurite
+) -> None:
+    rechecks = with_storage(azure, azurite)
+    repo = image("scanned")
+    digest = azure.push(repo, "1.0.0", seed=811)  # no Defender row: PENDING to T0 + 30m
+    azure.at(T0 + timedelta(minutes=30) - timedelta(seconds=2))
+
+    azure.function("on_push")(azure.pushed(repo, digest, "1.0.0"))
+
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "PENDING"
+    # on the queue, held back until the deadline (3 s here: Azurite's clock is real)
+    assert azure.depth(rechecks) == 1 and azure.visible(rechecks) == []
+    body, dequeued = azure.take(rechecks)
+    doc = json.loads(body)
+    assert doc["image"] == f"{HOST}/{repo}:1.0.0@{digest}"
+    assert doc["at"] == (T0 + timedelta(minutes=30)).isoformat()
+
+    # the host hands it to `recheck` once due: no scan by the timeout → FAILED, held
+    azure.at(T0 + timedelta(minutes=30, seconds=2))
+    message = azure.queue_message(body, dequeue_count=dequeued)
+    azure.function("recheck")(message)
+
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
+        assert ledger.quarantined(HOST, repo, digest) is not None
+    assert azure.depth(rechecks) == 0
+
+
+def test_a_recheck_beyond_the_queue_limit_hops_on_without_judging(
+    azure: Azure, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rechecks = with_storage(azure, azurite)
+    # the queue's limit (7 days less a margin) as 2 s, so the hop is seen arriving
+    monkeypatch.setattr(rechecks_module, "STORAGE_QUEUE_MAX_AHEAD", timedelta(seconds=2))
+    repo = image("scanned")
+    digest = azure.push(repo, "1.0.0", seed=812)
+    ref = f"{HOST}/{repo}@{digest}"
+    due = T0 + timedelta(days=20)
+    body = json.dumps(recheck_message(ref, due)).encode()
+
+    azure.function("recheck")(azure.queue_message(body))
+
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) is None  # not judged early
+    assert azure.depth(rechecks) == 1 and azure.visible(rechecks) == []  # held back
+    hopped, _ = azure.take(rechecks)
+    assert json.loads(hopped) == recheck_message(ref, due, hop=1)
+
+
+def test_a_failing_registry_raises_until_the_last_dequeue_which_is_final(
+    azure: Azure, azurite: Azurite
+) -> None:
+    with_storage(azure, azurite)
+    repo = image("signed")
+    digest = azure.push(repo, "1.0.0", seed=813)
+    body = json.dumps(recheck_message(f"{HOST}/{repo}@{digest}", T0)).encode()
+    # the manifest reads; the signature lookup fails (evidence that cannot be gathered)
+    sig = digest.replace(":", "-") + ".sig"
+    for _ in range(200):
+        azure.acr.fail_next("GET", rf"/v2/{repo}/manifests/{sig}", 503)
+        azure.acr.fail_next("HEAD", rf"/v2/{repo}/manifests/{sig}", 503)
+        azure.acr.fail_next("GET", rf"/v2/{repo}/referrers/.*", 503)
+
+    # not the last dequeue: the error propagates (the host makes the message visible
+    # again), and nobody is alerted yet
+    with pytest.raises(EvidenceUnavailable):
+        azure.function("recheck")(azure.queue_message(body, dequeue_count=4))
+    assert azure.sink.received == []
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, digest) == "ERROR"
+
+    # the last (host.json maxDequeueCount = REGWARDEN_MAX_DEQUEUE = 5) is final: the ERROR
+    # is alerted before the message goes on to regwarden-rechecks-poison
+    with pytest.raises(EvidenceUnavailable):
+        azure.function("recheck")(azure.queue_message(body, dequeue_count=5))
+    (alert,) = azure.sink.received
+    assert json.loads(alert[1])["data"]["outcome"] == "ERROR"
+    with closing(azure.ledger()) as ledger:
+        assert ledger.quarantined(HOST, repo, digest) is None  # never an action on ERROR

@@ -26,7 +26,6 @@ with this test's registry, repository, digest and tag put in, as `func.EventGrid
 
 from __future__ import annotations
 
-import base64
 import copy
 import functools
 import json
@@ -170,7 +169,10 @@ class Azure:
         doc = sample[0] if isinstance(sample, list) else sample
         doc = copy.deepcopy(doc)
         doc["id"] = event_id or str(uuid.uuid4())
+        stamp = self.acr.now().isoformat().replace("+00:00", "Z")  # pushed when ACR says
+        doc["time" if schema == "cloudevent" else "eventTime"] = stamp
         data = doc["data"]
+        data["timestamp"] = stamp
         data["target"].update({"repository": repository, "digest": digest})
         if tag is None:
             data["target"].pop("tag", None)
@@ -229,20 +231,47 @@ class Azure:
     def ledger(self) -> SqliteLedger:
         return SqliteLedger(self.root / "ledger.db")
 
-    def received(self, queue: str) -> list[tuple[bytes, int]]:
-        """The messages waiting on `queue` in Azurite, visible or not (peeked, so never
-        dequeued): (decoded body, seconds until visible, from Azurite's own clock)."""
-        assert self.storage is not None, "this test runs without Azurite"
-        from azure.storage.queue import QueueClient
+    def queue(self, name: str) -> Any:
+        """A QueueClient of `name` on this test's Azurite (base64 text, as the host reads)."""
+        assert self.storage is not None, "this test runs without Azurite (with_storage)"
+        from azure.storage.queue import (
+            BinaryBase64DecodePolicy,
+            BinaryBase64EncodePolicy,
+            QueueClient,
+        )
 
-        client = QueueClient.from_connection_string(self.storage.connection_string, queue)
-        found = []
-        # peek returns visible messages only: receive with a zero-length lease would change
-        # them, so the invisible ones are read from Azurite's listing through a long
-        # receive with visibility_timeout=1 after the test has moved the clock — not here.
-        for message in client.peek_messages(max_messages=32):
-            found.append((base64.b64decode(message.content), 0))
-        return found
+        return QueueClient.from_connection_string(
+            self.storage.connection_string,
+            name,
+            message_encode_policy=BinaryBase64EncodePolicy(),
+            message_decode_policy=BinaryBase64DecodePolicy(),
+        )
+
+    def depth(self, name: str) -> int:
+        """Messages on queue `name`, visible or not (Storage's approximate count, exact
+        on Azurite)."""
+        count: int = self.queue(name).get_queue_properties().approximate_message_count
+        return count
+
+    def visible(self, name: str) -> list[bytes]:
+        """The bodies of the messages of `name` visible now (peeked: left as they are)."""
+        return [bytes(m.content) for m in self.queue(name).peek_messages(max_messages=32)]
+
+    def take(self, name: str, *, timeout: float = 30.0) -> tuple[bytes, int]:
+        """The next message of `name` once it is visible, as the host's listener takes it
+        (received, then deleted as a function that returned): (body, dequeue count).
+        Waits on the condition, up to `timeout` seconds."""
+        import time
+
+        client = self.queue(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in client.receive_messages(max_messages=1, visibility_timeout=30):
+                client.delete_message(message)
+                return bytes(message.content), int(message.dequeue_count)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no message became visible on {name} in {timeout}s")
+            time.sleep(0.2)
 
 
 @functools.cache
@@ -255,7 +284,11 @@ def _user_functions() -> dict[str, Callable[..., Any]]:
 
 
 def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")[:26] + "+00:00")
+    """An Event Grid time (UTC, `Z`, up to 7 fraction digits) as the worker parses it."""
+    head, _, fraction = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + ("." + fraction[:6] if fraction else "")).replace(
+        tzinfo=UTC
+    )
 
 
 def image(area: str) -> str:
@@ -304,10 +337,18 @@ def azure(
             sink.close()
 
 
-def with_storage(azure: Azure, storage: Azurite) -> Azure:
+def with_storage(azure: Azure, storage: Azurite) -> str:
     """`azure` with its queues on `storage` (Azurite): REGWARDEN_STORAGE_ACCOUNT and the
-    endpoints and key of `storage.env()` set."""
+    endpoints and key of `storage.env()` set, and a rechecks queue of this test's own
+    (REGWARDEN_RECHECK_QUEUE: Azurite is shared by the session); its name."""
     azure.storage = storage
-    for name, value in {"REGWARDEN_STORAGE_ACCOUNT": storage.account, **storage.env()}.items():
+    rechecks = "rechecks-" + uuid.uuid4().hex[:12]
+    settings = {
+        "REGWARDEN_STORAGE_ACCOUNT": storage.account,
+        "REGWARDEN_RECHECK_QUEUE": rechecks,
+        **storage.env(),
+    }
+    for name, value in settings.items():
         azure.setenv(name, value)
-    return azure
+    azure.queue(rechecks).create_queue()
+    return rechecks
