@@ -277,3 +277,28 @@ def test_the_url_names_the_account_its_endpoint_and_credential(
         anonymous.seen_delivery("d1", now=T0, ttl=TTL)
     assert refused.value.hint is not None and "REGWARDEN_AZURE_STORAGE_KEY" in refused.value.hint
     anonymous.close()
+
+
+def test_a_batch_the_client_sent_twice_is_recognised_as_its_own(
+    ledger: AzureTableLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the batch went through, its answer was lost and the SDK's retry met the marker (409):
+    # the commit is this attempt's own, not a rival's, and its follow-ups are written
+    from regwarden.store import _azure_table_client
+
+    real = AzureTableLedger._batch
+    lost: list[str] = []
+
+    def answer_lost(self: AzureTableLedger, kind: str, what: str, ops: Any) -> None:
+        real(self, kind, what, ops)
+        if kind == "outcomes" and not lost:
+            lost.append(what)
+            raise _azure_table_client.Conflict
+
+    monkeypatch.setattr(AzureTableLedger, "_batch", answer_lost)
+    assert ledger.commit_outcome(outcome("d1", "k1"), now=T0, ttl=TTL) == ["k1:hook"]
+    assert lost == ["commit_outcome"]
+    assert ledger.last_verdict("r", "app", A) == "FAILED"
+    assert ledger.verdict_log("r", "app", A) == [("d1", "FAILED", T0)]
+    # the key's entry is there: another delivery's same alert is not added again
+    assert ledger.commit_outcome(outcome("d2", "k1"), now=T0 + timedelta(1), ttl=TTL) == []

@@ -254,8 +254,12 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
                 if there.get("commit") != nonce:
                     self._follow_up(there, existing, at)
                     return None  # another attempt committed this delivery
+                # this batch went through before the client sent it again: finish it
                 mine = [k for k, r in rows if existing.get(r["RowKey"], {}).get("commit") == nonce]
-                return mine  # this batch went through before the client sent it again
+                for key, row in rows:
+                    if key in mine:
+                        self._claim(key, pk, row, claims[key])
+                return mine
             ops: list[tuple[str, Any, Any]] = []
             if marker is not None:
                 ops.append(self._replace(marker, None if there is None else etag_of(there)))
