@@ -23,6 +23,16 @@ subassessment-rest-api.md` (the handbook's events reference §3.2): ARM resource
 `properties.{id, displayName, description, status, timeGenerated, resourceDetails,
 additionalData.{assessedResourceType, vulnerabilityDetails, artifactDetails,
 softwareDetails, cvssV30Score}}`.
+
+The `resources` table holds what the `containerapps` inventory reads: Container Apps and
+Container Apps jobs (`add_container_app`, `add_job`), rows in Resource Graph's resource
+shape (`id`, `name`, `type` lower-cased as Resource Graph gives it, `tenantId`, `kind`,
+`location`, `resourceGroup`, `subscriptionId`, `properties`, `tags`, `identity`) around
+each resource's `properties` as azure-rest-api-specs `specification/app/resource-manager/
+Microsoft.App/stable/2024-03-01/examples/ContainerApps_Get.json` and `Job_Get.json` give
+them (`configuration`, `template.{containers, initContainers: [{image, name,
+resources}]}`, `latestRevisionName`, …). On that table the fake also understands
+`where PATH in~ ("a", "b")` and `project NAME, NAME = PATH, …`.
 """
 
 from __future__ import annotations
@@ -74,6 +84,9 @@ _EXTRACT = re.compile(rf"extend (?P<name>\w+) = extract\({re.escape(_KEY_REGEX)}
 _TOSTRING = re.compile(rf"extend (?P<name>\w+) = tostring\((?P<path>{_PATH})\)")
 _DISTINCT = re.compile(r"distinct (?P<names>\w+(?:, \w+)*)")
 _ORDER = re.compile(r"order by (?P<keys>\w+ (?:asc|desc)(?:, \w+ (?:asc|desc))*)")
+_IN = re.compile(rf"where (?P<path>{_PATH}) in~ \((?P<items>{_STRING}(?:, {_STRING})*)\)")
+_PROJECT = re.compile(rf"project (?P<items>(?:\w+(?: = {_PATH})?)(?:, \w+(?: = {_PATH})?)*)")
+TABLES = ("securityresources", "resources")
 
 
 class InvalidQuery(Exception):
@@ -112,8 +125,8 @@ def _parse_time(text: str) -> datetime:
 def evaluate(query: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows `query` selects (raises InvalidQuery on anything outside the fake's KQL)."""
     lines = query.split("\n")
-    if lines[0] != "securityresources":
-        raise InvalidQuery(f"expected the table securityresources, got {lines[0]!r}")
+    if lines[0] not in TABLES:
+        raise InvalidQuery(f"expected a table of {TABLES}, got {lines[0]!r}")
     result = [dict(r) for r in rows]
     for line in lines[1:]:
         if not line.startswith("| "):
@@ -135,6 +148,11 @@ def evaluate(query: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in result:
                 seen.setdefault(tuple(r.get(n) for n in names), {n: r.get(n) for n in names})
             result = list(seen.values())
+        elif m := _IN.fullmatch(op):
+            wanted = {_unescape(w).lower() for w in re.findall(_STRING, m["items"])}
+            result = [r for r in result if str(_get(r, m["path"]) or "").lower() in wanted]
+        elif m := _PROJECT.fullmatch(op):
+            result = [_project(r, m["items"]) for r in result]
         elif m := _ORDER.fullmatch(op):
             for key in reversed(m["keys"].split(", ")):  # stable sorts, last key first
                 name, direction = key.split(" ")
@@ -142,6 +160,14 @@ def evaluate(query: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             raise InvalidQuery(f"operator not understood by the fake: {op!r}")
     return result
+
+
+def _project(row: dict[str, Any], items: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items.split(", "):
+        name, _, path = item.partition(" = ")
+        out[name] = _get(row, path or name)
+    return out
 
 
 def _sort_key(name: str, row: dict[str, Any]) -> str:
@@ -180,6 +206,9 @@ class FakeResourceGraph(GoogleFake):
         super().__init__()
         self.now = now or datetime(2026, 1, 1, tzinfo=UTC)
         self.rows: list[dict[str, Any]] = []
+        """The `securityresources` table (sub-assessments)."""
+        self.resources: list[dict[str, Any]] = []
+        """The `resources` table (Container Apps and their jobs)."""
         self.route("POST", re.escape(PATH), self._resources)
 
     # -- state ----------------------------------------------------------------------------
@@ -281,6 +310,146 @@ class FakeResourceGraph(GoogleFake):
             self.rows.append(row)
         return row
 
+    def _resource(
+        self,
+        kind: str,
+        name: str,
+        properties: dict[str, Any],
+        *,
+        subscription: str,
+        resource_group: str,
+        location: str,
+    ) -> dict[str, Any]:
+        provider = {"containerapps": "containerApps", "jobs": "jobs"}[kind]
+        row: dict[str, Any] = {
+            "id": f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
+            f"Microsoft.App/{provider}/{name}",
+            "name": name,
+            "type": f"microsoft.app/{kind}",
+            "tenantId": "11111111-1111-1111-1111-111111111111",
+            "kind": "",
+            "location": location,
+            "resourceGroup": resource_group,
+            "subscriptionId": subscription,
+            "managedBy": "",
+            "sku": None,
+            "plan": None,
+            "properties": properties,
+            "tags": {},
+            "identity": {"type": "None"},
+            "zones": None,
+            "extendedLocation": None,
+        }
+        with self.lock:
+            self.resources.append(row)
+        return row
+
+    @staticmethod
+    def _containers(images: list[str], prefix: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "image": image,
+                "name": f"{prefix}{i}",
+                "resources": {"cpu": 0.5, "memory": "1Gi", "ephemeralStorage": "2Gi"},
+            }
+            for i, image in enumerate(images)
+        ]
+
+    def add_container_app(
+        self,
+        name: str,
+        images: list[str],
+        *,
+        init_images: list[str] | None = None,
+        subscription: str = SUBSCRIPTION,
+        resource_group: str = "rg",
+        location: str = "East US",
+    ) -> dict[str, Any]:
+        """A Container App whose template runs `images` (and `init_images` first)."""
+        env_id = (
+            f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
+            "Microsoft.App/managedEnvironments/demokube"
+        )
+        template: dict[str, Any] = {
+            "revisionSuffix": "",
+            "containers": self._containers(images, "app"),
+            "scale": {"minReplicas": 1, "maxReplicas": 5, "rules": []},
+        }
+        if init_images:
+            template["initContainers"] = self._containers(init_images, "init")
+        properties = {
+            "provisioningState": "Succeeded",
+            "runningStatus": "Running",
+            "managedEnvironmentId": env_id,
+            "environmentId": env_id,
+            "workloadProfileName": "My-GP-01",
+            "latestRevisionName": f"{name}--abcdef",
+            "latestReadyRevisionName": f"{name}--abcdef",
+            "latestRevisionFqdn": f"{name}--abcdef.demokube-t24clv0g.eastus.azurecontainerapps.io",
+            "configuration": {
+                "activeRevisionsMode": "Single",
+                "ingress": {
+                    "fqdn": f"{name}.demokube-t24clv0g.eastus.azurecontainerapps.io",
+                    "external": True,
+                    "targetPort": 3000,
+                    "transport": "auto",
+                    "traffic": [{"weight": 100, "latestRevision": True}],
+                },
+                "registries": [],
+                "secrets": [],
+            },
+            "template": template,
+            "outboundIpAddresses": ["20.1.2.3"],
+        }
+        return self._resource(
+            "containerapps",
+            name,
+            properties,
+            subscription=subscription,
+            resource_group=resource_group,
+            location=location,
+        )
+
+    def add_job(
+        self,
+        name: str,
+        images: list[str],
+        *,
+        init_images: list[str] | None = None,
+        subscription: str = SUBSCRIPTION,
+        resource_group: str = "rg",
+        location: str = "East US",
+    ) -> dict[str, Any]:
+        """A Container Apps job whose template runs `images` (and `init_images` first)."""
+        template: dict[str, Any] = {"containers": self._containers(images, "job")}
+        if init_images:
+            template["initContainers"] = self._containers(init_images, "init")
+        properties = {
+            "provisioningState": "Succeeded",
+            "environmentId": f"/subscriptions/{subscription}/resourceGroups/{resource_group}/"
+            "providers/Microsoft.App/managedEnvironments/demokube",
+            "workloadProfileName": "My-GP-01",
+            "configuration": {
+                "triggerType": "Manual",
+                "replicaTimeout": 10,
+                "replicaRetryLimit": 10,
+                "manualTriggerConfig": {"replicaCompletionCount": 1, "parallelism": 4},
+                "registries": [],
+                "secrets": [],
+            },
+            "template": template,
+            "outboundIpAddresses": ["20.1.2.3"],
+            "eventStreamEndpoint": "testEndpoint",
+        }
+        return self._resource(
+            "jobs",
+            name,
+            properties,
+            subscription=subscription,
+            resource_group=resource_group,
+            location=location,
+        )
+
     @property
     def queries(self) -> list[dict[str, Any]]:
         return [r.body for r in self.calls("POST", re.escape(PATH))]
@@ -307,10 +476,9 @@ class FakeResourceGraph(GoogleFake):
         if not 1 <= top <= MAX_TOP:
             return arm_error(400, f"$top {top} out of range")
         subscriptions = [s.lower() for s in body.get("subscriptions") or []]
+        table = self.resources if query.split("\n", 1)[0] == "resources" else self.rows
         rows = [
-            r
-            for r in self.rows
-            if not subscriptions or r["subscriptionId"].lower() in subscriptions
+            r for r in table if not subscriptions or r["subscriptionId"].lower() in subscriptions
         ]
         try:
             selected = evaluate(query, rows)

@@ -286,7 +286,7 @@ def test_a_registered_inventory_is_read_after_the_files(tmp_path: Path) -> None:
     assert [str(r) for r in found.refs] == [f"{HOST}/team/web:1.0", f"{HOST}/team/api:prod"]
     assert list(found.sources.items()) == [("file://in-use.txt", 1), ("cmdb:team/api", 1)]
     assert "cmdb" not in INVENTORIES
-    valid = "aws, cloudrun, files, kubernetes"
+    valid = "aks, aws, cloudrun, containerapps, files, kubernetes"
     with pytest.raises(UsageError, match=rf"unknown inventory source 'cmdb'; valid: {valid}"):
         gather_in_use(inventory, base_dir=tmp_path)  # fail closed: never silently skipped
 

@@ -3,11 +3,12 @@ first-match, per-section merge that gives one repository its effective policy.""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .. import quarantine_names
 from ..errors import UsageError
@@ -24,8 +25,10 @@ from ._values import PositiveDuration
 __all__ = [
     "API_VERSION",
     "SECTIONS",
+    "AksInventory",
     "AwsInventory",
     "CloudRunInventory",
+    "ContainerAppsInventory",
     "Defaults",
     "EffectiveRepositoryPolicy",
     "Inventory",
@@ -135,12 +138,64 @@ class CloudRunInventory(PolicyModel):
     """Jobs: the images of their template."""
 
 
+_AKS_CLUSTER_ID = re.compile(
+    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+    r"Microsoft\.ContainerService/managedClusters/[^/]+",
+    re.IGNORECASE,  # ARM ids are case-insensitive
+)
+
+
+class ContainerAppsInventory(PolicyModel):
+    """Images that Azure Container Apps and Container Apps jobs run are in use: the
+    containers and init containers of each one's template, read from Azure Resource Graph
+    (with the default Azure credentials; Reader on the subscriptions)."""
+
+    subscriptions: tuple[str, ...] = ()
+    """Subscription ids to read; empty: those `REGWARDEN_AZURE_SUBSCRIPTION` lists, else
+    every subscription the identity can read."""
+
+    apps: bool = True
+    """Container Apps (`Microsoft.App/containerApps`)."""
+
+    jobs: bool = True
+    """Container Apps jobs (`Microsoft.App/jobs`)."""
+
+
+class AksInventory(PolicyModel):
+    """Images running in AKS clusters are in use: read as the `kubernetes` section reads a
+    cluster (pods, their resolved digests, and workload templates), through each cluster's
+    user credential (`listClusterUserCredential`) and a Microsoft Entra token for the AKS
+    server application (clusters with AKS-managed Entra integration)."""
+
+    subscriptions: tuple[str, ...] = ()
+    """Subscriptions whose clusters are listed; empty: those `REGWARDEN_AZURE_SUBSCRIPTION`
+    lists. Ignored when `clusters` names them."""
+
+    clusters: tuple[str, ...] = ()
+    """Clusters to read, by ARM resource id (`/subscriptions/S/resourceGroups/RG/providers/
+    Microsoft.ContainerService/managedClusters/NAME`); empty: every cluster in the
+    subscriptions."""
+
+    @field_validator("clusters")
+    @classmethod
+    def _resource_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not _AKS_CLUSTER_ID.fullmatch(item):
+                raise ValueError(
+                    f"got {item!r}, expected an AKS cluster's resource id: /subscriptions/S/"
+                    "resourceGroups/RG/providers/Microsoft.ContainerService/managedClusters/NAME"
+                )
+        return value
+
+
 class Inventory(PolicyModel):
     """Where regwarden learns which images are in use (never deleted by retention)."""
 
     kubernetes: KubernetesInventory | None = None
     aws: AwsInventory | None = None
     cloudrun: CloudRunInventory | None = None
+    aks: AksInventory | None = None
+    containerapps: ContainerAppsInventory | None = None
     files: tuple[Annotated[Location, Schemes(DOCUMENT_SCHEMES, "an inventory file")], ...] = ()
     """Text files or objects (`file://`, `s3://`, …) listing image references in use, one
     per line; `#` starts a comment."""

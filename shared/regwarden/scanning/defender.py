@@ -72,6 +72,7 @@ __all__ = [
     "findings_of",
     "image_query",
     "kql_string",
+    "query_rows",
     "resourcegraph_client",
     "subscriptions_of",
 ]
@@ -165,10 +166,11 @@ def _run(what: str, call: Callable[[], T]) -> T:
         raise RegistryError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-def _query(
+def query_rows(
     client: Any, subscriptions: Sequence[str], query: str, *, page_size: int, what: str
 ) -> list[dict[str, Any]]:
-    """Every row of `query`, all pages, as dicts (`resultFormat: objectArray`)."""
+    """Every row of `query`, all pages, as dicts (`resultFormat: objectArray`); also what
+    the `containerapps` inventory reads Container Apps with."""
     from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
     rows: list[dict[str, Any]] = []
@@ -240,7 +242,7 @@ class DefenderScanSource:
             raise RegistryError(f"cannot look up Defender's scan of {image}: expected a digest")
         host = image.registry.lower()
         name = f"{host}/{image.repository}@{image.digest}"
-        rows = _query(
+        rows = query_rows(
             self.client,
             self.subscriptions,
             image_query(host, image.repository, image.digest),
@@ -276,7 +278,7 @@ def changed_since(
     """(registry host, repository, digest) of every image with a sub-assessment generated
     after `since`, each once, sorted: what the `on_scan` timer re-evaluates. The hosts come
     from Azure's data: the caller checks them against the registries it may contact."""
-    rows = _query(
+    rows = query_rows(
         client if client is not None else resourcegraph_client(env),
         subscriptions,
         changed_query(since),

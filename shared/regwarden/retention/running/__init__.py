@@ -35,10 +35,12 @@ from ._inventory import (
     refs_from_aws,
     refs_from_cloudrun,
     refs_from_ecs,
+    refs_from_kube_clients,
     refs_from_kubernetes,
     refs_from_lambda,
     serving_revisions,
 )
+from ._inventory_azure import images_from_template, refs_from_aks, refs_from_containerapps
 from ._progress import LineProgress, NoProgress, Progress, RichProgress, progress_for
 from ._run import (
     Deletion,
@@ -102,6 +104,7 @@ __all__ = [
     "images_from_ecs_task",
     "images_from_pod",
     "images_from_run_containers",
+    "images_from_template",
     "images_from_workload",
     "in_scope",
     "in_use_protections",
@@ -117,9 +120,12 @@ __all__ = [
     "read_location",
     "recheck_in_use",
     "records_from_listing",
+    "refs_from_aks",
     "refs_from_aws",
     "refs_from_cloudrun",
+    "refs_from_containerapps",
     "refs_from_ecs",
+    "refs_from_kube_clients",
     "refs_from_kubernetes",
     "refs_from_lambda",
     "run_id_for",

@@ -22,8 +22,8 @@ error, never a silently missing protection. Tag references are resolved to the d
 tag names now (`Registry.resolve`), and the tag itself is protected too.
 
 Each source is an `INVENTORIES` reader keyed by its section's name under `inventory`
-(`files`, `kubernetes`, `aws`, `cloudrun`); another registers itself there and
-`gather_in_use` reads it.
+(`files`, `kubernetes`, `aws`, `cloudrun`; `aks` and `containerapps` in
+`_inventory_azure`); another registers itself there and `gather_in_use` reads it.
 
 The parsers (`parse_ref_lines`, `images_from_pod`, `images_from_workload`,
 `images_from_ecs_task`, `images_from_run_containers`, `serving_revisions`) are pure; the
@@ -72,6 +72,7 @@ __all__ = [
     "refs_from_aws",
     "refs_from_cloudrun",
     "refs_from_ecs",
+    "refs_from_kube_clients",
     "refs_from_kubernetes",
     "refs_from_lambda",
     "serving_revisions",
@@ -329,9 +330,18 @@ def refs_from_kubernetes(
     Raises RegistryError when a cluster cannot be read: retention must not run on a
     partial inventory.
     """
+    return refs_from_kube_clients(_kube_clients(contexts, kubeconfig, in_cluster))
+
+
+def refs_from_kube_clients(
+    clients: Iterable[tuple[str, Any]], *, source: str = "kubernetes", noun: str = "context"
+) -> InUse:
+    """Images in use in each cluster of `clients`, (name, a `kubernetes.client.ApiClient`)
+    pairs (each closed once read); counted under `SOURCE:NAME`. Raises RegistryError
+    naming `inventory.SOURCE NOUN 'NAME'` when a cluster cannot be read."""
     out: list[ImageRef] = []
     sources: dict[str, int] = {}
-    for name, api in _kube_clients(contexts, kubeconfig, in_cluster):
+    for name, api in clients:
         found: list[ImageRef] = []
         try:
             for group, resource in KUBERNETES_KINDS:
@@ -346,7 +356,7 @@ def refs_from_kubernetes(
             status = getattr(exc, "status", None)
             reason = getattr(exc, "reason", None) or exc
             raise RegistryError(
-                f"inventory.kubernetes context {name!r}: cannot list workloads: "
+                f"inventory.{source} {noun} {name!r}: cannot list workloads: "
                 f"{f'HTTP {status} ' if status else ''}{reason}",
                 status=status if isinstance(status, int) else None,
                 hint="retention needs read access to pods and workloads in every namespace "
@@ -356,7 +366,7 @@ def refs_from_kubernetes(
             close = getattr(api, "close", None)
             if callable(close):
                 close()
-        sources[f"kubernetes:{name}"] = len(found)
+        sources[f"{source}:{name}"] = len(found)
         out += found
     return InUse(refs=tuple(out), sources=sources)
 
@@ -647,7 +657,10 @@ class InventoryContext:
     aws_client: Callable[[str, str | None], Any] | None = None
     s3_client: Callable[[], Any] | None = None
     env: Mapping[str, str] | None = None
-    """Where Google clients find their endpoints and project (None: the process's)."""
+    """Where Google and Azure clients find their endpoints and project (None: the
+    process's)."""
+    azure_credential: Any = None
+    """An azure-core TokenCredential for the Azure sources (None: DefaultAzureCredential)."""
 
 
 InventoryReader = Callable[[Any, InventoryContext], InUse]
@@ -698,6 +711,7 @@ def gather_in_use(
     aws_client: Callable[[str, str | None], Any] | None = None,
     s3_client: Callable[[], Any] | None = None,
     env: Mapping[str, str] | None = None,
+    azure_credential: Any = None,
 ) -> InUse:
     """Every in-use reference the policy's `inventory` names, each section read by its
     `INVENTORIES` reader. Raises on any source that cannot be read."""
@@ -707,6 +721,7 @@ def gather_in_use(
         aws_client=aws_client,
         s3_client=s3_client,
         env=env,
+        azure_credential=azure_credential,
     )
     result = InUse()
     for name in _configured(inventory):
