@@ -387,7 +387,10 @@ OLD_DIES = RetentionRules(
             Protections(in_use_tags=frozenset({"v0.1"})),
             ("keep", "inUse", "kept: in use as tag 'v0.1'"),
         ),
-        (Protections(locked=frozenset({dg("old")})), ("keep", "locked", "kept: locked")),
+        (
+            Protections(locked=frozenset({dg("old")})),
+            ("keep", "locked", "kept: locked on the registry"),
+        ),
         (
             Protections(quarantined={dg("old"): NOW - timedelta(days=400)}),
             ("keep", "quarantined", "kept: quarantined until released"),

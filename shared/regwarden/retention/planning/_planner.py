@@ -420,7 +420,7 @@ def _protect(
                 keep[d] = ("inUse", f"kept: in use as tag {tag!r}")
                 continue
         if d in locked:
-            keep[d] = ("locked", "kept: locked")
+            keep[d] = ("locked", "kept: locked on the registry")
         elif d in quarantined:
             if expiry is None:
                 keep[d] = ("quarantined", "kept: quarantined until released")

@@ -80,6 +80,9 @@ class Collected:
     """Registry (and ledger) I/O: listing manifests, reading configs."""
     build_s: float
     """Turning the listing into records (CPU only)."""
+    locked: frozenset[str] = frozenset()
+    """Digests the registry refuses to delete (`ListedImage.locked`): never planned for
+    deletion, and named in the plan as locked on the registry."""
 
 
 def _newest(a: float | None, b: float | None) -> float | None:
@@ -283,4 +286,5 @@ def collect_records(
         warnings=tuple(warnings),
         listing_s=listing_s,
         build_s=build_s,
+        locked=frozenset(item.digest for item in listing if item.locked),
     )

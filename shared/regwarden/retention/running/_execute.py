@@ -19,6 +19,12 @@
 - **Batches where the registry has them.** A registry declaring `batch-delete` (ECR)
   deletes with `delete_many` in batches of up to 100 digests, one API call each; a
   repository's batches go one after another, repositories in parallel.
+- **Locked since planning.** The planner never deletes a manifest the listing showed
+  locked; one locked after planning (a `lock` quarantine meanwhile) makes the registry
+  refuse the delete. On a registry declaring `lock`, a refusal whose manifest now says
+  `deleteEnabled: false` is reported as `locked` (the run is not failed and not aborted;
+  the repository's later phases wait, as after a failure, since they may be that
+  manifest's children).
 - **Dry run** takes the same path up to the request, writes nothing and deletes nothing.
 """
 
@@ -34,7 +40,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...errors import AuthError, NotFound, RegistryError, Unsupported, UsageError
-from ...providers import CAP_BATCH_DELETE, THROTTLE_STATUS, DeleteResult
+from ...providers import CAP_BATCH_DELETE, CAP_LOCK, THROTTLE_STATUS, DeleteResult
 from ._progress import NoProgress, Progress
 from ._run import RUN_KIND, Deletion, RunLedger, RunPlan, save_run
 
@@ -168,6 +174,8 @@ class RepositoryResult:
     failed: tuple[Failure, ...] = ()
     not_started: int = 0
     bytes_freed: int = 0
+    locked: tuple[str, ...] = ()
+    """Digests the registry refused to delete because they were locked after planning."""
 
     @property
     def done(self) -> int:
@@ -216,6 +224,11 @@ class ApplyResult:
     def bytes_freed(self) -> int:
         return sum(r.bytes_freed for r in self.repositories)
 
+    @property
+    def locked(self) -> tuple[tuple[str, str], ...]:
+        """(repository, digest) of each deletion refused because it was locked."""
+        return tuple((r.repository, d) for r in self.repositories for d in r.locked)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -226,6 +239,7 @@ class ApplyResult:
             "already_gone": self.gone,
             "resumed": self.resumed,
             "failed": len(self.failures),
+            "locked": len(self.locked),
             "bytes_freed": self.bytes_freed,
             "seconds": round(self.seconds, 3),
             "requests": self.requests,
@@ -243,6 +257,7 @@ class ApplyResult:
                     "not_started": r.not_started,
                     "bytes_freed": r.bytes_freed,
                     "failures": [{"digest": f.digest, "error": f.error} for f in r.failed],
+                    "locked": list(r.locked),
                 }
                 for r in self.repositories
             ],
@@ -257,6 +272,7 @@ class _Tally:
     resumed: int = 0
     bytes_freed: int = 0
     failed: list[Failure] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
     blocked: bool = False
     """A failure in an earlier phase: later phases of this repository do not run."""
 
@@ -343,7 +359,8 @@ class _Executor:
         with self.ledger_lock:
             self.ledger.finish_action(
                 deletion_key(self.run.run_id, self.run.registry, repository, digest),
-                status="failed" if outcome == "failed" else "done",
+                # a locked deletion is not done: a resumed run asks again
+                status=outcome if outcome in ("failed", "locked") else "done",
                 state=state,
             )
         t = self.tally[repository]
@@ -355,8 +372,25 @@ class _Executor:
                 t.gone += 1
             elif outcome == "resumed":
                 t.resumed += 1
+            elif outcome == "locked":
+                t.locked.append(digest)
             else:
                 t.failed.append(Failure(repository, digest, error or "failed"))
+
+    def _locked(self, repository: str, digest: str, exc: RegistryError) -> bool:
+        """Was the delete refused because the manifest is locked now? Asked of a registry
+        declaring `lock` after a refusal (an AuthError: ACR answers 403 DENIED); a manifest
+        whose attributes cannot be read counts as not locked (the refusal stands)."""
+        if not isinstance(exc, AuthError) or CAP_LOCK not in self.registry.capabilities:
+            return False
+        read = getattr(self.registry, "manifest_attributes", None)
+        if read is None:
+            return False
+        try:
+            attributes = read(repository, digest)
+        except RegistryError:
+            return False
+        return getattr(attributes, "delete", True) is False
 
     def _fatal(self, exc: RegistryError) -> bool:
         """Errors that will fail every deletion alike: stop the run instead."""
@@ -396,9 +430,13 @@ class _Executor:
                 if exc.status in THROTTLE_STATUS and attempt < self.max_attempts:
                     self.limiter.throttled(min(2.0**attempt * 0.25, 10.0))
                     continue
-                if self._fatal(exc):
+                if self._locked(repository, digest, exc):
+                    ok = True  # an answer, not a sign of trouble: the limit is not cut
+                    outcome, error = "locked", str(exc)
+                elif self._fatal(exc):
                     return
-                outcome, error = "failed", str(exc)
+                else:
+                    outcome, error = "failed", str(exc)
             finally:
                 self.limiter.release(ok)
             self._finish(repository, digest, info, outcome, error)
@@ -510,7 +548,7 @@ class _Executor:
             for phase in range(phases):
                 if self._stopping():
                     break
-                failed_before = {r: len(t.failed) for r, t in self.tally.items()}
+                failed_before = {r: len(t.failed) + len(t.locked) for r, t in self.tally.items()}
                 queue = deque(self.tasks(phase))
                 take = threading.Lock()
                 pending: set[Future[None]] = {
@@ -527,7 +565,7 @@ class _Executor:
                     wait(pending)
                     raise
                 for repo, t in self.tally.items():
-                    if len(t.failed) > failed_before[repo]:
+                    if len(t.failed) + len(t.locked) > failed_before[repo]:
                         t.blocked = True
 
 
@@ -541,7 +579,7 @@ def _result(
     repos: list[RepositoryResult] = []
     for work in run.work:
         t = executor.tally[work.repository] if executor is not None else _Tally(work.count)
-        done = t.deleted + t.gone + t.resumed + len(t.failed)
+        done = t.deleted + t.gone + t.resumed + len(t.failed) + len(t.locked)
         repos.append(
             RepositoryResult(
                 repository=work.repository,
@@ -552,6 +590,7 @@ def _result(
                 failed=tuple(t.failed),
                 not_started=max(0, work.count - done),
                 bytes_freed=t.bytes_freed,
+                locked=tuple(t.locked),
             )
         )
     limiter = executor.limiter if executor is not None else None
@@ -650,6 +689,11 @@ def apply(
             status = "failed"
         else:
             status = "done"
+        refused = sum(len(t.locked) for t in executor.tally.values())
+        if refused:
+            notes.append(
+                f"{refused} deletions refused: locked on the registry since the plan was made"
+            )
         result = _result(run, status, executor, seconds, notes)
         ledger.finish_action(run_key, status=status, state=result.to_dict())
     return result

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from ...notify import Router
     from ...policy import Inventory, Policy
     from ...providers import Registry
+    from ..planning import RegistryPlan
 
 __all__ = [
     "FanOut",
@@ -72,6 +73,7 @@ __all__ = [
     "fan_out",
     "fan_out_scheduled",
     "inventory_with",
+    "locked_on_registry",
     "recheck_in_use",
     "run_retention",
     "work",
@@ -138,7 +140,19 @@ class RetentionOutcome:
         }
         if self.run.plan is not None:
             out["plan"] = plan_to_dict(self.run.plan, only="delete")
+            out["locked"] = locked_on_registry(self.run.plan)
         return out
+
+
+def locked_on_registry(plan: RegistryPlan) -> list[dict[str, Any]]:
+    """The images a plan keeps because the registry refuses to delete them (ACR's
+    `deleteEnabled: false`): what a run reports besides its deletions."""
+    return [
+        {"repository": p.repository, "digest": d.digest, "tags": list(d.tags), "reason": d.reason}
+        for p in plan.plans
+        for d in p.decisions
+        if d.action == "keep" and d.rule == "locked"
+    ]
 
 
 def recheck_in_use(run: RunPlan, registry: Registry, in_use: InUse) -> tuple[RunPlan, list[str]]:

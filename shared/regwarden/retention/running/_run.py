@@ -303,6 +303,10 @@ def plan_run(
         protections = in_use_protections(
             in_use.refs, registry, repositories=planned, registry_name=name
         )
+    for repo in planned:
+        if collected[repo].locked:
+            locked = Protections(locked=collected[repo].locked)
+            protections[repo] = protections.get(repo, NO_PROTECTIONS).merge(locked)
     if ledger is not None:
         for repo in planned:
             held = quarantine_protections(
