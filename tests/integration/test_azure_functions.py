@@ -6,8 +6,8 @@
 Real parts: a local CNCF distribution behind `FakeAcr`'s `/v2/` front (skopeo pushes, a
 cosign signature published through it), the azure-containerregistry and
 azure-mgmt-resourcegraph clients against the HTTPS / loopback stand-ins (`FakeAcr`,
-`FakeResourceGraph`), Azurite for the Storage queues, the SQLite ledger. The harness is
-`support.azure_harness`.
+`FakeResourceGraph`), Azurite for the ledger (Table Storage) and the Storage queues. The
+harness is `support.azure_harness`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import azure.functions as func
 import pytest
 from support import azure_harness
 from support.azure_harness import HOST, T0, Azure, image, with_storage
-from support.azurite import Azurite
 
 from functions.azure import _app
 from regwarden import rechecks as rechecks_module
@@ -242,10 +241,8 @@ def test_on_scan_re_evaluates_an_image_whose_defender_findings_changed(azure: Az
 # -- recheck (Storage queue on Azurite) -------------------------------------------------------
 
 
-def test_a_pending_verdict_comes_back_through_the_queue_and_recheck_judges_it(
-    azure: Azure, azurite: Azurite
-) -> None:
-    rechecks = with_storage(azure, azurite)
+def test_a_pending_verdict_comes_back_through_the_queue_and_recheck_judges_it(azure: Azure) -> None:
+    rechecks = with_storage(azure)
     repo = image("scanned")
     digest = azure.push(repo, "1.0.0", seed=811)  # no Defender row: PENDING to T0 + 30m
     azure.at(T0 + timedelta(minutes=30) - timedelta(seconds=2))
@@ -273,9 +270,9 @@ def test_a_pending_verdict_comes_back_through_the_queue_and_recheck_judges_it(
 
 
 def test_a_recheck_beyond_the_queue_limit_hops_on_without_judging(
-    azure: Azure, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+    azure: Azure, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rechecks = with_storage(azure, azurite)
+    rechecks = with_storage(azure)
     # the queue's limit (7 days less a margin) as 2 s, so the hop is seen arriving
     monkeypatch.setattr(rechecks_module, "STORAGE_QUEUE_MAX_AHEAD", timedelta(seconds=2))
     repo = image("scanned")
@@ -293,10 +290,8 @@ def test_a_recheck_beyond_the_queue_limit_hops_on_without_judging(
     assert json.loads(hopped) == recheck_message(ref, due, hop=1)
 
 
-def test_a_failing_registry_raises_until_the_last_dequeue_which_is_final(
-    azure: Azure, azurite: Azurite
-) -> None:
-    with_storage(azure, azurite)
+def test_a_failing_registry_raises_until_the_last_dequeue_which_is_final(azure: Azure) -> None:
+    with_storage(azure)
     repo = image("signed")
     digest = azure.push(repo, "1.0.0", seed=813)
     body = json.dumps(recheck_message(f"{HOST}/{repo}@{digest}", T0)).encode()

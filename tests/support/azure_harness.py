@@ -11,8 +11,8 @@ functions read, and the inputs their triggers hand them (the real azure-function
 Real parts: a local CNCF distribution behind `FakeAcr`'s `/v2/` front (skopeo pushes
 through it with an ACR refresh token; signatures are published through it), the real
 azure-containerregistry and azure-mgmt-resourcegraph clients against `FakeAcr` (HTTPS,
-test CA) and `FakeResourceGraph` (Defender's sub-assessments), Azurite for Storage queues
-(and the Table ledger, when a test names it), the SQLite ledger otherwise. The process's
+test CA) and `FakeResourceGraph` (Defender's sub-assessments), Azurite for the ledger (Table
+Storage, `azuretable://`) and the Storage queues. The process's
 `DefaultAzureCredential` is replaced by FakeAcr's credential (`azure_clients.
 default_credential`), so no test looks for Azure credentials on the machine. The functions
 run in-process from `function_app.py`'s `app` (`Azure.function(name)` is the decorated
@@ -50,7 +50,7 @@ from regwarden.devtools import skopeo_copy as copy_image
 from regwarden.oci import Credentials, DeadlineTransport, RegistryClient
 from regwarden.signatures import publish, sign_legacy
 from regwarden.signatures.keys import PrivateKey, generate_private_key
-from regwarden.store import SqliteLedger
+from regwarden.store import Ledger, open_ledger
 from support.aws_gate import Sink
 from support.azurite import Azurite
 from support.fake_acr import TOKEN_USER, FakeAcr
@@ -82,7 +82,7 @@ def _load(name: str) -> Any:
 class Azure:
     acr: FakeAcr
     graph: FakeResourceGraph
-    storage: Azurite | None
+    storage: Azurite
     sink: Sink
     key: PrivateKey
     root: Path
@@ -228,12 +228,12 @@ class Azure:
 
     # -- what happened ---------------------------------------------------------------------
 
-    def ledger(self) -> SqliteLedger:
-        return SqliteLedger(self.root / "ledger.db")
+    def ledger(self) -> Ledger:
+        """The functions' ledger (REGWARDEN_LEDGER: Table Storage on Azurite), opened anew."""
+        return open_ledger(self.env["REGWARDEN_LEDGER"])
 
     def queue(self, name: str) -> Any:
         """A QueueClient of `name` on this test's Azurite (base64 text, as the host reads)."""
-        assert self.storage is not None, "this test runs without Azurite (with_storage)"
         from azure.storage.queue import (
             BinaryBase64DecodePolicy,
             BinaryBase64EncodePolicy,
@@ -298,12 +298,17 @@ def image(area: str) -> str:
 
 @pytest.fixture
 def azure(
-    registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, azure_policy: str
+    registry: LocalRegistry,
+    azurite: Azurite,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    azure_policy: str,
 ) -> Iterator[Azure]:
     """Every stand-in started, the app settings in the environment (the policy
     `azure_policy` in `policy.yaml`, `{hook}` there the sink's URL; a cosign key pair
-    beside it), the functions' clock at T0 + 1 min. Storage queues: not configured (a test
-    that needs them uses `with_storage`)."""
+    beside it; the ledger in Table Storage on the session's Azurite, tables of this test's
+    own), the functions' clock at T0 + 1 min. Rechecks: not scheduled (no
+    REGWARDEN_STORAGE_ACCOUNT; a test that wants them calls `with_storage`)."""
     if shutil.which("skopeo") is None:
         pytest.skip("needs skopeo")
     key = generate_private_key("ecdsa-p256")
@@ -317,10 +322,11 @@ def azure(
         monkeypatch.setattr(azure_clients, "default_credential", lambda: credential)
         env = {
             "REGWARDEN_POLICY": str(tmp_path / "policy.yaml"),
-            "REGWARDEN_LEDGER": str(tmp_path / "ledger.db"),
+            "REGWARDEN_LEDGER": f"azuretable://{azurite.account}?prefix=f{uuid.uuid4().hex[:12]}",
             "REGWARDEN_AZURE_SUBSCRIPTION": SUBSCRIPTION,
             "REGWARDEN_AZURE_ENDPOINT_RESOURCEGRAPH": graph.url,
             **acr.env(),
+            **azurite.env(),
         }
         for name in ("REGWARDEN_STORAGE_ACCOUNT", "REGWARDEN_ALERTS_TOPIC"):
             monkeypatch.delenv(name, raising=False)
@@ -328,7 +334,7 @@ def azure(
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(tmp_path)
         _app.reset()
-        harness = Azure(acr, graph, None, sink, key, tmp_path, monkeypatch, env)
+        harness = Azure(acr, graph, azurite, sink, key, tmp_path, monkeypatch, env)
         harness.at(T0 + timedelta(minutes=1))
         try:
             yield harness
@@ -337,16 +343,14 @@ def azure(
             sink.close()
 
 
-def with_storage(azure: Azure, storage: Azurite) -> str:
-    """`azure` with its queues on `storage` (Azurite): REGWARDEN_STORAGE_ACCOUNT and the
-    endpoints and key of `storage.env()` set, and a rechecks queue of this test's own
-    (REGWARDEN_RECHECK_QUEUE: Azurite is shared by the session); its name."""
-    azure.storage = storage
+def with_storage(azure: Azure) -> str:
+    """`azure` with its rechecks on Azurite's queues: REGWARDEN_STORAGE_ACCOUNT set, and a
+    rechecks queue of this test's own (REGWARDEN_RECHECK_QUEUE: Azurite is shared by the
+    session); its name."""
     rechecks = "rechecks-" + uuid.uuid4().hex[:12]
     settings = {
-        "REGWARDEN_STORAGE_ACCOUNT": storage.account,
+        "REGWARDEN_STORAGE_ACCOUNT": azure.storage.account,
         "REGWARDEN_RECHECK_QUEUE": rechecks,
-        **storage.env(),
     }
     for name, value in settings.items():
         azure.setenv(name, value)
