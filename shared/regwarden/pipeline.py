@@ -28,10 +28,12 @@ from .actions import (
     QuarantineOutcome,
     action_key,
     describe_state,
+    mark_passed,
     promote,
     quarantine,
     recorded_outcome,
     release,
+    stored_manifests,
 )
 from .errors import (
     ActionIncomplete,
@@ -55,7 +57,7 @@ from .model import (
 )
 from .notify import Alert, DeliveryFailed, Router
 from .oci import Descriptor, Manifest, in_background
-from .providers import ImageDetails, Registry
+from .providers import CAP_LOCK, ImageDetails, Lockable, Registry
 from .quarantine_names import DEFAULT_TEMPLATE
 from .reference import ImageRef
 from .store import ActionRecord, Ledger, OutboxItem
@@ -192,7 +194,7 @@ class Pipeline:
         )
         for _ in range(_MAX_REFERRER_DEPTH):
             assert image.digest is not None
-            details = _read_details(registry, image)
+            details = _read_details(registry, image, self.ledger)
             if details is None:
                 raise NotFound(f"image {image} does not exist")
             known = set(self.ledger.tags_for(image.registry, image.repository, image.digest))
@@ -357,7 +359,7 @@ class Pipeline:
             details_call.set_result(details)
         else:
             details_call = in_background(
-                functools.partial(registry.image_details, image.repository, image.digest)
+                functools.partial(_image_details, registry, image, self.ledger)
             )
 
         def subject() -> Descriptor | None:
@@ -478,7 +480,7 @@ class Pipeline:
         if not known and not image.tag:
             # Children of a multi-arch push and referrers arrive untagged: find out what
             # this is before gathering evidence for it.
-            details = _read_details(registry, image)
+            details = _read_details(registry, image, self.ledger)
             if details is None:
                 return self._gone(event, image, now=now, delivery=delivery)
             what = _classify(image, details, known)
@@ -550,6 +552,7 @@ class Pipeline:
                         now=now,
                         manifest=manifest,
                         context=context,
+                        hold=outcome is Outcome.PENDING,  # `lock`: FAILED escalates a hold
                     )
                     if not q.already_done:  # its quarantine record was written, unreleased
                         actions += _quarantine_actions(q)
@@ -566,6 +569,12 @@ class Pipeline:
                     )
                     actions.append(f"release (tags {', '.join(r.restored_tags) or 'none'})")
                     held_now = False  # marked released (by this release or one before it)
+                elif rules.quarantine_strategy == "lock" and CAP_LOCK in registry.capabilities:
+                    # the registry's own quarantine policy waits for this verdict
+                    children = details.record.children
+                    summary = verdict.model_dump(mode="json")
+                    if mark_passed(registry, facts.image, summary, children=children):
+                        actions.append("quarantine state Passed")
                 if outcome is Outcome.PASSED and rules.promotion is not None:
                     p = promote(
                         registry,
@@ -988,10 +997,24 @@ def _sweep_event(image: ImageRef, now: datetime) -> ImageEvent:
     )
 
 
-def _read_details(registry: Registry, image: ImageRef) -> ImageDetails | None:
+def _image_details(registry: Registry, image: ImageRef, ledger: Ledger | None) -> ImageDetails:
+    """The image's details; for an image under a standing `lock` quarantine, built from the
+    manifests the lock recorded (verified against their digests): a read-locked manifest
+    cannot be pulled, even by the gate."""
     assert image.digest is not None
+    # only a registry with locks costs the extra ledger read
+    if ledger is not None and CAP_LOCK in registry.capabilities and isinstance(registry, Lockable):
+        stored = stored_manifests(ledger, image)
+        if stored:
+            return registry.image_details(image.repository, image.digest, manifests=stored)
+    return registry.image_details(image.repository, image.digest)
+
+
+def _read_details(
+    registry: Registry, image: ImageRef, ledger: Ledger | None = None
+) -> ImageDetails | None:
     try:
-        return registry.image_details(image.repository, image.digest)
+        return _image_details(registry, image, ledger)
     except NotFound:
         return None
 
