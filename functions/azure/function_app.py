@@ -108,4 +108,6 @@ def retention_worker(message: func.QueueMessage) -> None:
 @app.event_grid_trigger(arg_name="event")
 def notify(event: func.EventGridEvent) -> None:
     """One alert from the alerts topic to the policy's Slack, Teams and webhook channels."""
-    _module("_notify").deliver(event)
+    from functions.azure import _notify
+
+    _notify.deliver(event)

@@ -19,7 +19,7 @@ from datetime import timedelta
 import azure.functions as func
 import pytest
 from support import azure_harness
-from support.azure_harness import HOST, T0, Azure, image, with_storage
+from support.azure_harness import ALERTS_TOPIC, HOST, T0, Azure, image, with_storage
 
 from functions.azure import _app
 from regwarden import rechecks as rechecks_module
@@ -48,8 +48,10 @@ repositories:
 notifications:
   channels:
     hook: {{type: webhook, url: "{{hook}}"}}
+    alerts: {{type: eventgrid, endpoint: "{ALERTS_TOPIC}"}}
   routes:
-    - {{to: [hook]}}
+    - {{match: {{team: alpha}}, to: [hook]}}
+    - {{to: [alerts]}}
 """
 
 
@@ -318,3 +320,59 @@ def test_a_failing_registry_raises_until_the_last_dequeue_which_is_final(azure: 
     assert json.loads(alert[1])["data"]["outcome"] == "ERROR"
     with closing(azure.ledger()) as ledger:
         assert ledger.quarantined(HOST, repo, digest) is None  # never an action on ERROR
+
+
+# -- alerts: the custom topic, and notify ------------------------------------------------------
+
+
+def test_every_alert_goes_to_the_topic_and_notify_delivers_it_once(azure: Azure) -> None:
+    azure.with_alerts_topic()
+    repo = image("signed")
+    digest = azure.push(repo, "1.0.0", seed=821)
+
+    azure.function("on_push")(azure.pushed(repo, digest, "1.0.0"))
+
+    # the gate publishes to the topic only, with what subscriptions filter on at the top
+    assert azure.sink.received == []
+    (posted,) = azure.topic.events
+    data = posted["data"]
+    assert (data["team"], data["repository"], data["verdict"]) == ("alpha", repo, "FAILED")
+    assert data["action"] == "quarantine" and isinstance(data["severity"], str)
+    assert azure.topic.posts[0].authorization == f"Bearer {azure.acr.aad_token}"
+
+    # notify (the topic's subscription): to the team's webhook, never back to the topic
+    azure.function("notify")(azure.alert_event(posted))
+    ((_headers, body),) = azure.sink.received
+    sent = json.loads(body)["data"]
+    assert sent["image"].endswith(f"{repo}@{digest}") and sent["outcome"] == "FAILED"
+    assert len(azure.topic.events) == 1
+
+    # Event Grid redelivers: the channel that has it is not sent to again
+    azure.function("notify")(azure.alert_event(posted))
+    assert len(azure.sink.received) == 1
+
+
+def test_notify_raises_when_a_channel_fails_so_event_grid_retries(azure: Azure) -> None:
+    azure.with_alerts_topic()
+    repo = image("signed")
+    digest = azure.push(repo, "1.0.0", seed=822)
+    azure.function("on_push")(azure.pushed(repo, digest, "1.0.0"))
+    (posted,) = azure.topic.events
+    azure.sink.status = 500
+
+    with pytest.raises(RegistryError, match="delivery failed on hook"):
+        azure.function("notify")(azure.alert_event(posted))
+
+    azure.sink.status = 204
+    azure.function("notify")(azure.alert_event(posted))  # the retry
+    assert len(azure.sink.received) == 1
+
+
+def test_notify_refuses_an_event_that_is_no_alert(azure: Azure) -> None:
+    from regwarden.errors import IntakeError
+
+    event = func.CloudEvent(
+        id="x1", source="/elsewhere", type="Other.Thing", specversion="1.0", data={"a": 1}
+    )
+    with pytest.raises(IntakeError, match="not a regwarden alert"):
+        azure.function("notify")(event)

@@ -11,10 +11,13 @@ functions read, and the inputs their triggers hand them (the real azure-function
 Real parts: a local CNCF distribution behind `FakeAcr`'s `/v2/` front (skopeo pushes
 through it with an ACR refresh token; signatures are published through it), the real
 azure-containerregistry and azure-mgmt-resourcegraph clients against `FakeAcr` (HTTPS,
-test CA) and `FakeResourceGraph` (Defender's sub-assessments), Azurite for the ledger (Table
-Storage, `azuretable://`) and the Storage queues. The process's
-`DefaultAzureCredential` is replaced by FakeAcr's credential (`azure_clients.
-default_credential`), so no test looks for Azure credentials on the machine. The functions
+test CA) and `FakeResourceGraph` (Defender's sub-assessments), azure-eventgrid's publisher
+against `FakeEventGrid` (the alerts custom topic, HTTPS; both test CAs in one
+`REGWARDEN_AZURE_CA_BUNDLE`), Azurite for the ledger (Table Storage, `azuretable://`) and
+the Storage queues, a loopback webhook sink. The process's `DefaultAzureCredential` is
+replaced by FakeAcr's credential (`azure_clients.default_credential`; FakeEventGrid takes
+the same token, as both trust the app's one identity), so no test looks for Azure
+credentials on the machine. The functions
 run in-process from `function_app.py`'s `app` (`Azure.function(name)` is the decorated
 function the host calls); their clock (`_app.CLOCK`) is set, so a deadline is reached
 without waiting.
@@ -54,9 +57,11 @@ from regwarden.store import Ledger, open_ledger
 from support.aws_gate import Sink
 from support.azurite import Azurite
 from support.fake_acr import TOKEN_USER, FakeAcr
+from support.fake_eventgrid import FakeEventGrid
 from support.fake_resourcegraph import SUBSCRIPTION, FakeResourceGraph
 
 __all__ = [
+    "ALERTS_TOPIC",
     "EVENTS",
     "HOST",
     "SUBSCRIPTION",
@@ -70,6 +75,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events" / "azure"
 HOST = "fakereg.azurecr.io"
 """The registry's login server (FakeAcr's): what events and the policy name."""
+ALERTS_TOPIC = "https://regwarden-alerts.westeurope-1.eventgrid.azure.net/api/events"
+"""The alerts custom topic's endpoint (served by FakeEventGrid through the override)."""
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 """FakeAcr's and FakeResourceGraph's clock (push and scan times)."""
 
@@ -82,6 +89,7 @@ def _load(name: str) -> Any:
 class Azure:
     acr: FakeAcr
     graph: FakeResourceGraph
+    topic: FakeEventGrid
     storage: Azurite
     sink: Sink
     key: PrivateKey
@@ -102,6 +110,10 @@ class Azure:
         self.monkeypatch.setenv(name, value)
         self.env[name] = value
         _app.reset()
+
+    def with_alerts_topic(self) -> None:
+        """Every gate alert to the alerts topic (REGWARDEN_ALERTS_TOPIC), as deployed."""
+        self.setenv("REGWARDEN_ALERTS_TOPIC", ALERTS_TOPIC)
 
     def at(self, moment: datetime) -> None:
         """Set the functions' clock."""
@@ -198,6 +210,19 @@ class Azure:
             event_type=doc["eventType"],
             event_time=_time(doc["eventTime"]),
             data_version=doc["dataVersion"],
+        )
+
+    @staticmethod
+    def alert_event(posted: dict[str, Any]) -> func.CloudEvent:
+        """A CloudEvent the alerts topic accepted, as the worker hands it to `notify`."""
+        return func.CloudEvent(
+            id=posted["id"],
+            source=posted["source"],
+            type=posted["type"],
+            specversion=posted["specversion"],
+            time=_time(posted["time"]) if posted.get("time") else None,
+            subject=posted.get("subject"),
+            data=posted["data"],
         )
 
     def webhook_body(self, repository: str, digest: str, tag: str) -> bytes:
@@ -316,17 +341,27 @@ def azure(
     (tmp_path / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
     sink = Sink()
     (tmp_path / "policy.yaml").write_text(azure_policy.replace("{hook}", sink.url))
-    with FakeAcr(registry.host, login_server=HOST) as acr, FakeResourceGraph(now=T0) as graph:
+    with (
+        FakeAcr(registry.host, login_server=HOST) as acr,
+        FakeResourceGraph(now=T0) as graph,
+        FakeEventGrid(token=acr.aad_token) as topic,
+    ):
         acr.now = lambda: T0
+        # one identity for both stand-ins (as the app's one managed identity), and one
+        # bundle of their test CAs
         credential = acr.credential()
         monkeypatch.setattr(azure_clients, "default_credential", lambda: credential)
+        bundle = tmp_path / "test-cas.pem"
+        bundle.write_text(Path(acr.ca_file).read_text() + Path(topic.ca_file).read_text())
         env = {
             "REGWARDEN_POLICY": str(tmp_path / "policy.yaml"),
             "REGWARDEN_LEDGER": f"azuretable://{azurite.account}?prefix=f{uuid.uuid4().hex[:12]}",
             "REGWARDEN_AZURE_SUBSCRIPTION": SUBSCRIPTION,
             "REGWARDEN_AZURE_ENDPOINT_RESOURCEGRAPH": graph.url,
             **acr.env(),
+            **topic.env(),
             **azurite.env(),
+            "REGWARDEN_AZURE_CA_BUNDLE": str(bundle),
         }
         for name in ("REGWARDEN_STORAGE_ACCOUNT", "REGWARDEN_ALERTS_TOPIC"):
             monkeypatch.delenv(name, raising=False)
@@ -334,7 +369,7 @@ def azure(
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(tmp_path)
         _app.reset()
-        harness = Azure(acr, graph, azurite, sink, key, tmp_path, monkeypatch, env)
+        harness = Azure(acr, graph, topic, azurite, sink, key, tmp_path, monkeypatch, env)
         harness.at(T0 + timedelta(minutes=1))
         try:
             yield harness
