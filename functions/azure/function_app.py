@@ -23,9 +23,7 @@ and the Azure clients load on the first invocation and stay for the warm instanc
 
 from __future__ import annotations
 
-import importlib
 import json
-from types import ModuleType
 
 import azure.functions as func
 
@@ -38,12 +36,6 @@ app = func.FunctionApp()
 # Queue names are fixed in the trigger (the host reads them at indexing); they are the
 # defaults of REGWARDEN_RECHECK_QUEUE / REGWARDEN_RETENTION_QUEUE.
 _CONNECTION = "AzureWebJobsStorage"
-
-
-def _module(name: str) -> ModuleType:
-    """`functions.azure.<name>`, imported on the first call of a function that needs it
-    (the retention and notify functions load nothing of the gate's at import)."""
-    return importlib.import_module(f"functions.azure.{name}")
 
 
 @app.function_name("on_push")
@@ -92,7 +84,9 @@ def recovery(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%REGWARDEN_RETENTION_SCHEDULE%")
 def retention_fanout(timer: func.TimerRequest) -> None:
     """The scheduled retention run: one work message per repository in scope."""
-    _module("_retention").fan_out(timer)
+    from functions.azure import _retention
+
+    _retention.fan_out(timer)
 
 
 @app.function_name("retention_worker")
@@ -101,7 +95,9 @@ def retention_fanout(timer: func.TimerRequest) -> None:
 )
 def retention_worker(message: func.QueueMessage) -> None:
     """One repository's retention: plan; with RETENTION_MODE=apply, delete and alert."""
-    _module("_retention").work(message)
+    from functions.azure import _retention
+
+    _retention.work(message)
 
 
 @app.function_name("notify")

@@ -37,11 +37,15 @@ registries:
   - {{host: {HOST}, kind: acr}}
 defaults:
   mode: enforce
-  quarantine: {{strategy: retag}}
+  quarantine: {{strategy: lock}}
 repositories:
   - match: "signed/**"
     team: alpha
     signatures: {{required: true, cosign: {{keys: ["file://cosign.pub"]}}, gracePeriod: 0s}}
+  - match: "retagged/**"
+    team: alpha
+    signatures: {{required: true, cosign: {{keys: ["file://cosign.pub"]}}, gracePeriod: 0s}}
+    quarantine: {{strategy: retag}}
   - match: "scanned/**"
     team: bravo
     vulnerabilities: {{maxSeverity: high, scanTimeout: 30m}}
@@ -82,8 +86,11 @@ def test_a_signed_push_passes_and_keeps_its_tag(azure: Azure) -> None:
     assert azure.sink.received == []
 
 
+LOCKED = {"writeEnabled": False, "deleteEnabled": False, "readEnabled": False}
+
+
 @pytest.mark.parametrize("schema", ["eventgrid", "cloudevent"])
-def test_an_unsigned_push_is_quarantined_and_alerted_once(azure: Azure, schema: str) -> None:
+def test_an_unsigned_push_is_locked_and_alerted_once(azure: Azure, schema: str) -> None:
     repo = image("signed")
     digest = azure.push(repo, "1.0.0", seed=802)
     event = azure.pushed(repo, digest, "1.0.0", schema=schema)
@@ -92,10 +99,12 @@ def test_an_unsigned_push_is_quarantined_and_alerted_once(azure: Azure, schema: 
 
     with closing(azure.ledger()) as ledger:
         assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
-        assert ledger.quarantined(HOST, repo, digest) is not None
+        record = ledger.quarantined(HOST, repo, digest)
+        assert record is not None and record.strategy == "lock"
         (held,) = [a for a in ledger.actions() if a.kind == "quarantine"]
         assert held.status == "done" and held.repository == repo
-    assert "1.0.0" not in _tags(azure, repo)  # retag: the tag left through /acr/v1/_tags
+    # FAILED: written, deleted and read no more (ACR's changeable attributes)
+    assert azure.acr.attributes(repo, digest).items() >= LOCKED.items()
     assert len(azure.sink.received) == 1
 
     # Event Grid delivers at least once: the same event again changes nothing
@@ -103,6 +112,19 @@ def test_an_unsigned_push_is_quarantined_and_alerted_once(azure: Azure, schema: 
     assert len(azure.sink.received) == 1
     with closing(azure.ledger()) as ledger:
         assert len([a for a in ledger.actions() if a.kind == "quarantine"]) == 1
+
+
+def test_an_unsigned_push_is_retagged_where_the_policy_says(azure: Azure) -> None:
+    repo = image("retagged")
+    digest = azure.push(repo, "1.0.0", seed=807)
+
+    azure.function("on_push")(azure.pushed(repo, digest, "1.0.0"))
+
+    with closing(azure.ledger()) as ledger:
+        record = ledger.quarantined(HOST, repo, digest)
+        assert record is not None and record.strategy == "retag"
+    assert "1.0.0" not in _tags(azure, repo)  # the tag left through /acr/v1/_tags
+    assert azure.acr.attributes(repo, digest)["readEnabled"] is True
 
 
 def test_a_signature_tag_event_re_evaluates_the_subject(azure: Azure) -> None:
@@ -253,6 +275,9 @@ def test_a_pending_verdict_comes_back_through_the_queue_and_recheck_judges_it(az
 
     with closing(azure.ledger()) as ledger:
         assert ledger.last_verdict(HOST, repo, digest) == "PENDING"
+    # a lock hold: no write, no delete, still readable so the gate can judge it again
+    hold = {"writeEnabled": False, "deleteEnabled": False, "readEnabled": True}
+    assert azure.acr.attributes(repo, digest).items() >= hold.items()
     # on the queue, held back until the deadline (3 s here: Azurite's clock is real)
     assert azure.depth(rechecks) == 1 and azure.visible(rechecks) == []
     body, dequeued = azure.take(rechecks)
@@ -268,6 +293,7 @@ def test_a_pending_verdict_comes_back_through_the_queue_and_recheck_judges_it(az
     with closing(azure.ledger()) as ledger:
         assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
         assert ledger.quarantined(HOST, repo, digest) is not None
+    assert azure.acr.attributes(repo, digest).items() >= LOCKED.items()  # read locked too
     assert azure.depth(rechecks) == 0
 
 
