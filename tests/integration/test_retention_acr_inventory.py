@@ -17,7 +17,13 @@ from support.fake_kube import FakeKube
 from support.fake_resourcegraph import FakeResourceGraph
 
 from regwarden.errors import AuthError, PolicyError, RegistryError, UsageError
-from regwarden.policy import AksInventory, ContainerAppsInventory, load_policy_text
+from regwarden.policy import (
+    AksInventory,
+    ContainerAppsInventory,
+    load_policy_text,
+    policy_json_schema,
+    validate_text,
+)
 from regwarden.reference import ImageRef
 from regwarden.retention import (
     INVENTORIES,
@@ -260,3 +266,28 @@ inventory:
             source="p.yaml",
             base_dir="/tmp",
         )
+
+
+def test_policy_validate_and_the_schema_cover_both_sections() -> None:
+    good = (
+        "apiVersion: regwarden/v1\nkind: Policy\ninventory:\n"
+        "  aks: {subscriptions: [s1], clusters: []}\n"
+        "  containerapps: {subscriptions: [s1], apps: true, jobs: false}\n"
+    )
+    assert validate_text(good, source="p.yaml", support=True) == []
+    bad = (
+        "apiVersion: regwarden/v1\nkind: Policy\ninventory:\n"
+        "  aks: {clusters: [prod], region: eastus}\n"
+        "  containerapps: {revisions: true}\n"
+    )
+    problems = [str(p) for p in validate_text(bad, source="p.yaml")]
+    assert any("inventory.aks.clusters" in p and "resource id" in p for p in problems), problems
+    assert any("region" in p for p in problems) and any("revisions" in p for p in problems)
+    definitions = policy_json_schema()["$defs"]
+    assert set(definitions["AksInventory"]["properties"]) == {"subscriptions", "clusters"}
+    assert set(definitions["ContainerAppsInventory"]["properties"]) == {
+        "subscriptions",
+        "apps",
+        "jobs",
+    }
+    assert "resource id" in definitions["AksInventory"]["properties"]["clusters"]["description"]
