@@ -402,3 +402,33 @@ def test_notify_refuses_an_event_that_is_no_alert(azure: Azure) -> None:
     )
     with pytest.raises(IntakeError, match="not a regwarden alert"):
         azure.function("notify")(event)
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+
+def test_recovery_finishes_a_lock_its_event_left_unfinished(azure: Azure) -> None:
+    repo = image("signed")
+    digest = azure.push(repo, "1.0.0", seed=831)
+    event = azure.pushed(repo, digest, "1.0.0")
+    for _ in range(50):  # ACR's control plane refuses the lock, past every retry
+        azure.acr.fail_next("PATCH", rf"/acr/v1/{repo}/_manifests/.*", 503)
+
+    with pytest.raises(RegistryError):
+        azure.function("on_push")(event)  # Event Grid would retry; suppose it never does
+    with closing(azure.ledger()) as ledger:
+        (intent,) = [a for a in ledger.actions() if a.kind == "quarantine"]
+        assert intent.status == "intent"
+    assert azure.acr.attributes(repo, digest)["readEnabled"] is True
+    assert azure.sink.received == []
+
+    azure.heal()
+    azure.at(T0 + timedelta(minutes=30))  # past REGWARDEN_RECOVERY_SETTLE (600 s)
+    azure.function("recovery")(azure.timer())
+
+    with closing(azure.ledger()) as ledger:
+        (done,) = [a for a in ledger.actions() if a.kind == "quarantine"]
+        assert done.status == "done"
+        assert ledger.quarantined(HOST, repo, digest) is not None
+    assert azure.acr.attributes(repo, digest).items() >= LOCKED.items()
+    assert len(azure.sink.received) == 1  # the verdict's alert, sent once it is done
