@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,17 @@ repositories:
     quarantine: {{strategy: retag}}
   - match: "late/**"
     signatures: {{required: true, cosign: {{keys: ["{KEYS}"]}}, gracePeriod: 1h}}
+  - match: "apps/**"
+    team: bravo
+    signatures: {{required: false}}
+    retention:
+      keep: [{{mostRecent: 1}}]
+      delete: [{{untagged: {{olderThan: 7d}}}}]
+      guard: {{maxDeletes: 100, maxShare: 1}}
 """
 """Unsigned fails at once: `locked/` is locked (the default), `moved/` moved, `held/`
-retagged; `late/` waits an hour for its signature under a `lock` hold."""
+retagged; `late/` waits an hour for its signature under a `lock` hold; `apps/` is
+retention's."""
 OPEN = {"write": True, "delete": True, "read": True, "list": True}
 
 
@@ -253,3 +262,84 @@ def test_an_unsigned_index_is_retagged_and_release_puts_the_tags_back(world: Wor
         assert out.restored_tags == ("1.0",)
         assert acr.resolve(repo, "1.0") == digest
     figures("retag", started)
+
+
+# -- retention through the functions ----------------------------------------------------------
+
+
+def test_retention_through_the_functions_keeps_what_runs_and_what_is_locked(
+    world: World,
+) -> None:
+    """Forty days ago, under this test's prefix: in `api` an untagged manifest and one a
+    Container App runs by digest; in `web` an untagged one, one an AKS pod runs, one
+    locked against deletion (deleteEnabled false); an hour ago `v9` in each. The timer
+    (the admin API's run of `retention_fanout`) puts one message per repository on the
+    retention queue; the host's queue listener hands each to `retention_worker`
+    (RETENTION_MODE=apply), which deletes the two old untagged manifests and keeps the
+    rest; team bravo hears of it on the alerts topic."""
+    pytest.importorskip("kubernetes")
+    from support.fake_arm import FakeArm
+    from support.fake_kube import FakeKube
+    from support.fake_resourcegraph import SUBSCRIPTION, FakeResourceGraph
+
+    from regwarden.devtools import make_image, push_image
+
+    started = time.monotonic()
+    prefix = f"apps/{uuid.uuid4().hex[:8]}/"
+    api, web = prefix + "api", prefix + "web"
+    now = datetime.now(UTC)
+    with world.client() as client:
+
+        def push(repository: str, seed: int, tag: str | None = None) -> str:
+            return push_image(client, repository, make_image(seed=seed, layer_size=64), tag=tag)
+
+        world.acr.now = lambda: now - timedelta(days=40)
+        api_old, app_runs = push(api, 930), push(api, 931)
+        web_old, pod_runs, locked = push(web, 932), push(web, 933), push(web, 934)
+        world.acr.now = lambda: now - timedelta(hours=1)
+        api_v9, web_v9 = push(api, 935, "v9"), push(web, 936, "v9")
+    with closing(world.provider()) as acr:
+        acr.set_manifest_attributes(web, locked, delete=False)
+    doomed = {(api, api_old), (web, web_old)}
+    kept = {(api, app_runs), (web, pod_runs), (web, locked), (api, api_v9), (web, web_v9)}
+    pod = {
+        "metadata": {"name": "web-1", "namespace": "prod"},
+        "spec": {"containers": [{"name": "web", "image": f"{HOST}/{web}:gone"}]},
+        "status": {"containerStatuses": [{"name": "web", "imageID": f"{HOST}/{web}@{pod_runs}"}]},
+    }
+    with (
+        FakeResourceGraph(now=now) as graph,
+        FakeArm() as arm,
+        FakeKube(items={"pods": [pod]}) as kube,
+    ):
+        arm.arm_token = arm.aks_token = kube.token = world.acr.aad_token  # one identity
+        arm.add_cluster("prod", kube, subscription=SUBSCRIPTION)
+        graph.add_container_app("api", [f"{HOST}/{api}@{app_runs}"])
+        world.trust(arm.ca_file)
+        world.env.update(
+            {
+                "REGWARDEN_AZURE_SUBSCRIPTION": SUBSCRIPTION,
+                "REGWARDEN_AZURE_ENDPOINT_RESOURCEGRAPH": graph.url,
+                "REGWARDEN_AZURE_ENDPOINT_ARM": arm.url,
+                "REGWARDEN_RETENTION_REGISTRY": HOST,
+                "REGWARDEN_RETENTION_PREFIXES": prefix,
+                "RETENTION_MODE": "apply",
+            }
+        )
+        host = world.restart()  # app settings are read at the host's start
+
+        assert host.run_timer("retention_fanout") == 202, world.log()[-4000:]
+        calls = host.wait_for(
+            lambda seen: len([c for c in seen if c["function"] == "retention_worker"]) >= 2,
+            timeout=180,
+        )
+    work = [c for c in calls if c["function"] == "retention_worker"]
+    assert [c["ok"] for c in work] == [True, True], (work, world.log()[-4000:])
+    assert [c["dequeue_count"] for c in work] == [1, 1]
+    with world.origin() as origin:  # the docker-registry itself
+        left = {(r, d) for r, d in doomed | kept if origin.head_manifest(r, d) is not None}
+    assert left == kept
+    assert attrs(world.acr.attributes(web, locked))["delete"] is False
+    deleted = [a["data"] for a in world.alerts() if a["data"].get("action") == "delete"]
+    assert {(d["team"], d["repository"]) for d in deleted} == {("bravo", api), ("bravo", web)}
+    figures("retention", started, deleted=len(doomed), kept=len(kept))

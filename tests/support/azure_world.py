@@ -97,6 +97,11 @@ class World:
         self.kill()
         return self.start()
 
+    def trust(self, ca_file: str) -> None:
+        """Add a stand-in's test CA to the host's bundle (read at the host's next start)."""
+        bundle = Path(self.env["REGWARDEN_AZURE_CA_BUNDLE"])
+        bundle.write_text(bundle.read_text() + Path(ca_file).read_text())
+
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.root.glob("host-*.log")))
 
