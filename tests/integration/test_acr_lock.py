@@ -358,6 +358,8 @@ def test_a_lost_ledger_write_after_any_patch_resumes_to_the_same_end(
         assert led.calls >= fail_at  # the fault was met
         assert [acr.quarantine_state(index.repo, d)[0] for d in index.all] == ["Passed"] * 3
         assert all(a.status == "done" for a in led.actions())
+        (released,) = [a for a in led.actions() if a.kind == "release"]
+        assert released.state["left"] == []  # a restore already made is not "changed since"
 
 
 @pytest.mark.parametrize("which", range(3))
