@@ -156,6 +156,7 @@ def test_hold_escalate_and_release_restore_exactly_the_prior_attributes(
     held = lock(ar, ledger, image, hold=True)
     assert held.strategy == "lock" and held.location == index.repo
     assert held.children == index.children
+    assert held.removed_tags == ()  # the tags stay: the locks keep the image as it is
     assert attrs(acr, index) == [HELD] * 3
     assert describe_state(ledger, image) == "held (3 manifests): no write or delete; still readable"
     with puller(acr) as client:  # still readable: the gate judges it again

@@ -75,6 +75,7 @@ def plan_lock(
     prior = {d: _attrs(locks.manifest_attributes(image.repository, d)) for d in digests}
     return {
         "children": children,
+        "tags": [],  # a lock takes no tag away: nothing for release to put back
         "lock": {
             "level": "hold" if hold else "failed",
             "digests": digests,
