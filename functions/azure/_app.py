@@ -56,12 +56,13 @@ if TYPE_CHECKING:
     from regwarden.model import ImageEvent
     from regwarden.notify import Notifier, Router
     from regwarden.pipeline import Handled, Pipeline
+    from regwarden.policy import Policy
     from regwarden.rechecks import RecheckScheduler
     from regwarden.runtime import Runtime
     from regwarden.store import Ledger
     from regwarden.warm import PolicySource, SecretEnv
 
-    from ._settings import KeyVaultSecrets, Settings
+    from ._settings import Settings, VaultSecrets
 
 __all__ = [
     "CLOCK",
@@ -127,7 +128,7 @@ class State(GateState):
     function: str
     settings: Settings
     source: PolicySource
-    store: KeyVaultSecrets
+    store: VaultSecrets
     ledger: Ledger
     runtime: Runtime[Ledger]
     keys: SecretEnv
@@ -159,6 +160,16 @@ def alerts_router(settings: Settings) -> Router | None:
     return everything_to(CHANNELS.get("eventgrid")("alerts", config, context))
 
 
+def _policy_router(policy: Policy, secrets: SecretEnv) -> Router:
+    """The policy's own routes, for an app without an alerts topic (a local run): its
+    channels built now, their secrets (`secret://`) from Key Vault through `secrets` — the
+    runtime's own environment holds only the gate's keys."""
+    from regwarden.notify import Router, build_channels, routed_to
+
+    channels = build_channels(policy, secrets)
+    return Router(lambda alert: list(routed_to(policy.notifications, alert)), channels)
+
+
 def _build(function: str) -> State:
     return build_state(function)
 
@@ -173,17 +184,21 @@ def build_state(function: str, *, extra_hosts: tuple[str, ...] = ()) -> State:
     from regwarden.store import open_ledger
     from regwarden.warm import SecretEnv
 
-    from ._settings import KeyVaultSecrets, Settings, load_source
+    from ._settings import Settings, VaultSecrets, load_source
 
     settings = Settings.from_env()
-    store = KeyVaultSecrets(os.environ)
+    store = VaultSecrets(os.environ)
     source = load_source(settings.policy, store)
     policy = source.policy
     gate = function in GATE_FUNCTIONS or function == RECHECK
     # The gate's own secrets (keys) are fetched now: a key that cannot be read fails the
     # cold start, so nothing is judged without it. Channel secrets wait for their channel.
     keys = SecretEnv(os.environ, policy_secrets(policy, notifications=False) if gate else {}, store)
+    secrets = SecretEnv(os.environ, policy_secrets(policy), store)
     ledger = open_ledger(settings.ledger)
+    router = alerts_router(settings)
+    if router is None and (gate or function == RECOVERY):  # a function that alerts
+        router = _policy_router(policy, secrets)
     subscription = settings.subscriptions[0] if len(settings.subscriptions) == 1 else None
     runtime: Runtime[Ledger] = Runtime(
         policy,
@@ -192,7 +207,7 @@ def build_state(function: str, *, extra_hosts: tuple[str, ...] = ()) -> State:
         actor=os.environ.get("REGWARDEN_ACTOR") or None,
         allowed_hosts=configured_hosts(policy, [*settings.allowed_hosts, *extra_hosts]),
         provider_defaults=ProviderOptions(account=subscription),
-        router=alerts_router(settings),
+        router=router,
     )
     pipeline = runtime.pipeline() if gate or function == RECOVERY else None
     recheck = None
@@ -201,7 +216,6 @@ def build_state(function: str, *, extra_hosts: tuple[str, ...] = ()) -> State:
         recheck = RECHECK_SCHEDULERS.get("storagequeue")(target)
     elif gate:
         log.warning("REGWARDEN_STORAGE_ACCOUNT is not set: PENDING verdicts are not rechecked")
-    secrets = SecretEnv(os.environ, policy_secrets(policy), store)
     return State(
         function,
         settings,

@@ -31,7 +31,7 @@ The three schedules are resolved by the Functions host from the app settings
 
 `secret://NAME` (the policy, or any secret the policy names) is the Key Vault secret NAME
 in `REGWARDEN_KEY_VAULT`, fetched by `functions.azure._keyvault.fetch_secret`. A fetched
-value is cached for `SECRET_MAX_AGE` seconds per warm instance; every `REGWARDEN_POLICY_TTL`
+value is cached there for `SECRET_MAX_AGE` seconds per warm instance; every `REGWARDEN_POLICY_TTL`
 seconds the function reads the policy and the secrets it used again, and rebuilds what was
 built from them when one changed (`regwarden.warm`).
 """
@@ -39,11 +39,10 @@ built from them when one changed (`regwarden.warm`).
 from __future__ import annotations
 
 import os
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from regwarden import warm
 from regwarden.errors import PolicyError, UsageError
@@ -54,15 +53,13 @@ __all__ = [
     "RETENTION_INVENTORIES",
     "RETENTION_MODES",
     "RETENTION_QUEUE",
-    "SECRET_MAX_AGE",
-    "KeyVaultSecrets",
     "RetentionSettings",
+    "SecretFetcher",
     "Settings",
+    "VaultSecrets",
     "load_source",
 ]
 
-SECRET_MAX_AGE = 300.0
-"""Seconds a fetched secret is served from the warm instance's cache."""
 RECHECK_QUEUE = "regwarden-rechecks"
 RETENTION_QUEUE = "regwarden-retention-work"
 RETENTION_MODES = ("plan", "apply")
@@ -73,8 +70,11 @@ plus the policy's other sources; `policy`: only those."""
 _MAX_POLICY_BYTES = 1024 * 1024
 _POLICY_FORMS = "a file in the function app's bundle, or secret://NAME (Key Vault)"
 
-SecretFetcher = Callable[[str, Mapping[str, str]], str]
-"""(secret name, environment) → its value: `_keyvault.fetch_secret`."""
+
+class SecretFetcher(Protocol):
+    """(secret name, environment, fresh?) → its value: `_keyvault.fetch_secret`."""
+
+    def __call__(self, name: str, env: Mapping[str, str], *, fresh: bool = False) -> str: ...
 
 
 def _opt(env: Mapping[str, str], name: str) -> str | None:
@@ -181,49 +181,31 @@ class RetentionSettings:
 # -- Key Vault --------------------------------------------------------------------------------
 
 
-def _keyvault_fetch(name: str, env: Mapping[str, str]) -> str:
-    import importlib
+def _keyvault_fetch(name: str, env: Mapping[str, str], *, fresh: bool = False) -> str:
+    from ._keyvault import fetch_secret  # Azure's SDK loads with the first secret read
 
-    # Azure's SDK loads with the first secret (`_keyvault` imports it at its top)
-    fetch: SecretFetcher = importlib.import_module("functions.azure._keyvault").fetch_secret
-    return fetch(name, env)
+    return fetch_secret(name, env, fresh=fresh)
 
 
-class KeyVaultSecrets:
-    """Secret values (`secret://NAME` → the Key Vault secret NAME), each cached for
-    `max_age` seconds in this warm instance; `fresh` reads past the cache (to tell a
-    rotation). A `regwarden.warm.SecretFetch`; `fetch` is where a value comes from
-    (`_keyvault.fetch_secret`, unless a caller gives another)."""
+class VaultSecrets:
+    """`secret://NAME` → the Key Vault secret NAME (`_keyvault.fetch_secret`: the vault
+    REGWARDEN_KEY_VAULT names, each value cached `_keyvault.SECRET_MAX_AGE` seconds per warm
+    instance; `fresh` reads past the cache, to tell a rotation). A `regwarden.warm.
+    SecretFetch`; nothing is read, and the vault setting is not needed, until a secret is
+    asked for (a policy without secrets runs without a vault)."""
 
-    def __init__(
-        self,
-        env: Mapping[str, str],
-        *,
-        fetch: SecretFetcher = _keyvault_fetch,
-        max_age: float = SECRET_MAX_AGE,
-    ) -> None:
+    def __init__(self, env: Mapping[str, str], *, fetch: SecretFetcher = _keyvault_fetch) -> None:
         self._env = dict(env)
         self._fetch = fetch
-        self._max_age = max_age
-        self._cache: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
 
     def __call__(self, name: str, *, fresh: bool = False) -> str:
-        bare = name.removeprefix("secret://")
-        with self._lock:
-            cached = self._cache.get(bare)
-        if cached is not None and not fresh and time.monotonic() - cached[1] < self._max_age:
-            return cached[0]
-        value = self._fetch(bare, self._env)  # UsageError naming the secret, never a value
-        with self._lock:
-            self._cache[bare] = (value, time.monotonic())
-        return value
+        return self._fetch(name, self._env, fresh=fresh)
 
 
 # -- the policy -------------------------------------------------------------------------------
 
 
-def _policy_reader(secrets: KeyVaultSecrets) -> warm.PolicyReader:
+def _policy_reader(secrets: VaultSecrets) -> warm.PolicyReader:
     def read(uri: str) -> str | None:
         if not uri.startswith("secret://"):
             return None  # a file in the app's bundle
@@ -238,7 +220,7 @@ def _policy_reader(secrets: KeyVaultSecrets) -> warm.PolicyReader:
     return read
 
 
-def load_source(uri: str, secrets: KeyVaultSecrets) -> warm.PolicySource:
+def load_source(uri: str, secrets: VaultSecrets) -> warm.PolicySource:
     """Load and validate the policy from the bundle or Key Vault. `file://` locations inside
     a policy from Key Vault resolve against the working directory (the app's root,
     `/home/site/wwwroot`, where the host starts the worker)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from contextlib import closing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 import pytest
@@ -24,6 +24,7 @@ from support.azure_harness import ALERTS_TOPIC, HOST, T0, Azure, image, with_sto
 from functions.azure import _app
 from regwarden import rechecks as rechecks_module
 from regwarden.errors import EvidenceUnavailable, RegistryError
+from regwarden.notify import verify_signature
 from regwarden.rechecks import recheck_message
 
 azure = azure_harness.azure
@@ -432,3 +433,51 @@ def test_recovery_finishes_a_lock_its_event_left_unfinished(azure: Azure) -> Non
         assert ledger.quarantined(HOST, repo, digest) is not None
     assert azure.acr.attributes(repo, digest).items() >= LOCKED.items()
     assert len(azure.sink.received) == 1  # the verdict's alert, sent once it is done
+
+
+# -- secrets and the policy from Key Vault -----------------------------------------------------
+
+VAULT_POLICY = f"""\
+apiVersion: regwarden/v1
+kind: Policy
+registries:
+  - {{host: {HOST}, kind: acr}}
+defaults:
+  mode: enforce
+  quarantine: {{strategy: lock}}
+repositories:
+  - match: "signed/**"
+    team: alpha
+    signatures: {{required: {{required}}, cosign: {{keys: ["file://cosign.pub"]}}, gracePeriod: 0s}}
+notifications:
+  channels:
+    hook: {{type: webhook, url: "secret://hook-url", secret: "secret://hook-hmac"}}
+  routes:
+    - {{to: [hook]}}
+"""
+
+
+def test_the_policy_and_its_secrets_come_from_key_vault_and_a_new_policy_is_taken_up(
+    azure: Azure,
+) -> None:
+    azure.vault.put("regwarden-policy", VAULT_POLICY.replace("{required}", "true"))
+    azure.vault.put("hook-url", azure.sink.url)
+    azure.vault.put("hook-hmac", "hmac-from-the-vault")
+    azure.setenv("REGWARDEN_POLICY", "secret://regwarden-policy")
+    azure.setenv("REGWARDEN_POLICY_TTL", "0")  # looked at again on every invocation
+    repo = image("signed")
+    first = azure.push(repo, "1.0.0", seed=841)
+
+    azure.function("on_push")(azure.pushed(repo, first, "1.0.0"))
+
+    ((headers, body),) = azure.sink.received  # the webhook URL and its key from the vault
+    assert verify_signature(b"hmac-from-the-vault", headers, body, now=datetime.now(UTC))
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, first) == "FAILED"
+
+    # the policy is changed in the vault: the next invocation judges by the new one
+    azure.vault.put("regwarden-policy", VAULT_POLICY.replace("{required}", "false"))
+    second = azure.push(repo, "2.0.0", seed=842)
+    azure.function("on_push")(azure.pushed(repo, second, "2.0.0"))
+    with closing(azure.ledger()) as ledger:
+        assert ledger.last_verdict(HOST, repo, second) == "PASSED"

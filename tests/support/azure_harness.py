@@ -12,15 +12,15 @@ Real parts: a local CNCF distribution behind `FakeAcr`'s `/v2/` front (skopeo pu
 through it with an ACR refresh token; signatures are published through it), the real
 azure-containerregistry and azure-mgmt-resourcegraph clients against `FakeAcr` (HTTPS,
 test CA) and `FakeResourceGraph` (Defender's sub-assessments), azure-eventgrid's publisher
-against `FakeEventGrid` (the alerts custom topic, HTTPS; both test CAs in one
-`REGWARDEN_AZURE_CA_BUNDLE`), Azurite for the ledger (Table Storage, `azuretable://`) and
-the Storage queues, a loopback webhook sink. The process's `DefaultAzureCredential` is
-replaced by FakeAcr's credential (`azure_clients.default_credential`; FakeEventGrid takes
-the same token, as both trust the app's one identity), so no test looks for Azure
-credentials on the machine. The functions
-run in-process from `function_app.py`'s `app` (`Azure.function(name)` is the decorated
-function the host calls); their clock (`_app.CLOCK`) is set, so a deadline is reached
-without waiting.
+against `FakeEventGrid` (the alerts custom topic), azure-keyvault-secrets against
+`FakeKeyVault` (`secret://`; every stand-in's test CA in one `REGWARDEN_AZURE_CA_BUNDLE`),
+Azurite for the ledger (Table Storage, `azuretable://`) and the Storage queues, a loopback
+webhook sink. The process's `DefaultAzureCredential` is replaced by FakeAcr's credential
+(`azure_clients.default_credential`; FakeEventGrid and FakeKeyVault take the same token, as
+all trust the app's one identity), so no test looks for Azure credentials on the machine.
+The functions run in-process from `function_app.py`'s `app` (`Azure.function(name)` is the
+decorated function the host calls); their clock (`_app.CLOCK`) is set, so a deadline is
+reached without waiting.
 
 Events are the recorded samples of `events/azure/` (Event Grid schema and CloudEvents 1.0)
 with this test's registry, repository, digest and tag put in, as `func.EventGridEvent` /
@@ -58,6 +58,7 @@ from support.aws_gate import Sink
 from support.azurite import Azurite
 from support.fake_acr import TOKEN_USER, FakeAcr
 from support.fake_eventgrid import FakeEventGrid
+from support.fake_keyvault import FakeKeyVault
 from support.fake_resourcegraph import SUBSCRIPTION, FakeResourceGraph
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "HOST",
     "SUBSCRIPTION",
     "T0",
+    "VAULT",
     "Azure",
     "azure",
     "image",
@@ -77,6 +79,8 @@ HOST = "fakereg.azurecr.io"
 """The registry's login server (FakeAcr's): what events and the policy name."""
 ALERTS_TOPIC = "https://regwarden-alerts.westeurope-1.eventgrid.azure.net/api/events"
 """The alerts custom topic's endpoint (served by FakeEventGrid through the override)."""
+VAULT = "https://regwarden-kv.vault.azure.net"
+"""REGWARDEN_KEY_VAULT (served by FakeKeyVault through the override)."""
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 """FakeAcr's and FakeResourceGraph's clock (push and scan times)."""
 
@@ -90,6 +94,7 @@ class Azure:
     acr: FakeAcr
     graph: FakeResourceGraph
     topic: FakeEventGrid
+    vault: FakeKeyVault
     storage: Azurite
     sink: Sink
     key: PrivateKey
@@ -345,6 +350,7 @@ def azure(
         FakeAcr(registry.host, login_server=HOST) as acr,
         FakeResourceGraph(now=T0) as graph,
         FakeEventGrid(token=acr.aad_token) as topic,
+        FakeKeyVault(token=acr.aad_token) as vault,
     ):
         acr.now = lambda: T0
         # one identity for both stand-ins (as the app's one managed identity), and one
@@ -352,7 +358,9 @@ def azure(
         credential = acr.credential()
         monkeypatch.setattr(azure_clients, "default_credential", lambda: credential)
         bundle = tmp_path / "test-cas.pem"
-        bundle.write_text(Path(acr.ca_file).read_text() + Path(topic.ca_file).read_text())
+        bundle.write_text(
+            "".join(Path(f).read_text() for f in (acr.ca_file, topic.ca_file, vault.ca_file))
+        )
         env = {
             "REGWARDEN_POLICY": str(tmp_path / "policy.yaml"),
             "REGWARDEN_LEDGER": f"azuretable://{azurite.account}?prefix=f{uuid.uuid4().hex[:12]}",
@@ -361,6 +369,8 @@ def azure(
             **acr.env(),
             **topic.env(),
             **azurite.env(),
+            "REGWARDEN_KEY_VAULT": VAULT,
+            "REGWARDEN_AZURE_ENDPOINT_KEYVAULT": vault.url,
             "REGWARDEN_AZURE_CA_BUNDLE": str(bundle),
         }
         for name in ("REGWARDEN_STORAGE_ACCOUNT", "REGWARDEN_ALERTS_TOPIC"):
@@ -369,7 +379,7 @@ def azure(
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(tmp_path)
         _app.reset()
-        harness = Azure(acr, graph, topic, azurite, sink, key, tmp_path, monkeypatch, env)
+        harness = Azure(acr, graph, topic, vault, azurite, sink, key, tmp_path, monkeypatch, env)
         harness.at(T0 + timedelta(minutes=1))
         try:
             yield harness
