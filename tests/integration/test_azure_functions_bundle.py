@@ -13,14 +13,12 @@ import re
 import subprocess
 import sys
 import textwrap
-import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
+from support.bundles import closure, not_deployed
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS_DISTRIBUTIONS = r"boto3|botocore|s3transfer|aws-lambda-powertools|aws-xray-sdk"
@@ -40,32 +38,6 @@ EXPECTED_IN = {
 }
 
 
-def _name(text: str) -> str:
-    return re.sub(r"[-_.]+", "-", text).lower()
-
-
-def closure(extra: str) -> dict[str, str]:
-    """Every installed distribution regwarden's dependencies and `extra` pull in (name →
-    who asked for it first), markers evaluated for this interpreter with no extra of the
-    dependencies."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    roots = [*project["dependencies"], *project["optional-dependencies"][extra]]
-    env: dict[str, str] = {**default_environment(), "extra": ""}  # type: ignore[dict-item]
-    found: dict[str, str] = {}
-    todo = [(Requirement(r), f"regwarden[{extra}]") for r in roots]
-    while todo:
-        req, parent = todo.pop()
-        name = _name(req.name)
-        if name in found:
-            continue
-        found[name] = parent
-        for text in metadata.requires(req.name) or []:
-            child = Requirement(text)
-            if child.marker is None or child.marker.evaluate(env):
-                todo.append((child, name))
-    return found
-
-
 @pytest.mark.parametrize("extra", ["azure", "aws", "gcp"])
 def test_each_extra_s_requirement_closure_has_no_other_cloud_s_sdk(extra: str) -> None:
     found = closure(extra)
@@ -75,6 +47,14 @@ def test_each_extra_s_requirement_closure_has_no_other_cloud_s_sdk(extra: str) -
     for needed in EXPECTED_IN[extra]:
         assert needed in found  # the closure really was walked
     assert len(found) > 25
+
+
+def test_what_the_azure_bundle_lacks_is_every_other_cloud_s_sdk_and_the_dev_tools() -> None:
+    missing = set(not_deployed("azure"))
+
+    assert {"boto3", "botocore", "google", "grpc", "functions_framework", "pytest"} <= missing
+    assert "aiohttp" in missing  # the k8s extra's, which azure-storage-queue would import
+    assert not {"azure", "yaml", "pydantic", "httpx", "msal", "regwarden"} & missing
 
 
 def test_the_function_bundle_installs_regwarden_with_the_azure_extra_only() -> None:
