@@ -52,7 +52,7 @@ from support.chaos import placement
 from support.fake_gar import Parked
 
 from regwarden.actions import release
-from regwarden.devtools import Content, LocalRegistry, make_multiarch
+from regwarden.devtools import Content, IndexBlobs, LocalRegistry, make_multiarch
 from regwarden.quarantine_names import quarantine_tag
 from regwarden.reference import ImageRef
 
@@ -239,7 +239,8 @@ class Rig:
     ) -> None:
         world = self.world
         digest = str(content.manifest_digest)
-        digests = [digest, *(str(c.manifest_digest) for c in content.children)]
+        children = content.children if isinstance(content, IndexBlobs) else ()
+        digests = [digest, *(str(c.manifest_digest) for c in children)]
         held = f"quarantine/{repo}"
         with world.origin() as origin:
             where = placement(origin, repo, held, content)

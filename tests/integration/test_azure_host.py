@@ -44,9 +44,12 @@ def note(name, value):
 
 @app.event_grid_trigger(arg_name="event")
 def on_push(event: func.EventGridEvent) -> None:
-    note("on_push", {"id": event.id, "type": event.event_type, "topic": event.topic,
+    cloud = isinstance(event, func.CloudEvent)
+    when = event.time if cloud else event.event_time
+    note("on_push", {"id": event.id, "type": event.type if cloud else event.event_type,
+                     "topic": event.source if cloud else event.topic, "cloud": cloud,
                      "subject": event.subject, "data": event.get_json(),
-                     "time": event.event_time.isoformat() if event.event_time else None})
+                     "time": when.isoformat() if when else None})
     if event.get_json().get("fail"):
         raise RuntimeError("told to fail")
 
@@ -208,6 +211,8 @@ def test_each_event_of_a_delivery_is_one_call_and_a_raise_is_a_500(
     assert seen[0]["subject"] == "app:1.0" and seen[0]["data"] == {"n": 1}
     assert seen[0]["time"] == "2026-01-01T10:00:00.123456+00:00"
     assert seen[2]["topic"] == cloud["source"] and seen[2]["subject"] == "app:2.0"
+    assert [s["cloud"] for s in seen] == [False, False, True, False]
+    assert seen[2]["time"] == "2026-01-01T10:00:01+00:00"
     assert [(i["id"], i["ok"]) for i in host.invocations()] == [
         ("ev-1", True),
         ("ev-2", True),

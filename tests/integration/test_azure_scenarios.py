@@ -73,6 +73,11 @@ repositories:
       keep: [{{mostRecent: 1}}]
       delete: [{{untagged: {{olderThan: 7d}}}}]
       guard: {{maxDeletes: 100, maxShare: 1}}
+notifications:
+  channels:
+    hook: {{type: webhook, url: "{{hook}}"}}
+  routes:
+    - {{to: [hook]}}
 """
 """Unsigned fails at once: `locked/` is locked (the default), `moved/` moved, `held/`
 retagged; `late/` waits an hour for its signature under a `lock` hold; `apps/` is
@@ -193,6 +198,13 @@ def test_an_unsigned_index_is_read_locked_whole_and_release_restores_it(world: W
     # Event Grid delivers the same push again: one verdict stands, nothing is done twice
     world.deliver(pushed[-1:])
     assert len(quarantine_alerts(world, repo)) == 1
+    # the alerts topic's own subscription: `notify` sends it to the team's webhook, once
+    # however often Event Grid delivers it
+    assert world.sink.received == []  # the gate itself publishes only to the topic
+    world.deliver([alert, alert], function="notify")
+    ((_, sent),) = world.sink.received
+    hooked = json.loads(sent)  # the webhook's CloudEvent, the alert its data
+    assert (hooked["data"]["image"], hooked["data"]["team"]) == (data["image"], "alpha")
 
     with closing(world.ledger()) as ledger, closing(world.provider()) as acr:
         out = release(

@@ -14,8 +14,8 @@ on stdout once it serves. What it serves is what the real host serves:
   is answered `{"validationResponse": code}`; a CloudEvents `OPTIONS` with
   `WebHook-Request-Origin` is answered `WebHook-Allowed-Origin`; a notification (the Event
   Grid schema's array, or CloudEvents 1.0 structured, one or a batch) calls the function
-  once per event with a `func.EventGridEvent` (CloudEvents mapped: source → topic, type →
-  event_type, specversion → data_version). 200 when every call returned, 500 when one
+  once per event with a `func.EventGridEvent`, or a `func.CloudEvent` for CloudEvents, as
+  the Python worker decodes them. 200 when every call returned, 500 when one
   raised: Event Grid then retries the delivery.
 - `POST /admin/functions/NAME` — the admin API's "run now" of a timer function (body
   `{"input": ""}`), called with a `func.TimerRequest`. The real host answers 202 at once and
@@ -119,9 +119,8 @@ def load_functions(app_path: Path) -> dict[str, Function]:
         if others:
             # the stand-in binds triggers only; an input/output binding would be ignored
             raise SystemExit(f"{fn.get_function_name()}: unsupported bindings {others}")
-        found[fn.get_function_name()] = Function(
-            fn.get_function_name(), triggers[0], fn.get_user_function()
-        )
+        name = str(fn.get_function_name())
+        found[name] = Function(name, triggers[0], fn.get_user_function())
     return found
 
 
@@ -236,7 +235,7 @@ class Host:
             body = raw.encode() if isinstance(raw, str) else bytes(raw or b"")
             if self.queues["messageEncoding"] == "base64":
                 body = base64.b64decode(body)
-            argument = QueueMessage(
+            argument = QueueMessage(  # type: ignore[no-untyped-call]
                 id=message.id,
                 body=body,
                 dequeue_count=message.dequeue_count,
@@ -346,18 +345,35 @@ class Host:
         return _reply(h, 404, {"error": f"no function at /api/{route}"})
 
 
-def _eventgrid_event(event: dict[str, Any]) -> func.EventGridEvent:
-    """One event as the worker decodes it; a CloudEvent's fields mapped onto the same."""
-    cloud = "specversion" in event
-    when = event.get("time" if cloud else "eventTime")
+def _eventgrid_event(event: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
+    """One event as the Python worker decodes it for an Event Grid trigger
+    (azure-functions' `EventGridEventInConverter.decode`): a CloudEvent (it has
+    `specversion`; unknown attributes as extensions) or an Event Grid schema event."""
+    if "specversion" in event:
+        known = {"specversion", "id", "source", "type", "time", "subject"}
+        known |= {"datacontenttype", "dataschema", "data"}
+        when = event.get("time")
+        return func.CloudEvent(
+            id=str(event.get("id") or ""),
+            source=str(event.get("source") or ""),
+            type=str(event.get("type") or ""),
+            specversion=str(event.get("specversion") or ""),
+            time=_parse_time(when) if isinstance(when, str) else None,
+            subject=event.get("subject"),
+            datacontenttype=event.get("datacontenttype"),
+            dataschema=event.get("dataschema"),
+            data=event.get("data"),
+            **{k: v for k, v in event.items() if k not in known},
+        )
+    when = event.get("eventTime")
     return func.EventGridEvent(
-        id=str(event.get("id")),
+        id=str(event.get("id") or ""),
         data=event.get("data") or {},
-        topic=str(event.get("source" if cloud else "topic") or ""),
+        topic=str(event.get("topic") or ""),
         subject=str(event.get("subject") or ""),
-        event_type=str(event.get("type" if cloud else "eventType") or ""),
+        event_type=str(event.get("eventType") or ""),
         event_time=_parse_time(when) if isinstance(when, str) else None,
-        data_version=str(event.get("specversion" if cloud else "dataVersion") or ""),
+        data_version=str(event.get("dataVersion") or ""),
     )
 
 

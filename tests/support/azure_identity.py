@@ -17,4 +17,4 @@ def _credential() -> Any:
     return FakeCredential(os.environ["AZURE_TEST_AAD_TOKEN"])
 
 
-azure_clients.default_credential = _credential
+setattr(azure_clients, "default_credential", _credential)  # noqa: B010 (a cached function)

@@ -45,6 +45,7 @@ from regwarden.providers.acr import AcrRegistry
 from regwarden.signatures import publish, sign_bundle, sign_legacy
 from regwarden.signatures.keys import PrivateKey, generate_private_key
 from regwarden.store import LEDGERS, Ledger, open_ledger
+from support.aws_gate import Sink
 from support.azure_host import HostProcess
 from support.azurite import Azurite
 from support.fake_acr import TOKEN_USER, FakeAcr
@@ -75,6 +76,8 @@ class World:
     key: PrivateKey
     root: Path
     env: dict[str, str]
+    sink: Sink
+    """The webhook `{hook}` in the policy names."""
     host: HostProcess | None = None
     starts: int = 0
     hosts: list[HostProcess] = field(default_factory=list)
@@ -111,10 +114,12 @@ class World:
         """An OCI client on FakeAcr's `/v2/`, as `docker login` with a refresh token."""
         transport = DeadlineTransport(limits=httpx.Limits(), ca_file=self.acr.ca_file)
         creds = Credentials(username=TOKEN_USER, password=self.acr.mint_refresh_token())
-        extra = {"user_agent": user_agent} if user_agent else {}
-        return RegistryClient(
-            f"https://{self.acr.host}", credentials=creds, transport=transport, **extra
-        )
+        url = f"https://{self.acr.host}"
+        if user_agent:
+            return RegistryClient(
+                url, credentials=creds, transport=transport, user_agent=user_agent
+            )
+        return RegistryClient(url, credentials=creds, transport=transport)
 
     def origin(self) -> RegistryClient:
         """The docker-registry itself, the fake out of the way."""
@@ -228,14 +233,16 @@ def _ledger_url(root: Path, storage: Azurite) -> str:
 def azure_world(
     registry: LocalRegistry, root: Path, policy: str, **settings: str
 ) -> Iterator[World]:
-    """Every stand-in started, the policy in `root/policy.yaml` (a cosign key pair
-    beside it), the app settings in `World.env` (plus `settings`); the host not started
-    (`World.start`)."""
+    """Every stand-in started, the policy in `root/policy.yaml` (`{hook}` there the
+    webhook sink's URL; a cosign key pair beside it), the app settings in `World.env`
+    (plus `settings`); the host not started (`World.start`)."""
     key = generate_private_key("ecdsa-p256")
     pem = key.public_key.pem
     (root / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
-    (root / "policy.yaml").write_text(policy)
     with ExitStack() as stack:
+        sink = Sink()
+        stack.callback(sink.close)
+        (root / "policy.yaml").write_text(policy.replace("{hook}", sink.url))
         acr = stack.enter_context(FakeAcr(registry.host, login_server=HOST))
         topic = stack.enter_context(FakeEventGrid(token=acr.aad_token))
         storage = stack.enter_context(Azurite())
@@ -267,7 +274,7 @@ def azure_world(
 
         if "storagequeue" in RECHECK_SCHEDULERS:  # rechecks on the queue, when it has landed
             env.setdefault("REGWARDEN_STORAGE_ACCOUNT", storage.account)
-        world = World(registry, acr, topic, storage, key, root, env)
+        world = World(registry, acr, topic, storage, key, root, env, sink)
         saved = {k: os.environ.get(k) for k in storage.env()}
         os.environ.update(storage.env())  # this process opens the ledger too
         try:
