@@ -33,6 +33,10 @@ Azure/acr `docs/preview/quarantine/readme.md`):
 - `GET /acr/v1/_catalog` → `Repositories {repositories}` (one page);
 - `fail_next(method, regex, status, headers)` answers the next matching (authorized)
   request with an error instead, `/v2/` and `/acr/v1/` alike;
+- `park(n, when, matches)` holds the `n`th authorized request `matches(method, decoded
+  path, headers)` accepts (an `/acr/v1/` PATCH, a `/v2/` write …) `before` it is served
+  or `after` (served, the answer kept back), as `FakeGar.park`; the chaos tests kill the
+  function app's host there;
 - `GET /acr/v1/{name}` → `ContainerRepositoryProperties {registry, imageName, createdTime,
   lastUpdateTime, manifestCount, tagCount, changeableAttributes}`;
 - `GET /acr/v1/{name}/_manifests` → `AcrManifests {registry, imageName, manifests:
