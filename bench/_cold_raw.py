@@ -27,17 +27,24 @@ class Hidden:
         return None
 
 
-def send_raw(requests: Iterable[Mapping[str, Any]]) -> Callable[[], None]:
+def send_raw(
+    requests: Iterable[Mapping[str, Any]], tls: Mapping[str, Any] | None = None
+) -> Callable[[], None]:
     """Send each recorded request as it was (one keep-alive connection per server, one
     after another) and read its answer; returns what closes the connections (called
-    after the child's last mark)."""
+    after the child's last mark). `tls`: the servers (`host:port`) spoken to over TLS,
+    each with its `ssl.SSLContext`."""
     import http.client
 
     connections: dict[str, http.client.HTTPConnection] = {}
     for request in requests:
         host = request["host"]
         connection = connections.get(host)
-        if connection is None:
+        if connection is None and tls and host in tls:
+            connection = connections[host] = http.client.HTTPSConnection(
+                host, timeout=60, context=tls[host]
+            )
+        elif connection is None:
             connection = connections[host] = http.client.HTTPConnection(host, timeout=60)
         connection.putrequest(
             request["method"], request["target"], skip_host=True, skip_accept_encoding=True
