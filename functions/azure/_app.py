@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from regwarden.warm import ColdStart, GateState
 
 from . import COLLECTOR
+from ._failures import event_key, message_key, noting
 
 if TYPE_CHECKING:
     from regwarden.model import ImageEvent
@@ -371,7 +372,7 @@ def gate_event(event: Any) -> dict[str, Any]:
         body, content_type = delivery_of(event)
         return {"id": event.id, "results": _judge(st, _parse(body, content_type), final=False)}
 
-    return run("on_push", work)
+    return run("on_push", noting("on_push", event_key(str(event.id)), work, clock=now))
 
 
 def webhook(method: str, body: bytes, headers: dict[str, str]) -> WebhookReply:
@@ -502,7 +503,7 @@ def recheck_message(
         handled = st.gate.recheck(image, now=moment, final_attempt=final)
         return {"id": message.id, "results": [_render(st, handled, started=started, now=moment)]}
 
-    return run(RECHECK, work)
+    return run(RECHECK, noting(RECHECK, message_key(body), work, clock=now))
 
 
 # -- recovery ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import _app
+from ._failures import event_key, noting
 
 if TYPE_CHECKING:
     from regwarden.notify import Notifier
@@ -55,7 +56,8 @@ def deliver(event: Any) -> dict[str, Any]:
         report.raise_for_failures()
         return {"alert": report.alert, "sent": list(report.sent), "skipped": list(report.skipped)}
 
-    return _app.run(FUNCTION, work)
+    key = event_key(str(event.id))
+    return _app.run(FUNCTION, noting(FUNCTION, key, work, clock=_app.now))
 
 
 def _channel(st: _app.State, name: str) -> Notifier | None:

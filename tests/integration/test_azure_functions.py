@@ -12,6 +12,7 @@ harness is `support.azure_harness`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -177,6 +178,9 @@ def test_a_failing_registry_raises_and_the_redelivery_judges_once(azure: Azure) 
     with closing(azure.ledger()) as ledger:
         assert ledger.last_verdict(HOST, repo, digest) in (None, "ERROR")
         assert ledger.quarantined(HOST, repo, digest) is None
+        # the dead letter's "why", found again by the event's id
+        note = ledger.failure("on_push", f"event:{event.id}")  # type: ignore[attr-defined]
+        assert note is not None and note.failures == 1 and "503" in note.last_error
 
     azure.heal()
     azure.function("on_push")(event)  # Event Grid's retry: the same event id
@@ -345,6 +349,10 @@ def test_a_failing_registry_raises_until_the_last_dequeue_which_is_final(azure: 
         azure.function("recheck")(azure.queue_message(body, dequeue_count=5))
     (alert,) = azure.sink.received
     assert json.loads(alert[1])["data"]["outcome"] == "ERROR"
+    with closing(azure.ledger()) as ledger:  # the poison copy's note, by its body
+        key = "sha256:" + hashlib.sha256(body).hexdigest()
+        note = ledger.failure("recheck", key)  # type: ignore[attr-defined]
+        assert note is not None and note.failures == 2
     with closing(azure.ledger()) as ledger:
         assert ledger.quarantined(HOST, repo, digest) is None  # never an action on ERROR
 
