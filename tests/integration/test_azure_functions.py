@@ -4,10 +4,11 @@
 `func.HttpRequest`, `func.TimerRequest`, `func.QueueMessage`.
 
 Real parts: a local CNCF distribution behind `FakeAcr`'s `/v2/` front (skopeo pushes, a
-cosign signature published through it), the azure-containerregistry and
-azure-mgmt-resourcegraph clients against the HTTPS / loopback stand-ins (`FakeAcr`,
-`FakeResourceGraph`), Azurite for the ledger (Table Storage) and the Storage queues. The
-harness is `support.azure_harness`.
+cosign signature published through it), Azure's own clients against the stand-ins of the
+control planes (`FakeAcr`, `FakeResourceGraph`, `FakeEventGrid` for the alerts topic,
+`FakeKeyVault`), Azurite for the ledger (Table Storage) and the Storage queues. The
+harness is `support.azure_harness`. The same app as a process behind the host stand-in:
+`test_azure_scenarios.py`.
 """
 
 from __future__ import annotations
