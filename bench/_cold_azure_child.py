@@ -26,7 +26,7 @@ import json  # noqa: E402  # after the first mark: the interpreter start is meas
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
-MARKER = "cold-bench: first-delivery"  # what cold_start_gcp.importtime_ms splits on
+MARKER = "cold-bench: first-delivery"  # what _cold_runs.importtime_ms splits on
 
 
 def _event(doc: dict[str, Any]) -> Any:

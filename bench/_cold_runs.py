@@ -1,6 +1,7 @@
-"""What both cold-start benches (`cold_start.py` for AWS, `cold_start_gcp.py` for GCP) do
-with their children's runs: one run's marks and requests, the requests as the floor
-replays them, and the medians they print."""
+"""What the cold-start benches (`cold_start.py` for AWS, `cold_start_gcp.py` for GCP,
+`cold_start_azure.py` for Azure) do with their children's runs: one run's marks and
+requests, the requests as the floor replays them, the medians they print, and the
+imports of a `-X importtime` run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from _cold_proxy import Exchange
 
-__all__ = ["Run", "replay", "summary"]
+__all__ = ["Run", "importtime_ms", "replay", "summary"]
 
 
 @dataclass(frozen=True)
@@ -67,4 +68,30 @@ def summary(runs: list[Run], phases: Mapping[str, tuple[str, str]]) -> dict[str,
         "requests_upstream_median_ms": round(
             statistics.median(sum(ex.upstream_ms for ex in r.exchanges) for r in runs), 1
         ),
+    }
+
+
+def importtime_ms(stderr: str, marker: str = "cold-bench: first-delivery") -> dict[str, Any]:
+    """Top-level imports by cumulative time (ms), before and after the handler's first
+    delivery started, from a `-X importtime` run."""
+    phases: dict[str, list[tuple[int, str]]] = {"module_import": [], "first_delivery": []}
+    phase = "module_import"
+    for line in stderr.splitlines():
+        if line.strip() == marker:
+            phase = "first_delivery"
+            continue
+        if not line.startswith("import time:") or line.count("|") != 2:
+            continue
+        _, total, name = line.split(":", 1)[1].split("|")
+        if not total.strip().isdigit():
+            continue  # the header line
+        depth = (len(name) - len(name.lstrip()) - 1) // 2
+        if depth == 0:
+            phases[phase].append((int(total), name.strip()))
+    return {
+        phase: {
+            "ms": round(sum(t for t, _ in rows) / 1000, 1),
+            "top_ms": {n: round(t / 1000, 1) for t, n in sorted(rows, reverse=True)[:8]},
+        }
+        for phase, rows in phases.items()
     }

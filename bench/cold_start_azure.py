@@ -61,8 +61,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the Azure stand-ins and the recording
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _cold_proxy import Exchange, RecordingProxy  # noqa: E402
-from _cold_runs import Run, replay, summary  # noqa: E402
-from cold_start_gcp import importtime_ms  # noqa: E402
+from _cold_runs import Run, importtime_ms, replay, summary  # noqa: E402
 from support.azurite import Azurite  # noqa: E402
 from support.bundles import not_deployed  # noqa: E402
 from support.fake_acr import TOKEN_USER, FakeAcr, _make_tls  # noqa: E402

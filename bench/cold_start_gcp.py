@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the Google stand-ins and the recordin
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _cold_proxy import Exchange, RecordingProxy  # noqa: E402
-from _cold_runs import Run, replay, summary  # noqa: E402
+from _cold_runs import Run, importtime_ms, replay, summary  # noqa: E402
 from support.fake_firestore import FakeFirestore  # noqa: E402
 from support.fake_gar import FakeGar  # noqa: E402
 from support.fake_grafeas import FakeGrafeas  # noqa: E402
@@ -236,32 +236,6 @@ def by_service(st: Stack, exchanges: Iterable[Exchange]) -> dict[str, dict[str, 
         entry["requests"] += 1
         entry["upstream_ms"] = round(entry["upstream_ms"] + ex.upstream_ms, 1)
     return found
-
-
-def importtime_ms(stderr: str, marker: str = "cold-bench: first-delivery") -> dict[str, Any]:
-    """Top-level imports by cumulative time (ms), before and after the handler's first
-    delivery started, from a `-X importtime` run."""
-    phases: dict[str, list[tuple[int, str]]] = {"module_import": [], "first_delivery": []}
-    phase = "module_import"
-    for line in stderr.splitlines():
-        if line.strip() == marker:
-            phase = "first_delivery"
-            continue
-        if not line.startswith("import time:") or line.count("|") != 2:
-            continue
-        _, total, name = line.split(":", 1)[1].split("|")
-        if not total.strip().isdigit():
-            continue  # the header line
-        depth = (len(name) - len(name.lstrip()) - 1) // 2
-        if depth == 0:
-            phases[phase].append((int(total), name.strip()))
-    return {
-        phase: {
-            "ms": round(sum(t for t, _ in rows) / 1000, 1),
-            "top_ms": {n: round(t / 1000, 1) for t, n in sorted(rows, reverse=True)[:8]},
-        }
-        for phase, rows in phases.items()
-    }
 
 
 def main() -> None:
