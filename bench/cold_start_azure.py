@@ -294,8 +294,6 @@ class Stack:
         QueueClient.from_connection_string(
             self.azurite.connection_string, RECHECK_QUEUE
         ).create_queue()
-        for fake in (self.acr, self.graph, self.topic):
-            _answer_at_once(fake)
         self.identity = ManagedIdentity(self.acr.aad_token)
         self.identity.server.start()
         stop.callback(self.identity.server.stop)
@@ -420,14 +418,6 @@ class Stack:
             "requests": replay(product.exchanges),
         }
         return self.spawn("floor", spec)
-
-
-def _answer_at_once(fake: Any) -> None:
-    """The stand-ins write an answer's head and body apart; with Nagle's algorithm on, the
-    body waits for the client's delayed ACK (40 ms a request on Linux), a cost no Azure
-    service has that both children would pay on every request, hiding the product's own
-    time in a larger floor. Off, as in the recording proxy."""
-    fake._server.server.RequestHandlerClass.disable_nagle_algorithm = True
 
 
 def _host(url: str) -> str:
