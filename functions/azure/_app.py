@@ -512,12 +512,19 @@ def recheck_message(
 def recover() -> dict[str, int]:
     """`recovery`: every unfinished action intent older than `REGWARDEN_RECOVERY_SETTLE`
     is driven to its end from the ledger, with its verdict and alert, and every alert the
-    outbox still holds is sent. A failure raises; the next tick tries again."""
+    outbox still holds is sent. Then expired delivery ids and outcome markers are deleted:
+    Table Storage has no TTL of its own, so without this sweep they would stay forever. A
+    failure raises; the next tick tries again."""
 
     def work(st: State) -> dict[str, int]:
         from regwarden.recovery import sweep
 
+        at = CLOCK()
         settle = timedelta(seconds=st.settings.recovery_settle)
-        return sweep(st.gate, now=CLOCK(), settle=settle).as_dict()
+        done = sweep(st.gate, now=at, settle=settle).as_dict()
+        expire = getattr(st.ledger, "expire_deliveries", None)  # a ledger with no TTL
+        if expire is not None:
+            done["expired_deliveries"] = int(expire(now=at))
+        return done
 
     return run(RECOVERY, work)

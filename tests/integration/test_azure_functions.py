@@ -444,6 +444,45 @@ def test_recovery_finishes_a_lock_its_event_left_unfinished(azure: Azure) -> Non
     assert len(azure.sink.received) == 1  # the verdict's alert, sent once it is done
 
 
+def test_recovery_deletes_the_delivery_rows_that_expired(azure: Azure) -> None:
+    """Table Storage has no TTL: the recovery timer is what deletes expired delivery ids and
+    outcome markers, and only those (a verdict or a quarantine record stays)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables import TableClient
+
+    prefix = parse_qs(urlsplit(azure.env["REGWARDEN_LEDGER"]).query)["prefix"][0]
+
+    def markers() -> int:
+        """Outcome markers in the ledger's table (the delivery's de-duplication rows)."""
+        with TableClient.from_connection_string(
+            azure.storage.connection_string, table_name=f"{prefix}outcomes"
+        ) as table:
+            try:
+                return sum(1 for _ in table.query_entities("RowKey eq 'marker'"))
+            except ResourceNotFoundError:
+                return 0
+
+    repo = image("signed")
+    digests = [azure.push(repo, f"1.0.{n}", seed=832 + n) for n in range(2)]
+    for n, digest in enumerate(digests):
+        azure.function("on_push")(azure.pushed(repo, digest, f"1.0.{n}"))
+    assert markers() == 2
+
+    azure.at(T0 + timedelta(days=1))  # nothing has expired yet
+    azure.function("recovery")(azure.timer())
+    assert markers() == 2
+
+    azure.at(T0 + timedelta(days=8))  # past the pipeline's 7-day delivery window
+    azure.function("recovery")(azure.timer())
+    assert markers() == 0
+    with closing(azure.ledger()) as ledger:
+        for digest in digests:  # verdicts and quarantine records stay
+            assert ledger.quarantined(HOST, repo, digest) is not None
+            assert ledger.last_verdict(HOST, repo, digest) == "FAILED"
+
+
 # -- secrets and the policy from Key Vault -----------------------------------------------------
 
 VAULT_POLICY = f"""\
