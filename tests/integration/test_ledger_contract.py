@@ -410,6 +410,46 @@ def test_quarantine_record_roundtrip_and_release(ledger: AuditedLedger) -> None:
     assert ledger.quarantined("r", "app", B) is None
 
 
+def test_quarantines_lists_standing_released_or_all_in_one_order(ledger: AuditedLedger) -> None:
+    def rec(registry: str, repository: str, digest: str, at: datetime) -> QuarantineRecord:
+        return QuarantineRecord(
+            registry, repository, digest, "tag", repository, ("v1",), "x", at, None
+        )
+
+    assert ledger.quarantines() == []
+    later = T0 + timedelta(hours=1)
+    # written out of order, across registries and repositories; two at the same instant
+    records = [
+        rec("r", "web", B, later),
+        rec("r2", "app", A, T0),
+        rec("r", "web", A, later),
+        rec("r", "app", C, T0 - timedelta(days=3)),
+        rec("r", "app", A, T0),
+    ]
+    for r in records:
+        ledger.record_quarantine(r)
+    ledger.mark_released("r", "web", A, now=later + timedelta(days=1))
+    ledger.mark_released("r", "app", C, now=T0)
+    names = [(q.registry, q.repository, q.digest) for q in ledger.quarantines()]
+    assert names == [
+        ("r", "app", C),
+        ("r", "app", A),
+        ("r2", "app", A),
+        ("r", "web", A),
+        ("r", "web", B),
+    ]
+    standing = ledger.quarantines(released=False)
+    assert [(q.repository, q.digest) for q in standing] == [("app", A), ("app", A), ("web", B)]
+    assert [q.registry for q in standing] == ["r", "r2", "r"]
+    assert all(q.released_at is None for q in standing)
+    gone = ledger.quarantines(released=True)
+    assert [(q.repository, q.digest, q.released_at) for q in gone] == [
+        ("app", C, T0),
+        ("web", A, later + timedelta(days=1)),
+    ]
+    assert gone[0] == ledger.quarantined("r", "app", C)  # the same record either way
+
+
 # -- every store ------------------------------------------------------------------------------
 
 

@@ -83,7 +83,7 @@ from ._azure_table_client import (
 from ._azure_table_rows import get_text, part, plain_time, put_text, utc
 from ._dynamo import FailureNote
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
-from ._sqlite import ActionRecord, QuarantineRecord
+from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import LEDGERS, ParsedUrl
 
@@ -666,8 +666,16 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
 
     def quarantined(self, registry: str, repository: str, digest: str) -> QuarantineRecord | None:
         f = self._get("quarantine", _repo(registry, repository), part(digest))
-        if f is None:
-            return None
+        return None if f is None else self._quarantine(f)
+
+    def quarantines(self, *, released: bool | None = None) -> list[QuarantineRecord]:
+        """Every entity of the quarantine table (an audit read), filtered and ordered here:
+        a record not released has no `releasedAt` property to filter on."""
+        records = [self._quarantine(e) for e in self._query("quarantine", "RowKey ne ''")]
+        return select_quarantines(records, released)
+
+    @staticmethod
+    def _quarantine(f: Mapping[str, Any]) -> QuarantineRecord:
         return QuarantineRecord(
             str(f["registry"]),
             str(f["repository"]),

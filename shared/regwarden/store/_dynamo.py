@@ -56,7 +56,7 @@ from typing import Any
 
 from ..errors import RegistryError
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
-from ._sqlite import ActionRecord, QuarantineRecord
+from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import LEDGERS, ParsedUrl
 
@@ -840,8 +840,30 @@ class DynamoLedger(TagRowQueries):
 
     def quarantined(self, registry: str, repository: str, digest: str) -> QuarantineRecord | None:
         item = self._get(_repo_pk(registry, repository), f"quarantine#{digest}")
-        if item is None:
-            return None
+        return None if item is None else self._quarantine(item)
+
+    def quarantines(self, *, released: bool | None = None) -> list[QuarantineRecord]:
+        """A table scan (records sit in their repository's partition): an operator's audit
+        read, never on the push path."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {
+            "FilterExpression": "begins_with(pk, :repo) AND begins_with(sk, :quarantine)",
+            "ExpressionAttributeValues": self._item(
+                {":repo": "repo#", ":quarantine": "quarantine#"}
+            ),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._call("scan", **params)
+            items.extend(self._plain(i) for i in page.get("Items") or [])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                break
+            params["ExclusiveStartKey"] = last
+        return select_quarantines([self._quarantine(i) for i in items], released)
+
+    @staticmethod
+    def _quarantine(item: dict[str, Any]) -> QuarantineRecord:
         return QuarantineRecord(
             str(item["registry"]),
             str(item["repository"]),

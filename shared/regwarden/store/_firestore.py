@@ -78,7 +78,7 @@ from ..errors import RegistryError
 from ._dynamo import FailureNote
 from ._firestore_values import decode, doc_id, encode, protos, utc
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
-from ._sqlite import ActionRecord, QuarantineRecord
+from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import LEDGERS, ParsedUrl
 
@@ -871,9 +871,16 @@ class FirestoreLedger(TagRowQueries):
 
     def quarantined(self, registry: str, repository: str, digest: str) -> QuarantineRecord | None:
         found = self._get(self.name("quarantine", registry, repository, digest))
-        if found is None:
-            return None
-        f = found.fields
+        return None if found is None else self._quarantine(found.fields)
+
+    def quarantines(self, *, released: bool | None = None) -> list[QuarantineRecord]:
+        """The whole collection (an audit read), filtered and ordered here: an equality on
+        a missing `releasedAt` is not something a Firestore query can ask."""
+        records = [self._quarantine(d.fields) for d in self._query("quarantine")]
+        return select_quarantines(records, released)
+
+    @staticmethod
+    def _quarantine(f: Mapping[str, Any]) -> QuarantineRecord:
         return QuarantineRecord(
             str(f["registry"]),
             str(f["repository"]),

@@ -165,6 +165,12 @@ class Ledger(Protocol):
         self, registry: str, repository: str, digest: str, *, now: datetime
     ) -> None: ...
 
+    def quarantines(self, *, released: bool | None = None) -> list[QuarantineRecord]:
+        """Every quarantine record (None), the standing ones (False) or the released ones
+        (True), by `quarantined_at`, then registry, repository and digest: the same order
+        on every store (`regwarden quarantine list`; an audit read, it may scan)."""
+        ...
+
 
 @runtime_checkable
 class EventQueue(Protocol):
@@ -201,6 +207,12 @@ class EventQueue(Protocol):
     ) -> bool: ...
 
     def pending_count(self) -> int: ...
+
+    def oldest_due(self, *, now: datetime) -> datetime | None: ...
+
+    def probe(self, *, timeout: float) -> None:
+        """Raise unless the queue could be worked on now (`serve`'s /readyz)."""
+        ...
 
     def dead_letter_events(self, ids: Collection[int] | None = None) -> list[DeadLetter]: ...
 

@@ -106,6 +106,15 @@ class QuarantineRecord:
     released_at: datetime | None
 
 
+def select_quarantines(
+    records: list[QuarantineRecord], released: bool | None
+) -> list[QuarantineRecord]:
+    """`Ledger.quarantines` from every record of a store that cannot filter or order them
+    itself: those `released` asks for, in the protocol's order."""
+    kept = [r for r in records if released is None or (r.released_at is not None) == released]
+    return sorted(kept, key=lambda r: (r.quarantined_at, r.registry, r.repository, r.digest))
+
+
 class SqliteLedger(QueueMixin):
     """Ledger in one SQLite file. Thread-safe (one connection per thread)."""
 
@@ -488,19 +497,38 @@ class SqliteLedger(QueueMixin):
                 ),
             )
 
+    _QUARANTINE_COLUMNS = (
+        "SELECT registry, repository, digest, strategy, location, tags, reason, "
+        "quarantined_at, released_at FROM quarantine"
+    )
+
     def quarantined(self, registry: str, repository: str, digest: str) -> QuarantineRecord | None:
         row = (
             self._conn()
             .execute(
-                "SELECT registry, repository, digest, strategy, location, tags, reason, "
-                "quarantined_at, released_at FROM quarantine WHERE registry = ? AND repository = ? "
-                "AND digest = ?",
+                self._QUARANTINE_COLUMNS + " WHERE registry = ? AND repository = ? AND digest = ?",
                 (registry, repository, digest),
             )
             .fetchone()
         )
-        if row is None:
-            return None
+        return None if row is None else self._quarantine(row)
+
+    def quarantines(self, *, released: bool | None = None) -> list[QuarantineRecord]:
+        where = {
+            None: "",
+            False: " WHERE released_at IS NULL",
+            True: " WHERE released_at IS NOT NULL",
+        }
+        # stored times are UTC ISO text of one width, so text order is time order
+        rows = self._conn().execute(
+            self._QUARANTINE_COLUMNS
+            + where[released]
+            + " ORDER BY quarantined_at, registry, repository, digest"
+        )
+        return [self._quarantine(r) for r in rows]
+
+    @staticmethod
+    def _quarantine(row: tuple[Any, ...]) -> QuarantineRecord:
         reg, repo, dig, strategy, location, tags, reason, q_at, r_at = row
         return QuarantineRecord(
             reg,
