@@ -23,8 +23,13 @@ scope from it). `POST /oauth2/exchange` takes an AAD token in `aad_tokens` (what
 `credential()` hands out) and answers a refresh token; `/oauth2/token` takes a refresh
 token (POST form, or GET with Basic `00000000-0000-0000-0000-000000000000:<refresh
 token>`, the `docker login` path skopeo takes) and answers an access token. Scopes are
-recorded, not enforced. What each saw: `exchanges`, `token_requests`; every `/v2/` request
-with its Authorization: `v2_requests`.
+recorded, not enforced; a challenge's scope is ACR's (`/acr/v1/`: GET `metadata_read`,
+PATCH `metadata_write`, DELETE `delete`, as the SDK's recorded challenges show). Access
+tokens are JWT-shaped with an `exp` (`access_token_lifetime`, 1 h: an assumption) and
+unsigned; `revoke_access_tokens()` makes every one issued so far answer 401. What each saw:
+`exchanges`, `token_requests`; every 401 challenge `(method, path, scope)`: `challenges`;
+every authorized `/acr/v1/` request: `acr_requests`; every `/v2/` request with its
+Authorization: `v2_requests`.
 
 **Control plane** (URL templates: the SDK's `_generated/operations`; bodies: its
 `_generated/models` and the recorded answers in reference/events.md §3.3, from
@@ -255,6 +260,8 @@ class FakeAcr:
         self.token_requests: list[dict[str, str]] = []
         self.v2_requests: list[V2Seen] = []
         self.acr_requests: list[tuple[str, str]] = []
+        self.challenges: list[tuple[str, str, str]] = []
+        self.access_token_lifetime = timedelta(hours=1)
         self._refresh: set[str] = set()
         self._access: set[str] = set()
         self._reader_refresh: set[str] = set()
@@ -463,12 +470,14 @@ class FakeAcr:
         if not self._authorized(authorization):
             body = self._body(h)
             del body
-            scope = self._scope(path, h.command)
+            scope = self._scope(unquote(path), h.command)  # the SDK sends `/` as %2F
             challenge = (
                 f'Bearer realm="{self.url}/oauth2/token",service="{self.login_server}",'
                 f'scope="{scope}"'
             )
             status_path = path
+            with self.lock:
+                self.challenges.append((h.command, path, scope))
             if path.startswith("/v2/"):
                 with self.lock:
                     self.v2_requests.append(V2Seen(h.command, status_path, 401, authorization))
@@ -497,8 +506,37 @@ class FakeAcr:
             return "registry:catalog:*"
         m = re.match(r"^/(?:v2|acr/v1)/(.+?)/(?:manifests|blobs|tags|_manifests|_tags)", path)
         name = m.group(1) if m else unquote(path.removeprefix("/acr/v1/"))
-        action = "pull" if method in ("GET", "HEAD") else "pull,push,delete"
+        if path.startswith("/acr/v1/"):  # ACR's metadata scopes (SDK recordings' challenges)
+            action = {"PATCH": "metadata_write", "DELETE": "delete"}.get(method, "metadata_read")
+        else:
+            action = "pull" if method in ("GET", "HEAD") else "pull,push,delete"
         return f"repository:{name}:{action}" if path != "/v2/" else ""
+
+    def _access_token(self, scope: str) -> str:
+        """A JWT-shaped access token (its signature random: nothing checks it here) whose
+        `exp` is `access_token_lifetime` from `now()`, as ACR's access tokens carry one."""
+
+        def part(doc: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+        now = self.now()
+        claims = {
+            "jti": secrets.token_urlsafe(12),
+            "iss": "Azure Container Registry",
+            "aud": self.login_server,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.access_token_lifetime).timestamp()),
+            "access": scope,
+        }
+        head = part({"alg": "RS256", "typ": "JWT"})
+        # "at-" marks the fake's access tokens (tests tell them from refresh tokens by it)
+        return f"at-{head}.{part(claims)}.{secrets.token_urlsafe(16)}"
+
+    def revoke_access_tokens(self) -> None:
+        """Forget every access token issued so far: each is answered 401 from now on."""
+        with self.lock:
+            self._access.clear()
+            self._reader_access.clear()
 
     def _authorized(self, authorization: str | None) -> bool:
         if not authorization or not authorization.startswith("Bearer "):
@@ -540,7 +578,7 @@ class FakeAcr:
                     and form.get("service") == self.login_server
                 )
                 if ok:
-                    token = "at-" + secrets.token_urlsafe(16)
+                    token = self._access_token(form.get("scope", ""))
                     self._access.add(token)
                     if form.get("refresh_token") in self._reader_refresh:
                         self._reader_access.add(token)

@@ -72,7 +72,9 @@ def plan_lock(
     children = [d for d in tree if d != image.digest]
     digests = [image.digest, *children]
     every = {image.digest: top, **tree}
-    prior = {d: _attrs(locks.manifest_attributes(image.repository, d)) for d in digests}
+    # One read per digest: it gives the registry's quarantine state with the attributes.
+    read = {d: locks.manifest_attributes(image.repository, d) for d in digests}
+    prior = {d: _attrs(a) for d, a in read.items()}
     return {
         "children": children,
         "tags": [],  # a lock takes no tag away: nothing for release to put back
@@ -84,8 +86,7 @@ def plan_lock(
                 d: {"media_type": m.media_type, "raw": base64.b64encode(m.raw).decode()}
                 for d, m in every.items()
             },
-            "registry_quarantine": locks.quarantine_state(image.repository, image.digest)
-            is not None,
+            "registry_quarantine": read[image.digest].quarantine_state is not None,
             "locked": [],
             "read_locked": [],
             "marked": [],

@@ -172,12 +172,16 @@ class Registry(Protocol):
 @dataclass(frozen=True, slots=True)
 class ManifestAttributes:
     """A manifest's changeable attributes (ACR's, what `lock` sets): may it be overwritten
-    (`write`), deleted, read (pulled) and listed."""
+    (`write`), deleted, read (pulled) and listed. `quarantine_state`: the registry's own
+    quarantine state, where the same read gave it (see `Lockable.quarantine_state`; None
+    when the policy is off or it was not read); not one of the attributes, so left out of
+    comparisons."""
 
     write: bool
     delete: bool
     read: bool
     list: bool
+    quarantine_state: str | None = field(default=None, compare=False)
 
 
 QuarantineState = Literal["Passed", "Failed"]
@@ -189,6 +193,8 @@ class Lockable(Protocol):
 
     `quarantine_state` is the registry's own quarantine verdict on a manifest (ACR's
     `quarantineState`), None where the registry's quarantine policy is off;
+    `manifest_attributes` gives it too (`ManifestAttributes.quarantine_state`), from the
+    same read, so a caller wanting both reads once;
     `set_quarantine_state` sets it with `details` (stored by the registry as a JSON
     string). `image_details` with `manifests` (digest → digest-verified manifest: the
     image's, and an index's children) reads none of those over the data plane: a

@@ -12,7 +12,8 @@ deletes single tags, and keeps four switches per manifest (`writeEnabled`,
 batch delete. Tags are created over `/v2/` (ACR has no tag-create call).
 
 Credentials: `options.credentials` (an azure-identity TokenCredential), else
-`DefaultAzureCredential`. The control plane's library exchanges the AAD token itself; the
+`DefaultAzureCredential`. The control plane's library exchanges the AAD token itself (its
+access tokens kept per scope by `_acr_tokens`: the library keeps none); the
 data plane gets an ACR refresh token here (`POST /oauth2/exchange`) and hands it to the OCI
 client as an identity token, which trades it for a repository-scoped access token at the
 realm of ACR's Bearer challenge (`POST /oauth2/token`). The refresh token and access tokens
@@ -46,6 +47,7 @@ from ..errors import (
     UsageError,
 )
 from ..reference import validate_digest
+from . import _acr_tokens
 from ._base import (
     CAP_LOCK,
     CAP_MANIFEST_LISTING,
@@ -144,6 +146,7 @@ class AcrRegistry:
         if not self.anonymous:
             self.credential = self.options.credentials or azure_clients.default_credential()
         self._owns_client = client is None
+        self.tokens = _acr_tokens.TokenCache(self.endpoint, self._clock)
         if client is None:
             from azure.containerregistry import ContainerRegistryClient
 
@@ -155,6 +158,9 @@ class AcrRegistry:
                 retry_total=0,  # retried here, so throttling is seen (see _call)
                 connection_timeout=self.options.deadline,
                 read_timeout=self.options.deadline,
+                # the library trades a challenge for a token on every call (no cache of its
+                # own): this keeps each scope's token and pre-authorizes (see _acr_tokens)
+                per_retry_policies=[_acr_tokens.policy(self.tokens)],
             )
         self.client: Any = client
         self._refresh: tuple[str, datetime] | None = None
@@ -457,12 +463,11 @@ class AcrRegistry:
     # -- attributes (the `lock` quarantine) ---------------------------------------------------
 
     def manifest_attributes(self, repository: str, digest: str) -> ManifestAttributes:
-        """The manifest's changeable attributes (`GET /acr/v1/{name}/_manifests/{digest}`)."""
-        props = self._call(
-            f"manifest properties of {repository}@{digest}",
-            lambda: self.client.get_manifest_properties(repository, digest),
-        )
-        return _attributes(props)
+        """The manifest's changeable attributes and its `quarantineState` (None when the
+        registry's quarantine policy is off), from one `GET
+        /acr/v1/{name}/_manifests/{digest}` (raw: the library's model drops the state)."""
+        found = self._raw_manifest_call("manifest properties", "GET", repository, digest)
+        return _raw_attributes(found)
 
     def set_manifest_attributes(
         self,
@@ -534,8 +539,7 @@ class AcrRegistry:
         waits in), None when the registry's quarantine policy is off (ACR leaves the
         field out then)."""
         found = self._raw_manifest_call("quarantine state", "GET", repository, digest)
-        state = found.get("quarantineState")
-        return str(state) if isinstance(state, str) and state else None
+        return _raw_attributes(found).quarantine_state
 
     def set_quarantine_state(
         self, repository: str, digest: str, state: QuarantineState, details: Mapping[str, Any]
@@ -650,6 +654,27 @@ def _attributes(props: Any) -> ManifestAttributes:
         delete=flag(props.can_delete),
         read=flag(props.can_read),
         list=flag(props.can_list),
+    )
+
+
+def _raw_attributes(manifest: Mapping[str, Any]) -> ManifestAttributes:
+    """The attributes and quarantine state of ACR's raw `manifest` object
+    (`changeableAttributes {deleteEnabled, writeEnabled, readEnabled, listEnabled}`, each
+    left out when at its default, enabled; `quarantineState` only where the policy is on)."""
+    changeable = manifest.get("changeableAttributes")
+    attrs: Mapping[str, Any] = changeable if isinstance(changeable, dict) else {}
+
+    def flag(name: str) -> bool:
+        value = attrs.get(name)
+        return value is None or bool(value)
+
+    state = manifest.get("quarantineState")
+    return ManifestAttributes(
+        write=flag("writeEnabled"),
+        delete=flag("deleteEnabled"),
+        read=flag("readEnabled"),
+        list=flag("listEnabled"),
+        quarantine_state=state if isinstance(state, str) and state else None,
     )
 
 

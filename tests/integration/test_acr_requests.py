@@ -1,0 +1,176 @@
+"""How many requests ACR's control plane sees: the real azure-containerregistry client
+against FakeAcr (TLS, its `/v2/` a real docker-registry, images pushed with skopeo).
+
+The library challenges every call (401, `/oauth2/token`, the call again); the provider's
+token cache (`providers/_acr_tokens.py`) makes that once per scope while the token lasts,
+and `plan_lock` reads each manifest's properties once (attributes and quarantine state
+from the same GET).
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.fake_acr import TOKEN_USER, FakeAcr
+
+from regwarden.actions._lock import plan_lock
+from regwarden.devtools import LocalRegistry, make_image, make_multiarch, skopeo_copy, write_layout
+from regwarden.providers import ProviderOptions
+from regwarden.providers._acr_tokens import MARGIN
+from regwarden.providers.acr import AcrRegistry
+from regwarden.reference import ImageRef
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """The provider's and the fake's clock: tokens are issued and judged on it."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def acr(registry: LocalRegistry, clock: Clock) -> Iterator[FakeAcr]:
+    with FakeAcr(registry.host) as fake:
+        fake.now = clock
+        yield fake
+
+
+@pytest.fixture
+def ar(acr: FakeAcr, clock: Clock) -> Iterator[AcrRegistry]:
+    opts = ProviderOptions(credentials=acr.credential())
+    registry = AcrRegistry(
+        acr.login_server, opts, env=acr.env(), clock=clock, sleep=lambda _s: None
+    )
+    yield registry
+    registry.close()
+
+
+def push(acr: FakeAcr, tmp_path: Path, content: Any, target: str) -> str:
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    layout = tmp_path / uuid.uuid4().hex[:8]
+    write_layout(layout, content, tag="t")
+    skopeo_copy(
+        f"oci:{layout}:t",
+        f"docker://{acr.host}/{target}",
+        creds=(TOKEN_USER, acr.mint_refresh_token()),
+    )
+    return str(content.manifest_digest)
+
+
+@pytest.fixture
+def single(acr: FakeAcr, repo: str, tmp_path: Path) -> str:
+    return push(acr, tmp_path, make_image(seed=71), f"{repo}:v1")
+
+
+def challenges(acr: FakeAcr, scope: str) -> int:
+    return sum(1 for _m, path, s in acr.challenges if s == scope and path.startswith("/acr/v1/"))
+
+
+def manifest_gets(acr: FakeAcr, repo: str) -> list[str]:
+    prefix = f"/acr/v1/{repo}/_manifests/"
+    return [p for m, p in acr.acr_requests if m == "GET" and p.startswith(prefix)]
+
+
+def test_two_reads_of_one_manifest_take_one_challenge(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
+) -> None:
+    read = f"repository:{repo}:metadata_read"
+    tokens_before = len(acr.token_requests)
+    first = ar.manifest_attributes(repo, single)
+    second = ar.manifest_attributes(repo, single)
+    assert first == second
+    assert challenges(acr, read) == 1
+    assert len(manifest_gets(acr, repo)) == 2  # both served
+    assert [t["scope"] for t in acr.token_requests[tokens_before:]] == [read]
+    assert ar.tags_of(repo, single) == ("v1",)  # the library's own call: pre-authorized too
+    assert challenges(acr, read) == 1
+
+
+def test_a_patch_after_a_get_takes_its_own_challenge_once(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
+) -> None:
+    write = f"repository:{repo}:metadata_write"
+    ar.manifest_attributes(repo, single)
+    assert challenges(acr, write) == 0
+    ar.set_manifest_attributes(repo, single, write=False)
+    ar.set_manifest_attributes(repo, single, delete=False)
+    ar.set_manifest_attributes(repo, single, write=True, delete=True)
+    assert challenges(acr, write) == 1
+    assert challenges(acr, f"repository:{repo}:metadata_read") == 1
+    assert acr.attributes(repo, single)["writeEnabled"] is True
+
+
+def test_a_token_past_its_expiry_is_challenged_again(
+    ar: AcrRegistry, acr: FakeAcr, clock: Clock, repo: str, single: str
+) -> None:
+    read = f"repository:{repo}:metadata_read"
+    ar.manifest_attributes(repo, single)
+    clock.now = T0 + acr.access_token_lifetime - MARGIN - timedelta(seconds=5)
+    ar.manifest_attributes(repo, single)
+    assert challenges(acr, read) == 1  # still within its life
+    clock.now = T0 + acr.access_token_lifetime - MARGIN
+    ar.manifest_attributes(repo, single)
+    assert challenges(acr, read) == 2
+    ar.manifest_attributes(repo, single)  # the new token is cached in turn
+    assert challenges(acr, read) == 2
+
+
+def test_a_401_on_a_cached_token_is_recovered(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
+) -> None:
+    read = f"repository:{repo}:metadata_read"
+    ar.manifest_attributes(repo, single)
+    acr.revoke_access_tokens()  # the registry no longer takes the cached token
+    assert ar.manifest_attributes(repo, single).write is True
+    assert challenges(acr, read) == 2
+    ar.manifest_attributes(repo, single)
+    assert challenges(acr, read) == 2
+    assert len(manifest_gets(acr, repo)) == 3
+
+
+def test_a_token_without_exp_is_not_cached(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(acr, "_access_token", lambda _scope: "at-opaque-" + uuid.uuid4().hex)
+    ar.manifest_attributes(repo, single)
+    ar.manifest_attributes(repo, single)
+    assert challenges(acr, f"repository:{repo}:metadata_read") == 2
+    assert ar.tokens.scopes() == []
+
+
+@pytest.mark.parametrize("policy", [False, True])
+def test_plan_lock_of_an_index_reads_each_manifest_once(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, tmp_path: Path, policy: bool
+) -> None:
+    content = make_multiarch(seed=73)
+    digest = push(acr, tmp_path, content, f"{repo}:v1")
+    acr.quarantine_policy = policy
+    children = [c.digest for c in content.children]
+    assert len(children) == 2
+    image = ImageRef(registry=ar.host, repository=repo, tag=None, digest=digest)
+    before = len(manifest_gets(acr, repo))
+    plan = plan_lock(ar, image, None, hold=True)
+    gets = manifest_gets(acr, repo)[before:]
+    assert sorted(gets) == sorted(f"/acr/v1/{repo}/_manifests/{d}" for d in [digest, *children])
+    assert plan["lock"]["registry_quarantine"] is policy
+    assert plan["lock"]["digests"] == [digest, *children]
+    assert challenges(acr, f"repository:{repo}:metadata_read") == 1
