@@ -636,3 +636,67 @@ def parse_repository(text: str) -> tuple[str, str]:
             hint=f"drop the tag or digest: {ref.name}",
         )
     return ref.api_host, ref.repository
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+class ReportFormat(enum.StrEnum):
+    html = "html"
+    json = "json"
+
+
+@app.command()
+def report(
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry", metavar="HOST", help="Registry host[:port].", envvar="REGWARDEN_REGISTRY"
+        ),
+    ] = None,
+    repository: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--repository", metavar="GLOB", help="Only repositories matching GLOB (repeatable)."
+        ),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="Policy file: teams by repository, maxScanAge, and the retention plan.",
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", metavar="N", help="Rows per list.")] = 10,
+    stale_days: Annotated[
+        int,
+        typer.Option("--stale-days", metavar="N", help="Stale: not pulled within N days."),
+    ] = 90,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Where to write (json: stdout if absent)."),
+    ] = None,
+    output: Annotated[
+        ReportFormat,
+        typer.Option("--output", "-o", help="html: one offline page; json: the same data."),
+    ] = ReportFormat.html,
+) -> None:
+    """Write the registry hygiene report: storage (unique blobs), age, security, hygiene
+    and retention history, per team and repository.
+
+    The HTML file is self-contained and opens offline. Each report's summary is kept in
+    the ledger (--ledger) so the next one draws trends. Nothing is deleted.
+    """
+    from ._report import run_report
+
+    run_report(
+        registry=registry,
+        repositories=repository or [],
+        policy=policy,
+        ledger=OPTIONS.ledger,
+        insecure=OPTIONS.insecure,
+        top=top,
+        stale_days=stale_days,
+        out=out,
+        output=output.value,
+    )

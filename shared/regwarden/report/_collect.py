@@ -1,0 +1,267 @@
+"""The report's I/O shell: read the registry (over the OCI data plane) and the ledger
+into an `Inventory`. No aggregation here (`_summarise` does that, purely).
+
+Images are found by tag (the Distribution API lists tags only) and by the digests the
+ledger saw pushed (untagged ones the tag listing cannot show). cosign's
+`sha256-HEX.sig|att|sbom` tags are artifacts of `sha256:HEX`: a `.sig` tag marks the
+image signed; an artifact whose subject is gone is orphaned."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NotFound
+from ._history import report_summaries
+from ._model import ImageFact, Inventory, QuarantineRow, RetentionPlanSummary, RetentionRun
+
+if TYPE_CHECKING:
+    from ..oci import Manifest, RegistryClient
+    from ..policy import Policy
+
+__all__ = ["ANNOTATION_BASE_NAME", "collect", "read_quarantines", "read_retention_runs"]
+
+ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
+_COSIGN_TAG = re.compile(r"^sha256-([0-9a-f]{64})\.(sig|att|sbom)$")
+_RUN_KIND = "retention-run"  # retention.running's RUN_KIND: one record per applied run
+
+
+def _created(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+class _Reader:
+    """Reads one image's facts; one instance per report (its caches are per registry)."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+
+    def facts(
+        self, repo: str, digest: str
+    ) -> tuple[dict[str, int], int, datetime | None, Manifest]:
+        """(blobs → size, layer count, created, the manifest) of one manifest or index."""
+        manifest = self.client.get_manifest(repo, digest)
+        images = [manifest]
+        if manifest.is_index:
+            images = [m for m in self.client.index_tree(repo, manifest).values() if not m.is_index]
+        blobs: dict[str, int] = {}
+        layers = 0
+        created: datetime | None = None
+        for image in images:
+            layers = max(layers, len(image.layers))
+            for desc in (image.config, *image.layers):
+                if desc is not None:
+                    blobs[desc.digest] = desc.size
+        config = images[0].config if images else None
+        if config is not None and config.size <= 1 << 20:
+            try:
+                doc = json.loads(self.client.get_blob(repo, config.digest))
+                created = _created(doc.get("created")) if isinstance(doc, dict) else None
+            except (NotFound, ValueError):
+                created = None  # an artifact's config may be empty or absent
+        return blobs, layers, created, manifest
+
+
+def read_quarantines(ledger: Any, registry: str) -> list[QuarantineRow]:
+    """Every quarantine the ledger holds for `registry`, with the release's reason.
+    `ledger.quarantines()` where the store has it, else through its quarantine actions."""
+    releases: dict[tuple[str, str], tuple[datetime, str]] = {}
+    quarantine_keys: list[tuple[str, str]] = []
+    for action in ledger.actions():
+        if action.registry != registry:
+            continue
+        where = (action.repository, action.digest)
+        if action.kind == "release" and action.status == "done":
+            if where not in releases or releases[where][0] <= action.at:
+                by = action.state.get("by")  # who released it, where the release kept it
+                why = f"{by}: {action.reason}" if by else action.reason
+                releases[where] = (action.at, why)
+        elif action.kind == "quarantine":
+            quarantine_keys.append(where)
+    listing = getattr(ledger, "quarantines", None)
+    if callable(listing):
+        records = [q for q in listing() if q.registry == registry]
+    else:
+        records = [
+            q
+            for repo, digest in dict.fromkeys(quarantine_keys)
+            if (q := ledger.quarantined(registry, repo, digest)) is not None
+        ]
+    return [
+        QuarantineRow(
+            repository=q.repository,
+            digest=q.digest,
+            strategy=q.strategy,
+            reason=q.reason,
+            quarantined_at=q.quarantined_at,
+            released_at=q.released_at,
+            released_because=(
+                releases[(q.repository, q.digest)][1]
+                if q.released_at is not None and (q.repository, q.digest) in releases
+                else None
+            ),
+        )
+        for q in records
+    ]
+
+
+def read_retention_runs(ledger: Any, registry: str) -> list[RetentionRun]:
+    """Applied retention runs (`retention-run` action records) and what each freed."""
+    runs: list[RetentionRun] = []
+    for action in ledger.actions(status=None):
+        if action.kind != _RUN_KIND or action.registry != registry or action.status == "intent":
+            continue
+        state = action.state
+        runs.append(
+            RetentionRun(
+                run_id=str(state.get("run_id") or action.key.split(":", 1)[-1]),
+                at=action.at,
+                status=str(state.get("status") or action.status),
+                deleted=int(state.get("deleted") or 0) + int(state.get("already_gone") or 0),
+                bytes_freed=int(state.get("bytes_freed") or 0),
+            )
+        )
+    return runs
+
+
+def _matches(repo: str, globs: Sequence[str]) -> bool:
+    return not globs or any(fnmatch.fnmatchcase(repo, g) for g in globs)
+
+
+def collect(
+    client: RegistryClient,
+    ledger: Any,
+    *,
+    registry: str,
+    globs: Sequence[str] = (),
+    repositories: Iterable[str] | None = None,
+    policy: Policy | None = None,
+    retention_plan: RetentionPlanSummary | None = None,
+    history: int = 30,
+    workers: int = 8,
+    progress: Callable[[str], None] | None = None,
+) -> Inventory:
+    """Read every image of `registry` (repositories matching `globs`) and the ledger's
+    verdicts, quarantines, retention runs and earlier report summaries. `repositories`:
+    the provider's listing (default: the data plane's catalog)."""
+    listed = client.catalog() if repositories is None else repositories
+    repos = sorted(r for r in listed if _matches(r, globs))
+    reader = _Reader(client)
+    images: list[ImageFact] = []
+    notes: list[str] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
+        for repo in repos:
+            if progress is not None:
+                progress(repo)
+            images.extend(_repository(client, ledger, pool, reader, registry, repo, policy, notes))
+    rows = read_quarantines(ledger, registry)
+    teams = {r: _team(policy, r) for r in {q.repository for q in rows}}
+    rows = [
+        q.model_copy(update={"team": teams[q.repository]})
+        for q in rows
+        if _matches(q.repository, globs)
+    ]
+    previous = tuple(report_summaries(ledger, registry, limit=history))
+    return Inventory(
+        registry=registry,
+        images=tuple(images),
+        quarantines=tuple(rows),
+        retention_runs=tuple(read_retention_runs(ledger, registry)),
+        retention_plan=retention_plan,
+        previous=previous,
+        pull_times_known=any(i.last_pulled is not None for i in images),
+        notes=tuple(notes),
+    )
+
+
+def _team(policy: Policy | None, repo: str) -> str | None:
+    return None if policy is None else policy.for_repository(repo).team
+
+
+def _max_scan_age(policy: Policy | None, repo: str) -> float | None:
+    if policy is None:
+        return None
+    vulns = policy.for_repository(repo).vulnerabilities
+    age = getattr(vulns, "max_scan_age", None) if vulns is not None else None
+    return None if age is None else float(age.total_seconds())
+
+
+def _repository(
+    client: RegistryClient,
+    ledger: Any,
+    pool: ThreadPoolExecutor,
+    reader: _Reader,
+    registry: str,
+    repo: str,
+    policy: Policy | None,
+    notes: list[str],
+) -> list[ImageFact]:
+    tags = client.list_tags(repo)
+    heads = list(pool.map(lambda t: client.head_manifest(repo, t), tags))
+    by_digest: dict[str, list[str]] = {}
+    for tag, desc in zip(tags, heads, strict=True):
+        if desc is not None:
+            by_digest.setdefault(desc.digest, []).append(tag)
+    times: dict[str, tuple[datetime, datetime | None]] = ledger.image_times(registry, repo)
+    untagged = [d for d in times if d not in by_digest]
+    present = list(pool.map(lambda d: client.head_manifest(repo, d), untagged))
+    for digest, desc in zip(untagged, present, strict=True):
+        if desc is not None:  # the ledger saw it pushed and the registry still holds it
+            by_digest[digest] = []
+    signed = {
+        "sha256:" + m.group(1)
+        for t in tags
+        if (m := _COSIGN_TAG.match(t)) is not None and m.group(2) == "sig"
+    }
+    digests = sorted(by_digest)
+
+    def one(digest: str) -> ImageFact | None:
+        try:
+            blobs, layers, created, manifest = reader.facts(repo, digest)
+        except NotFound:
+            return None  # deleted between the listing and this read
+        tag_list = tuple(sorted(by_digest[digest]))
+        cosign = [m for t in tag_list if (m := _COSIGN_TAG.match(t)) is not None]
+        subject = manifest.subject
+        artifact = bool(cosign) or subject is not None
+        annotations = manifest.data.get("annotations")
+        base = annotations.get(ANNOTATION_BASE_NAME) if isinstance(annotations, dict) else None
+        log = getattr(ledger, "verdict_log", None)
+        entries = log(registry, repo, digest) if callable(log) and not artifact else []
+        first_seen, last_pulled = times.get(digest, (None, None))
+        return ImageFact(
+            repository=repo,
+            digest=digest,
+            team=_team(policy, repo),
+            kind="artifact" if artifact else "image",
+            tags=tag_list,
+            blobs=blobs,
+            layers=layers,
+            created=created,
+            first_seen=first_seen,
+            last_pulled=last_pulled,
+            subject=("sha256:" + cosign[0].group(1))
+            if cosign
+            else (subject.digest if subject else None),
+            signed=None if artifact else digest in signed,
+            verdict=entries[-1][1]
+            if entries
+            else (None if artifact else ledger.last_verdict(registry, repo, digest)),
+            verdict_at=entries[-1][2] if entries else None,
+            base_name=base if isinstance(base, str) else None,
+            max_scan_age_s=None if artifact else _max_scan_age(policy, repo),
+        )
+
+    facts = [f for f in pool.map(one, digests) if f is not None]
+    return facts

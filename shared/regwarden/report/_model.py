@@ -1,0 +1,214 @@
+"""The report's data: what `_collect` reads (`Inventory`) and what `_summarise` makes of
+it (`Report`). Pure pydantic models; times are passed in, never read from the clock."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AgeSection",
+    "Bucket",
+    "GroupBytes",
+    "HygieneSection",
+    "ImageFact",
+    "ImageRow",
+    "Inventory",
+    "QuarantineRow",
+    "Report",
+    "RetentionPlanSummary",
+    "RetentionRun",
+    "SecuritySection",
+    "StorageSection",
+    "TeamSummary",
+    "TrendPoint",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ImageFact(_Frozen):
+    """One manifest or index in the registry, as `_collect` read it."""
+
+    repository: str
+    digest: str
+    team: str | None = None
+    kind: str = "image"
+    """`image` (a manifest or an index) or `artifact` (a signature, attestation or SBOM)."""
+    tags: tuple[str, ...] = ()
+    blobs: dict[str, int] = Field(default_factory=dict)
+    """Every blob the image references (config and layers, an index's children's too) →
+    its size: unique storage is the union of these."""
+    layers: int = 0
+    created: datetime | None = None
+    first_seen: datetime | None = None
+    last_pulled: datetime | None = None
+    subject: str | None = None
+    """An artifact's subject digest (cosign's `sha256-HEX.sig` tag or the manifest's
+    `subject`): an artifact whose subject is gone is orphaned."""
+    signed: bool | None = None
+    """A signature exists in the registry for this digest; None: not looked for."""
+    verdict: str | None = None
+    """The ledger's last verdict (PASSED, WARN, FAILED, PENDING), None if never judged."""
+    verdict_at: datetime | None = None
+    base_name: str | None = None
+    """`org.opencontainers.image.base.name` from the manifest's annotations."""
+    max_scan_age_s: float | None = None
+    """The policy's `vulnerabilities.maxScanAge` for its repository, in seconds."""
+
+
+class QuarantineRow(_Frozen):
+    repository: str
+    digest: str
+    team: str | None = None
+    strategy: str
+    reason: str
+    quarantined_at: datetime
+    released_at: datetime | None = None
+    released_because: str | None = None
+    """Who released it and why, as the release action recorded them (`who: why`)."""
+
+
+class RetentionRun(_Frozen):
+    run_id: str
+    at: datetime
+    status: str
+    deleted: int
+    bytes_freed: int
+
+
+class RetentionPlanSummary(_Frozen):
+    images_deleted: int
+    bytes_freed: int
+    images_kept: int
+    repositories: int
+    tripped: bool
+
+
+class Inventory(_Frozen):
+    """Everything the report is drawn from."""
+
+    registry: str
+    images: tuple[ImageFact, ...] = ()
+    quarantines: tuple[QuarantineRow, ...] = ()
+    retention_runs: tuple[RetentionRun, ...] = ()
+    retention_plan: RetentionPlanSummary | None = None
+    previous: tuple[dict[str, Any], ...] = ()
+    """Summaries of earlier reports (`Report.summary()`), oldest first."""
+    pull_times_known: bool = False
+    notes: tuple[str, ...] = ()
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+class GroupBytes(_Frozen):
+    name: str
+    bytes: int
+    """Unique bytes: a blob shared by two images of the group counted once."""
+    images: int
+
+
+class TrendPoint(_Frozen):
+    at: datetime
+    bytes: int
+    images: int
+
+
+class ImageRow(_Frozen):
+    repository: str
+    digest: str
+    team: str | None = None
+    tags: tuple[str, ...] = ()
+    bytes: int = 0
+    layers: int = 0
+    age_days: float | None = None
+    detail: str = ""
+
+
+class StorageSection(_Frozen):
+    unique_bytes: int
+    naive_bytes: int
+    """The sum of every image's own size: what a tally without sharing would say."""
+    unique_blobs: int
+    by_team: tuple[GroupBytes, ...]
+    by_repository: tuple[GroupBytes, ...]
+    """The top N repositories by unique bytes."""
+    trend: tuple[TrendPoint, ...]
+    """Earlier reports' totals, oldest first, then this one."""
+    note: str
+
+
+class Bucket(_Frozen):
+    label: str
+    count: int
+
+
+class AgeSection(_Frozen):
+    ages: tuple[Bucket, ...]
+    stale_days: int
+    pull_times_known: bool
+    stale: tuple[ImageRow, ...]
+    untagged: tuple[ImageRow, ...]
+    orphaned: tuple[ImageRow, ...]
+    retention_plan: RetentionPlanSummary | None
+
+
+class SecuritySection(_Frozen):
+    signed: int
+    verified: int
+    """Signed and the last verdict passed (PASSED or WARN): the gate verified it."""
+    unsigned: int
+    unknown: int
+    verdicts: dict[str, int]
+    """Images by their last verdict; `none`: never judged."""
+    findings_by_severity: dict[str, int] | None
+    """None: the ledger keeps each verdict's outcome, not its findings."""
+    past_max_scan_age: tuple[ImageRow, ...]
+    quarantines: tuple[QuarantineRow, ...]
+
+
+class HygieneSection(_Frozen):
+    latest_in_use: tuple[ImageRow, ...]
+    non_semver_tags: int
+    non_semver_examples: tuple[str, ...]
+    largest: tuple[ImageRow, ...]
+    base_images: dict[str, int]
+
+
+class TeamSummary(_Frozen):
+    team: str
+    images: int
+    bytes: int
+    repositories: int
+    quarantined: int
+    unsigned: int
+
+
+class Report(_Frozen):
+    registry: str
+    generated_at: datetime
+    images: int
+    repositories: int
+    teams: tuple[TeamSummary, ...]
+    storage: StorageSection
+    age: AgeSection
+    security: SecuritySection
+    hygiene: HygieneSection
+    retention_history: tuple[RetentionRun, ...]
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        """What the ledger keeps of this report for the next one's trends: small, JSON."""
+        return {
+            "registry": self.registry,
+            "at": self.generated_at.isoformat(),
+            "images": self.images,
+            "bytes": self.storage.unique_bytes,
+            "by_team": {g.name: g.bytes for g in self.storage.by_team},
+            "by_repository": {g.name: g.bytes for g in self.storage.by_repository},
+        }
