@@ -418,7 +418,7 @@ class Pipeline:
             signatures_unmet=found.signatures_unmet,
             signature_error=found.signature_error,
             unavailable=found.unavailable,
-            scan=found.scan,
+            scans=found.scans,
             scan_error=found.scan_error,
             scan_waiting=found.scan_waiting,
             moved_tags=moved,
@@ -929,13 +929,13 @@ class Pipeline:
         # No new action: describe the standing state, so a repeat push of a quarantined
         # digest yields the same alert key as the first and is not sent again.
         action = actions[0].split(" ", 1)[0] if actions else standing
-        severity = Severity.UNKNOWN
-        if facts.scan is not None:
-            severity = max((f.severity for f in facts.scan.findings), default=Severity.UNKNOWN)
+        # Every source's findings, worst first: each report was judged, the worst decided.
+        ranked: list[Finding] = sorted(
+            (f for scan in facts.scans for f in scan.findings), key=lambda f: (-f.severity, f.id)
+        )
+        severity = ranked[0].severity if ranked else Severity.UNKNOWN
         failed = [c for c in verdict.checks if c.outcome.value in ("fail", "error", "warn")]
-        top: tuple[Finding, ...] = ()
-        if facts.scan is not None:
-            top = tuple(sorted(facts.scan.findings, key=lambda f: (-f.severity, f.id))[:5])
+        top = tuple(ranked[:5])
         image = facts.image.with_tag(None)
         return Alert(
             time=now,

@@ -3,9 +3,10 @@ whose reason a person can act on."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
-from ..model import CheckOutcome, CheckResult, Finding, Severity
+from ..model import CheckOutcome, CheckResult, Finding, ScanReport, Severity
 from ..policy import SCAN_SOURCES
 from ..reference import short_digest
 from ._facts import Facts
@@ -115,46 +116,106 @@ def _finding_text(f: Finding) -> str:
     return f"{f.id} ({f.severity}, {f.package} {f.installed_version}, {fix})"
 
 
+#: How bad a check outcome is, as `evaluate` ranks them: of several reports, the worst wins.
+_RANK = {
+    CheckOutcome.SKIP: 0,
+    CheckOutcome.PASS: 1,
+    CheckOutcome.WARN: 2,
+    CheckOutcome.PENDING: 3,
+    CheckOutcome.FAIL: 4,
+    CheckOutcome.ERROR: 5,
+}
+
+
 def check_vulnerabilities(facts: Facts, rules: VulnerabilityRules, now: datetime) -> CheckResult:
+    """Every available report (`facts.scans`) is judged on its own against the whole policy
+    and the worst outcome wins: a finding any source reports counts, the allowlist applies
+    to all of them. A failed scan from one source is judged as it would be alone (fail
+    closed, or WARN with failOpen). A source with no report yet does not hold the others:
+    only when no source has a report does the check wait (PENDING until scanTimeout)."""
     name = "vulnerabilities"
     if not rules.enabled:
         return _result(name, CheckOutcome.SKIP, "no vulnerability rules")
     waiting_until = facts.pushed_at + rules.scan_timeout
     missing = _missing(facts, _SCAN_EVIDENCE)
-    if facts.scan is None and missing:  # infrastructure: retried, never "no scan"
+    if not facts.scans and missing:  # infrastructure: retried, never "no scan"
         return _result(
             name,
             CheckOutcome.ERROR,
             "could not read the scan: " + "; ".join(missing),
             unavailable=missing,
         )
-    if facts.scan is None:
+    failed: CheckResult | None = None
+    if facts.scan_error:
+        why = f"scan failed: {facts.scan_error}"
+        if rules.fail_open:
+            failed = _result(name, CheckOutcome.WARN, why + " (failOpen: passing)")
+        else:
+            failed = _result(name, CheckOutcome.FAIL, why + " (fail closed)")
+    if not facts.scans:
+        if failed is not None:
+            return failed
         because = f" ({facts.scan_waiting})" if facts.scan_waiting else ""
-        if facts.scan_error:
-            why = f"scan failed: {facts.scan_error}"
-        elif now < waiting_until:
+        if now < waiting_until:
             return _result(
                 name,
                 CheckOutcome.PENDING,
                 f"no scan yet{because}; waiting until {waiting_until.isoformat()}",
                 deadline=waiting_until.isoformat(),
             )
-        else:
-            why = f"no scan within {_ago(rules.scan_timeout)} of the push{because}"
+        why = f"no scan within {_ago(rules.scan_timeout)} of the push{because}"
         if rules.fail_open:
             return _result(name, CheckOutcome.WARN, why + " (failOpen: passing)")
         return _result(name, CheckOutcome.FAIL, why + " (fail closed)")
-    scan = facts.scan
+    expired = sorted(e.id for e in rules.allow if not allow_active(e, now))
+    suffix = f"; expired allowlist entries no longer count: {', '.join(expired)}" if expired else ""
+    judged = [_judge_report(report, rules, now) for report in facts.scans]
+    details: dict[str, object] = {
+        "findings": sum(len(j.report.findings) for j in judged),
+        "allowed": sorted({a for j in judged for a in j.allowed}),
+        "expiredAllowlist": expired,
+    }
+    if len(judged) == 1 and failed is None:  # one report: judged exactly as it always was
+        (only,) = judged
+        details["top"] = [_finding_text(f) for f in only.offending[:5]]
+        details["sources"] = [only.entry()]
+        return _result(name, only.outcome, only.reason + suffix, **details)
+    return _worst_of(name, facts, judged, failed, details, suffix)
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """One report judged against the policy on its own."""
+
+    report: ScanReport
+    outcome: CheckOutcome
+    reason: str
+    """Without the expired-allowlist note, which is the policy's, not the report's."""
+    offending: list[Finding]
+    """The findings that break a limit, worst first, each id once."""
+    allowed: list[str]
+
+    def entry(self) -> dict[str, object]:
+        """What the verdict's details say about this source."""
+        counts = self.report.counts()
+        return {
+            "source": self.report.source,
+            "scanner": self.report.scanner,
+            "scanned_at": self.report.scanned_at.isoformat() if self.report.scanned_at else None,
+            "counts": {str(s): counts[s] for s in sorted(Severity, reverse=True) if counts[s]},
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+        }
+
+
+def _judge_report(scan: ScanReport, rules: VulnerabilityRules, now: datetime) -> _Judged:
+    """One report against the policy: its age, then its findings."""
     if rules.max_scan_age is not None and scan.scanned_at is not None:
         age = now - scan.scanned_at
         if age > rules.max_scan_age:
-            return _result(
-                name,
-                CheckOutcome.FAIL,
-                f"scan is {_ago(age)} old; policy allows {_ago(rules.max_scan_age)}",
-            )
+            why = f"scan is {_ago(age)} old; policy allows {_ago(rules.max_scan_age)}"
+            return _Judged(scan, CheckOutcome.FAIL, why, [], [])
     active = {e.id: e for e in rules.allow if allow_active(e, now)}
-    expired = sorted(e.id for e in rules.allow if not allow_active(e, now))
     considered = [
         f for f in scan.findings if f.id not in active and (f.fixable or not rules.fixable_only)
     ]
@@ -176,32 +237,59 @@ def check_vulnerabilities(facts: Facts, rules: VulnerabilityRules, now: datetime
         if over:
             offending += over
             problems.append(f"{len(over)} finding(s) with CVSS above {rules.max_cvss}")
-    details: dict[str, object] = {
-        "findings": len(scan.findings),
-        "allowed": allowed,
-        "expiredAllowlist": expired,
-    }
-    top = sorted(
-        {f.id: f for f in offending}.values(), key=lambda f: (-f.severity, -(f.cvss or 0), f.id)
-    )
-    details["top"] = [_finding_text(f) for f in top[:5]]
-    suffix = ""
-    if expired:
-        suffix = f"; expired allowlist entries no longer count: {', '.join(expired)}"
-    if scan.note:  # what the scan did not cover
-        suffix += f"; {scan.note}"
+    ranked = _ranked(offending)
+    note = f"; {scan.note}" if scan.note else ""  # what the scan did not cover
     if problems:
-        return _result(
-            name,
-            CheckOutcome.FAIL,
-            "; ".join(problems) + ": " + ", ".join(details["top"]) + suffix,  # type: ignore[arg-type]
-            **details,
+        top = ", ".join(_finding_text(f) for f in ranked[:5])
+        return _Judged(
+            scan, CheckOutcome.FAIL, "; ".join(problems) + ": " + top + note, ranked, allowed
         )
     counts = scan.counts()
     summary = ", ".join(f"{counts[s]} {s}" for s in sorted(Severity, reverse=True) if counts[s])
-    return _result(
-        name, CheckOutcome.PASS, f"within policy ({summary or 'no findings'})" + suffix, **details
+    why = f"within policy ({summary or 'no findings'})" + note
+    return _Judged(scan, CheckOutcome.PASS, why, [], allowed)
+
+
+def _ranked(findings: list[Finding]) -> list[Finding]:
+    """Worst first, each id once (one finding can break several limits)."""
+    return sorted(
+        {f.id: f for f in findings}.values(), key=lambda f: (-f.severity, -(f.cvss or 0), f.id)
     )
+
+
+def _labels(reports: list[ScanReport]) -> list[str]:
+    """A report's source names it; the scanner is added where one source gave several (a
+    Trivy and a Grype cosign vuln attestation are both `cosign-vuln`)."""
+    sources = [r.source for r in reports]
+    return [
+        r.source if sources.count(r.source) == 1 else f"{r.source} ({r.scanner})" for r in reports
+    ]
+
+
+def _worst_of(
+    name: str,
+    facts: Facts,
+    judged: list[_Judged],
+    failed: CheckResult | None,
+    details: dict[str, object],
+    suffix: str,
+) -> CheckResult:
+    """Several reports (or a report and a failed scan): the worst outcome wins; the reason
+    says what each source found, the worst first. The same finding from two sources is
+    named once per source: nothing is merged away."""
+    labels = _labels([j.report for j in judged])
+    parts = [(j.outcome, f"{label}: {j.reason}") for label, j in zip(labels, judged, strict=True)]
+    if failed is not None:
+        parts.append((failed.outcome, failed.reason))
+    parts.sort(key=lambda part: -_RANK[part[0]])  # stable: equals keep the order read
+    offending = [(label, f) for label, j in zip(labels, judged, strict=True) for f in j.offending]
+    offending.sort(key=lambda lf: (-lf[1].severity, -(lf[1].cvss or 0), lf[1].id, lf[0]))
+    details["top"] = [f"{label}: {_finding_text(f)}" for label, f in offending[:5]]
+    details["sources"] = [j.entry() for j in judged]
+    if facts.scan_waiting:  # sources with no report yet: they did not hold the others
+        details["waiting"] = facts.scan_waiting
+    reason = "; ".join(text for _, text in parts) + suffix
+    return _result(name, parts[0][0], reason, **details)
 
 
 # -- tags ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import NotFound, RegistryError, VerificationError
-from ._facts import ProvenanceFact
+from ._facts import ProvenanceFact, newer, newest
 from ._rules import GateRules
 
 if TYPE_CHECKING:
@@ -42,7 +42,10 @@ class Evidence:
 
     signatures: tuple[SignatureResult, ...] = ()
     signatures_unmet: tuple[str, ...] = ()
-    scan: ScanReport | None = None
+    scans: tuple[ScanReport, ...] = ()
+    """Every report found: each scan source's, and each scanner's newest verified cosign
+    vuln attestation (an older attestation by the same scanner is superseded, never
+    judged). All of them are judged; the worst wins."""
     scan_error: str | None = None
     scan_waiting: str | None = None
     """Why no finished scan exists yet, where a source said (`NoScanYet`): `source: why`."""
@@ -53,6 +56,11 @@ class Evidence:
     """Evidence that could not be gathered, one `source: cause` each (infrastructure
     failures of a scan source or an attestation lookup): the verdict is ERROR, never a
     FAILED/PENDING built on missing evidence."""
+
+    @property
+    def scan(self) -> ScanReport | None:
+        """The newest of `scans`, for callers that show one report."""
+        return newest(self.scans)
 
 
 class EvidenceSource(Protocol):
@@ -89,9 +97,10 @@ def gather_evidence(
     `RegistryError` other than NotFound) is recorded against that piece
     (`signature_error`, `unavailable`) and never hides the others. A scanner that reports
     a failed scan is a fact (`scan_error`); one that says why it has no scan yet is noted
-    (`scan_waiting`) and read as no scan. NotFound (the image is gone) propagates once
-    everything started has finished. `now` is when signatures are judged (certificate
-    validity, timestamps)."""
+    (`scan_waiting`) and read as no scan. Every report found is kept (`scans`): the
+    vulnerability check judges each and the worst wins. NotFound (the image is gone)
+    propagates once everything started has finished. `now` is when signatures are judged
+    (certificate validity, timestamps)."""
     from ..oci import in_background
     from ..policy import scan_sources
     from ..scanning import NoScanYet, ScanContext, ScanFormatError, scan_readers
@@ -136,7 +145,7 @@ def gather_evidence(
         )
     finally:
         wait([future for _, future in native])
-    scan, scan_errors, unavailable = signed.scan, [], list(signed.unavailable)
+    scans, scan_errors, unavailable = list(signed.scans), [], list(signed.unavailable)
     waiting: list[str] = []
     gone: NotFound | None = None
     for name, future in native:
@@ -151,15 +160,15 @@ def gather_evidence(
         except RegistryError as exc:
             unavailable.append(f"{name}: {exc}")
         else:
-            if report is not None and (scan is None or _newer(report, scan)):
-                scan = report
+            if report is not None:
+                scans.append(report)
     if gone is not None:
         raise gone
     return Evidence(
         signatures=signed.signatures,
         signatures_unmet=signed.signatures_unmet,
         signature_error=signed.signature_error,
-        scan=scan,
+        scans=tuple(scans),
         scan_error="; ".join(scan_errors) or None,
         scan_waiting="; ".join(waiting) or None,
         provenance=signed.provenance,
@@ -230,7 +239,7 @@ def _signed(
             formats=result_formats(effective),  # e.g. bundles only: a .sig won't count
         )
         signatures, unmet = report.results, report.unmet
-    scan: ScanReport | None = None
+    attested: dict[str, ScanReport] = {}  # scanner (without its version) → newest report
     provenance: list[ProvenanceFact] = []
     if needed and found.cosign:
         for att in verify_attestations(found.cosign, image_digest=image.digest, policy=attest):
@@ -242,14 +251,17 @@ def _signed(
                 if "cosign-vuln" not in needed:
                     continue
                 report_ = _vuln_report(att.statement, image.digest)
-                if report_ is not None and (scan is None or _newer(report_, scan)):
-                    scan = report_
+                if report_ is None:
+                    continue
+                key = _scanner_key(report_.scanner)
+                if key not in attested or newer(report_, attested[key]):
+                    attested[key] = report_
             elif att.predicate_type and "slsa.dev/provenance" in att.predicate_type:
                 provenance.append(ProvenanceFact(True, _builder_id(att.statement)))
     return Evidence(
         signatures=tuple(signatures),
         signatures_unmet=unmet,
-        scan=scan,
+        scans=tuple(attested.values()),
         provenance=tuple(provenance),
     )
 
@@ -264,10 +276,10 @@ def _vuln_report(statement: Mapping[str, Any], digest: str) -> ScanReport | None
         return None
 
 
-def _newer(a: ScanReport, b: ScanReport) -> bool:
-    if a.scanned_at is None:
-        return False
-    return b.scanned_at is None or a.scanned_at > b.scanned_at
+def _scanner_key(scanner: str) -> str:
+    """`trivy 0.50.1` → `trivy`; `trivy 0.50.1 + grype 0.74` → `trivy + grype`: a re-scan by
+    a newer release of the same scanner supersedes the older attestation."""
+    return " + ".join(part.split(" ", 1)[0] for part in scanner.split(" + "))
 
 
 def _builder_id(statement: Mapping[str, Any]) -> str | None:
