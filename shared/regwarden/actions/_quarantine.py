@@ -120,7 +120,8 @@ def _start(
     if existing is not None:
         return existing
     assert image.digest is not None
-    deployable, notes = current_tags(registry, image, tags)
+    # A lock takes no tag away (plan_lock records none): the registry's tags go unread.
+    deployable, notes = current_tags(registry, image, tags) if strategy != "lock" else ((), [])
     children = children_of(registry, image, manifest) if strategy == "move" else ()
     state: dict[str, Any] = {
         "strategy": strategy,
@@ -353,9 +354,11 @@ def release(
     image: ImageRef,
     reason: str,
     now: datetime,
+    by: str | None = None,
 ) -> ReleaseOutcome:
     """Restore exactly what quarantine changed, from the ledger; audited. Idempotent: a
-    repeat after a failure finishes the job."""
+    repeat after a failure finishes the job. `by`: who released it (the operator), kept in
+    the release action's state as `by` beside its reason (`quarantine show`)."""
     if image.digest is None:
         raise UsageError(f"release needs a digest, got {image}", hint="use REPO@sha256:…")
     rec = ledger.quarantined(image.registry, image.repository, image.digest)
@@ -376,7 +379,7 @@ def release(
             digest=image.digest,
             kind="release",
             reason=reason,
-            state={"tags": list(rec.tags), "children": list(children)},
+            state={"tags": list(rec.tags), "children": list(children), **_by(by)},
             now=now,
         )
         progress = dict(begun.state)
@@ -392,14 +395,14 @@ def release(
         ledger.finish_action(key, status="done", state=progress)
         ledger.mark_released(image.registry, image.repository, image.digest, now=now)
         return ReleaseOutcome((), (), image.repository, tuple(left))
-    ledger.begin_action(
+    begun = ledger.begin_action(
         key,
         registry=image.registry,
         repository=image.repository,
         digest=image.digest,
         kind="release",
         reason=reason,
-        state={"tags": list(rec.tags), "children": list(children)},
+        state={"tags": list(rec.tags), "children": list(children), **_by(by)},
         now=now,
     )
     qtag = quarantine_tag(image.digest)
@@ -433,6 +436,16 @@ def release(
     ledger.finish_action(
         key,
         status="done",
-        state={"restored": restored, "skipped": skipped, "children": list(children)},
+        # who released it stays on the record (a resumed release keeps the first one's)
+        state={
+            "restored": restored,
+            "skipped": skipped,
+            "children": list(children),
+            **_by(begun.state.get("by")),
+        },
     )
     return ReleaseOutcome(tuple(restored), tuple(skipped), image.repository, tuple(notes))
+
+
+def _by(operator: object) -> dict[str, str]:
+    return {"by": operator} if isinstance(operator, str) and operator else {}

@@ -58,6 +58,15 @@ OPTIONS = GlobalOptions()
 OutputOpt = Annotated[
     OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")
 ]
+LedgerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger",
+        metavar="URL",
+        help="The ledger to read (as the global --ledger: a path, sqlite:///PATH, "
+        "dynamodb://TABLE, …); default: the global one.",
+    ),
+]
 
 
 def _print_version(value: bool) -> None:
@@ -616,13 +625,97 @@ def quarantine_release(
     ],
     reason: Annotated[str, typer.Option(help="Why it is released (audited).")],
     output: OutputOpt = OutputFormat.table,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", metavar="NAME", help="Who releases it (audited; default: $USER)."),
+    ] = None,
+    ledger: LedgerOpt = None,
 ) -> None:
-    """Restore exactly what quarantine changed (tags, repository), from the ledger."""
+    """Restore exactly what quarantine changed (tags, repository), from the ledger.
+
+    An image that is not quarantined (never was, or released already) is left alone:
+    the command says so and exits 1.
+    """
     from ._gate import run_release
+    from ._quarantine import operator_name
 
     run_release(
-        image, reason=reason, ledger=OPTIONS.ledger, insecure=OPTIONS.insecure, output=output.value
+        image,
+        reason=reason,
+        ledger=ledger or OPTIONS.ledger,
+        insecure=OPTIONS.insecure,
+        output=output.value,
+        by=by or operator_name(),
     )
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    ledger: LedgerOpt = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy file: gives each image its team (none: team unknown).",
+            envvar="REGWARDEN_POLICY",
+        ),
+    ] = None,
+    team: Annotated[
+        str | None, typer.Option("--team", help="Only this team's images (needs --policy).")
+    ] = None,
+    repository: Annotated[
+        list[str],
+        typer.Option(
+            "--repository", "-r", metavar="GLOB", help="Only repositories matching (repeatable)."
+        ),
+    ] = [],  # noqa: B006
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than", metavar="AGE", help="Only quarantined longer than AGE (7d, 12h)."
+        ),
+    ] = None,
+    released: Annotated[
+        bool, typer.Option("--released", help="Released ones instead of standing ones.")
+    ] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Standing and released ones.")] = False,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """List quarantined images from the ledger: since when, why, team, who released them.
+
+    Standing quarantines by default; --released or --all for the history. Reads the
+    ledger only (no registry is contacted).
+    """
+    from ._quarantine import ListFilters, parse_age, run_list
+
+    if released and all_:
+        raise UsageError("--released and --all cannot be combined", hint="pick one")
+    filters = ListFilters(
+        team=team,
+        repositories=tuple(repository),
+        older_than=parse_age(older_than),
+        released=None if all_ else released,
+    )
+    run_list(ledger=ledger or OPTIONS.ledger, policy=policy, filters=filters, output=output.value)
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    image: Annotated[
+        str, typer.Argument(help="The image by digest: HOST/REPO@sha256:… (its own repository).")
+    ],
+    ledger: LedgerOpt = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """The image's whole audit trail: verdicts, quarantine and release (who, why), alerts.
+
+    Exit 1 when the ledger has no record of the image. Alerts are listed where the ledger
+    keeps them readable (SQLite, DynamoDB).
+    """
+    from ._quarantine import run_show
+
+    run_show(image, ledger=ledger or OPTIONS.ledger, output=output.value)
 
 
 def parse_repository(text: str) -> tuple[str, str]:

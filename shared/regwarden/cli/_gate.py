@@ -238,11 +238,22 @@ def run_check(image: str, *, policy: Path, ledger: str, insecure: bool, output: 
     raise typer.Exit(verdict.outcome.exit_code)
 
 
-def run_release(image: str, *, reason: str, ledger: str, insecure: bool, output: str) -> None:
+def run_release(
+    image: str,
+    *,
+    reason: str,
+    ledger: str,
+    insecure: bool,
+    output: str,
+    by: str | None = None,
+) -> None:
+    """Release a standing quarantine; an image with none (never quarantined, or released
+    already) is NotQuarantined (exit 1), and nothing is written. `by`: the operator."""
     from ..actions import release
     from ..providers import ProviderOptions, open_registry
     from ..reference import ImageRef
     from ..store import open_ledger
+    from ._quarantine import ensure_quarantined
 
     if not reason.strip():
         raise UsageError("--reason must say why the image is released (it is audited)")
@@ -255,7 +266,10 @@ def run_release(image: str, *, reason: str, ledger: str, insecure: bool, output:
             if digest is None:
                 raise UsageError(f"{ref} not found; give the digest from the alert (REPO@sha256:…)")
             ref = ref.with_digest(digest)
-        outcome = release(registry, store, image=ref.with_tag(None), reason=reason, now=_now())
+        ensure_quarantined(store, ref.with_tag(None))
+        outcome = release(
+            registry, store, image=ref.with_tag(None), reason=reason, now=_now(), by=by
+        )
     finally:
         registry.close()
         store.close()

@@ -9,7 +9,7 @@ and `open_queue(url)` open what `--ledger` and `--queue` name, through the `LEDG
 from ._dynamo import TTL_ATTRIBUTE, DynamoLedger, dead_letter_key
 from ._firestore import FirestoreLedger
 from ._open import open_ledger, open_queue
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
 from ._protocol import EventQueue, Ledger
 from ._sqlite import (
     ActionRecord,
@@ -32,6 +32,7 @@ __all__ = [
     "FirestoreLedger",
     "Ledger",
     "OutboxItem",
+    "OutboxRecord",
     "Outcome",
     "ParsedUrl",
     "QuarantineRecord",

@@ -55,7 +55,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import RegistryError
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
 from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import LEDGERS, ParsedUrl
@@ -284,12 +284,15 @@ class DynamoLedger(TagRowQueries):
                 return items
             params["ExclusiveStartKey"] = last
 
-    def _scan(self, prefix: str) -> list[dict[str, Any]]:
-        """Every item whose partition key starts with `prefix` (audit listings only)."""
+    def _scan(
+        self, prefix: str, where: str = "", values: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item whose partition key starts with `prefix` (audit listings only), and
+        that the filter `where` (with `values`) selects, if given."""
         items: list[dict[str, Any]] = []
         params: dict[str, Any] = {
-            "FilterExpression": "begins_with(pk, :prefix)",
-            "ExpressionAttributeValues": self._item({":prefix": prefix}),
+            "FilterExpression": "begins_with(pk, :prefix)" + (f" AND {where}" if where else ""),
+            "ExpressionAttributeValues": self._item({":prefix": prefix, **(values or {})}),
             "ConsistentRead": True,
         }
         while True:
@@ -565,6 +568,28 @@ class DynamoLedger(TagRowQueries):
             ExpressionAttributeNames={"#error": "error"},
             ExpressionAttributeValues=self._item({":at": _ts(at), ":one": 1, ":error": error}),
         )
+
+    def outbox_for(self, digest: str) -> list[OutboxRecord]:
+        """Every outbox row whose alert names `digest`, sent or not, oldest first: a table
+        scan (`quarantine show`, an operator's audit read). Rows DynamoDB's TTL has not yet
+        removed are kept: the audit shows what was sent, however long ago."""
+        items = self._scan("outbox#", "contains(alert, :digest)", {":digest": digest})
+        records = [
+            OutboxRecord(
+                OutboxItem(
+                    str(i["key"]),
+                    str(i["channel"]),
+                    str(i["alert"]),
+                    int(i.get("attempts") or 0),
+                    _dt(i.get("next_attempt")),
+                    i.get("error"),
+                ),
+                datetime.fromisoformat(i["created_at"]),
+                _dt(i.get("sent_at")),
+            )
+            for i in items
+        ]
+        return sorted(records, key=lambda r: (r.created_at, r.item.key))
 
     def outbox_unsent(self) -> int:
         """Alerts not yet delivered (due or backing off)."""
@@ -845,21 +870,7 @@ class DynamoLedger(TagRowQueries):
     def quarantines(self, *, released: bool | None = None) -> list[QuarantineRecord]:
         """A table scan (records sit in their repository's partition): an operator's audit
         read, never on the push path."""
-        items: list[dict[str, Any]] = []
-        params: dict[str, Any] = {
-            "FilterExpression": "begins_with(pk, :repo) AND begins_with(sk, :quarantine)",
-            "ExpressionAttributeValues": self._item(
-                {":repo": "repo#", ":quarantine": "quarantine#"}
-            ),
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self._call("scan", **params)
-            items.extend(self._plain(i) for i in page.get("Items") or [])
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                break
-            params["ExclusiveStartKey"] = last
+        items = self._scan("repo#", "begins_with(sk, :quarantine)", {":quarantine": "quarantine#"})
         return select_quarantines([self._quarantine(i) for i in items], released)
 
     @staticmethod

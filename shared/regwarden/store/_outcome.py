@@ -29,6 +29,16 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """An outbox row as an audit reads it back (`quarantine show`): the alert, when it was
+    queued and when it was sent (None: not yet)."""
+
+    item: OutboxItem
+    created_at: datetime
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """Everything one handled delivery leaves behind."""
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
 from ._sqlite_queue import QueueMixin
 from ._urls import LEDGERS, QUEUES, ParsedUrl
 
@@ -291,6 +291,23 @@ class SqliteLedger(QueueMixin):
                 "WHERE key = ?",
                 (_ts(at), error, key),
             )
+
+    def outbox_for(self, digest: str) -> list[OutboxRecord]:
+        """Every outbox row whose alert names `digest`, sent or not, oldest first (audits:
+        `quarantine show`; not part of `Ledger`, so a caller checks the store has it)."""
+        rows = self._conn().execute(
+            "SELECT key, channel, alert, attempts, next_attempt, error, created_at, sent_at "
+            "FROM outbox WHERE instr(alert, ?) > 0 ORDER BY created_at, key",
+            (digest,),
+        )
+        return [
+            OutboxRecord(
+                OutboxItem(k, c, a, int(n), datetime.fromisoformat(at), e),
+                datetime.fromisoformat(created),
+                _dt(sent),
+            )
+            for k, c, a, n, at, e, created, sent in rows
+        ]
 
     def outbox_unsent(self) -> int:
         """Alerts not yet delivered (due or backing off)."""
