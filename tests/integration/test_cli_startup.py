@@ -102,9 +102,9 @@ def test_check_needs_no_channel_secret_but_invoke_and_serve_do(
     ("extra", "path", "why"),
     [
         (
-            "    vulnerabilities: {maxSeverity: high, sources: [trivy-file]}\n",
+            "    vulnerabilities: {maxSeverity: high, sources: [trivy-referrer]}\n",
             "repositories[0].vulnerabilities.sources[0]",
-            "scan source 'trivy-file' is not read yet",
+            "scan source 'trivy-referrer' counts only signed report referrers",
         ),
         (
             "    quarantine: {strategy: lock}\n",

@@ -91,7 +91,7 @@ repositories:
       scanTimeout: 1h
       maxScanAge: 7d
       failOpen: true
-      sources: [cosign-vuln, trivy-file]
+      sources: [cosign-vuln, trivy-referrer]
       allow:
         - {id: CVE-2024-6119, until: 2027-01-31, reason: "no TLS name checks"}
     tags: {pattern: "^release-[0-9]+$", forbidden: [latest, dev], immutable: true}
@@ -566,8 +566,8 @@ def test_bad_image_globs(glob: object, message: str) -> None:
             "defaults:\n  vulnerabilities:\n    maxSeverity: high\n    sources: [trivy]\n",
             6,
             "defaults.vulnerabilities.sources[0]",
-            "got 'trivy', expected 'cosign-vuln', 'harbor', 'trivy-file', 'ecr', 'inspector', "
-            "'artifact-analysis' or 'defender'",
+            "got 'trivy', expected 'cosign-vuln', 'harbor', 'trivy-referrer', 'grype-referrer', "
+            "'ecr', 'inspector', 'artifact-analysis' or 'defender'",
         ),
         (
             "defaults:\n  vulnerabilities:\n    maxSeverity: high\n    sources: []\n",
@@ -587,7 +587,7 @@ def test_bad_image_globs(glob: object, message: str) -> None:
             6,
             "defaults.vulnerabilities.trivyReport",
             "unknown key 'trivyReport'; valid keys: maxSeverity, fixableOnly, scanTimeout, "
-            "allow, maxCounts, maxCvss, maxScanAge, failOpen, sources",
+            "allow, maxCounts, maxCvss, maxScanAge, failOpen, sources, referrers",
         ),
         (
             "defaults:\n  hygiene:\n    maxSize: 1.5gb\n",
@@ -725,7 +725,7 @@ def test_a_missing_limit_is_reported_with_every_other_problem() -> None:
             7,
             "repositories[0].vulnerabilities.max_severity",
             "unknown key 'max_severity'; valid keys: maxSeverity, fixableOnly, scanTimeout, "
-            "allow, maxCounts, maxCvss, maxScanAge, failOpen, sources",
+            "allow, maxCounts, maxCvss, maxScanAge, failOpen, sources, referrers",
         ),
     ]
 
@@ -779,6 +779,8 @@ def test_json_schema_accepts_the_new_keys_and_rejects_their_structural_errors() 
         "defaults: {vulnerabilities: {fixableOnly: true}}",  # no limit
         "defaults: {vulnerabilities: {maxCvss: 11}}",
         "defaults: {vulnerabilities: {maxSeverity: high, sources: [trivy]}}",
+        "defaults: {vulnerabilities: {maxSeverity: high, sources: [trivy-file]}}",  # removed
+        "defaults: {vulnerabilities: {maxSeverity: high, referrers: {signed: true}}}",
         "defaults: {vulnerabilities: {maxCounts: {severe: 1}}}",
         "defaults: {hygiene: {maxSize: 1.5gb}}",
         "defaults: {hygiene: {maxLayers: 0}}",

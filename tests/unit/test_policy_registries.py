@@ -234,7 +234,7 @@ def test_sources_no_code_reads_and_lock_are_refused_with_paths_and_lines() -> No
         "  quarantine: {strategy: lock}\n"
         "  vulnerabilities:\n"
         "    maxSeverity: high\n"
-        "    sources: [trivy-file, artifact-analysis, defender, ecr]\n"
+        "    sources: [trivy-referrer, artifact-analysis, defender, ecr]\n"
     )
     assert problems(text) == []  # the document itself is well-formed
     found = supported(text)
@@ -248,10 +248,13 @@ def test_sources_no_code_reads_and_lock_are_refused_with_paths_and_lines() -> No
         "quarantine strategy 'lock' needs a registry that locks manifests (acr): no registry "
         "is listed or named; expected 'move' or 'retag', or the acr registry in 'registries'"
     )
+    # trivy-referrer is read, but with requireSigned (the default) and no signer configured
+    # no report could ever count
     assert found[1][2] == (
-        "scan source 'trivy-file' is not read yet: reading Trivy reports from files has not "
-        "landed; expected one of: artifact-analysis, cosign-vuln, defender, ecr, harbor, "
-        "inspector"
+        "scan source 'trivy-referrer' counts only signed report referrers "
+        "(vulnerabilities.referrers.requireSigned), but no signature key, identity or "
+        "Notation trust policy is configured, so no report would ever count; expected "
+        "'signatures.cosign' or 'signatures.notation', or referrers: {requireSigned: false}"
     )
 
 
@@ -278,7 +281,8 @@ def test_a_named_registry_must_serve_every_source() -> None:
             4,
             f"defaults.vulnerabilities.sources[{i}]",
             "registry 127.0.0.1:5000 (distribution, not in registries: kind from its name) "
-            f"cannot serve scan source {source!r}; it serves: cosign-vuln, harbor",
+            f"cannot serve scan source {source!r}; it serves: cosign-vuln, grype-referrer, "
+            "harbor, trivy-referrer",
         )
         for i, source in enumerate(["ecr", "inspector"])
     ]
@@ -295,7 +299,7 @@ def test_listed_registries_must_serve_each_source_and_some_must_scan() -> None:
     assert (line, path) == (7, "repositories[0].vulnerabilities.sources[1]")
     assert message == (
         f"registry {HARBOR} (harbor, registries[0]) cannot serve scan source 'ecr'; it "
-        "serves: cosign-vuln, harbor"
+        "serves: cosign-vuln, grype-referrer, harbor, trivy-referrer"
     )
     # named on the command line, an ECR host serves ecr but not harbor
     ((_, path, message),) = supported(text, registry=ECR)
@@ -340,7 +344,7 @@ def test_listed_acr_and_gar_can_be_used() -> None:
 
 
 def test_ensure_supported_raises_a_policy_error_naming_each_setting() -> None:
-    policy = load("defaults:\n  vulnerabilities: {maxSeverity: high, sources: [trivy-file]}\n")
+    policy = load("defaults:\n  vulnerabilities: {maxSeverity: high, sources: [trivy-referrer]}\n")
     assert [p.path for p in check_support(policy)] == ["defaults.vulnerabilities.sources[0]"]
     with pytest.raises(PolicyError) as raised:
         ensure_supported(policy)

@@ -251,7 +251,8 @@ def test_a_name_with_no_registered_source_is_a_usage_error_before_any_source_run
 
     with pytest.raises(
         UsageError,
-        match=r"unknown scan source 'inspector'; valid: artifact-analysis, defender, ecr, harbor",
+        match=r"unknown scan source 'inspector'; valid: artifact-analysis, defender, ecr, "
+        r"grype-referrer, harbor, trivy-referrer",
     ):
         gather()
     assert built == []
@@ -270,7 +271,15 @@ def test_every_source_the_policy_reads_is_registered_except_attestations() -> No
     comes from signed attestations, not from this registry."""
     read = set(POLICY_SCAN_SOURCES) - set(NOT_READ_YET) - {"cosign-vuln"}
     assert set(SCAN_SOURCES.names()) == read
-    assert read == {"artifact-analysis", "defender", "ecr", "harbor", "inspector"}
+    assert read == {
+        "artifact-analysis",
+        "defender",
+        "ecr",
+        "grype-referrer",
+        "harbor",
+        "inspector",
+        "trivy-referrer",
+    }
 
 
 def test_ecr_and_inspector_share_one_built_in_read() -> None:

@@ -53,6 +53,9 @@ EVIDENCE_MEDIA_TYPES: frozenset[str] = frozenset(
         "application/sarif+json",
         "application/vnd.aquasec.trivy.report+json",
         "application/vnd.anchore.grype.report+json",
+        # scan reports attached by `regwarden attach` (scanning.referrer_reports)
+        "application/vnd.regwarden.report.trivy+json",
+        "application/vnd.regwarden.report.grype+json",
     }
 )
 _EVIDENCE_PREFIXES = (

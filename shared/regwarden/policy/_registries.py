@@ -35,23 +35,27 @@ __all__ = [
 RegistryKind = Literal["distribution", "harbor", "ecr", "gar", "acr"]
 REGISTRY_KINDS: tuple[str, ...] = ("distribution", "harbor", "ecr", "gar", "acr")
 
+#: Scan reports attached as OCI referrers: read from any OCI registry.
+_REFERRER_SOURCES = ("trivy-referrer", "grype-referrer")
+
 #: What each kind of registry can serve as a scan source (`vulnerabilities.sources`).
 #: `cosign-vuln` (signed attestations) lives in any OCI registry. `ecr` and `inspector`
 #: are one read: ECR's scan findings API, which carries Amazon Inspector's findings when
 #: the registry uses enhanced scanning. GAR's `artifact-analysis` reads Artifact Analysis's
 #: occurrences; ACR's `defender` reads Defender for Containers' sub-assessments.
 KIND_SOURCES: dict[str, frozenset[str]] = {
-    "distribution": frozenset({"cosign-vuln"}),
-    "harbor": frozenset({"harbor", "cosign-vuln"}),
-    "ecr": frozenset({"ecr", "inspector", "cosign-vuln"}),
-    "gar": frozenset({"artifact-analysis", "cosign-vuln"}),
-    "acr": frozenset({"defender", "cosign-vuln"}),
+    "distribution": frozenset({"cosign-vuln", *_REFERRER_SOURCES}),
+    "harbor": frozenset({"harbor", "cosign-vuln", *_REFERRER_SOURCES}),
+    "ecr": frozenset({"ecr", "inspector", "cosign-vuln", *_REFERRER_SOURCES}),
+    "gar": frozenset({"artifact-analysis", "cosign-vuln", *_REFERRER_SOURCES}),
+    "acr": frozenset({"defender", "cosign-vuln", *_REFERRER_SOURCES}),
+
 }
 
 #: An unlisted, non-cloud host: a distribution registry by default, but an explicit
 #: `harbor` source is read there (with `REGWARDEN_HARBOR_API` or the host's own API), as it
 #: was before registries were listed.
-UNLISTED_GENERIC_SOURCES = frozenset({"harbor", "cosign-vuln"})
+UNLISTED_GENERIC_SOURCES = frozenset({"harbor", "cosign-vuln", *_REFERRER_SOURCES})
 
 #: The registry's own scanner, read by default when `vulnerabilities.sources` is unset.
 _NATIVE: dict[str, tuple[str, ...]] = {

@@ -130,10 +130,34 @@ class Allowance(PolicyModel):
 
 
 ScanSource = Literal[
-    "cosign-vuln", "harbor", "trivy-file", "ecr", "inspector", "artifact-analysis", "defender"
+    "cosign-vuln",
+    "harbor",
+    "trivy-referrer",
+    "grype-referrer",
+    "ecr",
+    "inspector",
+    "artifact-analysis",
+    "defender",
 ]
 #: Where scan results may come from, in the order the docs list them.
 SCAN_SOURCES: tuple[str, ...] = typing.get_args(ScanSource)
+
+
+#: Scan sources that were removed, and what to use instead: the policy refuses them.
+REMOVED_SOURCES: dict[str, str] = {
+    "trivy-file": "removed; attach the report with `regwarden attach` and use trivy-referrer",
+}
+
+
+class ReferrerReports(PolicyModel):
+    """Scan reports attached to the image as OCI referrers (`trivy-referrer`,
+    `grype-referrer`)."""
+
+    require_signed: bool = True
+    """A report referrer counts only when it carries a valid signature under the
+    repository's `signatures` policy (its keys, identities, trust policy and formats), as
+    the image itself would: anyone who may push may attach a report. An unsigned report is
+    ignored, and with no signed one the image stays PENDING until `scanTimeout`."""
 
 
 class SeverityCounts(PolicyModel):
@@ -227,7 +251,27 @@ class Vulnerabilities(PolicyModel):
     """Where scan results come from; when set, exactly these are read. Unset: the
     registry's own scanner by its kind (`ecr` on ECR, `harbor` on Harbor,
     `artifact-analysis` on GAR, `defender` on ACR), plus `cosign-vuln` when attestation
-    signers are configured. `trivy-file` is not read yet (`policy validate` refuses it)."""
+    signers are configured. `trivy-referrer` and `grype-referrer` read Trivy and Grype
+    JSON reports attached to the image as OCI referrers (`regwarden attach`, `oras
+    attach`); `trivy-file` was removed (the policy refuses it)."""
+
+    referrers: ReferrerReports = ReferrerReports()
+    """How reports attached as OCI referrers are trusted."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_sources(cls, data: object) -> object:
+        sources = data.get("sources") if isinstance(data, dict) else None
+        if isinstance(sources, (list, tuple)):
+            problems: list[tuple[Loc, str]] = [
+                (("sources", i), f"scan source {s!r} was {REMOVED_SOURCES[s]}")
+                for i, s in enumerate(sources)
+                if isinstance(s, str) and s in REMOVED_SOURCES
+            ]
+            if problems:
+                raise rule_error(problems)
+        return data
+
 
     @model_validator(mode="before")
     @classmethod

@@ -28,14 +28,24 @@ __all__ = [
 ]
 
 #: Scan sources the policy accepts but no code reads yet, and why.
-NOT_READ_YET: dict[str, str] = {
-    "trivy-file": "reading Trivy reports from files has not landed",
-}
+NOT_READ_YET: dict[str, str] = {}
 #: Registry kinds whose provider locks single manifests (the `lock` quarantine).
 _LOCK_KINDS = frozenset({"acr"})
 #: Registry kinds whose provider has not landed.
 _PROVIDERS_NOT_YET: dict[str, str] = {}
-_READ = ("artifact-analysis", "cosign-vuln", "defender", "ecr", "harbor", "inspector")
+_READ = (
+    "artifact-analysis",
+    "cosign-vuln",
+    "defender",
+    "ecr",
+    "grype-referrer",
+    "harbor",
+    "inspector",
+    "trivy-referrer",
+)
+#: Scan sources that read reports attached as OCI referrers (`vulnerabilities.referrers`).
+_REFERRER_SOURCES = frozenset({"trivy-referrer", "grype-referrer"})
+
 
 
 def attestation_signers(effective: EffectiveRepositoryPolicy) -> bool:
@@ -45,6 +55,15 @@ def attestation_signers(effective: EffectiveRepositoryPolicy) -> bool:
         return True
     signatures = effective.signatures
     return signatures is not None and signatures.cosign is not None
+
+
+def _referrer_signers(effective: EffectiveRepositoryPolicy) -> bool:
+    """Whether a report referrer's signature can be verified: the repository's own
+    signature verifiers (the image's keys, identities or Notation trust policy)."""
+    signatures = effective.signatures
+    return signatures is not None and (
+        signatures.cosign is not None or signatures.notation is not None
+    )
 
 
 def servable_sources(policy: Policy, host: str) -> frozenset[str]:
@@ -165,6 +184,19 @@ def support_locs(policy: Policy, *, registry: str | None = None) -> list[tuple[L
                 )
             if targets is not None and not any(source in t.sources for t in targets):
                 add(loc, _cannot_serve(source, targets))
+            if (
+                source in _REFERRER_SOURCES
+                and vulnerabilities.referrers.require_signed
+                and not _referrer_signers(effective)
+            ):
+                add(
+                    loc,
+                    f"scan source {source!r} counts only signed report referrers "
+                    "(vulnerabilities.referrers.requireSigned), but no signature key, "
+                    f"identity or Notation trust policy is configured{where}, so no report "
+                    "would ever count; expected 'signatures.cosign' or 'signatures.notation', "
+                    "or referrers: {requireSigned: false}",
+                )
         if (
             vulnerabilities.sources is None
             and targets is not None

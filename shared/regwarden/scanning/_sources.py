@@ -116,3 +116,17 @@ def _defender(context: ScanContext) -> ScanReader | None:
     from .defender import DefenderScanSource  # the Azure SDK loads on first use
 
     return DefenderScanSource(env=context.env)
+
+
+@SCAN_SOURCES.register("trivy-referrer")
+def _trivy_referrer(context: ScanContext) -> ScanReader | None:
+    from .referrer_reports import KINDS, ReferrerReportSource
+
+    return ReferrerReportSource(KINDS["trivy"], context.policy, env=context.env)
+
+
+@SCAN_SOURCES.register("grype-referrer")
+def _grype_referrer(context: ScanContext) -> ScanReader | None:
+    from .referrer_reports import KINDS, ReferrerReportSource
+
+    return ReferrerReportSource(KINDS["grype"], context.policy, env=context.env)
