@@ -341,65 +341,6 @@ def attest(
     )
 
 
-class ReportType(enum.StrEnum):
-    trivy = "trivy"
-    grype = "grype"
-
-
-@app.command()
-def attach(
-    image: Annotated[str, typer.Argument(help="Image reference (tag or digest).")],
-    type: Annotated[
-        ReportType,
-        typer.Option(
-            "--type", help="trivy: `trivy image --format json`; grype: `grype IMAGE -o json`."
-        ),
-    ],
-    report: Annotated[str, typer.Option("--report", help="The scanner's JSON report file.")],
-    sign: Annotated[
-        bool, typer.Option("--sign", help="Sign the report referrer (as `regwarden sign` does).")
-    ] = False,
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--key",
-            help="Private key PEM for --sign (cosign-encrypted keys read COSIGN_PASSWORD).",
-        ),
-    ] = None,
-    format: Annotated[
-        SignFormat,
-        typer.Option("--format", help="--sign as legacy: .sig tag; bundle: v3 bundle referrer."),
-    ] = SignFormat.legacy,
-    output: OutputOpt = OutputFormat.table,
-) -> None:
-    """Attach a Trivy or Grype JSON report to an image as an OCI referrer, for the
-    `trivy-referrer` / `grype-referrer` scan sources.
-
-    The report is checked with the gate's own parser first (refused, nothing pushed, when it
-    is not that scanner's JSON or names another image); IMAGE is resolved to its digest once.
-    Prints the referrer's digest. The gate counts only signed report referrers unless the
-    policy says `vulnerabilities.referrers.requireSigned: false`.
-
-    Example:
-
-        trivy image --format json --output trivy.json reg.example.com/app:1.4.2
-
-        regwarden attach reg.example.com/app:1.4.2 --type trivy --report trivy.json --sign --key k
-    """
-    from ._attach import run_attach
-
-    run_attach(
-        image,
-        kind_name=type.value,
-        report_path=report,
-        key=key,
-        sign=sign,
-        fmt=format.value,
-        output=output.value,
-        insecure=OPTIONS.insecure,
-    )
-
-
 PolicyOpt = Annotated[
     Path,
     typer.Option("--policy", "-p", help="Policy file (regwarden.yaml).", envvar="REGWARDEN_POLICY"),
@@ -852,3 +793,52 @@ def report(
         out=out,
         output=output.value,
     )
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+keys_app = typer.Typer(
+    help="Make cosign-compatible signing keys and print their public half.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    output_key_prefix: Annotated[
+        str,
+        typer.Option(
+            "--output-key-prefix", metavar="PREFIX", help="Write PREFIX.key and PREFIX.pub."
+        ),
+    ] = "cosign",
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite PREFIX.key and PREFIX.pub if they exist.")
+    ] = False,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Generate an ECDSA P-256 key pair as `cosign generate-key-pair` does.
+
+    PREFIX.key is the private key encrypted in cosign's format (mode 0600), PREFIX.pub
+    the public key (PEM). The password comes from COSIGN_PASSWORD when set, else from a
+    hidden prompt (asked twice), else from standard input. `regwarden sign` and cosign
+    both read the key.
+    """
+    from ._keys import run_generate
+
+    run_generate(output_key_prefix, force=force, output=output.value)
+
+
+@keys_app.command("public")
+def keys_public(
+    key: Annotated[
+        str, typer.Option("--key", help="Private key PEM (cosign-encrypted or plain PKCS#8).")
+    ],
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Print the public key (PEM) of a private key, as `cosign public-key` does.
+
+    The password comes from COSIGN_PASSWORD when set, else a hidden prompt, else stdin.
+    """
+    from ._keys import run_public
+
+    run_public(key, output=output.value)
