@@ -49,7 +49,6 @@ KIND_SOURCES: dict[str, frozenset[str]] = {
     "ecr": frozenset({"ecr", "inspector", "cosign-vuln", *_REFERRER_SOURCES}),
     "gar": frozenset({"artifact-analysis", "cosign-vuln", *_REFERRER_SOURCES}),
     "acr": frozenset({"defender", "cosign-vuln", *_REFERRER_SOURCES}),
-
 }
 
 #: An unlisted, non-cloud host: a distribution registry by default, but an explicit

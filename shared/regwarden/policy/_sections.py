@@ -272,7 +272,6 @@ class Vulnerabilities(PolicyModel):
                 raise rule_error(problems)
         return data
 
-
     @model_validator(mode="before")
     @classmethod
     def _need_a_limit(cls, data: object, info: ValidationInfo) -> object:

@@ -47,7 +47,6 @@ _READ = (
 _REFERRER_SOURCES = frozenset({"trivy-referrer", "grype-referrer"})
 
 
-
 def attestation_signers(effective: EffectiveRepositoryPolicy) -> bool:
     """Whether signed attestations can be verified: an `attestations` section, or the
     `signatures.cosign` signers it falls back to."""
