@@ -191,9 +191,11 @@ def _import(module: str) -> Any:
 
 def triggers() -> dict[str, dict[str, Any]]:
     """Each function of function_app.py → its trigger binding, as the host indexes it."""
-    app = _import("functions.azure.function_app").app
+    _import("functions.azure.function_app")  # the checkout's, on sys.path
+    from support.azure_app import app_functions
+
     found: dict[str, dict[str, Any]] = {}
-    for fn in app.get_functions():
+    for fn in app_functions():
         (trigger,) = [
             b.get_dict_repr()
             for b in fn.get_bindings()

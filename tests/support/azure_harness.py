@@ -308,9 +308,9 @@ class Azure:
 def _user_functions() -> dict[str, Callable[..., Any]]:
     """The app's functions by name, indexed once (azure-functions refuses a second
     `get_functions()`, as the worker indexes an app once)."""
-    from functions.azure.function_app import app
+    from support.azure_app import app_functions
 
-    return {str(f.get_function_name()): f.get_user_function() for f in app.get_functions()}
+    return {str(f.get_function_name()): f.get_user_function() for f in app_functions()}
 
 
 def _time(text: str) -> datetime:
