@@ -341,6 +341,65 @@ def attest(
     )
 
 
+class ReportType(enum.StrEnum):
+    trivy = "trivy"
+    grype = "grype"
+
+
+@app.command()
+def attach(
+    image: Annotated[str, typer.Argument(help="Image reference (tag or digest).")],
+    type: Annotated[
+        ReportType,
+        typer.Option(
+            "--type", help="trivy: `trivy image --format json`; grype: `grype IMAGE -o json`."
+        ),
+    ],
+    report: Annotated[str, typer.Option("--report", help="The scanner's JSON report file.")],
+    sign: Annotated[
+        bool, typer.Option("--sign", help="Sign the report referrer (as `regwarden sign` does).")
+    ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="Private key PEM for --sign (cosign-encrypted keys read COSIGN_PASSWORD).",
+        ),
+    ] = None,
+    format: Annotated[
+        SignFormat,
+        typer.Option("--format", help="--sign as legacy: .sig tag; bundle: v3 bundle referrer."),
+    ] = SignFormat.legacy,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Attach a Trivy or Grype JSON report to an image as an OCI referrer, for the
+    `trivy-referrer` / `grype-referrer` scan sources.
+
+    The report is checked with the gate's own parser first (refused, nothing pushed, when it
+    is not that scanner's JSON or names another image); IMAGE is resolved to its digest once.
+    Prints the referrer's digest. The gate counts only signed report referrers unless the
+    policy says `vulnerabilities.referrers.requireSigned: false`.
+
+    Example:
+
+        trivy image --format json --output trivy.json reg.example.com/app:1.4.2
+
+        regwarden attach reg.example.com/app:1.4.2 --type trivy --report trivy.json --sign --key k
+    """
+    from ._attach import run_attach
+
+    run_attach(
+        image,
+        kind_name=type.value,
+        report_path=report,
+        key=key,
+        sign=sign,
+        fmt=format.value,
+        output=output.value,
+        insecure=OPTIONS.insecure,
+    )
+
+
 PolicyOpt = Annotated[
     Path,
     typer.Option("--policy", "-p", help="Policy file (regwarden.yaml).", envvar="REGWARDEN_POLICY"),
