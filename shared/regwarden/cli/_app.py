@@ -424,6 +424,39 @@ def check(
 
 
 @app.command()
+def assess(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="HOST/REPOSITORY-GLOB",
+            help="Registry and repositories, e.g. 127.0.0.1:5000/payments/** (HOST alone: all).",
+        ),
+    ],
+    policy: PolicyOpt,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Images judged at a time.")
+    ] = 8,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Judge every image already in a registry with the policy's checks, and summarise
+    what enforce would do, per team: how many would pass, warn, be quarantined (and the
+    top reasons) or wait.
+
+    Nothing is changed: no action, no ledger written, no alert; only the registry named is
+    contacted. A failing check counts as a quarantine even under mode: audit. Exit 0.
+    """
+    from ._assess import run_assess
+
+    run_assess(
+        target,
+        policy=policy,
+        concurrency=concurrency,
+        insecure=OPTIONS.insecure,
+        output=output.value,
+    )
+
+
+@app.command()
 def invoke(
     function: Annotated[str, typer.Argument(help="on_push | on_scan | retention | notify")],
     event_file: Annotated[
