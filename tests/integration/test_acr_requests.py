@@ -2,9 +2,10 @@
 against FakeAcr (TLS, its `/v2/` a real docker-registry, images pushed with skopeo).
 
 The library challenges every call (401, `/oauth2/token`, the call again); the provider's
-token cache (`providers/_acr_tokens.py`) makes that once per scope while the token lasts,
-and `plan_lock` reads each manifest's properties once (attributes and quarantine state
-from the same GET).
+token cache (`providers/_acr_tokens.py`) gets one token per scope while it lasts (from the
+provider's own refresh token, before the first request; else learnt from the library's
+challenge), and `plan_lock` reads each manifest's properties once (attributes and
+quarantine state from the same GET).
 """
 
 from __future__ import annotations
@@ -85,53 +86,75 @@ def challenges(acr: FakeAcr, scope: str) -> int:
     return sum(1 for _m, path, s in acr.challenges if s == scope and path.startswith("/acr/v1/"))
 
 
+def token_requests(acr: FakeAcr, scope: str) -> int:
+    return sum(1 for t in acr.token_requests if t.get("scope") == scope)
+
+
 def manifest_gets(acr: FakeAcr, repo: str) -> list[str]:
     prefix = f"/acr/v1/{repo}/_manifests/"
     return [p for m, p in acr.acr_requests if m == "GET" and p.startswith(prefix)]
 
 
-def test_two_reads_of_one_manifest_take_one_challenge(
+def test_two_reads_of_one_manifest_take_one_token_and_no_challenge(
     ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
 ) -> None:
     read = f"repository:{repo}:metadata_read"
-    tokens_before = len(acr.token_requests)
+    exchanges = len(acr.exchanges)
     first = ar.manifest_attributes(repo, single)
     second = ar.manifest_attributes(repo, single)
     assert first == second
-    assert challenges(acr, read) == 1
+    assert token_requests(acr, read) == 1
+    assert challenges(acr, read) == 0  # the token was there before the first request
     assert len(manifest_gets(acr, repo)) == 2  # both served
-    assert [t["scope"] for t in acr.token_requests[tokens_before:]] == [read]
     assert ar.tags_of(repo, single) == ("v1",)  # the library's own call: pre-authorized too
+    assert (token_requests(acr, read), challenges(acr, read)) == (1, 0)
+    ar.resolve(repo, "v1")  # the data plane shares the one refresh token
+    assert len(acr.exchanges) - exchanges == 1
+
+
+def test_without_a_fetch_a_challenge_token_is_learnt(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library's challenge flow (when the provider cannot get a token itself): its
+    token is learnt, so two reads of one manifest take one challenge."""
+    monkeypatch.setattr(ar.tokens, "_fetch", lambda _scope: None)
+    read = f"repository:{repo}:metadata_read"
+    ar.manifest_attributes(repo, single)
+    ar.manifest_attributes(repo, single)
+    ar.tags_of(repo, single)
     assert challenges(acr, read) == 1
+    assert token_requests(acr, read) == 1
+    assert len(manifest_gets(acr, repo)) == 2
 
 
-def test_a_patch_after_a_get_takes_its_own_challenge_once(
+def test_a_patch_after_a_get_takes_its_own_token_once(
     ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
 ) -> None:
     write = f"repository:{repo}:metadata_write"
     ar.manifest_attributes(repo, single)
-    assert challenges(acr, write) == 0
+    assert token_requests(acr, write) == 0
     ar.set_manifest_attributes(repo, single, write=False)
     ar.set_manifest_attributes(repo, single, delete=False)
     ar.set_manifest_attributes(repo, single, write=True, delete=True)
-    assert challenges(acr, write) == 1
-    assert challenges(acr, f"repository:{repo}:metadata_read") == 1
+    assert token_requests(acr, write) == 1
+    assert token_requests(acr, f"repository:{repo}:metadata_read") == 1
+    assert challenges(acr, write) == challenges(acr, f"repository:{repo}:metadata_read") == 0
     assert acr.attributes(repo, single)["writeEnabled"] is True
 
 
-def test_a_token_past_its_expiry_is_challenged_again(
+def test_a_token_past_its_expiry_is_replaced(
     ar: AcrRegistry, acr: FakeAcr, clock: Clock, repo: str, single: str
 ) -> None:
     read = f"repository:{repo}:metadata_read"
     ar.manifest_attributes(repo, single)
     clock.now = T0 + acr.access_token_lifetime - MARGIN - timedelta(seconds=5)
     ar.manifest_attributes(repo, single)
-    assert challenges(acr, read) == 1  # still within its life
+    assert token_requests(acr, read) == 1  # still within its life
     clock.now = T0 + acr.access_token_lifetime - MARGIN
     ar.manifest_attributes(repo, single)
-    assert challenges(acr, read) == 2
+    assert token_requests(acr, read) == 2
     ar.manifest_attributes(repo, single)  # the new token is cached in turn
-    assert challenges(acr, read) == 2
+    assert token_requests(acr, read) == 2
 
 
 def test_a_401_on_a_cached_token_is_recovered(
@@ -141,9 +164,10 @@ def test_a_401_on_a_cached_token_is_recovered(
     ar.manifest_attributes(repo, single)
     acr.revoke_access_tokens()  # the registry no longer takes the cached token
     assert ar.manifest_attributes(repo, single).write is True
-    assert challenges(acr, read) == 2
-    ar.manifest_attributes(repo, single)
-    assert challenges(acr, read) == 2
+    assert challenges(acr, read) == 1  # answered by the library's challenge flow
+    ar.manifest_attributes(repo, single)  # whose token was learnt
+    assert challenges(acr, read) == 1
+    assert token_requests(acr, read) == 2
     assert len(manifest_gets(acr, repo)) == 3
 
 
@@ -151,10 +175,12 @@ def test_a_token_without_exp_is_not_cached(
     ar: AcrRegistry, acr: FakeAcr, repo: str, single: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(acr, "_access_token", lambda _scope: "at-opaque-" + uuid.uuid4().hex)
+    read = f"repository:{repo}:metadata_read"
     ar.manifest_attributes(repo, single)
     ar.manifest_attributes(repo, single)
-    assert challenges(acr, f"repository:{repo}:metadata_read") == 2
+    assert token_requests(acr, read) == 2  # fetched for each request, kept for none
     assert ar.tokens.scopes() == []
+    assert len(manifest_gets(acr, repo)) == 2
 
 
 @pytest.mark.parametrize("policy", [False, True])
@@ -173,4 +199,4 @@ def test_plan_lock_of_an_index_reads_each_manifest_once(
     assert sorted(gets) == sorted(f"/acr/v1/{repo}/_manifests/{d}" for d in [digest, *children])
     assert plan["lock"]["registry_quarantine"] is policy
     assert plan["lock"]["digests"] == [digest, *children]
-    assert challenges(acr, f"repository:{repo}:metadata_read") == 1
+    assert token_requests(acr, f"repository:{repo}:metadata_read") == 1

@@ -97,3 +97,21 @@ def test_only_the_registry_endpoint_gets_tokens() -> None:
     local = TokenCache("https://127.0.0.1:5443", lambda: T0)
     assert local.ours("https://127.0.0.1:5443/acr/v1/_catalog")
     assert not local.ours("https://127.0.0.1:5444/acr/v1/_catalog")
+
+
+def test_token_for_fetches_once_per_scope_and_keeps_what_has_an_exp() -> None:
+    asked: list[str] = []
+    token = jwt({"exp": int((T0 + timedelta(hours=1)).timestamp())})
+
+    def fetch(scope: str) -> str | None:
+        asked.append(scope)
+        return {"a": token, "opaque": "no-exp"}.get(scope)
+
+    cache = TokenCache("https://r.azurecr.io", lambda: T0, fetch)
+    assert cache.token_for("a") == token
+    assert cache.token_for("a") == token
+    assert cache.token_for("opaque") == "no-exp"  # used once, not kept
+    assert cache.token_for("opaque") == "no-exp"
+    assert cache.token_for("none") is None
+    assert asked == ["a", "opaque", "opaque", "none"]
+    assert TokenCache("https://r.azurecr.io", lambda: T0).token_for("a") is None

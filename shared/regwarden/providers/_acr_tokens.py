@@ -12,6 +12,11 @@ the library's challenge flow. A token is kept until its JWT `exp` less `MARGIN`;
 without a readable `exp` is not kept. A 401 on a pre-authorized request drops the entry and
 the library's challenge flow answers it (and the new token is learnt).
 
+With a `fetch` (the provider's own ACR refresh token, the one its data plane uses), the
+first request of a scope it can tell gets its token before it is sent: no 401, and no
+second AAD exchange by the library. A fetch that fails, or a wrong guess of the scope (a
+401), leaves the request to the library's challenge flow.
+
 Tokens only go to the registry's own endpoint (scheme and host:port as configured), never
 to another host a request might name.
 
@@ -88,10 +93,16 @@ def expiry(token: str) -> datetime | None:
 class TokenCache:
     """Access tokens by scope for one endpoint (`https://HOST[:PORT]`), thread-safe."""
 
-    def __init__(self, endpoint: str, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        clock: Callable[[], datetime],
+        fetch: Callable[[str], str | None] | None = None,
+    ) -> None:
         parts = urlsplit(endpoint)
         self._origin = (parts.scheme, parts.netloc.lower())
         self._clock = clock
+        self._fetch = fetch
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, datetime]] = {}
 
@@ -109,6 +120,19 @@ class TokenCache:
                 del self._tokens[scope]
                 return None
             return held[0]
+
+    def token_for(self, scope: str) -> str | None:
+        """The cached token for `scope`, else one fetched for it (`fetch`: the provider's
+        refresh token traded at `/oauth2/token`, sparing the first request its 401); None
+        when there is neither (the library's challenge flow then runs)."""
+        token = self.get(scope)
+        if token is not None or self._fetch is None:
+            return token
+        fetched = self._fetch(scope)
+        if fetched is None:
+            return None
+        self.put(scope, fetched)
+        return fetched
 
     def put(self, scope: str, token: str) -> None:
         """Keep `token` for `scope` until its expiry; one without a readable `exp` is not
@@ -143,7 +167,7 @@ def policy(cache: TokenCache) -> Any:
             if "Authorization" in http.headers or not cache.ours(http.url):
                 return  # the library's own token (a retry after a challenge), or elsewhere
             scope = scope_for(http.method, urlsplit(http.url).path)
-            token = cache.get(scope) if scope else None
+            token = cache.token_for(scope) if scope else None
             if token is not None:
                 http.headers["Authorization"] = f"Bearer {token}"
                 request.context[_LEARN] = scope

@@ -146,7 +146,9 @@ class AcrRegistry:
         if not self.anonymous:
             self.credential = self.options.credentials or azure_clients.default_credential()
         self._owns_client = client is None
-        self.tokens = _acr_tokens.TokenCache(self.endpoint, self._clock)
+        self.tokens = _acr_tokens.TokenCache(
+            self.endpoint, self._clock, None if self.anonymous else self._access_token
+        )
         if client is None:
             from azure.containerregistry import ContainerRegistryClient
 
@@ -278,6 +280,38 @@ class AcrRegistry:
         if not isinstance(token, str) or not token:
             raise RegistryError(f"ACR {self.host}: token exchange: no refresh_token in answer")
         return token
+
+    def _access_token(self, scope: str) -> str | None:
+        """An ACR access token for `scope` from the refresh token (`POST /oauth2/token`, the
+        exchange ACR's challenge points at), for the control plane's token cache; None when
+        it cannot be had (the library's own challenge flow then runs and says why)."""
+        import httpx
+
+        try:
+            refresh = self.refresh_token()
+        except Exception as exc:  # the library's own challenge flow reports it
+            log.debug("no refresh token for %s: %s", scope, exc)
+            return None
+        if refresh is None:
+            return None
+        form = {
+            "grant_type": "refresh_token",
+            "service": self.host,
+            "scope": scope,
+            "refresh_token": refresh,
+        }
+        try:
+            response = httpx.post(
+                f"{self.endpoint}/oauth2/token",
+                data=form,
+                verify=self._verify(),
+                timeout=self.options.deadline,
+            )
+            token = response.json().get("access_token") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.debug("access token for %s: %s", scope, exc)
+            return None
+        return token if isinstance(token, str) and token else None
 
     def _verify(self) -> Any:
         if self.ca_file is None:
