@@ -80,6 +80,27 @@ class Authenticator:
             return "Bearer " + token.value
         return self._fetch(scopes, stale=None)
 
+    @property
+    def learnt(self) -> bool:
+        """Whether a challenge has told which scheme the registry uses (Basic or Bearer)."""
+        return self._basic is not None or self._bearer is not None
+
+    def bearer_token(self, scopes: tuple[str, ...], *, min_life: float = 0.0) -> str | None:
+        """The bare token the registry's token service grants for `scopes`, valid at least
+        `min_life` more seconds (a fresh one is fetched if the cached one is older), or None
+        when the registry uses no token service (Basic, anonymous, or no challenge seen):
+        a token is handed to third parties (a scanner fetching layers), Basic credentials
+        never are."""
+        with self._lock:
+            bearer, basic = self._bearer, self._basic
+            cached = self._tokens.get(scopes)
+        if bearer is None or basic is not None:
+            return None
+        if cached is not None and cached.expires_at > self._clock() + min_life:
+            return cached.value
+        stale = "Bearer " + cached.value if cached is not None else None
+        return self._fetch(scopes, stale=stale).removeprefix("Bearer ")
+
     # -- on a 401 --------------------------------------------------------------------------
 
     def challenge(

@@ -615,6 +615,19 @@ class RegistryClient:
         if response.status_code != 200:
             self._fail(response, f"registry API at {self._base}/v2/")
 
+    def pull_token(self, repo: str, *, min_life: float = 30.0) -> str | None:
+        """A Bearer token from the registry's token service that can only pull `repo`
+        (valid at least `min_life` more seconds), for a scanner that fetches the layers
+        itself; None when the registry has no token service (Basic or anonymous access):
+        Basic credentials are never handed out. One request to `/v2/` first when no
+        challenge has told the scheme yet."""
+        scopes = _pull(_check_repository(repo))
+        if not self._auth.learnt:
+            response = self._request("GET", f"{self._base}/v2/", scopes=scopes)
+            if response.status_code not in (200, 401):
+                self._fail(response, f"registry API at {self._base}/v2/")
+        return self._auth.bearer_token(scopes, min_life=min_life)
+
     def catalog(self, *, page_size: int | None = None) -> Iterator[str]:
         """Every repository name, page by page (`n=page_size`), following `Link` headers."""
         params = [("n", str(page_size))] if page_size else None
