@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from .. import USER_AGENT
+from .. import USER_AGENT, observe
 from ..errors import (
     AuthError,
     DeadlineExceeded,
@@ -330,7 +330,13 @@ class RegistryClient:
                         data=data,
                         timeout=self._timeout(until, method, url, seconds),
                     )
-                    response = self._http.send(request, stream=True)
+                    started = time.monotonic()
+                    try:
+                        response = self._http.send(request, stream=True)
+                    except httpx.HTTPError as exc:
+                        _report(request, started, failure=type(exc).__name__)
+                        raise
+                    _report(request, started, status=response.status_code)
                     if not (stream and response.status_code == 200):
                         body = self._read(response, limit, what, until, seconds)
                         response = _with_body(response, body)
@@ -1239,6 +1245,20 @@ def _too_big(what: str, cap: int, why: str) -> LimitExceeded:
     return LimitExceeded(
         f"{what}: over {cap} bytes ({why}), the most regwarden reads into memory; refused"
     )
+
+
+def _report(
+    request: httpx.Request, started: float, *, status: int | None = None, failure: str | None = None
+) -> None:
+    """Hand one exchange to the request observers (`regwarden serve`'s /metrics)."""
+    if observe.has_observers():
+        observe.report_request(
+            request.url.netloc.decode(),
+            request.method,
+            time.monotonic() - started,
+            status=status,
+            failure=failure,
+        )
 
 
 def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:

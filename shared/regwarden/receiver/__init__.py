@@ -2,6 +2,7 @@
 
 from ._app import BODY_TIMEOUT, MAX_BODY, Validator, create_app
 from ._auth import CallerAuthenticator
+from ._metrics import ServeMetrics
 from ._worker import Job, WorkerPool, utcnow
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "MAX_BODY",
     "CallerAuthenticator",
     "Job",
+    "ServeMetrics",
     "Validator",
     "WorkerPool",
     "create_app",

@@ -23,12 +23,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import IntakeError
+from ..redact import redact_text
 from ..store import EventQueue
 from ._auth import CallerAuthenticator
 from ._worker import Clock, WorkerPool, utcnow
 
 if TYPE_CHECKING:
     from ..intake import HandshakeCheck
+    from ._metrics import ServeMetrics
 
 log = logging.getLogger("regwarden.receiver")
 
@@ -39,6 +41,8 @@ MAX_BODY = 1 << 20  # distribution batches events; a megabyte is far above any r
 # what a caller without credentials may send a source that handshakes (Event Grid's
 # validation event is under 1 KiB): enough for the handshake, little to read for nothing
 HANDSHAKE_BODY = 64 << 10
+# /readyz waits this long for the queue's write lock: a busy queue answers well within it
+READY_TIMEOUT = 2.0
 BODY_TIMEOUT = 10.0  # seconds for a whole body: senders post small bodies on a fast network
 
 
@@ -92,6 +96,10 @@ def create_app(
     max_body: int = MAX_BODY,
     body_timeout: float = BODY_TIMEOUT,
     debug: bool = False,
+    metrics: ServeMetrics | None = None,
+    metrics_auth: CallerAuthenticator | None = None,
+    metrics_public: bool = False,
+    ready_timeout: float = READY_TIMEOUT,
 ) -> Any:
     """A Starlette app with `POST /events/<source>` for each validator and `GET /healthz`.
     Each accepted body is enqueued on `ledger`: the work queue (an SQLite ledger's own, or
@@ -100,7 +108,14 @@ def create_app(
     With `run_pool`, the app starts the worker pool at start-up and stops it at shutdown
     (for ASGI servers that own the process: `uvicorn functions.http.app:app`).
     `max_body` and `body_timeout` bound each request body; `debug` logs the traceback of
-    an unexpected error (else one line)."""
+    an unexpected error (else one line).
+
+    With `metrics`, `GET /metrics` serves them in the Prometheus text format, to callers
+    holding a token of `metrics_auth` (default: the webhook's `auth`), or to anyone with
+    `metrics_public`. `GET /readyz` answers 200 while the queue can be worked on — a
+    writer's lock on it within `ready_timeout` seconds and every worker of `pool` alive —
+    and 503 naming what is wrong otherwise; `/healthz` stays liveness (the process
+    answers). Both probes are open: kubelets and load balancers carry no credentials."""
     import contextlib
     from collections.abc import AsyncIterator
 
@@ -185,6 +200,8 @@ def create_app(
         if count == 0:  # e.g. only blob events: nothing to do, nothing to store
             return JSONResponse({"accepted": 0}, 202)
         event_id = ledger.enqueue(source, body, content_type, now=clock())
+        if metrics is not None:
+            metrics.received(source, count)
         if pool is not None:
             pool.notify()
         return JSONResponse({"accepted": count, "id": event_id}, 202)
@@ -203,6 +220,34 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "pending": ledger.pending_count()})
 
+    async def readyz(request: Request) -> Response:
+        problems = []
+        try:
+            await asyncio.to_thread(ledger.probe, timeout=ready_timeout)
+        except Exception as exc:  # sqlite3.Error, OSError, a cloud store's own
+            problems.append(f"work queue: {redact_text(str(exc)) or type(exc).__name__}")
+        if pool is not None:
+            running, wanted = pool.alive()
+            if running < wanted:
+                problems.append(f"workers: {running} of {wanted} running")
+        if problems:
+            log.warning("not ready: %s", "; ".join(problems))
+            return JSONResponse({"ready": False, "reasons": problems}, 503)
+        return JSONResponse({"ready": True})
+
+    watch = metrics_auth or auth
+
+    async def metrics_endpoint(request: Request) -> Response:
+        assert metrics is not None
+        if not metrics_public and not watch.check(request.headers.get("authorization")):
+            return JSONResponse(
+                {"error": "unauthorized"},
+                401,
+                headers={"WWW-Authenticate": 'Bearer realm="regwarden-metrics"'},
+            )
+        body, content_type = await asyncio.to_thread(metrics.exposition)
+        return Response(body, 200, headers={"Content-Type": content_type})
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if run_pool and pool is not None:
@@ -218,5 +263,7 @@ def create_app(
         routes=[
             Route("/events/{source}", receive, methods=["POST", "OPTIONS"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            *([Route("/metrics", metrics_endpoint, methods=["GET"])] if metrics else []),
         ],
     )

@@ -33,6 +33,15 @@ class CallerAuthenticator:
                 hint="regwarden serve --auth-token-file FILE",
             )
         self._accepted = tuple(accepted)
+        self._described = (
+            f"{len(accepted) // (3 if basic_user is not None else 2)} token(s): Bearer, "
+            + (f"Basic (user {basic_user}), " if basic_user is not None else "")
+            + "or verbatim"
+        )
+
+    def describe(self) -> str:
+        """How callers authenticate, for the start-up line (never a token)."""
+        return self._described
 
     def check(self, header: str | None) -> bool:
         if not header:

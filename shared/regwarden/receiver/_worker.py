@@ -105,6 +105,14 @@ class WorkerPool:
             t.join(timeout)
         self._threads.clear()
 
+    def alive(self) -> tuple[int, int]:
+        """(worker threads running, workers this pool runs when started): fewer running
+        than wanted means the pool was stopped, never started, or a worker died."""
+        running = sum(
+            1 for t in self._threads if t.name.startswith("regwarden-worker-") and t.is_alive()
+        )
+        return (0 if self._stop.is_set() else running), self._workers
+
     def idle(self) -> bool:
         """No event pending and no worker busy (for tests and graceful shutdown)."""
         with self._wake:

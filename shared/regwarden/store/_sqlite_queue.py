@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 __all__ = ["DeadLetter", "QueueMixin", "QueuedEvent", "migrate_queue"]
@@ -103,6 +104,12 @@ class DeadLetter:
     error: str
 
 
+def _quote_path(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="/")
+
+
 def _id_list(ids: Collection[int]) -> str:
     # one JSON array bound as a parameter (`IN (SELECT value FROM json_each(?))`), so the
     # SQL text stays constant whatever the number of ids
@@ -113,6 +120,7 @@ class QueueMixin:
     """The queue methods of `SqliteLedger` (which provides the connection and transactions)."""
 
     if TYPE_CHECKING:
+        path: Path
 
         def _conn(self) -> sqlite3.Connection: ...
 
@@ -234,6 +242,41 @@ class QueueMixin:
     def pending_count(self) -> int:
         row = self._conn().execute("SELECT count(*) FROM queue WHERE done_at IS NULL").fetchone()
         return int(row[0])
+
+    def oldest_due(self, *, now: datetime) -> datetime | None:
+        """When the longest-waiting pending event became due (its receipt, or its
+        `not_before` if later), among those due by `now`; None when nothing is due. A
+        recheck planned for later is not waiting yet, so it does not count."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT min(due) FROM (SELECT CASE WHEN not_before IS NULL OR not_before < "
+                "received_at THEN received_at ELSE not_before END AS due FROM queue "
+                "WHERE done_at IS NULL) WHERE due <= ?",
+                (_ts(now),),
+            )
+            .fetchone()
+        )
+        return datetime.fromisoformat(row[0]) if row and row[0] is not None else None
+
+    def probe(self, *, timeout: float) -> None:
+        """Raise (sqlite3.Error) unless the queue could take a write within `timeout`
+        seconds: its file still there and a writer's lock to be had (BEGIN IMMEDIATE, then
+        rolled back: nothing written). A fresh connection each time, opened without
+        `create`, so a ledger file removed under a running server is not recreated empty
+        and the probe never waits behind its own thread's long busy timeout."""
+        path = str(self.path)
+        if path == ":memory:":
+            self._conn().execute("SELECT 1 FROM queue LIMIT 1").fetchall()
+            return
+        uri = f"file:{_quote_path(path)}?mode=rw"
+        db = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("SELECT 1 FROM queue LIMIT 1").fetchall()
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
 
     # -- dead letters ------------------------------------------------------------------------
 
