@@ -146,7 +146,12 @@ def test_gcr_io_hosts_are_artifact_registry(host: str, kind: str) -> None:
         (
             "{host: r.example.com, kind: harbor, clair: x}",
             "registries[0].clair",
-            "unknown key 'clair'; valid keys: host, kind, api, insecure",
+            "got 'x', expected a mapping",
+        ),
+        (
+            "{host: r.example.com, kind: harbor, clair: {url: 'https://c.example.com', iss: x}}",
+            "registries[0].clair.iss",
+            "unknown key 'iss'; valid keys: url, psk",
         ),
     ],
 )

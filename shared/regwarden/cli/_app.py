@@ -558,6 +558,28 @@ def serve(
             help="An event whose worker sent no heartbeat for this long is taken over.",
         ),
     ] = 30.0,
+    metrics_public: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-public",
+            help="Serve /metrics without credentials (default: the webhook's tokens).",
+        ),
+    ] = False,
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Tokens (Bearer) that may read /metrics, instead of the webhook's.",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(metavar="PEM", help="Serve HTTPS with this certificate (with --tls-key)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(metavar="PEM", help="The certificate's private key (unencrypted)."),
+    ] = None,
 ) -> None:
     """Receive registry webhooks and run the push gate.
 
@@ -573,6 +595,10 @@ def serve(
     Crash-safe: an event counts as handled only when its verdict, action and alert are
     committed; after a crash the same instance takes its events back at once, and a
     recovery sweep (at start and every 30 s) finishes any half-done quarantine.
+
+    For operators: a start-up line on stderr (address, policy digest, ledger, workers,
+    auth); GET /metrics (Prometheus); GET /readyz (503 while the queue cannot be worked on);
+    GET /healthz (liveness). See docs/serve.md.
     """
     from ._gate import run_serve
 
@@ -590,6 +616,10 @@ def serve(
         debug=OPTIONS.debug,
         instance=instance,
         lease_timeout=lease_timeout,
+        metrics_public=metrics_public,
+        metrics_token_file=metrics_token_file,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 

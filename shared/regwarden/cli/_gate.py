@@ -306,19 +306,25 @@ def run_serve(
     debug: bool = False,
     instance: str | None = None,
     lease_timeout: float = 30.0,
+    metrics_public: bool = False,
+    metrics_token_file: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> None:
     import os
     import socket
+    import sys
     from datetime import timedelta
 
     from .. import service
     from ..intake import parse_host
     from ..logsetup import logging_setup
-    from ..receiver import BODY_TIMEOUT, CallerAuthenticator, WorkerPool, create_app
+    from ..receiver import BODY_TIMEOUT, CallerAuthenticator, ServeMetrics, WorkerPool, create_app
     from ..recovery import Sweeper
     from ..runtime import ENV_REGISTRIES, load_runtime, registries_from_env
     from ..store import open_queue
     from ._listen import bound_url, listen, run_server
+    from ._serve import check_tls, metrics_access, startup_line
 
     if auth_token_file is None:
         raise UsageError(
@@ -329,6 +335,10 @@ def run_serve(
     extra = [parse_host(r, what="--registry") for r in registries]
     extra += registries_from_env(os.environ)
     auth = CallerAuthenticator.from_file(str(auth_token_file))
+    tls = check_tls(tls_cert, tls_key)
+    metrics_guard, metrics_auth = metrics_access(
+        public=metrics_public, token_file=metrics_token_file
+    )
     logging_setup(debug=debug)  # before any client exists: no request URL is ever logged
     runtime = load_runtime(policy, ledger=ledger, insecure=insecure, registries=extra)
     work = None
@@ -342,6 +352,7 @@ def run_serve(
                 hint="list them in the policy's registries section, or pass --registry "
                 f"HOST[:PORT] (repeatable) or {ENV_REGISTRIES}=HOST,HOST",
             )
+        metrics = ServeMetrics(work, clock=_now)  # prometheus-client missing: exit 2 here
         sock = listen(host, port)
     except BaseException:
         runtime.close()
@@ -349,7 +360,12 @@ def run_serve(
         if work is not None:  # the ledger itself, or --queue's (closing twice is harmless)
             work.close()
         raise
-    processor = service.Processor(pipeline, work, clock=_now, on_handled=print_handled)
+
+    def handled(h: Handled) -> None:
+        metrics.handled(h)
+        print_handled(h)
+
+    processor = service.Processor(pipeline, work, clock=_now, on_handled=handled)
     # A stable owner id: after a restart this process takes its own leases back at once.
     pool = WorkerPool(
         work,
@@ -367,13 +383,29 @@ def run_serve(
         pool=pool,
         body_timeout=BODY_TIMEOUT if body_timeout is None else body_timeout,
         debug=debug,
+        metrics=metrics,
+        metrics_auth=metrics_auth,
+        metrics_public=metrics_public,
     )
-    log.info("listening on %s; registries: %s", bound_url(sock), ", ".join(sorted(allowed)))
+    line = startup_line(
+        url=bound_url(sock, tls=tls is not None),
+        policy=runtime.policy,
+        policy_path=str(policy),
+        ledger=ledger,
+        queue=queue,
+        workers=workers,
+        auth=auth.describe(),
+        metrics=metrics_guard,
+        registries=allowed,
+    )
+    print(line, file=sys.stderr, flush=True)  # whatever the log level: the operator's line
+    metrics.watch_requests()
     pool.start()
     sweeper.start()
     try:
-        run_server(app, sock)
+        run_server(app, sock, tls=tls)
     finally:
         sweeper.stop()
         pool.stop()
+        metrics.close()
         runtime.close()

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ._serve import Tls
 
 #: Connections served at once; more are answered 503 (memory stays under this × MAX_BODY).
 MAX_CONNECTIONS = 128
@@ -52,13 +55,16 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def bound_url(sock: socket.socket) -> str:
+def bound_url(sock: socket.socket, *, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def run_server(app: Any, sock: socket.socket) -> None:
-    """Serve `app` on `sock` until SIGINT/SIGTERM. uvicorn's own logs: warnings only."""
+def run_server(app: Any, sock: socket.socket, *, tls: Tls | None = None) -> None:
+    """Serve `app` on `sock` until SIGINT/SIGTERM, over HTTPS with `tls` (uvicorn's
+    ssl_certfile/ssl_keyfile, checked beforehand by `_serve.check_tls`). uvicorn's own
+    logs: warnings only."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -70,5 +76,7 @@ def run_server(app: Any, sock: socket.socket) -> None:
         h11_max_incomplete_event_size=MAX_HEADERS,
         server_header=False,
         date_header=False,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
     )
     uvicorn.Server(config).run(sockets=[sock])

@@ -6,25 +6,29 @@ behaviour it had before the section existed: ECR, GAR or ACR by its host name, a
 else a CNCF distribution registry (on which an explicit `harbor` source is still read, as
 it always was).
 
-To add a per-registry key (e.g. a Clair endpoint): add a field to `RegistryEntry` and, if
-only some kinds read it, list it in `_KIND_ONLY_KEYS`.
+To add a per-registry key: add a field to `RegistryEntry` and, if only some kinds read it,
+list it in `_KIND_ONLY_KEYS`. `clair` is one such key, read on every kind: a Clair v4 that
+scans this registry's images makes the `clair` scan source servable there.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import field_validator, model_validator
 
 from ..cloud_endpoints import is_loopback as _is_loopback
 from ._base import Loc, PolicyModel, rule_error
+from ._location import SECRET_SCHEMES, Location, Schemes
 
 __all__ = [
+    "CLAIR_SOURCE",
     "KIND_SOURCES",
     "REGISTRY_KINDS",
     "UNLISTED_GENERIC_SOURCES",
+    "ClairConfig",
     "RegistryEntry",
     "RegistryKind",
     "check_registries",
@@ -55,6 +59,9 @@ KIND_SOURCES: dict[str, frozenset[str]] = {
 #: `harbor` source is read there (with `REGWARDEN_HARBOR_API` or the host's own API), as it
 #: was before registries were listed.
 UNLISTED_GENERIC_SOURCES = frozenset({"harbor", "cosign-vuln", *_REFERRER_SOURCES})
+
+#: The scan source a registry entry's `clair` setting makes servable, on any kind.
+CLAIR_SOURCE = "clair"
 
 #: The registry's own scanner, read by default when `vulnerabilities.sources` is unset.
 _NATIVE: dict[str, tuple[str, ...]] = {
@@ -96,6 +103,47 @@ def native_sources(kind: str) -> tuple[str, ...]:
     return _NATIVE.get(kind, ())
 
 
+def _check_clair_url(value: str) -> str:
+    text = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"got {value!r}, expected an https:// URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"got {value!r}, expected https://HOST[:PORT][/PATH]")
+    if parts.query or parts.fragment or parts.username or any(c.isspace() for c in text):
+        raise ValueError(f"got {value!r}, expected a URL without user, query or fragment")
+    # The requests carry a bearer JWT and a registry pull token: never in the clear
+    # beyond this machine.
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ValueError(
+            f"got {value!r}: plain http to a non-loopback host; expected https:// "
+            "(requests carry Clair's JWT and a registry pull token)"
+        )
+    return text
+
+
+class ClairConfig(PolicyModel):
+    """A Clair v4 that scans this registry's images (the `clair` scan source)."""
+
+    url: str
+    """Where Clair's API is: `https://clair.example.com` (the indexer's
+    `/indexer/api/v1/...` and the matcher's `/matcher/api/v1/...` under it, as a combined
+    Clair or a gateway in front of both serves them); http only on loopback."""
+
+    psk: Annotated[Location, Schemes(SECRET_SCHEMES, "Clair's pre-shared key")] | None = None
+    """`secret://NAME` holding Clair's PSK exactly as Clair's `auth.psk.key` has it
+    (base64): requests carry an HS256 JWT signed with it, issuer `regwarden` (list it in
+    Clair's `auth.psk.iss`). Unset: Clair without authentication."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_clair_url(value)
+
+
 class RegistryEntry(PolicyModel):
     """One registry regwarden works with."""
 
@@ -114,6 +162,10 @@ class RegistryEntry(PolicyModel):
 
     insecure: bool = False
     """Allow plain HTTP to this non-loopback host (and its `api`). Loopback always may."""
+
+    clair: ClairConfig | None = None
+    """A Clair v4 scanning this registry's images: makes the `clair` scan source servable
+    here (any kind)."""
 
     @field_validator("host")
     @classmethod
@@ -179,8 +231,10 @@ class RegistryEntry(PolicyModel):
         return self
 
     def sources(self) -> frozenset[str]:
-        """The scan sources this registry can serve."""
-        return KIND_SOURCES[self.kind]
+        """The scan sources this registry can serve (its kind's, and `clair` when it has a
+        Clair)."""
+        own = KIND_SOURCES[self.kind]
+        return own | {CLAIR_SOURCE} if self.clair is not None else own
 
 
 def check_registries(entries: tuple[RegistryEntry, ...]) -> list[tuple[Loc, str]]:

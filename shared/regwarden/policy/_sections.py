@@ -138,6 +138,7 @@ ScanSource = Literal[
     "inspector",
     "artifact-analysis",
     "defender",
+    "clair",
 ]
 #: Where scan results may come from, in the order the docs list them.
 SCAN_SOURCES: tuple[str, ...] = typing.get_args(ScanSource)

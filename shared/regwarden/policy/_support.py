@@ -35,6 +35,7 @@ _LOCK_KINDS = frozenset({"acr"})
 _PROVIDERS_NOT_YET: dict[str, str] = {}
 _READ = (
     "artifact-analysis",
+    "clair",
     "cosign-vuln",
     "defender",
     "ecr",
@@ -67,7 +68,10 @@ def _referrer_signers(effective: EffectiveRepositoryPolicy) -> bool:
 
 def servable_sources(policy: Policy, host: str) -> frozenset[str]:
     """The scan sources the registry at `host` can serve, from its kind."""
-    if policy.registry(host) is None and policy.registry_kind(host) == "distribution":
+    listed = policy.registry(host)
+    if listed is not None:
+        return listed.sources()  # its kind's, and `clair` when the entry names a Clair
+    if policy.registry_kind(host) == "distribution":
         return UNLISTED_GENERIC_SOURCES
     return KIND_SOURCES[policy.registry_kind(host)]
 

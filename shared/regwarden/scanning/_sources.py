@@ -130,3 +130,14 @@ def _grype_referrer(context: ScanContext) -> ScanReader | None:
     from .referrer_reports import KINDS, ReferrerReportSource
 
     return ReferrerReportSource(KINDS["grype"], context.policy, env=context.env)
+
+
+@SCAN_SOURCES.register("clair")
+def _clair(context: ScanContext) -> ScanReader | None:
+    # Clair is configured per registry (`registries[].clair`); without it, nothing to read.
+    listed = context.policy.registry(context.registry.host)
+    if listed is None or listed.clair is None:
+        return None
+    from .clair import ClairScanSource
+
+    return ClairScanSource.from_config(listed.clair, env=context.env)
