@@ -34,9 +34,15 @@ from regwarden.report import (
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-BROWSER_SERVICES = ("*.google.com", "*.googleapis.com", "*.gvt1.com")
+BROWSER_SERVICES = (
+    "clients2.google.com",
+    "update.googleapis.com",
+    "redirector.gvt1.com",
+    "accounts.google.com",
+)
 """Hosts Chromium itself calls at start-up whatever the flags (Debian's build, seen here:
-clients2.google.com/time, update.googleapis.com, redirector.gvt1.com, accounts.google.com)."""
+network time, component updates, accounts), named exactly — no wildcard — so that no other
+host of those domains (fonts.googleapis.com, say) could slip past the counter."""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
