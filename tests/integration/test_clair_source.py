@@ -11,9 +11,10 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from support.fake_clair import FakeClair
@@ -21,7 +22,7 @@ from support.registries import AuthRegistry, PushImage
 from support.token_registry import TokenRegistry
 
 from regwarden.devtools import ImageBlobs, LocalRegistry, make_image, make_multiarch, push_image
-from regwarden.errors import EvidenceUnavailable
+from regwarden.errors import AuthError, EvidenceUnavailable, RegistryError
 from regwarden.model import CheckOutcome, EventKind, ImageEvent, Outcome
 from regwarden.oci import Credentials, RegistryClient
 from regwarden.pipeline import Handled
@@ -31,6 +32,9 @@ from regwarden.runtime import Runtime
 from regwarden.scanning import SCAN_SOURCES
 from regwarden.scanning.clair import ClairScanSource
 from regwarden.store import SqliteLedger
+
+if TYPE_CHECKING:
+    from regwarden.providers import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -447,3 +451,36 @@ def test_multi_arch_index_waits_for_every_platform(
     outcome, reason = vulnerabilities(handled)
     assert outcome is CheckOutcome.PENDING and "linux/arm64" in reason, reason
     assert len(clair.index_requests) == 2  # both platforms were sent for indexing
+
+
+@dataclass
+class DataPlane:
+    """What the source reads of a provider: its host and its OCI client."""
+
+    host: str
+    client: RegistryClient
+
+    def data_plane(self) -> RegistryClient:
+        return self.client
+
+
+def test_an_index_request_clair_does_not_answer_in_time_is_not_sent_again(
+    registry: LocalRegistry,
+    client: RegistryClient,
+    push: PushImage,
+    clair: FakeClair,
+    repository: str,
+) -> None:
+    image = push(repository, "1.0.0", seed=1713)
+    clair.set_index_delay(2.0)
+    source = ClairScanSource(
+        url=clair.url, psk=KEY, index_timeout=0.3, backoff=0.0, sleep=lambda _: None
+    )
+    ref = ImageRef.parse(f"{registry.host}/{repository}@{image.digest}")
+
+    with pytest.raises(RegistryError, match=r"did not answer within 0\.3 s") as raised:
+        source(cast("Registry", DataPlane(registry.host, client)), ref)
+
+    assert not isinstance(raised.value, AuthError)
+    posts = [a for a in clair.arrivals if a.startswith("POST")]
+    assert posts == ["POST /indexer/api/v1/index_report"]  # indexing is not started over

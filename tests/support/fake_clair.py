@@ -129,8 +129,10 @@ class _State:
     reports: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     matcher_ready: bool = True
+    index_delay: float = 0.0
     faults: list[_Fault] = field(default_factory=list)
     requests: list[Seen] = field(default_factory=list)
+    arrivals: list[str] = field(default_factory=list)
     index_requests: list[IndexRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -167,6 +169,13 @@ class FakeClair:
             return list(self.state.requests)
 
     @property
+    def arrivals(self) -> list[str]:
+        """`METHOD PATH` of each request as it arrived, before any answer (`requests` holds
+        them once answered)."""
+        with self.state.lock:
+            return list(self.state.arrivals)
+
+    @property
     def index_requests(self) -> list[IndexRequest]:
         with self.state.lock:
             return list(self.state.index_requests)
@@ -188,6 +197,11 @@ class FakeClair:
         with self.state.lock:
             self.state.states[digest] = "IndexFinished"
             self.state.planned.pop(digest, None)
+
+    def set_index_delay(self, seconds: float) -> None:
+        """Index requests take this long to answer (a large image)."""
+        with self.state.lock:
+            self.state.index_delay = seconds
 
     def set_matcher_ready(self, ready: bool) -> None:
         with self.state.lock:
@@ -243,6 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
+        with self.state.lock:
+            self.state.arrivals.append(f"{method} {self.path}")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         refused = self._refused()
@@ -325,6 +341,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "message": f"failed to deserialize manifest: {problem}",
             }
         digest: str = manifest["hash"]
+        with self.state.lock:
+            delay = self.state.index_delay
+        time.sleep(delay)  # stands for the work of indexing, not for a wait on a condition
         fetched = [self._fetch(layer) for layer in manifest.get("layers", [])]
         with self.state.lock:
             self.state.index_requests.append(

@@ -30,7 +30,9 @@ Auth: with a PSK every request carries `Authorization: Bearer <JWT>`, HS256 over
 `auth.psk.iss` must list it), `iat`/`nbf` now, `exp` within 5 minutes.
 
 Faults: connection failures, 429 and 5xx are retried with backoff (honouring
-`Retry-After`), then RegistryError; 401/403 raise AuthError; any other unexpected answer
+`Retry-After`), then RegistryError; an index request with no answer within
+`index_timeout` is not sent again (RegistryError: the next evaluation finds the index under
+way, or done); 401/403 raise AuthError; any other unexpected answer
 RegistryError: Clair being unavailable is never "no scan" and never "clean". A missing
 report turns into FAILED only by the policy's `scanTimeout` (the gate's clock). Malformed
 documents raise ScanFormatError.
@@ -308,6 +310,23 @@ class ClairScanSource:
                 status, answer_headers, body = self._send(
                     http, method, url, headers, content, timeout, what
                 )
+            except httpx.ReadTimeout as exc:
+                if method == "POST":  # Clair is indexing as we wait: asking again starts over
+                    raise RegistryError(
+                        f"{what}: {method} {where}: Clair did not answer within "
+                        f"{timeout:g} s (index_timeout)",
+                        hint="a large image takes Clair a while to index; the next attempt "
+                        "finds the index under way or done",
+                    ) from exc
+                wait = tries.next_wait()
+                if isinstance(wait, GiveUp):
+                    raise RegistryError(
+                        f"{what}: {method} {where}: {type(exc).__name__}: "
+                        f"{exc or 'no answer'} (after {tally(tries.attempts)})",
+                        hint="is Clair reachable at the registry entry's clair.url?",
+                    ) from exc
+                tries.pause(wait)
+                continue
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 wait = tries.next_wait()
                 if isinstance(wait, GiveUp):
