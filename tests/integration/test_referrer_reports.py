@@ -230,6 +230,36 @@ def test_a_clean_signed_grype_referrer_passes(
     assert outcome is CheckOutcome.PASS
 
 
+def test_a_clean_grype_report_beside_a_trivy_report_with_a_critical_finding_fails(
+    registry: LocalRegistry, client: RegistryClient, repo: str, gate: Pipeline, key: PrivateKey
+) -> None:
+    """Both sources report and the worst wins: the clean Grype report does not outweigh the
+    CRITICAL Trivy finding, and the verdict says which source reported what."""
+    host = registry.host
+    digest, desc = signed_image(client, host, repo, key, seed=910)
+    clean = attach(client, repo, "grype", desc, grype(host, repo, digest, LOW))
+    critical = attach(
+        client,
+        repo,
+        "trivy",
+        desc,
+        trivy(host, repo, digest, CRITICAL),
+        created=T0 - timedelta(hours=1),  # the older of the two: age does not decide
+    )
+    for referrer in (clean, critical):
+        sign(client, host, repo, referrer, key)
+
+    verdict = judged(gate.handle(push_event(host, repo, digest), now=T0))
+
+    assert verdict.outcome is Outcome.FAILED, verdict.checks
+    (check,) = [c for c in verdict.checks if c.name == "vulnerabilities"]
+    assert check.outcome is CheckOutcome.FAIL
+    assert "trivy-referrer" in check.reason and "CVE-2099-7001" in check.reason, check.reason
+    by_source = {s["source"]: s["outcome"] for s in check.details["sources"]}
+    assert by_source == {"trivy-referrer": "fail", "grype-referrer": "pass"}, by_source
+    assert client.head_manifest(f"quarantine/{repo}", digest) is not None
+
+
 def test_the_newest_signed_report_counts_and_a_newer_unsigned_one_is_ignored(
     registry: LocalRegistry, client: RegistryClient, repo: str, gate: Pipeline, key: PrivateKey
 ) -> None:
