@@ -567,7 +567,7 @@ def test_bad_image_globs(glob: object, message: str) -> None:
             6,
             "defaults.vulnerabilities.sources[0]",
             "got 'trivy', expected 'cosign-vuln', 'harbor', 'trivy-referrer', 'grype-referrer', "
-            "'ecr', 'inspector', 'artifact-analysis' or 'defender'",
+            "'ecr', 'inspector', 'artifact-analysis', 'defender' or 'clair'",
         ),
         (
             "defaults:\n  vulnerabilities:\n    maxSeverity: high\n    sources: []\n",

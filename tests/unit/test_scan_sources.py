@@ -251,7 +251,7 @@ def test_a_name_with_no_registered_source_is_a_usage_error_before_any_source_run
 
     with pytest.raises(
         UsageError,
-        match=r"unknown scan source 'inspector'; valid: artifact-analysis, defender, ecr, "
+        match=r"unknown scan source 'inspector'; valid: artifact-analysis, clair, defender, ecr, "
         r"grype-referrer, harbor, trivy-referrer",
     ):
         gather()
@@ -273,6 +273,7 @@ def test_every_source_the_policy_reads_is_registered_except_attestations() -> No
     assert set(SCAN_SOURCES.names()) == read
     assert read == {
         "artifact-analysis",
+        "clair",
         "defender",
         "ecr",
         "grype-referrer",
