@@ -20,10 +20,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rich.markup import escape
 
     from ._app import OPTIONS, app
+    from ._help import command_for
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="regwarden")
+        command_for(app)(args=list(argv) if argv is not None else None, prog_name="regwarden")
     except RegwardenError as exc:
         # messages quote user input ("[a-z]", "[/x]"): never read as markup
         err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
