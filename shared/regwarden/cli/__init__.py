@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             err.print(f"[dim]hint:[/] {escape(exc.hint)}", markup=True)
         problems = getattr(exc, "problems", None)
         for path, message in problems or []:
-            err.print(f"  {path}: {message}", markup=False)
+            if message not in exc.message:  # most messages list their problems already
+                err.print(f"  {path}: {message}", markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
