@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from support.azurite import Azurite, need_azurite
+from support.postgres import PostgresServer
 from support.proxy import RegistryProxy
 from support.registries import AUTH_PASSWORD, AUTH_USER, AuthRegistry, PushImage
 
@@ -60,6 +61,19 @@ def azurite() -> Iterator[Azurite]:
     need_azurite()
     with Azurite() as emulator:
         yield emulator
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL 15 cluster on loopback, one per test process (xdist worker)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A new empty database on the session's PostgreSQL, as the superuser's URL."""
+    return postgres.fresh_database()
 
 
 @pytest.fixture
