@@ -7,6 +7,14 @@ thread keeps its lease fresh, so only a dead or hung process's lease goes stale:
 `lease_timeout` any pool takes the event over. A restarted pool with the same owner id
 frees what it held at once (`start`). Nothing acknowledged is lost; the pipeline commits
 each outcome once, so an event run again does nothing twice.
+
+Idle workers wait `poll` seconds between looks at the queue, or less: `notify()` (this
+process enqueued) wakes one. A queue shared by several processes (PostgreSQL) also tells of
+rows the others enqueue: when it has `wait_for_work` (`WakesOnWork`), one listener thread
+per pool waits on it and wakes the idle workers, who then look only every `listen_poll`
+seconds otherwise — for what no one announces: a retry or recheck coming due, a dead
+replica's lease going stale. If the listener fails (the database went away) the workers
+poll every `poll` seconds again until it listens once more.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from ..redact import redact_text
 from ..store import EventQueue, QueuedEvent
@@ -26,6 +35,15 @@ log = logging.getLogger("regwarden.receiver")
 
 Job = Callable[[QueuedEvent], None]
 Clock = Callable[[], datetime]
+
+
+@runtime_checkable
+class WakesOnWork(Protocol):
+    """A queue that can tell when work was enqueued, by anyone (`store._postgres`)."""
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block until work was enqueued (True) or `timeout` seconds passed (False)."""
+        ...
 
 
 def utcnow() -> datetime:
@@ -51,9 +69,12 @@ class WorkerPool:
         backoff: timedelta = timedelta(seconds=1),
         clock: Clock = utcnow,
         poll: float = 0.5,
+        listen_poll: float = 5.0,
     ) -> None:
         """`owner` names this process in the queue's leases (`serve`: `--instance`, by
-        default host:port, stable across restarts); None = `process_owner()`."""
+        default host:port, stable across restarts); None = `process_owner()`. `poll`:
+        seconds an idle worker waits before looking again; `listen_poll`: the same while
+        the queue's `wait_for_work` is listening for us (see the module docstring)."""
         if workers < 1:
             raise ValueError(f"a worker pool needs at least 1 worker, got {workers}")
         if lease_timeout <= timedelta(0):
@@ -67,6 +88,9 @@ class WorkerPool:
         self._backoff = backoff
         self._clock = clock
         self._poll = poll
+        self._listen_poll = max(poll, listen_poll)
+        self._waiter = ledger if isinstance(ledger, WakesOnWork) else None
+        self._listening = False  # the listener's last wait succeeded (guarded by _wake)
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -87,6 +111,12 @@ class WorkerPool:
         beat = threading.Thread(target=self._beat, name="regwarden-heartbeat", daemon=True)
         beat.start()
         self._threads.append(beat)
+        if self._waiter is not None:
+            ear = threading.Thread(
+                target=self._listen, args=(self._waiter,), name="regwarden-listen", daemon=True
+            )
+            ear.start()
+            self._threads.append(ear)
         for i in range(self._workers):
             t = threading.Thread(target=self._run, name=f"regwarden-worker-{i}", daemon=True)
             t.start()
@@ -130,7 +160,7 @@ class WorkerPool:
                 batch = []
             if not batch:
                 with self._wake:
-                    self._wake.wait(self._poll)
+                    self._wake.wait(self._listen_poll if self._listening else self._poll)
                 continue
             event = batch[0]
             if event.reclaimed_from is not None:
@@ -149,6 +179,35 @@ class WorkerPool:
                 with self._wake:
                     self._busy -= 1
                     self._inflight.discard(event.id)
+
+    def listening(self) -> bool:
+        """Whether idle workers are woken by the queue's own notices right now."""
+        with self._wake:
+            return self._listening
+
+    def _listen(self, waiter: WakesOnWork) -> None:
+        # Short waits, so stop() is not held up by a listener waiting for a notice.
+        wait = min(self._listen_poll, 1.0)
+        failing = False
+        while not self._stop.is_set():
+            try:
+                woke = waiter.wait_for_work(wait)
+            except Exception:  # the database away: poll meanwhile, listen again later
+                with self._wake:
+                    self._listening = False
+                    self._wake.notify_all()  # out of their long waits
+                if not failing:  # once per outage, not once a poll
+                    log.exception("cannot wait for the queue's notices; polling meanwhile")
+                failing = True
+                self._stop.wait(self._poll)
+                continue
+            failing = False
+            with self._wake:
+                if not self._listening:
+                    self._listening = True
+                    woke = True  # look once: something may have come while deaf
+                if woke:
+                    self._wake.notify_all()
 
     def _finished(self, event: QueuedEvent) -> None:
         # out of the heartbeat's set before the row is closed: a beat racing the close
