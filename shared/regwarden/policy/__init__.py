@@ -49,7 +49,14 @@ from ._notify import (
 )
 from ._problems import Problem
 from ._push import Hygiene, Promotion, Provenance
-from ._registries import REGISTRY_KINDS, RegistryEntry, RegistryKind, host_kind, native_sources
+from ._registries import (
+    REGISTRY_KINDS,
+    ClairConfig,
+    RegistryEntry,
+    RegistryKind,
+    host_kind,
+    native_sources,
+)
 from ._schema import policy_json_schema
 from ._sections import (
     SCAN_SOURCES,
@@ -123,6 +130,7 @@ __all__ = [
     "Attestations",
     "AwsInventory",
     "Channel",
+    "ClairConfig",
     "CloudRunInventory",
     "ContainerAppsInventory",
     "CosignIdentity",

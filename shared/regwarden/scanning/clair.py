@@ -68,7 +68,7 @@ from ._clair import (
 from ._sources import NoScanYet
 
 if TYPE_CHECKING:
-    from ..policy._registries import ClairConfig
+    from ..policy import ClairConfig
     from ..providers import Registry
     from ..reference import ImageRef
 
