@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +62,33 @@ class Severity(enum.IntEnum):
 
     def __str__(self) -> str:
         return self.name.lower()
+
+    @classmethod
+    def _coerce(cls, value: object) -> Severity:
+        """A Severity from itself, its name (any scanner's spelling) or its number (JSON
+        written before severities were names: ledger rows, outbox alerts)."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value)
+        if isinstance(value, str):
+            return cls(int(value)) if value.strip().isdigit() else cls.parse(value)
+        raise ValueError(f"got {value!r}, expected a severity name")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """In JSON a severity is its name (`"critical"`), as every channel prints it; a
+        model reads the name or the number."""
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(
+            cls._coerce,
+            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="json"),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        return {"type": "string", "enum": [str(s) for s in cls]}
 
 
 class EventKind(enum.StrEnum):
