@@ -225,13 +225,17 @@ def verify(
         list[str], typer.Option(help="Keyless: expected certificate SAN (repeatable).")
     ] = [],  # noqa: B006
     certificate_identity_regexp: Annotated[
-        list[str], typer.Option(help="Keyless: SAN regex (whole match).")
+        list[str],
+        typer.Option(
+            help="Keyless: SAN regex, searched as cosign does (anchor it with ^ and $).",
+        ),
     ] = [],  # noqa: B006
     certificate_oidc_issuer: Annotated[
         str | None, typer.Option(help="Keyless: expected OIDC issuer.")
     ] = None,
     certificate_oidc_issuer_regexp: Annotated[
-        str | None, typer.Option(help="Keyless: OIDC issuer regex.")
+        str | None,
+        typer.Option(help="Keyless: OIDC issuer regex, searched as cosign does (anchor it)."),
     ] = None,
     trusted_root: Annotated[
         str | None,

@@ -99,6 +99,47 @@ def _public_keys(keys: Sequence[str]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _searched(pattern: str, option: str) -> str:
+    """cosign matches --certificate-identity-regexp and --certificate-oidc-issuer-regexp
+    with Go's MatchString, which finds the pattern anywhere in the value (like re.search),
+    so an unanchored pattern is a search here too; the verifier matches whole values, so
+    the pattern is rewritten into the whole-value form that accepts the same values."""
+    from ..signatures import searched
+
+    try:
+        return searched(re.compile(pattern))
+    except re.error as exc:
+        raise UsageError(
+            f"{option}: invalid regex {pattern!r}: {exc}",
+            hint="anchor it with ^ and $ to match the whole value",
+        ) from None
+
+
+def keyless_identities(
+    subjects: Sequence[str],
+    subject_regexps: Sequence[str],
+    issuer: str | None,
+    issuer_regexp: str | None,
+) -> tuple[Any, ...]:
+    """The KeylessIdentity of each --certificate-identity[-regexp], regexes searched."""
+    from ..signatures import KeylessIdentity
+
+    issuer_re = (
+        _searched(issuer_regexp, "--certificate-oidc-issuer-regexp") if issuer_regexp else None
+    )
+    return tuple(
+        [KeylessIdentity(subject=s, issuer=issuer, issuer_regex=issuer_re) for s in subjects]
+        + [
+            KeylessIdentity(
+                subject_regex=_searched(s, "--certificate-identity-regexp"),
+                issuer=issuer,
+                issuer_regex=issuer_re,
+            )
+            for s in subject_regexps
+        ]
+    )
+
+
 def run_verify(
     image: str,
     *,
@@ -116,7 +157,7 @@ def run_verify(
     output: str,
     insecure: bool,
 ) -> None:
-    from ..signatures import CosignPolicy, KeylessIdentity, NotationTrust, TrustedRoot, verify_image
+    from ..signatures import CosignPolicy, NotationTrust, TrustedRoot, verify_image
 
     if bool(trust_policy) != bool(trust_store):
         raise UsageError("--trust-policy and --trust-store go together")
@@ -127,13 +168,7 @@ def run_verify(
         root = TrustedRoot.from_json(_read(trusted_root, "trusted root"))
     elif rekor_key:
         root = TrustedRoot.from_rekor_keys(*_public_keys([rekor_key]))
-    idents = tuple(
-        [KeylessIdentity(subject=s, issuer=issuer, issuer_regex=issuer_regexp) for s in identities]
-        + [
-            KeylessIdentity(subject_regex=s, issuer=issuer, issuer_regex=issuer_regexp)
-            for s in identity_regexps
-        ]
-    )
+    idents = keyless_identities(identities, identity_regexps, issuer, issuer_regexp)
     public_keys = _public_keys(keys)
     cosign = (
         CosignPolicy(keys=public_keys, identities=idents, trusted_root=root)
