@@ -528,6 +528,16 @@ def serve(
             help="Tokens callers must present (Bearer, Basic password, or Harbor auth_header)."
         ),
     ] = None,
+    basic_user: Annotated[
+        str,
+        typer.Option(
+            "--basic-user",
+            metavar="USER",
+            envvar="REGWARDEN_BASIC_USER",
+            help="The user name of Basic-auth callers, whose password is a token; '' turns "
+            "Basic off (Bearer and Harbor's verbatim header stay).",
+        ),
+    ] = "regwarden",
     workers: Annotated[int, typer.Option(min=1, help="Worker threads processing events.")] = 4,
     registry: Annotated[
         list[str],
@@ -624,6 +634,7 @@ def serve(
         metrics_token_file=metrics_token_file,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        basic_user=basic_user,
     )
 
 

@@ -310,6 +310,7 @@ def run_serve(
     metrics_token_file: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    basic_user: str = "regwarden",
 ) -> None:
     import os
     import socket
@@ -334,7 +335,9 @@ def run_serve(
         )
     extra = [parse_host(r, what="--registry") for r in registries]
     extra += registries_from_env(os.environ)
-    auth = CallerAuthenticator.from_file(str(auth_token_file))
+    if ":" in basic_user:  # RFC 7617: the user-id ends at the first colon
+        raise UsageError(f"--basic-user {basic_user!r}: a Basic-auth user name has no ':'")
+    auth = CallerAuthenticator.from_file(str(auth_token_file), basic_user=basic_user or None)
     tls = check_tls(tls_cert, tls_key)
     metrics_guard, metrics_auth = metrics_access(
         public=metrics_public, token_file=metrics_token_file
