@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import UsageError
 from ._dsse import pae
@@ -42,7 +42,10 @@ from ._model import (
     require_image_digest,
 )
 from ._util import digest_of, go_json
-from .keys import PrivateKey
+from .keys import PrivateKey, PublicKey
+
+if TYPE_CHECKING:  # the attest package builds on this one: no import at run time
+    from ..attest import Signer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -228,12 +231,26 @@ def in_toto_statement(
     return go_json(doc)
 
 
-def _bundle(statement: bytes, key: PrivateKey) -> bytes:
-    signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, statement), style="bundle")
+def _signature(key: PrivateKey | Signer, data: bytes, style: Literal["legacy", "bundle"]) -> bytes:
+    """Sign as cosign does for the format: a private key (or a file signer holding one)
+    picks the hash per format; a KMS signer signs the one way its key allows, which is
+    what cosign does with such a key too."""
+    private = key if isinstance(key, PrivateKey) else getattr(key, "private_key", None)
+    if isinstance(private, PrivateKey):
+        return private.sign(data, style=style)
+    return key.sign(data)
+
+
+def _public(key: PrivateKey | Signer) -> PublicKey:
+    return key.public_key if isinstance(key, PrivateKey) else key.public_key()
+
+
+def _bundle(statement: bytes, key: PrivateKey | Signer) -> bytes:
+    signature = _signature(key, pae(IN_TOTO_PAYLOAD_TYPE, statement), "bundle")
     return json.dumps(
         {
             "mediaType": BUNDLE_V03_MEDIA_TYPE,
-            "verificationMaterial": {"publicKey": {"hint": key.public_key.hint}},
+            "verificationMaterial": {"publicKey": {"hint": _public(key).hint}},
             "dsseEnvelope": {
                 "payload": base64.b64encode(statement).decode("ascii"),
                 "payloadType": IN_TOTO_PAYLOAD_TYPE,
@@ -294,16 +311,17 @@ def attest_legacy(
     *,
     image_digest: str,
     repository: str,
-    key: PrivateKey,
+    key: PrivateKey | Signer,
     predicate_type: str,
     predicate: Mapping[str, Any],
     existing_manifest: bytes | None = None,
 ) -> SignedArtifact:
-    """Attest like `cosign attest` (legacy): a DSSE layer on the `.att` tag."""
+    """Attest like `cosign attest` (legacy): a DSSE layer on the `.att` tag. `key`: a
+    private key or an attestation `Signer` (a KMS key)."""
     require_image_digest(image_digest)
     uri = resolve_predicate_type(predicate_type)
     statement = in_toto_statement(image_digest, uri, predicate, name=repository, v1=False)
-    signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, statement), style="legacy")
+    signature = _signature(key, pae(IN_TOTO_PAYLOAD_TYPE, statement), "legacy")
     envelope = go_json(
         {
             "payloadType": IN_TOTO_PAYLOAD_TYPE,
@@ -320,7 +338,7 @@ def attest_legacy(
 def attest_bundle(
     *,
     subject: Mapping[str, Any],
-    key: PrivateKey,
+    key: PrivateKey | Signer,
     predicate_type: str,
     predicate: Mapping[str, Any],
     created: datetime,
