@@ -1,6 +1,6 @@
 """Google Cloud clients, made one way by every GCP part of regwarden (the GAR provider,
 Artifact Analysis, the Firestore ledger, Cloud Tasks rechecks, Pub/Sub, Secret Manager,
-Cloud Run).
+Cloud Run, Cloud KMS signing).
 
 Every client uses the REST transport: it imports far less than gRPC (cold start), and it
 is the transport a loopback stand-in can serve in tests. An endpoint other than Google's
@@ -43,6 +43,7 @@ SERVICES = frozenset(
         "pubsub",
         "secretmanager",
         "run",
+        "cloudkms",
     }
 )
 _SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)

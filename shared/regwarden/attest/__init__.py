@@ -8,6 +8,9 @@ admission controllers can admit only images that passed the gate.
 - `_hook`: what the pipeline calls after a final verdict.
 """
 
+# The KMS signers register their schemes (awskms, gcpkms, azurekms) in SIGNERS; each
+# imports its SDK only when a key of its scheme is used.
+from . import _signer_aws, _signer_azure, _signer_gcp  # noqa: F401
 from ._predicate import VERDICT_PREDICATE, PolicyIdentity, build_predicate, policy_identity
 from ._push import (
     ACTION_KIND,
