@@ -1,8 +1,9 @@
 """The ledger contract: what `store.Ledger` promises, held to every store with the same
 assertions (SQLite in a file; DynamoDB in moto's server mode on loopback, boto3 over the
 wire; Firestore on `support.fake_firestore`, the GAPIC client over REST; Table Storage on
-Azurite, azure-data-tables over the wire). Each store is opened by its URL, as `--ledger`
-names it.
+Azurite, azure-data-tables over the wire; PostgreSQL 15, a throwaway cluster per test
+process from `support.postgres`, a fresh database per test). Each store is opened by its
+URL, as `--ledger` names it.
 
 The atomic unit is one delivery's outcome (`Ledger.commit_outcome`, see
 `store/_protocol.py`): its verdict, verdict-log entry, delivery marker and outbox rows are
@@ -33,6 +34,7 @@ from support import moto_server as support
 from support.azurite import Azurite
 from support.cli import run_cli
 from support.moto_server import MotoServer
+from support.postgres import PostgresServer
 from support.registries import PushImage
 
 from regwarden.devtools import LocalRegistry, free_port
@@ -51,7 +53,7 @@ B = "sha256:" + "b" * 64
 C = "sha256:" + "c" * 64
 TABLE = "regwarden-contract"
 TTL = timedelta(days=7)
-STORES = ("sqlite", "dynamodb", "firestore", "azuretable")
+STORES = ("sqlite", "dynamodb", "firestore", "azuretable", "postgresql")
 
 
 class AuditedLedger(Ledger, Protocol):
@@ -67,6 +69,9 @@ class AuditedLedger(Ledger, Protocol):
 def store_url(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if store == "sqlite":
         return f"sqlite://{tmp_path}/state/ledger.db"  # sqlite:// + an absolute path
+    if store == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        return postgres.fresh_database()  # postgresql://postgres@127.0.0.1:PORT/t_…
     if store == "firestore":
         request.getfixturevalue("fake_firestore")  # and REGWARDEN_GCP_ENDPOINT_FIRESTORE
         return "firestore://demo-proj?prefix=contract"

@@ -35,8 +35,15 @@ def refusal(url: str, *, queue: bool = False) -> UsageError:
 
 
 def test_the_registries_name_the_stores_built_today() -> None:
-    assert LEDGERS.names() == ("azuretable", "dynamodb", "firestore", "sqlite")
-    assert QUEUES.names() == ("sqlite",)
+    assert LEDGERS.names() == (
+        "azuretable",
+        "dynamodb",
+        "firestore",
+        "postgres",
+        "postgresql",
+        "sqlite",
+    )
+    assert QUEUES.names() == ("postgres", "postgresql", "sqlite")
 
 
 def test_a_path_or_an_sqlite_url_opens_an_sqlite_ledger(
@@ -76,8 +83,6 @@ def test_a_dynamodb_url_opens_the_table_without_contacting_it() -> None:
 @pytest.mark.parametrize(
     ("url", "needle"),
     [
-        ("postgresql://db.example/regwarden", "postgresql:// ledgers are not built yet"),
-        ("postgres://db.example/regwarden", "postgres:// ledgers are not built yet"),
         ("http://ledger.example/", "unknown ledger scheme http://"),
         ("s3://bucket/ledger.db", "unknown ledger scheme s3://"),
     ],
@@ -89,7 +94,8 @@ def test_a_scheme_nothing_implements_is_a_usage_error_and_never_a_file(
     error = refusal(url)
     assert str(error).startswith(f"cannot use the ledger {url}: {needle}"), str(error)
     assert error.hint == (
-        "valid: a path (an SQLite file), azuretable://, dynamodb://, firestore://, sqlite://"
+        "valid: a path (an SQLite file), azuretable://, dynamodb://, firestore://, "
+        "postgres://, postgresql://, sqlite://"
     )
     assert list(tmp_path.iterdir()) == []  # nothing made under the working directory
 
@@ -121,13 +127,28 @@ def test_a_password_in_a_url_is_not_repeated() -> None:
         ("azuretable://acct?table=x", "unknown parameter table for azuretable://", "prefix"),
         ("sqlite://", "no file after sqlite://", "sqlite:///ABSOLUTE/PATH"),
         ("sqlite:///x.db?mode=ro", "unknown parameter mode for sqlite://", "none"),
+        # PostgreSQL: refused before any connection is tried; the password never in the URL
+        ("postgresql://u:hunter2@db/x", "a password in the URL: put it in a file", "USER@HOST"),
+        ("postgresql://u@db/x?password=hunter2", "put it in a file or secret://", "secret://"),
+        ("postgres://u@db/", "it needs a host and a database", "password_file=PATH"),
+        ("postgresql://u@db:pg/x", "the port is not a number", "USER@HOST:PORT"),
+        ("postgresql://u@db/x?schema=Bad-Name", "schema 'Bad-Name' is not a", "lowercase"),
+        ("postgresql://u@db/x?pool_size=0", "pool_size '0' is not a number from 1", None),
+        ("postgresql://u@db/x?ssl=1", "unknown parameter ssl for postgresql://", "sslmode"),
+        ("postgresql://u@db/x?password_file=/nonexistent/pw", "cannot read password_file", None),
+        (
+            "postgresql://u@db/x?password_file=/dev/null&password=secret://pg",
+            "give password_file or password, not both",
+            None,
+        ),
+        ("postgresql://u@db/x?password=secret://pg-pw", "secret 'pg-pw' not found", "export"),
     ],
 )
 def test_malformed_urls_say_what_is_wrong(url: str, needle: str, hint: str | None) -> None:
     error = refusal(url)
     # a parameter's value is shown only when it is known to be plain (region, endpoint)
     assert str(error).startswith(f"cannot use the ledger {display_url(url)}: "), str(error)
-    assert needle in str(error)
+    assert needle in str(error) and "hunter2" not in str(error)
     if hint is not None:
         assert error.hint is not None and hint in error.hint
 
@@ -180,7 +201,7 @@ def test_a_ledger_with_no_queue_needs_one_named() -> None:
     assert caught.value.hint.startswith("pass --queue sqlite:///PATH (or REGWARDEN_QUEUE)")
     error = refusal("dynamodb://regwarden-ledger", queue=True)  # DynamoDB is no queue (yet)
     assert "unknown queue scheme dynamodb://" in str(error)
-    assert error.hint == "valid: a path (an SQLite file), sqlite://"
+    assert error.hint == "valid: a path (an SQLite file), postgres://, postgresql://, sqlite://"
 
 
 def test_parsed_urls_keep_scheme_location_and_parameters() -> None:
@@ -217,10 +238,16 @@ def dead_letter(path: Path) -> None:
 
 
 def test_the_cli_refuses_an_unknown_scheme_with_exit_2(tmp_path: Path) -> None:
+    code, _, err = cli("--ledger", "mysql://u:hunter22@db/x", "deadletters", "list")
+    assert code == 2 and "unknown ledger scheme mysql://" in err
+    assert "dynamodb://, firestore://, postgres://, postgresql://, sqlite://" in err
+    assert "hunter22" not in err and "Traceback" not in err
+
+
+def test_the_cli_refuses_a_postgresql_password_in_the_url_with_exit_2(tmp_path: Path) -> None:
     code, _, err = cli("--ledger", "postgresql://u:hunter22@db/x", "deadletters", "list")
-    assert code == 2 and "postgresql:// ledgers are not built yet" in err
-    assert "dynamodb://, firestore://, sqlite://" in err and "hunter22" not in err
-    assert "Traceback" not in err
+    assert code == 2 and "a password in the URL: put it in a file or secret://" in err
+    assert "hunter22" not in err and "Traceback" not in err
 
 
 def test_deadletters_read_the_queue_that_queue_names(tmp_path: Path) -> None:

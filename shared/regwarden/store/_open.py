@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from ..errors import UsageError
 from ..plugins import PluginRegistry
-from . import _azure_table, _dynamo, _firestore, _sqlite  # noqa: F401  (factories register …)
+from . import _azure_table, _dynamo, _firestore, _postgres, _sqlite  # noqa: F401  (factories register …)
 from ._protocol import EventQueue, Ledger
 from ._urls import LEDGERS, QUEUES, ParsedUrl, parse_store_url
 
@@ -21,19 +21,18 @@ __all__ = ["open_ledger", "open_queue"]
 
 T = TypeVar("T")
 
-_LATER = {
-    "postgresql": "the PostgreSQL ledger's issue",
-    "postgres": "the PostgreSQL ledger's issue",
-}
-"""Ledger schemes the project plans (issue #12) but has not built: said so, not 'unknown'."""
+_LATER: dict[str, str] = {}
+"""Ledger schemes the project plans but has not built (scheme → the issue that brings
+it): said so, not 'unknown'. Empty since PostgreSQL (issue #19) landed."""
 
 _QUEUE_HINT = "pass --queue sqlite:///PATH (or REGWARDEN_QUEUE): an SQLite file for the queue"
 
 
 def open_ledger(url: str | os.PathLike[str]) -> Ledger:
     """The ledger `url` names: a path (an SQLite file), `sqlite:///PATH`,
-    `dynamodb://TABLE?region=…&endpoint=…`, `firestore://PROJECT[/DATABASE][?prefix=…]` or
-    `azuretable://ACCOUNT[?prefix=…]`; UsageError (exit 2) if it cannot be used."""
+    `dynamodb://TABLE?region=…&endpoint=…`, `firestore://PROJECT[/DATABASE][?prefix=…]`,
+    `azuretable://ACCOUNT[?prefix=…]` or `postgresql://USER@HOST:PORT/DB[?password_file=…]`;
+    UsageError (exit 2) if it cannot be used."""
     parsed = parse_store_url(url, role="ledger")
     return _factory(LEDGERS, parsed)(parsed)
 
@@ -41,17 +40,18 @@ def open_ledger(url: str | os.PathLike[str]) -> Ledger:
 def open_queue(
     url: str | os.PathLike[str] | None = None, *, ledger: Ledger | None = None
 ) -> EventQueue:
-    """The work queue `url` names (`sqlite:///PATH` or a path). None: the ledger's own queue,
-    which only a ledger that is also a queue has (SQLite); for any other a usage error says
-    to pass `--queue`. A `url` naming the SQLite ledger's own file gives the ledger itself."""
+    """The work queue `url` names (`sqlite:///PATH`, a path, or `postgresql://…`). None: the
+    ledger's own queue, which only a ledger that is also a queue has (SQLite, PostgreSQL);
+    for any other a usage error says to pass `--queue`. A `url` naming the SQLite ledger's
+    own file, or the PostgreSQL ledger's own URL, gives the ledger itself."""
     if url is None:
         if ledger is None:
             raise ValueError("open_queue needs a URL or a ledger")
         if not isinstance(ledger, EventQueue):
             note = getattr(ledger, "queue_note", None)  # why a cloud ledger has none
             raise UsageError(
-                "this ledger has no work queue: only an SQLite ledger is its own queue"
-                + (f" ({note})" if note else ""),
+                "this ledger has no work queue: only an SQLite or PostgreSQL ledger is its own "
+                "queue" + (f" ({note})" if note else ""),
                 hint=_QUEUE_HINT,
             )
         return ledger
@@ -62,6 +62,8 @@ def open_queue(
         and _same_file(ledger.path, parsed.location)
     ):
         return ledger  # one file: one object, one set of connections
+    if isinstance(ledger, _postgres.PostgresLedger) and parsed.text == ledger.source:
+        return ledger  # one database: one pool
     return _factory(QUEUES, parsed)(parsed)
 
 

@@ -3,7 +3,11 @@
 A URL is `SCHEME://LOCATION[?NAME=VALUE&…]`; anything without `://` is a path to an SQLite
 file (`~` allowed), as `--ledger PATH` always took. Each scheme is a factory registered in
 `LEDGERS` or `QUEUES` by the module that implements it (`_sqlite.py`, `_dynamo.py`,
-`_firestore.py`, `_azure_table.py`).
+`_firestore.py`, `_azure_table.py`, `_postgres.py`).
+
+`postgresql://USER@HOST[:PORT]/DATABASE` (or `postgres://`) takes `password_file=PATH` or
+`password=secret://NAME` — never the password itself, in the userinfo or a parameter —
+and `sslmode`, `sslrootcert`, `schema` (default `regwarden`), `pool_size` (default 10).
 """
 
 from __future__ import annotations
@@ -82,7 +86,9 @@ def _refused(role: str, text: str, cause: str, *, hint: str | None = None) -> Us
     return UsageError(f"cannot use the {role} {display_url(text)}: {cause}", hint=hint)
 
 
-_PLAIN_PARAMS = frozenset({"region", "endpoint", "prefix"})
+_PLAIN_PARAMS = frozenset(
+    {"region", "endpoint", "prefix", "schema", "sslmode", "pool_size", "password_file"}
+)
 """Parameters whose values are shown in messages; any other value may be a credential."""
 
 
@@ -110,6 +116,7 @@ def display_url(text: str) -> str:
 
 
 LEDGERS = PluginRegistry[Callable[[ParsedUrl], Ledger]]("ledger")
-"""Ledger URL scheme → factory (`sqlite`, `dynamodb`, `firestore`, `azuretable`)."""
+"""Ledger URL scheme → factory (`sqlite`, `dynamodb`, `firestore`, `azuretable`,
+`postgresql`, `postgres`)."""
 QUEUES = PluginRegistry[Callable[[ParsedUrl], EventQueue]]("queue")
-"""Queue URL scheme → factory (`sqlite`)."""
+"""Queue URL scheme → factory (`sqlite`, `postgresql`, `postgres`)."""
