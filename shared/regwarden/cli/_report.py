@@ -6,7 +6,8 @@ unreachable."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,33 @@ def _plan_summary(runtime: Any, host: str, globs: Sequence[str], now: datetime) 
         repositories=len(plan.plans),
         tripped=plan.tripped,
     )
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich bar on stderr over the repositories read, only on a terminal and never with
+    --output json (whose stdout a script reads, and whose stderr a log keeps)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    )
+    task = bar.add_task("reading repositories", total=None)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield advance
 
 
 def run_report(
@@ -90,15 +118,17 @@ def run_report(
                 notes.append(f"retention plan not made: {exc}")
         else:
             notes.append("no --policy: teams unknown ('-'), no retention plan, no maxScanAge")
-        inventory = collect(
-            provider.data_plane(),
-            the_ledger,
-            registry=host,
-            globs=repositories,
-            repositories=provider.list_repositories(),
-            policy=policy_model,
-            retention_plan=plan,
-        )
+        with _progress(output != "json" and sys.stderr.isatty()) as progress:
+            inventory = collect(
+                provider.data_plane(),
+                the_ledger,
+                registry=host,
+                globs=repositories,
+                repositories=provider.list_repositories(),
+                policy=policy_model,
+                retention_plan=plan,
+                progress=progress,
+            )
         inventory = inventory.model_copy(update={"notes": (*inventory.notes, *notes)})
         report = summarise(inventory, now=now, top=top, stale_days=stale_days)
         if record:

@@ -48,10 +48,12 @@ class _Reader:
         self.client = client
 
     def facts(
-        self, repo: str, digest: str
+        self, repo: str, digest: str, manifest: Manifest | None = None
     ) -> tuple[dict[str, int], int, datetime | None, Manifest]:
-        """(blobs → size, layer count, created, the manifest) of one manifest or index."""
-        manifest = self.client.get_manifest(repo, digest)
+        """(blobs → size, layer count, created, the manifest) of one manifest or index;
+        `manifest`: already fetched (by tag), so it is not asked for again."""
+        if manifest is None:
+            manifest = self.client.get_manifest(repo, digest)
         images = [manifest]
         if manifest.is_index:
             images = [m for m in self.client.index_tree(repo, manifest).values() if not m.is_index]
@@ -150,21 +152,34 @@ def collect(
     retention_plan: RetentionPlanSummary | None = None,
     history: int = 30,
     workers: int = 8,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Inventory:
     """Read every image of `registry` (repositories matching `globs`) and the ledger's
     verdicts, quarantines, retention runs and earlier report summaries. `repositories`:
-    the provider's listing (default: the data plane's catalog)."""
+    the provider's listing (default: the data plane's catalog). `progress(done, total)`:
+    called with (0, repositories) first, then after each repository is read.
+
+    Reads go through one pool of `workers` threads; one repository's reads are queued
+    while the previous one's finish, so the pool does not idle at each repository's end."""
     listed = client.catalog() if repositories is None else repositories
     repos = sorted(r for r in listed if _matches(r, globs))
     reader = _Reader(client)
     images: list[ImageFact] = []
     notes: list[str] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
-        for repo in repos:
+    if progress is not None:
+        progress(0, len(repos))
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool,
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="report-repo") as lanes,
+    ):
+        pending = [
+            lanes.submit(_repository, client, ledger, pool, reader, registry, repo, policy, notes)
+            for repo in repos
+        ]
+        for done, future in enumerate(pending, start=1):
+            images.extend(future.result())
             if progress is not None:
-                progress(repo)
-            images.extend(_repository(client, ledger, pool, reader, registry, repo, policy, notes))
+                progress(done, len(repos))
     rows = read_quarantines(ledger, registry)
     teams = {r: _team(policy, r) for r in {q.repository for q in rows}}
     rows = [
@@ -197,6 +212,13 @@ def _max_scan_age(policy: Policy | None, repo: str) -> float | None:
     return None if age is None else float(age.total_seconds())
 
 
+def _by_tag(client: RegistryClient, repo: str, tag: str) -> Manifest | None:
+    try:
+        return client.get_manifest(repo, tag)
+    except NotFound:
+        return None  # untagged between the listing and this read
+
+
 def _repository(
     client: RegistryClient,
     ledger: Any,
@@ -208,11 +230,15 @@ def _repository(
     notes: list[str],
 ) -> list[ImageFact]:
     tags = client.list_tags(repo)
-    heads = list(pool.map(lambda t: client.head_manifest(repo, t), tags))
+    # GET each tag's manifest (not HEAD, then GET by digest): one request per tag, and
+    # the facts below read the body fetched here.
+    fetched = list(pool.map(lambda t: _by_tag(client, repo, t), tags))
     by_digest: dict[str, list[str]] = {}
-    for tag, desc in zip(tags, heads, strict=True):
-        if desc is not None:
-            by_digest.setdefault(desc.digest, []).append(tag)
+    manifests: dict[str, Manifest] = {}
+    for tag, manifest in zip(tags, fetched, strict=True):
+        if manifest is not None:
+            by_digest.setdefault(manifest.digest, []).append(tag)
+            manifests[manifest.digest] = manifest
     times: dict[str, tuple[datetime, datetime | None]] = ledger.image_times(registry, repo)
     untagged = [d for d in times if d not in by_digest]
     present = list(pool.map(lambda d: client.head_manifest(repo, d), untagged))
@@ -228,7 +254,7 @@ def _repository(
 
     def one(digest: str) -> ImageFact | None:
         try:
-            blobs, layers, created, manifest = reader.facts(repo, digest)
+            blobs, layers, created, manifest = reader.facts(repo, digest, manifests.get(digest))
         except NotFound:
             return None  # deleted between the listing and this read
         tag_list = tuple(sorted(by_digest[digest]))
