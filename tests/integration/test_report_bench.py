@@ -1,0 +1,62 @@
+"""The report bench's smoke test at a tiny size: it seeds a real registry with its own OCI
+client (shared base layers mounted, one unique layer each), the floor reads every tag,
+and the report counts every seeded image; the JSON has the figures the bench promises.
+The 10,000-image figure itself is not CI's (`bench/report.py`, issue #15)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from regwarden.devtools import LocalRegistry
+from regwarden.oci import RegistryClient
+
+ROOT = Path(__file__).resolve().parents[2]
+# bench/ is not a package: load the script under a name of its own
+_spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_report"] = bench
+_spec.loader.exec_module(bench)
+
+pytestmark = pytest.mark.integration
+
+
+def test_seed_shares_base_layers_and_pushes_each_image(registry: LocalRegistry) -> None:
+    with RegistryClient(registry.host, insecure=True) as client:
+        seeded = bench.seed(client, images=7, repositories=3, base_layers=2, concurrency=4)
+        assert seeded.images == 7
+        assert seeded.repositories == ["bench/r000", "bench/r001", "bench/r002"]
+        per_repo = [len(client.list_tags(r)) for r in seeded.repositories]
+        # 3 + 2 + 2 images, each with one tag, and `latest` on each repository's newest
+        assert per_repo == [4, 3, 3]
+        assert seeded.tags == sum(per_repo)
+        bases = {bench._digest(blob) for blob, _ in seeded.base}
+        seen: dict[str, set[str]] = {}
+        for repo in seeded.repositories:
+            for tag in client.list_tags(repo):
+                layers = [d.digest for d in client.get_manifest(repo, tag).layers]
+                assert set(layers[:2]) == bases  # every image on the same base
+                seen.setdefault(layers[2], set()).add(tag)
+        assert len(seen) == 7  # and one layer of its own
+
+
+def test_bench_prints_the_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--images", "6", "--repositories", "2", "--concurrency", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 6 and result["repositories"] == 2
+    assert result["seed"]["tags"] == 8
+    assert result["report"]["images_counted"] == 6
+    assert set(result["report"]["phases_s"]) == {"collect", "summarise", "render_html"}
+    assert result["report"]["html_bytes"] > 0
+    for key in ("seconds", "images_per_s"):
+        assert result["floor"][key] > 0 and result["report"][key] > 0
+    assert result["ratio_to_floor"] == pytest.approx(
+        result["report"]["seconds"] / result["floor"]["seconds"], rel=0.01
+    )
+    assert result["target_s"] == 30.0
+    assert isinstance(result["within_target"], bool)
