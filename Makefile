@@ -52,6 +52,12 @@ bench:
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
 
+# The image infra/k8s deploys (kustomize images:), pinned by digest:
+#   make k8s-image IMAGE=registry.example.com/regwarden@sha256:<64 hex digits>
+.PHONY: k8s-image
+k8s-image:
+	$(PY) scripts/k8s_image.py infra/k8s/kustomization.yaml "$(IMAGE)"
+
 # AWS: lint the SAM template (sam, cfn-lint, checkov), build it without Docker, and check
 # the bundle (no GCP/Azure SDK, code + layer <= 40 MB). The tools live in their own venvs
 # under .tools/ (scripts/aws-tools installs them from PyPI on first use).

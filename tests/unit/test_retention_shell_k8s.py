@@ -54,7 +54,7 @@ def test_every_manifest_is_listed_by_kustomize_and_well_formed() -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
-        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
         "Deployment",
         "Service",
         "CronJob",
@@ -80,17 +80,16 @@ def test_pods_mount_what_they_declare_and_reference_existing_objects(name: str) 
         mounts = {m["name"] for m in container["volumeMounts"]}
         assert mounts == set(volumes), container["name"]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        env = {e["name"]: e.get("value") for e in container.get("env", [])}
-        assert env["REGWARDEN_LEDGER"].startswith(
-            next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "ledger")
-        )
+        # the ledger (PostgreSQL) URL from its ConfigMap, never an env literal
+        assert "REGWARDEN_LEDGER" not in {e["name"] for e in container.get("env", [])}
+        refs = [e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e]
+        assert [one("ConfigMap", r)["data"]["REGWARDEN_LEDGER"] for r in refs]
     config_maps = {c["metadata"]["name"] for c in by_kind("ConfigMap")}
-    claims = {c["metadata"]["name"] for c in by_kind("PersistentVolumeClaim")}
     assert volumes["policy"]["configMap"]["name"] in config_maps
-    assert volumes["ledger"]["persistentVolumeClaim"]["claimName"] in claims
+    assert volumes["db-password"]["secret"]["secretName"]  # password_file's Secret
 
 
-def test_the_service_selects_the_receiver_and_the_cronjob_runs_beside_it() -> None:
+def test_the_service_selects_the_receiver_and_the_cronjob_shares_its_ledger() -> None:
     deployment = one("Deployment", "regwarden-receiver")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -99,9 +98,9 @@ def test_the_service_selects_the_receiver_and_the_cronjob_runs_beside_it() -> No
     port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]
     assert service["spec"]["ports"][0]["targetPort"] == port["name"]
     cron = one("CronJob", "regwarden-retention")
-    affinity = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["affinity"]
-    term = affinity["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
-    assert term["labelSelector"]["matchLabels"].items() <= labels.items()
+    specs = dict(pod_specs())
+    env_from = [specs[n]["containers"][0]["envFrom"] for n in specs]
+    assert env_from[0] == env_from[1]  # one ledger ConfigMap (and secret:// Secret) for both
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
 
 
