@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from regwarden.store._urls import parse_store_url
+from regwarden.store import parse_store_url
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
