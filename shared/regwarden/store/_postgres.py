@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
-from ._postgres_schema import advisory_key, migrate
+from ._postgres_schema import SchemaTooNew, advisory_key, migrate
 from ._sqlite import ActionRecord, QuarantineRecord
 from ._sqlite_queue import DeadLetter, QueuedEvent
 from ._urls import LEDGERS, QUEUES, ParsedUrl
@@ -744,6 +744,8 @@ def open_postgres(url: ParsedUrl) -> PostgresLedger:
             display=display_url(url.text),
             source=url.text,
         )
+    except SchemaTooNew as exc:
+        raise url.refuse(str(exc), hint="run the regwarden that migrated it, or newer") from None
     except psycopg.OperationalError as exc:
         cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise url.refuse(f"cannot connect: {cause}", hint=hint) from None
