@@ -255,13 +255,41 @@ def verify(
     signature_repository: Annotated[
         str | None, typer.Option(help="Repository holding the signatures (like COSIGN_REPOSITORY).")
     ] = None,
+    verdict: Annotated[
+        bool,
+        typer.Option(
+            "--verdict",
+            help="Check regwarden's verdict attestation instead: exit 0 only for a valid, "
+            "fresh PASSED signed with --key (a public key, or the gcpkms:// / azurekms:// key).",
+        ),
+    ] = False,
+    max_age: Annotated[
+        str | None,
+        typer.Option(help="With --verdict: the oldest decision accepted, e.g. 7d or 12h."),
+    ] = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Verify an image's cosign (legacy and bundle) and Notation signatures, by digest.
 
     Exit 0 when the requirement is met, 1 when it is not, 2 for bad input, 3 when the
     registry cannot be reached. Signatures by unknown keys are listed, not fatal.
+    With --verdict: exit 0 only when the newest valid verdict attestation is PASSED and
+    no older than --max-age (what a deploy step checks where no admission controller runs).
     """
+    if verdict:
+        from ._verdict import run_verify_verdict
+
+        run_verify_verdict(
+            image,
+            keys=key,
+            max_age=max_age,
+            signature_repository=signature_repository,
+            output=output.value,
+            insecure=OPTIONS.insecure,
+        )
+        return
+    if max_age is not None:
+        raise UsageError("--max-age goes with --verdict")
     from ._signing import run_verify
 
     run_verify(
