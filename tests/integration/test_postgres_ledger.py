@@ -4,6 +4,7 @@ and a database restart. Real PostgreSQL 15 (tests/support/postgres.py), no fakes
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from support.cli import run_cli
 from support.postgres import PASSWORD_USER, PostgresServer
 
 from regwarden.errors import UsageError
@@ -415,3 +417,22 @@ def test_a_database_restart_loses_the_transaction_under_way_and_the_next_call_wo
     assert ledger.wait_for_work(0.05) is False
     ledger.enqueue("distribution", b"{}", None, now=T0)
     assert ledger.wait_for_work(30) is True
+
+
+# -- the CLI on a PostgreSQL ledger ---------------------------------------------------------
+
+
+def test_deadletters_list_and_retry_through_the_cli(
+    ledger: PostgresLedger, postgres_url: str
+) -> None:
+    event_id = ledger.enqueue("harbor", b"not json", "application/json", now=T0)
+    (held,) = ledger.lease(now=T0, owner="w", timeout=LEASE)
+    ledger.complete(held.id, now=T0, error="IntakeError: body is not JSON", owner="w")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGWARDEN_")}
+    listed = run_cli("--ledger", postgres_url, "deadletters", "list", "-o", "json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["id"] == event_id and "body is not JSON" in row["error"]
+    retried = run_cli("--ledger", postgres_url, "deadletters", "retry", str(event_id), env=env)
+    assert retried.returncode == 0, retried.stderr
+    assert ledger.dead_letter_events() == [] and ledger.pending_count() == 1
