@@ -4,8 +4,10 @@ lease from the shared queue (`FOR UPDATE SKIP LOCKED`), one replica is SIGKILLed
 and the others take its stale leases over. Every acknowledged push ends with exactly one
 verdict in the verdict log, every failing image with exactly one quarantine action and
 whole in quarantine, passing ones untouched, no intent left; a PENDING image's recheck runs
-once across the replicas. Harness: `support.replicas`; each test prints its figures as one
-JSON line. Waits are on conditions (the queue drained), never on sleeps.
+once across the replicas; the recovery sweep runs in one replica at a time (the advisory
+lock of `exclusive("sweep")`, freed when its holder's session ends). Harness:
+`support.replicas`; each test prints its figures as one JSON line. Waits are on conditions
+(the queue drained), never on sleeps.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from support.postgres import PostgresServer
 from support.replicas import ReplicaRig
 
 from regwarden.devtools import make_image
+from regwarden.recovery import SWEEP_LOCK, Exclusive, Sweeper
+from regwarden.store import open_ledger
 
 BURST = int(os.environ.get("REPLICAS_TEST_PUSHES", "24"))
 DRAIN = 240.0
@@ -73,3 +78,51 @@ def test_a_pending_images_recheck_runs_once_across_replicas(
     assert result.exact, "\n".join([*result.problems, rig.logs()])
     printed = sum(r.text().count(f"FAILED  {rig.registry.host}/{repo}") for r in rig.replicas)
     assert printed == 1, rig.logs()
+
+
+class CountingPipeline:
+    """The two calls `recovery.sweep` makes of a pipeline, counted; its ledger is real."""
+
+    def __init__(self, ledger: object) -> None:
+        self.ledger = ledger
+        self.sweeps = 0
+
+    def resume_unfinished(self, *, now: datetime, settle: object) -> list[object]:
+        self.sweeps += 1
+        return []
+
+    def deliver_outbox(self, *, now: datetime) -> int:
+        return 0
+
+
+def test_one_replica_sweeps_at_a_time_and_a_dead_ones_lock_is_freed(
+    postgres: PostgresServer,
+) -> None:
+    """The recovery sweep under PostgreSQL's advisory lock: while one ledger (a replica)
+    holds `exclusive("sweep")`, another's sweep is skipped; a holder whose connection ends
+    (a killed replica) frees it, and the next pass sweeps."""
+    import psycopg
+
+    from regwarden.store._postgres_schema import advisory_key
+
+    url = postgres.fresh_database()
+    first, second = open_ledger(url), open_ledger(url)
+    try:
+        assert isinstance(first, Exclusive) and isinstance(second, Exclusive)
+        pipeline = CountingPipeline(second)
+        sweeper = Sweeper(pipeline, clock=lambda: datetime.now(UTC))  # type: ignore[arg-type]
+        with first.exclusive(SWEEP_LOCK) as held:
+            assert held
+            assert sweeper.run_once().skipped and pipeline.sweeps == 0
+        assert not sweeper.run_once().skipped and pipeline.sweeps == 1
+        # a replica holding the lock, then gone: its session ends, the lock with it
+        database = url.rsplit("/", 1)[1]
+        key = advisory_key("regwarden-lock", second.schema, SWEEP_LOCK)  # type: ignore[attr-defined]
+        dead = psycopg.connect(postgres.conninfo(database), autocommit=True)
+        assert dead.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)
+        assert sweeper.run_once().skipped and pipeline.sweeps == 1
+        dead.close()
+        assert not sweeper.run_once().skipped and pipeline.sweeps == 2
+    finally:
+        first.close()
+        second.close()
