@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,16 @@ DRAIN = 240.0
 """Seconds the replicas get to drain the burst (a stale lease takes `lease_timeout`)."""
 
 
+def listeners(postgres: PostgresServer, url: str) -> int:
+    """Sessions on the database whose last statement was LISTEN: replicas' idle workers
+    waiting for a NOTIFY instead of polling."""
+    rows = postgres.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE 'LISTEN %%'",
+        (url.rsplit("/", 1)[1],),
+    )
+    return int(str(rows[0][0]))
+
+
 @pytest.fixture
 def rig(tmp_path: Path, postgres: PostgresServer) -> Iterator[ReplicaRig]:
     url = postgres.fresh_database()
@@ -45,8 +56,12 @@ def emit(capsys: pytest.CaptureFixture[str], name: str, doc: dict[str, object]) 
 
 
 def test_three_replicas_handle_a_burst_exactly_once_through_a_sigkill(
-    rig: ReplicaRig, capsys: pytest.CaptureFixture[str]
+    rig: ReplicaRig, postgres: PostgresServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    deadline = time.monotonic() + 30
+    while listeners(postgres, rig.ledger_url) < 3:  # each replica's pool LISTENs
+        assert time.monotonic() < deadline, listeners(postgres, rig.ledger_url)
+        time.sleep(0.05)
     expects = rig.images(BURST)
     result = rig.run(expects, kill=1, timeout=DRAIN)
     emit(capsys, "burst", result.as_dict())
