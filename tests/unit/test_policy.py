@@ -346,6 +346,7 @@ def test_effective_policy_has_every_section() -> None:
         "hygiene",
         "provenance",
         "promotion",
+        "attest",
     }
 
 

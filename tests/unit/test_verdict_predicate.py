@@ -253,3 +253,62 @@ def test_signers_by_scheme(tmp_path: Path) -> None:
     pem = tmp_path / "plain.pem"
     pem.write_bytes(_pkcs8(key))
     assert signer_for(str(pem)).public_key() == key.public_key  # a bare path is a file
+
+
+POLICY = {"apiVersion": "regwarden/v1", "kind": "Policy"}
+
+
+def test_policy_attest_section_is_per_repository_and_off_by_default() -> None:
+    from regwarden.policy import Policy
+
+    doc = {
+        **POLICY,
+        "defaults": {"attest": {"key": "file://keys/cosign.key"}},
+        "repositories": [
+            {
+                "match": "prod/**",
+                "attest": {
+                    "key": "awskms:///alias/regwarden",
+                    "verdicts": ["PASSED", "FAILED"],
+                    "format": "both",
+                },
+            },
+            {"match": "scratch/**", "team": "t"},
+        ],
+    }
+    policy = Policy.model_validate(doc)
+    default = policy.for_repository("scratch/x").attest
+    assert default is not None
+    assert (default.verdicts, str(default.key), default.format) == (
+        ("PASSED",),
+        "file://keys/cosign.key",
+        "legacy",
+    )
+    prod = policy.for_repository("prod/api").attest
+    assert prod is not None and prod.verdicts == ("PASSED", "FAILED") and prod.format == "both"
+    assert Policy.model_validate(POLICY).for_repository("x").attest is None
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"key": "s3://bucket/k"}, "got s3:// for a signing key"),
+        ({"key": "file://k", "verdicts": []}, "at least 1 item"),
+        ({"key": "file://k", "verdicts": ["PENDING"]}, "'PASSED', 'FAILED' or 'WARN'"),
+        ({"key": "file://k", "format": "zip"}, "'legacy', 'bundle' or 'both'"),
+        ({"verdicts": ["PASSED"]}, "key"),
+    ],
+)
+def test_policy_attest_section_refuses(section: dict[str, object], message: str) -> None:
+    from pydantic import ValidationError
+
+    from regwarden.policy import Policy, policy_json_schema
+
+    with pytest.raises(ValidationError, match=message):
+        Policy.model_validate({**POLICY, "defaults": {"attest": section}})
+    schema = policy_json_schema()["$defs"]["Attest"]
+    assert schema["required"] == ["key"] and set(schema["properties"]) == {
+        "verdicts",
+        "key",
+        "format",
+    }

@@ -8,6 +8,7 @@ merge, and the JSON Schema.
 See docs/policy.md for every key.
 """
 
+from ._attest import Attest
 from ._glob import Glob, ImageGlob
 from ._load import load_policy, load_policy_text, validate_file, validate_text
 from ._location import (
@@ -127,6 +128,7 @@ __all__ = [
     "ActionKind",
     "AksInventory",
     "Allowance",
+    "Attest",
     "Attestations",
     "AwsInventory",
     "Channel",

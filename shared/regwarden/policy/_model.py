@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from .. import quarantine_names
 from ..errors import UsageError
+from ._attest import Attest
 from ._base import Loc, PolicyModel, render_path, rule_error
 from ._glob import Glob
 from ._location import DOCUMENT_SCHEMES, Location, Schemes, resolve_file
@@ -73,6 +74,8 @@ class _Sections(PolicyModel):
     hygiene: Hygiene | None = None
     provenance: Provenance | None = None
     promotion: Promotion | None = None
+    attest: Attest | None = None
+    """Sign the verdicts as in-toto attestations on the image. Default: off."""
 
 
 #: Section names, in document order; each is merged as a whole.
@@ -224,6 +227,7 @@ class EffectiveRepositoryPolicy(BaseModel):
     hygiene: Hygiene | None
     provenance: Provenance | None
     promotion: Promotion | None
+    attest: Attest | None = None
 
     origins: dict[str, str] = {}
     """Section name -> where it came from: `repositories[N]` or `defaults`; sections that
