@@ -113,6 +113,10 @@ class ImageEvent(_Frozen):
     subject_digest: str | None = Field(
         default=None, description="for SIGNED: the digest of the image the signature is for"
     )
+    manifest_digest: str | None = Field(
+        default=None,
+        description="for SIGNED: the digest of the pushed signature or attestation manifest",
+    )
 
 
 class Finding(_Frozen):

@@ -64,7 +64,7 @@ from .store import ActionRecord, Ledger, OutboxItem
 from .store import Outcome as Committed
 
 if TYPE_CHECKING:
-    pass
+    from .attest import VerdictAttester
 
 log = logging.getLogger("regwarden.pipeline")
 
@@ -118,6 +118,8 @@ class Pipeline:
     actor: str | None = None
     """regwarden's own registry identity; with it, a spoofed User-Agent is not enough to
     pass as one of regwarden's writes."""
+    attester: VerdictAttester | None = None
+    """Signs final verdicts as in-toto attestations where the policy's `attest` asks."""
 
     # -- entry point ------------------------------------------------------------------------
 
@@ -270,6 +272,10 @@ class Pipeline:
                     # handled while this attempt waited for the image (a redelivery side
                     # by side); across processes, the commit itself refuses a second outcome
                     return Handled(event, ignored="duplicate delivery")
+                own = self._own_attestation(event, target, registry)
+                if own is not None:  # under the image's lock: the ledger has what we wrote
+                    log.info("ignored %s %s: %s", event.kind, event.image, own)
+                    return Handled(event, ignored=own)
                 judged = self._gate(
                     event,
                     target,
@@ -518,6 +524,8 @@ class Pipeline:
         # it took none): kept up to date by the actions below, which know what they wrote,
         # so the ledger is read again only after an action failed half-way.
         held_now = held is not None and held.released_at is None
+        if self.attester is not None:  # before any action: a moved image is out of reach
+            notes += self._attest(registry, verdict, facts, details, now=now, final=final_attempt)
         outcome = verdict.outcome
         failed: RegistryError | None = None
         try:
@@ -631,6 +639,65 @@ class Pipeline:
             recheck_at=recheck_at,
             notes=tuple(notes),
         )
+
+    # -- verdict attestations (issue #18) ----------------------------------------------------
+
+    def _attest(
+        self,
+        registry: Registry,
+        verdict: Verdict,
+        facts: Facts,
+        details: ImageDetails,
+        *,
+        now: datetime,
+        final: bool,
+    ) -> list[str]:
+        """Attest the verdict before its actions and the commit of its outcome
+        (`attest._hook` says why): a failure makes the delivery come back to finish the
+        intent while the image is still where it was judged (a `move` takes it away)."""
+        assert self.attester is not None
+        client = registry.data_plane()
+        image = verdict.image
+
+        def subject() -> Descriptor | None:
+            if details.content is not None:
+                return details.content.descriptor()
+            return client.head_manifest(image.repository, str(image.digest))
+
+        try:
+            return self.attester.after_verdict(
+                client, self.ledger, verdict, facts, subject, now=now
+            )
+        except RegistryError as exc:
+            if not final:
+                raise
+            log.error("verdict attestation of %s failed for good: %s", image, exc)
+            return [f"verdict attestation failed: {exc}"]
+
+    def _own_attestation(
+        self, event: ImageEvent, target: ImageRef, registry: Registry
+    ) -> str | None:
+        """Why a signature-like push is regwarden's own verdict attestation, which never
+        re-evaluates its subject (else each verdict would push the next); None otherwise.
+        Told by the digests the ledger recorded as regwarden's, then by the pushed
+        manifest's predicate type — not by User-Agent, which ECR and GAR events lack."""
+        if event.kind is not EventKind.SIGNED or self.attester is None:
+            return None
+        pushed = event.manifest_digest
+        if pushed is None and event.image.digest != target.digest:
+            pushed = event.image.digest  # e.g. ECR's Referrer Action names the referrer
+        if pushed is None:
+            return None
+        from .attest import is_own_push
+
+        if is_own_push(self.ledger, target, pushed):
+            return "regwarden's own verdict attestation (recorded in the ledger)"
+        try:
+            manifest = registry.data_plane().get_manifest(target.repository, pushed)
+        except NotFound:
+            return None
+        what = classify_manifest(manifest=manifest.data)
+        return what.why if what.regwarden_verdict else None
 
     # -- finishing what an earlier attempt began ---------------------------------------------
 
@@ -786,6 +853,8 @@ class Pipeline:
     ) -> Handled | str | None:
         """None to judge `image` now; a subject digest to judge instead; or why not yet."""
         if what.role is ManifestRole.EVIDENCE:
+            if what.regwarden_verdict:  # pushed by regwarden: judging its subject would loop
+                return Handled(event, ignored=what.why)
             if what.subject is None or what.subject == image.digest:
                 return Handled(event, ignored=f"{what.why}: evidence with no subject to judge")
             return what.subject

@@ -23,6 +23,7 @@ from .reference import ImageRef
 from .store import Ledger, open_ledger
 
 if TYPE_CHECKING:
+    from .attest import VerdictAttester
     from .signatures import SubjectSource
 
 log = logging.getLogger("regwarden.runtime")
@@ -180,7 +181,17 @@ class Runtime(Generic[LedgerT]):
             evidence=self.evidence,
             quarantine_templates=self.quarantine_templates(),
             actor=self._actor,
+            attester=self._attester(),
         )
+
+    def _attester(self) -> VerdictAttester | None:
+        """The verdict attester when some section of the policy asks for one (issue #18)."""
+        policy = self.policy
+        if policy.defaults.attest is None and all(e.attest is None for e in policy.repositories):
+            return None
+        from .attest import VerdictAttester
+
+        return VerdictAttester.from_policy(policy)
 
     def close(self) -> None:
         with self._lock:

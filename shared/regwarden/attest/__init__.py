@@ -11,6 +11,7 @@ admission controllers can admit only images that passed the gate.
 # The KMS signers register their schemes (awskms, gcpkms, azurekms) in SIGNERS; each
 # imports its SDK only when a key of its scheme is used.
 from . import _signer_aws, _signer_azure, _signer_gcp  # noqa: F401
+from ._hook import FINAL_OUTCOMES, VerdictAttester
 from ._predicate import VERDICT_PREDICATE, PolicyIdentity, build_predicate, policy_identity
 from ._push import (
     ACTION_KIND,
@@ -20,11 +21,13 @@ from ._push import (
     attestation_key,
     is_own_push,
     recorded_attestation,
+    retire_attestation,
 )
 from ._signer import SIGNERS, FileSigner, Signer, SignerFactory, signer_for
 
 __all__ = [
     "ACTION_KIND",
+    "FINAL_OUTCOMES",
     "SIGNERS",
     "VERDICT_PREDICATE",
     "AttestFormat",
@@ -33,11 +36,13 @@ __all__ = [
     "Recorded",
     "Signer",
     "SignerFactory",
+    "VerdictAttester",
     "attest_verdict",
     "attestation_key",
     "build_predicate",
     "is_own_push",
     "policy_identity",
     "recorded_attestation",
+    "retire_attestation",
     "signer_for",
 ]

@@ -7,7 +7,8 @@ those as an image quarantines signatures and breaks indexes. One pure function d
 for every intake (distribution, Harbor, ECR, and the clouds that follow):
 
 - `EVIDENCE`: a signature, attestation, SBOM or other referrer: re-evaluate its subject,
-  never judge, quarantine or delete it;
+  never judge, quarantine or delete it — except regwarden's own verdict attestation
+  (`regwarden_verdict`), which re-evaluates nothing (the next verdict would push the next);
 - `INDEX`: an image index, judged as one unit (signatures and scans on the index digest);
 - `IMAGE`: a tagged image manifest, judged now;
 - `UNTAGGED`: an image manifest pushed by digest with no tag: wait the settle window, then
@@ -21,10 +22,17 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..attest._predicate import VERDICT_PREDICATE
 from ..oci import INDEX_TYPES
 from ._signatures import signature_subject
 
-__all__ = ["EVIDENCE_MEDIA_TYPES", "Classified", "ManifestRole", "classify_manifest"]
+__all__ = [
+    "EVIDENCE_MEDIA_TYPES",
+    "Classified",
+    "ManifestRole",
+    "classify_manifest",
+    "is_verdict_attestation",
+]
 
 #: Artifact, config and layer media types of signatures, attestations, SBOMs and scan
 #: reports: a manifest carrying one of these is evidence about another image.
@@ -79,6 +87,8 @@ class Classified:
     subject: str | None = None
     """For EVIDENCE: the digest of the image it is about, when known."""
     why: str = ""
+    regwarden_verdict: bool = False
+    """EVIDENCE that is regwarden's own verdict attestation: nothing to re-evaluate."""
 
 
 def _is_evidence_type(media_type: str | None) -> bool:
@@ -97,6 +107,28 @@ def _text(doc: Mapping[str, Any], *path: str) -> str | None:
     return node if isinstance(node, str) and node else None
 
 
+_BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
+_LAYER_PREDICATE = "predicateType"  # cosign's `.att` layer annotation
+
+
+def is_verdict_attestation(doc: Mapping[str, Any]) -> bool:
+    """Whether a manifest carries regwarden's verdict predicate: a bundle referrer whose
+    `dev.sigstore.bundle.predicateType` says so, or a cosign `.att` manifest every layer of
+    which does (one with others' attestations beside it is theirs too, and counts as
+    evidence). Unauthenticated, as routing only: a forged one merely goes unjudged, as a
+    person's re-push of an attestation never changes a verdict anyway."""
+    if _text(doc, "annotations", _BUNDLE_PREDICATE) == VERDICT_PREDICATE:
+        return True
+    layers = doc.get("layers")
+    if not isinstance(layers, list) or not layers:
+        return False
+    return all(
+        isinstance(layer, Mapping)
+        and _text(layer, "annotations", _LAYER_PREDICATE) == VERDICT_PREDICATE
+        for layer in layers
+    )
+
+
 def classify_manifest(
     *,
     tags: Collection[str] = (),
@@ -106,11 +138,21 @@ def classify_manifest(
     """What a manifest is. `tags`: every tag known to point at it (the event's, the
     registry's, the ledger's); `manifest`: its parsed body when it was read (without it,
     only the tags and `media_type` can speak). Pure."""
+    doc: Mapping[str, Any] = manifest or {}
+    if doc and is_verdict_attestation(doc):
+        subject = _text(doc, "subject", "digest") or next(
+            (s for s in map(signature_subject, tags) if s is not None), None
+        )
+        return Classified(
+            ManifestRole.EVIDENCE,
+            subject,
+            f"regwarden's own verdict attestation ({VERDICT_PREDICATE})",
+            regwarden_verdict=True,
+        )
     for tag in tags:
         subject = signature_subject(tag)
         if subject is not None:
             return Classified(ManifestRole.EVIDENCE, subject, f"signature tag {tag!r}")
-    doc: Mapping[str, Any] = manifest or {}
     subject = _text(doc, "subject", "digest")
     if subject is not None:
         return Classified(ManifestRole.EVIDENCE, subject, "a referrer (has a subject)")

@@ -155,6 +155,7 @@ def _event(node: Node, registry: str | None) -> ImageEvent | None:
             user_agent=user_agent,
             actor=actor_name,
             subject_digest=subject,
+            manifest_digest=digest if subject is not None else None,
         )
     except ValidationError as exc:
         raise node.error(f"cannot build an event ({exc.errors()[0]['msg']})") from None
