@@ -9,7 +9,10 @@ Per repository, in one pass each:
 2. Classify each manifest: a referrer (it has a `subject`, or only cosign
    `sha256-<hex>.sig|.att|.sbom` tags) whose subject is here follows that subject; one
    whose subject is gone is an orphan; an untagged manifest listed by an index here
-   follows its index; everything else is an image, judged by the rules.
+   follows its index; everything else is an image, judged by the rules. A superseded
+   verdict attestation (regwarden wrote a newer one for the same image; the caller names
+   them from the ledger) is an orphan too, while untagged: only the latest follows its
+   subject.
 3. Protections (in use, locked, quarantined), then keep rules, then delete rules, decide
    each image. KEEP always wins; an image no delete rule selects is kept. An image of
    unknown age is never selected by an age rule, and its decision says so.
@@ -26,7 +29,7 @@ with the same rules and `now` deletes nothing more.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -118,11 +121,15 @@ def plan_repository(
     *,
     now: datetime,
     protections: Protections | None = None,
+    superseded: Collection[str] = (),
 ) -> RepositoryPlan:
-    """Decide keep or delete for every digest of one repository, and why."""
+    """Decide keep or delete for every digest of one repository, and why. `superseded`:
+    verdict attestations a newer one replaced, judged as orphans while untagged."""
     now_s = _epoch_now(now)
     with _collector_paused():
-        return _plan(repository, records, rules, now_s, protections or NO_PROTECTIONS)
+        return _plan(
+            repository, records, rules, now_s, protections or NO_PROTECTIONS, frozenset(superseded)
+        )
 
 
 def plan_registry(
@@ -132,18 +139,20 @@ def plan_registry(
     now: datetime,
     protections: Protections | Mapping[str, Protections] | None = None,
     max_deletes: int | None = None,
+    superseded: Mapping[str, Collection[str]] | None = None,
 ) -> RegistryPlan:
     """Plan every repository independently (a cloud run may fan them out instead).
 
     `rules` is one rule set for all, or a function of the repository name returning the
     rules that apply (None: the repository is skipped). `protections` is one set for all
     or a map by repository. `max_deletes` caps the whole run: over it, nothing is deleted.
+    `superseded`: by repository, the verdict attestations a newer one replaced.
     """
     now_s = _epoch_now(now)
     if max_deletes is not None and (type(max_deletes) is not int or max_deletes < 0):
         raise UsageError(f"got max_deletes={max_deletes!r}, expected an integer >= 0 or None")
     with _collector_paused():
-        return _plan_all(repositories, rules, now_s, protections, max_deletes)
+        return _plan_all(repositories, rules, now_s, protections, max_deletes, superseded or {})
 
 
 def _plan_all(
@@ -152,6 +161,7 @@ def _plan_all(
     now_s: float,
     protections: Protections | Mapping[str, Protections] | None,
     max_deletes: int | None,
+    superseded: Mapping[str, Collection[str]],
 ) -> RegistryPlan:
     plans: list[RepositoryPlan] = []
     skipped: list[str] = []
@@ -166,7 +176,8 @@ def _plan_all(
             prot = protections
         else:
             prot = protections.get(name, NO_PROTECTIONS)
-        plans.append(_plan(name, repositories[name], repo_rules, now_s, prot))
+        old = frozenset(superseded.get(name, ()))
+        plans.append(_plan(name, repositories[name], repo_rules, now_s, prot, old))
     total = sum(p.images_deleted for p in plans)
     if max_deletes is not None and total > max_deletes:
         population = sum(len(p.decisions) for p in plans)
@@ -223,6 +234,7 @@ def _plan(
     rules: RetentionRules,
     now: float,
     protections: Protections,
+    superseded: frozenset[str] = frozenset(),
 ) -> RepositoryPlan:
     warnings: list[str] = []
     recs = records if isinstance(records, list) else list(records)
@@ -264,7 +276,14 @@ def _plan(
             no_time += 1
         if s is None and tags and tags[0].startswith(_COSIGN_PREFIXES):
             s = cosign_subject(tags)
-        if s is not None:
+        if not tags and d in superseded:
+            # a newer verdict attestation stands for the same image: this one is judged
+            # by the orphans rule instead of following its subject
+            if s is not None:
+                subject_of[d] = s
+            role[d] = _ORPHAN
+            orphans.append(r)
+        elif s is not None:
             subject_of[d] = s
             if s in by_digest and s != d:
                 referrers.setdefault(s, []).append(d)
@@ -324,7 +343,7 @@ def _plan(
                 ):
                     unknown[d] = _unknown_age(r, age_from)
     orphan_keep = _orphans(
-        orphans, images, rules.orphans, view, keep, candidates, subject_of, unknown
+        orphans, images, rules.orphans, view, keep, candidates, subject_of, unknown, superseded
     )
 
     # 4. closure from everything kept (`keep` grows to hold the closure too)
@@ -437,10 +456,17 @@ def _orphans(
     candidates: dict[str, tuple[str, str]],
     subject_of: dict[str, str],
     unknown: dict[str, tuple[str, str]],
+    superseded: frozenset[str] = frozenset(),
 ) -> tuple[str, str]:
     """Select orphans for the `orphans` rule; return the reason for the ones it keeps
-    (those of unknown age get theirs in `unknown`)."""
+    (those of unknown age and superseded verdict attestations get theirs in `unknown`)."""
     if rule is None:
+        for r in orphans:
+            if r.digest in superseded:
+                unknown[r.digest] = (
+                    "default",
+                    "kept: superseded verdict attestation (no orphans rule)",
+                )
         return ("default", "kept: its subject is not in the repository (no orphans rule)")
     if not images:
         if orphans:
@@ -453,10 +479,19 @@ def _orphans(
         if r.digest in keep:
             continue
         why = rule.selects(r, view)
+        if why is not None and r.digest in superseded:
+            of = f" of {subject_of[r.digest]}" if r.digest in subject_of else ""
+            why = f"deleted: superseded verdict attestation{of} (a newer one stands; orphans rule)"
         if why is not None:
             candidates[r.digest] = (rule.name, why)
         elif rule.needs_age(r) and view.time(r) is None:
             unknown[r.digest] = _unknown_age(r, view.age_from)
+        elif r.digest in superseded:
+            unknown[r.digest] = (
+                "default",
+                f"kept: superseded verdict attestation not older than "
+                f"{human_duration(rule.older_than)} (orphans rule)",
+            )
     return (
         "default",
         f"kept: orphan not older than {human_duration(rule.older_than)} (orphans rule)",

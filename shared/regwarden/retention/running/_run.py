@@ -36,6 +36,7 @@ from ..planning import (
 )
 from ._collect import Collected, TimesLedger, collect_records
 from ._inventory import InUse, in_use_protections
+from ._verdicts import superseded_verdicts
 
 if TYPE_CHECKING:
     from ...policy import Policy
@@ -84,6 +85,8 @@ class RunLedger(TimesLedger, Protocol):
     ) -> None: ...
 
     def action(self, key: str) -> ActionRecord | None: ...
+
+    def actions(self, *, status: str | None = None) -> list[ActionRecord]: ...
 
     def quarantined(
         self, registry: str, repository: str, digest: str
@@ -315,6 +318,13 @@ def plan_run(
             if held:
                 protections[repo] = protections.get(repo, NO_PROTECTIONS).merge(held)
 
+    # verdict attestations a newer one replaced: orphans, not followers of their image
+    superseded = (
+        superseded_verdicts(ledger.actions(status="done"), registry=name)
+        if ledger is not None
+        else {}
+    )
+
     t0 = time.perf_counter()
     plan = plan_registry(
         {repo: collected[repo].records for repo in planned},
@@ -322,6 +332,7 @@ def plan_run(
         now=now,
         protections=protections,
         max_deletes=max_deletes,
+        superseded=superseded,
     )
     planning_s = time.perf_counter() - t0
     plans = tuple(
