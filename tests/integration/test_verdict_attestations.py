@@ -139,6 +139,7 @@ def test_serve_attests_passed_failed_and_replaces_failed_after_a_late_signature(
                     "pass"
                 )
                 assert statement["evidence"]["signatures"][0]["format"] == "cosign-legacy"
+                assert statement["policy"]["name"] == "regwarden.yaml"
                 assert statement["policy"]["digest"].startswith("sha256:")
                 print("PASSED statement:", json.dumps(statement, indent=2))
 

@@ -60,7 +60,11 @@ class VerdictAttester:
     def from_policy(cls, policy: Policy) -> VerdictAttester:
         return cls(
             section_for=lambda repo: policy.for_repository(repo).attest,
-            policy=policy_identity(policy.model_dump(mode="json"), policy.source or "policy"),
+            # the file's name, not its path: a published statement tells no host's layout
+            policy=policy_identity(
+                policy.model_dump(mode="json"),
+                Path(policy.source).name if policy.source else "policy",
+            ),
             base_dir=policy.base_dir,
         )
 
