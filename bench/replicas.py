@@ -45,6 +45,8 @@ def one_run(
     kill: bool,
     timeout: float,
 ) -> BurstResult:
+    # killed once it has done its share of the first tenth: mid-burst, not at the start
+    kill_after = max(2, pushes // (10 * replicas))
     url = pg.fresh_database()
     with (
         tempfile.TemporaryDirectory(prefix="regwarden-replicas-") as tmp,
@@ -52,7 +54,11 @@ def one_run(
     ):
         expects = rig.images(pushes, seed=replicas)
         result = rig.run(
-            expects, kill=1 if kill and replicas > 1 else None, timeout=timeout, pushers=pushers
+            expects,
+            kill=1 if kill and replicas > 1 else None,
+            kill_after=kill_after,
+            timeout=timeout,
+            pushers=pushers,
         )
         print(f"{replicas} replica(s): {json.dumps(result.as_dict())}", file=sys.stderr)
         return result

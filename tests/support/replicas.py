@@ -447,11 +447,13 @@ class ReplicaRig:
         expects: Sequence[Expect],
         *,
         kill: int | None = None,
+        kill_after: int = 2,
         timeout: float = 300.0,
         pushers: int = 4,
     ) -> BurstResult:
-        """Push `expects`, SIGKILL replica `kill` mid-burst (None: no kill), wait for the
-        queue to drain (at most `timeout` s), judge."""
+        """Push `expects`, SIGKILL replica `kill` mid-event once it printed `kill_after`
+        verdicts (None: no kill), wait for the queue to drain (at most `timeout` s),
+        judge."""
         result = BurstResult(replicas=len(self.replicas), images=len(expects))
         if kill is not None:
             result.killed = self.replicas[kill].instance
@@ -459,7 +461,7 @@ class ReplicaRig:
 
         def kill_one() -> None:
             assert kill is not None
-            held.extend(self.kill_mid_event(kill))
+            held.extend(self.kill_mid_event(kill, after=kill_after))
 
         during = kill_one if kill is not None else None
         began = self.burst(expects, pushers=pushers, during=during)
