@@ -68,6 +68,44 @@ def test_sizes_exclude_runtime_boto3_and_add_the_layer_to_each_function(tmp_path
     assert result["ok"] and result["problems"] == []
 
 
+def test_a_function_with_its_own_layer_and_budget(tmp_path: Path) -> None:
+    """A function's own layers come after the global ones (as SAM merges them), and its
+    Metadata BundleLimitMb replaces the --limit-mb budget for it alone (the report)."""
+    build = build_tree(
+        tmp_path,
+        {
+            "OnPushFunction/functions/aws/on_push.py": 1_000,
+            "ReportFunction/functions/aws/report.py": 1_000,
+            "SharedLayer/python/pydantic/main.py": 2_000_000,
+            "ReportLayer/python/matplotlib/pyplot.py": 3_000_000,
+        },
+    )
+    (build / "template.yaml").write_text(
+        TEMPLATE
+        + """\
+  ReportLayer:
+    Type: AWS::Serverless::LayerVersion
+    Properties: {ContentUri: ReportLayer}
+  ReportFunction:
+    Type: AWS::Serverless::Function
+    Metadata: {BundleLimitMb: 6}
+    Properties: {CodeUri: ReportFunction, Layers: [!Ref ReportLayer]}
+"""
+    )
+    result = report(build, 4.0)
+    function = result["functions"]["ReportFunction"]
+    assert function["layers"] == ["SharedLayer", "ReportLayer"]
+    assert function["total_bytes"] == 1_000 + 2_000_000 + 3_000_000
+    assert function["limit_mb"] == 6.0
+    assert result["functions"]["OnPushFunction"]["limit_mb"] == 4.0
+    assert result["ok"]
+    assert not report(build, 1.0)["ok"]  # OnPushFunction over the general budget
+    (build / "template.yaml").write_text(
+        (build / "template.yaml").read_text().replace("BundleLimitMb: 6", "BundleLimitMb: 4")
+    )
+    assert report(build, 4.0)["problems"] == ["ReportFunction: code + layers 5.00 MB > 4.0 MB"]
+
+
 @pytest.mark.parametrize(
     "path",
     [

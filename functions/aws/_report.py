@@ -1,0 +1,190 @@
+"""The scheduled registry report: EventBridge Scheduler → `report` → S3.
+
+    schedule payload → the ECR registry (its repositories under REGWARDEN_REPORT_PREFIXES)
+    and the DynamoDB ledger → `regwarden.report` (collect, summarise, render) → two objects,
+    `PREFIX/YYYY/MM/DD/report.html` and `report.json`, in the reports bucket; the summary
+    is kept in the ledger (a `report` action record) so the next report draws trends.
+
+The bucket's lifecycle expires old reports (template.yaml: ReportRetentionDays); the role
+may put objects under the prefix only, read the registry and the ledger, and write only
+`report` action records. Heavy imports (the core, boto3, matplotlib) wait for the
+invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from regwarden.errors import RegistryError, UsageError
+
+if TYPE_CHECKING:
+    from regwarden.report import Report
+
+__all__ = ["FUNCTION", "ReportSettings", "report_event", "report_keys", "write_report"]
+
+FUNCTION = "report"
+HTML_TYPE = "text/html; charset=utf-8"
+JSON_TYPE = "application/json"
+PLAN_NOTE = (
+    "retention plan: not made by the scheduled report (the retention functions plan and "
+    "log it, RetentionMode=plan)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    """Where the report goes and what it covers, read from the environment per invocation
+    (a daily function: nothing to keep warm)."""
+
+    bucket: str
+    prefix: str = "reports/"
+    """Key prefix of every report object (ends with `/`); the role may write only here."""
+    repositories: tuple[str, ...] = ("",)
+    """Repository name prefixes in scope; `""` is every repository."""
+    top: int = 10
+    stale_days: int = 90
+
+    @property
+    def globs(self) -> tuple[str, ...]:
+        """fnmatch globs over repository names (`*` crosses `/`): each prefix and below."""
+        return () if "" in self.repositories else tuple(f"{p}*" for p in self.repositories)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReportSettings:
+        from regwarden.warm import env_int, env_prefixes
+
+        env = os.environ if env is None else env
+        bucket = (env.get("REGWARDEN_REPORT_BUCKET") or "").strip()
+        if not bucket:
+            raise UsageError("REGWARDEN_REPORT_BUCKET is not set; expected the reports bucket")
+        prefix = (env.get("REGWARDEN_REPORT_PREFIX") or "reports/").strip().strip("/")
+        return cls(
+            bucket=bucket,
+            prefix=f"{prefix}/" if prefix else "",
+            repositories=env_prefixes(env, "REGWARDEN_REPORT_PREFIXES"),
+            top=env_int(env, "REGWARDEN_REPORT_TOP", 10, least=1),
+            stale_days=env_int(env, "REGWARDEN_REPORT_STALE_DAYS", 90, least=1),
+        )
+
+
+def report_keys(prefix: str, now: datetime) -> tuple[str, str]:
+    """(html key, json key) of the report made at `now` (UTC date): one pair a day, a
+    second run that day replaces it."""
+    day = now.astimezone(UTC).strftime("%Y/%m/%d")
+    return f"{prefix}{day}/report.html", f"{prefix}{day}/report.json"
+
+
+def write_report(
+    s3: Any, bucket: str, prefix: str, report: Report, html: str, *, now: datetime
+) -> tuple[str, str]:
+    """Put the HTML page and its JSON; returns their keys. The bucket's default encryption
+    (the stack's KMS key) applies; nothing here names a key or an ACL."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    html_key, json_key = report_keys(prefix, now)
+    # the same JSON as `regwarden report --output json` (the CLI's to_jsonable of a model)
+    body = json.dumps(report.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+    for key, data, content_type in (
+        (json_key, body, JSON_TYPE),
+        (html_key, html, HTML_TYPE),
+    ):
+        try:
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=data.encode("utf-8"), ContentType=content_type
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise RegistryError(f"S3 s3://{bucket}/{key}: cannot write the report: {exc}") from exc
+    return html_key, json_key
+
+
+def make_report(
+    provider: Any,
+    ledger: Any,
+    *,
+    registry: str,
+    policy: Any,
+    settings: ReportSettings,
+    now: datetime,
+) -> Report:
+    """Collect, summarise and keep the summary: what `regwarden report` does, without the
+    retention plan (see PLAN_NOTE)."""
+    from regwarden.report import collect, record_report, summarise
+
+    inventory = collect(
+        provider.data_plane(),
+        ledger,
+        registry=registry,
+        globs=settings.globs,
+        repositories=provider.list_repositories(),
+        policy=policy,
+    )
+    inventory = inventory.model_copy(update={"notes": (*inventory.notes, PLAN_NOTE)})
+    report = summarise(inventory, now=now, top=settings.top, stale_days=settings.stale_days)
+    record_report(ledger, report.summary(), now=now)
+    return report
+
+
+def report_event(
+    event: object, *, logger: Logger, metrics: Metrics, now: datetime | None = None
+) -> dict[str, Any]:
+    """The scheduled report of this account's ECR registry, written to the reports bucket.
+    Any failure raises (the invocation fails; the schedule's retry policy tries again)."""
+    from regwarden import botocore_config
+    from regwarden.report import render_html
+    from regwarden.runtime import Runtime
+    from regwarden.store import DynamoLedger
+
+    from ._app import _structured_core_logs, provider_defaults
+    from ._settings import RetentionSettings, Settings, load_policy
+
+    now = now or datetime.now(UTC)
+    settings = Settings.from_env()
+    report_settings = ReportSettings.from_env()
+    registry = RetentionSettings.from_env().registry  # REGWARDEN_REGISTRY, checked as ECR's
+    _structured_core_logs()
+    runtime = Runtime(
+        load_policy(settings.policy),
+        ledger=DynamoLedger(settings.table),
+        provider_defaults=provider_defaults(settings),
+    )
+    try:
+        report = make_report(
+            runtime.registry(registry),
+            runtime.ledger,
+            registry=registry,
+            policy=runtime.policy,
+            settings=report_settings,
+            now=now,
+        )
+    finally:
+        runtime.close()
+        runtime.ledger.close()
+    html = render_html(report)
+    html_key, json_key = write_report(
+        botocore_config.client("s3"),
+        report_settings.bucket,
+        report_settings.prefix,
+        report,
+        html,
+        now=now,
+    )
+    metrics.add_dimension(name="function", value=FUNCTION)
+    metrics.add_metric(name="ReportImages", unit=MetricUnit.Count, value=report.images)
+    summary = {
+        "registry": registry,
+        "images": report.images,
+        "repositories": report.repositories,
+        "html": f"s3://{report_settings.bucket}/{html_key}",
+        "json": f"s3://{report_settings.bucket}/{json_key}",
+        "scheduled": event.get("scheduledTime") if isinstance(event, dict) else None,
+    }
+    logger.info("report written", extra={"summary": summary})
+    return summary
