@@ -674,6 +674,21 @@ class Pipeline:
             log.error("verdict attestation of %s failed for good: %s", image, exc)
             return [f"verdict attestation failed: {exc}"]
 
+    def _finish_attestation_removal(self, record: ActionRecord) -> None:
+        """A superseded PASSED attestation whose removal ran out of retries is taken off
+        by the sweep (`attest.finish_removal`): it must not outlive the verdict against it."""
+        from .attest import finish_removal
+
+        image = ImageRef(registry=record.registry, repository=record.repository)
+        image = image.with_digest(record.digest)
+        with self._image_lock(image):
+            try:
+                client = self.registry_for(image.registry).data_plane()
+                if finish_removal(client, self.ledger, image=image):
+                    log.info("recovery: superseded verdict attestation of %s removed", image)
+            except Exception:  # one bad intent must not stop the sweep
+                log.exception("recovery of the verdict attestation of %s failed", image)
+
     def _own_attestation(
         self, event: ImageEvent, target: ImageRef, registry: Registry
     ) -> str | None:
@@ -760,6 +775,9 @@ class Pipeline:
         the invocation that began it may still be running, beyond any lock here."""
         results: list[Handled] = []
         for record in self.ledger.actions(status="intent"):
+            if record.kind == "verdict-attestation" and record.at <= now - settle:
+                self._finish_attestation_removal(record)
+                continue
             if record.kind != "quarantine" or record.at > now - settle:
                 continue
             retry = record.state.get("retry") or {}

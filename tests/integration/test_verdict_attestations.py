@@ -455,3 +455,46 @@ def test_the_statement_is_legacy_cosign_att_by_default(
     with pytest.raises(NotFound):  # no bundle referrer in legacy format
         client.get_manifest(repo, referrers_tag(digest))
     assert [a["format"] for a in verified(client, repo, digest, pub)] == ["cosign-legacy"]
+
+
+def test_a_removal_that_ran_out_of_retries_is_finished_by_the_recovery_sweep(
+    registry: LocalRegistry,
+    client: RegistryClient,
+    repo: str,
+    gated: Runtime,
+    keys: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    priv, pub = keys
+    host = registry.host
+    digest = push_image(client, repo, make_image(seed=1807), tag="1.0.0")
+    sig = sign(client, host, repo, digest, priv)
+    gate = gated.pipeline()
+    first = gate.handle(event(host, repo, digest, 1), now=LATER)
+    assert first.verdict is not None and first.verdict.outcome is Outcome.PASSED
+    client.delete_manifest(repo, sig)
+    # the attestation's deletes refused on the last attempt (the quarantine's go through)
+    image = ImageRef(registry=host, repository=repo, digest=digest)
+    standing = gate.ledger.action(attestation_key(image))
+    assert standing is not None
+    ours = {e["digest"] for e in standing.state["pushed"]}
+    real_delete = RegistryClient.delete_manifest
+
+    def refused(self: RegistryClient, repo: str, digest: str) -> None:
+        if digest in ours:
+            raise RegistryError("delete refused for now")
+        real_delete(self, repo, digest)
+
+    monkeypatch.setattr(RegistryClient, "delete_manifest", refused)
+    failed = gate.handle(event(host, repo, digest, 2), now=LATER, final_attempt=True)
+    assert failed.verdict is not None and failed.verdict.outcome is Outcome.FAILED
+    assert any("verdict attestation failed" in n for n in failed.notes), failed.notes
+    record = gate.ledger.action(attestation_key(image))
+    assert record is not None and record.status == "intent" and record.state["step"] == "remove"
+
+    assert verified(client, repo, digest, pub) != []  # what the sweep is for
+    monkeypatch.setattr(RegistryClient, "delete_manifest", real_delete)
+    gate.resume_unfinished(now=LATER + timedelta(minutes=1))
+    assert verified(client, repo, digest, pub) == []
+    record = gate.ledger.action(attestation_key(image))
+    assert record is not None and record.status == "done" and record.state["pushed"] == []

@@ -55,6 +55,7 @@ __all__ = [
     "Recorded",
     "attest_verdict",
     "attestation_key",
+    "finish_removal",
     "is_own_push",
     "recorded_attestation",
     "retire_attestation",
@@ -279,6 +280,24 @@ def retire_attestation(
     longer attests its verdict (a PASSED image turned FAILED where only PASSED is
     attested, or `attest` was removed), so no stale PASSED may stay."""
     return _replace(client, ledger, image, verdict=None, decided=None, artifacts=[], now=now)
+
+
+def finish_removal(client: RegistryClient, ledger: Ledger, *, image: ImageRef) -> bool:
+    """The recovery sweep's part: an intent stopped in its removal step (retries ran out
+    while a superseded PASSED was being taken off) is finished — the removal only, as the
+    new verdict's attestation needs its evaluation, which the next event of the image
+    brings. True when there was such a removal to finish."""
+    key = attestation_key(image)
+    record = ledger.action(key)
+    if record is None or record.status != "intent" or record.state.get("step") != "remove":
+        return False
+    state = dict(record.state)
+    written = _remove(client, image, state.get("pushed", []))
+    state["history"] = [*state.get("history", []), *written][-_HISTORY:]
+    state.update(pushed=[], verdict=None, decidedAt=None, step="done")
+    state.pop("next", None)
+    ledger.finish_action(key, status="done", state=state)
+    return True
 
 
 def _replace(
