@@ -141,7 +141,16 @@ def test_serve_attests_passed_failed_and_replaces_failed_after_a_late_signature(
                 assert statement["evidence"]["signatures"][0]["format"] == "cosign-legacy"
                 assert statement["policy"]["name"] == "regwarden.yaml"
                 assert statement["policy"]["digest"].startswith("sha256:")
-                print("PASSED statement:", json.dumps(statement, indent=2))
+                env = {"COSIGN_PASSWORD": "pw", "PATH": "/usr/bin:/bin"}
+
+                def verify_verdict(digest: str) -> int:
+                    done = run_cli(
+                        "verify", f"{reg.host}/{repo}@{digest}", "--verdict", "--key", str(pub),
+                        "--max-age", "7d", env=env,
+                    )  # fmt: skip
+                    return done.returncode
+
+                assert verify_verdict(signed) == 0
 
                 # an unsigned image: FAILED once its grace period ran out (a recheck), then
                 # quarantined (moved away): its FAILED attestation stays where it was pushed
@@ -157,12 +166,12 @@ def test_serve_attests_passed_failed_and_replaces_failed_after_a_late_signature(
                 failed_att = {e["format"]: e["digest"] for e in record.state["pushed"]}
 
                 # a person releases it and signs it late: judged again, PASSED replaces FAILED
-                env = {"COSIGN_PASSWORD": "pw", "PATH": "/usr/bin:/bin"}
                 ledger_arg = ("--ledger", str(serve.ledger_path))
                 released = run_cli(
                     *ledger_arg, "quarantine", "release", str(image), "--reason", "ok", env=env
                 )
                 assert released.returncode == 0, released.stderr
+                assert verify_verdict(unsigned) == 1  # back in place, its verdict FAILED
                 late = run_cli("sign", str(image), "--key", str(priv), env=env)
                 assert late.returncode == 0, late.stderr
                 wait(
@@ -170,6 +179,7 @@ def test_serve_attests_passed_failed_and_replaces_failed_after_a_late_signature(
                     serve,
                 )
                 assert outcome(unsigned) == "PASSED"
+                assert verify_verdict(unsigned) == 0
                 for old in (failed_att["legacy"], failed_att["bundle"]):  # gone by digest too
                     with pytest.raises(NotFound):
                         client.get_manifest(repo, old)
