@@ -13,7 +13,6 @@ invocation.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,19 +23,22 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from regwarden.errors import RegistryError, UsageError
+from regwarden.report import make_report, prefix_globs, report_json, report_keys
 
 if TYPE_CHECKING:
     from regwarden.report import Report
 
-__all__ = ["FUNCTION", "ReportSettings", "report_event", "report_keys", "write_report"]
+__all__ = [
+    "FUNCTION",
+    "ReportSettings",
+    "report_event",
+    "report_keys",
+    "write_report",
+]  # report_keys: the core's
 
 FUNCTION = "report"
 HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = "application/json"
-PLAN_NOTE = (
-    "retention plan: not made by the scheduled report (the retention functions plan and "
-    "log it, RetentionMode=plan)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,8 @@ class ReportSettings:
 
     @property
     def globs(self) -> tuple[str, ...]:
-        """fnmatch globs over repository names (`*` crosses `/`): each prefix and below."""
-        return () if "" in self.repositories else tuple(f"{p}*" for p in self.repositories)
+        """fnmatch globs over repository names: each prefix and below."""
+        return prefix_globs(self.repositories)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReportSettings:
@@ -75,13 +77,6 @@ class ReportSettings:
         )
 
 
-def report_keys(prefix: str, now: datetime) -> tuple[str, str]:
-    """(html key, json key) of the report made at `now` (UTC date): one pair a day, a
-    second run that day replaces it."""
-    day = now.astimezone(UTC).strftime("%Y/%m/%d")
-    return f"{prefix}{day}/report.html", f"{prefix}{day}/report.json"
-
-
 def write_report(
     s3: Any, bucket: str, prefix: str, report: Report, html: str, *, now: datetime
 ) -> tuple[str, str]:
@@ -90,8 +85,7 @@ def write_report(
     from botocore.exceptions import BotoCoreError, ClientError
 
     html_key, json_key = report_keys(prefix, now)
-    # the same JSON as `regwarden report --output json` (the CLI's to_jsonable of a model)
-    body = json.dumps(report.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+    body = report_json(report)
     for key, data, content_type in (
         (json_key, body, JSON_TYPE),
         (html_key, html, HTML_TYPE),
@@ -103,33 +97,6 @@ def write_report(
         except (ClientError, BotoCoreError) as exc:
             raise RegistryError(f"S3 s3://{bucket}/{key}: cannot write the report: {exc}") from exc
     return html_key, json_key
-
-
-def make_report(
-    provider: Any,
-    ledger: Any,
-    *,
-    registry: str,
-    policy: Any,
-    settings: ReportSettings,
-    now: datetime,
-) -> Report:
-    """Collect, summarise and keep the summary: what `regwarden report` does, without the
-    retention plan (see PLAN_NOTE)."""
-    from regwarden.report import collect, record_report, summarise
-
-    inventory = collect(
-        provider.data_plane(),
-        ledger,
-        registry=registry,
-        globs=settings.globs,
-        repositories=provider.list_repositories(),
-        policy=policy,
-    )
-    inventory = inventory.model_copy(update={"notes": (*inventory.notes, PLAN_NOTE)})
-    report = summarise(inventory, now=now, top=settings.top, stale_days=settings.stale_days)
-    record_report(ledger, report.summary(), now=now)
-    return report
 
 
 def report_event(
@@ -161,8 +128,10 @@ def report_event(
             runtime.ledger,
             registry=registry,
             policy=runtime.policy,
-            settings=report_settings,
+            globs=report_settings.globs,
             now=now,
+            top=report_settings.top,
+            stale_days=report_settings.stale_days,
         )
     finally:
         runtime.close()

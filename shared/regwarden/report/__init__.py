@@ -6,11 +6,13 @@ from ._collect import collect
 from ._history import record_report, report_summaries
 from ._html import render_html
 from ._model import ImageFact, Inventory, QuarantineRow, Report, RetentionPlanSummary, RetentionRun
+from ._scheduled import PLAN_NOTE, make_report, prefix_globs, report_json, report_keys
 from ._summarise import GC_NOTE, NO_TEAM, summarise, unique_bytes
 
 __all__ = [
     "GC_NOTE",
     "NO_TEAM",
+    "PLAN_NOTE",
     "ImageFact",
     "Inventory",
     "QuarantineRow",
@@ -18,8 +20,12 @@ __all__ = [
     "RetentionPlanSummary",
     "RetentionRun",
     "collect",
+    "make_report",
+    "prefix_globs",
     "record_report",
     "render_html",
+    "report_json",
+    "report_keys",
     "report_summaries",
     "summarise",
     "unique_bytes",
