@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +214,42 @@ def test_a_ledger_without_a_lock_sweeps_every_time(plain: SqliteLedger) -> None:
     reports = [sweeper.run_once() for _ in range(2)]
     assert pipeline.sweeps == 2 and not any(r.skipped for r in reports)
     assert "skipped" not in reports[0].as_dict()  # the functions' figures are unchanged
+
+
+class EndlessLedger(SqliteLedger):
+    """Its first `complete` fails as a query on a connection the database closed does."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.failed = False
+
+    def complete(
+        self, event_id: int, *, now: datetime, error: str | None = None, owner: str | None = None
+    ) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("server closed the connection unexpectedly")
+        return super().complete(event_id, now=now, error=error, owner=owner)
+
+
+def test_a_worker_outlives_a_database_that_fails_to_record_an_events_end(
+    tmp_path: Path,
+) -> None:
+    """The database went away between the outcome's commit and the queue row's end: the
+    worker lives on (its lease goes stale and the event is run again, finding its outcome
+    committed), and handles the next event."""
+    ledger = EndlessLedger(tmp_path / "l.db")
+    done: list[bytes] = []
+    pool = WorkerPool(
+        ledger, lambda e: done.append(e.body), workers=1, poll=0.05, lease_timeout=timedelta(days=1)
+    )
+    pool.start()
+    try:
+        ledger.enqueue("distribution", b"first", None, now=T0)
+        wait_for(lambda: ledger.failed, timeout=10, what="the failed end")
+        ledger.enqueue("distribution", b"second", None, now=T0)
+        wait_for(lambda: b"second" in done, timeout=10, what="the next event")
+        assert pool.alive() == (1, 1)
+    finally:
+        pool.stop()
+        ledger.close()

@@ -175,6 +175,13 @@ class WorkerPool:
                 self._inflight.add(event.id)
             try:
                 self._handle(event)
+            except Exception:  # the queue could not record its end: the database away
+                # The lease is no longer beaten, so it goes stale and the event runs again;
+                # an outcome that was committed is found committed and not done twice.
+                log.exception(
+                    "cannot record the end of event %s; it runs again once its lease is stale",
+                    event.id,
+                )
             finally:
                 with self._wake:
                     self._busy -= 1
