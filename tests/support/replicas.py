@@ -450,20 +450,22 @@ class ReplicaRig:
         kill_after: int = 2,
         timeout: float = 300.0,
         pushers: int = 4,
+        meanwhile: Callable[[], None] | None = None,
     ) -> BurstResult:
         """Push `expects`, SIGKILL replica `kill` mid-event once it printed `kill_after`
         verdicts (None: no kill), wait for the queue to drain (at most `timeout` s),
-        judge."""
+        judge. `meanwhile` runs while the images are pushed (after the kill, if any)."""
         result = BurstResult(replicas=len(self.replicas), images=len(expects))
         if kill is not None:
             result.killed = self.replicas[kill].instance
         held: list[int] = []
 
-        def kill_one() -> None:
-            assert kill is not None
-            held.extend(self.kill_mid_event(kill, after=kill_after))
+        def during() -> None:
+            if kill is not None:
+                held.extend(self.kill_mid_event(kill, after=kill_after))
+            if meanwhile is not None:
+                meanwhile()
 
-        during = kill_one if kill is not None else None
         began = self.burst(expects, pushers=pushers, during=during)
         result.drained = self.wait_drained(expects, timeout=timeout)
         result.seconds = round(time.monotonic() - began, 2)
