@@ -116,7 +116,7 @@ def test_snake_case_keys_are_not_accepted_from_yaml() -> None:
             5,
             "defaults.vulnerabilities.max_severity",
             "unknown key 'max_severity'; valid keys: maxSeverity, fixableOnly, scanTimeout, "
-            "allow, maxCounts, maxCvss, maxScanAge, failOpen, sources",
+            "allow, maxCounts, maxCvss, maxScanAge, failOpen, sources, referrers",
         ),
     ]
 

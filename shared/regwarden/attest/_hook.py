@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING
 from ..errors import RegistryError, UsageError
 from ..model import Outcome
 from ..oci import Descriptor, RegistryClient
-from ..policy import Attest, Policy, resolve_file
-from ..policy._location import LocationScheme
+from ..policy import Attest, LocationScheme, Policy, resolve_file
 from ..signatures import SignatureFormatError
 from ..store import Ledger
 from ._predicate import PolicyIdentity, build_predicate, policy_identity

@@ -20,7 +20,7 @@ from ..model import Verdict
 
 __all__ = ["VERDICT_PREDICATE", "PolicyIdentity", "build_predicate", "policy_identity"]
 
-VERDICT_PREDICATE = "https://regwarden.dev/attestations/verdict/v1"
+from ..signatures import VERDICT_PREDICATE
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,15 +36,16 @@ from ..errors import NotFound
 from ..oci import OCI_INDEX, Descriptor, RegistryClient, index_of, referrers_tag
 from ..reference import ImageRef
 from ..signatures import (
+    ANNOTATION_PREDICATE_TYPE,
     SignedArtifact,
     attest_bundle,
     attest_legacy,
+    digest_of,
     existing_attachment,
+    go_json,
     publish,
     signature_tag,
 )
-from ..signatures._model import ANNOTATION_PREDICATE_TYPE
-from ..signatures._util import digest_of, go_json
 from ..store import Ledger
 from ._predicate import VERDICT_PREDICATE
 from ._signer import Signer

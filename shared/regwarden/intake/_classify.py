@@ -22,8 +22,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..attest._predicate import VERDICT_PREDICATE
 from ..oci import INDEX_TYPES
+from ..signatures import VERDICT_PREDICATE
 from ._signatures import signature_subject
 
 __all__ = [

@@ -41,6 +41,7 @@ from ._legacy import (
     parse_signature_manifest,
 )
 from ._model import (
+    ANNOTATION_PREDICATE_TYPE,
     BUNDLE_MEDIA_TYPES,
     BUNDLE_V03_MEDIA_TYPE,
     COSIGN_SIGN_PREDICATE,
@@ -49,6 +50,7 @@ from ._model import (
     SIMPLE_SIGNING_MEDIA_TYPE,
     SLSA_PROVENANCE_V02,
     SLSA_PROVENANCE_V1,
+    VERDICT_PREDICATE,
     AttestationResult,
     CosignPolicy,
     KeylessIdentity,
@@ -69,10 +71,12 @@ from ._sign import (
     simple_signing_payload,
 )
 from ._trust import TimestampAuthority, TransparencyLog, TrustedRoot
+from ._util import digest_of, go_json
 from ._verify import verify_attestations, verify_candidates
 from .keys import KeyRef, PrivateKey, PublicKey, load_private_key, load_public_key
 
 __all__ = [
+    "ANNOTATION_PREDICATE_TYPE",
     "ATTESTATION_PREDICATES",
     "BUNDLE_MEDIA_TYPES",
     "BUNDLE_V03_MEDIA_TYPE",
@@ -83,6 +87,7 @@ __all__ = [
     "SIMPLE_SIGNING_MEDIA_TYPE",
     "SLSA_PROVENANCE_V02",
     "SLSA_PROVENANCE_V1",
+    "VERDICT_PREDICATE",
     "AttestationResult",
     "BundleOutcome",
     "ContentSource",
@@ -114,8 +119,10 @@ __all__ = [
     "certificate_identity",
     "clear_cache",
     "cosign_policy",
+    "digest_of",
     "discover",
     "existing_attachment",
+    "go_json",
     "in_toto_statement",
     "load_private_key",
     "load_public_key",

@@ -27,6 +27,9 @@ BUNDLE_MEDIA_TYPES = frozenset(
 BUNDLE_V03_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 COSIGN_VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
+VERDICT_PREDICATE = "https://regwarden.dev/attestations/verdict/v1"
+"""regwarden's own verdict attestations (`regwarden.attest`): defined here, beside the other
+predicate types, so that intake can recognise them without loading the attester."""
 SLSA_PROVENANCE_V02 = "https://slsa.dev/provenance/v0.2"
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 SIMPLE_SIGNING_TYPE = "cosign container image signature"
