@@ -15,6 +15,7 @@ when it failed (Pub/Sub redelivers both, then dead-letters them; see `_app`).
 | `notify`           | topic `regwarden-alerts` → Slack, Teams, the signed webhook     |
 | `recovery`         | Cloud Scheduler → topic `regwarden-recovery-tick`               |
 | `recheck`          | Cloud Tasks (OIDC), body `regwarden.rechecks.recheck_message`   |
+| `report`           | Cloud Scheduler → topic `regwarden-report-tick` → a GCS bucket  |
 
 Deployed with `--source` a bundle holding this file at its root beside the `functions`
 package and regwarden's project (`requirements.txt`: `regwarden[gcp]`); functions-framework
@@ -28,7 +29,7 @@ from __future__ import annotations
 import flask
 import functions_framework
 
-from functions.gcp import _app, _retention
+from functions.gcp import _app, _report, _retention
 
 __all__ = [
     "notify",
@@ -36,6 +37,7 @@ __all__ = [
     "on_scan",
     "recheck",
     "recovery",
+    "report",
     "retention_fanout",
     "retention_worker",
 ]
@@ -87,3 +89,9 @@ def recovery(request: flask.Request) -> _app.Reply:
 def recheck(request: flask.Request) -> _app.Reply:
     """A PENDING verdict's deadline (Cloud Tasks): the image is judged again."""
     return _app.recheck_request(request.get_data(), _headers(request))
+
+
+@functions_framework.http
+def report(request: flask.Request) -> _app.Reply:
+    """The scheduled registry report: HTML and JSON to the reports bucket."""
+    return _report.report_delivery(request.get_data(), _headers(request))

@@ -26,6 +26,9 @@ locals {
     { who = ["retention_worker"], where = "gated", grant = "deleter", when = [] },
     { who = ["retention_worker"], where = "quarantine", grant = "reader", when = [] },
     { who = ["retention_worker"], where = "quarantine", grant = "deleter", when = [] },
+    # the report reads what it reports on
+    { who = ["report"], where = "gated", grant = "reader", when = [] },
+    { who = ["report"], where = "quarantine", grant = "reader", when = [] },
   ]
   repository_sets = {
     gated      = var.repositories
@@ -49,9 +52,9 @@ locals {
   # a condition on the database instead of a resource).
   project_access = [
     { who = ["on_push", "on_scan", "recheck"], grant = "occurrences" },
-    { who = ["on_push", "on_scan", "recheck", "notify", "recovery", "retention_worker"], grant = "ledger" },
+    { who = ["on_push", "on_scan", "recheck", "notify", "recovery", "retention_worker", "report"], grant = "ledger" },
     { who = ["retention_worker"], grant = "cloudrun" }, # with retention_inventory = cloudrun
-    { who = ["retention_fanout"], grant = "lister" },
+    { who = ["retention_fanout", "report"], grant = "lister" },
   ]
   project_roles = {
     occurrences = "roles/containeranalysis.occurrences.viewer" # Artifact Analysis findings
@@ -77,7 +80,7 @@ locals {
   # Secrets each function reads: the policy's (every function), the gate's (keys), the
   # channels' (notify delivers; the others only publish to the alerts topic).
   secret_access = {
-    policy  = ["on_push", "on_scan", "recheck", "notify", "recovery", "retention_fanout", "retention_worker"]
+    policy  = ["on_push", "on_scan", "recheck", "notify", "recovery", "retention_fanout", "retention_worker", "report"]
     gate    = ["on_push", "on_scan", "recheck"]
     channel = ["notify"]
   }

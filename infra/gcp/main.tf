@@ -7,6 +7,7 @@
 #                                                            ▼
 #   team subscriptions (filters) ◀── regwarden-alerts ──▶ push sub ─▶ notify ─▶ Slack / Teams / webhook
 #   Scheduler ─▶ retention-tick ─▶ push sub ─▶ retention_fanout ─▶ retention-work ─▶ push sub ─▶ retention_worker
+#   Scheduler ─▶ report-tick ─▶ push sub ─▶ report ─▶ reports bucket (reports/YYYY/MM/DD/report.html, .json)
 #
 # Every push subscription has its own dead-letter topic (with a pull subscription that keeps
 # the letters and an alert policy on it).
@@ -106,6 +107,13 @@ locals {
       timeout       = 540
       max_instances = var.retention_max_instances
     }
+    report = {
+      entry_point   = "report"
+      description   = "Write the registry report (HTML and JSON) to the reports bucket"
+      memory        = "2Gi"
+      timeout       = 540
+      max_instances = 1
+    }
   }
 
   # The topic each Pub/Sub-fed function's push subscription reads (recheck is fed by Cloud Tasks).
@@ -116,6 +124,7 @@ locals {
     recovery         = google_pubsub_topic.own["recovery_tick"].id
     retention_fanout = google_pubsub_topic.own["retention_tick"].id
     retention_worker = google_pubsub_topic.own["retention_work"].id
+    report           = google_pubsub_topic.own["report_tick"].id
   }
 
   # Settings (functions/gcp/_settings.py): every function gets base_env and its own set.
@@ -155,6 +164,14 @@ locals {
     REGWARDEN_ALERTS_TOPIC     = google_pubsub_topic.own["alerts"].id
     REGWARDEN_RETENTION_BUDGET = "480" # stops starting deletions 30 s before; timeout 540
   }
+  report_env = {
+    REGWARDEN_REPORT_REGISTRY = local.registry_host
+    REGWARDEN_REPORT_BUCKET   = google_storage_bucket.reports.name
+    REGWARDEN_REPORT_PREFIX   = local.report_prefix
+    # the gated repositories and their quarantine copies, as retention reads them
+    REGWARDEN_REPORT_PREFIXES = local.retention_prefixes
+    MPLCONFIGDIR              = "/tmp/matplotlib" # matplotlib's cache: /tmp is writable
+  }
   function_env = {
     on_push          = local.gate_env
     on_scan          = local.gate_env
@@ -163,5 +180,6 @@ locals {
     recovery         = local.recovery_env
     retention_fanout = merge(local.retention_env, local.fanout_env)
     retention_worker = merge(local.retention_env, local.worker_env)
+    report           = local.report_env
   }
 }

@@ -45,3 +45,8 @@ output "service_accounts" {
     { push = google_service_account.push.email, tasks = google_service_account.tasks.email },
   )
 }
+
+output "reports_bucket" {
+  description = "The scheduled reports: reports/YYYY/MM/DD/report.html and report.json (deleted after report_retention_days)."
+  value       = google_storage_bucket.reports.name
+}

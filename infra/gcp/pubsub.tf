@@ -53,6 +53,7 @@ resource "google_pubsub_topic" "own" {
     retention_tick = "retention-tick" # Cloud Scheduler → retention_fanout
     retention_work = "retention-work" # one message per repository → retention_worker
     recovery_tick  = "recovery-tick"  # Cloud Scheduler → recovery
+    report_tick    = "report-tick"    # Cloud Scheduler → report
   }
 
   name         = "${var.name}-${each.value}"

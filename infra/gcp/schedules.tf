@@ -1,9 +1,10 @@
-# Cloud Scheduler ticks (retention, recovery) and the Cloud Tasks queue of rechecks.
+# Cloud Scheduler ticks (retention, recovery, report) and the Cloud Tasks queue of rechecks.
 
 resource "google_cloud_scheduler_job" "tick" {
   for_each = {
     retention = { schedule = var.retention_schedule, topic = "retention_tick" }
     recovery  = { schedule = var.recovery_schedule, topic = "recovery_tick" }
+    report    = { schedule = var.report_schedule, topic = "report_tick" }
   }
 
   name        = "${var.name}-${each.key}"

@@ -193,6 +193,23 @@ variable "retention_schedule" {
   default     = "0 3 * * *"
 }
 
+variable "report_schedule" {
+  description = "Cron schedule of the registry report written to the reports bucket."
+  type        = string
+  default     = "0 6 * * *"
+}
+
+variable "report_retention_days" {
+  description = "Days a report (reports/YYYY/MM/DD/report.html and .json) stays in the reports bucket before its lifecycle rule deletes it."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = var.report_retention_days >= 1 && floor(var.report_retention_days) == var.report_retention_days
+    error_message = "report_retention_days: a whole number of days, at least 1."
+  }
+}
+
 variable "recovery_schedule" {
   description = "Cron schedule of the recovery sweep (unfinished quarantines, unsent alerts)."
   type        = string

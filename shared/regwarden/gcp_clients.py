@@ -44,6 +44,7 @@ SERVICES = frozenset(
         "secretmanager",
         "run",
         "cloudkms",
+        "storage",  # the scheduled report's bucket (JSON API over httpx, no client library)
     }
 )
 _SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)

@@ -128,22 +128,33 @@ def _closure(roots: list[Requirement]) -> dict[str, str]:
 def test_the_gcp_extra_s_requirement_closure_has_no_aws_or_azure_sdk() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     roots = [
-        Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["gcp"]]
+        Requirement(r)
+        for r in [
+            *project["dependencies"],
+            *project["optional-dependencies"]["gcp"],
+            *project["optional-dependencies"]["report"],  # the report function's plots
+        ]
     ]
 
     closure = _closure(roots)
 
     foreign = {n: why for n, why in closure.items() if FOREIGN_DISTRIBUTIONS.fullmatch(n)}
     assert foreign == {}
-    for needed in ("google-cloud-tasks", "google-cloud-pubsub", "functions-framework", "grafeas"):
+    for needed in (
+        "google-cloud-tasks",
+        "google-cloud-pubsub",
+        "functions-framework",
+        "grafeas",
+        "matplotlib",
+    ):
         assert needed in closure  # the closure really was walked
     assert len(closure) > 30
 
 
-def test_the_function_bundle_installs_regwarden_with_the_gcp_extra_only() -> None:
+def test_the_function_bundle_installs_regwarden_with_the_gcp_and_report_extras_only() -> None:
     lines = (ROOT / "functions" / "gcp" / "requirements.txt").read_text().splitlines()
     wanted = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    assert wanted == [".[gcp]"]
+    assert wanted == [".[gcp,report]"]
 
 
 LOAD_FROM_BUNDLE = """
@@ -152,7 +163,7 @@ root = sys.argv[1]
 sys.path[:0] = [root, root + "/shared"]  # as Cloud Run: the bundle's root, regwarden from it
 import functions_framework
 for target in ("on_push", "on_scan", "retention_fanout", "retention_worker", "notify",
-               "recovery", "recheck"):
+               "recovery", "recheck", "report"):
     functions_framework.create_app(target, root + "/main.py")
 import functions, regwarden
 print(functions.__file__.startswith(root), regwarden.__file__.startswith(root + "/shared"))

@@ -40,10 +40,11 @@ PUSHED = {
     "recovery": "regwarden-recovery-tick",
     "retention_fanout": "regwarden-retention-tick",
     "retention_worker": "regwarden-retention-work",
+    "report": "regwarden-report-tick",
 }
 FUNCTIONS = {*PUSHED, "recheck"}  # recheck: Cloud Tasks
 GATE = {"on_push", "on_scan", "recheck"}
-SCHEDULED = {"retention": "retention_fanout", "recovery": "recovery"}
+SCHEDULED = {"retention": "retention_fanout", "recovery": "recovery", "report": "report"}
 PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
 PUBLIC = {"allUsers", "allAuthenticatedUsers"}
 
@@ -344,6 +345,7 @@ def reference(expr: str) -> str:
             f"projects/{project}/locations/{variable('region')}/queues/{name}-rechecks"
         ),
         "google_service_account.tasks.email": f"{name}-tasks@{project}.iam.gserviceaccount.com",
+        "google_storage_bucket.reports.name": f"{project}-{name}-reports",
         'join(",", concat([local.registry_host], var.extra_registry_hosts))': ",".join(
             [interpolate(CONFIG.locals["registry_host"]), *variable("extra_registry_hosts")]
         ),
@@ -413,6 +415,7 @@ NEEDS = {
     "recovery": {"REGWARDEN_ALERTS_TOPIC", "REGWARDEN_RECOVERY_SETTLE"},
     "retention_fanout": {"REGWARDEN_RETENTION_TOPIC", "REGWARDEN_RETENTION_REGISTRY"},
     "retention_worker": {"REGWARDEN_ALERTS_TOPIC", "REGWARDEN_RETENTION_REGISTRY"},
+    "report": {"REGWARDEN_REPORT_REGISTRY", "REGWARDEN_REPORT_BUCKET", "REGWARDEN_REPORT_PREFIXES"},
 }
 EVERYONE = {
     "GOOGLE_CLOUD_PROJECT",
@@ -454,6 +457,19 @@ def test_each_function_gets_the_settings_it_reads(function: str) -> None:
     if function == "recovery":
         gate_timeout = CONFIG.locals["functions"]["on_push"]["timeout"]
         assert settings.recovery_settle > gate_timeout
+    if function == "report":
+        from functions.gcp._report import ReportSettings
+
+        report = ReportSettings.from_env(env)
+        assert report.registry == "us-docker.pkg.dev"
+        bucket = CONFIG.resource("google_storage_bucket", "reports")
+        assert report.bucket == interpolate(bucket["name"])
+        assert report.prefix == CONFIG.locals["report_prefix"] == "reports/"
+        project = variable("project")
+        assert f"{project}/apps/" in report.repositories
+        assert f"{project}/{variable('quarantine_repository')}/{project}/apps/" in (
+            report.repositories
+        )
     if function.startswith("retention_"):
         retention = RetentionSettings.from_env(env)
         assert retention.registry == "us-docker.pkg.dev"
@@ -558,7 +574,12 @@ def test_images_are_written_only_where_quarantine_and_promotion_write(actions: l
         expected_deleters |= {(f, "gated") for f in quarantiners}
     assert deleters == expected_deleters
     readers = {f for f, _, g in grants if g == "reader"}
-    assert readers == quarantiners | {"retention_worker"}
+    assert readers == quarantiners | {"retention_worker", "report"}
+    # the report reads the gated repositories and their quarantine copies, and writes none
+    assert {(w, g) for f, w, g in grants if f == "report"} == {
+        ("gated", "reader"),
+        ("quarantine", "reader"),
+    }
     # notify and the fan-out touch no image; the fan-out lists names (project_access below)
     assert not {f for f, _, _ in grants} & {"notify", "retention_fanout"}
 
@@ -568,9 +589,10 @@ def test_project_wide_grants_are_only_what_no_resource_narrows() -> None:
     granted = {(who, row["grant"]) for row in rows for who in row["who"]}
     assert granted == {
         *((f, "occurrences") for f in GATE),
-        *((f, "ledger") for f in GATE | {"notify", "recovery", "retention_worker"}),
+        *((f, "ledger") for f in GATE | {"notify", "recovery", "retention_worker", "report"}),
         ("retention_worker", "cloudrun"),
         ("retention_fanout", "lister"),
+        ("report", "lister"),  # the report lists the repositories it reports on
     }
     assert CONFIG.locals["project_roles"]["ledger"] == "roles/datastore.user"
     member = CONFIG.resource("google_project_iam_member", "fn")
@@ -616,3 +638,33 @@ def test_outputs_name_the_functions_topics_and_dead_letters() -> None:
         CONFIG.outputs
     )
     assert CONFIG.outputs["alerts_topic"]["value"] == '${google_pubsub_topic.own["alerts"].id}'
+
+
+def test_reports_bucket_is_private_encrypted_and_expires_old_reports() -> None:
+    bucket = CONFIG.resource("google_storage_bucket", "reports")
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert block(bucket, "encryption")["default_kms_key_name"] == "${local.kms_key}"
+    assert block(bucket, "versioning")["enabled"] is True
+    rules = bucket["lifecycle_rule"]
+    (expire,) = [r for r in rules if "age" in block(r, "condition")]
+    condition = block(expire, "condition")
+    assert condition["age"] == "${var.report_retention_days}"
+    assert condition["matches_prefix"] == ["${local.report_prefix}"]
+    assert block(expire, "action")["type"] == "Delete"
+    assert CONFIG.variables["report_retention_days"]["type"] == "number"
+    # the report function: objects under the prefix only, on this bucket only
+    writer = CONFIG.resource("google_storage_bucket_iam_member", "report_writer")
+    assert writer["bucket"] == "${google_storage_bucket.reports.name}"
+    assert writer["member"] == 'serviceAccount:${google_service_account.fn["report"].email}'
+    assert writer["role"] == "roles/storage.objectUser"  # replacing a day's report deletes
+    expression = block(writer, "condition")["expression"]
+    assert "/objects/${local.report_prefix}" in expression and "startsWith" in expression
+    assert not [
+        b for b in CONFIG.of_type("google_storage_bucket_iam_member").values() if b is not writer
+    ]
+    # the function's settings name this bucket and prefix (test_each_function_gets_...)
+    env = CONFIG.locals["report_env"]
+    assert env["REGWARDEN_REPORT_BUCKET"] == "${google_storage_bucket.reports.name}"
+    assert env["REGWARDEN_REPORT_PREFIX"] == "${local.report_prefix}"
+    assert "report" in CONFIG.outputs["reports_bucket"]["value"]
