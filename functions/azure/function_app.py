@@ -11,6 +11,7 @@
 | `retention_fanout` | timer `%REGWARDEN_RETENTION_SCHEDULE%` → `regwarden-retention-work` |
 | `retention_worker` | queue `regwarden-retention-work`: one repository's retention        |
 | `notify`           | Event Grid: the alerts custom topic → Slack, Teams, the webhook     |
+| `report`           | timer `%REGWARDEN_REPORT_SCHEDULE%` → the reports Blob container   |
 
 Queues use the `AzureWebJobsStorage` connection; a message that failed `maxDequeueCount`
 (host.json: 5) times is moved to `<queue>-poison` by the host. An exception from an Event
@@ -107,3 +108,12 @@ def notify(event: func.EventGridEvent) -> None:
     from functions.azure import _notify
 
     _notify.deliver(event)
+
+
+@app.function_name("report")
+@app.timer_trigger(arg_name="timer", schedule="%REGWARDEN_REPORT_SCHEDULE%")
+def report(timer: func.TimerRequest) -> None:
+    """The scheduled registry report: HTML and JSON to the reports container."""
+    from functions.azure import _report
+
+    _report.report(timer)

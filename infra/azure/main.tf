@@ -47,6 +47,7 @@ locals {
   containers = {
     deployment   = "${var.name}-deployment"   # the Flex Consumption deployment package
     dead_letters = "${var.name}-dead-letters" # Event Grid's undeliverable events
+    reports      = "${var.name}-reports"      # the scheduled report, reports/YYYY/MM/DD/
   }
 
   # The app settings of functions/azure/_settings.py (one Function App: every function reads
@@ -81,5 +82,10 @@ locals {
     REGWARDEN_RETENTION_INVENTORY   = var.retention_inventory
     REGWARDEN_RETENTION_CONCURRENCY = tostring(var.retention_concurrency)
     REGWARDEN_RETENTION_BUDGET      = tostring(var.retention_budget)
+    REGWARDEN_REPORT_SCHEDULE       = var.report_schedule
+    REGWARDEN_REPORT_CONTAINER      = azurerm_storage_container.regwarden["reports"].name
+    REGWARDEN_REPORT_REGISTRY       = local.registry_host
+    REGWARDEN_REPORT_PREFIXES       = join(",", var.retention_prefixes)
+    MPLCONFIGDIR                    = "/tmp/matplotlib" # matplotlib's cache: /tmp is writable
   }
 }

@@ -55,3 +55,8 @@ output "key_vault_uri" {
   description = "The vault secret://NAME reads from (REGWARDEN_KEY_VAULT)."
   value       = azurerm_key_vault.regwarden.vault_uri
 }
+
+output "reports_container" {
+  description = "The scheduled reports: reports/YYYY/MM/DD/report.html and report.json in this container of the storage account (deleted after report_retention_days)."
+  value       = azurerm_storage_container.regwarden["reports"].name
+}

@@ -153,6 +153,23 @@ variable "retention_schedule" {
   default     = "0 0 3 * * *"
 }
 
+variable "report_schedule" {
+  description = "NCRONTAB (6 fields) of the registry report written to the reports container."
+  type        = string
+  default     = "0 0 6 * * *"
+}
+
+variable "report_retention_days" {
+  description = "Days a report (reports/YYYY/MM/DD/report.html and .json) stays in the reports container before the lifecycle policy deletes it."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = var.report_retention_days >= 1 && floor(var.report_retention_days) == var.report_retention_days
+    error_message = "report_retention_days: a whole number of days, at least 1."
+  }
+}
+
 variable "retention_mode" {
   description = "`plan`: retention reports what it would delete and deletes nothing; `apply`: it deletes."
   type        = string

@@ -35,7 +35,9 @@ __all__ = [
 
 ENDPOINT_ENV_PREFIX = "REGWARDEN_AZURE_ENDPOINT_"
 CA_BUNDLE_ENV = "REGWARDEN_AZURE_CA_BUNDLE"
-SERVICES = frozenset({"acr", "resourcegraph", "eventgrid", "keyvault", "storage", "table", "queue"})
+SERVICES = frozenset(
+    {"acr", "resourcegraph", "eventgrid", "keyvault", "storage", "table", "queue", "blob"}
+)
 STORAGE_KEY_ENV = "REGWARDEN_AZURE_STORAGE_KEY"
 """A storage account's shared key, for local runs and Azurite only (in Azure: the managed
 identity). Never defaulted, never logged."""
@@ -82,10 +84,10 @@ def default_credential() -> Any:
 
 
 def storage_endpoint(service: str, account: str, env: Mapping[str, str]) -> str:
-    """The endpoint of a storage account's `table` or `queue` service: the one `env` names
-    (`REGWARDEN_AZURE_ENDPOINT_TABLE`; Azurite's is `http://127.0.0.1:PORT/ACCOUNT`), else
-    Azure's own `https://ACCOUNT.<service>.core.windows.net`."""
-    if service not in ("table", "queue"):
+    """The endpoint of a storage account's `table`, `queue` or `blob` service: the one `env`
+    names (`REGWARDEN_AZURE_ENDPOINT_TABLE`; Azurite's is `http://127.0.0.1:PORT/ACCOUNT`),
+    else Azure's own `https://ACCOUNT.<service>.core.windows.net`."""
+    if service not in ("table", "queue", "blob"):
         raise ValueError(f"not a storage service: {service!r}")
     return endpoint(service, env) or f"https://{account}.{service}.core.windows.net"
 

@@ -57,10 +57,10 @@ def test_what_the_azure_bundle_lacks_is_every_other_cloud_s_sdk_and_the_dev_tool
     assert not {"azure", "yaml", "pydantic", "httpx", "msal", "regwarden"} & missing
 
 
-def test_the_function_bundle_installs_regwarden_with_the_azure_extra_only() -> None:
+def test_the_function_bundle_installs_regwarden_with_the_azure_and_report_extras_only() -> None:
     lines = (ROOT / "functions" / "azure" / "requirements.txt").read_text().splitlines()
     wanted = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    assert wanted == [".[azure]"]
+    assert wanted == [".[azure,report]"]
 
 
 def installed_site(target: Path, distributions: list[str]) -> Path:
@@ -139,6 +139,7 @@ FUNCTIONS = [
     "on_webhook",
     "recheck",
     "recovery",
+    "report",
     "retention_fanout",
     "retention_worker",
 ]

@@ -61,6 +61,11 @@ APP_SETTINGS = {
     "REGWARDEN_RETENTION_INVENTORY",
     "REGWARDEN_RETENTION_CONCURRENCY",
     "REGWARDEN_RETENTION_BUDGET",
+    "REGWARDEN_REPORT_SCHEDULE",
+    "REGWARDEN_REPORT_CONTAINER",
+    "REGWARDEN_REPORT_REGISTRY",
+    "REGWARDEN_REPORT_PREFIXES",
+    "MPLCONFIGDIR",  # matplotlib's cache, for the report's plots
     "AZURE_CLIENT_ID",
     # the host's own storage, with the identity (no connection string)
     "AzureWebJobsStorage__accountName",
@@ -355,6 +360,9 @@ def reference(expr: str) -> str:
             [f"{registry[8]}.azurecr.io", *variable("extra_registry_hosts")]
         ),
         'join(",", var.retention_prefixes)': lambda: ",".join(variable("retention_prefixes")),
+        'azurerm_storage_container.regwarden["reports"].name': lambda: interpolate(
+            CONFIG.locals["containers"]["reports"]
+        ),
     }
     assert expr in known, f"no test value for the expression {expr!r}"
     return known[expr]()
@@ -422,6 +430,13 @@ def test_the_app_settings_are_the_design_notes_and_read_back_through_the_functio
     host = json.loads((ROOT / "functions" / "azure" / "host.json").read_text())
     assert settings.max_dequeue == host["extensions"]["queues"]["maxDequeueCount"]
     assert (settings.policy_ttl, settings.recovery_settle) == (300, 600)
+
+    report = _import("functions.azure._report").ReportSettings.from_env(env)
+    assert report.registry == "acmeimages.azurecr.io"
+    assert report.account == account
+    assert report.container == f"{variable('name')}-reports"
+    # retention's scope: the prefixes given, or ("",), every repository
+    assert report.repositories == (tuple(variable("retention_prefixes")) or ("",))
 
     retention = settings_mod.RetentionSettings.from_env(env)
     assert retention.registry == "acmeimages.azurecr.io"
@@ -530,7 +545,7 @@ def test_the_storage_account_is_tls_12_private_and_keeps_containers_and_queues()
     containers = CONFIG.resource("azurerm_storage_container", "regwarden")
     assert containers["for_each"] == "${local.containers}"
     assert containers["container_access_type"] == "private"
-    assert set(CONFIG.locals["containers"]) == {"deployment", "dead_letters"}
+    assert set(CONFIG.locals["containers"]) == {"deployment", "dead_letters", "reports"}
     work = CONFIG.resource("azurerm_storage_queue", "work")
     assert work["storage_account_name"] == "${azurerm_storage_account.regwarden.name}"
 
@@ -743,3 +758,26 @@ def test_outputs_name_the_app_topic_queues_and_dead_letters() -> None:
     assert CONFIG.outputs["alerts_topic_endpoint"]["value"] == (
         "${azurerm_eventgrid_topic.alerts.endpoint}"
     )
+
+
+def test_old_reports_are_deleted_by_the_accounts_lifecycle_policy() -> None:
+    policy = CONFIG.resource("azurerm_storage_management_policy", "reports")
+    assert policy["storage_account_id"] == "${azurerm_storage_account.regwarden.id}"
+    (rule,) = policy["rule"]
+    assert rule["enabled"] is True
+    (filters,) = rule["filters"]
+    assert filters["blob_types"] == ["blockBlob"]
+    # the container's report prefix only: the function writes there by default
+    report = _import("functions.azure._report")
+    env = app_settings()
+    settings = report.ReportSettings.from_env(env)
+    assert "REGWARDEN_REPORT_PREFIX" not in env and settings.prefix == "reports/"
+    (prefix,) = filters["prefix_match"]
+    assert prefix == '${azurerm_storage_container.regwarden["reports"].name}/reports/'
+    (actions,) = rule["actions"]
+    (base,) = actions["base_blob"]
+    assert base["delete_after_days_since_modification_greater_than"] == (
+        "${var.report_retention_days}"
+    )
+    assert CONFIG.variables["report_retention_days"]["type"] == "number"
+    assert len(env["REGWARDEN_REPORT_SCHEDULE"].split()) == 6
