@@ -26,8 +26,7 @@ from support.moto_server import REGISTRY_HOST, EcrLimitsProxy, MotoServer, put_m
 
 from regwarden.devtools import LocalRegistry, make_image, push_image
 from regwarden.oci import RegistryClient
-from regwarden.report import report_summaries
-from regwarden.report._history import record_report
+from regwarden.report import record_report, report_summaries
 from regwarden.store import DynamoLedger
 from regwarden.store._dynamo import table_definition
 
