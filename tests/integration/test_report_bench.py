@@ -8,8 +8,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
+import httpx
 import pytest
 
 from regwarden.devtools import LocalRegistry
@@ -24,6 +27,14 @@ sys.modules["bench_report"] = bench
 _spec.loader.exec_module(bench)
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry() -> Iterator[LocalRegistry]:
+    """A registry of this test's own: the seed's repository names (bench/rNNN) are the
+    same in every run, and the session's registry would hold an earlier run's images."""
+    with LocalRegistry() as reg:
+        yield reg
 
 
 def test_seed_shares_base_layers_and_pushes_each_image(registry: LocalRegistry) -> None:
@@ -60,3 +71,41 @@ def test_bench_prints_the_figures(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert result["target_s"] == 30.0
     assert isinstance(result["within_target"], bool)
+
+
+def test_collect_reports_its_progress_over_repositories_and_reads_each_image_once(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    """collect calls progress(0, total) first, then once per repository read, in order;
+    it GETs each tag's manifest once (no HEAD first) and each config once."""
+    from regwarden.report import collect
+    from regwarden.store import SqliteLedger
+
+    with RegistryClient(registry.host, insecure=True) as client:
+        seeded = bench.seed(client, images=6, repositories=3, base_layers=1, concurrency=2)
+    seen: list[tuple[int, int]] = []
+    requests: list[tuple[str, str]] = []
+
+    class Recording(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            requests.append((request.method, request.url.path))
+            return super().handle_request(request)
+
+    with (
+        RegistryClient(registry.host, insecure=True, transport=Recording()) as client,
+        closing(SqliteLedger(tmp_path / "ledger.db")) as ledger,
+    ):
+        inventory = collect(
+            client,
+            ledger,
+            registry=registry.host,
+            repositories=seeded.repositories,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+    assert len(inventory.images) == 6
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert not [r for r in requests if r[0] == "HEAD"]
+    manifests = [p for m, p in requests if m == "GET" and "/manifests/" in p]
+    assert len(manifests) == seeded.tags  # one GET per tag, none again by digest
+    configs = [p for m, p in requests if m == "GET" and "/blobs/" in p]
+    assert len(configs) == 6
