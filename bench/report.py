@@ -16,7 +16,7 @@ Then, in the same run and against the same registry, it times:
 Target (issue #15): 10,000 images / 100 repositories under 30 s on 2 cores.
 
 Usage: .venv/bin/python bench/report.py [--images 10000] [--repositories 100]
-           [--base-layers 3] [--concurrency 8] [--push-concurrency 16] [--rounds 1]
+           [--base-layers 3] [--push-concurrency 16] [--rounds 1]
 
 Figures to read, never assertions; the load average shows how busy the machine was.
 """
@@ -42,6 +42,21 @@ from pathlib import Path
 from typing import Any
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _report_workers() -> int:
+    """The pool collect reads with (`regwarden report` takes its default): the floor
+    reads at the same concurrency, so the ratio compares like with like."""
+    import inspect
+
+    from regwarden.report import collect
+
+    default = inspect.signature(collect).parameters["workers"].default
+    assert isinstance(default, int)
+    return default
+
+
+REPORT_WORKERS = _report_workers()
 TARGET_S = 30.0
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -274,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--repositories", type=int, default=100)
     parser.add_argument("--base-layers", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=8, help="the report's and floor's")
     parser.add_argument("--push-concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
@@ -291,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "images": args.images,
         "repositories": args.repositories,
         "base_layers": args.base_layers,
-        "concurrency": args.concurrency,
+        "concurrency": REPORT_WORKERS,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
@@ -316,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             "tags": seeded.tags,
         }
         note("floor: raw httpx tags + manifests + configs")
-        floor_s, read = floor(registry.host, seeded.repositories, args.concurrency)
+        floor_s, read = floor(registry.host, seeded.repositories, REPORT_WORKERS)
         if read != seeded.tags:
             raise SystemExit(f"floor read {read} manifests, {seeded.tags} tags were pushed")
         result["floor"] = {
