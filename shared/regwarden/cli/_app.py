@@ -64,7 +64,7 @@ LedgerOpt = Annotated[
         "--ledger",
         metavar="URL",
         help="The ledger to read (as the global --ledger: a path, sqlite:///PATH, "
-        "dynamodb://TABLE, …); default: the global one.",
+        "dynamodb://TABLE, postgresql://…, …); default: the global one.",
     ),
 ]
 
@@ -92,7 +92,9 @@ def _global(
             "--ledger",
             metavar="URL",
             help="Ledger of verdicts, actions, tags and first-seen times: a path or "
-            "sqlite:///PATH (an SQLite file), or dynamodb://TABLE?region=REGION&endpoint=URL.",
+            "sqlite:///PATH (an SQLite file), dynamodb://TABLE?region=REGION&endpoint=URL, "
+            "firestore://PROJECT, azuretable://ACCOUNT, or "
+            "postgresql://USER@HOST/DB?password_file=PATH (shared by serve replicas).",
             envvar="REGWARDEN_LEDGER",
         ),
     ] = DEFAULT_LEDGER,
@@ -101,9 +103,9 @@ def _global(
         typer.Option(
             "--queue",
             metavar="URL",
-            help="serve's work queue (and its dead letters): a path or sqlite:///PATH. "
-            "Default: the ledger's own (an SQLite ledger is its own queue; with a dynamodb:// "
-            "ledger, name one).",
+            help="serve's work queue (and its dead letters): a path, sqlite:///PATH or "
+            "postgresql://…. Default: the ledger's own (an SQLite or PostgreSQL ledger is its "
+            "own queue; with a dynamodb:// ledger, name one).",
             envvar="REGWARDEN_QUEUE",
         ),
     ] = None,
