@@ -254,6 +254,57 @@ def test_requests_each_ledger_call_costs(counted: tuple[AzureTableLedger, Reques
     assert ledger.delivery_outcome("d1", now=T0) is not None
 
 
+def test_an_action_saved_step_by_step_costs_one_request_a_save(
+    counted: tuple[AzureTableLedger, Requests], azurite: Azurite
+) -> None:
+    """A lock action saves its state after each step: the record this ledger wrote or read
+    last is replaced on condition of its ETag with no read first; a record another process
+    changed meanwhile is refused (412) and read, so its change is what the save builds on."""
+    ledger, requests = counted
+    ledger.begin_action(
+        "warm", registry="r", repository="app", digest=A, kind="k", reason="w", state={}, now=T0
+    )
+    requests.take()
+
+    def begin(key: str) -> None:
+        ledger.begin_action(
+            key, registry="r", repository="app", digest=A, kind="quarantine", reason="held",
+            state={"step": "start"}, now=T0,
+        )  # fmt: skip
+
+    begin("q1")
+    assert requests.take() == ["POST " + ledger.tables["actions"]]  # one create, no read back
+    ledger.finish_action("q1", status="intent", state={"step": "one"})
+    assert [r.split()[0] for r in requests.take()] == ["PUT"]
+    ledger.finish_action("q1", status="intent", state={"step": "locked"})
+    assert [r.split()[0] for r in requests.take()] == ["PUT"]
+    ledger.finish_action("q1", status="done")  # the state as last saved stays
+    assert [r.split()[0] for r in requests.take()] == ["PUT"]
+    record = ledger.action("q1")
+    assert record is not None and (record.status, record.state) == ("done", {"step": "locked"})
+    requests.take()
+    ledger.finish_action("q1", status="intent", state={"step": "read"})  # as read: no read again
+    assert [r.split()[0] for r in requests.take()] == ["PUT"]
+
+    # another process moves the record on: this one's save is refused, reads and builds on it
+    other = AzureTableLedger(ledger.account, prefix=ledger.prefix, env=azurite.env())
+    try:
+        other.finish_action("q1", status="done", state={"step": "theirs"})
+        ledger.finish_action("q1", status="intent")
+        assert [r.split()[0] for r in requests.take()] == ["PUT", "GET", "PUT"]
+        record = other.action("q1")
+        assert record is not None and (record.status, record.state) == (
+            "intent",
+            {"step": "theirs"},
+        )
+        # and an unknown key still changes nothing (one read)
+        ledger.finish_action("nobody", status="done")
+        assert [r.split()[0] for r in requests.take()] == ["GET"]
+        assert other.action("nobody") is None
+    finally:
+        other.close()
+
+
 def test_the_url_names_the_account_its_endpoint_and_credential(
     azurite: Azurite, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -111,12 +111,14 @@ def _start(
     now: datetime,
     manifest: Manifest | None,
     context: dict[str, Any] | None = None,
+    looked: tuple[ActionRecord | None] | None = None,
 ) -> ActionRecord:
     """The action's record: an unfinished one as it stands, else a new intent whose state
     holds everything the writes will change (and the caller's `context`: the verdict and
     alert, so whoever resumes the intent can finish it without judging again). Everything
-    here only reads the registry."""
-    existing = ledger.action(key)
+    here only reads the registry. `looked`: the record as the caller just read it (not read
+    again: should another attempt have begun it since, `begin_action` returns theirs)."""
+    existing = ledger.action(key) if looked is None else looked[0]
     if existing is not None:
         return existing
     assert image.digest is not None
@@ -173,9 +175,11 @@ def quarantine(
             f"unknown quarantine strategy {strategy!r}; valid: {', '.join(STRATEGIES)}"
         )
     key = _action_key("quarantine", image)
+    looked: tuple[ActionRecord | None] | None = None
     if strategy == "lock":
         lockable(registry)  # refused before anything is read or recorded
-        if ledger.action(key) is None:  # what the writes change, recorded before them
+        looked = (ledger.action(key),)
+        if looked[0] is None:  # what the writes change, recorded before them
             planned = plan_lock(registry, image, manifest, hold=hold)
             context = {**(context or {}), **planned}
     qrepo = (
@@ -193,6 +197,7 @@ def quarantine(
         now=now,
         manifest=manifest,
         context=context,
+        looked=looked,
     )
     state = dict(record.state)
     if record.status == "done":

@@ -598,12 +598,15 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
                 found = self._get("actions", part(key))
                 if found is None:
                     continue  # deleted meanwhile: try again
+                self._remember_read("actions", found)
                 return self._action(found)
-            return self._action(entity)
+            return self._action(entity)  # as written: no read back
         raise self._contended("begin_action")
 
     def finish_action(self, key: str, *, status: str, state: dict[str, Any] | None = None) -> None:
-        """Set the status (and state); an unknown key changes nothing."""
+        """Set the status (and state); an unknown key changes nothing. One conditional
+        replace when this process wrote or read the record last (its ETag is the check),
+        else a read and a conditional replace."""
         encoded = json.dumps(state) if state is not None else None
 
         def finished(fields: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -620,7 +623,11 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
 
     def action(self, key: str) -> ActionRecord | None:
         found = self._get("actions", part(key))
-        return None if found is None else self._action(found)
+        if found is None:
+            self._forget("actions", part(key), "")
+            return None
+        self._remember_read("actions", found)
+        return self._action(found)
 
     def actions(self, *, status: str | None = None) -> list[ActionRecord]:
         """Every action (or those with `status`), in the order they began."""

@@ -50,6 +50,12 @@ MAX_BATCH = 100
 """Operations in one entity-group transaction, Table Storage's limit."""
 ROUNDS = 10
 """Read-decide-write rounds of one write before contention is an error."""
+REMEMBERED = frozenset({"actions"})
+"""Kinds whose entities one process reads and changes several times in a row (an action's
+record while its steps are saved): their last known ETag spares `_change` its read."""
+_KNOWN_MAX = 256
+"""Entities remembered at most (the oldest forgotten first): a long-running process stays
+small, and the entity just written is the one changed next."""
 _FIRST_PAUSE = 0.01
 _MAX_PAUSE = 0.5
 T = TypeVar("T")
@@ -113,6 +119,10 @@ class TableLedgerBase:
         self._clients: dict[str, Any] = {}
         self._outbox_where: dict[str, str] = {}
         """alert key → the partition of its newest row (what this process last saw)."""
+        self._known: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
+        """(kind, pk, rk) → (ETag, fields) of an entity of a `REMEMBERED` kind as this
+        process last wrote or read it: `_change` replaces it on condition of that ETag with
+        no read first (412 or 404 when it moved on: then read and decide again)."""
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -250,13 +260,45 @@ class TableLedgerBase:
             options | {"match_condition": MatchConditions.IfNotModified},
         )
 
-    def _put(self, kind: str, what: str, entity: Mapping[str, Any], etag: str | None) -> None:
-        """Create `entity` (etag None) or replace it if unchanged since read."""
+    def _put(self, kind: str, what: str, entity: Mapping[str, Any], etag: str | None) -> str | None:
+        """Create `entity` (etag None) or replace it if unchanged since read. Returns the
+        new ETag (None if the service gave none). An entity of a `REMEMBERED` kind is
+        remembered as written."""
         op, body, options = self._replace(entity, etag)
         if op == "create":
-            self._write(kind, what, lambda t: t.create_entity(body))
+            written = self._write(kind, what, lambda t: t.create_entity(body))
         else:
-            self._write(kind, what, lambda t: t.update_entity(body, **options))
+            written = self._write(kind, what, lambda t: t.update_entity(body, **options))
+        new = written.get("etag") if isinstance(written, Mapping) else None
+        self._remember(kind, body, None if new is None else str(new))
+        return None if new is None else str(new)
+
+    def _remember(self, kind: str, fields: Mapping[str, Any], etag: str | None) -> None:
+        """Keep `fields` as the entity's content at `etag` (None: forget it)."""
+        if kind not in REMEMBERED:
+            return
+        where = (kind, str(fields["PartitionKey"]), str(fields["RowKey"]))
+        with self._lock:
+            self._known.pop(where, None)
+            if etag is None:
+                return
+            self._known[where] = (etag, dict(fields))
+            while len(self._known) > _KNOWN_MAX:
+                del self._known[next(iter(self._known))]
+
+    def _remember_read(self, kind: str, found: Any) -> None:
+        """Keep an entity as read (with its ETag)."""
+        if kind in REMEMBERED and found is not None:
+            self._remember(kind, found, etag_of(found))
+
+    def _forget(self, kind: str, pk: str, rk: str) -> None:
+        with self._lock:
+            self._known.pop((kind, pk, rk), None)
+
+    def _known_entity(self, kind: str, pk: str, rk: str) -> tuple[str, dict[str, Any]] | None:
+        with self._lock:
+            known = self._known.get((kind, pk, rk))
+        return None if known is None else (known[0], dict(known[1]))
 
     def _batch(self, kind: str, what: str, ops: list[tuple[str, Any, Any]]) -> None:
         """One entity-group transaction (all of `ops`, one partition, or none of them)."""
@@ -281,17 +323,29 @@ class TableLedgerBase:
     ) -> None:
         """Read, compute the new entity with `change(fields or None)` (None: leave it), and
         write it on condition that it did not change meanwhile; again when it did. An
-        entity past its `expireAt` (with `now` given) is read as absent."""
+        entity past its `expireAt` (with `now` given) is read as absent. An entity this
+        process remembers (`REMEMBERED`) is not read first: the write on condition of its
+        ETag is the check, and a refusal (it moved on, or went) sends the read round."""
+        known = self._known_entity(kind, pk, rk)
         for _ in rounds():
-            found = self._get(kind, pk, rk)
+            found: Mapping[str, Any] | None
+            found_etag: str | None
+            if known is not None:
+                found_etag, found = known
+                known = None
+            else:
+                found = self._get(kind, pk, rk)
+                self._remember_read(kind, found)
+                found_etag = None if found is None else etag_of(found)
             current = found if found is None or now is None or live(found, now) else None
             fields = change(None if current is None else dict(current))
             if fields is None:
                 return
             fields |= {"PartitionKey": pk, "RowKey": rk}
             try:
-                self._put(kind, what, fields, None if found is None else etag_of(found))
+                self._put(kind, what, fields, found_etag)
             except Conflict:
+                self._forget(kind, pk, rk)
                 continue
             return
         raise self._contended(what)
