@@ -95,3 +95,33 @@ def test_tagged_and_untagged_image_manifests() -> None:
 def test_a_quarantine_style_or_ordinary_tag_never_makes_evidence() -> None:
     for tag in ["sha256-short.sig", "sha512-" + "ab" * 64 + ".sig", "latest"]:
         assert classify_manifest(tags=[tag], manifest=image()).role is ManifestRole.IMAGE
+
+
+def test_an_image_is_classified_without_loading_the_signatures_package() -> None:
+    """The gate's first event pays no import of regwarden.signatures (~50 ms) for an image
+    that names no predicate; an attestation's manifest still loads it to compare."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, json\n"
+        "import regwarden.runtime\n"
+        "from regwarden.intake import classify_manifest\n"
+        "image = json.loads(sys.argv[1])\n"
+        "classify_manifest(tags=['v1'], manifest=image)\n"
+        "assert 'regwarden.signatures' not in sys.modules, 'loaded for an image'\n"
+        "att = {**image, 'layers': [{**image['layers'][0], 'annotations': "
+        "{'predicateType': 'https://slsa.dev/provenance/v1'}}]}\n"
+        "assert not classify_manifest(tags=[], manifest=att).regwarden_verdict\n"
+        "assert 'regwarden.signatures' in sys.modules\n"
+    )
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(image())],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..oci import INDEX_TYPES
-from ..signatures import VERDICT_PREDICATE
 from ._signatures import signature_subject
 
 __all__ = [
@@ -117,16 +116,19 @@ def is_verdict_attestation(doc: Mapping[str, Any]) -> bool:
     which does (one with others' attestations beside it is theirs too, and counts as
     evidence). Unauthenticated, as routing only: a forged one merely goes unjudged, as a
     person's re-push of an attestation never changes a verdict anyway."""
-    if _text(doc, "annotations", _BUNDLE_PREDICATE) == VERDICT_PREDICATE:
-        return True
+    bundle = _text(doc, "annotations", _BUNDLE_PREDICATE)
     layers = doc.get("layers")
-    if not isinstance(layers, list) or not layers:
-        return False
-    return all(
-        isinstance(layer, Mapping)
-        and _text(layer, "annotations", _LAYER_PREDICATE) == VERDICT_PREDICATE
-        for layer in layers
-    )
+    claimed = [
+        _text(layer, "annotations", _LAYER_PREDICATE) if isinstance(layer, Mapping) else None
+        for layer in (layers if isinstance(layers, list) else ())
+    ]
+    if bundle is None and not any(claimed):
+        return False  # no predicate named at all: an image, judged without the signatures
+    from ..signatures import VERDICT_PREDICATE  # only here: its package costs ~50 ms to load
+
+    if bundle == VERDICT_PREDICATE:
+        return True
+    return bool(claimed) and all(c == VERDICT_PREDICATE for c in claimed)
 
 
 def classify_manifest(
@@ -143,6 +145,8 @@ def classify_manifest(
         subject = _text(doc, "subject", "digest") or next(
             (s for s in map(signature_subject, tags) if s is not None), None
         )
+        from ..signatures import VERDICT_PREDICATE  # loaded by is_verdict_attestation
+
         return Classified(
             ManifestRole.EVIDENCE,
             subject,
