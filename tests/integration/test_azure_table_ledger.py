@@ -246,7 +246,10 @@ def test_requests_each_ledger_call_costs(counted: tuple[AzureTableLedger, Reques
     # the key's entry read, the batch, the key's entry written, the verdict
     assert len(requests.take()) == 4
     ledger.outbox_sent("k1:hook", now=T0)
-    assert len(requests.take()) == 2  # read and conditional replace (its partition known)
+    # one conditional replace: the row as the batch wrote it, its partition and ETag known
+    assert [r.split()[0] for r in requests.take()] == ["PUT"]
+    assert [i.key for i in ledger.outbox_pending(now=T0)] == ["w:hook"]  # k1 is sent
+    requests.take()
     ledger.commit_outcome(outcome("d2", verdict="PASSED"), now=T0, ttl=TTL)
     assert len(requests.take()) == 2  # no alert: the batch and the verdict
     # a duplicate delivery: found at once
@@ -340,11 +343,12 @@ def test_a_batch_the_client_sent_twice_is_recognised_as_its_own(
     real = AzureTableLedger._batch
     lost: list[str] = []
 
-    def answer_lost(self: AzureTableLedger, kind: str, what: str, ops: Any) -> None:
-        real(self, kind, what, ops)
+    def answer_lost(self: AzureTableLedger, kind: str, what: str, ops: Any) -> list[str | None]:
+        etags = real(self, kind, what, ops)
         if kind == "outcomes" and not lost:
             lost.append(what)
             raise _azure_table_client.Conflict
+        return etags
 
     monkeypatch.setattr(AzureTableLedger, "_batch", answer_lost)
     assert ledger.commit_outcome(outcome("d1", "k1"), now=T0, ttl=TTL) == ["k1:hook"]

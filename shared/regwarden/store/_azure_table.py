@@ -274,11 +274,13 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
                 ops.append(self._replace(row, None if old is None else etag_of(old)))
                 keys.append(key)
             try:
-                self._batch("outcomes", "commit_outcome", ops)
+                etags = self._batch("outcomes", "commit_outcome", ops)
             except Conflict:
                 continue
+            written = dict(zip(keys, etags[len(ops) - len(keys) :], strict=True))
             for key, row in rows:
                 if key in keys:
+                    self._remember("outcomes", row, written[key])  # marked sent next: no read
                     self._claim(key, pk, row, claims[key])
             return keys
         raise self._contended("commit_outcome")

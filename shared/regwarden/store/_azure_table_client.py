@@ -50,9 +50,10 @@ MAX_BATCH = 100
 """Operations in one entity-group transaction, Table Storage's limit."""
 ROUNDS = 10
 """Read-decide-write rounds of one write before contention is an error."""
-REMEMBERED = frozenset({"actions"})
-"""Kinds whose entities one process reads and changes several times in a row (an action's
-record while its steps are saved): their last known ETag spares `_change` its read."""
+REMEMBERED = frozenset({"actions", "outcomes"})
+"""Kinds whose entities one process writes and then changes (an action's record while its
+steps are saved; an outbox row a commit wrote, marked sent next): their last known ETag
+spares `_change` its read."""
 _KNOWN_MAX = 256
 """Entities remembered at most (the oldest forgotten first): a long-running process stays
 small, and the entity just written is the one changed next."""
@@ -300,10 +301,14 @@ class TableLedgerBase:
             known = self._known.get((kind, pk, rk))
         return None if known is None else (known[0], dict(known[1]))
 
-    def _batch(self, kind: str, what: str, ops: list[tuple[str, Any, Any]]) -> None:
-        """One entity-group transaction (all of `ops`, one partition, or none of them)."""
-        if ops:
-            self._write(kind, what, lambda t: t.submit_transaction(ops))
+    def _batch(self, kind: str, what: str, ops: list[tuple[str, Any, Any]]) -> list[str | None]:
+        """One entity-group transaction (all of `ops`, one partition, or none of them).
+        Returns each operation's new ETag, in order (None where the service gave none)."""
+        if not ops:
+            return []
+        answers = self._write(kind, what, lambda t: t.submit_transaction(ops))
+        etags = [a.get("etag") if isinstance(a, Mapping) else None for a in answers or ()]
+        return [None if e is None else str(e) for e in etags] + [None] * (len(ops) - len(etags))
 
     def _upsert(self, kind: str, what: str, entity: Mapping[str, Any]) -> None:
         from azure.data.tables import UpdateMode
