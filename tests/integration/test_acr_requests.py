@@ -200,3 +200,26 @@ def test_plan_lock_of_an_index_reads_each_manifest_once(
     assert plan["lock"]["registry_quarantine"] is policy
     assert plan["lock"]["digests"] == [digest, *children]
     assert token_requests(acr, f"repository:{repo}:metadata_read") == 1
+
+
+def test_the_token_service_trust_store_is_loaded_once(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange and each scope's token go to the token service over one SSL context
+    (loading a trust store costs 10-40 ms a time, paid on the gate's first event)."""
+    import ssl
+
+    made: list[object] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(args or kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    exchanges = len(acr.exchanges)
+    ar.manifest_attributes(repo, single)  # the exchange, then the read scope's token
+    ar.set_manifest_attributes(repo, single, write=False)  # the write scope's token
+    assert len(acr.exchanges) - exchanges == 1
+    assert token_requests(acr, f"repository:{repo}:metadata_write") == 1
+    assert len(made) == 1

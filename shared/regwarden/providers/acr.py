@@ -140,6 +140,7 @@ class AcrRegistry:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._exchange_lock = threading.Lock()
+        self._tls: Any = None  # the token requests' SSL context, made once (see _verify)
         self._watchers = ThrottleWatchers()
         self._scope = azure_clients.acr_scope(host)
         self.credential: Any = None
@@ -314,13 +315,21 @@ class AcrRegistry:
         return token if isinstance(token, str) and token else None
 
     def _verify(self) -> Any:
-        if self.ca_file is None:
-            return True
-        import ssl
+        """The token service's SSL context: the one httpx makes for `verify=True`, plus the
+        CA bundle when one is set. Made once: loading the trust store costs 10-40 ms, which
+        each one-shot `httpx.post` paid again (an exchange and a token per scope)."""
+        if self._tls is None:
+            if self.ca_file is None:
+                import httpx
 
-        context = ssl.create_default_context()
-        context.load_verify_locations(cafile=self.ca_file)
-        return context
+                context = httpx.create_ssl_context()
+            else:
+                import ssl
+
+                context = ssl.create_default_context()
+                context.load_verify_locations(cafile=self.ca_file)
+            self._tls = context  # a race makes it twice, harmlessly: contexts are shareable
+        return self._tls
 
     def data_plane(self) -> RegistryClient:
         """The OCI client for `/v2/` with the current refresh token, rebuilt when the token
