@@ -263,12 +263,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         refused = self._refused()
         if refused is not None:
-            status, doc = 401, None
-            self._reply(401, b"unauthorized\n", "text/plain; charset=utf-8")
+            status, data, kind = 401, b"unauthorized\n", "text/plain; charset=utf-8"
         else:
             status, doc = self._answer(method, body)
             data = json.dumps(doc).encode() if doc is not None else b""
-            self._reply(status, data, "application/json")
+            kind = "application/json"
+        # Recorded before the answer goes out: once the client has its answer, a test may
+        # look at `requests` at once (on a loaded machine the handler thread could
+        # otherwise still be between its reply and this line).
         with self.state.lock:
             self.state.requests.append(
                 Seen(
@@ -279,6 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
                     refused,
                 )
             )
+        self._reply(status, data, kind)
 
     def _reply(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
