@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from regwarden.policy import Policy
 from regwarden.retention import (
     DeleteOrphans,
     DeleteUntagged,
@@ -196,6 +197,8 @@ defaults:
       - orphans: {}
     guard: {maxDeletes: 100, maxShare: 1}
 """
+ATTESTING = POLICY + "  attest: {key: file://cosign.key}\n"
+"""The same, signing its PASSED verdicts: superseded verdict attestations exist only then."""
 
 
 class ListingRegistry:
@@ -254,9 +257,9 @@ def test_a_run_reads_superseded_verdicts_from_the_ledger(tmp_path: Path) -> None
         state={},
         now=NOW,
     )
-    policy = load_policy_text(POLICY, source="p.yaml", base_dir="/tmp")
+    policy = load_policy_text(ATTESTING, source="p.yaml", base_dir="/tmp")
 
-    def decided() -> dict[str, tuple[str, str]]:
+    def decided(policy: Policy = policy) -> dict[str, tuple[str, str]]:
         run = plan_run(registry, policy, ledger=ledger, now=NOW, repositories=["app"])
         assert run.plan is not None
         [plan] = run.plan.plans
@@ -275,4 +278,14 @@ def test_a_run_reads_superseded_verdicts_from_the_ledger(tmp_path: Path) -> None
     got = decided()
     assert got["verdict-old"] == ("delete", "orphans")
     assert got["verdict-new"] == ("keep", "referrerOfKept")
+
+    # A policy that attests nothing never reads the actions (on DynamoDB a whole-table scan
+    # its retention role may not even be allowed): every referrer follows its image.
+    read: list[object] = []
+    every_action = ledger.actions
+    ledger.actions = lambda **kw: read.append(kw) or every_action(**kw)  # type: ignore[method-assign]
+    quiet = decided(load_policy_text(POLICY, source="p.yaml", base_dir="/tmp"))
+    assert read == []
+    assert quiet["verdict-old"] == ("keep", "referrerOfKept")
+    assert decided() == got and read  # attesting again: read, and the same plan
     ledger.close()

@@ -318,10 +318,14 @@ def plan_run(
             if held:
                 protections[repo] = protections.get(repo, NO_PROTECTIONS).merge(held)
 
-    # verdict attestations a newer one replaced: orphans, not followers of their image
+    # Verdict attestations a newer one replaced: orphans, not followers of their image. Read
+    # only where a planned repository's policy attests verdicts: finding them reads every
+    # finished action (a whole-table scan on DynamoDB, which a retention role without
+    # `attest` in its policy has no need of — nor the permission for).
+    attesting = any(policy.for_repository(repo).attest is not None for repo in planned)
     superseded = (
         superseded_verdicts(ledger.actions(status="done"), registry=name)
-        if ledger is not None
+        if ledger is not None and attesting
         else {}
     )
 
