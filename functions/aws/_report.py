@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from regwarden.errors import RegistryError, UsageError
-from regwarden.report import make_report, prefix_globs, report_json, report_keys
+from regwarden.errors import RegistryError
+from regwarden.report import make_report, report_json, report_keys
+from regwarden.report_scope import ReportScope
+from regwarden.warm import env_required
 
 if TYPE_CHECKING:
     from regwarden.report import Report
@@ -41,39 +43,19 @@ HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = "application/json"
 
 
-@dataclass(frozen=True, slots=True)
-class ReportSettings:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportSettings(ReportScope):
     """Where the report goes and what it covers, read from the environment per invocation
-    (a daily function: nothing to keep warm)."""
+    (a daily function: nothing to keep warm). The role may write only under `prefix`."""
 
     bucket: str
-    prefix: str = "reports/"
-    """Key prefix of every report object (ends with `/`); the role may write only here."""
-    repositories: tuple[str, ...] = ("",)
-    """Repository name prefixes in scope; `""` is every repository."""
-    top: int = 10
-    stale_days: int = 90
-
-    @property
-    def globs(self) -> tuple[str, ...]:
-        """fnmatch globs over repository names: each prefix and below."""
-        return prefix_globs(self.repositories)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReportSettings:
-        from regwarden.warm import env_int, env_prefixes
-
         env = os.environ if env is None else env
-        bucket = (env.get("REGWARDEN_REPORT_BUCKET") or "").strip()
-        if not bucket:
-            raise UsageError("REGWARDEN_REPORT_BUCKET is not set; expected the reports bucket")
-        prefix = (env.get("REGWARDEN_REPORT_PREFIX") or "reports/").strip().strip("/")
         return cls(
-            bucket=bucket,
-            prefix=f"{prefix}/" if prefix else "",
-            repositories=env_prefixes(env, "REGWARDEN_REPORT_PREFIXES"),
-            top=env_int(env, "REGWARDEN_REPORT_TOP", 10, least=1),
-            stale_days=env_int(env, "REGWARDEN_REPORT_STALE_DAYS", 90, least=1),
+            bucket=env_required(env, "REGWARDEN_REPORT_BUCKET", "the reports bucket"),
+            **asdict(ReportScope.from_env(env)),
         )
 
 

@@ -19,12 +19,13 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from regwarden.warm import ColdStart
+from regwarden.report_scope import ReportScope
+from regwarden.warm import ColdStart, env_required
 
 from . import COLLECTOR, _app
 
@@ -40,40 +41,22 @@ API_VERSION = "2021-08-06"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
-@dataclass(frozen=True, slots=True)
-class ReportSettings:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportSettings(ReportScope):
     registry: str
     """The ACR login server reported on."""
     account: str
     """The storage account holding the container (REGWARDEN_STORAGE_ACCOUNT)."""
     container: str
-    prefix: str = "reports/"
-    repositories: tuple[str, ...] = ("",)
-    top: int = 10
-    stale_days: int = 90
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReportSettings:
-        from regwarden.errors import UsageError
-        from regwarden.warm import env_int, env_prefixes
-
         env = os.environ if env is None else env
-
-        def required(name: str, what: str) -> str:
-            value = (env.get(name) or "").strip()
-            if not value:
-                raise UsageError(f"{name} is not set; expected {what}")
-            return value
-
-        prefix = (env.get("REGWARDEN_REPORT_PREFIX") or "reports/").strip().strip("/")
         return cls(
-            registry=required("REGWARDEN_REPORT_REGISTRY", "the ACR login server"),
-            account=required("REGWARDEN_STORAGE_ACCOUNT", "the storage account's name"),
-            container=required("REGWARDEN_REPORT_CONTAINER", "the reports container"),
-            prefix=f"{prefix}/" if prefix else "",
-            repositories=env_prefixes(env, "REGWARDEN_REPORT_PREFIXES"),
-            top=env_int(env, "REGWARDEN_REPORT_TOP", 10, least=1),
-            stale_days=env_int(env, "REGWARDEN_REPORT_STALE_DAYS", 90, least=1),
+            registry=env_required(env, "REGWARDEN_REPORT_REGISTRY", "the ACR login server"),
+            account=env_required(env, "REGWARDEN_STORAGE_ACCOUNT", "the storage account's name"),
+            container=env_required(env, "REGWARDEN_REPORT_CONTAINER", "the reports container"),
+            **asdict(ReportScope.from_env(env)),
         )
 
 
@@ -178,7 +161,7 @@ def report(timer: func.TimerRequest) -> dict[str, Any]:
     again) when anything could not be read or written."""
 
     def work(st: _app.State) -> dict[str, Any]:
-        from regwarden.report import make_report, prefix_globs, render_html
+        from regwarden.report import make_report, render_html
 
         settings = ReportSettings.from_env()
         made = make_report(
@@ -186,7 +169,7 @@ def report(timer: func.TimerRequest) -> dict[str, Any]:
             st.runtime.ledger,
             registry=settings.registry,
             policy=st.runtime.policy,
-            globs=prefix_globs(settings.repositories),
+            globs=settings.globs,
             now=_app.now(),
             top=settings.top,
             stale_days=settings.stale_days,

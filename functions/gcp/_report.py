@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from regwarden.warm import ColdStart
+from regwarden.report_scope import ReportScope
+from regwarden.warm import ColdStart, env_required
 
 from . import COLLECTOR, _app
 
@@ -32,38 +33,19 @@ STORAGE = "https://storage.googleapis.com"
 """The Cloud Storage JSON API (`REGWARDEN_GCP_ENDPOINT_STORAGE` names another)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReportSettings:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportSettings(ReportScope):
     registry: str
     """The Artifact Registry host reported on (LOCATION-docker.pkg.dev)."""
     bucket: str
-    prefix: str = "reports/"
-    repositories: tuple[str, ...] = ("",)
-    """Repository path prefixes in scope (PROJECT/REPOSITORY/); `""` is every one."""
-    top: int = 10
-    stale_days: int = 90
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReportSettings:
-        from regwarden.errors import UsageError
-        from regwarden.warm import env_int, env_prefixes
-
         env = os.environ if env is None else env
-
-        def required(name: str, what: str) -> str:
-            value = (env.get(name) or "").strip()
-            if not value:
-                raise UsageError(f"{name} is not set; expected {what}")
-            return value
-
-        prefix = (env.get("REGWARDEN_REPORT_PREFIX") or "reports/").strip().strip("/")
         return cls(
-            registry=required("REGWARDEN_REPORT_REGISTRY", "the Artifact Registry host"),
-            bucket=required("REGWARDEN_REPORT_BUCKET", "the reports bucket's name"),
-            prefix=f"{prefix}/" if prefix else "",
-            repositories=env_prefixes(env, "REGWARDEN_REPORT_PREFIXES"),
-            top=env_int(env, "REGWARDEN_REPORT_TOP", 10, least=1),
-            stale_days=env_int(env, "REGWARDEN_REPORT_STALE_DAYS", 90, least=1),
+            registry=env_required(env, "REGWARDEN_REPORT_REGISTRY", "the Artifact Registry host"),
+            bucket=env_required(env, "REGWARDEN_REPORT_BUCKET", "the reports bucket's name"),
+            **asdict(ReportScope.from_env(env)),
         )
 
 
@@ -127,7 +109,7 @@ def report_delivery(body: bytes, headers: Mapping[str, str]) -> _app.Reply:
 
     def work(st: _app.State) -> dict[str, Any]:
         from regwarden.intake.pubsub import decode_pubsub
-        from regwarden.report import make_report, prefix_globs, render_html
+        from regwarden.report import make_report, render_html
 
         decode_pubsub(body, headers)  # a malformed delivery is 400, not a report
         settings = ReportSettings.from_env()
@@ -136,7 +118,7 @@ def report_delivery(body: bytes, headers: Mapping[str, str]) -> _app.Reply:
             st.ledger,
             registry=settings.registry,
             policy=st.runtime.policy,
-            globs=prefix_globs(settings.repositories),
+            globs=settings.globs,
             now=_app.now(),
             top=settings.top,
             stale_days=settings.stale_days,

@@ -38,6 +38,7 @@ __all__ = [
     "env_choice",
     "env_int",
     "env_prefixes",
+    "env_required",
 ]
 
 log = logging.getLogger("regwarden.warm")
@@ -49,6 +50,14 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, least: int) -> i
     if not text.isdigit() or int(text) < least:
         raise UsageError(f"{name}: got {text!r}, expected a whole number >= {least}")
     return int(text)
+
+
+def env_required(env: Mapping[str, str], name: str, what: str) -> str:
+    """A setting that must be given; UsageError naming it and what it should be."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        raise UsageError(f"{name} is not set; expected {what}")
+    return value
 
 
 def env_choice(env: Mapping[str, str], name: str, valid: tuple[str, ...]) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ..report_scope import prefix_globs
 from ._collect import collect
 from ._history import record_report
 from ._model import Report
@@ -27,12 +28,6 @@ def report_keys(prefix: str, now: datetime) -> tuple[str, str]:
     second run that day replaces it. `prefix` ends with `/` (or is empty)."""
     day = now.astimezone(UTC).strftime("%Y/%m/%d")
     return f"{prefix}{day}/report.html", f"{prefix}{day}/report.json"
-
-
-def prefix_globs(prefixes: Sequence[str]) -> tuple[str, ...]:
-    """fnmatch globs over repository names for name prefixes (`*` crosses `/`); `""`
-    among them is every repository (no glob)."""
-    return () if "" in prefixes else tuple(f"{p}*" for p in prefixes)
 
 
 def report_json(report: Report) -> str:
