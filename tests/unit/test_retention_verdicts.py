@@ -279,13 +279,19 @@ def test_a_run_reads_superseded_verdicts_from_the_ledger(tmp_path: Path) -> None
     assert got["verdict-old"] == ("delete", "orphans")
     assert got["verdict-new"] == ("keep", "referrerOfKept")
 
-    # A policy that attests nothing never reads the actions (on DynamoDB a whole-table scan
-    # its retention role may not even be allowed): every referrer follows its image.
-    read: list[object] = []
-    every_action = ledger.actions
-    ledger.actions = lambda **kw: read.append(kw) or every_action(**kw)  # type: ignore[method-assign]
+    # Looked up by key, one image at a time: never a listing of every action (on DynamoDB
+    # a whole-table Scan, which no retention role is granted) …
+    listed: list[object] = []
+    keys: list[str] = []
+    every_action, one_action = ledger.actions, ledger.action
+    ledger.actions = lambda **kw: listed.append(kw) or every_action(**kw)  # type: ignore[method-assign]
+    ledger.action = lambda key: keys.append(key) or one_action(key)  # type: ignore[method-assign]
+    assert decided() == got
+    assert listed == []
+    assert keys == [key]  # the image's own record; referrers have no verdict of their own
+    # … and only where the policy attests: otherwise every referrer follows its image.
+    keys.clear()
     quiet = decided(load_policy_text(POLICY, source="p.yaml", base_dir="/tmp"))
-    assert read == []
+    assert keys == [] and listed == []
     assert quiet["verdict-old"] == ("keep", "referrerOfKept")
-    assert decided() == got and read  # attesting again: read, and the same plan
     ledger.close()

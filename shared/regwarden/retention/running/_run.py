@@ -36,7 +36,7 @@ from ..planning import (
 )
 from ._collect import Collected, TimesLedger, collect_records
 from ._inventory import InUse, in_use_protections
-from ._verdicts import superseded_verdicts
+from ._verdicts import VERDICT_ACTION_KIND, superseded_verdicts
 
 if TYPE_CHECKING:
     from ...policy import Policy
@@ -319,15 +319,25 @@ def plan_run(
                 protections[repo] = protections.get(repo, NO_PROTECTIONS).merge(held)
 
     # Verdict attestations a newer one replaced: orphans, not followers of their image. Read
-    # only where a planned repository's policy attests verdicts: finding them reads every
-    # finished action (a whole-table scan on DynamoDB, which a retention role without
-    # `attest` in its policy has no need of — nor the permission for).
-    attesting = any(policy.for_repository(repo).attest is not None for repo in planned)
-    superseded = (
-        superseded_verdicts(ledger.actions(status="done"), registry=name)
-        if ledger is not None and attesting
-        else {}
-    )
+    # only where a planned repository's policy attests verdicts, and by key — each listed
+    # image's own `verdict-attestation:` record — never by listing every action (a
+    # whole-table Scan on DynamoDB, which no retention role is granted).
+    superseded: dict[str, frozenset[str]] = {}
+    attesting = [repo for repo in planned if policy.for_repository(repo).attest is not None]
+    if ledger is not None and attesting:
+        run_ledger = ledger
+
+        def verdict_actions(repo: str) -> list[ActionRecord]:
+            keys = (
+                f"{VERDICT_ACTION_KIND}:{name}/{repo}@{r.digest}"
+                for r in collected[repo].records
+                if r.subject is None  # a referrer is no image with a verdict of its own
+            )
+            return [a for a in map(run_ledger.action, keys) if a is not None]
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            found = [a for actions in pool.map(verdict_actions, attesting) for a in actions]
+        superseded = superseded_verdicts(found, registry=name)
 
     t0 = time.perf_counter()
     plan = plan_registry(
