@@ -80,6 +80,10 @@ def product(spec: dict[str, Any]) -> dict[str, Any]:
     handled = time.monotonic()
     if len(outcomes) != 1 or f"'verdict': '{spec['expect']}'" not in outcomes[0]:
         raise SystemExit(f"the event was not handled as expected: {outcomes}")
+    import regwarden
+
+    if not os.path.realpath(regwarden.__file__).startswith(spec["shared"] + os.sep):
+        raise SystemExit(f"regwarden imported from {regwarden.__file__}, not {spec['shared']}")
     return {"started": STARTED, "runtime": runtime, "imported": imported, "handled": handled}
 
 

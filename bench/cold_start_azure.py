@@ -334,7 +334,9 @@ class Stack:
         }
         account = self.azurite.account
         env.update(
-            PYTHONPATH=str(ROOT),
+            # this tree's regwarden before the venv's editable install, which may be another
+            # tree's (a git worktree shares the venv)
+            PYTHONPATH=os.pathsep.join([str(ROOT / "shared"), str(ROOT)]),
             WEBSITE_INSTANCE_ID=uuid.uuid4().hex,
             WEBSITE_SITE_NAME="regwarden-func",
             FUNCTIONS_WORKER_RUNTIME="python",
@@ -404,7 +406,12 @@ class Stack:
     def product(self, *, importtime: bool = False) -> Run:
         event = self.event()
         self.take()  # the push itself went around the fronts; nothing to keep
-        spec = {"app": str(APP), "event": event, "expect": "PENDING"}
+        spec = {
+            "app": str(APP),
+            "event": event,
+            "expect": "PENDING",
+            "shared": str((ROOT / "shared").resolve()),  # the regwarden it must import
+        }
         return self.spawn("product", spec, importtime=importtime)
 
     def floor(self, product: Run) -> Run:
