@@ -1,11 +1,10 @@
 """regwarden: keep container registries safe and clean."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("regwarden")
-except PackageNotFoundError:  # running from a source tree without installation (Lambda layer)
-    __version__ = "0.1.0"
+__version__ = "0.1.0"
+"""The one place the version is written: pyproject.toml reads it from here (setuptools'
+`attr:`), so the installed metadata and this agree. A literal rather than
+`importlib.metadata.version("regwarden")`, which walked sys.path's distributions on every
+cold start (and has no metadata to read in a bundle built from the source tree)."""
 
 USER_AGENT = f"regwarden/{__version__}"
 
