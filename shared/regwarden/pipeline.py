@@ -60,7 +60,7 @@ from .oci import Descriptor, Manifest, in_background
 from .providers import CAP_LOCK, ImageDetails, Lockable, Registry
 from .quarantine_names import DEFAULT_TEMPLATE
 from .reference import ImageRef
-from .store import ActionRecord, Ledger, OutboxItem
+from .store import ActionRecord, Ledger, OutboxItem, QuarantineRecord
 from .store import Outcome as Committed
 
 if TYPE_CHECKING:
@@ -349,11 +349,15 @@ class Pipeline:
         details: ImageDetails | None = None,
         known: Collection[str] = (),
         record: bool = False,
+        held: Callable[[], QuarantineRecord | None] | None = None,
+        looked: tuple[ActionRecord | None] | None = None,
     ) -> tuple[Facts, Manifest | None, ImageDetails] | None:
         """What `evaluate` judges, the manifest as read (the actions reuse it) and the
         image's details; None when the image no longer exists. `details`: already read;
         `known`: the tags the ledger holds for the digest (read by the caller);
-        `record`: write the push and first-seen time to the ledger (not for `check`)."""
+        `record`: write the push and first-seen time to the ledger (not for `check`);
+        `held`, `looked`: the ledger's quarantine record and action of the digest, as
+        `_image_details` takes them."""
         assert image.digest is not None
         # The image's details (manifest, config) and its evidence (signatures, scans) need
         # different round trips: fetch the details on the I/O pool meanwhile. The details
@@ -365,7 +369,9 @@ class Pipeline:
             details_call.set_result(details)
         else:
             details_call = in_background(
-                functools.partial(_image_details, registry, image, self.ledger)
+                functools.partial(
+                    _image_details, registry, image, self.ledger, held=held, looked=looked
+                )
             )
 
         def subject() -> Descriptor | None:
@@ -464,6 +470,7 @@ class Pipeline:
                 now=now,
                 final_attempt=final_attempt,
                 delivery=delivery,
+                looked=(started,),
             )
         except LimitExceeded as exc:
             return self._refused(event, image, rules, exc, now=now, delivery=delivery)
@@ -478,15 +485,22 @@ class Pipeline:
         now: datetime,
         final_attempt: bool,
         delivery: str | None,
+        looked: tuple[ActionRecord | None] | None = None,
     ) -> Handled | str:
+        """`looked`: the digest's quarantine action as `_gate` read it (not read again)."""
         assert image.digest is not None
-        known = set(self.ledger.tags_for(image.registry, image.repository, image.digest))
+        reg, repo, digest = image.registry, image.repository, image.digest
+        known = set(self.ledger.tags_for(reg, repo, digest))
+        # The digest's quarantine record, read once: by the details (a registry with
+        # locks judges a locked image from the manifests its lock recorded) or, at the
+        # latest, when the verdict's actions are chosen.
+        held_record = functools.cache(lambda: self.ledger.quarantined(reg, repo, digest))
         details: ImageDetails | None = None
         what: Classified | None = None
         if not known and not image.tag:
             # Children of a multi-arch push and referrers arrive untagged: find out what
             # this is before gathering evidence for it.
-            details = _read_details(registry, image, self.ledger)
+            details = _read_details(registry, image, self.ledger, held=held_record, looked=looked)
             if details is None:
                 return self._gone(event, image, now=now, delivery=delivery)
             what = _classify(image, details, known)
@@ -499,7 +513,16 @@ class Pipeline:
             if early is not None:
                 return early
         judged = self._facts(
-            event, image, registry, rules, now=now, details=details, known=known, record=True
+            event,
+            image,
+            registry,
+            rules,
+            now=now,
+            details=details,
+            known=known,
+            record=True,
+            held=held_record,
+            looked=looked,
         )
         if judged is None:
             return self._gone(event, image, now=now, delivery=delivery)
@@ -513,13 +536,12 @@ class Pipeline:
         actions: list[str] = []
         notes: list[str] = []
         state: str | None = None
-        reg, repo, digest = image.registry, image.repository, facts.image.digest
-        assert digest is not None
+        assert facts.image.digest == digest
         if facts.unavailable or (facts.signature_error and verdict.outcome is Outcome.ERROR):
             return self._unavailable(
                 event, verdict, facts, now=now, final_attempt=final_attempt, delivery=delivery
             )
-        held = self.ledger.quarantined(reg, repo, digest)
+        held = held_record()
         # Whether the digest stands quarantined after this attempt (the alert's action when
         # it took none): kept up to date by the actions below, which know what they wrote,
         # so the ledger is read again only after an action failed half-way.
@@ -561,6 +583,7 @@ class Pipeline:
                         manifest=manifest,
                         context=context,
                         hold=outcome is Outcome.PENDING,  # `lock`: FAILED escalates a hold
+                        looked=looked,
                     )
                     if not q.already_done:  # its quarantine record was written, unreleased
                         actions += _quarantine_actions(q)
@@ -1084,24 +1107,39 @@ def _sweep_event(image: ImageRef, now: datetime) -> ImageEvent:
     )
 
 
-def _image_details(registry: Registry, image: ImageRef, ledger: Ledger | None) -> ImageDetails:
+def _image_details(
+    registry: Registry,
+    image: ImageRef,
+    ledger: Ledger | None,
+    *,
+    held: Callable[[], QuarantineRecord | None] | None = None,
+    looked: tuple[ActionRecord | None] | None = None,
+) -> ImageDetails:
     """The image's details; for an image under a standing `lock` quarantine, built from the
     manifests the lock recorded (verified against their digests): a read-locked manifest
-    cannot be pulled, even by the gate."""
+    cannot be pulled, even by the gate. `held`: the digest's quarantine record (read once
+    for the caller, who decides on it too); `looked`: its quarantine action's record as
+    the caller read it."""
     assert image.digest is not None
     # only a registry with locks costs the extra ledger read
     if ledger is not None and CAP_LOCK in registry.capabilities and isinstance(registry, Lockable):
-        stored = stored_manifests(ledger, image)
+        record = (held(),) if held is not None else None
+        stored = stored_manifests(ledger, image, held=record, looked=looked)
         if stored:
             return registry.image_details(image.repository, image.digest, manifests=stored)
     return registry.image_details(image.repository, image.digest)
 
 
 def _read_details(
-    registry: Registry, image: ImageRef, ledger: Ledger | None = None
+    registry: Registry,
+    image: ImageRef,
+    ledger: Ledger | None = None,
+    *,
+    held: Callable[[], QuarantineRecord | None] | None = None,
+    looked: tuple[ActionRecord | None] | None = None,
 ) -> ImageDetails | None:
     try:
-        return _image_details(registry, image, ledger)
+        return _image_details(registry, image, ledger, held=held, looked=looked)
     except NotFound:
         return None
 

@@ -189,6 +189,63 @@ def test_lock_holds_escalates_judges_the_stored_manifest_and_releases_exactly(
         assert client.get_manifest(repo, digest).digest == digest
 
 
+class CountingLedger(SqliteLedger):
+    """Counts the pipeline's reads of a digest's quarantine record and of an action's
+    record (not the ledger's own, inside its writes)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads: dict[str, int] = {"quarantined": 0, "action": 0}
+        self._writing = False
+
+    def quarantined(self, registry: str, repository: str, digest: str) -> Any:
+        self.reads["quarantined"] += 1
+        return super().quarantined(registry, repository, digest)
+
+    def action(self, key: str) -> Any:
+        self.reads["action"] += 0 if self._writing else 1
+        return super().action(key)
+
+    def begin_action(self, key: str, **kwargs: Any) -> Any:
+        self._writing = True
+        try:
+            return super().begin_action(key, **kwargs)
+        finally:
+            self._writing = False
+
+
+def test_a_lock_judgement_reads_the_quarantine_record_and_its_action_once(
+    tmp_path: Path, acr: FakeAcr, ar: AcrRegistry, graph: FakeResourceGraph, repo: str
+) -> None:
+    """The held image's details (from the lock's stored manifests) and the verdict's
+    actions share one read of each record: a cold start pays each round trip once."""
+    policy = load_policy_text(POLICY, source="acr.yaml", base_dir=tmp_path)
+    ledger = CountingLedger(tmp_path / "ledger.db")
+    env = {
+        "REGWARDEN_AZURE_ENDPOINT_RESOURCEGRAPH": graph.url,
+        "REGWARDEN_AZURE_SUBSCRIPTION": SUBSCRIPTION,
+    }
+    runtime = Runtime(policy, ledger=ledger, env=env, registry_factory=lambda _host: ar)
+    try:
+        digest = skopeo_push(acr, tmp_path, make_image(seed=74), f"{repo}:1.0")
+        image = ImageRef.parse(f"{acr.login_server}/{repo}:1.0@{digest}")
+
+        held = pushed(runtime, image, T0 + timedelta(minutes=5))  # no scan yet: a hold
+        assert held.verdict is not None and held.verdict.outcome is Outcome.PENDING
+        assert ledger.reads == {"quarantined": 1, "action": 1}
+
+        graph.add_finding(acr.login_server, repo, digest, "CVE-2026-1", "Critical")
+        ledger.reads = {"quarantined": 0, "action": 0}
+        reads = len(manifest_reads(acr, repo, digest))
+        failed = recheck(runtime, image, T0 + timedelta(minutes=10))  # escalated
+        assert failed.verdict is not None and failed.verdict.outcome is Outcome.FAILED
+        assert "hold escalated: reads disabled" in failed.notes
+        assert manifest_reads(acr, repo, digest)[reads:] == []  # the lock's stored manifest
+        assert ledger.reads == {"quarantined": 1, "action": 1}
+    finally:
+        ledger.close()
+
+
 def test_under_acr_quarantine_policy_a_pass_marks_the_image_passed(
     runtime: Runtime[SqliteLedger],
     acr: FakeAcr,

@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..oci import Manifest
 from ..providers import CAP_LOCK, Lockable, ManifestAttributes, Registry
 from ..reference import ImageRef
-from ..store import Ledger
+from ..store import ActionRecord, Ledger, QuarantineRecord
 
 __all__ = [
     "LEVELS",
@@ -228,17 +228,30 @@ def mark_passed(
     return True
 
 
-def stored_manifests(ledger: Ledger, image: ImageRef) -> dict[str, Manifest]:
+def stored_manifests(
+    ledger: Ledger,
+    image: ImageRef,
+    *,
+    held: tuple[QuarantineRecord | None] | None = None,
+    looked: tuple[ActionRecord | None] | None = None,
+) -> dict[str, Manifest]:
     """The manifests a standing `lock` quarantine of `image` recorded (digest-verified
-    again), so a read-locked image is judged without pulling it; empty otherwise."""
+    again), so a read-locked image is judged without pulling it; empty otherwise.
+    `held`, `looked`: the digest's quarantine record and its quarantine action's record
+    as the caller read them (`(None,)`: none), not read again; a `looked` record without
+    a lock plan is read again (it may predate the lock)."""
     from ._quarantine import action_key
 
     if image.digest is None:
         return {}
-    held = ledger.quarantined(image.registry, image.repository, image.digest)
-    if held is None or held.released_at is not None or held.strategy != "lock":
+    if held is None:
+        held = (ledger.quarantined(image.registry, image.repository, image.digest),)
+    standing = held[0]
+    if standing is None or standing.released_at is not None or standing.strategy != "lock":
         return {}
-    record = ledger.action(action_key("quarantine", image.with_tag(None)))
+    record = looked[0] if looked is not None else None
+    if record is None or not isinstance(record.state.get("lock"), dict):
+        record = ledger.action(action_key("quarantine", image.with_tag(None)))
     plan = record.state.get("lock") if record is not None else None
     if not isinstance(plan, dict):
         return {}

@@ -160,6 +160,7 @@ def quarantine(
     manifest: Manifest | None = None,
     context: dict[str, Any] | None = None,
     hold: bool = False,
+    looked: tuple[ActionRecord | None] | None = None,
 ) -> QuarantineOutcome:
     """Quarantine `image` (by digest). Idempotent: a repeat call finishes or reports, and
     an unfinished intent is resumed from its recorded state (the arguments are then only
@@ -167,7 +168,9 @@ def quarantine(
     are added). `manifest`: the image's digest-verified manifest, if the caller read it
     already. `context`: stored with a new intent (see `_start`). `hold`: a PENDING hold
     (`lock` only: the image stays readable); without it, a finished `lock` hold is
-    escalated to a full lock, with `context` as its verdict and alert."""
+    escalated to a full lock, with `context` as its verdict and alert. `looked`: the
+    action's record as the caller read it (`(None,)`: none), not read again — should
+    another attempt have begun it since, `begin_action` returns theirs."""
     if image.digest is None:
         raise UsageError(f"quarantine needs a digest, got {image}")
     if strategy not in STRATEGIES:
@@ -175,10 +178,10 @@ def quarantine(
             f"unknown quarantine strategy {strategy!r}; valid: {', '.join(STRATEGIES)}"
         )
     key = _action_key("quarantine", image)
-    looked: tuple[ActionRecord | None] | None = None
     if strategy == "lock":
         lockable(registry)  # refused before anything is read or recorded
-        looked = (ledger.action(key),)
+        if looked is None:
+            looked = (ledger.action(key),)
         if looked[0] is None:  # what the writes change, recorded before them
             planned = plan_lock(registry, image, manifest, hold=hold)
             context = {**(context or {}), **planned}
