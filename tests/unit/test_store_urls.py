@@ -46,6 +46,38 @@ def test_the_registries_name_the_stores_built_today() -> None:
     assert QUEUES.names() == ("postgres", "postgresql", "sqlite")
 
 
+def test_importing_the_store_or_opening_one_ledger_loads_no_other_store() -> None:
+    """A cloud function opens its own ledger only: the other stores' modules (and the
+    SQLite one's sqlite3) stay unloaded, and a store's names still import on demand."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from regwarden.store import open_ledger\n"
+        "open_ledger('azuretable://acct')\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('regwarden.store.') "
+        "or m == 'sqlite3')\n"
+        "print(' '.join(loaded))\n"
+        "from regwarden.store import DynamoLedger, SqliteLedger\n"
+        "print(DynamoLedger.__module__, SqliteLedger.__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    loaded = set(out[0].split())
+    assert "regwarden.store._azure_table" in loaded
+    assert not loaded & {
+        "sqlite3",
+        "regwarden.store._sqlite",
+        "regwarden.store._sqlite_queue",
+        "regwarden.store._dynamo",
+        "regwarden.store._firestore",
+        "regwarden.store._postgres",
+    }
+    assert out[1] == "regwarden.store._dynamo regwarden.store._sqlite"
+
+
 def test_a_path_or_an_sqlite_url_opens_an_sqlite_ledger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,18 +6,43 @@ and `open_queue(url)` open what `--ledger` and `--queue` name, through the `LEDG
 `QUEUES` registries.
 """
 
-from ._dynamo import TTL_ATTRIBUTE, DynamoLedger, dead_letter_key
-from ._firestore import FirestoreLedger
+from typing import TYPE_CHECKING, Any
+
 from ._open import open_ledger, open_queue
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
 from ._protocol import EventQueue, Ledger
-from ._sqlite import (
-    ActionRecord,
-    QuarantineRecord,
-    SqliteLedger,
-)
-from ._sqlite_queue import DeadLetter, QueuedEvent
+from ._records import ActionRecord, QuarantineRecord
 from ._urls import LEDGERS, QUEUES, ParsedUrl, display_url, parse_store_url
+
+if TYPE_CHECKING:
+    from ._dynamo import TTL_ATTRIBUTE, DynamoLedger, dead_letter_key
+    from ._firestore import FirestoreLedger
+    from ._sqlite import SqliteLedger
+    from ._sqlite_queue import DeadLetter, QueuedEvent
+
+_LAZY = {
+    "TTL_ATTRIBUTE": "_dynamo",
+    "DynamoLedger": "_dynamo",
+    "dead_letter_key": "_dynamo",
+    "FirestoreLedger": "_firestore",
+    "SqliteLedger": "_sqlite",
+    "DeadLetter": "_sqlite_queue",
+    "QueuedEvent": "_sqlite_queue",
+}
+"""A store's own names, imported from its module when first asked for: opening a ledger
+loads only its store (`_open.py`), and a cloud function never loads the others."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "LEDGERS",

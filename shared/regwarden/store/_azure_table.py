@@ -81,11 +81,10 @@ from ._azure_table_client import (
     table_names,
 )
 from ._azure_table_rows import get_text, part, plain_time, put_text, utc
-from ._dynamo import FailureNote
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
-from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
+from ._records import ActionRecord, FailureNote, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
-from ._urls import LEDGERS, ParsedUrl
+from ._urls import ParsedUrl
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -732,6 +731,3 @@ def open_azuretable(url: ParsedUrl) -> AzureTableLedger:
             hint=_AZURETABLE_URL,
         )
     return AzureTableLedger(url.location, prefix=prefix)
-
-
-LEDGERS.add("azuretable", open_azuretable)

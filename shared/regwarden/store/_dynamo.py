@@ -50,15 +50,14 @@ import re
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import RegistryError
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
-from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
+from ._records import ActionRecord, FailureNote, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
-from ._urls import LEDGERS, ParsedUrl
+from ._urls import ParsedUrl
 
 __all__ = [
     "PENDING_INDEX",
@@ -116,18 +115,6 @@ def _ts(when: datetime) -> str:
 
 def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
-
-
-@dataclass(frozen=True, slots=True)
-class FailureNote:
-    """What a function noted about an SQS record that failed: the dead-letter listing's
-    "why" (SQS keeps no error with a message)."""
-
-    first_error: str
-    first_at: datetime
-    last_error: str
-    last_at: datetime
-    failures: int
 
 
 def dead_letter_key(body: str, message_id: str) -> str:
@@ -916,6 +903,3 @@ def open_dynamodb(url: ParsedUrl) -> DynamoLedger:
     return DynamoLedger(
         url.location, endpoint_url=endpoint, region=url.params.get("region") or None
     )
-
-
-LEDGERS.add("dynamodb", open_dynamodb)

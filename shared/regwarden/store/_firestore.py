@@ -75,12 +75,11 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from ..errors import RegistryError
-from ._dynamo import FailureNote
 from ._firestore_values import decode, doc_id, encode, protos, utc
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
-from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
+from ._records import ActionRecord, FailureNote, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
-from ._urls import LEDGERS, ParsedUrl
+from ._urls import ParsedUrl
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -955,6 +954,3 @@ def open_firestore(url: ParsedUrl) -> FirestoreLedger:
             hint=_FIRESTORE_URL,
         )
     return FirestoreLedger(project, database=database or DEFAULT_DATABASE, prefix=prefix)
-
-
-LEDGERS.add("firestore", open_firestore)

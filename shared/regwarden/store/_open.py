@@ -13,7 +13,6 @@ from typing import TypeVar
 
 from ..errors import UsageError
 from ..plugins import PluginRegistry
-from . import _azure_table, _dynamo, _firestore, _postgres, _sqlite  # noqa: F401  (factories register …)
 from ._protocol import EventQueue, Ledger
 from ._urls import LEDGERS, QUEUES, ParsedUrl, parse_store_url
 
@@ -26,6 +25,59 @@ _LATER: dict[str, str] = {}
 it): said so, not 'unknown'. Empty since PostgreSQL (issue #19) landed."""
 
 _QUEUE_HINT = "pass --queue sqlite:///PATH (or REGWARDEN_QUEUE): an SQLite file for the queue"
+
+
+# The built-in stores, each imported when its URL is first opened: a function loads only
+# its own ledger's module (the SQLite one loads sqlite3, the others their clients' glue).
+
+
+@LEDGERS.register("sqlite")
+def _sqlite_ledger(url: ParsedUrl) -> Ledger:
+    from ._sqlite import open_sqlite
+
+    return open_sqlite(url)
+
+
+@QUEUES.register("sqlite")
+def _sqlite_queue(url: ParsedUrl) -> EventQueue:
+    from ._sqlite import open_sqlite
+
+    return open_sqlite(url)
+
+
+@LEDGERS.register("dynamodb")
+def _dynamodb(url: ParsedUrl) -> Ledger:
+    from ._dynamo import open_dynamodb
+
+    return open_dynamodb(url)
+
+
+@LEDGERS.register("firestore")
+def _firestore(url: ParsedUrl) -> Ledger:
+    from ._firestore import open_firestore
+
+    return open_firestore(url)
+
+
+@LEDGERS.register("azuretable")
+def _azuretable(url: ParsedUrl) -> Ledger:
+    from ._azure_table import open_azuretable
+
+    return open_azuretable(url)
+
+
+@LEDGERS.register("postgresql", "postgres")
+def _postgres_ledger(url: ParsedUrl) -> Ledger:
+    from ._postgres import open_postgres
+
+    return open_postgres(url)
+
+
+@QUEUES.register("postgresql", "postgres")
+def _postgres_queue(url: ParsedUrl) -> EventQueue:
+    from ._postgres import open_postgres
+
+    return open_postgres(url)
 
 
 def open_ledger(url: str | os.PathLike[str]) -> Ledger:
@@ -56,14 +108,16 @@ def open_queue(
             )
         return ledger
     parsed = parse_store_url(url, role="queue")
-    if (
-        isinstance(ledger, _sqlite.SqliteLedger)
-        and parsed.scheme == "sqlite"
-        and _same_file(ledger.path, parsed.location)
-    ):
-        return ledger  # one file: one object, one set of connections
-    if isinstance(ledger, _postgres.PostgresLedger) and parsed.text == ledger.source:
-        return ledger  # one database: one pool
+    if ledger is not None and parsed.scheme == "sqlite":
+        from ._sqlite import SqliteLedger
+
+        if isinstance(ledger, SqliteLedger) and _same_file(ledger.path, parsed.location):
+            return ledger  # one file: one object, one set of connections
+    if ledger is not None and parsed.scheme in ("postgresql", "postgres"):
+        from ._postgres import PostgresLedger
+
+        if isinstance(ledger, PostgresLedger) and parsed.text == ledger.source:
+            return ledger  # one database: one pool
     return _factory(QUEUES, parsed)(parsed)
 
 

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
 from ._postgres_schema import SchemaTooNew, advisory_key, migrate
-from ._sqlite import ActionRecord, QuarantineRecord
+from ._records import ActionRecord, QuarantineRecord
 from ._sqlite_queue import DeadLetter, QueuedEvent
-from ._urls import LEDGERS, QUEUES, ParsedUrl
+from ._urls import ParsedUrl
 
 if TYPE_CHECKING:
     import psycopg
@@ -784,8 +784,3 @@ def _password(url: ParsedUrl) -> str | None:
         except UsageError as exc:  # said of this URL, with the variable to set
             raise url.refuse(str(exc), hint=exc.hint) from None
     return None
-
-
-for _scheme in ("postgresql", "postgres"):
-    LEDGERS.add(_scheme, open_postgres)
-    QUEUES.add(_scheme, open_postgres)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ._outcome import DeliveryOutcome, OutboxItem, Outcome
-    from ._sqlite import ActionRecord, QuarantineRecord
+    from ._records import ActionRecord, QuarantineRecord
     from ._sqlite_queue import DeadLetter, QueuedEvent
 
 __all__ = ["EventQueue", "Ledger"]

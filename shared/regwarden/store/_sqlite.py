@@ -8,14 +8,14 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._records import ActionRecord, QuarantineRecord
 from ._sqlite_queue import QueueMixin
-from ._urls import LEDGERS, QUEUES, ParsedUrl
+from ._urls import ParsedUrl
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -75,44 +75,6 @@ def _ts(when: datetime) -> str:
 
 def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
-
-
-@dataclass(frozen=True, slots=True)
-class ActionRecord:
-    key: str
-    at: datetime
-    registry: str
-    repository: str
-    digest: str
-    kind: str
-    status: str
-    """'intent' before the first write, then 'done' or 'failed'."""
-    reason: str
-    state: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineRecord:
-    registry: str
-    repository: str
-    digest: str
-    strategy: str
-    location: str
-    """Where the image is now: the quarantine repository for `move`, else the source."""
-    tags: tuple[str, ...]
-    """Tags the image had before quarantine; release restores exactly these."""
-    reason: str
-    quarantined_at: datetime
-    released_at: datetime | None
-
-
-def select_quarantines(
-    records: list[QuarantineRecord], released: bool | None
-) -> list[QuarantineRecord]:
-    """`Ledger.quarantines` from every record of a store that cannot filter or order them
-    itself: those `released` asks for, in the protocol's order."""
-    kept = [r for r in records if released is None or (r.released_at is not None) == released]
-    return sorted(kept, key=lambda r: (r.quarantined_at, r.registry, r.repository, r.digest))
 
 
 class SqliteLedger(QueueMixin):
@@ -593,7 +555,3 @@ def open_sqlite(url: ParsedUrl) -> SqliteLedger:
         elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in cause:
             cause = "the file is not an SQLite database (corrupt, or not a ledger)"
         raise url.refuse(cause, hint=hint) from None
-
-
-LEDGERS.add("sqlite", open_sqlite)
-QUEUES.add("sqlite", open_sqlite)
