@@ -5,8 +5,9 @@ An endpoint other than Azure's own is named per service in the environment,
 `REGWARDEN_AZURE_ENDPOINT_<SERVICE>` (e.g. `REGWARDEN_AZURE_ENDPOINT_ACR=https://127.0.0.1:8443`
 for a stand-in): https only, or http on loopback, which is then called anonymously so no
 token ever travels in the clear. `REGWARDEN_AZURE_CA_BUNDLE` names a PEM file of extra
-certificate authorities the https endpoints are verified against (a stand-in's test CA;
-a TLS-inspecting proxy); unset: the system's.
+certificate authorities the https endpoints are verified against instead of the system's
+(a stand-in's test CA; a TLS-inspecting proxy): by the SDK clients and by ACR's token
+service and `/v2/` alike; unset: the system's.
 
 azure-identity and the Azure SDKs are imported on first use, never with this module.
 """

@@ -205,8 +205,9 @@ def test_plan_lock_of_an_index_reads_each_manifest_once(
 def test_the_token_service_trust_store_is_loaded_once(
     ar: AcrRegistry, acr: FakeAcr, repo: str, single: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The exchange and each scope's token go to the token service over one SSL context
-    (loading a trust store costs 10-40 ms a time, paid on the gate's first event)."""
+    """The exchange, each scope's token and `/v2/` go over one SSL context (loading a
+    trust store costs 10-40 ms a time, paid on the gate's first event), which trusts the
+    CA bundle as the SDK's `connection_verify` does: not the system's store besides."""
     import ssl
 
     made: list[object] = []
@@ -220,6 +221,7 @@ def test_the_token_service_trust_store_is_loaded_once(
     exchanges = len(acr.exchanges)
     ar.manifest_attributes(repo, single)  # the exchange, then the read scope's token
     ar.set_manifest_attributes(repo, single, write=False)  # the write scope's token
+    assert ar.data_plane().get_manifest(repo, single).digest == single  # /v2/
     assert len(acr.exchanges) - exchanges == 1
     assert token_requests(acr, f"repository:{repo}:metadata_write") == 1
-    assert len(made) == 1
+    assert made == [{"cafile": acr.ca_file}]

@@ -22,6 +22,8 @@ from ..errors import AuthError
 from ._base import THROTTLE_STATUS
 
 if TYPE_CHECKING:
+    import ssl
+
     from ..oci import Credentials, RegistryClient
     from . import ProviderOptions
 
@@ -168,15 +170,17 @@ def pinned_client(
     watchers: ThrottleWatchers,
     *,
     ca_file: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     secret: bytes | None = None,
     what: str = "credential",
 ) -> RegistryClient:
     """The OCI client of a cloud registry's `/v2/`: credentials only to `allowed`, and
-    every throttled retry told to `watchers`."""
+    every throttled retry told to `watchers`. `ssl_context`: the provider's own (its token
+    service's), shared rather than a trust store loaded again from `ca_file`."""
     from ..oci import DeadlineTransport, RegistryClient
 
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    inner = DeadlineTransport(limits=limits, ca_file=ca_file)
+    inner = DeadlineTransport(limits=limits, ca_file=ca_file, ssl_context=ssl_context)
     transport = PinnedTransport(inner, allowed, secret=secret, what=what)
     client = RegistryClient(
         data_plane_host,

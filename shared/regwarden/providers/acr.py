@@ -103,12 +103,13 @@ class AcrRegistry:
     """`Registry` for one Azure Container Registry (`NAME.azurecr.io`).
 
     Control plane: `ContainerRegistryClient` at `https://HOST` (`REGWARDEN_AZURE_ENDPOINT_ACR`
-    in `env` points it at a stand-in; `REGWARDEN_AZURE_CA_BUNDLE` adds the CA its TLS is
-    verified against), called without the library's retries: a 429/503 answer calls the
-    `watch_throttling` callbacks and is retried here (`THROTTLE_ATTEMPTS`, honouring
-    `Retry-After`). Data plane: `regwarden.oci.RegistryClient` at `data_plane_host` (else
-    the endpoint's host) with the ACR refresh token as its identity token; anonymous when
-    the endpoint is plain http on loopback.
+    in `env` points it at a stand-in; `REGWARDEN_AZURE_CA_BUNDLE` names the CA its TLS, the
+    token service's and the data plane's are verified against), called without the
+    library's retries: a 429/503 answer calls the `watch_throttling` callbacks and is
+    retried here (`THROTTLE_ATTEMPTS`, honouring `Retry-After`). Data plane:
+    `regwarden.oci.RegistryClient` at `data_plane_host` (else the endpoint's host) with the
+    ACR refresh token as its identity token; anonymous when the endpoint is plain http on
+    loopback.
     """
 
     kind = "acr"
@@ -315,9 +316,12 @@ class AcrRegistry:
         return token if isinstance(token, str) and token else None
 
     def _verify(self) -> Any:
-        """The token service's SSL context: the one httpx makes for `verify=True`, plus the
-        CA bundle when one is set. Made once: loading the trust store costs 10-40 ms, which
-        each one-shot `httpx.post` paid again (an exchange and a token per scope)."""
+        """The SSL context of the token service and of `/v2/` (the data plane's client):
+        the CA bundle's authorities when one is set (`REGWARDEN_AZURE_CA_BUNDLE`: what the
+        Azure SDK clients verify against too, as their `connection_verify`), else the one
+        httpx makes for `verify=True`. Made once: loading a trust store costs 10-40 ms,
+        which each one-shot `httpx.post` (an exchange and a token per scope) and the data
+        plane paid again."""
         if self._tls is None:
             if self.ca_file is None:
                 import httpx
@@ -326,8 +330,7 @@ class AcrRegistry:
             else:
                 import ssl
 
-                context = ssl.create_default_context()
-                context.load_verify_locations(cafile=self.ca_file)
+                context = ssl.create_default_context(cafile=self.ca_file)
             self._tls = context  # a race makes it twice, harmlessly: contexts are shareable
         return self._tls
 
@@ -354,7 +357,7 @@ class AcrRegistry:
             self.options,
             allowed,
             self._watchers,
-            ca_file=self.ca_file,
+            ssl_context=self._verify(),  # the token service's: one trust store loaded
             secret=b"refresh_token",  # a token request elsewhere is refused, not stripped
             what="ACR refresh token",
         )
