@@ -39,6 +39,7 @@ timer finishes intents). A queue message is final when its dequeue count reaches
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -172,7 +173,23 @@ def _policy_router(policy: Policy, secrets: SecretEnv) -> Router:
 
 
 def _build(function: str) -> State:
+    _platform_logs()
     return build_state(function)
+
+
+@functools.cache  # once per process: a rebuilt state adds nothing
+def _platform_logs() -> None:
+    """On a Function App (`WEBSITE_INSTANCE_ID`, as the collector's pause): the client
+    libraries' loggers at WARNING and regwarden's `RedactingFilter` on the worker's
+    handlers (`logsetup.logging_setup`), as the AWS and GCP functions have them. The
+    worker's root logger is at INFO, where azure-core's HTTP logging policy writes every
+    request's and answer's URL and headers (tens of records per event, each redacted
+    again at the handler). Elsewhere (tests, Core Tools) the host's logging is left as it
+    is."""
+    if os.environ.get("WEBSITE_INSTANCE_ID"):
+        from regwarden.logsetup import logging_setup
+
+        logging_setup(debug=False)
 
 
 def build_state(function: str, *, extra_hosts: tuple[str, ...] = ()) -> State:
