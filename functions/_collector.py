@@ -42,10 +42,22 @@ class ColdStartPause:
             gc.freeze()
             gc.enable()
 
-    def cold_start(self, build: Callable[[str], _S], close: Callable[[_S], None]) -> ColdStart[_S]:
-        """`regwarden.warm.ColdStart` that resumes the collector after its first build and
+    def cold_start(
+        self,
+        build: Callable[[str], _S],
+        close: Callable[[_S], None],
+        *,
+        resume_when_built: bool = True,
+    ) -> ColdStart[_S]:
+        """`regwarden.warm.ColdStart` that resumes the collector after its first build
+        (without `resume_when_built`: the adapter calls `resume()` itself, later) and
         unfreezes the frozen cold start when a state is rebuilt. The core is imported
         here, when the adapter first needs its state."""
         from regwarden.warm import ColdStart
 
-        return ColdStart(build, close, first_built=self.resume, rebuilt=gc.unfreeze)
+        first_built = self.resume if resume_when_built else _nothing
+        return ColdStart(build, close, first_built=first_built, rebuilt=gc.unfreeze)
+
+
+def _nothing() -> None:
+    return None

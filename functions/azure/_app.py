@@ -253,7 +253,11 @@ def close_state(st: State) -> None:
     st.ledger.close()
 
 
-_STATES: ColdStart[State] = COLLECTOR.cold_start(_build, close_state)
+# The collector stays paused until the end of the first invocation, not just its state
+# build: the Azure clients (the ACR provider's, Table Storage's, the queue's, Event Grid's)
+# are made, and their libraries imported, on first use, during the first event — as
+# long-lived as the state (see `run`).
+_STATES: ColdStart[State] = COLLECTOR.cold_start(_build, close_state, resume_when_built=False)
 
 
 def state(function: str) -> State:
@@ -283,6 +287,8 @@ def run(function: str, work: Callable[[State], T]) -> T:
             exc_info=not isinstance(exc, RegwardenError),  # a traceback for the unexpected
         )
         raise
+    finally:
+        COLLECTOR.resume()  # after the cold start's first invocation (once; see _STATES)
     log.info("%s handled: %s", function, result)
     return result
 

@@ -1,7 +1,9 @@
 """The AWS and GCP functions pause the garbage collector for a cold start on their
 platform only (Lambda; Cloud Run): from the package import to the first state build (which
 succeeds or fails), then freeze what the cold start made and resume; a rebuilt state
-unfreezes it. Each case runs in a fresh interpreter (the package's import decides)."""
+unfreezes it. The Azure gate functions (on a Function App) resume at the end of the first
+invocation instead: their clients are made during the first event. Each case runs in a
+fresh interpreter (the package's import decides)."""
 
 from __future__ import annotations
 
@@ -79,3 +81,48 @@ def test_off_the_platform_the_collector_is_left_alone(adapter: str) -> None:
         "still frozen False",
         "unfrozen True True",
     ]
+
+
+AZURE_PROBE = """
+import gc
+from functions.azure import COLLECTOR, _app
+
+class Warm:
+    ttl = 0.0
+    def stale(self):
+        return False
+
+def failing(function):
+    raise RuntimeError("policy unreadable")
+
+print("paused", not gc.isenabled())
+_app._STATES = COLLECTOR.cold_start({build}, lambda st: None, resume_when_built=False)
+_app.state("on_push")  if {built} else None
+print("built", not gc.isenabled())
+try:
+    _app.run("on_push", lambda st: "ok")
+except RuntimeError:
+    pass
+print("resumed", gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+@pytest.mark.parametrize(("build", "built"), [("lambda f: Warm()", True), ("failing", False)])
+def test_on_a_function_app_the_collector_waits_for_the_first_invocation_s_end(
+    build: str, built: bool
+) -> None:
+    """Paused from the import through the first state build to the end of the first
+    invocation (handled or failed), then frozen and resumed."""
+    base = {k: v for k, v in os.environ.items() if k != "WEBSITE_INSTANCE_ID"}
+    code = textwrap.dedent(AZURE_PROBE).format(build=build, built=built)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])}
+        | {"WEBSITE_INSTANCE_ID": "0123abcd"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["paused True", "built True", "resumed True True"]
