@@ -46,7 +46,8 @@ from typing import Protocol
 
 from regwarden import warm
 from regwarden.errors import PolicyError, UsageError
-from regwarden.warm import env_choice, env_int, env_prefixes
+from regwarden.retention_scope import RETENTION_MODES, RetentionScope
+from regwarden.warm import env_int
 
 __all__ = [
     "RECHECK_QUEUE",
@@ -62,8 +63,6 @@ __all__ = [
 
 RECHECK_QUEUE = "regwarden-rechecks"
 RETENTION_QUEUE = "regwarden-retention-work"
-RETENTION_MODES = ("plan", "apply")
-"""`plan` plans and reports, deleting nothing (the default); `apply` deletes."""
 RETENTION_INVENTORIES = ("azure", "policy")
 """`azure`: AKS clusters and Container Apps (apps and jobs) of the subscription are in use,
 plus the policy's other sources; `policy`: only those."""
@@ -139,42 +138,22 @@ class Settings:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RetentionSettings:
-    """The retention functions' configuration. An unknown mode is an error, never a
-    guess: only `apply` deletes."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionSettings(RetentionScope):
+    """The retention functions' configuration (`regwarden.retention_scope`): the ACR
+    login server (`NAME.azurecr.io`) the fan-out lists and the worker accepts, and the
+    subscription's AKS clusters and Container Apps as the in-use inventory unless
+    `REGWARDEN_RETENTION_INVENTORY=policy`. The budget stays below the app's
+    functionTimeout."""
 
-    registry: str
-    """The ACR login server the fan-out lists and the worker accepts (`NAME.azurecr.io`)."""
-    mode: str = "plan"
-    prefixes: tuple[str, ...] = ("",)
-    inventory: str = "azure"
-    concurrency: int = 4
-    budget: int = 480
-    """Seconds a worker call may spend (below the app's functionTimeout)."""
-
-    @property
-    def apply(self) -> bool:
-        return self.mode == "apply"
+    inventory: str = RETENTION_INVENTORIES[0]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionSettings:
-        from regwarden.intake import parse_host
-
-        env = os.environ if env is None else env
-        registry = _opt(env, "REGWARDEN_RETENTION_REGISTRY")
-        if registry is None:
-            raise UsageError(
-                "REGWARDEN_RETENTION_REGISTRY is not set; expected the registry's login "
-                "server (NAME.azurecr.io)"
-            )
-        return cls(
-            registry=parse_host(registry, what="REGWARDEN_RETENTION_REGISTRY"),
-            mode=env_choice(env, "RETENTION_MODE", RETENTION_MODES),
-            prefixes=env_prefixes(env, "REGWARDEN_RETENTION_PREFIXES"),
-            inventory=env_choice(env, "REGWARDEN_RETENTION_INVENTORY", RETENTION_INVENTORIES),
-            concurrency=env_int(env, "REGWARDEN_RETENTION_CONCURRENCY", 4, least=1),
-            budget=env_int(env, "REGWARDEN_RETENTION_BUDGET", 480, least=1),
+        return cls.read(
+            os.environ if env is None else env,
+            registry="the registry's login server (NAME.azurecr.io)",
+            inventories=RETENTION_INVENTORIES,
         )
 
 

@@ -44,7 +44,8 @@ from typing import Any
 
 from regwarden import warm
 from regwarden.errors import PolicyError, UsageError
-from regwarden.warm import env_choice, env_int, env_prefixes
+from regwarden.retention_scope import RETENTION_MODES, RetentionScope
+from regwarden.warm import env_int
 
 __all__ = [
     "RETENTION_INVENTORIES",
@@ -59,8 +60,6 @@ __all__ = [
 
 SECRET_MAX_AGE = 300.0
 """Seconds a fetched secret is served from the warm instance's cache."""
-RETENTION_MODES = ("plan", "apply")
-"""`plan` plans and reports, deleting nothing (the default); `apply` deletes."""
 RETENTION_INVENTORIES = ("cloudrun", "policy")
 """`cloudrun`: Cloud Run services and jobs of this project are in use (unless the policy's
 `inventory.cloudrun` says otherwise), plus the policy's other sources; `policy`: only those."""
@@ -150,43 +149,22 @@ class Settings:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RetentionSettings:
-    """The retention functions' configuration. An unknown mode is an error, never a
-    guess: only `apply` deletes."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionSettings(RetentionScope):
+    """The retention functions' configuration (`regwarden.retention_scope`): the Artifact
+    Registry host the fan-out lists and the worker accepts, and this project's Cloud Run
+    services and jobs as the in-use inventory unless `REGWARDEN_RETENTION_INVENTORY=policy`.
+    The budget stays below 600 s, how long a push subscription waits for an answer before
+    it redelivers."""
 
-    registry: str
-    """The Artifact Registry host the fan-out lists and the worker accepts."""
-    mode: str = "plan"
-    prefixes: tuple[str, ...] = ("",)
-    inventory: str = "cloudrun"
-    concurrency: int = 4
-    budget: int = 480
-    """Seconds a worker call may spend; it starts no deletion in its last 30 (a push
-    subscription waits at most 600 s for an answer before it redelivers)."""
-
-    @property
-    def apply(self) -> bool:
-        return self.mode == "apply"
+    inventory: str = RETENTION_INVENTORIES[0]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionSettings:
-        from regwarden.intake import parse_host
-
-        env = os.environ if env is None else env
-        registry = _opt(env, "REGWARDEN_RETENTION_REGISTRY")
-        if registry is None:
-            raise UsageError(
-                "REGWARDEN_RETENTION_REGISTRY is not set; expected the Artifact Registry "
-                "host (LOCATION-docker.pkg.dev)"
-            )
-        return cls(
-            registry=parse_host(registry, what="REGWARDEN_RETENTION_REGISTRY"),
-            mode=env_choice(env, "RETENTION_MODE", RETENTION_MODES),
-            prefixes=env_prefixes(env, "REGWARDEN_RETENTION_PREFIXES"),
-            inventory=env_choice(env, "REGWARDEN_RETENTION_INVENTORY", RETENTION_INVENTORIES),
-            concurrency=env_int(env, "REGWARDEN_RETENTION_CONCURRENCY", 4, least=1),
-            budget=env_int(env, "REGWARDEN_RETENTION_BUDGET", 480, least=1),
+        return cls.read(
+            os.environ if env is None else env,
+            registry="the Artifact Registry host (LOCATION-docker.pkg.dev)",
+            inventories=RETENTION_INVENTORIES,
         )
 
 
