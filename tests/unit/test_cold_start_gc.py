@@ -126,3 +126,28 @@ def test_on_a_function_app_the_collector_waits_for_the_first_invocation_s_end(
         check=True,
     )
     assert done.stdout.splitlines() == ["paused True", "built True", "resumed True True"]
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "__all__"), ("", "")])
+def test_the_azure_functions_skip_pydantic_s_plugin_scan_unless_the_app_sets_it(
+    given: str | None, expected: str
+) -> None:
+    """No plugin is installed in the bundle: the first model's scan of every distribution's
+    entry points is skipped, unless an app setting says otherwise."""
+    base = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    code = (
+        "import os, functions.azure\n"
+        "from pydantic.plugin import _loader\n"
+        "print(repr(os.environ['PYDANTIC_DISABLE_PLUGINS']), list(_loader.get_plugins()) == [])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])}
+        | ({} if given is None else {"PYDANTIC_DISABLE_PLUGINS": given}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split() == [repr(expected), "True"]
