@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .errors import IntakeError
 from .model import ImageEvent
@@ -20,6 +21,10 @@ from .rechecks import (
     schedule_recheck,
 )
 from .store import EventQueue, QueuedEvent
+
+if TYPE_CHECKING:
+    from .access import AccessEvent
+    from .receiver import AccessParser
 
 RECHECK = QUEUE_SOURCE
 MAX_ATTEMPTS = 5
@@ -72,6 +77,20 @@ def receiver_validators(
     """One validator per webhook source; with `keep` (`Pipeline.wants`), dropping what
     the pipeline would ignore; with `allowed_hosts`, refusing events for other hosts."""
     return {s: count_events(s, keep, allowed_hosts) for s in webhook_sources()}
+
+
+def access_parsers() -> dict[str, AccessParser]:
+    """The webhook sources whose bodies carry access events (manifest pulls and pushes),
+    each with its parser `(body, content type) → AccessEvent list`."""
+    from .access import parse_distribution_access, parse_harbor_access
+
+    def distribution(body: bytes, content_type: str | None) -> list[AccessEvent]:
+        return parse_distribution_access(body, content_type=content_type)
+
+    def harbor(body: bytes, content_type: str | None) -> list[AccessEvent]:
+        return parse_harbor_access(body, content_type=content_type)
+
+    return {"distribution": distribution, "harbor": harbor}
 
 
 def detect_source(body: bytes) -> str:
