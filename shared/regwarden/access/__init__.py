@@ -11,9 +11,14 @@ Parsers (pure, one per source; each returns `list[AccessEvent]` and raises
 - `parse_acr_diagnostics_access`: ACR `ContainerRegistryRepositoryEvents` through Event
   Hubs (prepared: no trigger)
 
+Evaluation (pure): `AccessRules.of(policy_section)` compiles a repository's `access`
+section; `evaluate(event, rules, state, now)` → `AccessFinding`s; `access_alert` /
+`summary_alert` build the alerts (kind `access`, routed like verdicts with `action: access`).
+
 Samples of every source and shape: events/access/.
 """
 
+from ._evaluate import AccessRules, access_alert, evaluate, principal_glob, summary_alert
 from ._model import SOURCES, AccessAction, AccessEvent, AccessFinding, DigestState, FindingKind
 from ._parse_acr import parse_acr_diagnostics_access
 from ._parse_cloudtrail import parse_cloudtrail_access, parse_cloudtrail_access_body
@@ -26,12 +31,17 @@ __all__ = [
     "AccessAction",
     "AccessEvent",
     "AccessFinding",
+    "AccessRules",
     "DigestState",
     "FindingKind",
+    "access_alert",
+    "evaluate",
     "parse_acr_diagnostics_access",
     "parse_cloudtrail_access",
     "parse_cloudtrail_access_body",
     "parse_distribution_access",
     "parse_gcp_audit_access",
     "parse_harbor_access",
+    "principal_glob",
+    "summary_alert",
 ]
