@@ -11,6 +11,10 @@ Times: stored as Edm.DateTime (the SDK's mapping of an aware datetime), which fi
 in time order; read back as plain aware datetimes in UTC. Naive times are refused before
 anything is written, as by every ledger.
 
+Counts: a Python int is sent as Edm.Int32 (the SDK refuses one past 2**31); a count that
+only grows (pulls of an image) is sent as Edm.Int64 (`int64`), which reads back as an
+`EntityProperty`: `plain_int` reads either.
+
 Texts: a string property holds at most 64 KiB (32 K UTF-16 code units); an entity at most
 1 MiB. JSON that may be longer (an action's state holds a manifest, an alert its findings)
 is split over `NAME`, `NAME_1`, … in chunks of `CHUNK` characters.
@@ -23,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["CHUNK", "get_text", "part", "plain_time", "put_text", "utc"]
+__all__ = ["CHUNK", "get_text", "int64", "part", "plain_int", "plain_time", "put_text", "utc"]
 
 _SAFE = "-._~!$&()*+,;=:@"
 CHUNK = 30_000
@@ -69,3 +73,16 @@ def get_text(entity: Mapping[str, Any], name: str) -> str:
         out.append(str(entity[f"{name}_{n}"]))
         n += 1
     return "".join(out)
+
+
+def int64(value: int) -> Any:
+    """`value` as an Edm.Int64 property (an `EntityProperty`)."""
+    from azure.data.tables import EdmType, EntityProperty
+
+    return EntityProperty(value, EdmType.INT64)
+
+
+def plain_int(value: Any) -> int:
+    """An integer property as read (Int32: an int; Int64: an `EntityProperty`) or as
+    written by `int64`."""
+    return int(getattr(value, "value", value))
