@@ -105,6 +105,7 @@ __all__ = [
     "EXPIRING",
     "KINDS",
     "MAX_WRITES",
+    "PULL_ROUNDS",
     "ROUNDS",
     "TALLIES_PER_COMMIT",
     "TTL_FIELD",
@@ -138,6 +139,9 @@ MAX_WRITES = 500
 """Writes in one commit, Firestore's limit."""
 ROUNDS = 10
 """Read-decide-commit rounds of one write before contention is an error."""
+PULL_ROUNDS = 2 * ROUNDS
+"""Rounds of one `record_pulls` commit: processes flushing pulls of one hot image contend on
+its document, and a flush is background work that had better wait its turn than fail."""
 TALLIES_PER_COMMIT = MAX_WRITES // 2
 """Pull tallies in one commit: each writes its tally and, at most, its image."""
 _FIRST_PAUSE = 0.01
@@ -175,11 +179,11 @@ class _Conflict(Exception):
     """A commit's precondition failed or it was aborted: another writer went first."""
 
 
-def _rounds() -> Iterator[int]:
-    """`ROUNDS` round numbers, with a random pause before each round after the first (up
+def _rounds(count: int = ROUNDS) -> Iterator[int]:
+    """`count` round numbers, with a random pause before each round after the first (up
     to 10 ms, 20 ms, … 0.5 s): writers that collided on one document spread out instead of
     colliding again in step (full jitter, as Google's client libraries back off)."""
-    for n in range(ROUNDS):
+    for n in range(count):
         if n:
             pause = min(_MAX_PAUSE, _FIRST_PAUSE * 2 ** (n - 1))
             time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
@@ -397,9 +401,9 @@ class FirestoreLedger(TagRowQueries):
             return
         raise self._contended(what)
 
-    def _contended(self, what: str) -> RegistryError:
+    def _contended(self, what: str, count: int = ROUNDS) -> RegistryError:
         return RegistryError(
-            f"Firestore {self.root}: {what} did not go through in {ROUNDS} rounds "
+            f"Firestore {self.root}: {what} did not go through in {count} rounds "
             "(other writers changed its documents each time)"
         )
 
@@ -960,7 +964,7 @@ class FirestoreLedger(TagRowQueries):
         names = {image: self.name("images", *image) for image in latest}
         tallies = [self._tally_write(key, last, count) for key, (last, count) in chunk]
         nonce = uuid.uuid4().hex
-        for _ in _rounds():
+        for _ in _rounds(PULL_ROUNDS):
             if len(names) == 1:
                 (only,) = names.values()
                 found = {only: self._get(only)}
@@ -987,7 +991,7 @@ class FirestoreLedger(TagRowQueries):
             except _Conflict:
                 continue
             return
-        raise self._contended("record_pulls")
+        raise self._contended("record_pulls", PULL_ROUNDS)
 
     def _tally_write(self, key: tuple[str, str, str, str], last: datetime, count: int) -> Any:
         """A tally document's write: its identity fields (an update mask: nothing else is
