@@ -15,11 +15,15 @@ Evaluation (pure): `AccessRules.of(policy_section)` compiles a repository's `acc
 section; `evaluate(event, rules, state, now)` → `AccessFinding`s; `access_alert` /
 `summary_alert` build the alerts (kind `access`, routed like verdicts with `action: access`).
 
+The shell: `AccessMonitor` (`from_policy(policy, ledger, router, actor=...)`, then
+`handle(events, now=)`, `sweep(now=)`, `flush(now=, force=)`): see `_monitor`'s docstring.
+
 Samples of every source and shape: events/access/.
 """
 
 from ._evaluate import AccessRules, access_alert, evaluate, principal_glob, summary_alert
 from ._model import SOURCES, AccessAction, AccessEvent, AccessFinding, DigestState, FindingKind
+from ._monitor import AccessMonitor, AccessResult, ChannelRouter, window_key
 from ._parse_acr import parse_acr_diagnostics_access
 from ._parse_cloudtrail import parse_cloudtrail_access, parse_cloudtrail_access_body
 from ._parse_distribution import parse_distribution_access
@@ -31,7 +35,10 @@ __all__ = [
     "AccessAction",
     "AccessEvent",
     "AccessFinding",
+    "AccessMonitor",
+    "AccessResult",
     "AccessRules",
+    "ChannelRouter",
     "DigestState",
     "FindingKind",
     "access_alert",
@@ -44,4 +51,5 @@ __all__ = [
     "parse_harbor_access",
     "principal_glob",
     "summary_alert",
+    "window_key",
 ]

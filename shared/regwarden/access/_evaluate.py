@@ -103,14 +103,12 @@ def evaluate(
     monitor's count for the principal, this pull included). `now` is when it is judged."""
     del now  # the findings depend on the event and the state alone
     findings: list[AccessFinding] = []
-    who = event.principal or "an anonymous client"
-    where = f" from {event.source_ip}" if event.source_ip else ""
-    image = f"{event.repository}@{short_digest(event.digest) if event.digest else event.tag}"
     if event.action == "pull":
         if rules.blocked_pull:
             blocked = _blocked(state)
             if blocked is not None:
                 severity = Severity.HIGH if state.verdict == "PENDING" else Severity.CRITICAL
+                who, where, image = _words(event)
                 findings.append(
                     AccessFinding(
                         kind="blocked-pull",
@@ -121,6 +119,7 @@ def evaluate(
         if rules.unexpected_puller:
             why = _unexpected(rules, event)
             if why is not None:
+                who, where, image = _words(event)
                 findings.append(
                     AccessFinding(
                         kind="unexpected-puller",
@@ -134,14 +133,15 @@ def evaluate(
                     kind="pull-rate",
                     severity=Severity.MEDIUM,
                     reason=(
-                        f"{who} pulled {pulls_last_minute} times in a minute, over the "
-                        f"policy's pullRate of {rules.pull_rate}"
+                        f"{_words(event)[0]} pulled {pulls_last_minute} times in a minute, "
+                        f"over the policy's pullRate of {rules.pull_rate}"
                     ),
                 )
             )
     elif rules.unexpected_pusher:
         why = _unexpected(rules, event)
         if why is not None:
+            who, where, image = _words(event)
             findings.append(
                 AccessFinding(
                     kind="unexpected-pusher",
@@ -150,6 +150,15 @@ def evaluate(
                 )
             )
     return findings
+
+
+def _words(event: AccessEvent) -> tuple[str, str, str]:
+    """(who, " from <address>" or "", "repository@<short digest or tag>") for reasons:
+    built only for a finding, never per event."""
+    who = event.principal or "an anonymous client"
+    where = f" from {event.source_ip}" if event.source_ip else ""
+    ref = short_digest(event.digest) if event.digest else event.tag
+    return who, where, f"{event.repository}@{ref}"
 
 
 def _blocked(state: DigestState) -> str | None:

@@ -19,7 +19,7 @@ from ..intake import (
     tag_at,
 )
 from ..jsondoc import Node, load_json
-from ._common import address_host
+from ._common import address_host, fast_digest, fast_host, fast_repository, fast_tag, fast_time
 from ._model import AccessAction, AccessEvent
 
 __all__ = ["parse_distribution_access"]
@@ -53,10 +53,73 @@ def parse_distribution_access(
         )
     out: list[AccessEvent] = []
     for node in root.field("events").opt_array():
-        event = _event(node, registry)
-        if event is not None:
+        fast = _fast(node.value, registry) if isinstance(node.value, dict) else _SLOW
+        event = _event(node, registry) if fast is _SLOW else fast
+        if isinstance(event, AccessEvent):
             out.append(event)
     return out
+
+
+class _Slow:
+    """`_fast`'s answer for an event it does not vouch for: read it with the checked path."""
+
+
+_SLOW = _Slow()
+
+
+def _fast(ev: dict[str, object], registry: str | None) -> AccessEvent | _Slow | None:
+    """A well-formed event read with plain checks (None: not an access); `_SLOW` for
+    anything else, which `_event` then reads and reports with its path."""
+    action = ev.get("action")
+    if action != "pull" and action != "push":
+        return None if action in ("mount", "delete") else _SLOW
+    target = ev.get("target")
+    if not isinstance(target, dict):
+        return _SLOW
+    media_type, url, tag = target.get("mediaType"), target.get("url"), target.get("tag")
+    if (tag is not None and tag != "" and fast_tag(tag) is None) or not isinstance(url, str | None):
+        return _SLOW
+    manifest = (
+        media_type in MANIFEST_TYPES or (isinstance(url, str) and "/manifests/" in url) or tag
+    )
+    if not manifest:
+        return None if media_type is None or isinstance(media_type, str) else _SLOW
+    request, actor = ev.get("request"), ev.get("actor")
+    event_id, repository, digest = ev.get("id"), target.get("repository"), target.get("digest")
+    if not (
+        isinstance(request, dict)
+        and isinstance(actor, dict | None)
+        and isinstance(event_id, str)
+        and event_id.strip()
+        and isinstance(repository, str)
+        and fast_repository(repository)
+        and isinstance(digest, str)
+        and fast_digest(digest)
+    ):
+        return _SLOW
+    host = registry if registry is not None else request.get("host")
+    when = fast_time(ev.get("timestamp"))
+    if not isinstance(host, str) or fast_host(host) is None or when is None:
+        return _SLOW
+    addr, agent = request.get("addr"), request.get("useragent")
+    name = actor.get("name") if actor is not None else None
+    if not all(isinstance(v, str | None) for v in (addr, agent, name)):
+        return _SLOW
+    principal = name.strip() and name if isinstance(name, str) else None
+    return AccessEvent(
+        source=SOURCE,
+        event_id=event_id,
+        action="pull" if action == "pull" else "push",
+        registry=host,
+        repository=repository,
+        digest=digest,
+        tag=tag or None,
+        principal=principal or None,
+        principal_type="user" if principal else None,
+        source_ip=address_host(addr),
+        user_agent=agent if agent and agent.strip() else None,
+        time=when,
+    )
 
 
 def _event(node: Node, registry: str | None) -> AccessEvent | None:

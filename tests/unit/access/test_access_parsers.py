@@ -388,3 +388,39 @@ def test_acr_bad_input_names_its_path() -> None:
         parse_acr_diagnostics_access(dumps(doc))
     with pytest.raises(IntakeError, match=r"at records: got nothing"):
         parse_acr_diagnostics_access(b"{}")
+
+
+# -- the distribution parser's fast path agrees with the checked one -------------------------
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda e: None,
+        lambda e: e.__setitem__("actor", {}),
+        lambda e: e.__setitem__("actor", {"name": "  "}),
+        lambda e: e["request"].pop("useragent"),
+        lambda e: e["request"].__setitem__("addr", "[2001:db8::1]:443"),
+        lambda e: e["request"].__setitem__("addr", ""),
+        lambda e: e["target"].pop("tag", None),
+        lambda e: e["target"].__setitem__("tag", ""),
+        lambda e: e["target"].pop("mediaType"),
+        lambda e: e.__setitem__("timestamp", 1772439304),
+        lambda e: e.__setitem__("action", "push"),
+        lambda e: e.__setitem__("action", "mount"),
+    ],
+)
+def test_distribution_fast_path_matches_the_checked_path(
+    mutate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from regwarden.access import _parse_distribution as module
+
+    doc = load("distribution-pull.json")
+    for event in doc["events"]:
+        mutate(event)
+    fast = parse_distribution_access(dumps(doc), content_type=DIST, registry=None)
+    monkeypatch.setattr(module, "_fast", lambda ev, registry: module._SLOW)
+    slow = parse_distribution_access(dumps(doc), content_type=DIST, registry=None)
+    assert fast == slow
+    overridden = parse_distribution_access(dumps(doc), content_type=DIST, registry="r.local")
+    assert all(e.registry == "r.local" for e in overridden)
