@@ -470,6 +470,19 @@ def test_a_pull_batch_the_client_sent_twice_counts_once(
     ]
 
 
+def test_a_principal_of_any_length_and_characters_is_a_tally_of_its_own(
+    ledger: AzureTableLedger,
+) -> None:
+    long = "arn:aws:iam::1:role/" + "x/" * 1000  # its encoding alone is past 1 KiB
+    odd = "user#1?/\\'|%"
+    ledger.record_pulls([tally(long, T0), tally(long + "y", T0, 2), tally(odd, T0, 3)])
+    ledger.record_pulls([tally(long, T0)])
+    assert ledger.pull_tallies("r", "app") == sorted(
+        [tally(long, T0, 2), tally(long + "y", T0, 2), tally(odd, T0, 3)],
+        key=lambda t: t.principal,
+    )
+
+
 def test_counts_past_two_to_the_31_are_kept(ledger: AzureTableLedger) -> None:
     big = 2**31 + 5
     ledger.record_pulls([tally("ci", T0, big)])

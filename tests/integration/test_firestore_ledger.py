@@ -542,3 +542,16 @@ def test_windows_due_at_one_moment_are_cut_by_key_not_by_document_id(
     assert [w.key for w in ledger.access_windows_due(now=due, limit=2)] == ["Z-1", "__k__"]
     assert ledger.access_windows_due(now=due, limit=0) == []
     assert ledger.access_window("__k__") == window("__k__", T0)
+
+
+def test_a_principal_of_any_length_and_characters_is_a_tally_of_its_own(
+    ledger: FirestoreLedger,
+) -> None:
+    long = "arn:aws:iam::1:role/" + "x/" * 1000  # its id alone is past Firestore's 1,500 bytes
+    odd = "user#1?/\\'|%__"
+    ledger.record_pulls([tally(long, T0), tally(long + "y", T0, 2), tally(odd, T0, 3)])
+    ledger.record_pulls([tally(long, T0)])
+    assert ledger.pull_tallies("r", "app") == sorted(
+        [tally(long, T0, 2), tally(long + "y", T0, 2), tally(odd, T0, 3)],
+        key=lambda t: t.principal,
+    )

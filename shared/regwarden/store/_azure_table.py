@@ -98,7 +98,16 @@ from ._azure_table_client import (
     rounds,
     table_names,
 )
-from ._azure_table_rows import get_text, int64, part, plain_int, plain_time, put_text, utc
+from ._azure_table_rows import (
+    get_text,
+    int64,
+    part,
+    plain_int,
+    plain_time,
+    put_text,
+    short_part,
+    utc,
+)
 from ._dynamo import FailureNote
 from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
 from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
@@ -768,7 +777,7 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
         for (digest, _), (last, _) in chunk:
             latest[digest] = max(latest.get(digest, last), last)
         images = {digest: f"i|{part(digest)}" for digest in latest}
-        tallies = {key: f"p|{part(key[0])}|{part(key[1])}" for key, _ in chunk}
+        tallies = {key: f"p|{part(key[0])}|{short_part(key[1])}" for key, _ in chunk}
         nonce = uuid.uuid4().hex
         for _ in rounds(PULL_ROUNDS):
             found = self._rows("images", pk, [*images.values(), *tallies.values()])

@@ -22,14 +22,28 @@ is split over `NAME`, `NAME_1`, … in chunks of `CHUNK` characters.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["CHUNK", "get_text", "int64", "part", "plain_int", "plain_time", "put_text", "utc"]
+__all__ = [
+    "CHUNK",
+    "MAX_PART",
+    "get_text",
+    "int64",
+    "part",
+    "plain_int",
+    "plain_time",
+    "put_text",
+    "short_part",
+    "utc",
+]
 
 _SAFE = "-._~!$&()*+,;=:@"
+MAX_PART = 400
+"""Characters of a `short_part` kept as they are."""
 CHUNK = 30_000
 """Characters of one string property (below the 32 K UTF-16 units Table Storage takes,
 allowing for characters outside the BMP, which count twice)."""
@@ -38,6 +52,17 @@ allowing for characters outside the BMP, which count twice)."""
 def part(text: str) -> str:
     """One part of a key, encoded (see the module docstring)."""
     return quote(text, safe=_SAFE)
+
+
+def short_part(text: str) -> str:
+    """`part(text)`, or for one longer than `MAX_PART` characters `%%` and the SHA-256 of
+    that encoding (which never holds `%%`: one key per text still), so a key of a few such
+    parts stays within the 1 KiB a PartitionKey or RowKey may hold. For parts from the
+    outside of unbounded length (a principal's name); the entity keeps the text itself."""
+    encoded = part(text)
+    if len(encoded) <= MAX_PART:
+        return encoded
+    return "%%" + hashlib.sha256(encoded.encode()).hexdigest()
 
 
 def utc(when: datetime) -> datetime:
