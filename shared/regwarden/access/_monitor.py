@@ -29,8 +29,9 @@ Per event (`handle`):
    commits the alert at once; later ones until the window closes are counted in memory and
    added with `count_access` at the next flush. `sweep` closes due windows: a summary when
    accesses were counted after the first (`count` of them), then the window is dropped.
-   The window opens before its alert is committed: a crash between the two loses that one
-   alert (the window still summarises); the other order would alert twice.
+   The window opens before its alert is committed (the other order would alert twice when
+   two processes race); closing the window commits the opening alert again, which its
+   outbox key makes a no-op unless a crash between the two lost it: then it is sent late.
 7. Pull tallies `(registry, repository, digest, principal) → (last, count)` in memory,
    written by `flush` at most once per digest per `flush_every` (1 minute) unless forced;
    `start_pull_tracking` the first time this process sees a repository's pulls.
@@ -390,12 +391,18 @@ class AccessMonitor:
             if known.last_seen is not None and (last_seen is None or known.last_seen > last_seen):
                 last_seen = known.last_seen
         keys: list[str] = []
-        if count > 0 and window.alert:
+        if window.alert:
             opening = Alert.model_validate_json(window.alert)
-            summary = summary_alert(
-                opening, count=count, closed_at=window.closes_at, last_seen=last_seen
-            )
-            keys = self._commit(summary, window.registry, window.repository, window.digest, now)
+            where = (window.registry, window.repository, window.digest)
+            # The opening alert once more: its outbox key is the window's, so one committed
+            # before is not added again, and one lost to a crash between opening the window
+            # and committing its alert is sent now — late, but never lost and never twice.
+            keys = self._commit(opening, *where, now)
+            if count > 0:
+                summary = summary_alert(
+                    opening, count=count, closed_at=window.closes_at, last_seen=last_seen
+                )
+                keys += self._commit(summary, *where, now)
         self._ledger.drop_access_window(window.key, opened_at=window.opened_at)
         return keys
 

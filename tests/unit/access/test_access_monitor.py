@@ -388,3 +388,44 @@ def test_state_is_cached_for_a_few_seconds(ledger: SpyLedger, monitor: AccessMon
     ledger.record_verdict(REG, "payments/api", D1, "FAILED", now=T0)
     assert monitor.handle([pull(2)], now=T0 + timedelta(seconds=1)).alerts == []  # cached
     assert len(monitor.handle([pull(3)], now=T0 + timedelta(seconds=6)).alerts) == 1
+
+
+class CrashOnCommit(SqliteLedger):
+    """The process dies after the window opened, before the first alert was committed."""
+
+    def commit_outcome(self, *args: object, **kwargs: object) -> list[str] | None:
+        raise SystemExit("killed")
+
+
+def test_an_opening_alert_lost_to_a_crash_is_sent_when_the_window_closes(
+    tmp_path: Path,
+) -> None:
+    p = policy()
+    path = tmp_path / "ledger.db"
+    SqliteLedger(path).record_verdict(REG, "payments/api", D1, "FAILED", now=T0)
+    dying = AccessMonitor.from_policy(p, CrashOnCommit(path), router(p))
+    with pytest.raises(SystemExit):
+        dying.handle([pull()], now=T0)
+    ledger = SqliteLedger(path)  # the restarted process
+    assert outbox(ledger, T0) == []  # the first alert was lost with the process
+    restarted = AccessMonitor.from_policy(p, ledger, router(p))
+    assert restarted.handle([pull(1)], now=T0 + timedelta(seconds=5)).alerts == []  # counted
+    restarted.flush(now=T0 + timedelta(seconds=6), force=True)
+    keys = restarted.sweep(now=T0 + timedelta(minutes=2))
+    alerts = outbox(ledger, T0 + timedelta(minutes=3))
+    assert len(keys) == 2
+    assert sorted((a.access.summary, a.access.count) for a in alerts if a.access) == [
+        (False, 1),
+        (True, 1),
+    ]
+    assert restarted.sweep(now=T0 + timedelta(minutes=4)) == []  # closed once
+
+
+def test_closing_does_not_repeat_an_opening_alert_already_sent(
+    ledger: SpyLedger, monitor: AccessMonitor
+) -> None:
+    ledger.record_verdict(REG, "payments/api", D1, "FAILED", now=T0)
+    (key,) = monitor.handle([pull()], now=T0).alerts
+    ledger.outbox_sent(key, now=T0 + timedelta(seconds=1))
+    assert monitor.sweep(now=T0 + timedelta(minutes=2)) == []
+    assert outbox(ledger, T0 + timedelta(minutes=3)) == []
