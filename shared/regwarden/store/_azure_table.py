@@ -94,13 +94,13 @@ from ._azure_table_client import (
     Missing,
     TableLedgerBase,
     etag_of,
+    int64,
     live,
     rounds,
     table_names,
 )
 from ._azure_table_rows import (
     get_text,
-    int64,
     part,
     plain_int,
     plain_time,

@@ -32,6 +32,7 @@ __all__ = [
     "Missing",
     "TableLedgerBase",
     "etag_of",
+    "int64",
     "live",
     "rounds",
     "table_names",
@@ -92,6 +93,14 @@ def rounds(count: int = ROUNDS) -> Iterator[int]:
             pause = min(_MAX_PAUSE, _FIRST_PAUSE * 2 ** (n - 1))
             time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
         yield n
+
+
+def int64(value: int) -> Any:
+    """`value` as an Edm.Int64 property (an `EntityProperty`; a plain int is sent as Int32,
+    which the SDK refuses past 2**31)."""
+    from azure.data.tables import EdmType, EntityProperty
+
+    return EntityProperty(value, EdmType.INT64)
 
 
 def live(entity: Mapping[str, Any] | None, now: datetime) -> bool:

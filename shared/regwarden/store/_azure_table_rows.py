@@ -12,8 +12,8 @@ in time order; read back as plain aware datetimes in UTC. Naive times are refuse
 anything is written, as by every ledger.
 
 Counts: a Python int is sent as Edm.Int32 (the SDK refuses one past 2**31); a count that
-only grows (pulls of an image) is sent as Edm.Int64 (`int64`), which reads back as an
-`EntityProperty`: `plain_int` reads either.
+only grows (pulls of an image) is sent as Edm.Int64 (`_azure_table_client.int64`: the SDK is
+imported there only), which reads back as an `EntityProperty`: `plain_int` reads either.
 
 Texts: a string property holds at most 64 KiB (32 K UTF-16 code units); an entity at most
 1 MiB. JSON that may be longer (an action's state holds a manifest, an alert its findings)
@@ -32,7 +32,6 @@ __all__ = [
     "CHUNK",
     "MAX_PART",
     "get_text",
-    "int64",
     "part",
     "plain_int",
     "plain_time",
@@ -100,14 +99,7 @@ def get_text(entity: Mapping[str, Any], name: str) -> str:
     return "".join(out)
 
 
-def int64(value: int) -> Any:
-    """`value` as an Edm.Int64 property (an `EntityProperty`)."""
-    from azure.data.tables import EdmType, EntityProperty
-
-    return EntityProperty(value, EdmType.INT64)
-
-
 def plain_int(value: Any) -> int:
     """An integer property as read (Int32: an int; Int64: an `EntityProperty`) or as
-    written by `int64`."""
+    written by `_azure_table_client.int64`."""
     return int(getattr(value, "value", value))
