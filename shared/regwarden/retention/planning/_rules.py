@@ -290,7 +290,10 @@ class KeepPulledWithin:
             return
         now = view.now
         since = now - self._seconds
-        tracking = view.pull_tracking
+        began = view.pull_tracking.times_since
+        # every image's pulls are on record when tracking began by the window's start
+        # (always, for complete data): the loop then has one test per image
+        partial = began is None or began > since
         unknown = 0
         for r in view.images:
             pulled = r.last_pulled
@@ -299,7 +302,7 @@ class KeepPulledWithin:
                     r.digest,
                     f"kept: pulled within {label} (pulled {human_seconds(now - pulled)} ago)",
                 )
-            elif not tracking.times_cover(since, r.pushed):
+            elif partial and not view.pull_tracking.times_cover(since, r.pushed):
                 unknown += 1
                 yield r.digest, self._unknown(view, label)
         if unknown:
@@ -344,11 +347,12 @@ class KeepPullCount:
             return
         least = self.min_pulls
         tracking = view.pull_tracking
+        partial = tracking.since != NEG_INF
         unknown = 0
         for r in view.images:
             if r.pulls is not None and r.pulls >= least:
                 yield r.digest, f"kept: pulled {r.pulls} times (at least {least})"
-            elif tracking.since != NEG_INF and not tracking.counts_cover(r.pushed):
+            elif partial and not tracking.counts_cover(r.pushed):
                 # pulls before tracking began are not counted: fewer is no evidence
                 unknown += 1
                 counted = r.pulls or 0
