@@ -647,6 +647,38 @@ def test_processes_racing_to_open_one_window_open_it_once(ledger: AuditedLedger)
     assert results == [True, False]
 
 
+def test_counts_and_tracking_starts_side_by_side_all_land(ledger: AuditedLedger) -> None:
+    assert ledger.open_access_window(window("k", T0))
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+    answers: list[tuple[datetime, datetime]] = []
+
+    def work(n: int) -> None:
+        start.wait()
+        try:
+            mine = T0 + timedelta(hours=n)
+            answers.append((mine, ledger.start_pull_tracking("r", "app", now=mine)))
+            for i in range(10):
+                seen = T0 + timedelta(seconds=10 * i + n)
+                assert ledger.count_access("k", opened_at=T0, add=n + 1, last_seen=seen)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    counted = ledger.access_window("k")
+    assert counted is not None
+    assert (counted.count, counted.last_seen) == (100, T0 + timedelta(seconds=93))
+    # each start answered the earliest stored when it ran (its own or before); the
+    # earliest of all is what stays
+    assert ledger.pull_tracking_since("r", "app") == T0
+    assert len(answers) == 4 and all(T0 <= stored <= mine for mine, stored in answers)
+
+
 def test_access_records_refuse_what_a_store_cannot_keep(ledger: AuditedLedger) -> None:
     naive = datetime(2026, 11, 27, 12, 0)
     with pytest.raises(ValueError, match="timezone-aware"):
