@@ -321,3 +321,18 @@ def test_stop_drains_the_queue_flushes_everything_and_refuses_more() -> None:
     assert monitor.flushes[-1] is True  # and every tally written
     assert monitor.sweeps == 2
     assert intake.writes == 3
+
+
+def test_a_burst_is_handed_to_the_monitor_in_one_call() -> None:
+    monitor = Recorder()
+    intake = _intake(monitor, linger=0.5, sweep_every=3600.0)
+    parse = access_parsers()["distribution"]
+    intake.start()
+    try:
+        _wait(lambda: monitor.sweeps == 1, "the sweep at start")
+        for n in range(30, 33):  # the first wakes the thread, which waits for the rest
+            assert intake.offer(parse(_body(_event("pull", n)), None))
+        _wait(lambda: intake.idle() and monitor.events, "the burst handled")
+    finally:
+        intake.stop()
+    assert [len(b) for b in monitor.batches] == [3]

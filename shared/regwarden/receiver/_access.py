@@ -36,6 +36,8 @@ log = logging.getLogger("regwarden.receiver")
 CAPACITY = 10_000
 #: Events handed to the monitor in one call.
 BATCH = 500
+#: Seconds the thread waits, once it has events, for more to join the batch (alert latency).
+LINGER = 0.02
 #: Seconds between the monitor's flushes of coalesced pull tallies (it writes only what is due).
 FLUSH_EVERY = 1.0
 #: Seconds between sweeps of the alert windows that have closed (each sweep is one ledger query).
@@ -96,6 +98,7 @@ class AccessIntake:
         flush_every: float = FLUSH_EVERY,
         sweep_every: float = SWEEP_EVERY,
         retry_pause: float = 0.2,
+        linger: float = LINGER,
         clock: Clock = utcnow,
         metrics: ServeMetrics | None = None,
     ) -> None:
@@ -110,6 +113,7 @@ class AccessIntake:
         self._flush_every = flush_every
         self._sweep_every = sweep_every
         self._retry_pause = retry_pause
+        self._linger = linger
         self._clock = clock
         self._metrics = metrics
         self._queue: deque[AccessEventLike] = deque()
@@ -141,8 +145,11 @@ class AccessIntake:
         with self._cond:
             if self._stopping or len(self._queue) + len(events) > self._capacity:
                 return False
+            was_empty = not self._queue
             self._queue.extend(events)
-            self._cond.notify()
+            # wake the thread for the first event (it then lingers for more) or a full batch
+            if was_empty or len(self._queue) >= self._batch:
+                self._cond.notify()
         return True
 
     def depth(self) -> int:
@@ -197,6 +204,9 @@ class AccessIntake:
                     if wait <= 0:
                         break
                     self._cond.wait(wait)
+                if self._queue and len(self._queue) < self._batch and not self._stopping:
+                    # a moment for more to come: one monitor call for a burst, not one each
+                    self._cond.wait(self._linger)
                 take = min(len(self._queue), self._batch)
                 batch = [self._queue.popleft() for _ in range(take)]
                 self._busy = bool(batch)
