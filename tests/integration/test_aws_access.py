@@ -517,3 +517,38 @@ def test_the_role_has_no_ecr_access_and_no_wider_ledger_grants() -> None:
     for s in _statements("OnAccessRole"):
         if any(str(a).startswith("dynamodb:") for a in _listed(s["Action"])):
             assert "dynamodb:LeadingKeys" in s["Condition"]["ForAllValues:StringLike"], s["Sid"]
+
+
+def test_a_record_that_failed_alerts_when_it_comes_back(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB refusing the window's write fails the record; SQS delivers it again to the
+    same warm function, which must not take it for a duplicate it already handled."""
+    from functions.aws import _access
+
+    repo = "alpha/retry"
+    digest = quarantined_image(aws, repo, 809, "9.0.0")
+    pull = json.dumps(
+        cloudtrail("cloudtrail-batchgetimage-digest.json", repository=repo, digest=digest)
+    )
+    sweep(aws)  # the warm function's state, built as an invocation builds it
+    st = _access.state()
+    real = type(st.ledger).open_access_window
+    calls = []
+
+    def throttled(self: Any, window: Any, **kwargs: Any) -> bool:
+        calls.append(window.key)
+        if len(calls) == 1:
+            raise RuntimeError("ProvisionedThroughputExceededException (simulated)")
+        return real(self, window, **kwargs)
+
+    monkeypatch.setattr(type(st.ledger), "open_access_window", throttled)
+    event = aws.sqs_event(pull)
+    (failed,) = aws.invoke("on_access", event)["batchItemFailures"]
+    assert failed["itemIdentifier"] == event["Records"][0]["messageId"]
+    assert aws.drain("alpha-alerts") == []
+
+    assert aws.invoke("on_access", aws.sqs_event(pull)) == {"batchItemFailures": []}
+    assert len(calls) == 2
+    (alert,) = aws.drain("alpha-alerts")
+    assert attributes(alert)["finding"] == "blocked-pull"

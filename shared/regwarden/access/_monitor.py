@@ -171,7 +171,12 @@ class AccessMonitor:
                 result.ignored += 1
                 continue
             result.handled += 1
-            self._one(event, now, result)
+            try:
+                self._one(event, now, result)
+            except BaseException:
+                # not handled: its redelivery (SQS, a sender's retry) is no duplicate
+                self._seen.pop(f"{event.source}|{event.event_id}", None)
+                raise
         return result
 
     def _ignored(self, event: AccessEvent) -> bool:
