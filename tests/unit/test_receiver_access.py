@@ -336,3 +336,26 @@ def test_a_burst_is_handed_to_the_monitor_in_one_call() -> None:
     finally:
         intake.stop()
     assert [len(b) for b in monitor.batches] == [3]
+
+
+EVENTS = Path(__file__).resolve().parents[2] / "events" / "access"
+
+
+@pytest.mark.parametrize("sample", ["harbor-pull-artifact.json", "harbor-cloudevents-pull.json"])
+def test_a_harbor_pull_goes_to_the_monitor_and_not_to_the_work_queue(
+    queue: SqliteLedger, pipeline: Pipeline, sample: str
+) -> None:
+    intake = _intake(Recorder(), allowed_hosts=frozenset({"harbor.example.com"}))
+    app = create_app(
+        ledger=queue,
+        auth=CallerAuthenticator(["t0ken"]),
+        validators=receiver_validators(pipeline.wants, frozenset({"harbor.example.com"})),
+        access=intake,
+    )
+    body = (EVENTS / sample).read_bytes()
+    resp = TestClient(app).post("/events/harbor", content=body, headers=AUTH)
+    assert resp.status_code == 202
+    assert resp.json() == {"accepted": 0, "access": 1}
+    assert queue.pending_count() == 0
+    (pull,) = intake._queue
+    assert (pull.source, pull.action, pull.repository) == ("harbor", "pull", "payments/api")
