@@ -552,3 +552,55 @@ def test_a_record_that_failed_alerts_when_it_comes_back(
     assert len(calls) == 2
     (alert,) = aws.drain("alpha-alerts")
     assert attributes(alert)["finding"] == "blocked-pull"
+
+
+def test_a_batch_of_pulls_costs_a_few_writes_not_one_per_pull(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pull volume: 50 pulls of one image by one principal in one batch are one tally in
+    memory, written once at the end of the batch (issue #16 item 5: no per-pull weight)."""
+    from botocore.session import Session as BotocoreSession
+
+    repo = "alpha/volume"
+    aws.repository(repo)
+    digest = aws.push(repo, make_image(seed=810), "10.0.0")
+    aws.scan_result(repo, digest, ["LOW"])
+    push = aws.sample("ecr-image-push.json", repository=repo, digest=digest, tag="10.0.0")
+    assert aws.gate("on_push", push) == {"batchItemFailures": []}
+    sweep(aws)  # warm: the state is built, the first tick's sweep done
+    bodies = [
+        json.dumps(
+            cloudtrail("cloudtrail-batchgetimage-digest.json", repository=repo, digest=digest)
+        )
+        for _ in range(50)
+    ]
+    monkeypatch.setenv("AWS_REGWARDEN_TEST_RUN", uuid.uuid4().hex)  # fresh clients, hooked
+    calls: list[str] = []
+    create = BotocoreSession.create_client
+
+    def created(self: Any, service_name: str, *args: Any, **kwargs: Any) -> Any:
+        client = create(self, service_name, *args, **kwargs)
+        if service_name == "dynamodb":
+            client.meta.events.register(
+                "before-parameter-build.dynamodb", lambda model, **_: calls.append(model.name)
+            )
+        return client
+
+    monkeypatch.setattr(BotocoreSession, "create_client", created)
+    from functions.aws import _access
+
+    _access.reset()  # the state again, on the hooked clients
+    sweep(aws)
+    event = aws.sqs_event(*bodies)
+    calls.clear()
+
+    assert aws.invoke("on_access", event) == {"batchItemFailures": []}
+
+    writes = [
+        c for c in calls if c in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems")
+    ]
+    # pull tracking started, the tally row, the image's last pull; the digest's state read
+    # once (quarantine record, verdict): 5 calls for 50 pulls
+    assert len(writes) <= 3 and len(calls) <= 6, calls
+    (tally,) = aws.ledger().pull_tallies(REGISTRY_HOST, repo)
+    assert tally.count == 50
