@@ -172,7 +172,8 @@ def quarantined_image(world: World, repo: str, seed: int) -> str:
             lambda: ci.head_manifest(f"quarantine/{repo}", digest) is not None,
             what=f"{repo}@{digest} moved to quarantine",
         )
-    assert world.verdict(repo, digest) == "FAILED"
+        # the verdict commits after the move: wait for it as well
+        world.wait(lambda: world.verdict(repo, digest) == "FAILED", what="the FAILED verdict")
     return digest
 
 
