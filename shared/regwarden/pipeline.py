@@ -939,7 +939,7 @@ class Pipeline:
                 registry=image.registry,
                 repository=image.repository,
                 digest=image.digest,
-                verdict=verdict.outcome.value,
+                verdict=verdict.policy_outcome.value,
                 recheck_at=recheck_at,
                 recheck_image=str(recheck_image) if recheck_image else None,
                 alerts=items,
