@@ -94,8 +94,15 @@ _V1 = (
     "CREATE INDEX queue_dead ON queue (id) WHERE done_at IS NOT NULL AND error IS NOT NULL",
 )
 
+_V2 = (
+    # the verdict's findings by severity (`store._outcome.findings_json`); NULL for the
+    # verdicts written before, and for a verdict judged without a scan report
+    "ALTER TABLE verdicts ADD COLUMN findings TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger and queue tables (as the SQLite ledger of session 7)", _V1),
+    Migration(2, "verdicts keep their findings by severity", _V2),
 )
 """Every step, in order; versions are 1, 2, … with no gap."""
 
