@@ -3,8 +3,9 @@ into an `Inventory`. No aggregation here (`_summarise` does that, purely).
 
 Images are found by tag (the Distribution API lists tags only) and by the digests the
 ledger saw pushed (untagged ones the tag listing cannot show). cosign's
-`sha256-HEX.sig|att|sbom` tags are artifacts of `sha256:HEX`: a `.sig` tag marks the
-image signed; an artifact whose subject is gone is orphaned."""
+`sha256-HEX.sig|att|sbom` tags, and the referrers tag `sha256-HEX`, are artifacts of
+`sha256:HEX`: a `.sig` tag marks the image signed; an artifact whose subject is gone is
+orphaned."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
+from ..store import VerdictReader, VerdictRecord
 from ._history import report_summaries
 from ._model import ImageFact, Inventory, QuarantineRow, RetentionPlanSummary, RetentionRun
 
@@ -24,10 +26,20 @@ if TYPE_CHECKING:
     from ..oci import Manifest, RegistryClient
     from ..policy import Policy
 
-__all__ = ["ANNOTATION_BASE_NAME", "collect", "read_quarantines", "read_retention_runs"]
+__all__ = [
+    "ANNOTATION_BASE_NAME",
+    "ANNOTATION_CREATED",
+    "collect",
+    "read_quarantines",
+    "read_retention_runs",
+]
 
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
-_COSIGN_TAG = re.compile(r"^sha256-([0-9a-f]{64})\.(sig|att|sbom)$")
+ANNOTATION_CREATED = "org.opencontainers.image.created"
+_COSIGN_TAG = re.compile(r"^sha256-([0-9a-f]{64})(?:\.(sig|att|sbom))?$")
+"""cosign's `.sig|.att|.sbom` tags, and the OCI referrers tag schema's bare `sha256-HEX`
+(the index of an image's referrers where the registry has no referrers API): artifacts
+of `sha256:HEX`, not images."""
 _RUN_KIND = "retention-run"  # retention.running's RUN_KIND: one record per applied run
 
 
@@ -41,8 +53,19 @@ def _created(text: object) -> datetime | None:
     return when if when.tzinfo is not None else None
 
 
+def _annotation(manifest: Manifest, key: str) -> str | None:
+    annotations = manifest.data.get("annotations")
+    value = annotations.get(key) if isinstance(annotations, dict) else None
+    return value if isinstance(value, str) else None
+
+
 class _Reader:
-    """Reads one image's facts; one instance per report (its caches are per registry)."""
+    """Reads one image's facts; one instance per report (its caches are per registry).
+
+    An image's creation time is its manifest's `org.opencontainers.image.created`
+    annotation where it has one (the manifest is read anyway), else its config's `created`:
+    a config GET per image is as many requests again as the manifests, and on distribution
+    a blob GET costs more than a manifest GET (bench/report.py: the report's reads halve)."""
 
     def __init__(self, client: RegistryClient) -> None:
         self.client = client
@@ -65,8 +88,12 @@ class _Reader:
             for desc in (image.config, *image.layers):
                 if desc is not None:
                     blobs[desc.digest] = desc.size
+        annotated = _annotation(manifest, ANNOTATION_CREATED) or (
+            _annotation(images[0], ANNOTATION_CREATED) if images else None
+        )
+        created = _created(annotated)
         config = images[0].config if images else None
-        if config is not None and config.size <= 1 << 20:
+        if created is None and config is not None and config.size <= 1 << 20:
             try:
                 doc = json.loads(self.client.get_blob(repo, config.digest))
                 created = _created(doc.get("created")) if isinstance(doc, dict) else None
@@ -212,6 +239,34 @@ def _max_scan_age(policy: Policy | None, repo: str) -> float | None:
     return None if age is None else float(age.total_seconds())
 
 
+def _verdicts(ledger: Any, registry: str, repo: str) -> dict[str, VerdictRecord] | None:
+    """The repository's last verdicts in one read, where the store has it (every store
+    does: `store.VerdictReader`); None for a ledger without it (read image by image)."""
+    if isinstance(ledger, VerdictReader):
+        return ledger.repository_verdicts(registry, repo)
+    return None
+
+
+def _last_verdict(
+    ledger: Any,
+    verdicts: dict[str, VerdictRecord] | None,
+    registry: str,
+    repo: str,
+    digest: str,
+) -> tuple[str | None, datetime | None, dict[str, int] | None]:
+    """(outcome, when, findings by severity) of the image's last verdict."""
+    if verdicts is not None:
+        last = verdicts.get(digest)
+        if last is None:
+            return None, None, None
+        return last.outcome, last.at, None if last.findings is None else dict(last.findings)
+    log = getattr(ledger, "verdict_log", None)
+    entries = log(registry, repo, digest) if callable(log) else []
+    if entries:
+        return entries[-1][1], entries[-1][2], None
+    return ledger.last_verdict(registry, repo, digest), None, None
+
+
 def _by_tag(client: RegistryClient, repo: str, tag: str) -> Manifest | None:
     try:
         return client.get_manifest(repo, tag)
@@ -240,6 +295,7 @@ def _repository(
             by_digest.setdefault(manifest.digest, []).append(tag)
             manifests[manifest.digest] = manifest
     times: dict[str, tuple[datetime, datetime | None]] = ledger.image_times(registry, repo)
+    verdicts = _verdicts(ledger, registry, repo)
     untagged = [d for d in times if d not in by_digest]
     present = list(pool.map(lambda d: client.head_manifest(repo, d), untagged))
     for digest, desc in zip(untagged, present, strict=True):
@@ -261,10 +317,12 @@ def _repository(
         cosign = [m for t in tag_list if (m := _COSIGN_TAG.match(t)) is not None]
         subject = manifest.subject
         artifact = bool(cosign) or subject is not None
-        annotations = manifest.data.get("annotations")
-        base = annotations.get(ANNOTATION_BASE_NAME) if isinstance(annotations, dict) else None
-        log = getattr(ledger, "verdict_log", None)
-        entries = log(registry, repo, digest) if callable(log) and not artifact else []
+        base = _annotation(manifest, ANNOTATION_BASE_NAME)
+        verdict, verdict_at, findings = (
+            (None, None, None)
+            if artifact
+            else _last_verdict(ledger, verdicts, registry, repo, digest)
+        )
         first_seen, last_pulled = times.get(digest, (None, None))
         return ImageFact(
             repository=repo,
@@ -281,11 +339,10 @@ def _repository(
             if cosign
             else (subject.digest if subject else None),
             signed=None if artifact else digest in signed,
-            verdict=entries[-1][1]
-            if entries
-            else (None if artifact else ledger.last_verdict(registry, repo, digest)),
-            verdict_at=entries[-1][2] if entries else None,
-            base_name=base if isinstance(base, str) else None,
+            verdict=verdict,
+            verdict_at=verdict_at,
+            findings=findings,
+            base_name=base,
             max_scan_age_s=None if artifact else _max_scan_age(policy, repo),
         )
 

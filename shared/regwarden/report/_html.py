@@ -12,7 +12,8 @@ from html import escape
 from typing import Any
 
 from ..errors import UsageError
-from ._model import GroupBytes, ImageRow, QuarantineRow, Report
+from ._model import GroupBytes, ImageRow, QuarantineRow, Report, SeverityCounts
+from ._summarise import SEVERITIES
 
 __all__ = ["render_html"]
 
@@ -97,6 +98,52 @@ def _line(xs: Sequence[str], ys: Sequence[float], title: str, ylabel: str) -> st
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     return _svg(fig)
+
+
+_SEVERITY_COLOURS = {
+    "critical": "#82071e",
+    "high": "#cf222e",
+    "medium": "#bc4c00",
+    "low": "#d4a72c",
+    "negligible": "#8c959f",
+    "unknown": "#d0d7de",
+}
+
+
+def _stacked(rows: Sequence[SeverityCounts], title: str) -> str:
+    """Horizontal bars, one per row, stacked by severity (worst leftmost)."""
+    plt = _pyplot()
+    height = max(1.8, 0.35 * len(rows) + 1.2)
+    fig, ax = plt.subplots(figsize=(6, height))
+    ys = list(range(len(rows)))
+    left = [0] * len(rows)
+    for severity in SEVERITIES:
+        values = [r.counts.get(severity, 0) for r in rows]
+        if any(values):
+            ax.barh(ys, values, left=left, color=_SEVERITY_COLOURS[severity], label=severity)
+            left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(ys, labels=[r.name for r in rows])
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel("findings")
+    if any(left):
+        ax.legend(loc="lower right", fontsize="small")
+    return _svg(fig)
+
+
+def _findings(rows: Sequence[SeverityCounts], title: str, what: str) -> str:
+    if not rows:
+        return f"<p>{escape(title)}: no image's last verdict read a scan report.</p>"
+    table = _table(
+        (what, "images scanned", *SEVERITIES, "total"),
+        [(r.name, r.images, *(r.counts.get(s, 0) for s in SEVERITIES), r.total) for r in rows],
+    )
+    return _figure(
+        _stacked(rows, title),
+        f"{title}: findings of each {what}'s images by severity, from their last verdicts "
+        "(several scanners: per severity, the most one of them found).",
+        table,
+    )
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> str:
@@ -268,7 +315,23 @@ def render_html(report: Report) -> str:
         )
     )
     if sec.findings_by_severity is None:
-        parts.append("<p>Findings by severity: the ledger keeps verdicts, not findings.</p>")
+        parts.append(
+            "<p>Findings by severity: no image's last verdict read a scan report (the "
+            "ledger keeps a verdict's findings from when the gate judged it with one).</p>"
+        )
+    else:
+        total = sum(sec.findings_by_severity.values())
+        parts.append(
+            f"<p>Findings by severity, from the last verdicts of the {sec.findings_images} "
+            f"images judged with a scan report: {total} in all — "
+            + escape(", ".join(f"{n} {k}" for k, n in sec.findings_by_severity.items() if n))
+            + ("" if total else "none")
+            + ".</p>"
+        )
+        parts.append(_findings(sec.findings_by_team, "Findings by team", "team"))
+        parts.append(
+            _findings(sec.findings_by_repository, "Findings by repository (worst)", "repository")
+        )
     parts.append(_images(sec.past_max_scan_age, "Past maxScanAge (not judged recently enough)"))
     parts.append(_quarantines(sec.quarantines))
     # -- hygiene

@@ -21,6 +21,7 @@ __all__ = [
     "RetentionPlanSummary",
     "RetentionRun",
     "SecuritySection",
+    "SeverityCounts",
     "StorageSection",
     "TeamSummary",
     "TrendPoint",
@@ -55,6 +56,9 @@ class ImageFact(_Frozen):
     verdict: str | None = None
     """The ledger's last verdict (PASSED, WARN, FAILED, PENDING), None if never judged."""
     verdict_at: datetime | None = None
+    findings: dict[str, int] | None = None
+    """The last verdict's findings by severity name (`{"critical": 1}`); None: the ledger
+    keeps none for it (judged without a scan report, or before verdicts kept them)."""
     base_name: str | None = None
     """`org.opencontainers.image.base.name` from the manifest's annotations."""
     max_scan_age_s: float | None = None
@@ -158,6 +162,17 @@ class AgeSection(_Frozen):
     retention_plan: RetentionPlanSummary | None
 
 
+class SeverityCounts(_Frozen):
+    """Findings by severity of one team or repository, from its images' last verdicts."""
+
+    name: str
+    images: int
+    """Images whose last verdict read a scan report (those the counts are from)."""
+    counts: dict[str, int]
+    """Severity name → findings, worst first, every severity (0 where none)."""
+    total: int
+
+
 class SecuritySection(_Frozen):
     signed: int
     verified: int
@@ -167,7 +182,13 @@ class SecuritySection(_Frozen):
     verdicts: dict[str, int]
     """Images by their last verdict; `none`: never judged."""
     findings_by_severity: dict[str, int] | None
-    """None: the ledger keeps each verdict's outcome, not its findings."""
+    """Findings by severity over every image's last verdict, worst first; None: no image's
+    last verdict has findings in the ledger (none judged with a scan report)."""
+    findings_images: int = 0
+    """Images whose last verdict read a scan report (the findings are theirs)."""
+    findings_by_team: tuple[SeverityCounts, ...] = ()
+    findings_by_repository: tuple[SeverityCounts, ...] = ()
+    """The top N repositories, worst first (most critical, then high, …)."""
     past_max_scan_age: tuple[ImageRow, ...]
     quarantines: tuple[QuarantineRow, ...]
 
@@ -211,4 +232,5 @@ class Report(_Frozen):
             "bytes": self.storage.unique_bytes,
             "by_team": {g.name: g.bytes for g in self.storage.by_team},
             "by_repository": {g.name: g.bytes for g in self.storage.by_repository},
+            "findings": self.security.findings_by_severity,
         }
