@@ -199,8 +199,11 @@ def collect(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool,
         ThreadPoolExecutor(max_workers=2, thread_name_prefix="report-repo") as lanes,
     ):
+        moved = _moved(ledger, registry)
         pending = [
-            lanes.submit(_repository, client, ledger, pool, reader, registry, repo, policy, notes)
+            lanes.submit(
+                _repository, client, ledger, pool, reader, registry, repo, policy, moved, notes
+            )
             for repo in repos
         ]
         for done, future in enumerate(pending, start=1):
@@ -267,6 +270,35 @@ def _last_verdict(
     return ledger.last_verdict(registry, repo, digest), None, None
 
 
+def _moved(ledger: Any, registry: str) -> dict[tuple[str, str], str]:
+    """(quarantine repository, digest) → source repository of every standing quarantine
+    by `move` (the image sits in the quarantine repository, its records under the source)."""
+    listing = getattr(ledger, "quarantines", None)
+    if not callable(listing):
+        return {}
+    return {
+        (q.location, q.digest): q.repository
+        for q in listing(released=False)
+        if q.registry == registry and q.location != q.repository
+    }
+
+
+def _signed(tags: Iterable[str]) -> set[str]:
+    """The digests a cosign `.sig` tag among `tags` names."""
+    return {
+        "sha256:" + m.group(1)
+        for t in tags
+        if (m := _COSIGN_TAG.match(t)) is not None and m.group(2) == "sig"
+    }
+
+
+def _tags_or_none(client: RegistryClient, repo: str) -> list[str]:
+    try:
+        return client.list_tags(repo)
+    except NotFound:
+        return []  # the source repository is gone
+
+
 def _by_tag(client: RegistryClient, repo: str, tag: str) -> Manifest | None:
     try:
         return client.get_manifest(repo, tag)
@@ -282,6 +314,7 @@ def _repository(
     registry: str,
     repo: str,
     policy: Policy | None,
+    moved: dict[tuple[str, str], str],
     notes: list[str],
 ) -> list[ImageFact]:
     tags = client.list_tags(repo)
@@ -301,12 +334,17 @@ def _repository(
     for digest, desc in zip(untagged, present, strict=True):
         if desc is not None:  # the ledger saw it pushed and the registry still holds it
             by_digest[digest] = []
-    signed = {
-        "sha256:" + m.group(1)
-        for t in tags
-        if (m := _COSIGN_TAG.match(t)) is not None and m.group(2) == "sig"
-    }
     digests = sorted(by_digest)
+    # an image quarantined here by `move` is its source repository's: its verdict, its team
+    # and its signature (the .sig tag stays in the source) are read there
+    source = {d: moved.get((repo, d), repo) for d in digests}
+    verdicts_of = {repo: verdicts}
+    signed_of = {repo: _signed(tags)}
+    times_of = {repo: times}
+    for other in set(source.values()) - {repo}:
+        verdicts_of[other] = _verdicts(ledger, registry, other)
+        signed_of[other] = _signed(_tags_or_none(client, other))
+        times_of[other] = ledger.image_times(registry, other)
 
     def one(digest: str) -> ImageFact | None:
         try:
@@ -318,16 +356,18 @@ def _repository(
         subject = manifest.subject
         artifact = bool(cosign) or subject is not None
         base = _annotation(manifest, ANNOTATION_BASE_NAME)
+        home = source[digest]
         verdict, verdict_at, findings = (
             (None, None, None)
             if artifact
-            else _last_verdict(ledger, verdicts, registry, repo, digest)
+            else _last_verdict(ledger, verdicts_of[home], registry, home, digest)
         )
-        first_seen, last_pulled = times.get(digest, (None, None))
+        seen = times_of[home].get(digest) or times.get(digest)
+        first_seen, last_pulled = seen if seen is not None else (None, None)
         return ImageFact(
             repository=repo,
             digest=digest,
-            team=_team(policy, repo),
+            team=_team(policy, home),
             kind="artifact" if artifact else "image",
             tags=tag_list,
             blobs=blobs,
@@ -338,12 +378,12 @@ def _repository(
             subject=("sha256:" + cosign[0].group(1))
             if cosign
             else (subject.digest if subject else None),
-            signed=None if artifact else digest in signed,
+            signed=None if artifact else digest in signed_of[home],
             verdict=verdict,
             verdict_at=verdict_at,
             findings=findings,
             base_name=base,
-            max_scan_age_s=None if artifact else _max_scan_age(policy, repo),
+            max_scan_age_s=None if artifact else _max_scan_age(policy, home),
         )
 
     facts = [f for f in pool.map(one, digests) if f is not None]
