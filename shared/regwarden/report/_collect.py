@@ -102,9 +102,18 @@ class _Reader:
         return blobs, layers, created, manifest
 
 
-def read_quarantines(ledger: Any, registry: str) -> list[QuarantineRow]:
+def _quarantine_records(ledger: Any) -> list[Any] | None:
+    """`ledger.quarantines()` (every record, one audit read), None for a ledger without it."""
+    listing = getattr(ledger, "quarantines", None)
+    return list(listing()) if callable(listing) else None
+
+
+def read_quarantines(
+    ledger: Any, registry: str, records: list[Any] | None = None
+) -> list[QuarantineRow]:
     """Every quarantine the ledger holds for `registry`, with the release's reason.
-    `ledger.quarantines()` where the store has it, else through its quarantine actions."""
+    `records`: `ledger.quarantines()` already read; else read here where the store has
+    it, else found through its quarantine actions."""
     releases: dict[tuple[str, str], tuple[datetime, str]] = {}
     quarantine_keys: list[tuple[str, str]] = []
     for action in ledger.actions():
@@ -118,9 +127,10 @@ def read_quarantines(ledger: Any, registry: str) -> list[QuarantineRow]:
                 releases[where] = (action.at, why)
         elif action.kind == "quarantine":
             quarantine_keys.append(where)
-    listing = getattr(ledger, "quarantines", None)
-    if callable(listing):
-        records = [q for q in listing() if q.registry == registry]
+    if records is None:
+        records = _quarantine_records(ledger)
+    if records is not None:
+        records = [q for q in records if q.registry == registry]
     else:
         records = [
             q
@@ -199,7 +209,8 @@ def collect(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool,
         ThreadPoolExecutor(max_workers=2, thread_name_prefix="report-repo") as lanes,
     ):
-        moved = _moved(ledger, registry)
+        every_quarantine = _quarantine_records(ledger)
+        moved = _moved(every_quarantine or [], registry)
         pending = [
             lanes.submit(
                 _repository, client, ledger, pool, reader, registry, repo, policy, moved, notes
@@ -210,7 +221,7 @@ def collect(
             images.extend(future.result())
             if progress is not None:
                 progress(done, len(repos))
-    rows = read_quarantines(ledger, registry)
+    rows = read_quarantines(ledger, registry, every_quarantine)
     teams = {r: _team(policy, r) for r in {q.repository for q in rows}}
     rows = [
         q.model_copy(update={"team": teams[q.repository]})
@@ -270,16 +281,13 @@ def _last_verdict(
     return ledger.last_verdict(registry, repo, digest), None, None
 
 
-def _moved(ledger: Any, registry: str) -> dict[tuple[str, str], str]:
+def _moved(records: Iterable[Any], registry: str) -> dict[tuple[str, str], str]:
     """(quarantine repository, digest) → source repository of every standing quarantine
     by `move` (the image sits in the quarantine repository, its records under the source)."""
-    listing = getattr(ledger, "quarantines", None)
-    if not callable(listing):
-        return {}
     return {
         (q.location, q.digest): q.repository
-        for q in listing(released=False)
-        if q.registry == registry and q.location != q.repository
+        for q in records
+        if q.registry == registry and q.released_at is None and q.location != q.repository
     }
 
 
