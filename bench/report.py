@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             "images_per_s": round(seeded.images / seed_s, 1),
             "tags": seeded.tags,
         }
-        note("floor: raw httpx tags + manifests + configs")
+        note("floor: raw httpx tags + manifests (+ configs where not annotated)")
         floor_s, read = floor(registry.host, seeded.repositories, REPORT_WORKERS)
         if read != seeded.tags:
             raise SystemExit(f"floor read {read} manifests, {seeded.tags} tags were pushed")

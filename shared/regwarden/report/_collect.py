@@ -300,7 +300,7 @@ def _signed(tags: Iterable[str]) -> set[str]:
     }
 
 
-def _tags_or_none(client: RegistryClient, repo: str) -> list[str]:
+def _tags_or_empty(client: RegistryClient, repo: str) -> list[str]:
     try:
         return client.list_tags(repo)
     except NotFound:
@@ -351,7 +351,7 @@ def _repository(
     times_of = {repo: times}
     for other in set(source.values()) - {repo}:
         verdicts_of[other] = _verdicts(ledger, registry, other)
-        signed_of[other] = _signed(_tags_or_none(client, other))
+        signed_of[other] = _signed(_tags_or_empty(client, other))
         times_of[other] = ledger.image_times(registry, other)
 
     def one(digest: str) -> ImageFact | None:
