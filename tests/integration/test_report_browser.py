@@ -142,6 +142,8 @@ def _report_page(tmp: Path) -> Path:
             signed=i % 2 == 0,
             verdict=("PASSED", "WARN", "FAILED", None)[i % 4],
             verdict_at=NOW - day * i,
+            # the findings plots (stacked by severity) are drawn and must ask for nothing
+            findings={"critical": i % 2, "high": i % 3, "low": 1} if i % 5 else None,
             base_name="docker.io/library/debian:12" if i % 2 else None,
         )
         for i in range(40)

@@ -127,7 +127,7 @@ def _stacked(rows: Sequence[SeverityCounts], title: str) -> str:
     ax.set_title(title)
     ax.set_xlabel("findings")
     if any(left):
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # off the bars
     return _svg(fig)
 
 
