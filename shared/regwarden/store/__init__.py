@@ -6,6 +6,7 @@ and `open_queue(url)` open what `--ledger` and `--queue` name, through the `LEDG
 `QUEUES` registries.
 """
 
+from ._access import AccessWindow, PullTally
 from ._dynamo import TTL_ATTRIBUTE, DynamoLedger, dead_letter_key
 from ._firestore import FirestoreLedger
 from ._open import open_ledger, open_queue
@@ -33,6 +34,7 @@ __all__ = [
     "OUTBOX_TTL",
     "QUEUES",
     "TTL_ATTRIBUTE",
+    "AccessWindow",
     "ActionRecord",
     "DeadLetter",
     "DeliveryOutcome",
@@ -45,6 +47,7 @@ __all__ = [
     "OutboxRecord",
     "Outcome",
     "ParsedUrl",
+    "PullTally",
     "QuarantineRecord",
     "QueuedEvent",
     "SqliteLedger",

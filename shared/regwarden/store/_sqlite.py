@@ -6,13 +6,14 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ._access import AccessWindow, PullTally, check_tally, check_window_key
 from ._outcome import (
     OUTBOX_TTL,
     DeliveryOutcome,
@@ -73,6 +74,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt TEXT NOT NULL, error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sent_at, next_attempt);
+CREATE TABLE IF NOT EXISTS pulls (
+    registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
+    principal TEXT NOT NULL, last_pulled TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (registry, repository, digest, principal)
+);
+CREATE TABLE IF NOT EXISTS pull_tracking (
+    registry TEXT NOT NULL, repository TEXT NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (registry, repository)
+);
+CREATE TABLE IF NOT EXISTS access_windows (
+    key TEXT PRIMARY KEY, registry TEXT NOT NULL, repository TEXT NOT NULL,
+    digest TEXT NOT NULL, opened_at TEXT NOT NULL, closes_at TEXT NOT NULL,
+    count INTEGER NOT NULL, last_seen TEXT, alert TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_windows_due ON access_windows (closes_at, key);
 """
 
 
@@ -597,6 +613,144 @@ class SqliteLedger(QueueMixin):
                 "AND digest = ?",
                 (_ts(now), registry, repository, digest),
             )
+
+    # -- access monitoring (pull tallies, tracking, alert windows) ---------------------------
+
+    def record_pulls(self, tallies: Sequence[PullTally]) -> None:
+        rows = [check_tally(t) for t in tallies]
+        if not rows:
+            return
+        with self._tx() as db:  # one transaction for the batch
+            db.executemany(
+                "INSERT INTO images (registry, repository, digest, first_seen, last_pulled) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_pulled = "
+                "max(coalesce(last_pulled, ''), excluded.last_pulled)",
+                [
+                    (t.registry, t.repository, t.digest, _ts(t.last_pulled), _ts(t.last_pulled))
+                    for t in rows
+                ],
+            )
+            db.executemany(
+                "INSERT INTO pulls VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "last_pulled = max(last_pulled, excluded.last_pulled), "
+                "count = count + excluded.count",
+                [
+                    (t.registry, t.repository, t.digest, t.principal, _ts(t.last_pulled), t.count)
+                    for t in rows
+                ],
+            )
+
+    def pull_tallies(self, registry: str, repository: str) -> list[PullTally]:
+        rows = self._conn().execute(
+            "SELECT digest, principal, last_pulled, count FROM pulls WHERE registry = ? "
+            "AND repository = ? ORDER BY digest, principal",
+            (registry, repository),
+        )
+        return [
+            PullTally(registry, repository, d, p, datetime.fromisoformat(at), int(n))
+            for d, p, at, n in rows
+        ]
+
+    def start_pull_tracking(self, registry: str, repository: str, *, now: datetime) -> datetime:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO pull_tracking VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "since = min(since, excluded.since)",
+                (registry, repository, _ts(now)),
+            )
+            (since,) = db.execute(
+                "SELECT since FROM pull_tracking WHERE registry = ? AND repository = ?",
+                (registry, repository),
+            ).fetchone()
+        return datetime.fromisoformat(since)
+
+    def pull_tracking_since(self, registry: str, repository: str) -> datetime | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT since FROM pull_tracking WHERE registry = ? AND repository = ?",
+                (registry, repository),
+            )
+            .fetchone()
+        )
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    def open_access_window(
+        self, window: AccessWindow, *, replacing: datetime | None = None
+    ) -> bool:
+        w = window
+        values = (
+            w.registry,
+            w.repository,
+            w.digest,
+            _ts(w.opened_at),
+            _ts(w.closes_at),
+            w.count,
+            _ts(w.last_seen) if w.last_seen else None,
+            w.alert,
+        )
+        with self._tx() as db:
+            if replacing is None:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO access_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (check_window_key(w.key), *values),
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE access_windows SET registry = ?, repository = ?, digest = ?, "
+                    "opened_at = ?, closes_at = ?, count = ?, last_seen = ?, alert = ? "
+                    "WHERE key = ? AND opened_at = ?",
+                    (*values, w.key, _ts(replacing)),
+                )
+            return cur.rowcount == 1
+
+    _WINDOW_COLUMNS = (
+        "SELECT key, registry, repository, digest, opened_at, closes_at, count, last_seen, "
+        "alert FROM access_windows"
+    )
+
+    def access_window(self, key: str) -> AccessWindow | None:
+        row = self._conn().execute(self._WINDOW_COLUMNS + " WHERE key = ?", (key,)).fetchone()
+        return None if row is None else self._window(row)
+
+    def count_access(self, key: str, *, opened_at: datetime, add: int, last_seen: datetime) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE access_windows SET count = count + ?, "
+                "last_seen = max(coalesce(last_seen, ''), ?) WHERE key = ? AND opened_at = ?",
+                (add, _ts(last_seen), key, _ts(opened_at)),
+            )
+            return cur.rowcount == 1
+
+    def access_windows_due(self, *, now: datetime, limit: int = 100) -> list[AccessWindow]:
+        rows = self._conn().execute(
+            self._WINDOW_COLUMNS + " WHERE closes_at <= ? ORDER BY closes_at, key LIMIT ?",
+            (_ts(now), limit),
+        )
+        return [self._window(r) for r in rows]
+
+    def drop_access_window(self, key: str, *, opened_at: datetime) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM access_windows WHERE key = ? AND opened_at = ?",
+                (key, _ts(opened_at)),
+            )
+            return cur.rowcount == 1
+
+    @staticmethod
+    def _window(row: tuple[Any, ...]) -> AccessWindow:
+        key, reg, repo, digest, opened, closes, count, last_seen, alert = row
+        return AccessWindow(
+            key,
+            reg,
+            repo,
+            digest,
+            datetime.fromisoformat(opened),
+            datetime.fromisoformat(closes),
+            int(count),
+            _dt(last_seen),
+            alert,
+        )
 
 
 def _migrate_verdicts(db: sqlite3.Connection) -> None:
