@@ -42,11 +42,20 @@ def test_ages_stale_untagged_and_orphaned() -> None:
     unknown = _image(3, tags=("x",), created=None)
     orphan = _image(4, kind="artifact", tags=("sha256-ff.sig",), subject="sha256:" + "f" * 64)
     sig = _image(5, kind="artifact", subject=old.digest)
-    inv = Inventory(registry="r", images=(old, fresh, unknown, orphan, sig), pull_times_known=True)
+    inv = Inventory(
+        registry="r",
+        images=(old, fresh, unknown, orphan, sig),
+        pull_times_known=True,
+        pull_tracking={"team/app": NOW - 365 * DAY},  # tracking covers the 90 days
+    )
     age = summarise(inv, now=NOW, stale_days=90).age
     counts = {b.label: b.count for b in age.ages}
     assert counts["> 1 year"] == 1 and counts["1–7 days"] == 1 and counts["unknown"] == 1
-    assert [r.digest for r in age.stale] == [old.digest]
+    # `unknown` (no age) was never pulled in the year tracking covers: stale too
+    assert [r.digest for r in age.stale] == [old.digest, unknown.digest]
+    # without tracking, neither can be called stale (issue #16): their pulls are unknown
+    untracked = inv.model_copy(update={"pull_tracking": {}})
+    assert summarise(untracked, now=NOW, stale_days=90).age.stale == ()
     assert [r.digest for r in age.untagged] == [fresh.digest]
     assert [r.digest for r in age.orphaned] == [orphan.digest]  # sig's subject is present
     assert summarise(inv.model_copy(update={"pull_times_known": False}), now=NOW).age.stale == ()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NotFound
 from ..store import VerdictReader, VerdictRecord
 from ._history import report_summaries
-from ._model import ImageFact, Inventory, QuarantineRow, RetentionPlanSummary, RetentionRun
+from ._model import (
+    ImageFact,
+    Inventory,
+    PullFact,
+    QuarantineRow,
+    RetentionPlanSummary,
+    RetentionRun,
+)
 
 if TYPE_CHECKING:
     from ..oci import Manifest, RegistryClient
@@ -32,6 +39,7 @@ __all__ = [
     "collect",
     "read_quarantines",
     "read_retention_runs",
+    "registry_pull_times",
 ]
 
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
@@ -190,6 +198,7 @@ def collect(
     history: int = 30,
     workers: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    registry_pull_times: Callable[[str], Mapping[str, datetime | None]] | None = None,
 ) -> Inventory:
     """Read every image of `registry` (repositories matching `globs`) and the ledger's
     verdicts, quarantines, retention runs and earlier report summaries. `repositories`:
@@ -197,11 +206,18 @@ def collect(
     called with (0, repositories) first, then after each repository is read.
 
     Reads go through one pool of `workers` threads; one repository's reads are queued
-    while the previous one's finish, so the pool does not idle at each repository's end."""
+    while the previous one's finish, so the pool does not idle at each repository's end.
+
+    Pulls: each repository's pull tallies and pull-tracking start are read from the ledger
+    in one call each (`Ledger.pull_tallies`, `pull_tracking_since`; none per image).
+    `registry_pull_times(repository)`: digest → the registry's own last-pulled time, for a
+    registry that keeps them (ECR's `lastRecordedPullTime`, `CAP_PULL_TIMES`)."""
     listed = client.catalog() if repositories is None else repositories
     repos = sorted(r for r in listed if _matches(r, globs))
     reader = _Reader(client)
     images: list[ImageFact] = []
+    pulls: list[PullFact] = []
+    tracking: dict[str, datetime | None] = {}
     notes: list[str] = []
     if progress is not None:
         progress(0, len(repos))
@@ -211,14 +227,28 @@ def collect(
     ):
         every_quarantine = _quarantine_records(ledger)
         moved = _moved(every_quarantine or [], registry)
-        pending = [
-            lanes.submit(
-                _repository, client, ledger, pool, reader, registry, repo, policy, moved, notes
+        pending = []
+        pulled = []
+        for repo in repos:  # a repository's pulls are read beside its images, in its turn
+            pending.append(
+                lanes.submit(
+                    _repository, client, ledger, pool, reader, registry, repo, policy, moved, notes
+                )
             )
-            for repo in repos
-        ]
-        for done, future in enumerate(pending, start=1):
-            images.extend(future.result())
+            pulled.append(lanes.submit(_pulls, ledger, registry, repo, registry_pull_times))
+        for done, (repo, future, pull_future) in enumerate(
+            zip(repos, pending, pulled, strict=True), start=1
+        ):
+            facts = future.result()
+            tallies, since, registry_times = pull_future.result()
+            if registry_times:
+                facts = [
+                    f.model_copy(update={"registry_last_pulled": registry_times.get(f.digest)})
+                    for f in facts
+                ]
+            images.extend(facts)
+            pulls.extend(tallies)
+            tracking[repo] = since
             if progress is not None:
                 progress(done, len(repos))
     rows = read_quarantines(ledger, registry, every_quarantine)
@@ -236,9 +266,60 @@ def collect(
         retention_runs=tuple(read_retention_runs(ledger, registry)),
         retention_plan=retention_plan,
         previous=previous,
-        pull_times_known=any(i.last_pulled is not None for i in images),
+        pull_times_known=registry_pull_times is not None
+        or bool(pulls)
+        or any(s is not None for s in tracking.values())
+        or any(i.last_pulled is not None for i in images),
+        pulls=tuple(pulls),
+        pull_tracking=tracking,
+        registry_pull_times=registry_pull_times is not None,
         notes=tuple(notes),
     )
+
+
+def registry_pull_times(
+    provider: Any,
+) -> Callable[[str], Mapping[str, datetime | None]] | None:
+    """For a registry that keeps last-pulled times itself (`CAP_PULL_TIMES`: ECR), a reader
+    of one repository's (its image listing: one paginated call); None for the others."""
+    from ..providers import CAP_PULL_TIMES
+
+    if CAP_PULL_TIMES not in getattr(provider, "capabilities", frozenset()):
+        return None
+
+    def times(repo: str) -> Mapping[str, datetime | None]:
+        try:
+            listed = provider.list_images(repo)
+        except NotFound:
+            return {}
+        return {i.digest: i.last_pulled for i in listed}
+
+    return times
+
+
+def _pulls(
+    ledger: Any,
+    registry: str,
+    repo: str,
+    registry_pull_times: Callable[[str], Mapping[str, datetime | None]] | None,
+) -> tuple[list[PullFact], datetime | None, Mapping[str, datetime | None] | None]:
+    """(the ledger's pull tallies, when it began tracking pulls, the registry's own
+    last-pulled times) of one repository: one ledger read each, one registry listing."""
+    tallies = getattr(ledger, "pull_tallies", None)
+    began = getattr(ledger, "pull_tracking_since", None)
+    facts = [
+        PullFact(
+            repository=repo,
+            digest=t.digest,
+            principal=t.principal,
+            count=t.count,
+            last_pulled=t.last_pulled,
+        )
+        for t in (tallies(registry, repo) if callable(tallies) else ())
+    ]
+    since = began(registry, repo) if callable(began) else None
+    times = registry_pull_times(repo) if registry_pull_times is not None else None
+    return facts, since, times
 
 
 def _team(policy: Policy | None, repo: str) -> str | None:

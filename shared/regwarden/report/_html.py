@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from ..errors import UsageError
-from ._model import GroupBytes, ImageRow, QuarantineRow, Report, SeverityCounts
+from ._model import GroupBytes, ImageRow, PullsSection, QuarantineRow, Report, SeverityCounts
 from ._summarise import SEVERITIES
 
 __all__ = ["render_html"]
@@ -221,6 +221,96 @@ def _quarantines(rows: Sequence[QuarantineRow]) -> str:
     )
 
 
+def _when(at: Any) -> str:
+    return "-" if at is None else str(at.isoformat(timespec="seconds"))
+
+
+def _pulls(p: PullsSection) -> str:
+    """Most pulled (plot and table), by team and repository, not pulled in N days (and
+    where that is unknown), who pulls what."""
+    out = ["<h2 id='pulls'>Pulls</h2>"]
+    source = (
+        "the registry's own last-pulled times and the ledger's pull tallies"
+        if p.registry_pull_times
+        else "the ledger's pull tallies from the access stream"
+    )
+    out.append(
+        f"<p>{p.total_pulls} pulls recorded in {p.tracked_repositories} tracked "
+        f"repositories ({escape(source)}). Counts start when the ledger began tracking a "
+        "repository's pulls.</p>"
+    )
+    if p.most_pulled:
+        labels = [f"{i.repository}@{(i.tags or (i.digest[7:19],))[0]}" for i in p.most_pulled]
+        out.append(
+            _figure(
+                _bar(labels, [i.pulls for i in p.most_pulled], "Most pulled images", "pulls"),
+                "Most pulled images: recorded pulls, most first.",
+                _table(
+                    ("image", "team", "tags", "pulls", "principals", "last pulled"),
+                    [
+                        (
+                            f"{i.repository}@{i.digest[:19]}",
+                            i.team or "-",
+                            ", ".join(i.tags) or "-",
+                            i.pulls,
+                            i.principals,
+                            _when(i.last_pulled),
+                        )
+                        for i in p.most_pulled
+                    ],
+                ),
+            )
+        )
+    else:
+        out.append("<p>Most pulled images: no pull is recorded.</p>")
+    for groups, what in ((p.by_team, "team"), (p.by_repository, "repository")):
+        out.append(
+            _table(
+                (what, "pulls", "images pulled", "last pulled"),
+                [(g.name, g.pulls, g.images, _when(g.last_pulled)) for g in groups],
+                f"Pulls by {what}",
+            )
+        )
+    out.append(
+        _images(
+            p.not_pulled,
+            f"Not pulled within {p.stale_days} days ({p.not_pulled_count} in all, "
+            "least recently pulled first)",
+        )
+    )
+    if p.unknown:
+        out.append(
+            _table(
+                ("repository", "team", "images", f"not pulled within {p.stale_days} days?"),
+                [
+                    (
+                        u.repository,
+                        u.team or "-",
+                        u.images,
+                        "unknown since tracking began " + u.tracking_since.date().isoformat()
+                        if u.tracking_since is not None
+                        else "unknown: pulls are not tracked",
+                    )
+                    for u in p.unknown
+                ],
+                f"Pull state unknown ({p.unknown_count} images): tracking covers less "
+                f"than {p.stale_days} days of them",
+            )
+        )
+    rows: list[tuple[object, ...]] = []
+    for who in p.principals:
+        top = "; ".join(f"{g.name} ({g.pulls})" for g in who.repositories)
+        rows.append((who.principal, who.pulls, who.images, _when(who.last_pulled), top))
+    out.append(
+        _table(
+            ("principal", "pulls", "images", "last pulled", "repositories pulled (pulls)"),
+            rows,
+            "Who pulls what",
+        )
+    )
+    return "\n".join(out)
+
+
 def render_html(report: Report) -> str:
     """The whole page as text."""
     r = report
@@ -278,7 +368,10 @@ def render_html(report: Report) -> str:
         )
     )
     if a.pull_times_known:
-        parts.append(_images(a.stale, f"Stale: not pulled within {a.stale_days} days"))
+        parts.append(
+            f"<p>Stale: {len(a.stale)} images not pulled within {a.stale_days} days where "
+            "the pull record covers that long (see <a href='#pulls'>Pulls</a>).</p>"
+        )
     else:
         parts.append("<p>Stale images: the registry and ledger know no pull times.</p>")
     parts.append(_images(a.untagged, "Untagged images"))
@@ -350,6 +443,9 @@ def render_html(report: Report) -> str:
             "Base images (org.opencontainers.image.base.name)",
         )
     )
+    # -- pulls
+    if r.pulls is not None:
+        parts.append(_pulls(r.pulls))
     # -- retention history
     parts.append("<h2 id='retention'>Retention history</h2>")
     runs = r.retention_history

@@ -23,6 +23,7 @@ from ._model import (
     TeamSummary,
     TrendPoint,
 )
+from ._pulls import last_pulled, pull_state, pulls_section, tally_times
 
 __all__ = ["AGE_BUCKETS", "GC_NOTE", "NO_TEAM", "SEVERITIES", "summarise", "unique_bytes"]
 
@@ -125,10 +126,14 @@ def _age(
         buckets.append(Bucket(label="unknown", count=counts["unknown"]))
     stale: list[ImageRow] = []
     if inv.pull_times_known:
+        # only where the pull record covers the whole window (`_pulls.pull_state`): an
+        # image pushed before tracking began is unknown, not stale
+        tallied = tally_times(inv)
         for image in images:
-            last = image.last_pulled or image.first_seen or image.created
-            if last is not None and (now - last).total_seconds() > stale_days * 86400:
-                pulled = image.last_pulled.date().isoformat() if image.last_pulled else "never"
+            when = tallied.get((image.repository, image.digest))
+            if pull_state(inv, image, now=now, days=stale_days, tallied=when) == "not-pulled":
+                last = max((t for t in (last_pulled(image), when) if t is not None), default=None)
+                pulled = last.date().isoformat() if last else "never"
                 stale.append(_row(image, now, f"last pulled: {pulled}"))
     present = {(i.repository, i.digest) for i in inv.images}
     orphaned = [
@@ -265,6 +270,7 @@ def summarise(inv: Inventory, *, now: datetime, top: int = 10, stale_days: int =
         age=_age(inv, images, now, stale_days, top),
         security=_security(inv, images, now, top),
         hygiene=_hygiene(images, now, top),
+        pulls=pulls_section(inv, images, now=now, stale_days=stale_days, top=top),
         retention_history=tuple(sorted(inv.retention_runs, key=lambda r: r.at)),
         notes=inv.notes,
     )
