@@ -7,7 +7,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from regwarden.report import ImageFact, Inventory, PullFact, render_html, summarise
+from regwarden.providers import CAP_PULL_TIMES, ListedImage
+from regwarden.report import (
+    ImageFact,
+    Inventory,
+    PullFact,
+    registry_pull_times,
+    render_html,
+    summarise,
+)
 from regwarden.report._pulls import pull_state
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -145,3 +153,27 @@ def test_the_html_and_json_carry_the_pulls() -> None:
     assert data["pulls"]["most_pulled"][0]["pulls"] == 12
     assert data["pulls"]["unknown"][0]["images"] == 1
     assert data["pulls"]["principals"][0]["repositories"][0]["name"] == REPO
+
+
+class _Listing:
+    """A registry's image listing, as a provider returns it (ECR keeps pull times)."""
+
+    def __init__(self, capabilities: frozenset[str], images: list[ListedImage]) -> None:
+        self.capabilities = capabilities
+        self.images = images
+        self.calls: list[str] = []
+
+    def list_images(self, repository: str) -> list[ListedImage]:
+        self.calls.append(repository)
+        return [i for i in self.images if i.repository == repository]
+
+
+def test_registry_pull_times_only_for_a_registry_that_keeps_them() -> None:
+    a = ListedImage(REPO, "sha256:" + "a" * 64, "m", last_pulled=NOW - DAY)
+    b = ListedImage(REPO, "sha256:" + "b" * 64, "m")
+    ecr = _Listing(frozenset({CAP_PULL_TIMES}), [a, b])
+    times = registry_pull_times(ecr)
+    assert times is not None
+    assert times(REPO) == {a.digest: NOW - DAY, b.digest: None}
+    assert ecr.calls == [REPO]  # one listing per repository
+    assert registry_pull_times(_Listing(frozenset(), [a, b])) is None  # distribution
