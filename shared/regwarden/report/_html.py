@@ -293,8 +293,8 @@ def _pulls(p: PullsSection) -> str:
                     )
                     for u in p.unknown
                 ],
-                f"Pull state unknown ({p.unknown_count} images): tracking covers less "
-                f"than {p.stale_days} days of them",
+                f"Pull state unknown ({p.unknown_count} images in all; repositories with "
+                f"most first): tracking covers less than {p.stale_days} days of them",
             )
         )
     rows: list[tuple[object, ...]] = []

@@ -284,7 +284,8 @@ class PullsSection(_Frozen):
     """Not pulled within `stale_days` where the pull record covers them, top N oldest."""
     not_pulled_count: int
     unknown: tuple[UnknownPulls, ...]
-    """Per repository, images whose pull state is unknown (tracking too recent)."""
+    """Per repository, images whose pull state is unknown (tracking too recent): the top N
+    repositories by such images."""
     unknown_count: int
     principals: tuple[PrincipalPulls, ...]
     """Top N principals by pulls, with the repositories each pulls."""

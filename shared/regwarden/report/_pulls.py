@@ -193,7 +193,7 @@ def pulls_section(
                 images=len(members),
                 tracking_since=inv.pull_tracking.get(repo),
             )
-            for repo, members in sorted(unknown.items())
+            for repo, members in sorted(unknown.items(), key=lambda u: (-len(u[1]), u[0]))[:top]
         ),
         unknown_count=sum(len(m) for m in unknown.values()),
         principals=tuple(principals[:top]),

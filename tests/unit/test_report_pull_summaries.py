@@ -177,3 +177,11 @@ def test_registry_pull_times_only_for_a_registry_that_keeps_them() -> None:
     assert times(REPO) == {a.digest: NOW - DAY, b.digest: None}
     assert ecr.calls == [REPO]  # one listing per repository
     assert registry_pull_times(_Listing(frozenset(), [a, b])) is None  # distribution
+
+
+def test_unknown_pull_state_lists_the_top_repositories_and_counts_them_all() -> None:
+    images = tuple(_image(n, repo=f"team/r{n % 3}") for n in range(1, 8))  # r1: 3, r0/r2: 2
+    inv = Inventory(registry="r", images=images, pull_times_known=True)
+    pulls = summarise(inv, now=NOW, top=2).pulls
+    assert pulls is not None and pulls.unknown_count == 7
+    assert [(u.repository, u.images) for u in pulls.unknown] == [("team/r1", 3), ("team/r0", 2)]
