@@ -43,7 +43,15 @@ from .errors import (
     NotFound,
     RegistryError,
 )
-from .gate import Evidence, EvidenceSource, Facts, GateRules, evaluate, no_evidence
+from .gate import (
+    Evidence,
+    EvidenceSource,
+    Facts,
+    GateRules,
+    evaluate,
+    no_evidence,
+    verdict_findings,
+)
 from .intake import Classified, ManifestRole, classify_manifest, ignore_reason
 from .model import (
     CheckOutcome,
@@ -943,6 +951,7 @@ class Pipeline:
                 recheck_at=recheck_at,
                 recheck_image=str(recheck_image) if recheck_image else None,
                 alerts=items,
+                findings=verdict_findings(verdict),  # the report's findings by severity
             ),
             now=now,
             ttl=DELIVERY_TTL,

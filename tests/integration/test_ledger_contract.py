@@ -45,6 +45,8 @@ from regwarden.store import (
     Outcome,
     PullTally,
     QuarantineRecord,
+    VerdictReader,
+    VerdictRecord,
     open_ledger,
 )
 from regwarden.store._dynamo import table_definition
@@ -345,6 +347,42 @@ def test_verdicts_are_replaced(ledger: AuditedLedger) -> None:
     ledger.record_verdict("r", "app", A, "PASSED", now=T0 + timedelta(minutes=1))
     assert ledger.last_verdict("r", "app", A) == "PASSED"
     assert ledger.last_verdict("r", "other", A) is None
+
+
+def test_a_verdict_keeps_its_findings_and_a_repository_reads_back_in_one_call(
+    ledger: AuditedLedger,
+) -> None:
+    assert isinstance(ledger, VerdictReader)
+    assert ledger.repository_verdicts("r", "app") == {}
+    found = (("critical", 2), ("high", 5), ("low", 1))
+    minute = timedelta(minutes=1)
+    ledger.commit_outcome(Outcome("d1", "r", "app", A, "FAILED", findings=found), now=T0, ttl=TTL)
+    ledger.commit_outcome(Outcome("d2", "r", "app", B, "PASSED", findings=()), now=T0, ttl=TTL)
+    ledger.commit_outcome(Outcome("d3", "r", "app", C, "PENDING"), now=T0 + minute, ttl=TTL)
+    ledger.commit_outcome(
+        Outcome("d4", "r", "other", A, "WARN", findings=(("medium", 1),)), now=T0, ttl=TTL
+    )
+    ledger.commit_outcome(Outcome("d5", "r", "app", "sha256:" + "d" * 64, None), now=T0, ttl=TTL)
+    assert ledger.repository_verdicts("r", "app") == {
+        A: VerdictRecord("FAILED", T0, found),  # in the order written: worst first
+        B: VerdictRecord("PASSED", T0, ()),  # scanned, nothing found
+        C: VerdictRecord("PENDING", T0 + minute, None),  # judged without a scan report
+    }
+    assert ledger.repository_verdicts("r", "other") == {
+        A: VerdictRecord("WARN", T0, (("medium", 1),))
+    }
+    assert ledger.repository_verdicts("q", "app") == {}
+    assert ledger.last_verdict("r", "app", A) == "FAILED"  # unchanged by the findings
+    # a verdict recorded on its own (the standing ERROR of a retry) has no findings: those
+    # there were the replaced verdict's
+    ledger.record_verdict("r", "app", A, "ERROR", now=T0 + 2 * minute)
+    assert ledger.repository_verdicts("r", "app")[A] == VerdictRecord("ERROR", T0 + 2 * minute)
+    ledger.commit_outcome(
+        Outcome("d6", "r", "app", A, "FAILED", findings=found), now=T0 + 3 * minute, ttl=TTL
+    )
+    assert ledger.repository_verdicts("r", "app")[A] == VerdictRecord(
+        "FAILED", T0 + 3 * minute, found
+    )
 
 
 # -- actions: the audit and resumable intents -------------------------------------------------

@@ -698,11 +698,20 @@ def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the registry running until Ctrl-C.")
     ] = False,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Keep the demo's ledger, policy and registry storage in this new directory "
+            "and print the `regwarden report` command for them; on a directory a demo kept, "
+            "serve its registry again until Ctrl-C.",
+        ),
+    ] = None,
 ) -> None:
     """End-to-end demo against a real local registry (docker-registry on loopback)."""
     from ._demo import run_demo
 
-    run_demo(keep=keep)
+    run_demo(keep=keep, state=state)
 
 
 class PlanOutput(enum.StrEnum):

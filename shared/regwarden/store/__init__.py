@@ -10,7 +10,16 @@ from ._access import AccessWindow, PullTally
 from ._dynamo import TTL_ATTRIBUTE, DynamoLedger, dead_letter_key
 from ._firestore import FirestoreLedger
 from ._open import open_ledger, open_queue
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    Findings,
+    OutboxItem,
+    OutboxRecord,
+    Outcome,
+    VerdictReader,
+    VerdictRecord,
+)
 from ._protocol import EventQueue, Ledger
 from ._sqlite import (
     ActionRecord,
@@ -31,6 +40,7 @@ __all__ = [
     "DeliveryOutcome",
     "DynamoLedger",
     "EventQueue",
+    "Findings",
     "FirestoreLedger",
     "Ledger",
     "OutboxItem",
@@ -41,6 +51,8 @@ __all__ = [
     "QuarantineRecord",
     "QueuedEvent",
     "SqliteLedger",
+    "VerdictReader",
+    "VerdictRecord",
     "dead_letter_key",
     "display_url",
     "open_ledger",

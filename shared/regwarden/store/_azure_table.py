@@ -109,7 +109,16 @@ from ._azure_table_rows import (
     utc,
 )
 from ._dynamo import FailureNote
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    Findings,
+    OutboxItem,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import LEDGERS, ParsedUrl
@@ -246,6 +255,8 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
                 marker["recheckImage"] = o.recheck_image
             if o.verdict is not None:
                 marker["verdict"] = o.verdict
+                if o.findings is not None:  # for a roll-forward of the verdict below
+                    marker["findings"] = findings_json(o.findings)
         log: dict[str, Any] | None = None
         if o.verdict is not None:
             log = {"PartitionKey": pk, "RowKey": f"log|{at.isoformat()}|{nonce}"}
@@ -262,7 +273,9 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
         if done is None:
             return None
         if o.verdict is not None:
-            self._set_verdict(o.registry, o.repository, o.digest, o.verdict, at, only_newer=False)
+            self._set_verdict(
+                o.registry, o.repository, o.digest, o.verdict, at, o.findings, only_newer=False
+            )
         return done + added
 
     def _commit_batch(
@@ -360,6 +373,7 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
                 str(marker["digest"]),
                 str(verdict),
                 handled,
+                findings_from(marker.get("findings")),
                 only_newer=True,
             )
 
@@ -574,7 +588,7 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
     def record_verdict(
         self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
     ) -> None:
-        self._set_verdict(registry, repository, digest, outcome, utc(now), only_newer=False)
+        self._set_verdict(registry, repository, digest, outcome, utc(now), None, only_newer=False)
 
     def _set_verdict(
         self,
@@ -583,6 +597,7 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
         digest: str,
         outcome: str,
         at: datetime,
+        findings: Findings | None,
         *,
         only_newer: bool,
     ) -> None:
@@ -591,6 +606,8 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
         pk, rk = _repo(registry, repository), part(digest)
         entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "digest": digest}
         entity |= {"outcome": outcome, "at": at}
+        if findings is not None:
+            entity["findings"] = findings_json(findings)
         if not only_newer:
             self._upsert("verdicts", "record_verdict", entity)
             return
@@ -605,6 +622,17 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
     def last_verdict(self, registry: str, repository: str, digest: str) -> str | None:
         found = self._get("verdicts", _repo(registry, repository), part(digest))
         return None if found is None else str(found["outcome"])
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository: one query of
+        the repository's partition."""
+        found = self._query("verdicts", "PartitionKey eq @pk", {"pk": _repo(registry, repository)})
+        return {
+            str(e["digest"]): VerdictRecord(
+                str(e["outcome"]), plain_time(e["at"]), findings_from(e.get("findings"))
+            )
+            for e in found
+        }
 
     # -- actions (audit and resumable intents) ------------------------------------------------
 

@@ -60,7 +60,16 @@ from typing import Any
 
 from ..errors import RegistryError
 from ._access import AccessWindow, PullTally, check_tally, check_window_key
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    OutboxItem,
+    OutboxRecord,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import LEDGERS, ParsedUrl
@@ -457,7 +466,10 @@ class DynamoLedger(TagRowQueries):
         core: list[dict[str, Any]] = []
         if o.verdict is not None:
             pk = _repo_pk(o.registry, o.repository)
-            verdict = {"pk": pk, "sk": f"verdict#{o.digest}", "outcome": o.verdict, "at": _ts(now)}
+            verdict: dict[str, str | None] = {"pk": pk, "sk": f"verdict#{o.digest}"}
+            verdict |= {"outcome": o.verdict, "at": _ts(now)}
+            if o.findings is not None:
+                verdict["findings"] = findings_json(o.findings)
             entry = {
                 "pk": pk,
                 # the nonce keeps every entry: a verdict committed twice shows as two
@@ -735,6 +747,16 @@ class DynamoLedger(TagRowQueries):
     def last_verdict(self, registry: str, repository: str, digest: str) -> str | None:
         item = self._get(_repo_pk(registry, repository), f"verdict#{digest}")
         return None if item is None else str(item["outcome"])
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository: one paginated
+        query of the repository's partition."""
+        return {
+            str(i["sk"]).removeprefix("verdict#"): VerdictRecord(
+                str(i["outcome"]), datetime.fromisoformat(i["at"]), findings_from(i.get("findings"))
+            )
+            for i in self._query(_repo_pk(registry, repository), "verdict#")
+        }
 
     # -- actions (audit and resumable intents) ------------------------------------------------
 

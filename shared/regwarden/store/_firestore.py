@@ -94,7 +94,16 @@ from ..errors import RegistryError
 from ._access import AccessWindow, PullTally, check_tally, check_window_key
 from ._dynamo import FailureNote
 from ._firestore_values import decode, doc_id, encode, from_micros, micros, protos, utc
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    Findings,
+    OutboxItem,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._sqlite import ActionRecord, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import LEDGERS, ParsedUrl
@@ -505,7 +514,9 @@ class FirestoreLedger(TagRowQueries):
         nonce = uuid.uuid4().hex
         core: list[Any] = []
         if o.verdict is not None:
-            verdict = self._verdict_fields(o.registry, o.repository, o.digest, o.verdict, at)
+            verdict = self._verdict_fields(
+                o.registry, o.repository, o.digest, o.verdict, at, o.findings
+            )
             core.append(
                 self._put(self.name("verdicts", o.registry, o.repository, o.digest), verdict, _ANY)
             )
@@ -780,15 +791,23 @@ class FirestoreLedger(TagRowQueries):
 
     @staticmethod
     def _verdict_fields(
-        registry: str, repository: str, digest: str, outcome: str, at: datetime
+        registry: str,
+        repository: str,
+        digest: str,
+        outcome: str,
+        at: datetime,
+        findings: Findings | None = None,
     ) -> dict[str, Any]:
-        return {
+        fields = {
             "registry": registry,
             "repository": repository,
             "digest": digest,
             "outcome": outcome,
             "at": at,
         }
+        if findings is not None:
+            fields["findings"] = findings_json(findings)
+        return fields
 
     def record_verdict(
         self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
@@ -800,6 +819,17 @@ class FirestoreLedger(TagRowQueries):
     def last_verdict(self, registry: str, repository: str, digest: str) -> str | None:
         found = self._get(self.name("verdicts", registry, repository, digest))
         return None if found is None else str(found.fields["outcome"])
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository: one query, two
+        equality filters (served by the single-field indexes, no composite index)."""
+        docs = self._query("verdicts", equal={"registry": registry, "repository": repository})
+        return {
+            str(d.fields["digest"]): VerdictRecord(
+                str(d.fields["outcome"]), d.fields["at"], findings_from(d.fields.get("findings"))
+            )
+            for d in docs
+        }
 
     # -- actions (audit and resumable intents) ------------------------------------------------
 

@@ -39,7 +39,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._access import AccessWindow, PullTally, check_tally, check_window_key
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    OutboxItem,
+    OutboxRecord,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._postgres_schema import SchemaTooNew, advisory_key, migrate
 from ._sqlite import ActionRecord, QuarantineRecord
 from ._sqlite_queue import DeadLetter, QueuedEvent
@@ -196,10 +205,11 @@ class PostgresLedger:
                     return None
             if o.verdict is not None:
                 db.execute(
-                    "INSERT INTO verdicts VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
-                    "(registry, repository, digest) DO UPDATE SET outcome = "
-                    "excluded.outcome, at = excluded.at",
-                    (o.registry, o.repository, o.digest, o.verdict, now),
+                    "INSERT INTO verdicts (registry, repository, digest, outcome, at, findings) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (registry, repository, digest) "
+                    "DO UPDATE SET outcome = excluded.outcome, at = excluded.at, "
+                    "findings = excluded.findings",
+                    (o.registry, o.repository, o.digest, o.verdict, now, findings_json(o.findings)),
                 )
                 db.execute(
                     "INSERT INTO verdict_log (delivery_id, registry, repository, digest, "
@@ -357,10 +367,10 @@ class PostgresLedger:
         self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
     ) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO verdicts VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
-                "(registry, repository, digest) DO UPDATE SET outcome = excluded.outcome, "
-                "at = excluded.at",
+            db.execute(  # no findings: those there were the replaced verdict's
+                "INSERT INTO verdicts (registry, repository, digest, outcome, at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (registry, repository, digest) "
+                "DO UPDATE SET outcome = excluded.outcome, at = excluded.at, findings = NULL",
                 (registry, repository, digest, outcome, _utc(now)),
             )
 
@@ -370,6 +380,15 @@ class PostgresLedger:
             (registry, repository, digest),
         )
         return str(rows[0][0]) if rows else None
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository, one query."""
+        rows = self._rows(
+            "SELECT digest, outcome, at, findings FROM verdicts WHERE registry = %s "
+            "AND repository = %s",
+            (registry, repository),
+        )
+        return {str(d): VerdictRecord(str(o), at, findings_from(f)) for d, o, at, f in rows}
 
     # -- actions -----------------------------------------------------------------------------
 

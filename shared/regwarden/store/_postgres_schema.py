@@ -110,9 +110,16 @@ _V2 = (
     "CREATE INDEX access_windows_due ON access_windows (closes_at, key)",
 )
 
+_V3 = (
+    # the verdict's findings by severity (`store._outcome.findings_json`); NULL for the
+    # verdicts written before, and for a verdict judged without a scan report
+    "ALTER TABLE verdicts ADD COLUMN findings TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger and queue tables (as the SQLite ledger of session 7)", _V1),
     Migration(2, "access monitoring: pull tallies, pull tracking, access-alert windows", _V2),
+    Migration(3, "verdicts keep their findings by severity", _V3),
 )
 """Every step, in order; versions are 1, 2, … with no gap."""
 

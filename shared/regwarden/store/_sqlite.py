@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from ._access import AccessWindow, PullTally, check_tally, check_window_key
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    OutboxItem,
+    OutboxRecord,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._sqlite_queue import QueueMixin
 from ._urls import LEDGERS, QUEUES, ParsedUrl
 
@@ -48,7 +57,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE TABLE IF NOT EXISTS verdicts (
     registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
-    outcome TEXT NOT NULL, at TEXT NOT NULL,
+    outcome TEXT NOT NULL, at TEXT NOT NULL, findings TEXT,
     PRIMARY KEY (registry, repository, digest)
 );
 CREATE TABLE IF NOT EXISTS verdict_log (
@@ -141,6 +150,7 @@ class SqliteLedger(QueueMixin):
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None
         self._conn().executescript(_SCHEMA)  # idempotent DDL; executescript commits itself
+        _migrate_verdicts(self._conn())
         self._init_queue()  # the queue's table, migrated from older ledgers
 
     def _conn(self) -> sqlite3.Connection:
@@ -237,8 +247,16 @@ class SqliteLedger(QueueMixin):
                     return None
             if o.verdict is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
-                    (o.registry, o.repository, o.digest, o.verdict, _ts(now)),
+                    "INSERT OR REPLACE INTO verdicts (registry, repository, digest, outcome, "
+                    "at, findings) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        o.registry,
+                        o.repository,
+                        o.digest,
+                        o.verdict,
+                        _ts(now),
+                        findings_json(o.findings),
+                    ),
                 )
                 db.execute(
                     "INSERT INTO verdict_log VALUES (?, ?, ?, ?, ?, ?)",
@@ -422,8 +440,9 @@ class SqliteLedger(QueueMixin):
         self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
     ) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+            db.execute(  # no findings: those there were the replaced verdict's
+                "INSERT OR REPLACE INTO verdicts (registry, repository, digest, outcome, at) "
+                "VALUES (?, ?, ?, ?, ?)",
                 (registry, repository, digest, outcome, _ts(now)),
             )
 
@@ -437,6 +456,18 @@ class SqliteLedger(QueueMixin):
             .fetchone()
         )
         return None if row is None else str(row[0])
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository, one query."""
+        rows = self._conn().execute(
+            "SELECT digest, outcome, at, findings FROM verdicts WHERE registry = ? "
+            "AND repository = ?",
+            (registry, repository),
+        )
+        return {
+            str(d): VerdictRecord(str(o), datetime.fromisoformat(at), findings_from(f))
+            for d, o, at, f in rows
+        }
 
     # -- actions (audit and resumable intents) ---------------------------------------------
 
@@ -720,6 +751,20 @@ class SqliteLedger(QueueMixin):
             _dt(last_seen),
             alert,
         )
+
+
+def _migrate_verdicts(db: sqlite3.Connection) -> None:
+    """A ledger written before verdicts kept their findings gains the column (NULL: not
+    known for the verdicts already there)."""
+    db.execute("BEGIN IMMEDIATE")  # two processes opening one old file migrate it once
+    try:
+        columns = {str(r[1]) for r in db.execute("PRAGMA table_info(verdicts)")}
+        if "findings" not in columns:
+            db.execute("ALTER TABLE verdicts ADD COLUMN findings TEXT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def open_sqlite(url: ParsedUrl) -> SqliteLedger:
