@@ -1,10 +1,12 @@
 """AWS Lambda handlers (Powertools): `on_push`, `on_scan`, `notify`, `recovery`,
-`retention_fanout`, `retention_worker`.
+`retention_fanout`, `retention_worker`, `report`, `on_access`.
 
 Each module's `handler` takes an SQS batch (EventBridge → SQS → Lambda, SNS → SQS →
-Lambda for `notify`, the retention work queue for `retention_worker`) and reports
-partial-batch failures; `retention_fanout` is invoked by EventBridge Scheduler and
-`recovery` by an EventBridge schedule (every 5 minutes). Deployed
+Lambda for `notify`, the retention work queue for `retention_worker`, CloudTrail's ECR
+calls through EventBridge and SQS for `on_access`) and reports partial-batch failures;
+`retention_fanout` and `report` are invoked by EventBridge Scheduler, `recovery` by an
+EventBridge schedule (every 5 minutes), and `on_access` by a one-minute schedule too (the
+sweep of its alert windows). Deployed
 by `template.yaml` with `CodeUri: functions/aws/` built by `functions/aws/Makefile` into
 `functions/aws/…`, so the handler path is `functions.aws.on_push.handler` in Lambda and
 in tests alike.

@@ -395,7 +395,7 @@ def gate_record(
     from regwarden.rechecks import RECHECK_EVENT_SOURCE
 
     st = state(function)
-    with _noted(st, function, record, logger=logger):
+    with _noted(st.ledger, function, record, logger=logger):
         doc = _record_doc(record)
         logger.set_correlation_id(doc["id"])
         if doc.get("source") != RECHECK_EVENT_SOURCE:
@@ -416,7 +416,9 @@ def gate_record(
 
 
 @contextlib.contextmanager
-def _noted(st: State, function: str, record: SQSRecord, *, logger: Logger) -> Iterator[None]:
+def _noted(
+    ledger: DynamoLedger, function: str, record: SQSRecord, *, logger: Logger
+) -> Iterator[None]:
     """Note the error of a record that fails (its first and latest, for the dead-letter
     listing), then let it propagate unchanged: the record is reported as failed."""
     try:
@@ -427,7 +429,7 @@ def _noted(st: State, function: str, record: SQSRecord, *, logger: Logger) -> It
 
         error = redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR]
         try:
-            st.ledger.note_failure(
+            ledger.note_failure(
                 function,
                 dead_letter_key(record.body, record.message_id),
                 error,
@@ -574,7 +576,7 @@ def notify_record(record: SQSRecord, *, logger: Logger, metrics: Metrics) -> dic
     from regwarden.notify import Alert
 
     st = state("notify")
-    with _noted(st, "notify", record, logger=logger):
+    with _noted(st.ledger, "notify", record, logger=logger):
         try:
             alert = Alert.model_validate_json(record.body)
         except ValidationError as exc:

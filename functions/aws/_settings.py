@@ -30,6 +30,14 @@ The retention functions read `RetentionSettings` as well:
 | `REGWARDEN_RETENTION_STOP_MS`     | stop deleting when less time than this is left (30000)    |
 | `REGWARDEN_RETENTION_RESUME_DELAY`| seconds before an interrupted run's message returns (60)  |
 
+The access function (`on_access`) reads `AccessSettings` as well:
+
+| variable                             | meaning                                          |
+| ------------------------------------ | ------------------------------------------------ |
+| `REGWARDEN_ACCESS_IGNORE_PRINCIPALS` | comma-separated IAM ARNs: regwarden's own roles  |
+| `REGWARDEN_ACCESS_SWEEP_INTERVAL`    | seconds between a warm function's window sweeps  |
+|                                      | after a batch (60)                               |
+
 Secrets never come from plain environment variables here: `secret://NAME` in the policy is
 the Secrets Manager secret `NAME` (or the SSM SecureString `/NAME`), fetched through
 Powertools parameters (cached for five minutes) when a channel or key first needs it.
@@ -58,6 +66,7 @@ __all__ = [
     "RETENTION_INVENTORIES",
     "RETENTION_MODES",
     "SECRET_STORES",
+    "AccessSettings",
     "PolicySource",
     "RetentionSettings",
     "SecretEnv",
@@ -214,6 +223,35 @@ class RetentionSettings:
             concurrency=_whole(env, "REGWARDEN_RETENTION_CONCURRENCY", 4, least=1),
             stop_ms=_whole(env, "REGWARDEN_RETENTION_STOP_MS", 30_000, least=0),
             resume_delay=_whole(env, "REGWARDEN_RETENTION_RESUME_DELAY", 60, least=0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSettings:
+    """The access function's configuration, read once per cold start."""
+
+    ignore_principals: frozenset[str] = frozenset()
+    """Principals (IAM role or user ARNs, as the access events name them) whose pulls and
+    pushes are regwarden's own: the stack's roles read and copy images (gate, quarantine,
+    retention, report), which is not access to watch."""
+    sweep_interval: int = 60
+    """Seconds between sweeps of due alert windows at the end of a batch, per warm
+    function (the one-minute schedule sweeps as well, for a quiet stream)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AccessSettings:
+        env = os.environ if env is None else env
+        raw = env.get("REGWARDEN_ACCESS_IGNORE_PRINCIPALS") or ""
+        principals = frozenset(p.strip() for p in raw.split(",") if p.strip())
+        odd = sorted(p for p in principals if not p.startswith("arn:"))
+        if odd:
+            raise UsageError(
+                f"REGWARDEN_ACCESS_IGNORE_PRINCIPALS: got {odd[0]!r}, expected "
+                "comma-separated IAM ARNs (arn:aws:iam::ACCOUNT:role/NAME)"
+            )
+        return cls(
+            ignore_principals=principals,
+            sweep_interval=_whole(env, "REGWARDEN_ACCESS_SWEEP_INTERVAL", 60, least=0),
         )
 
 

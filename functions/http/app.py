@@ -14,7 +14,8 @@ Settings come from the environment, read once at start-up:
                               `registries:` (comma-separated host[:port]); others get 400
   REGWARDEN_INSTANCE          this replica's id on the queue (default: the host name); a
                               replica restarted with the same id takes its events back at once
-The same app as `regwarden serve` (leases, recovery sweep, outbox); no rule logic here.
+The same app as `regwarden serve` (leases, recovery sweep, outbox, the access monitor); no
+rule logic here.
 """
 
 from __future__ import annotations
@@ -60,12 +61,17 @@ def build() -> Any:
         max_attempts=service.MAX_ATTEMPTS,
     )
     Sweeper(pipeline, clock=clock).start()  # finishes what a crash left, then every 30 s
+    # pulls (and pushes, for `access.pushers`) to the access monitor: docs/access.md
+    access = service.access_intake(
+        runtime.policy, pipeline, allowed_hosts=runtime.allowed_hosts, clock=clock
+    )
     return create_app(
         ledger=queue,
         auth=CallerAuthenticator.from_file(tokens),
         validators=service.receiver_validators(pipeline.wants, runtime.allowed_hosts),
         pool=pool,
         run_pool=True,
+        access=access,
     )
 
 

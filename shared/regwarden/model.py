@@ -210,6 +210,17 @@ class Verdict(_Frozen):
     def failed(self) -> tuple[CheckResult, ...]:
         return tuple(c for c in self.checks if c.outcome is CheckOutcome.FAIL)
 
+    @property
+    def policy_outcome(self) -> Outcome:
+        """What the policy decided, whatever the mode did about it: FAILED for an `audit`
+        verdict with a failed check (its outcome is WARN, as audit acts on nothing), else
+        the outcome. The ledger keeps this one, so what reads it later (the access
+        monitor's blocked pulls, rollback's PASSED digests, the report) sees an audit
+        repository's failures as failures; alerts and exit codes keep `outcome`."""
+        if self.outcome is Outcome.WARN and self.mode == "audit" and self.failed:
+            return Outcome.FAILED
+        return self.outcome
+
 
 class Action(_Frozen):
     """Something regwarden did (or would do) to an image."""

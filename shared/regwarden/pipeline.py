@@ -43,7 +43,15 @@ from .errors import (
     NotFound,
     RegistryError,
 )
-from .gate import Evidence, EvidenceSource, Facts, GateRules, evaluate, no_evidence
+from .gate import (
+    Evidence,
+    EvidenceSource,
+    Facts,
+    GateRules,
+    evaluate,
+    no_evidence,
+    verdict_findings,
+)
 from .intake import Classified, ManifestRole, classify_manifest, ignore_reason
 from .model import (
     CheckOutcome,
@@ -125,19 +133,21 @@ class Pipeline:
 
     def wants(self, event: ImageEvent) -> bool:
         """Whether `handle` would do anything with `event`: False for regwarden's own
-        writes and reads, quarantine events and deletes. Pure, so the receiver can drop
-        those before they are persisted (a gated push causes about seven of them)."""
-        return event.kind is not EventKind.DELETED and self._ignore_reason(event) is None
+        writes and reads, quarantine events, deletes and pulls (the access monitor's, see
+        `regwarden.access`). Pure, so the receiver can drop those before they are
+        persisted (a gated push causes about seven of them)."""
+        return (
+            event.kind not in (EventKind.DELETED, EventKind.PULLED)
+            and self._ignore_reason(event) is None
+        )
 
     def handle(self, event: ImageEvent, *, now: datetime, final_attempt: bool = True) -> Handled:
         reason = self._ignore_reason(event)
         if reason:
             log.info("ignored %s %s: %s", event.kind, event.image, reason)
             return Handled(event, ignored=reason)
-        img = event.image
-        if event.kind is EventKind.PULLED and img.digest:
-            self.ledger.record_pull(img.registry, img.repository, img.digest, now=event.time)
-            return Handled(event, ignored="pull recorded")
+        if event.kind is EventKind.PULLED:  # pull times and counts: the access monitor's
+            return Handled(event, ignored="pull: the access monitor records it")
         if event.kind is EventKind.DELETED:
             return Handled(event, ignored="delete: nothing to gate")
         delivery = f"{event.source}:{event.delivery_id}"
@@ -960,10 +970,11 @@ class Pipeline:
                 registry=image.registry,
                 repository=image.repository,
                 digest=image.digest,
-                verdict=verdict.outcome.value,
+                verdict=verdict.policy_outcome.value,
                 recheck_at=recheck_at,
                 recheck_image=str(recheck_image) if recheck_image else None,
                 alerts=items,
+                findings=verdict_findings(verdict),  # the report's findings by severity
             ),
             now=now,
             ttl=DELIVERY_TTL,
@@ -976,6 +987,16 @@ class Pipeline:
     def deliver_outbox(self, *, now: datetime, limit: int = 100) -> int:
         """Send every alert whose (next) attempt is due: the sweep's outbox part."""
         return self._deliver(self.ledger.outbox_pending(now=now, limit=limit), now=now)
+
+    def deliver(self, keys: Collection[str], *, now: datetime, limit: int = 100) -> int:
+        """Send now the alerts another part committed to the outbox under `keys` (the
+        access monitor's), if due and among the `limit` soonest due; the recovery sweep
+        sends what this leaves. Returns how many were sent."""
+        wanted = set(keys)
+        if not wanted:
+            return 0
+        due = self.ledger.outbox_pending(now=now, limit=limit)
+        return self._deliver([i for i in due if i.key in wanted], now=now)
 
     def _deliver(self, items: list[OutboxItem], *, now: datetime) -> int:
         sent = 0

@@ -4,8 +4,9 @@ the platform adapters. Parsing is pure; handling goes through the pipeline."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .errors import IntakeError
 from .model import ImageEvent
@@ -21,7 +22,16 @@ from .rechecks import (
 )
 from .store import EventQueue, QueuedEvent
 
+if TYPE_CHECKING:
+    from .access import AccessEvent
+    from .policy import Policy
+    from .receiver import AccessIntake, AccessParser, ServeMetrics
+
 RECHECK = QUEUE_SOURCE
+ACCESS_CAPACITY = 10_000
+"""Access events acknowledged and not yet handled, at most (then 503: the sender retries)."""
+ACCESS_SWEEP_EVERY = 5.0
+"""Seconds between looks for closed access alert windows (each a ledger query)."""
 MAX_ATTEMPTS = 5
 
 
@@ -72,6 +82,59 @@ def receiver_validators(
     """One validator per webhook source; with `keep` (`Pipeline.wants`), dropping what
     the pipeline would ignore; with `allowed_hosts`, refusing events for other hosts."""
     return {s: count_events(s, keep, allowed_hosts) for s in webhook_sources()}
+
+
+def access_parsers() -> dict[str, AccessParser]:
+    """The webhook sources whose bodies carry access events (manifest pulls and pushes),
+    each with its parser `(body, content type) → AccessEvent list`."""
+    from .access import parse_distribution_access, parse_harbor_access
+
+    def distribution(body: bytes, content_type: str | None) -> list[AccessEvent]:
+        return parse_distribution_access(body, content_type=content_type)
+
+    def harbor(body: bytes, content_type: str | None) -> list[AccessEvent]:
+        return parse_harbor_access(body, content_type=content_type)
+
+    return {"distribution": distribution, "harbor": harbor}
+
+
+def access_intake(
+    policy: Policy,
+    pipeline: Pipeline,
+    *,
+    allowed_hosts: frozenset[str] | None,
+    clock: Callable[[], datetime],
+    metrics: ServeMetrics | None = None,
+    capacity: int = ACCESS_CAPACITY,
+    sweep_every: float = ACCESS_SWEEP_EVERY,
+) -> AccessIntake:
+    """The receiver's access path: an `AccessMonitor` over the pipeline's ledger and alert
+    router, fed by the webhook sources' access parsers; the alerts it commits are sent at
+    once by the pipeline's outbox delivery. Start it (`start`) before serving and stop it
+    (`stop`: drains, flushes every tally) after."""
+    from .access import AccessMonitor
+    from .receiver import AccessIntake
+
+    monitor = AccessMonitor.from_policy(
+        policy, pipeline.ledger, pipeline.router, actor=pipeline.actor
+    )
+
+    def deliver(keys: Sequence[str], now: datetime) -> int:
+        return pipeline.deliver(keys, now=now)
+
+    intake = AccessIntake(
+        monitor,
+        access_parsers(),
+        deliver=deliver,
+        allowed_hosts=allowed_hosts,
+        capacity=capacity,
+        sweep_every=sweep_every,
+        clock=clock,
+        metrics=metrics,
+    )
+    if metrics is not None:
+        metrics.watch_access(intake.depth)
+    return intake
 
 
 def detect_source(body: bytes) -> str:

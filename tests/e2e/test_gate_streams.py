@@ -98,7 +98,13 @@ class Env:
         return Stream(name, self.harbor.host, "hb")
 
     def alerts_for(self, digest: str) -> list[dict[str, Any]]:
-        return [a for a in alerts(self.sink) if str(a["image"]).endswith(digest)]
+        """The verdict alerts about `digest` (access alerts — a pull of a PENDING or
+        quarantined image by the tools the tests run — are the access monitor's)."""
+        return [
+            a
+            for a in alerts(self.sink)
+            if str(a["image"]).endswith(digest) and a.get("kind", "verdict") == "verdict"
+        ]
 
     def wait(self, cond: Any, *, timeout: float = 30.0, what: str = "") -> Any:
         return wait_for(cond, timeout=timeout, what=what, log=self.serve.log)

@@ -103,6 +103,7 @@ def test_critical_push_is_moved_to_quarantine_once_and_alerts_only_its_team(aws:
         "severity": "critical",
         "verdict": "FAILED",
         "action": "quarantine",
+        "kind": "verdict",
     }
     body = json.loads(alert["Body"])
     assert body["image"].endswith(f"{repo}@{digest}") and body["action"] == "quarantine"

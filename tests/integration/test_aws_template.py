@@ -150,6 +150,7 @@ def test_functions_read_queues_with_partial_batch_reports_and_importable_handler
         "RetentionFanoutFunction",  # invoked by the schedule (see the retention tests below)
         "RetentionWorkerFunction",
         "ReportFunction",  # invoked by its schedule (tests/integration/test_aws_report.py)
+        "OnAccessFunction",  # CloudTrail pulls and pushes (tests/integration/test_aws_access.py)
     }
     for name, res in functions.items():
         props = res["Properties"]
@@ -189,7 +190,7 @@ def test_functions_read_queues_with_partial_batch_reports_and_importable_handler
 
 # -- delivery that survives throttling: event-source scaling, rule retries and dead letters -----
 
-QUEUE_FUNCTIONS = ("OnPushFunction", "OnScanFunction", "NotifyFunction")
+QUEUE_FUNCTIONS = ("OnPushFunction", "OnScanFunction", "NotifyFunction", "OnAccessFunction")
 
 
 def test_queue_functions_scale_their_event_source_instead_of_being_throttled() -> None:
@@ -439,3 +440,136 @@ def test_retention_roles_are_least_privilege() -> None:
         {"Fn::GetAtt": "RetentionQueue.Arn"},
         {"Fn::GetAtt": "RetentionFanoutDeadLetterQueue.Arn"},
     ]
+
+
+# -- access monitoring: CloudTrail → AccessRule → AccessQueue → on_access ------------------------
+
+ACCESS_EVENTS = ROOT / "events" / "access"
+ACCESS_RESOURCES = (
+    "AccessRule",
+    "AccessDeadLetterQueue",
+    "AccessQueue",
+    "AccessQueuesPolicy",
+    "AccessDeadLettersAlarm",
+    "OnAccessLogGroup",
+    "OnAccessFunction",
+    "AccessSweepSchedule",
+    "AccessSchedulerRole",
+    "OnAccessRole",
+)
+
+
+def _cloudtrail_entry(event: dict[str, Any], repository: str) -> dict[str, Any]:
+    detail = copy.deepcopy(event["detail"])
+    detail["requestParameters"]["repositoryName"] = repository
+    return {
+        "Source": event["source"],
+        "DetailType": event["detail-type"],
+        "Detail": json.dumps(detail),
+        "Resources": [],
+    }
+
+
+@pytest.mark.parametrize("prefix", ["", "apps/"])
+def test_access_rule_takes_successful_pulls_and_pushes_of_the_watched_repositories(
+    moto: MotoServer, prefix: str
+) -> None:
+    """The rule's pattern in moto's EventBridge: the CloudTrail samples of events/access/
+    (and a layer download, and every push and scan sample of events/aws/) for repositories
+    inside and outside the prefix and its quarantine copies."""
+    events, sqs = moto.client("events"), moto.client("sqs")
+    params = {"RepositoryPrefix": prefix, "QuarantinePrefix": "quarantine/"}
+    raw = RESOURCES["AccessRule"]["Properties"]["EventPattern"]
+    events.put_rule(Name="access", EventPattern=json.dumps(resolve(copy.deepcopy(raw), params)))
+    url = sqs.create_queue(QueueName="access")["QueueUrl"]
+    arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:access"
+    events.put_targets(Rule="access", Targets=[{"Id": "queue", "Arn": arn}])
+    trail = {p.name: json.loads(p.read_text()) for p in ACCESS_EVENTS.glob("cloudtrail-*.json")}
+    trail.pop("cloudtrail-sqs-batch.json")  # the Lambda event, not a bus event
+    layer = copy.deepcopy(trail["cloudtrail-batchgetimage-digest.json"])
+    layer["detail"]["eventName"] = "GetDownloadUrlForLayer"
+    trail["layer-download"] = layer
+    repositories = ("apps/web", "quarantine/apps/web", "other/web")
+    for event in trail.values():
+        for repository in repositories:
+            result = events.put_events(Entries=[_cloudtrail_entry(event, repository)])
+            assert result["FailedEntryCount"] == 0
+    for name in SAMPLES:
+        assert events.put_events(Entries=[entry(name, "apps/web")])["FailedEntryCount"] == 0
+    got = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for m in messages:
+            detail = json.loads(m["Body"])["detail"]
+            got.append((detail["eventName"], detail["requestParameters"]["repositoryName"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    taken = {"apps/web", "quarantine/apps/web"} | ({"other/web"} if not prefix else set())
+    # the tag and digest pulls, the AWS-internal pull and the push: not the refused pull
+    # (errorCode), not the layer download, nothing of events/aws/
+    wanted = [
+        (name, repo)
+        for name in ("BatchGetImage", "BatchGetImage", "BatchGetImage", "PutImage")
+        for repo in taken
+    ]
+    assert sorted(got) == sorted(wanted)
+
+
+def test_access_rule_sees_read_only_management_events_and_feeds_on_access() -> None:
+    _import_functions()
+    from functions.aws._access import CLOUDTRAIL, SWEEP
+
+    rule = RESOURCES["AccessRule"]["Properties"]
+    assert rule["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"  # BatchGetImage
+    assert rule["EventPattern"]["detail-type"] == [CLOUDTRAIL]
+    assert rule["EventPattern"]["detail"]["eventName"] == ["BatchGetImage", "PutImage"]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": "AccessQueue.Arn"}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": "AccessDeadLetterQueue.Arn"}}
+    function = RESOURCES["OnAccessFunction"]["Properties"]
+    (source,) = function["Events"].values()
+    assert source["Properties"]["Queue"] == {"Fn::GetAtt": "AccessQueue.Arn"}
+    queue = RESOURCES["AccessQueue"]["Properties"]
+    assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": "Key.Arn"}
+    assert queue["VisibilityTimeout"] >= 6 * TEMPLATE["Globals"]["Function"]["Timeout"]
+    # only the rule may send, to the queue and to its dead-letter queue
+    statements = RESOURCES["AccessQueuesPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert {s["Resource"]["Fn::GetAtt"] for s in statements} == {
+        "AccessQueue.Arn",
+        "AccessDeadLetterQueue.Arn",
+    }
+    for s in statements:
+        assert s["Principal"] == {"Service": "events.amazonaws.com"}
+        assert s["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": "AccessRule.Arn"}}}
+    # the sweep tick: every minute, a payload the handler takes, invoking nothing else
+    schedule = RESOURCES["AccessSweepSchedule"]["Properties"]
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    assert schedule["Target"]["Arn"] == {"Fn::GetAtt": "OnAccessFunction.Arn"}
+    assert json.loads(schedule["Target"]["Input"])["regwarden"] == SWEEP
+    (invoke,) = _statements("AccessSchedulerRole")
+    assert invoke["Action"] == "lambda:InvokeFunction"
+    assert invoke["Resource"] == {"Fn::GetAtt": "OnAccessFunction.Arn"}
+    # regwarden's own roles are not watched
+    ignored = function["Environment"]["Variables"]["REGWARDEN_ACCESS_IGNORE_PRINCIPALS"]
+    roles = {r["Fn::GetAtt"].split(".")[0] for r in ignored["Fn::Join"][1]}
+    assert roles == {
+        "OnPushRole",
+        "OnScanRole",
+        "RecoveryRole",
+        "RetentionWorkerRole",
+        "ReportRole",
+    }
+
+
+def test_access_monitoring_turns_off_as_a_whole() -> None:
+    param = TEMPLATE["Parameters"]["AccessMonitoring"]
+    assert param["Default"] == "enabled" and param["AllowedValues"] == ["enabled", "disabled"]
+    assert TEMPLATE["Conditions"]["AccessMonitoringOn"] == {
+        "Fn::Equals": [{"Ref": "AccessMonitoring"}, "enabled"]
+    }
+    conditional = {n for n, r in RESOURCES.items() if r.get("Condition") == "AccessMonitoringOn"}
+    assert conditional == set(ACCESS_RESOURCES)
+    assert TEMPLATE["Outputs"]["AccessDeadLetterQueueUrl"]["Condition"] == "AccessMonitoringOn"
+    # nothing else refers to them (a reference from an unconditional resource would fail
+    # the stack with monitoring off)
+    text = json.dumps({n: r for n, r in RESOURCES.items() if n not in conditional})
+    for name in ACCESS_RESOURCES:
+        assert f'"{name}"' not in text and f'"{name}.' not in text, name

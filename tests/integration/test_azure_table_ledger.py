@@ -15,8 +15,8 @@ import pytest
 from support.azurite import Azurite
 
 from regwarden.errors import RegistryError, UsageError
-from regwarden.store import OutboxItem, Outcome, open_ledger
-from regwarden.store._azure_table import AzureTableLedger
+from regwarden.store import AccessWindow, OutboxItem, Outcome, PullTally, open_ledger
+from regwarden.store._azure_table import TALLIES_PER_BATCH, AzureTableLedger
 
 pytestmark = pytest.mark.integration
 
@@ -357,3 +357,167 @@ def test_a_batch_the_client_sent_twice_is_recognised_as_its_own(
     assert ledger.verdict_log("r", "app", A) == [("d1", "FAILED", T0)]
     # the key's entry is there: another delivery's same alert is not added again
     assert ledger.commit_outcome(outcome("d2", "k1"), now=T0 + timedelta(1), ttl=TTL) == []
+
+
+# -- access monitoring: pull tallies, tracking, alert windows ---------------------------------
+
+B = "sha256:" + "b" * 64
+
+
+def tally(principal: str, at: datetime, count: int = 1, digest: str = A) -> PullTally:
+    return PullTally("r", "app", digest, principal, at, count)
+
+
+def window(key: str, opened: datetime) -> AccessWindow:
+    return AccessWindow(key, "r", "app", A, opened, opened + timedelta(minutes=10), alert="{}")
+
+
+def test_pulls_cost_one_read_and_one_batch_per_repository(
+    counted: tuple[AzureTableLedger, Requests],
+) -> None:
+    ledger, requests = counted
+    ledger.record_push("r", "app", A, ("v1",), now=T0)  # the table, made once
+    requests.take()
+    ledger.record_pulls([tally("ci", T0, 2), tally("", T0), tally("ci", T0, 1, digest=B)])
+    sent = requests.take()
+    assert [r.split()[0] for r in sent] == ["GET", "POST"]  # one query, one batch
+    assert sent[1].endswith("$batch")
+    ledger.record_pulls([PullTally("r", "other", A, "ci", T0, 1)])  # another partition
+    assert len(requests.take()) == 2
+    # only the tally rows a flush adds to are written: an image row whose last pull is as
+    # late is left out of the batch, and the tallies, images and tags stay apart
+    ledger.record_pulls([tally("ci", T0 - timedelta(hours=1))])
+    assert len(requests.take()) == 2
+    assert ledger.image_times("r", "app") == {A: (T0, T0), B: (T0, T0)}
+    assert ledger.tag_history("r", "app") == [("v1", A, T0)]
+    assert ledger.pull_tallies("r", "app") == [
+        tally("", T0),
+        tally("ci", T0, 3),
+        tally("ci", T0, 1, digest=B),
+    ]
+    requests.take()
+    assert ledger.start_pull_tracking("r", "app", now=T0) == T0
+    assert [r.split()[0] for r in requests.take()] == ["POST"]  # one create
+    assert ledger.image_times("r", "app") == {A: (T0, T0), B: (T0, T0)}  # not an image
+    assert ledger.pull_tallies("r", "app")[1].count == 3  # nor a tally
+
+
+def test_many_tallies_are_read_in_short_queries_and_written_in_batches_of_100(
+    counted: tuple[AzureTableLedger, Requests],
+) -> None:
+    ledger, requests = counted
+    many = [tally(f"p{n:03d}", T0 + timedelta(seconds=n)) for n in range(TALLIES_PER_BATCH + 10)]
+    ledger.record_pulls(many)
+    requests.take()
+    ledger.record_pulls(many)  # every row there now: each read, each replaced
+    sent = requests.take()
+    reads = [r for r in sent if r.startswith("GET")]
+    batches = [r for r in sent if r.endswith("$batch")]
+    # 51 rows, then 11: ceil(51 / 14) + ceil(11 / 14) queries, one batch each
+    assert (len(reads), len(batches)) == (5, 2)
+    found = ledger.pull_tallies("r", "app")
+    assert len(found) == len(many) and {t.count for t in found} == {2}
+    assert ledger.image_times("r", "app")[A] == (T0, many[-1].last_pulled)
+
+
+def test_a_pull_batch_that_lost_a_race_is_read_and_counted_again(
+    ledger: AzureTableLedger, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.record_pulls([tally("ci", T0)])
+    other = AzureTableLedger(ledger.account, prefix=ledger.prefix, env=azurite.env())
+    real = AzureTableLedger._rows
+    raced: list[int] = []
+
+    def read_then_rival(self: AzureTableLedger, kind: str, pk: str, rks: Any) -> Any:
+        found = real(self, kind, pk, rks)
+        if self is ledger and not raced:  # after this read, another process goes first
+            raced.append(1)
+            other.record_pulls([tally("ci", T0 + timedelta(minutes=2), 5)])
+        return found
+
+    monkeypatch.setattr(AzureTableLedger, "_rows", read_then_rival)
+    try:
+        ledger.record_pulls([tally("ci", T0 + timedelta(minutes=1), 2)])
+    finally:
+        other.close()
+    assert raced == [1]
+    assert ledger.pull_tallies("r", "app") == [tally("ci", T0 + timedelta(minutes=2), 8)]
+    assert ledger.image_times("r", "app")[A] == (T0, T0 + timedelta(minutes=2))
+
+
+def test_a_pull_batch_the_client_sent_twice_counts_once(
+    ledger: AzureTableLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from regwarden.store import _azure_table_client
+
+    ledger.record_pulls([tally("ci", T0)])
+    real = AzureTableLedger._batch
+    lost: list[str] = []
+
+    def answer_lost(self: AzureTableLedger, kind: str, what: str, ops: Any) -> list[str | None]:
+        etags = real(self, kind, what, ops)
+        if what == "record_pulls" and not lost:
+            lost.append(what)  # applied; its answer lost, the SDK's re-send refused (412)
+            raise _azure_table_client.Conflict
+        return etags
+
+    monkeypatch.setattr(AzureTableLedger, "_batch", answer_lost)
+    ledger.record_pulls([tally("ci", T0 + timedelta(minutes=1), 3), tally("bob", T0)])
+    assert lost == ["record_pulls"]
+    assert ledger.pull_tallies("r", "app") == [
+        tally("bob", T0),
+        tally("ci", T0 + timedelta(minutes=1), 4),  # 1 + 3, not 1 + 3 + 3
+    ]
+
+
+def test_a_principal_of_any_length_and_characters_is_a_tally_of_its_own(
+    ledger: AzureTableLedger,
+) -> None:
+    long = "arn:aws:iam::1:role/" + "x/" * 1000  # its encoding alone is past 1 KiB
+    odd = "user#1?/\\'|%"
+    ledger.record_pulls([tally(long, T0), tally(long + "y", T0, 2), tally(odd, T0, 3)])
+    ledger.record_pulls([tally(long, T0)])
+    assert ledger.pull_tallies("r", "app") == sorted(
+        [tally(long, T0, 2), tally(long + "y", T0, 2), tally(odd, T0, 3)],
+        key=lambda t: t.principal,
+    )
+
+
+def test_counts_past_two_to_the_31_are_kept(ledger: AzureTableLedger) -> None:
+    big = 2**31 + 5
+    ledger.record_pulls([tally("ci", T0, big)])
+    ledger.record_pulls([tally("ci", T0, 2)])
+    assert ledger.pull_tallies("r", "app") == [tally("ci", T0, big + 2)]
+    assert ledger.open_access_window(window("k", T0))
+    assert ledger.count_access("k", opened_at=T0, add=big, last_seen=T0)
+    found = ledger.access_window("k")
+    assert found is not None and found.count == big
+
+
+def test_a_window_opened_here_is_counted_into_with_one_request_each(
+    counted: tuple[AzureTableLedger, Requests], azurite: Azurite
+) -> None:
+    ledger, requests = counted
+    assert ledger.open_access_window(window("warm", T0))  # the table, made once
+    requests.take()
+    assert ledger.open_access_window(window("k", T0))
+    assert [r.split()[0] for r in requests.take()] == ["POST"]  # one create
+    assert ledger.open_access_window(window("k", T0 + timedelta(seconds=1))) is False
+    assert [r.split()[0] for r in requests.take()] == ["POST", "GET"]  # 409, then a look
+    for n in range(3):
+        assert ledger.count_access("k", opened_at=T0, add=2, last_seen=T0 + timedelta(n))
+    assert [r.split()[0] for r in requests.take()] == ["PUT"] * 3  # its ETag known: no read
+    assert ledger.access_windows_due(now=T0 + timedelta(minutes=10))[0].count == 6  # "k"
+    assert [r.split()[0] for r in requests.take()] == ["GET"]  # one query of partition "w"
+    # another process reopens it: this one's count is refused (412), read, and not made
+    other = AzureTableLedger(ledger.account, prefix=ledger.prefix, env=azurite.env())
+    try:
+        assert other.open_access_window(window("k", T0 + timedelta(hours=1)), replacing=T0)
+    finally:
+        other.close()
+    assert ledger.count_access("k", opened_at=T0, add=1, last_seen=T0) is False
+    assert [r.split()[0] for r in requests.take()] == ["PUT", "GET"]
+    found = ledger.access_window("k")
+    assert found is not None and (found.opened_at, found.count) == (T0 + timedelta(hours=1), 0)
+    assert ledger.drop_access_window("k", opened_at=T0 + timedelta(hours=1))
+    assert ledger.access_window("k") is None

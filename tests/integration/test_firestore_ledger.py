@@ -24,8 +24,15 @@ from support.fake_firestore import FakeFirestore
 
 from regwarden import gcp_clients
 from regwarden.errors import RegistryError
-from regwarden.store import FirestoreLedger, OutboxItem, Outcome, QuarantineRecord
-from regwarden.store._firestore import ROUNDS
+from regwarden.store import (
+    AccessWindow,
+    FirestoreLedger,
+    OutboxItem,
+    Outcome,
+    PullTally,
+    QuarantineRecord,
+)
+from regwarden.store._firestore import ROUNDS, TALLIES_PER_COMMIT
 
 fake_firestore = firestore_support.fake_firestore
 
@@ -318,11 +325,12 @@ def test_the_fake_refuses_queries_it_does_not_serve(client: Any) -> None:
 
 def test_the_fake_refuses_commits_it_does_not_serve(client: Any) -> None:
     name = f"{DB}/documents/c/d"
+    union = {"append_missing_elements": {"values": [{"integer_value": 1}]}}
     transform = {
         "update": {"name": name, "fields": {}},
-        "update_transforms": [{"field_path": "n", "increment": {"integer_value": 1}}],
+        "update_transforms": [{"field_path": "n", **union}],
     }
-    with pytest.raises(gexc.MethodNotImplemented, match="writes with updateTransforms"):
+    with pytest.raises(gexc.MethodNotImplemented, match="field transform appendMissingElements"):
         client.commit(request={"database": DB, "writes": [transform]})
     twice = [{"update": {"name": name, "fields": {}}}, {"delete": name}]
     with pytest.raises(gexc.MethodNotImplemented, match="two writes of one document"):
@@ -365,3 +373,185 @@ def test_the_fakes_commit_is_atomic_and_honours_update_masks(
         "x": {"stringValue": "1"},
         "z": {"integerValue": "3"},
     }
+
+
+def test_the_fakes_field_transforms_count_and_keep_the_larger(
+    client: Any, fake_firestore: FakeFirestore
+) -> None:
+    name = f"{DB}/documents/c/n"
+
+    def write(*transforms: dict[str, Any], mask: list[str] | None = None) -> Any:
+        one: dict[str, Any] = {
+            "update": {"name": name, "fields": {"who": {"string_value": "x"}}},
+            "update_mask": {"field_paths": mask if mask is not None else ["who"]},
+            "update_transforms": list(transforms),
+        }
+        return client.commit(request={"database": DB, "writes": [one]})
+
+    inc = [{"field_path": "count", "increment": {"integer_value": 3}}]
+    biggest = [{"field_path": "top", "maximum": {"integer_value": 7}}]
+    answer = write(*inc, *biggest)  # absent fields: set to the values given
+    assert [v.integer_value for v in answer.write_results[0].transform_results] == [3, 7]
+    write(
+        {"field_path": "count", "increment": {"integer_value": 2}},
+        {"field_path": "top", "maximum": {"integer_value": 5}},  # smaller: kept
+        {"field_path": "low", "minimum": {"double_value": 1.5}},
+    )
+    assert fake_firestore.documents("c")["n"] == {
+        "who": {"stringValue": "x"},
+        "count": {"integerValue": "5"},
+        "top": {"integerValue": "7"},
+        "low": {"doubleValue": 1.5},
+    }
+    with pytest.raises(gexc.BadRequest, match="both in the update mask and transformed"):
+        write(*inc, mask=["who", "count"])
+    with pytest.raises(gexc.BadRequest, match="transformed twice"):
+        write(*inc, *inc)
+    with pytest.raises(gexc.BadRequest, match="takes an integer or a double"):
+        write({"field_path": "count", "increment": {"string_value": "1"}})
+    assert fake_firestore.documents("c")["n"]["count"] == {"integerValue": "5"}
+
+
+# -- access monitoring ------------------------------------------------------------------------
+
+PULLS = "t_pulls"
+
+
+def tally(principal: str, at: datetime, count: int = 1, digest: str = A) -> PullTally:
+    return PullTally("r", "app", digest, principal, at, count)
+
+
+def test_pulls_are_one_read_and_one_commit_and_tallies_are_never_read(
+    ledger: FirestoreLedger, fake_firestore: FakeFirestore
+) -> None:
+    before = len(fake_firestore.requests)
+    ledger.record_pulls([tally("ci", T0, 2), tally("", T0 + timedelta(seconds=1))])
+    kinds = [(r.method, r.raw_path.rpartition(":")[2]) for r in fake_firestore.requests[before:]]
+    assert [k for k in kinds if k[0] != "GET"] == [("POST", "commit")]
+    assert len([k for k in kinds if k[0] == "GET"]) == 1  # the image, by GetDocument
+    # a tally is its identity and two transformed numbers: nothing to read back first
+    doc = fake_firestore.documents(PULLS)[f"r#app#{A}#ci"]
+    assert doc["count"] == {"integerValue": "2"}
+    assert doc["lastPulledMicros"] == {"integerValue": str(int(T0.timestamp() * 1_000_000))}
+    # two images: one batchGet for both
+    before = len(fake_firestore.requests)
+    ledger.record_pulls([tally("ci", T0, digest=A), tally("ci", T0, digest="sha256:" + "b" * 64)])
+    paths = [r.raw_path.rpartition(":")[2] for r in fake_firestore.requests[before:]]
+    assert paths == ["batchGet", "commit"]
+
+
+def test_pulls_committed_while_another_writer_moves_the_image_all_count(
+    ledger: FirestoreLedger, fake_firestore: FakeFirestore
+) -> None:
+    ledger.record_pulls([tally("ci", T0)])
+    held = fake_firestore.hold_next_commit()
+    slow, result = run(ledger.record_pulls, [tally("ci", T0 + timedelta(minutes=1), 4)])
+    assert held.arrived.wait(30)  # it read the image and is about to commit
+    ledger.record_pulls([tally("ci", T0 + timedelta(minutes=2), 2)])  # goes first
+    held.release()
+    slow.join(30)
+    assert result == [None]
+    assert fake_firestore.conflicts == ["FAILED_PRECONDITION"]  # the image moved on
+    # the refused commit's increments did not land; the round after made them once
+    assert ledger.pull_tallies("r", "app") == [tally("ci", T0 + timedelta(minutes=2), 7)]
+    assert ledger.image_times("r", "app") == {A: (T0, T0 + timedelta(minutes=2))}
+
+
+def test_pulls_the_client_resent_after_they_went_through_count_once(
+    ledger: FirestoreLedger, fake_firestore: FakeFirestore
+) -> None:
+    ledger.record_pulls([tally("ci", T0)])
+    fake_firestore.lose_next_commit_answer(503)  # applied, then UNAVAILABLE: re-sent
+    ledger.record_pulls([tally("ci", T0 + timedelta(minutes=1), 3), tally("bob", T0)])
+    assert len(fake_firestore.calls("POST", COMMIT)) == 3  # first, then the lost one twice
+    assert fake_firestore.conflicts == ["FAILED_PRECONDITION"]  # the re-send: refused
+    assert ledger.pull_tallies("r", "app") == [
+        tally("bob", T0),
+        tally("ci", T0 + timedelta(minutes=1), 4),  # 1 + 3, not 1 + 3 + 3
+    ]
+
+
+def test_many_tallies_are_split_over_commits_of_at_most_500_writes(
+    ledger: FirestoreLedger, fake_firestore: FakeFirestore
+) -> None:
+    many = [tally(f"p{n:04d}", T0 + timedelta(seconds=n)) for n in range(TALLIES_PER_COMMIT + 3)]
+    ledger.record_pulls(many)
+    commits = fake_firestore.calls("POST", COMMIT)
+    assert len(commits) == 2
+    assert [len(c.body["writes"]) for c in commits] == [TALLIES_PER_COMMIT + 1, 3 + 1]
+    found = ledger.pull_tallies("r", "app")
+    assert len(found) == len(many) and all(t.count == 1 for t in found)
+    assert ledger.image_times("r", "app")[A] == (T0, many[-1].last_pulled)
+
+
+def test_pull_tracking_is_one_create_when_it_begins(
+    ledger: FirestoreLedger, fake_firestore: FakeFirestore
+) -> None:
+    before = len(fake_firestore.requests)
+    assert ledger.start_pull_tracking("r", "app", now=T0) == T0
+    assert [r.raw_path.rpartition(":")[2] for r in fake_firestore.requests[before:]] == ["commit"]
+
+
+def window(key: str, opened: datetime) -> AccessWindow:
+    return AccessWindow(key, "r", "app", A, opened, opened + timedelta(minutes=10), alert="{}")
+
+
+def test_a_count_that_lost_a_race_to_a_reopened_window_is_refused(
+    ledger: FirestoreLedger, fake_firestore: FakeFirestore
+) -> None:
+    assert ledger.open_access_window(window("k", T0))
+    held = fake_firestore.hold_next_commit()
+    slow, result = run(ledger.count_access, "k", opened_at=T0, add=5, last_seen=T0)
+    assert held.arrived.wait(30)  # it read the window and is about to commit
+    reopened = window("k", T0 + timedelta(minutes=11))
+    assert ledger.open_access_window(reopened, replacing=T0)
+    held.release()
+    slow.join(30)
+    assert result == [False]  # read again: another window, nothing counted into it
+    assert ledger.access_window("k") == reopened
+
+
+def test_counts_into_one_window_side_by_side_all_land(ledger: FirestoreLedger) -> None:
+    assert ledger.open_access_window(window("k", T0))
+    start = threading.Barrier(4)
+
+    def count(n: int) -> None:
+        start.wait()
+        for i in range(5):
+            at = T0 + timedelta(seconds=10 * i + n)
+            assert ledger.count_access("k", opened_at=T0, add=n + 1, last_seen=at)
+
+    workers = [threading.Thread(target=count, args=(n,)) for n in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    found = ledger.access_window("k")
+    assert found is not None
+    assert (found.count, found.last_seen) == (5 * (1 + 2 + 3 + 4), T0 + timedelta(seconds=43))
+
+
+def test_windows_due_at_one_moment_are_cut_by_key_not_by_document_id(
+    ledger: FirestoreLedger,
+) -> None:
+    # "__k__" is an id Firestore reserves: stored as "%5F%5Fk%5F%5F", before "Z-1" by id
+    for key in ("__k__", "Z-1", "a-2"):
+        assert ledger.open_access_window(window(key, T0))
+    due = T0 + timedelta(minutes=10)
+    assert [w.key for w in ledger.access_windows_due(now=due, limit=1)] == ["Z-1"]
+    assert [w.key for w in ledger.access_windows_due(now=due, limit=2)] == ["Z-1", "__k__"]
+    assert ledger.access_windows_due(now=due, limit=0) == []
+    assert ledger.access_window("__k__") == window("__k__", T0)
+
+
+def test_a_principal_of_any_length_and_characters_is_a_tally_of_its_own(
+    ledger: FirestoreLedger,
+) -> None:
+    long = "arn:aws:iam::1:role/" + "x/" * 1000  # its id alone is past Firestore's 1,500 bytes
+    odd = "user#1?/\\'|%__"
+    ledger.record_pulls([tally(long, T0), tally(long + "y", T0, 2), tally(odd, T0, 3)])
+    ledger.record_pulls([tally(long, T0)])
+    assert ledger.pull_tallies("r", "app") == sorted(
+        [tally(long, T0, 2), tally(long + "y", T0, 2), tally(odd, T0, 3)],
+        key=lambda t: t.principal,
+    )

@@ -104,9 +104,10 @@ def test_an_unsigned_push_is_quarantined_alerted_once_and_delivered_by_notify(gc
     assert len(tags) == 1  # the tag left through the AR tags API (retag)
     (alert,) = gcp.alerts()  # every alert to the alerts topic, with what teams filter on
     attributes = alert["attributes"]
-    assert set(attributes) == {"team", "repository", "severity", "verdict", "action"}
+    assert set(attributes) == {"team", "repository", "severity", "verdict", "action", "kind"}
     assert (attributes["team"], attributes["repository"]) == ("alpha", repo)
     assert (attributes["verdict"], attributes["action"]) == ("FAILED", "quarantine")
+    assert attributes["kind"] == "verdict"  # access alerts say `access`: teams filter on it
     assert json.loads(alert["data"])["image"].endswith(f"{repo}@{digest}")
 
     # the same message again (at-least-once), this time as a push body: nothing twice

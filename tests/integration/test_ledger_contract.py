@@ -38,7 +38,17 @@ from support.postgres import PostgresServer
 from support.registries import PushImage
 
 from regwarden.devtools import LocalRegistry, free_port
-from regwarden.store import Ledger, OutboxItem, Outcome, QuarantineRecord, open_ledger
+from regwarden.store import (
+    AccessWindow,
+    Ledger,
+    OutboxItem,
+    Outcome,
+    PullTally,
+    QuarantineRecord,
+    VerdictReader,
+    VerdictRecord,
+    open_ledger,
+)
 from regwarden.store._dynamo import table_definition
 
 moto_server = support.moto_server
@@ -339,6 +349,42 @@ def test_verdicts_are_replaced(ledger: AuditedLedger) -> None:
     assert ledger.last_verdict("r", "other", A) is None
 
 
+def test_a_verdict_keeps_its_findings_and_a_repository_reads_back_in_one_call(
+    ledger: AuditedLedger,
+) -> None:
+    assert isinstance(ledger, VerdictReader)
+    assert ledger.repository_verdicts("r", "app") == {}
+    found = (("critical", 2), ("high", 5), ("low", 1))
+    minute = timedelta(minutes=1)
+    ledger.commit_outcome(Outcome("d1", "r", "app", A, "FAILED", findings=found), now=T0, ttl=TTL)
+    ledger.commit_outcome(Outcome("d2", "r", "app", B, "PASSED", findings=()), now=T0, ttl=TTL)
+    ledger.commit_outcome(Outcome("d3", "r", "app", C, "PENDING"), now=T0 + minute, ttl=TTL)
+    ledger.commit_outcome(
+        Outcome("d4", "r", "other", A, "WARN", findings=(("medium", 1),)), now=T0, ttl=TTL
+    )
+    ledger.commit_outcome(Outcome("d5", "r", "app", "sha256:" + "d" * 64, None), now=T0, ttl=TTL)
+    assert ledger.repository_verdicts("r", "app") == {
+        A: VerdictRecord("FAILED", T0, found),  # in the order written: worst first
+        B: VerdictRecord("PASSED", T0, ()),  # scanned, nothing found
+        C: VerdictRecord("PENDING", T0 + minute, None),  # judged without a scan report
+    }
+    assert ledger.repository_verdicts("r", "other") == {
+        A: VerdictRecord("WARN", T0, (("medium", 1),))
+    }
+    assert ledger.repository_verdicts("q", "app") == {}
+    assert ledger.last_verdict("r", "app", A) == "FAILED"  # unchanged by the findings
+    # a verdict recorded on its own (the standing ERROR of a retry) has no findings: those
+    # there were the replaced verdict's
+    ledger.record_verdict("r", "app", A, "ERROR", now=T0 + 2 * minute)
+    assert ledger.repository_verdicts("r", "app")[A] == VerdictRecord("ERROR", T0 + 2 * minute)
+    ledger.commit_outcome(
+        Outcome("d6", "r", "app", A, "FAILED", findings=found), now=T0 + 3 * minute, ttl=TTL
+    )
+    assert ledger.repository_verdicts("r", "app")[A] == VerdictRecord(
+        "FAILED", T0 + 3 * minute, found
+    )
+
+
 # -- actions: the audit and resumable intents -------------------------------------------------
 
 
@@ -453,6 +499,239 @@ def test_quarantines_lists_standing_released_or_all_in_one_order(ledger: Audited
         ("web", A, later + timedelta(days=1)),
     ]
     assert gone[0] == ledger.quarantined("r", "app", C)  # the same record either way
+
+
+# -- access monitoring: pull tallies, tracking, alert windows ---------------------------------
+
+
+def tally(
+    digest: str, principal: str, at: datetime, count: int = 1, repo: str = "app"
+) -> PullTally:
+    return PullTally("r", repo, digest, principal, at, count)
+
+
+def test_pull_tallies_add_up_per_digest_and_principal(ledger: AuditedLedger) -> None:
+    hour = timedelta(hours=1)
+    ledger.record_push("r", "app", A, ("v1",), now=T0)
+    ledger.record_pulls([])  # nothing to add: nothing written
+    assert ledger.pull_tallies("r", "app") == []
+    ledger.record_pulls(
+        [
+            tally(A, "ci-bot", T0 + 2 * hour, 3),
+            tally(A, "", T0 + hour),  # the event named nobody
+            tally(B, "arn:aws:iam::1:role/deployer", T0 + 3 * hour, 2),
+            tally(A, "alice", T0 + hour, 1, repo="other"),
+        ]
+    )
+    ledger.record_pulls(
+        [
+            tally(A, "ci-bot", T0 + hour, 4),  # late, out of order: counted, time kept
+            tally(B, "arn:aws:iam::1:role/deployer", T0 + 5 * hour, 1),
+        ]
+    )
+    assert ledger.pull_tallies("r", "app") == [
+        tally(A, "", T0 + hour, 1),
+        tally(A, "ci-bot", T0 + 2 * hour, 7),
+        tally(B, "arn:aws:iam::1:role/deployer", T0 + 5 * hour, 3),
+    ]
+    assert ledger.pull_tallies("r", "other") == [tally(A, "alice", T0 + hour, 1, repo="other")]
+    assert ledger.pull_tallies("elsewhere", "app") == []
+    # the images' last pulls move forward only; a pull of an image never seen pushed is its
+    # first sighting, as with record_pull
+    assert ledger.image_times("r", "app") == {
+        A: (T0, T0 + 2 * hour),
+        B: (T0 + 3 * hour, T0 + 5 * hour),
+    }
+    ledger.record_pull("r", "app", A, now=T0 + 4 * hour)  # both paths keep one last-pulled
+    ledger.record_pulls([tally(A, "ci-bot", T0 + 3 * hour)])
+    assert ledger.image_times("r", "app")[A] == (T0, T0 + 4 * hour)
+
+
+def test_pulls_recorded_side_by_side_all_count(ledger: AuditedLedger) -> None:
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def record(n: int) -> None:
+        start.wait()
+        try:
+            for i in range(10):
+                at = T0 + timedelta(seconds=10 * i + n)
+                ledger.record_pulls([tally(A, "p", at, 2), tally(B, f"p{n}", at)])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    tallies = ledger.pull_tallies("r", "app")
+    assert [(t.digest, t.principal, t.count) for t in tallies] == [
+        (A, "p", 80),
+        *[(B, f"p{n}", 10) for n in range(4)],
+    ]
+    assert tallies[0].last_pulled == T0 + timedelta(seconds=93)
+    assert ledger.image_times("r", "app")[A][1] == T0 + timedelta(seconds=93)
+
+
+def test_pull_tracking_keeps_its_earliest_start(ledger: AuditedLedger) -> None:
+    assert ledger.pull_tracking_since("r", "app") is None
+    later = T0 + timedelta(days=1)
+    assert ledger.start_pull_tracking("r", "app", now=later) == later
+    assert ledger.start_pull_tracking("r", "app", now=later + timedelta(days=1)) == later
+    assert ledger.pull_tracking_since("r", "app") == later
+    assert ledger.start_pull_tracking("r", "app", now=T0) == T0  # an earlier start wins
+    assert ledger.pull_tracking_since("r", "app") == T0
+    assert ledger.pull_tracking_since("r", "other") is None
+    assert ledger.pull_tracking_since("elsewhere", "app") is None
+
+
+def window(key: str, opened: datetime, minutes: int = 10, digest: str = A) -> AccessWindow:
+    alert = json.dumps({"dedup_key": key, "opened": opened.isoformat()})
+    return AccessWindow(
+        key, "r", "app", digest, opened, opened + timedelta(minutes=minutes), 0, None, alert
+    )
+
+
+def test_an_access_window_opens_once_counts_and_is_replaced_or_dropped(
+    ledger: AuditedLedger,
+) -> None:
+    key = "blocked-pull:" + "f" * 64
+    assert ledger.access_window(key) is None
+    assert ledger.count_access(key, opened_at=T0, add=1, last_seen=T0) is False  # none open
+    first = window(key, T0)
+    assert ledger.open_access_window(first) is True
+    assert ledger.access_window(key) == first
+    assert ledger.open_access_window(window(key, T0 + timedelta(seconds=1))) is False  # taken
+    assert ledger.access_window(key) == first
+    s = timedelta(seconds=1)
+    assert ledger.count_access(key, opened_at=T0, add=5, last_seen=T0 + 30 * s) is True
+    assert ledger.count_access(key, opened_at=T0, add=2, last_seen=T0 + 20 * s) is True  # late
+    assert ledger.count_access(key, opened_at=T0 + s, add=9, last_seen=T0 + 40 * s) is False
+    counted = ledger.access_window(key)
+    assert counted is not None
+    assert (counted.count, counted.last_seen, counted.alert) == (7, T0 + 30 * s, first.alert)
+    # the window closed and the next access reopens it: only over the window it saw
+    reopened = window(key, T0 + timedelta(minutes=11))
+    assert ledger.open_access_window(reopened, replacing=T0 + s) is False
+    assert ledger.access_window(key) == counted
+    assert ledger.open_access_window(reopened, replacing=T0) is True
+    assert ledger.access_window(key) == reopened
+    assert ledger.open_access_window(reopened, replacing=T0) is False  # that one is gone
+    assert ledger.drop_access_window(key, opened_at=T0) is False
+    assert ledger.access_window(key) == reopened
+    assert ledger.drop_access_window(key, opened_at=reopened.opened_at) is True
+    assert ledger.access_window(key) is None
+    assert ledger.drop_access_window(key, opened_at=reopened.opened_at) is False
+    assert ledger.open_access_window(first) is True  # the key is free again
+
+
+def test_access_windows_due_by_closing_time_then_key(ledger: AuditedLedger) -> None:
+    assert ledger.access_windows_due(now=T0 + timedelta(days=1)) == []
+    m = timedelta(minutes=1)
+    windows = [
+        window("k-late", T0, minutes=30),
+        window("k-b", T0, minutes=10),
+        window("k-a", T0, minutes=10, digest=B),
+        window("k-first", T0 - 5 * m, minutes=10),
+        window("k-open", T0 + 20 * m, minutes=60),
+    ]
+    for w in windows:
+        assert ledger.open_access_window(w)
+    ledger.count_access("k-b", opened_at=T0, add=3, last_seen=T0 + m)
+    assert ledger.access_windows_due(now=T0) == []
+    due = ledger.access_windows_due(now=T0 + 10 * m)  # closes_at <= now
+    assert [w.key for w in due] == ["k-first", "k-a", "k-b"]
+    assert (due[2].count, due[2].last_seen, due[1].digest) == (3, T0 + m, B)
+    assert [w.key for w in ledger.access_windows_due(now=T0 + 10 * m, limit=2)] == [
+        "k-first",
+        "k-a",
+    ]
+    later = [w.key for w in ledger.access_windows_due(now=T0 + 2 * 60 * m)]
+    assert later == ["k-first", "k-a", "k-b", "k-late", "k-open"]
+    ledger.drop_access_window("k-a", opened_at=T0)
+    assert [w.key for w in ledger.access_windows_due(now=T0 + 10 * m)] == ["k-first", "k-b"]
+
+
+def test_processes_racing_to_open_one_window_open_it_once(ledger: AuditedLedger) -> None:
+    start = threading.Barrier(4)
+    won: list[int] = []
+    errors: list[BaseException] = []
+
+    def race(n: int) -> None:
+        start.wait()
+        try:
+            if ledger.open_access_window(window("k", T0 + timedelta(seconds=n))):
+                won.append(n)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(won) == 1
+    found = ledger.access_window("k")
+    assert found is not None and found.opened_at == T0 + timedelta(seconds=won[0])
+    # and of two reopening it over the same closed window, one wins
+    over = found.opened_at
+    results = []
+    for n in (100, 101):
+        results.append(
+            ledger.open_access_window(window("k", T0 + timedelta(seconds=n)), replacing=over)
+        )
+    assert results == [True, False]
+
+
+def test_counts_and_tracking_starts_side_by_side_all_land(ledger: AuditedLedger) -> None:
+    assert ledger.open_access_window(window("k", T0))
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+    answers: list[tuple[datetime, datetime]] = []
+
+    def work(n: int) -> None:
+        start.wait()
+        try:
+            mine = T0 + timedelta(hours=n)
+            answers.append((mine, ledger.start_pull_tracking("r", "app", now=mine)))
+            for i in range(10):
+                seen = T0 + timedelta(seconds=10 * i + n)
+                assert ledger.count_access("k", opened_at=T0, add=n + 1, last_seen=seen)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    counted = ledger.access_window("k")
+    assert counted is not None
+    assert (counted.count, counted.last_seen) == (100, T0 + timedelta(seconds=93))
+    # each start answered the earliest stored when it ran (its own or before); the
+    # earliest of all is what stays
+    assert ledger.pull_tracking_since("r", "app") == T0
+    assert len(answers) == 4 and all(T0 <= stored <= mine for mine, stored in answers)
+
+
+def test_access_records_refuse_what_a_store_cannot_keep(ledger: AuditedLedger) -> None:
+    naive = datetime(2026, 11, 27, 12, 0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ledger.record_pulls([tally(A, "p", naive)])
+    with pytest.raises(ValueError, match="at least one"):
+        ledger.record_pulls([tally(A, "p", T0, 0)])
+    assert ledger.pull_tallies("r", "app") == []
+    with pytest.raises(ValueError, match="access window key"):
+        ledger.open_access_window(window("a/b", T0))
+    with pytest.raises(ValueError, match="access window key"):
+        ledger.open_access_window(window("k" * 129, T0))
+    assert ledger.open_access_window(window("k" * 128, T0)) is True
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ledger.start_pull_tracking("r", "app", now=naive)
+    assert ledger.pull_tracking_since("r", "app") is None
 
 
 # -- every store ------------------------------------------------------------------------------

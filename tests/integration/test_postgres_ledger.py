@@ -21,7 +21,7 @@ from support.cli import run_cli
 from support.postgres import PASSWORD_USER, PostgresServer
 
 from regwarden.errors import UsageError
-from regwarden.store import open_ledger, open_queue
+from regwarden.store import Outcome, VerdictRecord, open_ledger, open_queue
 from regwarden.store._postgres import PostgresLedger
 from regwarden.store._postgres_schema import MIGRATIONS, Migration, migrate
 
@@ -312,6 +312,31 @@ def test_a_later_migration_applies_only_the_new_step(postgres_url: str) -> None:
         assert migrate(conn, "regwarden", (*MIGRATIONS, step)) == [step.version]
         assert migrate(conn, "regwarden", (*MIGRATIONS, step)) == []
         conn.execute("SELECT note FROM regwarden.queue")  # the column is there
+
+
+def test_a_database_of_version_1_keeps_its_verdicts_and_gains_their_findings(
+    postgres_url: str,
+) -> None:
+    at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    digest = "sha256:" + "a" * 64
+    with psycopg.connect(postgres_url) as conn:  # a database an older regwarden made
+        assert migrate(conn, "regwarden", MIGRATIONS[:1]) == [1]
+        conn.execute(
+            "INSERT INTO regwarden.verdicts VALUES ('r', 'app', %s, 'PASSED', %s)", (digest, at)
+        )
+    led = opened(postgres_url)
+    try:
+        assert led.migrated == [v.version for v in MIGRATIONS[1:]]
+        assert led.repository_verdicts("r", "app") == {digest: VerdictRecord("PASSED", at)}
+        found = (("high", 3),)
+        led.commit_outcome(
+            Outcome("d1", "r", "app", digest, "FAILED", findings=found),
+            now=at + timedelta(minutes=1),
+            ttl=timedelta(days=1),
+        )
+        assert led.repository_verdicts("r", "app")[digest].findings == found
+    finally:
+        led.close()
 
 
 def test_a_schema_from_a_newer_regwarden_is_refused(

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -67,23 +68,29 @@ def test_bench_prints_the_figures(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["report"]["html_bytes"] > 0
     for key in ("seconds", "images_per_s"):
         assert result["floor"][key] > 0 and result["report"][key] > 0
+    floor_s = result["floor"]["seconds"]  # rounded to the ms: milliseconds at this size
     assert result["ratio_to_floor"] == pytest.approx(
-        result["report"]["seconds"] / result["floor"]["seconds"], rel=0.01
+        result["report"]["seconds"] / floor_s, rel=0.01 + 0.0006 / floor_s
     )
+    assert result["floor_with_configs"]["seconds"] > 0 and result["created_annotation"]
     assert result["target_s"] == 30.0
     assert isinstance(result["within_target"], bool)
 
 
+@pytest.mark.parametrize("annotate", [True, False], ids=["created-annotation", "no-annotation"])
 def test_collect_reports_its_progress_over_repositories_and_reads_each_image_once(
-    registry: LocalRegistry, tmp_path: Path
+    registry: LocalRegistry, tmp_path: Path, annotate: bool
 ) -> None:
     """collect calls progress(0, total) first, then once per repository read, in order;
-    it GETs each tag's manifest once (no HEAD first) and each config once."""
+    it GETs each tag's manifest once (no HEAD first), and each config once only where the
+    manifest has no `org.opencontainers.image.created` annotation to date the image by."""
     from regwarden.report import collect
     from regwarden.store import SqliteLedger
 
     with RegistryClient(registry.host, insecure=True) as client:
-        seeded = bench.seed(client, images=6, repositories=3, base_layers=1, concurrency=2)
+        seeded = bench.seed(
+            client, images=6, repositories=3, base_layers=1, concurrency=2, annotate=annotate
+        )
     seen: list[tuple[int, int]] = []
     requests: list[tuple[str, str]] = []
 
@@ -109,4 +116,12 @@ def test_collect_reports_its_progress_over_repositories_and_reads_each_image_onc
     manifests = [p for m, p in requests if m == "GET" and "/manifests/" in p]
     assert len(manifests) == seeded.tags  # one GET per tag, none again by digest
     configs = [p for m, p in requests if m == "GET" and "/blobs/" in p]
-    assert len(configs) == 6
+    assert len(configs) == (0 if annotate else 6)
+    # dated the same either way: the seed writes one time to the annotation and the config
+    created = {(i.repository, i.created) for i in inventory.images}
+    expected = {
+        (repo, bench.NOW - timedelta(days=(n * 7 + r) % 400, minutes=n))
+        for r, repo in enumerate(seeded.repositories)
+        for n in range(2)
+    }
+    assert created == expected

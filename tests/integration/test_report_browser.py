@@ -25,6 +25,7 @@ import pytest
 from regwarden.report import (
     ImageFact,
     Inventory,
+    PullFact,
     QuarantineRow,
     RetentionRun,
     render_html,
@@ -142,6 +143,8 @@ def _report_page(tmp: Path) -> Path:
             signed=i % 2 == 0,
             verdict=("PASSED", "WARN", "FAILED", None)[i % 4],
             verdict_at=NOW - day * i,
+            # the findings plots (stacked by severity) are drawn and must ask for nothing
+            findings={"critical": i % 2, "high": i % 3, "low": 1} if i % 5 else None,
             base_name="docker.io/library/debian:12" if i % 2 else None,
         )
         for i in range(40)
@@ -175,6 +178,19 @@ def _report_page(tmp: Path) -> Path:
                 "images": 30,
             },
         ),
+        # the Pulls section's plot and tables are drawn too (issue #16)
+        pulls=tuple(
+            PullFact(
+                repository=images[i].repository,
+                digest=images[i].digest,
+                principal=("ci", "system:serviceaccount:prod:deployer", "")[i % 3],
+                count=100 - 7 * i,
+                last_pulled=NOW - day * i,
+            )
+            for i in range(12)
+        ),
+        pull_tracking={f"team{i % 3}/svc{i % 5}": NOW - day * 30 for i in range(15)},
+        pull_times_known=True,
     )
     page = tmp / "report.html"
     page.write_text(render_html(summarise(inventory, now=NOW)), encoding="utf-8")

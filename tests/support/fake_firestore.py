@@ -12,9 +12,11 @@ Served (URL templates of the GAPIC client's REST transport,
   `BatchGetDocumentsResponse` (`{"found": Document, "readTime"}` or `{"missing": name,
   "readTime"}`).
 - `POST /v1/{database}/documents:commit` — `CommitRequest` `{"writes": [Write…]}`: `update`
-  (a `Document`, with or without `updateMask`) or `delete` (a name), each with an optional
+  (a `Document`, with or without `updateMask`, with or without `updateTransforms` of
+  `increment`, `maximum` or `minimum`) or `delete` (a name), each with an optional
   `currentDocument` (`Precondition`: `exists` or `updateTime`); answered `CommitResponse`
-  `{"writeResults": [{"updateTime"}…], "commitTime"}` (a delete's result has no updateTime).
+  `{"writeResults": [{"updateTime", "transformResults"}…], "commitTime"}` (a delete's
+  result has no updateTime).
 - `POST /v1/{parent=projects/*/databases/*/documents}:runQuery` — `RunQueryRequest` with a
   `structuredQuery` of one collection (`from`), `where` a `fieldFilter` or an AND
   `compositeFilter` of them (ops EQUAL and LESS_THAN_OR_EQUAL), `orderBy` ascending, `limit`;
@@ -25,20 +27,26 @@ Shapes: `google/cloud/firestore_v1/types/{firestore,document,write,common,query}
 protos; JSON names camelCase, int64 as strings, enums by number or name — the client sends
 numbers, `$alt=json;enum-encoding=int`). Semantics as Google documents them
 (cloud.google.com/firestore/docs/reference/rest): a commit is atomic — every precondition is
-checked before any write lands, and the first that fails fails the WHOLE commit:
-`exists: false` on a document that is there → 409 ALREADY_EXISTS, `exists: true` on one that
-is not → 404 NOT_FOUND, an `updateTime` that is not the document's → 400
-FAILED_PRECONDITION (google.rpc's HTTP mapping; 409 ABORTED is contention, which
-`fail_next(…, 409)` injects). Every write gives the document a new `updateTime` (the commit
-time, microseconds, strictly increasing). Document and collection ids are checked as
-Firestore does (no `/`, not `.` or `..`, not `__.*__`, at most 1500 bytes) → 400
-INVALID_ARGUMENT. A query Firestore could serve only with a composite index (equality
-filters together with an inequality or an order on another field, or orders on two fields)
-fails as Firestore's does without one: 400 FAILED_PRECONDITION "The query requires an
-index". Values are compared in Firestore's type order (null < booleans < numbers <
-timestamps < strings), only within their type for `<=`.
+checked before any write lands, and the first that fails fails the WHOLE commit: `exists: false`
+on a document that is there → 409 ALREADY_EXISTS, `exists: true` on one that is not → 404
+NOT_FOUND, an `updateTime` that is not the document's → 400 FAILED_PRECONDITION (google.rpc's
+HTTP mapping; 409 ABORTED is contention, which `fail_next(…, 409)` injects). A write's field
+transforms apply after its update, in order (`DocumentTransform.FieldTransform`): `increment`
+adds an integer or double to the field, and `maximum` / `minimum` keep the larger / smaller of
+it and the field — each sets the field to the given value when it is absent or not a number;
+integers stay integers (an increment that overflows saturates), a double on either side makes a
+double; `transformResults` answers the fields' new values. A transformed field may not also be
+in the update mask, nor transformed twice in one write (400 INVALID_ARGUMENT). Every write gives
+the document a new `updateTime` (the commit time, microseconds, strictly increasing). Document
+and collection ids are checked as Firestore does (no `/`, not `.` or `..`, not `__.*__`, at most
+1500 bytes) → 400 INVALID_ARGUMENT. A query Firestore could serve only with a composite index
+(equality filters together with an inequality or an order on another field, or orders on two
+fields) fails as Firestore's does without one: 400 FAILED_PRECONDITION "The query requires an
+index". Values are compared in Firestore's type order (null < booleans < numbers < timestamps <
+strings), only within their type for `<=`.
 
-Anything else — another method or URL, a transaction, a transform, a query with an operator,
+Anything else — another method or URL, a transaction, a `transform` write or another field
+transform (server values, array unions and removals), a query with an operator,
 direction, cursor, projection or shape not listed above, two writes of one document in a
 commit — is refused with 501 UNIMPLEMENTED naming it, so a new kind of request cannot pass
 silently. TTL policies are not run: an expired document stays until deleted (Firestore
@@ -319,17 +327,17 @@ class FakeFirestore(GoogleFake):
         if len(writes) > _MAX_WRITES:
             raise _invalid(f"a commit holds at most {_MAX_WRITES} writes, got {len(writes)}")
         plan = [self._write(db, w) for w in writes]
-        names = [name for name, _, _, _ in plan]
+        names = [name for name, _, _, _, _ in plan]
         if len(set(names)) != len(names):
             raise _unserved("two writes of one document in a commit")
-        for name, _, _, condition in plan:  # every precondition before any write
+        for name, _, _, condition, _ in plan:  # every precondition before any write
             refused = self._precondition(name, condition)
             if refused is not None:
                 self.conflicts.append(refused[1]["error"]["status"])
                 return refused
         now = self._tick()
-        results: list[dict[str, str]] = []
-        for name, fields, mask, _ in plan:
+        results: list[dict[str, Any]] = []
+        for name, fields, mask, _, transforms in plan:
             if fields is None:
                 self.docs.pop(name, None)
                 results.append({})
@@ -344,9 +352,13 @@ class FakeFirestore(GoogleFake):
                         new[path] = fields[path]
                     else:
                         new.pop(path, None)  # in the mask, not in the document: deleted
+            transformed = [_transform(new, path, op, value) for path, op, value in transforms]
             created = there.create_micros if there is not None else now
             self.docs[name] = _Stored(new, created, now)
-            results.append({"updateTime": _time_text(now)})
+            result: dict[str, Any] = {"updateTime": _time_text(now)}
+            if transformed:
+                result["transformResults"] = transformed
+            results.append(result)
         if self._lost_answers:
             status = self._lost_answers.pop(0)
             return _error(status, "UNAVAILABLE", "the commit's answer was lost (injected)")
@@ -354,11 +366,19 @@ class FakeFirestore(GoogleFake):
 
     def _write(
         self, db: str, write: Any
-    ) -> tuple[str, dict[str, Any] | None, list[str] | None, dict[str, Any]]:
-        """(name, fields or None for a delete, update mask, precondition) of one Write."""
+    ) -> tuple[
+        str,
+        dict[str, Any] | None,
+        list[str] | None,
+        dict[str, Any],
+        list[tuple[str, str, dict[str, Any]]],
+    ]:
+        """(name, fields or None for a delete, update mask, precondition, field transforms)
+        of one Write."""
         if not isinstance(write, dict):
             raise _invalid("a write is not a JSON object")
-        extra = sorted(set(write) - {"update", "delete", "updateMask", "currentDocument"})
+        served = {"update", "delete", "updateMask", "currentDocument", "updateTransforms"}
+        extra = sorted(set(write) - served)
         if extra:
             raise _unserved(f"writes with {', '.join(extra)}")
         condition = write.get("currentDocument") or {}
@@ -367,9 +387,9 @@ class FakeFirestore(GoogleFake):
         if ("update" in write) == ("delete" in write):
             raise _invalid("a write is one of update or delete")
         if "delete" in write:
-            if "updateMask" in write:
-                raise _invalid("updateMask is for updates only")
-            return self._check_name(db, write["delete"]), None, None, condition
+            if "updateMask" in write or "updateTransforms" in write:
+                raise _invalid("updateMask and updateTransforms are for updates only")
+            return self._check_name(db, write["delete"]), None, None, condition, []
         doc = write["update"]
         if not isinstance(doc, dict) or set(doc) - {"name", "fields"}:
             raise _invalid(f"an update's document has {sorted(doc)}: only name and fields")
@@ -385,7 +405,36 @@ class FakeFirestore(GoogleFake):
             stray = sorted(set(fields) - set(mask))
             if stray:
                 raise _invalid(f"fields {stray} are not in the update mask")
-        return self._check_name(db, doc.get("name")), fields, mask, condition
+        transforms = self._transforms(write.get("updateTransforms") or [], mask)
+        return self._check_name(db, doc.get("name")), fields, mask, condition, transforms
+
+    def _transforms(
+        self, given: Any, mask: list[str] | None
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """(field path, op, numeric Value) of each field transform, checked."""
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for one in given:
+            if not isinstance(one, dict) or "fieldPath" not in one:
+                raise _invalid(f"a field transform without a fieldPath: {one!r}")
+            path = one["fieldPath"]
+            ops = sorted(set(one) - {"fieldPath"})
+            if len(ops) != 1:
+                raise _invalid(f"a field transform is one operation: {ops}")
+            (op,) = ops
+            if op not in ("increment", "maximum", "minimum"):
+                raise _unserved(f"field transform {op}")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", path):
+                raise _unserved(f"field path {path!r} (nested or quoted paths)")
+            if path in (mask or []):
+                raise _invalid(f"field {path!r} is both in the update mask and transformed")
+            if path in (p for p, _, _ in out):
+                raise _invalid(f"field {path!r} is transformed twice in one write")
+            value = one[op]
+            self._check_value(path, value)
+            if next(iter(value)) not in ("integerValue", "doubleValue"):
+                raise _invalid(f"{op} of {path!r} takes an integer or a double: {value!r}")
+            out.append((path, op, value))
+        return out
 
     def _check_value(self, where: str, value: Any) -> None:
         if not isinstance(value, dict) or len(value) != 1 or not set(value) <= _VALUE_KEYS:
@@ -544,6 +593,40 @@ class FakeFirestore(GoogleFake):
         if op == "EQUAL":
             return have == want
         return have[0] == want[0] and have <= want  # LESS_THAN_OR_EQUAL, within its type
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _number(value: dict[str, Any] | None) -> int | float | None:
+    """A stored integer or double Value as a number (None: absent or not a number)."""
+    if value is None:
+        return None
+    if "integerValue" in value:
+        return int(value["integerValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    return None
+
+
+def _transform(fields: dict[str, Any], path: str, op: str, value: dict[str, Any]) -> Any:
+    """Apply one field transform to `fields` (in place); the field's new Value."""
+    given = _number(value)
+    old = _number(fields.get(path))
+    assert given is not None  # checked in _transforms
+    if old is None:
+        new: int | float = given
+    elif op == "increment":
+        new = old + given
+        if isinstance(new, int):
+            new = min(max(new, _INT64[0]), _INT64[1])  # integer overflow saturates
+    elif op == "maximum":
+        new = given if given > old else old  # equivalent operands: the field is kept
+    else:
+        new = given if given < old else old
+    stored = {"integerValue": str(new)} if isinstance(new, int) else {"doubleValue": new}
+    fields[path] = stored
+    return stored
 
 
 @pytest.fixture

@@ -77,10 +77,13 @@ class Gate:
         return self.proxy.host
 
     def alerts(self) -> list[dict[str, Any]]:
+        """The verdict alerts received (the access monitor's, `kind: access`, left out)."""
         out = []
         for headers, body in list(self.alerts_raw):
             assert verify_signature(HMAC.encode(), headers, body, now=now(), tolerance=AGE)
-            out.append(json.loads(body)["data"])
+            data = json.loads(body)["data"]
+            if data.get("kind", "verdict") == "verdict":
+                out.append(data)
         return out
 
     def verdict(self, repo: str, digest: str) -> str | None:

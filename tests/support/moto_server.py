@@ -361,10 +361,35 @@ class MotoServer:
         self._http.close()
 
 
+_DYNAMODB_REQUEST = threading.Lock()
+
+
+def _dynamodb_requests_one_at_a_time() -> None:
+    """DynamoDB applies each request atomically (a conditional put checks and writes as
+    one); moto's threaded server runs each request's Python check-then-write with no lock,
+    so two racing conditional writes could both pass there, never on DynamoDB. Serialising
+    moto's DynamoDB requests (in this process, where the server runs) restores what the
+    ledger's race tests rely on; requests to every other service are untouched."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_one_at_a_time", False):
+        return
+    unlocked = DynamoHandler.call_action
+
+    @functools.wraps(unlocked)
+    def call_action(self: DynamoHandler) -> Any:
+        with _DYNAMODB_REQUEST:
+            return unlocked(self)
+
+    call_action._one_at_a_time = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """One moto server per test process on a free loopback port; stopped at the end."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    _dynamodb_requests_one_at_a_time()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

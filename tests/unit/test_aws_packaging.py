@@ -181,6 +181,30 @@ print(sorted(m for m in heavy if m in sys.modules))
     assert done.stdout.strip() == "[]"
 
 
+def test_the_access_handler_loads_no_other_clouds_sdk_and_defers_the_core() -> None:
+    """on_access (issue #16): its import loads no core; what its first record and its
+    state load (the access package, the ledger, the runtime's host list, the SNS channel)
+    takes no CLI package and no GCP or Azure SDK."""
+    code = """
+import sys
+startup = set(sys.modules)
+for name in ("typer", "rich", "click", "pygments", "starlette", "uvicorn"):
+    sys.modules[name] = None
+import functions.aws.on_access
+deferred = sorted(m for m in ("boto3", "regwarden", "pydantic", "httpx") if m in sys.modules)
+import functions.aws._access, functions.aws._settings
+import regwarden.access, regwarden.runtime, regwarden.intake.eventbridge, regwarden.notify
+import regwarden.store
+loaded = [m for m in set(sys.modules) - startup if m.split(".")[0] in ("google", "azure", "grpc")]
+print(deferred, ",".join(loaded) or "clean")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] clean"
+
+
 # -- the layer's trimming (layers/shared/prune.py) ------------------------------------------
 
 

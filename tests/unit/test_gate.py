@@ -346,6 +346,25 @@ STRICT = GateRules(
 CLEAN = {"signatures": (sig(True),), "scan": scan(finding("CVE-1", Severity.LOW))}
 
 
+def test_the_ledger_keeps_an_audit_failure_as_failed_and_a_fail_open_warn_as_warn() -> None:
+    critical = {**CLEAN, "scan": scan(finding("CVE-9", Severity.CRITICAL))}
+    audit = evaluate(facts(**critical), replace(STRICT, mode="audit"), NOW)
+    assert (audit.outcome, audit.policy_outcome) == (Outcome.WARN, Outcome.FAILED)
+    fail_open = evaluate(
+        facts(pushed_at=NOW - timedelta(hours=1)),
+        replace(
+            STRICT,
+            mode="audit",
+            vulnerabilities=replace(VULN, fail_open=True),
+            signatures=SignatureRules(),
+        ),
+        NOW,
+    )
+    assert (fail_open.outcome, fail_open.policy_outcome) == (Outcome.WARN, Outcome.WARN)
+    enforced = evaluate(facts(**critical), STRICT, NOW)
+    assert enforced.policy_outcome is enforced.outcome is Outcome.FAILED
+
+
 @pytest.mark.parametrize(
     ("kw", "rules", "outcome"),
     [

@@ -95,6 +95,7 @@ def test_the_alert_is_published_as_the_sns_body_with_its_attributes(pubsub: Fake
         "severity": "critical",
         "verdict": "FAILED",
         "action": "quarantine",
+        "kind": "verdict",
     }
     assert "orderingKey" not in message  # ordering is not needed
 

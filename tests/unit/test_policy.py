@@ -347,6 +347,7 @@ def test_effective_policy_has_every_section() -> None:
         "provenance",
         "promotion",
         "attest",
+        "access",
     }
 
 

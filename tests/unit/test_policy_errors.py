@@ -327,7 +327,7 @@ def test_value_errors_name_path_line_and_what_was_expected() -> None:
             5,
             "notifications.routes[0].match.action[0]",
             "got 'delet', expected 'quarantine', 'release', 'promote', 'tag', 'untag', "
-            "'delete', 'rollback' or 'none'",
+            "'delete', 'rollback', 'none' or 'access'",
         ),
         (
             "notifications:\n  routes:\n    - {to: []}\n",

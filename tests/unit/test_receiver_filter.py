@@ -1,5 +1,6 @@
 """The receiver stores only what the pipeline would act on: regwarden's own reads and
-writes, quarantine events and deletes are acknowledged and dropped before the queue."""
+writes, quarantine events, deletes and pulls (the access monitor's: see
+test_receiver_access.py) are acknowledged and dropped before the queue."""
 
 from __future__ import annotations
 
@@ -66,9 +67,9 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
 OWN = f"{USER_AGENT} (gate)"
 ORDINARY = [
     _event("push", "team/app", "containers/5.23.1"),
-    _event("pull", "team/app", "containerd/v1.7.13"),  # a deployment: last-pulled
 ]
 IGNORED = [
+    _event("pull", "team/app", "containerd/v1.7.13"),  # a deployment: the access monitor's
     _event("pull", "team/app", OWN),  # regwarden reading the image to judge it
     _event("push", "quarantine/team/app", OWN, tag="quarantined-abababababab"),
     _event("push", "quarantine/team/app", "containers/5.23.1"),  # by hand, still quarantine
@@ -79,10 +80,7 @@ IGNORED = [
 
 def test_wants_keeps_ordinary_events_and_drops_the_rest(pipeline: Pipeline) -> None:
     kept = [e for e in parse_body("distribution", _body(*ORDINARY), None) if pipeline.wants(e)]
-    assert [(e.kind.name, e.image.repository) for e in kept] == [
-        ("PUSHED", "team/app"),
-        ("PULLED", "team/app"),
-    ]
+    assert [(e.kind.name, e.image.repository) for e in kept] == [("PUSHED", "team/app")]
     dropped = parse_body("distribution", _body(*IGNORED), None)
     assert len(dropped) == len(IGNORED)  # all parse; none is wanted
     assert not any(pipeline.wants(e) for e in dropped)
@@ -117,3 +115,12 @@ def test_receiver_acknowledges_but_does_not_store_ignored_deliveries(
     assert ledger.pending_count() == 1  # stored whole; the pipeline skips the rest again
     resp = client.post("/events/distribution", content=b"{nope", headers=headers)
     assert resp.status_code == 400  # filtering never hides a malformed body
+
+
+def test_the_pipeline_leaves_pulls_to_the_access_monitor(pipeline: Pipeline) -> None:
+    (pull,) = parse_body("distribution", _body(IGNORED[0]), None)
+    handled = pipeline.handle(pull, now=pull.time)
+    assert handled.ignored == "pull: the access monitor records it"
+    ledger = pipeline.ledger
+    assert ledger.pull_tallies("127.0.0.1:5000", "team/app") == []
+    assert ledger.image_times("127.0.0.1:5000", "team/app") == {}

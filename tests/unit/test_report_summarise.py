@@ -42,11 +42,20 @@ def test_ages_stale_untagged_and_orphaned() -> None:
     unknown = _image(3, tags=("x",), created=None)
     orphan = _image(4, kind="artifact", tags=("sha256-ff.sig",), subject="sha256:" + "f" * 64)
     sig = _image(5, kind="artifact", subject=old.digest)
-    inv = Inventory(registry="r", images=(old, fresh, unknown, orphan, sig), pull_times_known=True)
+    inv = Inventory(
+        registry="r",
+        images=(old, fresh, unknown, orphan, sig),
+        pull_times_known=True,
+        pull_tracking={"team/app": NOW - 365 * DAY},  # tracking covers the 90 days
+    )
     age = summarise(inv, now=NOW, stale_days=90).age
     counts = {b.label: b.count for b in age.ages}
     assert counts["> 1 year"] == 1 and counts["1–7 days"] == 1 and counts["unknown"] == 1
-    assert [r.digest for r in age.stale] == [old.digest]
+    # `unknown` (no age) was never pulled in the year tracking covers: stale too
+    assert [r.digest for r in age.stale] == [old.digest, unknown.digest]
+    # without tracking, neither can be called stale (issue #16): their pulls are unknown
+    untracked = inv.model_copy(update={"pull_tracking": {}})
+    assert summarise(untracked, now=NOW, stale_days=90).age.stale == ()
     assert [r.digest for r in age.untagged] == [fresh.digest]
     assert [r.digest for r in age.orphaned] == [orphan.digest]  # sig's subject is present
     assert summarise(inv.model_copy(update={"pull_times_known": False}), now=NOW).age.stale == ()
@@ -103,3 +112,35 @@ def test_the_trend_reads_earlier_summaries_of_the_same_registry() -> None:
         (NOW - 7 * DAY, 10, 1),
         (NOW, 20, 2),
     ]
+
+
+def test_findings_by_severity_per_team_and_repository_from_the_last_verdicts() -> None:
+    images = (
+        _image(1, team="pay", findings={"critical": 1, "high": 2}),
+        _image(2, team="pay", repository="pay/web", findings={"high": 1, "low": 4}),
+        _image(3, team="pay", repository="pay/web", findings={}),  # scanned, clean
+        _image(4, team="ops", repository="ops/tool", findings={"medium": 3}),
+        _image(5, team="ops", repository="ops/tool", findings=None),  # no scan report
+        _image(6, repository="misc/x"),  # never judged
+        _image(7, kind="artifact", findings={"critical": 9}),  # artifacts are not images
+    )
+    sec = summarise(Inventory(registry="r", images=images), now=NOW, top=2).security
+    assert sec.findings_by_severity == {
+        "critical": 1, "high": 3, "medium": 3, "low": 4, "negligible": 0, "unknown": 0,
+    }  # fmt: skip
+    assert list(sec.findings_by_severity) == ["critical", "high", "medium", "low",
+                                              "negligible", "unknown"]  # fmt: skip
+    assert sec.findings_images == 4
+    teams = {t.name: (t.images, t.total, t.counts["high"]) for t in sec.findings_by_team}
+    assert teams == {"ops": (1, 3, 0), "pay": (3, 8, 3)}  # the team-less image has none
+    # worst first (the critical one, then the most high), cut at `top`
+    assert [(r.name, r.total) for r in sec.findings_by_repository] == [
+        ("team/app", 3),
+        ("pay/web", 5),
+    ]
+
+
+def test_no_findings_kept_is_none_not_zero() -> None:
+    sec = summarise(Inventory(registry="r", images=(_image(1, verdict="PASSED"),)), now=NOW)
+    assert sec.security.findings_by_severity is None
+    assert (sec.security.findings_by_team, sec.security.findings_by_repository) == ((), ())

@@ -624,6 +624,24 @@ def serve(
         Path | None,
         typer.Option(metavar="PEM", help="The certificate's private key (unencrypted)."),
     ] = None,
+    access_queue: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="EVENTS",
+            help="Pull and push events held for the access monitor; a body that does not "
+            "fit is answered 503 and the registry sends it again.",
+        ),
+    ] = 10_000,
+    access_sweep: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=300.0,
+            metavar="SECONDS",
+            help="How often closed access alert windows are looked for and summarised.",
+        ),
+    ] = 5.0,
 ) -> None:
     """Receive registry webhooks and run the push gate.
 
@@ -635,6 +653,11 @@ def serve(
     [bold]registries[/] hosts, [bold]--registry[/] and [bold]REGWARDEN_REGISTRIES[/]. An event
     naming any other host is refused (400) and never contacted; with none configured, serve
     does not start (exit 2). Bodies are capped at 1 MiB.
+
+    Manifest pulls (and pushes) also go to the access monitor (the policy's
+    [bold]access[/] section): a pull of a quarantined, FAILED or PENDING image or an
+    unexpected puller or pusher alerts, and pull times and counts are recorded. Pulls
+    are held in memory, never in the work queue. See docs/access.md.
 
     Crash-safe: an event counts as handled only when its verdict, action and alert are
     committed; after a crash the same instance takes its events back at once, and a
@@ -665,6 +688,8 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         basic_user=basic_user,
+        access_queue=access_queue,
+        access_sweep=access_sweep,
     )
 
 
@@ -673,11 +698,20 @@ def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the registry running until Ctrl-C.")
     ] = False,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Keep the demo's ledger, policy and registry storage in this new directory "
+            "and print the `regwarden report` command for them; on a directory a demo kept, "
+            "serve its registry again until Ctrl-C.",
+        ),
+    ] = None,
 ) -> None:
     """End-to-end demo against a real local registry (docker-registry on loopback)."""
     from ._demo import run_demo
 
-    run_demo(keep=keep)
+    run_demo(keep=keep, state=state)
 
 
 class PlanOutput(enum.StrEnum):

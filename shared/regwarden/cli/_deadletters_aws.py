@@ -48,10 +48,11 @@ STACK_OUTPUTS: dict[str, str] = {
     "NotifyDeadLetterQueueUrl": "notify",
     "RetentionDeadLetterQueueUrl": "retention_worker",
     "RetentionFanoutDeadLetterQueueUrl": "retention_fanout",
+    "AccessDeadLetterQueueUrl": "on_access",
 }
 """template.yaml's outputs naming a dead-letter queue → the function it holds letters of."""
 TABLE_OUTPUT = "LedgerTableName"
-NOTED_FUNCTIONS = ("on_push", "on_scan", "notify")
+NOTED_FUNCTIONS = ("on_push", "on_scan", "notify", "on_access")
 """The functions that note why a record failed (for a queue given by URL alone)."""
 HOLD_SECONDS = 60
 """Visibility timeout while a listing reads a queue: long enough not to see a message

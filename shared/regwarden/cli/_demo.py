@@ -5,15 +5,25 @@ A local distribution registry sends its notifications to regwarden's webhook rec
 image, an unsigned one, one with a critical finding in its signed scan, and an overwrite
 of an immutable tag — each verdict and action printed as it happens. Then the quarantine
 repository is listed and one image released. Everything started is stopped.
+
+`--state DIR` keeps what the demo made in DIR (the ledger, the policy and its key, the
+alerts, the registry's storage) and prints the `regwarden report` command to run on it;
+`regwarden demo --state DIR` again brings that registry back on the same address (the
+ledger names images by it) and serves it until Ctrl-C. `--keep` keeps the demo's registry
+serving at the end, the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
+import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +31,7 @@ from typing import Any
 from rich.console import Console
 
 from ..devtools import (
+    LocalRegistry,
     Vuln,
     gated_registry,
     make_image,
@@ -28,6 +39,7 @@ from ..devtools import (
     trivy_report,
     vuln_predicate,
 )
+from ..errors import UsageError
 from ..oci import RegistryClient
 from ..signatures import attest_legacy, publish, sign_legacy
 from ..signatures.keys import PrivateKey, generate_private_key
@@ -59,6 +71,61 @@ CI = "demo-ci/1.0"  # the demo pushes as a CI system would
 REPO = "payments/api"
 CLEAN = [Vuln("CVE-2099-0101", "LOW", "zlib", "1.3", "1.3.1")]
 CRITICAL = [Vuln("CVE-2099-0102", "CRITICAL", "openssl", "3.0.1", "3.0.15", 9.8)]
+
+
+STATE_FILE = "demo.json"
+"""In a `--state` directory: the registry's address, so it comes back on the same one."""
+
+
+def report_command(state: Path, host: str) -> str:
+    """The `regwarden report` command line for a demo's state (`--state DIR`)."""
+    words = ["regwarden", "--ledger", str(state / "ledger.db"), "report", "--registry", host]
+    words += ["--policy", str(state / "regwarden.yaml"), "--out", str(state / "report.html")]
+    return shlex.join(words)
+
+
+def _serve_until_interrupted() -> None:
+    """Block until Ctrl-C (or SIGTERM, handled the same: whatever started stops)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _state_dir(state: Path | None) -> Iterator[Path]:
+    """The demo's directory: `state` (new or empty), else a temporary one removed after."""
+    if state is None:
+        with tempfile.TemporaryDirectory(prefix="regwarden-demo-") as tmp:
+            yield Path(tmp)
+        return
+    if state.exists() and (not state.is_dir() or any(state.iterdir())):
+        raise UsageError(
+            f"--state {state}: not an empty directory, nor one a demo kept",
+            hint="name a new directory (the demo creates it)",
+        )
+    state.mkdir(parents=True, exist_ok=True)
+    yield state.resolve()
+
+
+def _serve_kept(console: Console, state: Path) -> None:
+    """Bring back the registry of a demo kept in `state`, on its address, until Ctrl-C."""
+    host = str(json.loads((state / STATE_FILE).read_text())["registry"])
+    port = int(host.rpartition(":")[2])
+    with LocalRegistry(workdir=state / "registry", port=port) as registry:
+        console.print(f"[bold]regwarden demo[/]: the registry kept in {state} on {registry.url}")
+        console.print("report on what the demo did:")
+        console.print(f"  {report_command(state, host)}", soft_wrap=True)
+        console.print("Ctrl-C stops the registry (its storage stays)")
+        _serve_until_interrupted()
 
 
 def _wait(cond: Callable[[], object], timeout: float = 30.0) -> None:
@@ -129,7 +196,7 @@ class _Demo:
         _wait(idle)  # let every queued event for this step finish before the next one
 
 
-def run_demo(*, keep: bool) -> None:
+def run_demo(*, keep: bool, state: Path | None = None) -> None:
 
     from ..actions import release
     from ..pipeline import Handled
@@ -141,8 +208,11 @@ def run_demo(*, keep: bool) -> None:
 
     logging.basicConfig(level=logging.ERROR)
     console = Console(highlight=False)
-    with tempfile.TemporaryDirectory(prefix="regwarden-demo-") as tmp:
-        root = Path(tmp)
+    if state is not None and (state / STATE_FILE).is_file():
+        _serve_kept(console, state.resolve())
+        return
+    host = ""
+    with _state_dir(state) as root:
         key = generate_private_key("ecdsa-p256")
         pem = key.public_key.pem
         (root / "cosign.pub").write_bytes(pem if isinstance(pem, bytes) else pem.encode())
@@ -167,7 +237,13 @@ def run_demo(*, keep: bool) -> None:
         processor = Processor(pipeline, queue, clock=lambda: datetime.now(UTC), on_handled=show)
         try:
             with (
-                gated_registry(queue, processor, poll=0.1, keep=pipeline.wants) as gated,
+                gated_registry(
+                    queue,
+                    processor,
+                    poll=0.1,
+                    keep=pipeline.wants,
+                    registry_dir=None if state is None else root / "registry",
+                ) as gated,
                 RegistryClient(gated.registry.host, user_agent=CI) as client,
             ):
                 registry, pool, port = gated.registry, gated.pool, gated.receiver_port
@@ -238,18 +314,27 @@ def run_demo(*, keep: bool) -> None:
                     include_artifacts=False,
                     insecure=False,
                 )
+                host = registry.host
+                if state is not None:
+                    (root / STATE_FILE).write_text(json.dumps({"registry": host}) + "\n")
                 if keep:
                     console.print(
-                        f"\nregistry {registry.url} and receiver :{port} stay up; Ctrl-C to stop"
+                        f"\nregistry {registry.url} and receiver :{port} stay up; Ctrl-C to "
+                        "stop. Report on what the demo did (in another terminal):"
                     )
-                    try:
-                        while True:
-                            time.sleep(3600)
-                    except KeyboardInterrupt:
-                        pass
+                    console.print(f"  {report_command(root, host)}", soft_wrap=True)
+                    _serve_until_interrupted()
         finally:
             runtime.close()
     console.print("\n[green]demo finished[/]; the registry and the receiver were stopped")
+    if state is not None:
+        console.print(
+            f"its state is kept in {root}: `regwarden demo --state {shlex.quote(str(state))}` "
+            f"serves its registry again on {host}, for"
+        )
+        console.print(f"  {report_command(root, host)}", soft_wrap=True)
+    else:
+        console.print("(`regwarden demo --state DIR` keeps it, to run `regwarden report` on)")
 
 
 def client_ref(host: str, digest: str) -> Any:

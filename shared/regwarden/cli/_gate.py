@@ -311,6 +311,8 @@ def run_serve(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     basic_user: str = "regwarden",
+    access_queue: int = 10_000,
+    access_sweep: float = 5.0,
 ) -> None:
     import os
     import socket
@@ -356,6 +358,16 @@ def run_serve(
                 f"HOST[:PORT] (repeatable) or {ENV_REGISTRIES}=HOST,HOST",
             )
         metrics = ServeMetrics(work, clock=_now)  # prometheus-client missing: exit 2 here
+        # pulls (and pushes, for `access.pushers`) to the access monitor, off the work queue
+        access = service.access_intake(
+            runtime.policy,
+            pipeline,
+            allowed_hosts=allowed,
+            clock=_now,
+            metrics=metrics,
+            capacity=access_queue,
+            sweep_every=access_sweep,
+        )
         sock = listen(host, port)
     except BaseException:
         runtime.close()
@@ -389,6 +401,7 @@ def run_serve(
         metrics=metrics,
         metrics_auth=metrics_auth,
         metrics_public=metrics_public,
+        access=access,
     )
     line = startup_line(
         url=bound_url(sock, tls=tls is not None),
@@ -400,14 +413,17 @@ def run_serve(
         auth=auth.describe(),
         metrics=metrics_guard,
         registries=allowed,
+        access=f"access monitor (queue {access_queue:,})",
     )
     print(line, file=sys.stderr, flush=True)  # whatever the log level: the operator's line
     metrics.watch_requests()
     pool.start()
+    access.start()
     sweeper.start()
     try:
         run_server(app, sock, tls=tls)
     finally:
+        access.stop()  # what was acknowledged is handled and every pull tally written
         sweeper.stop()
         pool.stop()
         metrics.close()

@@ -64,7 +64,17 @@ def bound_url(sock: socket.socket, *, tls: bool = False) -> str:
 def run_server(app: Any, sock: socket.socket, *, tls: Tls | None = None) -> None:
     """Serve `app` on `sock` until SIGINT/SIGTERM, over HTTPS with `tls` (uvicorn's
     ssl_certfile/ssl_keyfile, checked beforehand by `_serve.check_tls`). uvicorn's own
-    logs: warnings only."""
+    logs: warnings only.
+
+    After its graceful shutdown uvicorn raises the signal it caught again, for the
+    handler that was there before it. For SIGTERM that was the default — the process
+    ended at once, and the caller's `finally` (stopping the workers, draining the access
+    monitor's queue and writing its pull tallies) never ran. So SIGTERM's handler here is
+    one that raises SystemExit(143): the caller cleans up, and the exit status is the
+    shell's for SIGTERM."""
+    import signal
+    import threading
+
     import uvicorn
 
     config = uvicorn.Config(
@@ -79,4 +89,16 @@ def run_server(app: Any, sock: socket.socket, *, tls: Tls | None = None) -> None
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    if threading.current_thread() is not threading.main_thread():  # no signals here
+        server.run(sockets=[sock])
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -80,7 +80,7 @@ def run_report(
     output: str,
     record: bool = True,
 ) -> None:
-    from ..report import collect, record_report, render_html, summarise
+    from ..report import collect, record_report, registry_pull_times, render_html, summarise
 
     if not registry or "/" in registry.strip():
         raise UsageError(
@@ -128,6 +128,7 @@ def run_report(
                 policy=policy_model,
                 retention_plan=plan,
                 progress=progress,
+                registry_pull_times=registry_pull_times(provider),
             )
         inventory = inventory.model_copy(update={"notes": (*inventory.notes, *notes)})
         report = summarise(inventory, now=now, top=top, stale_days=stale_days)

@@ -81,6 +81,7 @@ def startup_line(
     auth: str,
     metrics: str,
     registries: frozenset[str],
+    access: str | None = None,
 ) -> str:
     """One line an operator reads to know what this process is: where it listens, what it
     enforces, where it keeps state (no secret of a store URL) and who may call it."""
@@ -98,5 +99,6 @@ def startup_line(
         f"auth {auth}",
         f"/metrics {metrics}",
         "registries " + ", ".join(sorted(registries)),
+        *([access] if access else []),
     ]
     return " · ".join(parts)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..receiver import CallerAuthenticator, Job, WorkerPool, create_app
@@ -64,9 +65,11 @@ def gated_registry(
     poll: float = 0.05,
     backoff: str = "200ms",
     keep: Callable[[ImageEvent], bool] | None = None,
+    registry_dir: Path | None = None,
 ) -> Iterator[GatedRegistry]:
     """docker-registry on loopback → receiver (random token) → durable queue → workers.
-    `keep` (`Pipeline.wants`) lets the receiver drop events the pipeline would ignore."""
+    `keep` (`Pipeline.wants`) lets the receiver drop events the pipeline would ignore;
+    `registry_dir`: the registry's directory (storage, config, log), kept after it stops."""
     from ..service import receiver_validators
 
     token = secrets.token_urlsafe(24)
@@ -89,6 +92,7 @@ def gated_registry(
                 notification_backoff=backoff,
                 ignored_media_types=IGNORED_MEDIA_TYPES,
                 ignored_actions=IGNORED_ACTIONS,
+                workdir=registry_dir,
             ) as registry,
         ):
             yield GatedRegistry(registry, pool, port)

@@ -109,6 +109,8 @@ class LocalRegistry:
     e.g. Authorization) using a short timeout and backoff. Deletes are enabled. The
     process is stopped and its storage removed on `stop()`, on exit from the `with`
     block, or when the object is garbage-collected; `keep=True` keeps the directory.
+    `workdir` and `port`: a registry brought back on the storage and the address of an
+    earlier one (the ledger names images by `127.0.0.1:PORT`), e.g. `regwarden demo --state`.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class LocalRegistry:
         keep: bool = False,
         debug: bool = False,
         startup_timeout: float = 15.0,
+        port: int | None = None,
     ) -> None:
         self.users = dict(users or {})
         self.notifications = notifications
@@ -141,6 +144,7 @@ class LocalRegistry:
         self.keep = keep
         self.debug = debug
         self.startup_timeout = startup_timeout
+        self._given_port = port
         self.port: int | None = None
         self.workdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -247,8 +251,8 @@ class LocalRegistry:
         # distribution reads REGISTRY_* variables as config overrides: keep ours authoritative
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         last_error = ""
-        for _ in range(5):
-            port = free_port()
+        for _ in range(1 if self._given_port else 5):
+            port = self._given_port or free_port()
             config_path = self.workdir / "config.yml"
             config_path.write_text(yaml.safe_dump(self.config(port), sort_keys=False))
             with open(self.log_path, "ab") as log_file:

@@ -12,6 +12,7 @@ from ._checks import (
 from ._evaluate import evaluate
 from ._evidence import VULN_PREDICATE, Evidence, EvidenceSource, gather_evidence, no_evidence
 from ._facts import Facts, ProvenanceFact
+from ._findings import verdict_findings
 from ._from_policy import gate_rules
 from ._rules import (
     AllowEntry,
@@ -48,4 +49,5 @@ __all__ = [
     "gate_rules",
     "gather_evidence",
     "no_evidence",
+    "verdict_findings",
 ]

@@ -12,12 +12,26 @@ raises `regwarden.errors.IntakeError` naming the field and where; nothing else e
   (push body, binary or structured CloudEvent) is decoded by `intake.pubsub.decode_pubsub`
 - `signature_subject`, `manifest_subject`: tell signature/attestation/referrer pushes apart
 - `host_allowed`, `check_event_hosts`, `normalize_host`: the registry hosts an event may name
+- `check_content_type`, `registry_host`, `repository_name`, `digest_at`, `tag_at`,
+  `valid_host`, `valid_repository`, `MANIFEST_TYPES`: the field readers the parsers share
+  (also `regwarden.access`'s access-event parsers)
 - `is_self_write`, `ignore_reason`: which events regwarden ignores (its own writes, the
   quarantine repository, `quarantined-*` tags: `regwarden.quarantine_names` says which)
 """
 
 from ._classify import Classified, ManifestRole, classify_manifest
-from ._distribution import parse_distribution, parse_distribution_batch
+from ._common import (
+    REPOSITORY_EXPECTED,
+    check_content_type,
+    check_registry,
+    digest_at,
+    registry_host,
+    repository_name,
+    tag_at,
+    valid_host,
+    valid_repository,
+)
+from ._distribution import MANIFEST_TYPES, parse_distribution, parse_distribution_batch
 from ._filters import ignore_reason, is_self_write
 from ._gcr import gcr_events, is_occurrence_delivery, parse_gcr
 from ._harbor import harbor_delivery_id, parse_harbor, parse_harbor_results
@@ -34,7 +48,9 @@ from ._result import IntakeBatch, IntakeResult
 from ._signatures import manifest_subject, signature_subject
 
 __all__ = [
+    "MANIFEST_TYPES",
     "PARSERS",
+    "REPOSITORY_EXPECTED",
     "Classified",
     "EventParser",
     "Handshake",
@@ -43,8 +59,11 @@ __all__ = [
     "IntakeResult",
     "ManifestRole",
     "allowed_host_set",
+    "check_content_type",
     "check_event_hosts",
+    "check_registry",
     "classify_manifest",
+    "digest_at",
     "gcr_events",
     "harbor_delivery_id",
     "host_allowed",
@@ -60,5 +79,10 @@ __all__ = [
     "parse_harbor",
     "parse_harbor_results",
     "parse_host",
+    "registry_host",
+    "repository_name",
     "signature_subject",
+    "tag_at",
+    "valid_host",
+    "valid_repository",
 ]

@@ -1,7 +1,7 @@
 """Alerts and the channels that carry them (Slack, Teams, signed webhook, stdout/file, SNS,
 Pub/Sub, Event Grid)."""
 
-from ._alert import Alert, finding_line
+from ._alert import AccessAlertDetail, Alert, finding_line
 from ._build import CHANNELS, ChannelContext, ChannelFactory, build_channel, build_channels
 from ._channels import (
     DeliveryFailed,
@@ -16,6 +16,7 @@ from ._deliver import DeliveryReport, deliver, routed_to
 from ._eventgrid import EventGridChannel, eventgrid_alert, eventgrid_event
 from ._pubsub import PubSubChannel, pubsub_attributes
 from ._render import (
+    ACCESS_CLOUDEVENT_TYPE,
     CLOUDEVENT_TYPE,
     ID_HEADER,
     SIGNATURE_HEADER,
@@ -34,12 +35,14 @@ from ._router import Router, Selector, everything_to
 from ._sns import SnsChannel, alert_body, sns_attributes
 
 __all__ = [
+    "ACCESS_CLOUDEVENT_TYPE",
     "CHANNELS",
     "CLOUDEVENT_TYPE",
     "ID_HEADER",
     "SIGNATURE_HEADER",
     "SIGNATURE_TOLERANCE",
     "TIMESTAMP_HEADER",
+    "AccessAlertDetail",
     "Alert",
     "ChannelContext",
     "ChannelFactory",

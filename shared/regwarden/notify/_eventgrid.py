@@ -57,7 +57,7 @@ __all__ = [
 
 MAX_EVENT_BYTES = 1024 * 1024
 """Event Grid's limit on one event (and on one publish request)."""
-FILTER_FIELDS = ("team", "repository", "severity", "verdict", "action")
+FILTER_FIELDS = ("team", "repository", "severity", "verdict", "action", "kind")
 """The keys at the top of an event's `data` that subscriptions filter on."""
 _ADDED = frozenset({"repository", "verdict"})
 """Filter fields that are not the alert's own (the alert has `image` and `outcome`)."""

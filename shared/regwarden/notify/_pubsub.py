@@ -10,7 +10,9 @@ attributes, when the alert has a value for them, so a team subscribes with a fil
 | `repository` | the repository name without the registry host                |
 | `severity`   | `unknown`, `negligible`, `low`, `medium`, `high`, `critical` |
 | `verdict`    | `PASSED`, `WARN`, `FAILED`, `PENDING`, `ERROR`               |
-| `action`     | `quarantine`, `release`, `promote`, `rollback`, `none`, …    |
+| `action`     | `quarantine`, `release`, `promote`, `rollback`, `none`, `access`, … |
+| `kind`       | `verdict`, or `access` for a pull or push worth telling      |
+| `finding`    | (access alerts) `blocked-pull`, `unexpected-puller`, …       |
 
     filter: attributes.team = "payments" AND attributes.verdict = "FAILED"
     filter: NOT attributes:team                                 (alerts no team owns)
@@ -63,6 +65,8 @@ def pubsub_attributes(alert: Alert) -> dict[str, str]:
         "severity": str(alert.severity),
         "verdict": alert.outcome.value,
         "action": alert.action,
+        "kind": alert.kind,
+        "finding": alert.access.finding if alert.access is not None else "",
     }
     return {key: _fit(value) for key, value in values.items() if value}
 

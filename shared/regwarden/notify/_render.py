@@ -13,6 +13,8 @@ from typing import Any
 from ._alert import Alert, finding_line
 
 CLOUDEVENT_TYPE = "dev.regwarden.alert.v1"
+ACCESS_CLOUDEVENT_TYPE = "dev.regwarden.access"
+"""The CloudEvents `type` of an access alert (`Alert.kind == "access"`)."""
 ID_HEADER = "webhook-id"
 """The alert's stable id (= the CloudEvents `id`): the same on every retry."""
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -23,8 +25,25 @@ SIGNATURE_TOLERANCE = timedelta(minutes=5)
 """How far a receiver lets the timestamp be from its clock (Standard Webhooks' default)."""
 
 
+def _access_lines(alert: Alert) -> list[str]:
+    a = alert.access
+    if a is None:
+        return []
+    who = a.who + (f" ({a.principal_type})" if a.principal_type else "")
+    out = [f"Who: {who}", f"From: {a.source_ip or 'unknown address'}"]
+    if a.user_agent:
+        out.append(f"How: {a.access} with {a.user_agent} (reported by {a.source})")
+    else:
+        out.append(f"How: {a.access} (reported by {a.source})")
+    out.append(f"Accessed as: {a.reference}")
+    if a.summary:
+        end = a.window_end.isoformat() if a.window_end else "now"
+        out.append(f"Count: {a.count} more in {a.window_start.isoformat()} – {end}")
+    return out
+
+
 def _lines(alert: Alert) -> list[str]:
-    out = [alert.summary]
+    out = [alert.summary, *_access_lines(alert)]
     out += [f"• {r}" for r in alert.reasons]
     out += [f"• {finding_line(f)}" for f in alert.top_findings]
     if alert.state:
@@ -33,7 +52,8 @@ def _lines(alert: Alert) -> list[str]:
 
 
 def render_text(alert: Alert) -> str:
-    head = f"[{alert.outcome.value}] {alert.image}"
+    label = f"ACCESS {alert.access.finding}" if alert.access is not None else alert.outcome.value
+    head = f"[{label}] {alert.image}"
     if alert.tags:
         head += f" (tags: {', '.join(alert.tags)})"
     body = [head, f"team: {alert.team or '-'}  action: {alert.action}", *_lines(alert)]
@@ -42,14 +62,25 @@ def render_text(alert: Alert) -> str:
     return "\n".join(body)
 
 
+def _facts(alert: Alert) -> list[tuple[str, str]]:
+    """The key facts of an alert, as (name, value): who/where/how many for an access."""
+    facts = [("Image", f"`{alert.image}`")]
+    a = alert.access
+    if a is None:
+        facts += [("Tags", ", ".join(alert.tags) or "—")]
+    else:
+        facts += [("Who", a.who), ("From", a.source_ip or "—")]
+    facts += [("Team", alert.team or "—")]
+    if a is None:
+        facts += [("Action", alert.action)]
+    else:
+        facts += [("Count", str(a.count) if a.summary else "first")]
+    return facts
+
+
 def render_slack(alert: Alert) -> dict[str, Any]:
     """Slack incoming-webhook payload (Block Kit, with a text fallback for notifications)."""
-    fields = [
-        {"type": "mrkdwn", "text": f"*Image*\n`{alert.image}`"},
-        {"type": "mrkdwn", "text": f"*Tags*\n{', '.join(alert.tags) or '—'}"},
-        {"type": "mrkdwn", "text": f"*Team*\n{alert.team or '—'}"},
-        {"type": "mrkdwn", "text": f"*Action*\n{alert.action}"},
-    ]
+    fields = [{"type": "mrkdwn", "text": f"*{name}*\n{value}"} for name, value in _facts(alert)]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": alert.title[:150]}},
         {"type": "section", "fields": fields},
@@ -77,12 +108,7 @@ def render_teams(alert: Alert) -> dict[str, Any]:
         },
         {
             "type": "FactSet",
-            "facts": [
-                {"title": "Image", "value": str(alert.image)},
-                {"title": "Tags", "value": ", ".join(alert.tags) or "—"},
-                {"title": "Team", "value": alert.team or "—"},
-                {"title": "Action", "value": alert.action},
-            ],
+            "facts": [{"title": name, "value": value.strip("`")} for name, value in _facts(alert)],
         },
         {"type": "TextBlock", "text": "\n\n".join(_lines(alert)), "wrap": True},
     ]
@@ -121,7 +147,7 @@ def render_cloudevent(alert: Alert, *, source: str = "regwarden") -> dict[str, A
         "specversion": "1.0",
         "id": event_id(alert),
         "source": source,
-        "type": CLOUDEVENT_TYPE,
+        "type": ACCESS_CLOUDEVENT_TYPE if alert.kind == "access" else CLOUDEVENT_TYPE,
         "subject": str(alert.image),
         "time": alert.time.isoformat(),
         "datacontenttype": "application/json",

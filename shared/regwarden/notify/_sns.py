@@ -1,6 +1,7 @@
 """AWS SNS channel: the alert as JSON, with message attributes a subscriber filters on.
 
-Every message carries five String attributes, so a team subscribes with a filter policy:
+Every message carries six String attributes (an access alert a seventh, `finding`), so a
+team subscribes with a filter policy:
 
 | attribute    | value                                                             |
 | ------------ | ----------------------------------------------------------------- |
@@ -8,7 +9,9 @@ Every message carries five String attributes, so a team subscribes with a filter
 | `repository` | the repository name without the registry host                     |
 | `severity`   | `unknown`, `negligible`, `low`, `medium`, `high`, `critical`      |
 | `verdict`    | `PASSED`, `WARN`, `FAILED`, `PENDING`, `ERROR`                    |
-| `action`     | `quarantine`, `release`, `promote`, `rollback`, `none`, …         |
+| `action`     | `quarantine`, `release`, `promote`, `rollback`, `none`, `access`, … |
+| `kind`       | `verdict`, or `access` for a pull or push worth telling           |
+| `finding`    | (access alerts) `blocked-pull`, `unexpected-puller`, …            |
 
 boto3 is imported on first send; the client's region comes from the topic ARN.
 """
@@ -30,14 +33,18 @@ NO_TEAM = "none"
 
 
 def sns_attributes(alert: Alert) -> dict[str, str]:
-    """The five filterable attributes of `alert` (never empty: SNS refuses empty values)."""
-    return {
+    """The filterable attributes of `alert` (never empty: SNS refuses empty values)."""
+    attributes = {
         "team": alert.team or NO_TEAM,
         "repository": alert.repository,
         "severity": str(alert.severity),
         "verdict": alert.outcome.value,
         "action": alert.action or "none",
+        "kind": alert.kind,
     }
+    if alert.access is not None:
+        attributes["finding"] = alert.access.finding
+    return attributes
 
 
 def alert_body(alert: Alert, *, limit: int = MAX_MESSAGE_BYTES, service: str = "SNS") -> str:

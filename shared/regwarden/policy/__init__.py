@@ -8,6 +8,7 @@ merge, and the JSON Schema.
 See docs/policy.md for every key.
 """
 
+from ._access import DEFAULT_DEDUPE_WINDOW, Access, AccessAlertOn
 from ._attest import Attest
 from ._glob import Glob, ImageGlob
 from ._load import load_policy, load_policy_text, validate_file, validate_text
@@ -120,11 +121,14 @@ from ._values import (
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_DEDUPE_WINDOW",
     "NOT_READ_YET",
     "REGISTRY_KINDS",
     "SCAN_SOURCES",
     "SECTIONS",
     "SIGNATURE_FORMATS",
+    "Access",
+    "AccessAlertOn",
     "ActionKind",
     "AksInventory",
     "Allowance",

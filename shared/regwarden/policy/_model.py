@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from .. import quarantine_names
 from ..errors import UsageError
+from ._access import Access
 from ._attest import Attest
 from ._base import Loc, PolicyModel, render_path, rule_error
 from ._glob import Glob
@@ -76,6 +77,11 @@ class _Sections(PolicyModel):
     promotion: Promotion | None = None
     attest: Attest | None = None
     """Sign the verdicts as in-toto attestations on the image. Default: off."""
+
+    access: Access | None = None
+    """Access monitoring: who may pull and push, from where, and which pulls and pushes
+    alert (a pull of a blocked digest alerts even without this section). Default: only
+    blocked pulls alert, with a 10m dedupe window."""
 
 
 #: Section names, in document order; each is merged as a whole.
@@ -228,6 +234,7 @@ class EffectiveRepositoryPolicy(BaseModel):
     provenance: Provenance | None
     promotion: Promotion | None
     attest: Attest | None = None
+    access: Access | None = None
 
     origins: dict[str, str] = {}
     """Section name -> where it came from: `repositories[N]` or `defaults`; sections that

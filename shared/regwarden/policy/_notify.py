@@ -29,9 +29,10 @@ __all__ = [
     "WebhookChannelConfig",
 ]
 
-#: The action kinds a route can match; the same names as `regwarden.model.Action.kind`.
+#: The action kinds a route can match; the same names as `regwarden.model.Action.kind`,
+#: and `access` for access alerts (a pull or push worth telling, `regwarden.access`).
 ActionKind = Literal[
-    "quarantine", "release", "promote", "tag", "untag", "delete", "rollback", "none"
+    "quarantine", "release", "promote", "tag", "untag", "delete", "rollback", "none", "access"
 ]
 
 _Endpoint = Annotated[Location, Schemes(ENDPOINT_SCHEMES, "a channel endpoint")]
@@ -151,7 +152,8 @@ class RouteMatch(PolicyModel):
     """The alert's severity is one of these (exact; list every level you want)."""
 
     action: tuple[ActionKind, ...] | None = Field(default=None, min_length=1)
-    """What regwarden did: quarantine, release, promote, tag, untag, delete, rollback, none."""
+    """What regwarden did: quarantine, release, promote, tag, untag, delete, rollback, none;
+    `access` for access alerts (pulls and pushes the `access` section reports)."""
 
     repository: Glob | None = None
     """The repository name (no host) matches this glob."""

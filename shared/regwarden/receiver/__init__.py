@@ -1,5 +1,6 @@
 """Webhook receiver: authenticate, persist, acknowledge, then process on a worker pool."""
 
+from ._access import AccessIntake, AccessParser
 from ._app import BODY_TIMEOUT, MAX_BODY, Validator, create_app
 from ._auth import CallerAuthenticator
 from ._metrics import ServeMetrics
@@ -8,6 +9,8 @@ from ._worker import Job, WorkerPool, utcnow
 __all__ = [
     "BODY_TIMEOUT",
     "MAX_BODY",
+    "AccessIntake",
+    "AccessParser",
     "CallerAuthenticator",
     "Job",
     "ServeMetrics",

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import IntakeError
+from ..errors import HostNotAllowed, IntakeError
 from ..redact import redact_text
 from ..store import EventQueue
 from ._auth import CallerAuthenticator
@@ -30,6 +30,7 @@ from ._worker import Clock, WorkerPool, utcnow
 
 if TYPE_CHECKING:
     from ..intake import HandshakeCheck
+    from ._access import AccessIntake
     from ._metrics import ServeMetrics
 
 log = logging.getLogger("regwarden.receiver")
@@ -100,6 +101,7 @@ def create_app(
     metrics_auth: CallerAuthenticator | None = None,
     metrics_public: bool = False,
     ready_timeout: float = READY_TIMEOUT,
+    access: AccessIntake | None = None,
 ) -> Any:
     """A Starlette app with `POST /events/<source>` for each validator and `GET /healthz`.
     Each accepted body is enqueued on `ledger`: the work queue (an SQLite ledger's own, or
@@ -115,7 +117,14 @@ def create_app(
     `metrics_public`. `GET /readyz` answers 200 while the queue can be worked on — a
     writer's lock on it within `ready_timeout` seconds and every worker of `pool` alive —
     and 503 naming what is wrong otherwise; `/healthz` stays liveness (the process
-    answers). Both probes are open: kubelets and load balancers carry no credentials."""
+    answers). Both probes are open: kubelets and load balancers carry no credentials.
+
+    With `access`, the access events of a body from a source it parses (manifest pulls and
+    pushes) go to the access monitor's in-memory queue: a body of pulls only is parsed once
+    and never stored in the work queue; a body with pushes is also validated and stored as
+    before. A full access queue answers 503 (Retry-After) for the whole body, before
+    anything of it is stored, so the sender's retry counts nothing twice. `run_pool`
+    starts and stops `access` with the pool."""
     import contextlib
     from collections.abc import AsyncIterator
 
@@ -192,18 +201,51 @@ def create_app(
                 log.warning("rejected %s webhook from %s: bad credentials", source, peer)
                 return unauthorized
         content_type = request.headers.get("content-type")
-        try:
-            count = validate(body, content_type)
-        except IntakeError as exc:
-            log.warning("rejected %s webhook from %s: %s", source, peer, exc)
-            return JSONResponse({"error": str(exc)}, 400)
-        if count == 0:  # e.g. only blob events: nothing to do, nothing to store
+        taken: list[Any] = []
+        if access is not None and access.handles(source):
+            try:
+                taken = access.parse(source, body, content_type)
+            except HostNotAllowed as exc:
+                log.warning("rejected %s webhook from %s: %s", source, peer, exc)
+                return JSONResponse({"error": str(exc)}, 400)
+            except IntakeError as exc:  # the gate's parser judges the body: no push is lost
+                log.warning("%s webhook from %s: access events not read: %s", source, peer, exc)
+        # The gate acts on manifest pushes only, each of which is also an access event:
+        # a body whose access events are all pulls holds nothing for the work queue.
+        pulls_only = bool(taken) and all(e.action == "pull" for e in taken)
+        count = 0
+        if not pulls_only:
+            try:
+                count = validate(body, content_type)
+            except IntakeError as exc:
+                log.warning("rejected %s webhook from %s: %s", source, peer, exc)
+                return JSONResponse({"error": str(exc)}, 400)
+        if taken:
+            assert access is not None
+            if not access.offer(taken):  # before anything is stored: the retry is whole
+                if metrics is not None:
+                    metrics.access_full()
+                log.warning(
+                    "refused %s webhook from %s: the access queue is full (503, retried)",
+                    source,
+                    peer,
+                )
+                return JSONResponse(
+                    {"error": "access queue full; retry later"}, 503, headers={"Retry-After": "1"}
+                )
+            if metrics is not None:
+                metrics.access_received(source, [e.action for e in taken])
+        if count == 0:  # e.g. only blob events or pulls: nothing to store
+            if taken:
+                return JSONResponse({"accepted": 0, "access": len(taken)}, 202)
             return JSONResponse({"accepted": 0}, 202)
         event_id = ledger.enqueue(source, body, content_type, now=clock())
         if metrics is not None:
             metrics.received(source, count)
         if pool is not None:
             pool.notify()
+        if taken:
+            return JSONResponse({"accepted": count, "id": event_id, "access": len(taken)}, 202)
         return JSONResponse({"accepted": count, "id": event_id}, 202)
 
     def _options(handshake: HandshakeCheck | None, request: Request) -> Response:
@@ -230,6 +272,8 @@ def create_app(
             running, wanted = pool.alive()
             if running < wanted:
                 problems.append(f"workers: {running} of {wanted} running")
+        if access is not None and not access.alive():
+            problems.append("access monitor: not running")
         if problems:
             log.warning("not ready: %s", "; ".join(problems))
             return JSONResponse({"ready": False, "reasons": problems}, 503)
@@ -252,9 +296,13 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if run_pool and pool is not None:
             pool.start()
+        if run_pool and access is not None:
+            access.start()
         try:
             yield
         finally:
+            if run_pool and access is not None:
+                access.stop()
             if run_pool and pool is not None:
                 pool.stop()
 

@@ -10,7 +10,7 @@ are observed process-wide.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,42 @@ class ServeMetrics:
             ["host", "kind"],
             registry=self.registry,
         )
+        self.access_events = Counter(
+            "regwarden_access_events_received",
+            "Access events (manifest pulls and pushes) taken to the access monitor, by "
+            "source and action.",
+            ["source", "action"],
+            registry=self.registry,
+        )
+        self.access_handled_events = Counter(
+            "regwarden_access_events_handled",
+            "Access events the access monitor has handled.",
+            registry=self.registry,
+        )
+        self.access_alerts = Counter(
+            "regwarden_access_alerts",
+            "Access alerts committed to the outbox (one per channel): first (a window "
+            "opened) or summary (a window closed).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.access_ledger_writes = Counter(
+            "regwarden_access_ledger_writes",
+            "Ledger writes of coalesced pull tallies (at most one per image per minute).",
+            registry=self.registry,
+        )
+        self.access_refused = Counter(
+            "regwarden_access_bodies_refused",
+            "Webhook bodies answered 503 because the access queue was full (the sender "
+            "retries them).",
+            registry=self.registry,
+        )
+        self.access_dropped_events = Counter(
+            "regwarden_access_events_dropped",
+            "Access events dropped after the monitor failed on them repeatedly.",
+            registry=self.registry,
+        )
+        self._access_children: dict[tuple[str, str], Any] = {}
         self.registry.register(_QueueCollector(queue, clock))
         self._subscribed = False
 
@@ -91,6 +127,36 @@ class ServeMetrics:
             self.verdicts.labels(outcome=handled.verdict.outcome.value).inc()
         for action in handled.actions:
             self.actions.labels(kind=action_kind(action)).inc()
+
+    def access_received(self, source: str, actions: Sequence[str]) -> None:
+        """Access events of one body, by action (the request path: children cached)."""
+        for action in actions:
+            child = self._access_children.get((source, action))
+            if child is None:
+                child = self.access_events.labels(source=source, action=action)
+                self._access_children[(source, action)] = child
+            child.inc()
+
+    def access_handled(self, count: int, *, alerts: int) -> None:
+        self.access_handled_events.inc(count)
+        if alerts:
+            self.access_alerts.labels(kind="first").inc(alerts)
+
+    def access_summaries(self, count: int) -> None:
+        self.access_alerts.labels(kind="summary").inc(count)
+
+    def access_writes(self, count: int) -> None:
+        self.access_ledger_writes.inc(count)
+
+    def access_full(self) -> None:
+        self.access_refused.inc()
+
+    def access_dropped(self, count: int) -> None:
+        self.access_dropped_events.inc(count)
+
+    def watch_access(self, depth: Callable[[], int]) -> None:
+        """Report the access queue's depth (`AccessIntake.depth`) at each scrape."""
+        self.registry.register(_AccessQueueCollector(depth))
 
     # observe.RequestObserver
     def request(self, host: str, method: str, seconds: float, status: int | None) -> None:
@@ -149,4 +215,23 @@ class _QueueCollector:
             "regwarden_queue_oldest_pending_seconds",
             "How long the longest-waiting due event has waited (0: none waiting).",
             value=wait,
+        )
+
+
+class _AccessQueueCollector:
+    """The access queue's depth, read when scraped."""
+
+    def __init__(self, depth: Callable[[], int]) -> None:
+        self._depth = depth
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily(
+            "regwarden_access_queue_depth",
+            "Access events acknowledged and waiting for the access monitor.",
+            value=self._depth(),
         )

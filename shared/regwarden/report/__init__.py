@@ -2,10 +2,20 @@
 ledger into an `Inventory`, `summarise` turns it into a `Report` (pure), `render_html`
 draws it as one offline HTML file."""
 
-from ._collect import collect
+from ._collect import collect, registry_pull_times
 from ._history import record_report, report_summaries
 from ._html import render_html
-from ._model import ImageFact, Inventory, QuarantineRow, Report, RetentionPlanSummary, RetentionRun
+from ._model import (
+    ImageFact,
+    Inventory,
+    PullFact,
+    PullsSection,
+    QuarantineRow,
+    Report,
+    RetentionPlanSummary,
+    RetentionRun,
+)
+from ._pulls import pull_state, pulls_section
 from ._scheduled import PLAN_NOTE, make_report, prefix_globs, report_json, report_keys
 from ._summarise import GC_NOTE, NO_TEAM, summarise, unique_bytes
 
@@ -15,6 +25,8 @@ __all__ = [
     "PLAN_NOTE",
     "ImageFact",
     "Inventory",
+    "PullFact",
+    "PullsSection",
     "QuarantineRow",
     "Report",
     "RetentionPlanSummary",
@@ -22,7 +34,10 @@ __all__ = [
     "collect",
     "make_report",
     "prefix_globs",
+    "pull_state",
+    "pulls_section",
     "record_report",
+    "registry_pull_times",
     "render_html",
     "report_json",
     "report_keys",

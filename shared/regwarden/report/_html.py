@@ -12,7 +12,8 @@ from html import escape
 from typing import Any
 
 from ..errors import UsageError
-from ._model import GroupBytes, ImageRow, QuarantineRow, Report
+from ._model import GroupBytes, ImageRow, PullsSection, QuarantineRow, Report, SeverityCounts
+from ._summarise import SEVERITIES
 
 __all__ = ["render_html"]
 
@@ -99,6 +100,52 @@ def _line(xs: Sequence[str], ys: Sequence[float], title: str, ylabel: str) -> st
     return _svg(fig)
 
 
+_SEVERITY_COLOURS = {
+    "critical": "#82071e",
+    "high": "#cf222e",
+    "medium": "#bc4c00",
+    "low": "#d4a72c",
+    "negligible": "#8c959f",
+    "unknown": "#d0d7de",
+}
+
+
+def _stacked(rows: Sequence[SeverityCounts], title: str) -> str:
+    """Horizontal bars, one per row, stacked by severity (worst leftmost)."""
+    plt = _pyplot()
+    height = max(1.8, 0.35 * len(rows) + 1.2)
+    fig, ax = plt.subplots(figsize=(6, height))
+    ys = list(range(len(rows)))
+    left = [0] * len(rows)
+    for severity in SEVERITIES:
+        values = [r.counts.get(severity, 0) for r in rows]
+        if any(values):
+            ax.barh(ys, values, left=left, color=_SEVERITY_COLOURS[severity], label=severity)
+            left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(ys, labels=[r.name for r in rows])
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel("findings")
+    if any(left):
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # off the bars
+    return _svg(fig)
+
+
+def _findings(rows: Sequence[SeverityCounts], title: str, what: str) -> str:
+    if not rows:
+        return f"<p>{escape(title)}: no image's last verdict read a scan report.</p>"
+    table = _table(
+        (what, "images scanned", *SEVERITIES, "total"),
+        [(r.name, r.images, *(r.counts.get(s, 0) for s in SEVERITIES), r.total) for r in rows],
+    )
+    return _figure(
+        _stacked(rows, title),
+        f"{title}: findings of each {what}'s images by severity, from their last verdicts "
+        "(several scanners: per severity, the most one of them found).",
+        table,
+    )
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> str:
     if not rows:
         return f"<p>{escape(caption)}: none.</p>" if caption else "<p>None.</p>"
@@ -174,6 +221,96 @@ def _quarantines(rows: Sequence[QuarantineRow]) -> str:
     )
 
 
+def _when(at: Any) -> str:
+    return "-" if at is None else str(at.isoformat(timespec="seconds"))
+
+
+def _pulls(p: PullsSection) -> str:
+    """Most pulled (plot and table), by team and repository, not pulled in N days (and
+    where that is unknown), who pulls what."""
+    out = ["<h2 id='pulls'>Pulls</h2>"]
+    source = (
+        "the registry's own last-pulled times and the ledger's pull tallies"
+        if p.registry_pull_times
+        else "the ledger's pull tallies from the access stream"
+    )
+    out.append(
+        f"<p>{p.total_pulls} pulls recorded in {p.tracked_repositories} tracked "
+        f"repositories ({escape(source)}). Counts start when the ledger began tracking a "
+        "repository's pulls.</p>"
+    )
+    if p.most_pulled:
+        labels = [f"{i.repository}@{(i.tags or (i.digest[7:19],))[0]}" for i in p.most_pulled]
+        out.append(
+            _figure(
+                _bar(labels, [i.pulls for i in p.most_pulled], "Most pulled images", "pulls"),
+                "Most pulled images: recorded pulls, most first.",
+                _table(
+                    ("image", "team", "tags", "pulls", "principals", "last pulled"),
+                    [
+                        (
+                            f"{i.repository}@{i.digest[:19]}",
+                            i.team or "-",
+                            ", ".join(i.tags) or "-",
+                            i.pulls,
+                            i.principals,
+                            _when(i.last_pulled),
+                        )
+                        for i in p.most_pulled
+                    ],
+                ),
+            )
+        )
+    else:
+        out.append("<p>Most pulled images: no pull is recorded.</p>")
+    for groups, what in ((p.by_team, "team"), (p.by_repository, "repository")):
+        out.append(
+            _table(
+                (what, "pulls", "images pulled", "last pulled"),
+                [(g.name, g.pulls, g.images, _when(g.last_pulled)) for g in groups],
+                f"Pulls by {what}",
+            )
+        )
+    out.append(
+        _images(
+            p.not_pulled,
+            f"Not pulled within {p.stale_days} days ({p.not_pulled_count} in all, "
+            "least recently pulled first)",
+        )
+    )
+    if p.unknown:
+        out.append(
+            _table(
+                ("repository", "team", "images", f"not pulled within {p.stale_days} days?"),
+                [
+                    (
+                        u.repository,
+                        u.team or "-",
+                        u.images,
+                        "unknown since tracking began " + u.tracking_since.date().isoformat()
+                        if u.tracking_since is not None
+                        else "unknown: pulls are not tracked",
+                    )
+                    for u in p.unknown
+                ],
+                f"Pull state unknown ({p.unknown_count} images in all; repositories with "
+                f"most first): tracking covers less than {p.stale_days} days of them",
+            )
+        )
+    rows: list[tuple[object, ...]] = []
+    for who in p.principals:
+        top = "; ".join(f"{g.name} ({g.pulls})" for g in who.repositories)
+        rows.append((who.principal, who.pulls, who.images, _when(who.last_pulled), top))
+    out.append(
+        _table(
+            ("principal", "pulls", "images", "last pulled", "repositories pulled (pulls)"),
+            rows,
+            "Who pulls what",
+        )
+    )
+    return "\n".join(out)
+
+
 def render_html(report: Report) -> str:
     """The whole page as text."""
     r = report
@@ -231,7 +368,10 @@ def render_html(report: Report) -> str:
         )
     )
     if a.pull_times_known:
-        parts.append(_images(a.stale, f"Stale: not pulled within {a.stale_days} days"))
+        parts.append(
+            f"<p>Stale: {len(a.stale)} images not pulled within {a.stale_days} days where "
+            "the pull record covers that long (see <a href='#pulls'>Pulls</a>).</p>"
+        )
     else:
         parts.append("<p>Stale images: the registry and ledger know no pull times.</p>")
     parts.append(_images(a.untagged, "Untagged images"))
@@ -268,7 +408,23 @@ def render_html(report: Report) -> str:
         )
     )
     if sec.findings_by_severity is None:
-        parts.append("<p>Findings by severity: the ledger keeps verdicts, not findings.</p>")
+        parts.append(
+            "<p>Findings by severity: no image's last verdict read a scan report (the "
+            "ledger keeps a verdict's findings from when the gate judged it with one).</p>"
+        )
+    else:
+        total = sum(sec.findings_by_severity.values())
+        parts.append(
+            f"<p>Findings by severity, from the last verdicts of the {sec.findings_images} "
+            f"images judged with a scan report: {total} in all — "
+            + escape(", ".join(f"{n} {k}" for k, n in sec.findings_by_severity.items() if n))
+            + ("" if total else "none")
+            + ".</p>"
+        )
+        parts.append(_findings(sec.findings_by_team, "Findings by team", "team"))
+        parts.append(
+            _findings(sec.findings_by_repository, "Findings by repository (worst)", "repository")
+        )
     parts.append(_images(sec.past_max_scan_age, "Past maxScanAge (not judged recently enough)"))
     parts.append(_quarantines(sec.quarantines))
     # -- hygiene
@@ -287,6 +443,9 @@ def render_html(report: Report) -> str:
             "Base images (org.opencontainers.image.base.name)",
         )
     )
+    # -- pulls
+    if r.pulls is not None:
+        parts.append(_pulls(r.pulls))
     # -- retention history
     parts.append("<h2 id='retention'>Retention history</h2>")
     runs = r.retention_history

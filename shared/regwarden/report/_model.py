@@ -16,14 +16,21 @@ __all__ = [
     "ImageFact",
     "ImageRow",
     "Inventory",
+    "PrincipalPulls",
+    "PullFact",
+    "PullGroup",
+    "PulledImage",
+    "PullsSection",
     "QuarantineRow",
     "Report",
     "RetentionPlanSummary",
     "RetentionRun",
     "SecuritySection",
+    "SeverityCounts",
     "StorageSection",
     "TeamSummary",
     "TrendPoint",
+    "UnknownPulls",
 ]
 
 
@@ -55,10 +62,27 @@ class ImageFact(_Frozen):
     verdict: str | None = None
     """The ledger's last verdict (PASSED, WARN, FAILED, PENDING), None if never judged."""
     verdict_at: datetime | None = None
+    findings: dict[str, int] | None = None
+    """The last verdict's findings by severity name (`{"critical": 1}`); None: the ledger
+    keeps none for it (judged without a scan report, or before verdicts kept them)."""
     base_name: str | None = None
     """`org.opencontainers.image.base.name` from the manifest's annotations."""
     max_scan_age_s: float | None = None
     """The policy's `vulnerabilities.maxScanAge` for its repository, in seconds."""
+    registry_last_pulled: datetime | None = None
+    """The registry's own last-pulled time where it keeps one (ECR's
+    `lastRecordedPullTime`); `last_pulled` is the ledger's, from the access stream."""
+
+
+class PullFact(_Frozen):
+    """The ledger's pull tally of one image by one principal (`Ledger.pull_tallies`)."""
+
+    repository: str
+    digest: str
+    principal: str
+    """Who pulled; "" when the events named nobody."""
+    count: int
+    last_pulled: datetime
 
 
 class QuarantineRow(_Frozen):
@@ -100,6 +124,13 @@ class Inventory(_Frozen):
     previous: tuple[dict[str, Any], ...] = ()
     """Summaries of earlier reports (`Report.summary()`), oldest first."""
     pull_times_known: bool = False
+    pulls: tuple[PullFact, ...] = ()
+    """The ledger's pull tallies of every repository read (one read per repository)."""
+    pull_tracking: dict[str, datetime | None] = Field(default_factory=dict)
+    """Repository → when the ledger began tracking its pulls (None: never)."""
+    registry_pull_times: bool = False
+    """The registry keeps last-pulled times itself (ECR): `registry_last_pulled` is complete
+    from the image's push on, whatever the ledger's tracking says."""
     notes: tuple[str, ...] = ()
 
 
@@ -158,6 +189,17 @@ class AgeSection(_Frozen):
     retention_plan: RetentionPlanSummary | None
 
 
+class SeverityCounts(_Frozen):
+    """Findings by severity of one team or repository, from its images' last verdicts."""
+
+    name: str
+    images: int
+    """Images whose last verdict read a scan report (those the counts are from)."""
+    counts: dict[str, int]
+    """Severity name → findings, worst first, every severity (0 where none)."""
+    total: int
+
+
 class SecuritySection(_Frozen):
     signed: int
     verified: int
@@ -167,7 +209,13 @@ class SecuritySection(_Frozen):
     verdicts: dict[str, int]
     """Images by their last verdict; `none`: never judged."""
     findings_by_severity: dict[str, int] | None
-    """None: the ledger keeps each verdict's outcome, not its findings."""
+    """Findings by severity over every image's last verdict, worst first; None: no image's
+    last verdict has findings in the ledger (none judged with a scan report)."""
+    findings_images: int = 0
+    """Images whose last verdict read a scan report (the findings are theirs)."""
+    findings_by_team: tuple[SeverityCounts, ...] = ()
+    findings_by_repository: tuple[SeverityCounts, ...] = ()
+    """The top N repositories, worst first (most critical, then high, …)."""
     past_max_scan_age: tuple[ImageRow, ...]
     quarantines: tuple[QuarantineRow, ...]
 
@@ -178,6 +226,69 @@ class HygieneSection(_Frozen):
     non_semver_examples: tuple[str, ...]
     largest: tuple[ImageRow, ...]
     base_images: dict[str, int]
+
+
+class PulledImage(_Frozen):
+    repository: str
+    digest: str
+    team: str | None = None
+    tags: tuple[str, ...] = ()
+    pulls: int
+    """Pulls the ledger recorded (since its tracking began)."""
+    last_pulled: datetime | None
+    principals: int
+    """How many principals pulled it ("" — unnamed — counts as one)."""
+
+
+class PullGroup(_Frozen):
+    name: str
+    pulls: int
+    images: int
+    """Images with at least one recorded pull."""
+    last_pulled: datetime | None = None
+
+
+class PrincipalPulls(_Frozen):
+    principal: str
+    """Who pulled (an IAM role ARN, a service account, a user); "" when unnamed."""
+    pulls: int
+    images: int
+    last_pulled: datetime
+    repositories: tuple[PullGroup, ...]
+    """The repositories it pulls most, top N."""
+
+
+class UnknownPulls(_Frozen):
+    """A repository with images whose "not pulled in N days" cannot be answered: the ledger
+    has not tracked its pulls for N days (nor since those images were pushed)."""
+
+    repository: str
+    team: str | None = None
+    images: int
+    tracking_since: datetime | None
+    """None: pull tracking never began for it."""
+
+
+class PullsSection(_Frozen):
+    stale_days: int
+    registry_pull_times: bool
+    tracked_repositories: int
+    """Repositories whose pulls the ledger tracks."""
+    total_pulls: int
+    most_pulled: tuple[PulledImage, ...]
+    """Top N images by recorded pulls."""
+    by_team: tuple[PullGroup, ...]
+    by_repository: tuple[PullGroup, ...]
+    """Top N repositories by recorded pulls."""
+    not_pulled: tuple[ImageRow, ...]
+    """Not pulled within `stale_days` where the pull record covers them, top N oldest."""
+    not_pulled_count: int
+    unknown: tuple[UnknownPulls, ...]
+    """Per repository, images whose pull state is unknown (tracking too recent): the top N
+    repositories by such images."""
+    unknown_count: int
+    principals: tuple[PrincipalPulls, ...]
+    """Top N principals by pulls, with the repositories each pulls."""
 
 
 class TeamSummary(_Frozen):
@@ -199,6 +310,8 @@ class Report(_Frozen):
     age: AgeSection
     security: SecuritySection
     hygiene: HygieneSection
+    pulls: PullsSection | None = None
+    """None: the report was made from an inventory without the access stream's data."""
     retention_history: tuple[RetentionRun, ...]
     notes: tuple[str, ...] = ()
 
@@ -211,4 +324,5 @@ class Report(_Frozen):
             "bytes": self.storage.unique_bytes,
             "by_team": {g.name: g.bytes for g in self.storage.by_team},
             "by_repository": {g.name: g.bytes for g in self.storage.by_repository},
+            "findings": self.security.findings_by_severity,
         }

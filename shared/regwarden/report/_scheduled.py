@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..report_scope import prefix_globs
-from ._collect import collect
+from ._collect import collect, registry_pull_times
 from ._history import record_report
 from ._model import Report
 from ._summarise import summarise
@@ -55,6 +55,7 @@ def make_report(
         globs=globs,
         repositories=provider.list_repositories(),
         policy=policy,
+        registry_pull_times=registry_pull_times(provider),
     )
     inventory = inventory.model_copy(update={"notes": (*inventory.notes, PLAN_NOTE)})
     report = summarise(inventory, now=now, top=top, stale_days=stale_days)

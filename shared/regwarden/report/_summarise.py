@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
+from ..model import Severity
 from ..policy import is_semver_tag
 from ._model import (
     AgeSection,
@@ -17,12 +18,14 @@ from ._model import (
     Inventory,
     Report,
     SecuritySection,
+    SeverityCounts,
     StorageSection,
     TeamSummary,
     TrendPoint,
 )
+from ._pulls import last_pulled, pull_state, pulls_section, tally_times
 
-__all__ = ["AGE_BUCKETS", "GC_NOTE", "NO_TEAM", "summarise", "unique_bytes"]
+__all__ = ["AGE_BUCKETS", "GC_NOTE", "NO_TEAM", "SEVERITIES", "summarise", "unique_bytes"]
 
 NO_TEAM = "-"
 """The team of an image no policy entry names (or when no policy was given)."""
@@ -123,10 +126,14 @@ def _age(
         buckets.append(Bucket(label="unknown", count=counts["unknown"]))
     stale: list[ImageRow] = []
     if inv.pull_times_known:
+        # only where the pull record covers the whole window (`_pulls.pull_state`): an
+        # image pushed before tracking began is unknown, not stale
+        tallied = tally_times(inv)
         for image in images:
-            last = image.last_pulled or image.first_seen or image.created
-            if last is not None and (now - last).total_seconds() > stale_days * 86400:
-                pulled = image.last_pulled.date().isoformat() if image.last_pulled else "never"
+            when = tallied.get((image.repository, image.digest))
+            if pull_state(inv, image, now=now, days=stale_days, tallied=when) == "not-pulled":
+                last = max((t for t in (last_pulled(image), when) if t is not None), default=None)
+                pulled = last.date().isoformat() if last else "never"
                 stale.append(_row(image, now, f"last pulled: {pulled}"))
     present = {(i.repository, i.digest) for i in inv.images}
     orphaned = [
@@ -146,7 +153,47 @@ def _age(
     )
 
 
-def _security(inv: Inventory, images: list[ImageFact], now: datetime) -> SecuritySection:
+SEVERITIES: tuple[str, ...] = tuple(str(s) for s in sorted(Severity, reverse=True))
+"""Severity names, worst first: the order of every findings table and plot."""
+
+
+def _severity_counts(name: str, images: Iterable[ImageFact]) -> SeverityCounts | None:
+    """The findings of `images`' last verdicts that have them; None: none has."""
+    counts = dict.fromkeys(SEVERITIES, 0)
+    scanned = 0
+    for image in images:
+        if image.findings is None:
+            continue
+        scanned += 1
+        for severity, n in image.findings.items():
+            if severity in counts:
+                counts[severity] += n
+    if not scanned:
+        return None
+    return SeverityCounts(name=name, images=scanned, counts=counts, total=sum(counts.values()))
+
+
+def _worst_first(row: SeverityCounts) -> tuple[object, ...]:
+    return (*(-row.counts[s] for s in SEVERITIES), row.name)
+
+
+def _findings(
+    images: list[ImageFact], top: int
+) -> tuple[SeverityCounts | None, list[SeverityCounts], list[SeverityCounts]]:
+    """(all images, per team, the top `top` repositories worst first)."""
+    teams: dict[str, list[ImageFact]] = defaultdict(list)
+    repos: dict[str, list[ImageFact]] = defaultdict(list)
+    for image in images:
+        teams[_team(image)].append(image)
+        repos[image.repository].append(image)
+    by_team = [c for t, m in sorted(teams.items()) if (c := _severity_counts(t, m)) is not None]
+    by_repo = [c for r, m in repos.items() if (c := _severity_counts(r, m)) is not None]
+    return _severity_counts("all", images), by_team, sorted(by_repo, key=_worst_first)[:top]
+
+
+def _security(
+    inv: Inventory, images: list[ImageFact], now: datetime, top: int = 10
+) -> SecuritySection:
     signed = sum(1 for i in images if i.signed)
     verified = sum(1 for i in images if i.signed and i.verdict in ("PASSED", "WARN"))
     unsigned = sum(1 for i in images if i.signed is False)
@@ -161,13 +208,17 @@ def _security(inv: Inventory, images: list[ImageFact], now: datetime) -> Securit
             when = image.verdict_at.date().isoformat() if image.verdict_at else "never"
             past.append(_row(image, now, f"last judged: {when}"))
     quarantines = sorted(inv.quarantines, key=lambda q: q.quarantined_at, reverse=True)
+    overall, by_team, by_repository = _findings(images, top)
     return SecuritySection(
         signed=signed,
         verified=verified,
         unsigned=unsigned,
         unknown=len(images) - signed - unsigned,
         verdicts=dict(sorted(verdicts.items())),
-        findings_by_severity=None,
+        findings_by_severity=None if overall is None else overall.counts,
+        findings_images=0 if overall is None else overall.images,
+        findings_by_team=tuple(by_team),
+        findings_by_repository=tuple(by_repository),
         past_max_scan_age=tuple(past),
         quarantines=tuple(quarantines),
     )
@@ -217,8 +268,9 @@ def summarise(inv: Inventory, *, now: datetime, top: int = 10, stale_days: int =
         teams=tuple(_teams(inv, images)),
         storage=_storage(inv, images, now, top),
         age=_age(inv, images, now, stale_days, top),
-        security=_security(inv, images, now),
+        security=_security(inv, images, now, top),
         hygiene=_hygiene(images, now, top),
+        pulls=pulls_section(inv, images, now=now, stale_days=stale_days, top=top),
         retention_history=tuple(sorted(inv.retention_runs, key=lambda r: r.at)),
         notes=inv.notes,
     )

@@ -17,7 +17,9 @@ inventories, the resumable executor, fan-out, reports). This module re-exports b
 """
 
 from .planning import (
+    COMPLETE_PULLS,
     NO_PROTECTIONS,
+    NO_PULL_TRACKING,
     Decision,
     DeleteOlderThan,
     DeleteOrphans,
@@ -35,6 +37,7 @@ from .planning import (
     KeepSemver,
     KeepTagMatches,
     Protections,
+    PullTracking,
     RegistryPlan,
     RepositoryPlan,
     RetentionRules,
@@ -126,9 +129,11 @@ from .running import (
 )
 
 __all__ = [
+    "COMPLETE_PULLS",
     "INVENTORIES",
     "KUBERNETES_KINDS",
     "NO_PROTECTIONS",
+    "NO_PULL_TRACKING",
     "AdaptiveLimiter",
     "ApplyResult",
     "Collected",
@@ -158,6 +163,7 @@ __all__ = [
     "NoProgress",
     "Progress",
     "Protections",
+    "PullTracking",
     "RegistryPlan",
     "RepositoryPlan",
     "RepositoryResult",

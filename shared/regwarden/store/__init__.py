@@ -8,8 +8,18 @@ and `open_queue(url)` open what `--ledger` and `--queue` name, through the `LEDG
 
 from typing import TYPE_CHECKING, Any
 
+from ._access import AccessWindow, PullTally
 from ._open import open_ledger, open_queue
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    Findings,
+    OutboxItem,
+    OutboxRecord,
+    Outcome,
+    VerdictReader,
+    VerdictRecord,
+)
 from ._protocol import EventQueue, Ledger
 from ._records import ActionRecord, QuarantineRecord
 from ._urls import LEDGERS, QUEUES, ParsedUrl, display_url, parse_store_url
@@ -49,20 +59,25 @@ __all__ = [
     "OUTBOX_TTL",
     "QUEUES",
     "TTL_ATTRIBUTE",
+    "AccessWindow",
     "ActionRecord",
     "DeadLetter",
     "DeliveryOutcome",
     "DynamoLedger",
     "EventQueue",
+    "Findings",
     "FirestoreLedger",
     "Ledger",
     "OutboxItem",
     "OutboxRecord",
     "Outcome",
     "ParsedUrl",
+    "PullTally",
     "QuarantineRecord",
     "QueuedEvent",
     "SqliteLedger",
+    "VerdictReader",
+    "VerdictRecord",
     "dead_letter_key",
     "display_url",
     "open_ledger",

@@ -18,6 +18,9 @@ endpoint is `https://ACCOUNT.table.core.windows.net` or `REGWARDEN_AZURE_ENDPOIN
 | `actions`    | action key              | ``                                   | no          |
 | `quarantine` | `<registry>/<repo>`     | digest                               | no          |
 | `failures`   | function                | message key                          | `expireAt`  |
+| `images`     | `<registry>/<repo>`     | `p|<digest>|<principal>` (pull       | no          |
+|              |                         | tallies); `tracking` (pulls since)   |             |
+| `accesswindows` | `w`                  | window key                           | no          |
 
 (key parts encoded by `_azure_table_rows.part`.)
 
@@ -40,6 +43,19 @@ deliveries is checked around that batch:
 Conditional writes: `seen_delivery`, `begin_action` and `record_push` create entities
 (409 when there: someone went first); read-modify-writes replace on condition of the ETag
 they read (412 when it moved on: read and decide again, at most `ROUNDS` times).
+
+Pull tallies and access windows: Table Storage has no increment. `record_pulls` reads the
+rows it adds to — each image's `i|` row and its (digest, principal) tally rows, all in the
+repository's partition of `images` — and writes them in one entity-group batch per
+repository (up to 50 tallies and their images), each row created or replaced on condition of
+the ETag it was read with: a batch another writer went first on fails whole (409 / 412) and
+is read and decided again, so no count is lost, and no count is made twice — every tally row
+of a batch carries its nonce, by which a batch the SDK re-sent after it went through is
+known as its own. An image row whose `lastPulled` is already as late is left out (not
+written, so not contended). The tally count is an Edm.Int64. The access windows live in ONE
+partition (`w`) of `accesswindows`: the due ones are a query of that partition (few windows
+are open at once), and each is opened, counted into and dropped on condition of its ETag
+(this process's last known one first, as for actions).
 
 Expiry: Table Storage has no TTL. Expiring entities carry `expireAt`, every reader compares
 it with the caller's `now` (an expired entity counts as absent) and `expire_deliveries`
@@ -67,21 +83,41 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from ._access import AccessWindow, PullTally, check_tally, check_window_key
 from ._azure_table_client import (
     DEFAULT_PREFIX,
     KINDS,
     MAX_BATCH,
+    PULL_ROUNDS,
     ROUNDS,
     Conflict,
     Missing,
     TableLedgerBase,
     etag_of,
+    int64,
     live,
     rounds,
     table_names,
 )
-from ._azure_table_rows import get_text, part, plain_time, put_text, utc
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+from ._azure_table_rows import (
+    get_text,
+    part,
+    plain_int,
+    plain_time,
+    put_text,
+    short_part,
+    utc,
+)
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    Findings,
+    OutboxItem,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._records import ActionRecord, FailureNote, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import ParsedUrl
@@ -91,12 +127,19 @@ __all__ = [
     "KINDS",
     "MAX_BATCH",
     "ROUNDS",
+    "TALLIES_PER_BATCH",
+    "WINDOWS_PARTITION",
     "AzureTableLedger",
     "open_azuretable",
     "table_names",
 ]
 
 _MARKER = "marker"
+_TRACKING = "tracking"
+TALLIES_PER_BATCH = MAX_BATCH // 2
+"""Pull tallies in one batch: each writes its tally row and, at most, its image's row."""
+WINDOWS_PARTITION = "w"
+"""The one partition of `accesswindows`."""
 
 
 def _repo(registry: str, repository: str) -> str:
@@ -211,6 +254,8 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
                 marker["recheckImage"] = o.recheck_image
             if o.verdict is not None:
                 marker["verdict"] = o.verdict
+                if o.findings is not None:  # for a roll-forward of the verdict below
+                    marker["findings"] = findings_json(o.findings)
         log: dict[str, Any] | None = None
         if o.verdict is not None:
             log = {"PartitionKey": pk, "RowKey": f"log|{at.isoformat()}|{nonce}"}
@@ -227,7 +272,9 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
         if done is None:
             return None
         if o.verdict is not None:
-            self._set_verdict(o.registry, o.repository, o.digest, o.verdict, at, only_newer=False)
+            self._set_verdict(
+                o.registry, o.repository, o.digest, o.verdict, at, o.findings, only_newer=False
+            )
         return done + added
 
     def _commit_batch(
@@ -325,6 +372,7 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
                 str(marker["digest"]),
                 str(verdict),
                 handled,
+                findings_from(marker.get("findings")),
                 only_newer=True,
             )
 
@@ -539,7 +587,7 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
     def record_verdict(
         self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
     ) -> None:
-        self._set_verdict(registry, repository, digest, outcome, utc(now), only_newer=False)
+        self._set_verdict(registry, repository, digest, outcome, utc(now), None, only_newer=False)
 
     def _set_verdict(
         self,
@@ -548,6 +596,7 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
         digest: str,
         outcome: str,
         at: datetime,
+        findings: Findings | None,
         *,
         only_newer: bool,
     ) -> None:
@@ -556,6 +605,8 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
         pk, rk = _repo(registry, repository), part(digest)
         entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "digest": digest}
         entity |= {"outcome": outcome, "at": at}
+        if findings is not None:
+            entity["findings"] = findings_json(findings)
         if not only_newer:
             self._upsert("verdicts", "record_verdict", entity)
             return
@@ -570,6 +621,17 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
     def last_verdict(self, registry: str, repository: str, digest: str) -> str | None:
         found = self._get("verdicts", _repo(registry, repository), part(digest))
         return None if found is None else str(found["outcome"])
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository: one query of
+        the repository's partition."""
+        found = self._query("verdicts", "PartitionKey eq @pk", {"pk": _repo(registry, repository)})
+        return {
+            str(e["digest"]): VerdictRecord(
+                str(e["outcome"]), plain_time(e["at"]), findings_from(e.get("findings"))
+            )
+            for e in found
+        }
 
     # -- actions (audit and resumable intents) ------------------------------------------------
 
@@ -705,6 +767,232 @@ class AzureTableLedger(TableLedgerBase, TagRowQueries):
         self._change(
             "quarantine", "mark_released", _repo(registry, repository), part(digest), released
         )
+
+    # -- access monitoring: pull tallies, tracking, alert windows -----------------------------
+
+    def record_pulls(self, tallies: Sequence[PullTally]) -> None:
+        """Add coalesced pulls: per repository, a read of the image and tally rows the
+        tallies add to and one batch writing them on condition (see the module docstring);
+        an image row it creates gets `firstSeen` = the first tally's time, as
+        `record_pull` does."""
+        checked = [check_tally(t) for t in tallies]  # all refused before anything is written
+        first: dict[tuple[str, str, str], datetime] = {}
+        merged: dict[tuple[str, str], dict[tuple[str, str], tuple[datetime, int]]] = {}
+        for t in checked:
+            at = utc(t.last_pulled)
+            first.setdefault((t.registry, t.repository, t.digest), at)
+            repo = merged.setdefault((t.registry, t.repository), {})
+            last, count = repo.get((t.digest, t.principal), (at, 0))
+            repo[(t.digest, t.principal)] = (max(last, at), count + t.count)
+        for (registry, repository), rows in merged.items():
+            items = list(rows.items())
+            for start in range(0, len(items), TALLIES_PER_BATCH):
+                chunk = items[start : start + TALLIES_PER_BATCH]
+                self._record_tallies(registry, repository, chunk, first)
+
+    def _record_tallies(
+        self,
+        registry: str,
+        repository: str,
+        chunk: list[tuple[tuple[str, str], tuple[datetime, int]]],
+        first: Mapping[tuple[str, str, str], datetime],
+    ) -> None:
+        """One batch in the repository's partition: its images' last pulls and its
+        tallies' counts, read and written on condition of what was read."""
+        pk = _repo(registry, repository)
+        latest: dict[str, datetime] = {}
+        for (digest, _), (last, _) in chunk:
+            latest[digest] = max(latest.get(digest, last), last)
+        images = {digest: f"i|{part(digest)}" for digest in latest}
+        tallies = {key: f"p|{part(key[0])}|{short_part(key[1])}" for key, _ in chunk}
+        nonce = uuid.uuid4().hex
+        for _ in rounds(PULL_ROUNDS):
+            found = self._rows("images", pk, [*images.values(), *tallies.values()])
+            if any(found.get(rk, {}).get("commit") == nonce for rk in tallies.values()):
+                return  # this batch went through before the SDK sent it again
+            ops = []
+            for digest, rk in images.items():
+                there = found.get(rk)
+                at = latest[digest]
+                if there is None:
+                    row: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "digest": digest}
+                    row |= {"firstSeen": first[(registry, repository, digest)], "lastPulled": at}
+                else:
+                    old = there.get("lastPulled")
+                    if old is not None and plain_time(old) >= at:
+                        continue  # a later pull is there: the row is not written (nor contended)
+                    row = dict(there) | {"lastPulled": at}
+                ops.append(self._replace(row, None if there is None else etag_of(there)))
+            for ((digest, principal), (last, count)), rk in zip(
+                chunk, tallies.values(), strict=True
+            ):
+                there = found.get(rk)
+                tally: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "digest": digest}
+                tally |= {"principal": principal, "commit": nonce}
+                if there is None:
+                    tally |= {"lastPulled": last, "count": int64(count)}
+                else:
+                    old_last = plain_time(there["lastPulled"])
+                    tally["lastPulled"] = max(old_last, last)
+                    tally["count"] = int64(plain_int(there["count"]) + count)
+                ops.append(self._replace(tally, None if there is None else etag_of(there)))
+            try:
+                self._batch("images", "record_pulls", ops)
+            except Conflict:
+                continue
+            return
+        raise self._contended("record_pulls", PULL_ROUNDS)
+
+    def pull_tallies(self, registry: str, repository: str) -> list[PullTally]:
+        """One tally per (digest, principal) of a repository, by digest, then principal (one
+        partition query of its `p|` rows)."""
+        found = self._query(
+            "images",
+            "PartitionKey eq @pk and RowKey ge 'p|' and RowKey lt 'p}'",
+            {"pk": _repo(registry, repository)},
+        )
+        out = [
+            PullTally(
+                registry,
+                repository,
+                str(e["digest"]),
+                str(e["principal"]),
+                plain_time(e["lastPulled"]),
+                plain_int(e["count"]),
+            )
+            for e in found
+        ]
+        return sorted(out, key=lambda t: (t.digest, t.principal))
+
+    def start_pull_tracking(self, registry: str, repository: str, *, now: datetime) -> datetime:
+        """When pull tracking of the repository began: `now` unless an earlier start is
+        recorded. One create (the usual case); when a row is there, a read and, only if it
+        is later than `now`, a replace on condition of its ETag."""
+        at = utc(now)
+        pk = _repo(registry, repository)
+        entity = {"PartitionKey": pk, "RowKey": _TRACKING, "since": at}
+        etag: str | None = None
+        for n in rounds():
+            if n:
+                found = self._get("images", pk, _TRACKING)
+                if found is not None and plain_time(found["since"]) <= at:
+                    return plain_time(found["since"])
+                etag = None if found is None else etag_of(found)
+            try:
+                self._put("images", "start_pull_tracking", entity, etag)
+            except Conflict:
+                continue
+            return at
+        raise self._contended("start_pull_tracking")
+
+    def pull_tracking_since(self, registry: str, repository: str) -> datetime | None:
+        found = self._get("images", _repo(registry, repository), _TRACKING)
+        return None if found is None else plain_time(found["since"])
+
+    @staticmethod
+    def _window_entity(w: AccessWindow) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": WINDOWS_PARTITION, "RowKey": part(w.key)}
+        entity |= {"key": w.key, "registry": w.registry, "repository": w.repository}
+        entity |= {"digest": w.digest, "openedAt": utc(w.opened_at)}
+        entity |= {"closesAt": utc(w.closes_at), "count": int64(w.count)}
+        if w.last_seen is not None:
+            entity["lastSeen"] = utc(w.last_seen)
+        put_text(entity, "alert", w.alert)
+        return entity
+
+    @staticmethod
+    def _window(e: Mapping[str, Any]) -> AccessWindow:
+        seen = e.get("lastSeen")
+        return AccessWindow(
+            str(e["key"]),
+            str(e["registry"]),
+            str(e["repository"]),
+            str(e["digest"]),
+            plain_time(e["openedAt"]),
+            plain_time(e["closesAt"]),
+            plain_int(e.get("count", 0)),
+            plain_time(seen) if seen is not None else None,
+            get_text(e, "alert"),
+        )
+
+    def open_access_window(
+        self, window: AccessWindow, *, replacing: datetime | None = None
+    ) -> bool:
+        """Create the window (one create: 409 when its key holds one), or replace the one
+        opened at `replacing` on condition of its ETag. False, and nothing written, when the
+        key holds another window."""
+        rk = part(check_window_key(window.key))
+        entity = self._window_entity(window)
+        if replacing is None:
+            for _ in rounds():
+                try:
+                    self._put("accesswindows", "open_access_window", entity, None)
+                except Conflict:
+                    if self._get("accesswindows", WINDOWS_PARTITION, rk) is not None:
+                        return False
+                    continue  # dropped meanwhile: try again
+                return True
+            raise self._contended("open_access_window")
+        over = utc(replacing)
+
+        def replaced(fields: dict[str, Any] | None) -> dict[str, Any] | None:
+            if fields is None or plain_time(fields["openedAt"]) != over:
+                return None
+            return entity
+
+        return self._change("accesswindows", "open_access_window", WINDOWS_PARTITION, rk, replaced)
+
+    def access_window(self, key: str) -> AccessWindow | None:
+        found = self._get("accesswindows", WINDOWS_PARTITION, part(key))
+        if found is None:
+            return None
+        self._remember_read("accesswindows", found)
+        return self._window(found)
+
+    def count_access(self, key: str, *, opened_at: datetime, add: int, last_seen: datetime) -> bool:
+        """`count += add`, `lastSeen` the later of both, if the window is the one opened at
+        `opened_at`: a replace on condition of its ETag (read first unless this process
+        wrote or read it last)."""
+        opened, seen = utc(opened_at), utc(last_seen)
+
+        def counted(fields: dict[str, Any] | None) -> dict[str, Any] | None:
+            if fields is None or plain_time(fields["openedAt"]) != opened:
+                return None
+            fields["count"] = int64(plain_int(fields.get("count", 0)) + add)
+            old = fields.get("lastSeen")
+            fields["lastSeen"] = seen if old is None else max(plain_time(old), seen)
+            return fields
+
+        return self._change("accesswindows", "count_access", WINDOWS_PARTITION, part(key), counted)
+
+    def access_windows_due(self, *, now: datetime, limit: int = 100) -> list[AccessWindow]:
+        """Windows with `closesAt <= now`, by closing time, then key (one query of the
+        windows' partition)."""
+        at = utc(now)
+        if limit <= 0:
+            return []
+        found = self._query(
+            "accesswindows",
+            "PartitionKey eq @pk and closesAt le @at",
+            {"pk": WINDOWS_PARTITION, "at": at},
+        )
+        windows = sorted((self._window(e) for e in found), key=lambda w: (w.closes_at, w.key))
+        return windows[:limit]
+
+    def drop_access_window(self, key: str, *, opened_at: datetime) -> bool:
+        """Delete the window if it is the one opened at `opened_at`: a read and a delete on
+        condition of its ETag."""
+        opened, rk = utc(opened_at), part(key)
+        for _ in rounds():
+            found = self._get("accesswindows", WINDOWS_PARTITION, rk)
+            if found is None or plain_time(found["openedAt"]) != opened:
+                return False
+            try:
+                self._delete_at("accesswindows", WINDOWS_PARTITION, rk, etag_of(found))
+            except Conflict:
+                continue
+            return True
+        raise self._contended("drop_access_window")
 
 
 _ACCOUNT = re.compile(r"[a-z0-9]{3,24}")

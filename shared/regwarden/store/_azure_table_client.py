@@ -14,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -25,11 +25,14 @@ __all__ = [
     "DEFAULT_PREFIX",
     "KINDS",
     "MAX_BATCH",
+    "PULL_ROUNDS",
     "ROUNDS",
+    "ROWS_PER_QUERY",
     "Conflict",
     "Missing",
     "TableLedgerBase",
     "etag_of",
+    "int64",
     "live",
     "rounds",
     "table_names",
@@ -45,15 +48,22 @@ KINDS = (
     "actions",
     "quarantine",
     "failures",
+    "accesswindows",
 )
 MAX_BATCH = 100
 """Operations in one entity-group transaction, Table Storage's limit."""
+ROWS_PER_QUERY = 14
+"""Rows one query names (`RowKey eq … or …`): a filter holds at most 15 comparisons, one of
+them the PartitionKey's."""
 ROUNDS = 10
 """Read-decide-write rounds of one write before contention is an error."""
-REMEMBERED = frozenset({"actions", "outcomes"})
+PULL_ROUNDS = 2 * ROUNDS
+"""Rounds of one `record_pulls` batch: processes flushing pulls of one hot image contend on
+its rows, and a flush is background work that had better wait its turn than fail."""
+REMEMBERED = frozenset({"actions", "outcomes", "accesswindows"})
 """Kinds whose entities one process writes and then changes (an action's record while its
-steps are saved; an outbox row a commit wrote, marked sent next): their last known ETag
-spares `_change` its read."""
+steps are saved; an outbox row a commit wrote, marked sent next; an access window it opened,
+counted into next): their last known ETag spares `_change` its read."""
 _KNOWN_MAX = 256
 """Entities remembered at most (the oldest forgotten first): a long-running process stays
 small, and the entity just written is the one changed next."""
@@ -75,14 +85,22 @@ class Missing(Exception):
     """The table does not exist yet."""
 
 
-def rounds() -> Iterator[int]:
-    """`ROUNDS` round numbers, with a random pause growing up to 0.5 s before each round
+def rounds(count: int = ROUNDS) -> Iterator[int]:
+    """`count` round numbers, with a random pause growing up to 0.5 s before each round
     after the first (full jitter: colliding writers spread out rather than collide again)."""
-    for n in range(ROUNDS):
+    for n in range(count):
         if n:
             pause = min(_MAX_PAUSE, _FIRST_PAUSE * 2 ** (n - 1))
             time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
         yield n
+
+
+def int64(value: int) -> Any:
+    """`value` as an Edm.Int64 property (an `EntityProperty`; a plain int is sent as Int32,
+    which the SDK refuses past 2**31)."""
+    from azure.data.tables import EdmType, EntityProperty
+
+    return EntityProperty(value, EdmType.INT64)
 
 
 def live(entity: Mapping[str, Any] | None, now: datetime) -> bool:
@@ -240,9 +258,9 @@ class TableLedgerBase:
         except (Missing, Conflict):
             return []
 
-    def _contended(self, what: str) -> RegistryError:
+    def _contended(self, what: str, count: int = ROUNDS) -> RegistryError:
         return RegistryError(
-            f"Table Storage account {self.account}: {what} did not go through in {ROUNDS} "
+            f"Table Storage account {self.account}: {what} did not go through in {count} "
             "rounds (other writers changed its entities each time)"
         )
 
@@ -325,12 +343,13 @@ class TableLedgerBase:
         change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
         *,
         now: datetime | None = None,
-    ) -> None:
+    ) -> bool:
         """Read, compute the new entity with `change(fields or None)` (None: leave it), and
         write it on condition that it did not change meanwhile; again when it did. An
         entity past its `expireAt` (with `now` given) is read as absent. An entity this
         process remembers (`REMEMBERED`) is not read first: the write on condition of its
-        ETag is the check, and a refusal (it moved on, or went) sends the read round."""
+        ETag is the check, and a refusal (it moved on, or went) sends the read round.
+        Returns whether it wrote (False: `change` left it as it was)."""
         known = self._known_entity(kind, pk, rk)
         for _ in rounds():
             found: Mapping[str, Any] | None
@@ -345,20 +364,23 @@ class TableLedgerBase:
             current = found if found is None or now is None or live(found, now) else None
             fields = change(None if current is None else dict(current))
             if fields is None:
-                return
+                return False
             fields |= {"PartitionKey": pk, "RowKey": rk}
             try:
                 self._put(kind, what, fields, found_etag)
             except Conflict:
                 self._forget(kind, pk, rk)
                 continue
-            return
+            return True
         raise self._contended(what)
 
     def _delete_as_read(self, kind: str, entity: Any) -> None:
+        self._delete_at(kind, entity["PartitionKey"], entity["RowKey"], etag_of(entity))
+
+    def _delete_at(self, kind: str, pk: str, rk: str, etag: str) -> None:
+        """Delete an entity on condition of its ETag (`Conflict`: it moved on, or went)."""
         from azure.core import MatchConditions
 
-        pk, rk, etag = entity["PartitionKey"], entity["RowKey"], etag_of(entity)
         self._call(
             kind,
             "delete",
@@ -366,3 +388,21 @@ class TableLedgerBase:
                 pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified
             ),
         )
+        self._forget(kind, pk, rk)
+
+    def _rows(self, kind: str, pk: str, rks: Sequence[str]) -> dict[str, Any]:
+        """RowKey → entity of the rows `rks` of one partition that are there: one point
+        read for one row, else queries naming up to `ROWS_PER_QUERY` rows each."""
+        wanted = list(dict.fromkeys(rks))
+        if len(wanted) == 1:
+            found = self._get(kind, pk, wanted[0])
+            return {} if found is None else {wanted[0]: found}
+        out: dict[str, Any] = {}
+        for start in range(0, len(wanted), ROWS_PER_QUERY):
+            some = wanted[start : start + ROWS_PER_QUERY]
+            names = " or ".join(f"RowKey eq @r{n}" for n in range(len(some)))
+            parameters = {"pk": pk} | {f"r{n}": rk for n, rk in enumerate(some)}
+            # spaces around the parentheses: the SDK finds @names by splitting on spaces
+            for entity in self._query(kind, f"PartitionKey eq @pk and ( {names} )", parameters):
+                out[str(entity["RowKey"])] = entity
+        return out

@@ -14,6 +14,9 @@ Keys (`pk`, `sk`, both strings):
 | action (audit)   | `action#<key>`                 | `action`                           | no   |
 | alert outbox     | `outbox#<alert key>:<channel>` | `outbox`                           | sent |
 | failed record    | `failure#<function>#<event>`   | `failure`                          | yes  |
+| pull tally       | `repo#<registry>/<repository>` | `pull#<digest>#<principal>`        | no   |
+| pull tracking    | `repo#<registry>/<repository>` | `pulltracking`                     | no   |
+| access window    | `access#windows`               | `window#<key>`                     | no   |
 
 Unfinished work is found through one sparse global secondary index, `pending`
 (`pending` = `outbox` or `intent`, range key `pending_at`, an ISO time): an outbox row
@@ -49,12 +52,23 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ..errors import RegistryError
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._access import AccessWindow, PullTally, check_tally, check_window_key
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    OutboxItem,
+    OutboxRecord,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._records import ActionRecord, FailureNote, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import ParsedUrl
@@ -135,6 +149,10 @@ def dead_letter_key(body: str, message_id: str) -> str:
 
 class _AlreadyCommitted(Exception):
     """The delivery marker's condition failed: another attempt committed this delivery."""
+
+
+_WINDOWS_PK = "access#windows"
+"""The partition of every open access-alert window (`access_windows_due` is one query)."""
 
 
 def _repo_pk(registry: str, repository: str) -> str:
@@ -435,7 +453,10 @@ class DynamoLedger(TagRowQueries):
         core: list[dict[str, Any]] = []
         if o.verdict is not None:
             pk = _repo_pk(o.registry, o.repository)
-            verdict = {"pk": pk, "sk": f"verdict#{o.digest}", "outcome": o.verdict, "at": _ts(now)}
+            verdict: dict[str, str | None] = {"pk": pk, "sk": f"verdict#{o.digest}"}
+            verdict |= {"outcome": o.verdict, "at": _ts(now)}
+            if o.findings is not None:
+                verdict["findings"] = findings_json(o.findings)
             entry = {
                 "pk": pk,
                 # the nonce keeps every entry: a verdict committed twice shows as two
@@ -714,6 +735,16 @@ class DynamoLedger(TagRowQueries):
         item = self._get(_repo_pk(registry, repository), f"verdict#{digest}")
         return None if item is None else str(item["outcome"])
 
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository: one paginated
+        query of the repository's partition."""
+        return {
+            str(i["sk"]).removeprefix("verdict#"): VerdictRecord(
+                str(i["outcome"]), datetime.fromisoformat(i["at"]), findings_from(i.get("findings"))
+            )
+            for i in self._query(_repo_pk(registry, repository), "verdict#")
+        }
+
     # -- actions (audit and resumable intents) ------------------------------------------------
 
     def begin_action(
@@ -881,6 +912,219 @@ class DynamoLedger(TagRowQueries):
             UpdateExpression="SET released_at = :now",
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues=self._item({":now": _ts(now)}),
+        )
+
+    # -- access monitoring (pull tallies, tracking, alert windows) ---------------------------
+
+    def record_pulls(self, tallies: Sequence[PullTally]) -> None:
+        """One UpdateItem per image and one per (image, principal), side by side on a few
+        threads (BatchWriteItem cannot add to a number). A tally row's count is an `ADD`
+        and its time is set only if later (`last_pulled < :at`); when a later pull is there
+        already, a second update adds the count alone. No read: concurrent writers add up."""
+        rows = [check_tally(t) for t in tallies]
+        latest: dict[tuple[str, str, str], str] = {}
+        pulls: dict[tuple[str, str, str, str], tuple[str, int]] = {}
+        for t in rows:
+            at = _ts(t.last_pulled)
+            image = (t.registry, t.repository, t.digest)
+            latest[image] = max(latest.get(image, at), at)
+            key = (*image, t.principal)
+            last, count = pulls.get(key, (at, 0))
+            pulls[key] = (max(last, at), count + t.count)
+        writes: list[Callable[[], None]] = [
+            partial(self._pulled, *image, at=at) for image, at in sorted(latest.items())
+        ]
+        writes += [partial(self._tally, *k, at=at, count=n) for k, (at, n) in sorted(pulls.items())]
+        if len(writes) <= 2:
+            for write in writes:
+                write()
+            return
+        from concurrent.futures import ThreadPoolExecutor  # only for batches that need it
+
+        with ThreadPoolExecutor(max_workers=min(8, len(writes))) as pool:
+            for done in [pool.submit(w) for w in writes]:
+                done.result()  # the first error, after every write was tried
+
+    def _pulled(self, registry: str, repository: str, digest: str, *, at: str) -> None:
+        """The image's last pull, as `record_pull` sets it (later only)."""
+        self._conditional(
+            "update_item",
+            Key=self._item({"pk": _repo_pk(registry, repository), "sk": f"image#{digest}"}),
+            UpdateExpression="SET first_seen = if_not_exists(first_seen, :at), last_pulled = :at",
+            ConditionExpression="attribute_not_exists(last_pulled) OR last_pulled < :at",
+            ExpressionAttributeValues=self._item({":at": at}),
+        )
+
+    def _tally(
+        self, registry: str, repository: str, digest: str, principal: str, *, at: str, count: int
+    ) -> None:
+        key = self._item({"pk": _repo_pk(registry, repository), "sk": f"pull#{digest}#{principal}"})
+        later = self._conditional(
+            "update_item",
+            Key=key,
+            UpdateExpression="SET digest = :digest, principal = :principal, last_pulled = :at "
+            "ADD #count :n",
+            ConditionExpression="attribute_not_exists(last_pulled) OR last_pulled < :at",
+            ExpressionAttributeNames={"#count": "count"},
+            ExpressionAttributeValues=self._item(
+                {":digest": digest, ":principal": principal, ":at": at, ":n": count}
+            ),
+        )
+        if later is None:  # a later pull is recorded: add the count alone
+            self._call(
+                "update_item",
+                Key=key,
+                UpdateExpression="ADD #count :n",
+                ExpressionAttributeNames={"#count": "count"},
+                ExpressionAttributeValues=self._item({":n": count}),
+            )
+
+    def pull_tallies(self, registry: str, repository: str) -> list[PullTally]:
+        """One query of the repository's partition (`pull#` rows)."""
+        items = self._query(_repo_pk(registry, repository), "pull#")
+        tallies = [
+            PullTally(
+                registry,
+                repository,
+                str(i["digest"]),
+                str(i["principal"]),
+                datetime.fromisoformat(i["last_pulled"]),
+                int(i["count"]),
+            )
+            for i in items
+        ]
+        return sorted(tallies, key=lambda t: (t.digest, t.principal))
+
+    def start_pull_tracking(self, registry: str, repository: str, *, now: datetime) -> datetime:
+        """One conditional update (set when absent or later); refused, DynamoDB hands back
+        the start that is there."""
+        key = self._item({"pk": _repo_pk(registry, repository), "sk": "pulltracking"})
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET since = :now",
+                ConditionExpression="attribute_not_exists(since) OR since > :now",
+                ExpressionAttributeValues=self._item({":now": _ts(now)}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except self._botocore_errors() as exc:
+            if self._code(exc) != "ConditionalCheckFailedException":
+                raise RegistryError(f"DynamoDB {self.table}: update_item failed: {exc}") from exc
+            there = (getattr(exc, "response", None) or {}).get("Item")
+            if there:
+                return datetime.fromisoformat(self._plain(there)["since"])
+            found = self.pull_tracking_since(registry, repository)
+            assert found is not None  # the condition failed: a start is there
+            return found
+        return now.astimezone(UTC)
+
+    def pull_tracking_since(self, registry: str, repository: str) -> datetime | None:
+        item = self._get(_repo_pk(registry, repository), "pulltracking")
+        return None if item is None else datetime.fromisoformat(item["since"])
+
+    def open_access_window(
+        self, window: AccessWindow, *, replacing: datetime | None = None
+    ) -> bool:
+        """One conditional put into the windows' partition."""
+        w = window
+        item = {
+            "pk": _WINDOWS_PK,
+            "sk": f"window#{check_window_key(w.key)}",
+            "key": w.key,
+            "registry": w.registry,
+            "repository": w.repository,
+            "digest": w.digest,
+            "opened_at": _ts(w.opened_at),
+            "closes_at": _ts(w.closes_at),
+            "count": w.count,
+            "last_seen": _ts(w.last_seen) if w.last_seen else None,
+            "alert": w.alert,
+        }
+        if replacing is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "opened_at = :replacing",
+                "ExpressionAttributeValues": self._item({":replacing": _ts(replacing)}),
+            }
+        return self._conditional("put_item", Item=self._item(item), **condition) is not None
+
+    def access_window(self, key: str) -> AccessWindow | None:
+        item = self._get(_WINDOWS_PK, f"window#{key}")
+        return None if item is None else self._window(item)
+
+    def count_access(self, key: str, *, opened_at: datetime, add: int, last_seen: datetime) -> bool:
+        """`ADD` the count and set `last_seen` if later, on condition of `opened_at`; when a
+        later access is recorded already, a second update adds the count alone."""
+        names = {"#count": "count"}
+        common = {
+            "Key": self._item({"pk": _WINDOWS_PK, "sk": f"window#{key}"}),
+            "ExpressionAttributeNames": names,
+        }
+        values = {":opened": _ts(opened_at), ":n": add}
+        done = self._conditional(
+            "update_item",
+            UpdateExpression="SET last_seen = :seen ADD #count :n",
+            ConditionExpression="opened_at = :opened AND "
+            "(attribute_not_exists(last_seen) OR last_seen < :seen)",
+            ExpressionAttributeValues=self._item({**values, ":seen": _ts(last_seen)}),
+            **common,
+        )
+        if done is not None:
+            return True
+        done = self._conditional(
+            "update_item",
+            UpdateExpression="ADD #count :n",
+            ConditionExpression="opened_at = :opened",
+            ExpressionAttributeValues=self._item(values),
+            **common,
+        )
+        return done is not None
+
+    def access_windows_due(self, *, now: datetime, limit: int = 100) -> list[AccessWindow]:
+        """One query of the windows' partition, filtered on `closes_at` (few windows are
+        open at once: each is one alert's de-duplication window)."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "FilterExpression": "closes_at <= :now",
+            "ExpressionAttributeValues": self._item(
+                {":pk": _WINDOWS_PK, ":prefix": "window#", ":now": _ts(now)}
+            ),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._call("query", **params)
+            items.extend(self._plain(i) for i in page.get("Items") or [])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                break
+            params["ExclusiveStartKey"] = last
+        windows = sorted((self._window(i) for i in items), key=lambda w: (w.closes_at, w.key))
+        return windows[:limit]
+
+    def drop_access_window(self, key: str, *, opened_at: datetime) -> bool:
+        done = self._conditional(
+            "delete_item",
+            Key=self._item({"pk": _WINDOWS_PK, "sk": f"window#{key}"}),
+            ConditionExpression="opened_at = :opened",
+            ExpressionAttributeValues=self._item({":opened": _ts(opened_at)}),
+        )
+        return done is not None
+
+    @staticmethod
+    def _window(item: dict[str, Any]) -> AccessWindow:
+        return AccessWindow(
+            str(item["key"]),
+            str(item["registry"]),
+            str(item["repository"]),
+            str(item["digest"]),
+            datetime.fromisoformat(item["opened_at"]),
+            datetime.fromisoformat(item["closes_at"]),
+            int(item["count"]),
+            _dt(item.get("last_seen")),
+            str(item["alert"]),
         )
 
 

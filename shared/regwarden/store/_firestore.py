@@ -17,12 +17,16 @@ every read but the listings below is a direct get by name:
 | `actions`     | action key                                 | no                   |
 | `outbox`      | alert key (`<dedup key>:<channel>`)        | once sent            |
 | `failures`    | function, message key                      | yes                  |
+| `pulls`       | registry, repository, digest, principal    | no                   |
+| `pull_tracking` | registry, repository                     | no                   |
+| `access_windows` | window key                              | no                   |
 
 Listings are `runQuery`s that Firestore's automatic single-field indexes serve, so the
 database needs no composite index: equality filters only (`repo` for a repository's images
 and tag history, `repo` and `tag` for one tag, `image` for a digest's verdict log, `status`
-for actions, `pending` for unsent alerts), or one range filter ordered by the same field
-(`pendingAt <= now` for the alerts due, `expireAt <= now` for `expire_deliveries`).
+for actions, `pending` for unsent alerts, `repo` for a repository's pull tallies), or one
+range filter ordered by the same field (`pendingAt <= now` for the alerts due, `expireAt <=
+now` for `expire_deliveries`, `closesAt <= now` for the access windows due).
 
 Concurrency: optimistic. A write reads the documents it depends on (one `batchGet`, which
 answers each document's `updateTime`), decides, and commits with a precondition on each of
@@ -52,6 +56,18 @@ is lazy (within days) every reader compares `expireAt` with the caller's `now` i
 expired document counts as absent. An alert's de-duplication window is `dedupUntil`; it
 becomes its `expireAt` only once sent, so an alert never sent is never dropped.
 
+Pull tallies (`record_pulls`) are counted without a read: each tally document is written
+with an update mask of its identity fields and two field transforms, `increment` of `count`
+and `maximum` of `lastPulledMicros` (the last pull as microseconds since the epoch: the
+transforms take numbers only, not timestamps), so processes counting pulls of one image side
+by side never conflict over a tally. The image documents' `lastPulled` (a timestamp that
+`record_pull` and `image_times` share) is read and written on condition, in the same commit
+as the transforms; each such write carries the commit's nonce, so a commit the client
+library re-sent after it went through is recognised as its own and its increments are not
+made twice. Access windows (`open_access_window`, `count_access`, `drop_access_window`) are
+read and written on condition of their update time; the window's `openedAt` is what the
+caller names.
+
 No work queue: on Google Cloud, events arrive through Pub/Sub and rechecks through Cloud
 Tasks; `regwarden serve` on this ledger takes `--queue sqlite:///PATH`.
 
@@ -75,8 +91,18 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from ..errors import RegistryError
-from ._firestore_values import decode, doc_id, encode, protos, utc
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, Outcome
+from ._access import AccessWindow, PullTally, check_tally, check_window_key
+from ._firestore_values import decode, doc_id, encode, from_micros, micros, protos, utc
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    Findings,
+    OutboxItem,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._records import ActionRecord, FailureNote, QuarantineRecord, select_quarantines
 from ._tag_rows import TagRowQueries
 from ._urls import ParsedUrl
@@ -87,7 +113,9 @@ __all__ = [
     "EXPIRING",
     "KINDS",
     "MAX_WRITES",
+    "PULL_ROUNDS",
     "ROUNDS",
+    "TALLIES_PER_COMMIT",
     "TTL_FIELD",
     "FirestoreLedger",
     "collection_names",
@@ -109,6 +137,9 @@ KINDS = (
     "actions",
     "outbox",
     "failures",
+    "pulls",
+    "pull_tracking",
+    "access_windows",
 )
 EXPIRING = ("deliveries", "outcomes", "outbox", "failures")
 """The kinds whose documents carry `expireAt`."""
@@ -116,6 +147,11 @@ MAX_WRITES = 500
 """Writes in one commit, Firestore's limit."""
 ROUNDS = 10
 """Read-decide-commit rounds of one write before contention is an error."""
+PULL_ROUNDS = 2 * ROUNDS
+"""Rounds of one `record_pulls` commit: processes flushing pulls of one hot image contend on
+its document, and a flush is background work that had better wait its turn than fail."""
+TALLIES_PER_COMMIT = MAX_WRITES // 2
+"""Pull tallies in one commit: each writes its tally and, at most, its image."""
 _FIRST_PAUSE = 0.01
 _MAX_PAUSE = 0.5
 
@@ -151,11 +187,11 @@ class _Conflict(Exception):
     """A commit's precondition failed or it was aborted: another writer went first."""
 
 
-def _rounds() -> Iterator[int]:
-    """`ROUNDS` round numbers, with a random pause before each round after the first (up
+def _rounds(count: int = ROUNDS) -> Iterator[int]:
+    """`count` round numbers, with a random pause before each round after the first (up
     to 10 ms, 20 ms, … 0.5 s): writers that collided on one document spread out instead of
     colliding again in step (full jitter, as Google's client libraries back off)."""
-    for n in range(ROUNDS):
+    for n in range(count):
         if n:
             pause = min(_MAX_PAUSE, _FIRST_PAUSE * 2 ** (n - 1))
             time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
@@ -373,9 +409,9 @@ class FirestoreLedger(TagRowQueries):
             return
         raise self._contended(what)
 
-    def _contended(self, what: str) -> RegistryError:
+    def _contended(self, what: str, count: int = ROUNDS) -> RegistryError:
         return RegistryError(
-            f"Firestore {self.root}: {what} did not go through in {ROUNDS} rounds "
+            f"Firestore {self.root}: {what} did not go through in {count} rounds "
             "(other writers changed its documents each time)"
         )
 
@@ -477,7 +513,9 @@ class FirestoreLedger(TagRowQueries):
         nonce = uuid.uuid4().hex
         core: list[Any] = []
         if o.verdict is not None:
-            verdict = self._verdict_fields(o.registry, o.repository, o.digest, o.verdict, at)
+            verdict = self._verdict_fields(
+                o.registry, o.repository, o.digest, o.verdict, at, o.findings
+            )
             core.append(
                 self._put(self.name("verdicts", o.registry, o.repository, o.digest), verdict, _ANY)
             )
@@ -752,15 +790,23 @@ class FirestoreLedger(TagRowQueries):
 
     @staticmethod
     def _verdict_fields(
-        registry: str, repository: str, digest: str, outcome: str, at: datetime
+        registry: str,
+        repository: str,
+        digest: str,
+        outcome: str,
+        at: datetime,
+        findings: Findings | None = None,
     ) -> dict[str, Any]:
-        return {
+        fields = {
             "registry": registry,
             "repository": repository,
             "digest": digest,
             "outcome": outcome,
             "at": at,
         }
+        if findings is not None:
+            fields["findings"] = findings_json(findings)
+        return fields
 
     def record_verdict(
         self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
@@ -772,6 +818,17 @@ class FirestoreLedger(TagRowQueries):
     def last_verdict(self, registry: str, repository: str, digest: str) -> str | None:
         found = self._get(self.name("verdicts", registry, repository, digest))
         return None if found is None else str(found.fields["outcome"])
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository: one query, two
+        equality filters (served by the single-field indexes, no composite index)."""
+        docs = self._query("verdicts", equal={"registry": registry, "repository": repository})
+        return {
+            str(d.fields["digest"]): VerdictRecord(
+                str(d.fields["outcome"]), d.fields["at"], findings_from(d.fields.get("findings"))
+            )
+            for d in docs
+        }
 
     # -- actions (audit and resumable intents) ------------------------------------------------
 
@@ -901,6 +958,234 @@ class FirestoreLedger(TagRowQueries):
         self._change(
             "mark_released", self.name("quarantine", registry, repository, digest), released
         )
+
+    # -- access monitoring: pull tallies, tracking, alert windows -----------------------------
+
+    def record_pulls(self, tallies: Sequence[PullTally]) -> None:
+        """Add coalesced pulls: per tally, its (digest, principal) document's count grows
+        and its last pull moves forward (field transforms, no read), and its image's
+        `lastPulled` moves forward (read and written on condition; an image document it
+        creates gets `firstSeen` = the first tally's time, as `record_pull` does). One
+        `batchGet` (or GetDocument) and one commit per `TALLIES_PER_COMMIT` tallies."""
+        checked = [check_tally(t) for t in tallies]  # all refused before anything is written
+        first: dict[tuple[str, str, str], datetime] = {}
+        merged: dict[tuple[str, str, str, str], tuple[datetime, int]] = {}
+        for t in checked:
+            at = utc(t.last_pulled)
+            first.setdefault((t.registry, t.repository, t.digest), at)
+            key = (t.registry, t.repository, t.digest, t.principal)
+            last, count = merged.get(key, (at, 0))
+            merged[key] = (max(last, at), count + t.count)
+        items = list(merged.items())
+        for start in range(0, len(items), TALLIES_PER_COMMIT):
+            self._record_tallies(items[start : start + TALLIES_PER_COMMIT], first)
+
+    def _record_tallies(
+        self,
+        chunk: list[tuple[tuple[str, str, str, str], tuple[datetime, int]]],
+        first: Mapping[tuple[str, str, str], datetime],
+    ) -> None:
+        """One commit: the images' last pulls (on condition) and the tallies' transforms."""
+        latest: dict[tuple[str, str, str], datetime] = {}
+        for (registry, repository, digest, _), (last, _) in chunk:
+            image = (registry, repository, digest)
+            latest[image] = max(latest.get(image, last), last)
+        names = {image: self.name("images", *image) for image in latest}
+        tallies = [self._tally_write(key, last, count) for key, (last, count) in chunk]
+        nonce = uuid.uuid4().hex
+        for _ in _rounds(PULL_ROUNDS):
+            if len(names) == 1:
+                (only,) = names.values()
+                found = {only: self._get(only)}
+            else:
+                found = self._get_many(names.values())
+            if any(_written_by(doc, nonce) for doc in found.values()):
+                return  # this commit went through before the client library re-sent it
+            writes = []
+            for image, name in names.items():
+                there = found[name]
+                if there is None:
+                    registry, repository, digest = image
+                    fields: dict[str, Any] = {"registry": registry, "repository": repository}
+                    fields |= {"repo": _repo(registry, repository), "digest": digest}
+                    fields |= {"firstSeen": first[image], "lastPulled": latest[image]}
+                else:
+                    fields = dict(there.fields)
+                    old = fields.get("lastPulled")
+                    fields["lastPulled"] = latest[image] if old is None else max(old, latest[image])
+                fields["commit"] = nonce  # written even when unchanged: the commit's own mark
+                writes.append(self._put(name, fields, self._guard(there)))
+            try:
+                self._commit(writes + tallies)
+            except _Conflict:
+                continue
+            return
+        raise self._contended("record_pulls", PULL_ROUNDS)
+
+    def _tally_write(self, key: tuple[str, str, str, str], last: datetime, count: int) -> Any:
+        """A tally document's write: its identity fields (an update mask: nothing else is
+        touched), `count` incremented and `lastPulledMicros` raised to `last`."""
+        registry, repository, digest, principal = key
+        fields = {"registry": registry, "repository": repository, "digest": digest}
+        fields |= {"principal": principal, "repo": _repo(registry, repository)}
+        p = protos()
+        values = {k: encode(v) for k, v in fields.items()}
+        write = p.Write(update=p.Document(name=self.name("pulls", *key), fields=values))
+        write.update_mask.field_paths.extend(fields)
+        write.update_transforms.add(field_path="count").increment.CopyFrom(encode(count))
+        raised = write.update_transforms.add(field_path="lastPulledMicros")
+        raised.maximum.CopyFrom(encode(micros(last)))
+        return write
+
+    def pull_tallies(self, registry: str, repository: str) -> list[PullTally]:
+        """One tally per (digest, principal) of a repository, by digest, then principal (one
+        query of the repository's tally documents)."""
+        docs = self._query("pulls", equal={"repo": _repo(registry, repository)})
+        out = [
+            PullTally(
+                str(f["registry"]),
+                str(f["repository"]),
+                str(f["digest"]),
+                str(f["principal"]),
+                from_micros(int(f["lastPulledMicros"])),
+                int(f["count"]),
+            )
+            for f in (d.fields for d in docs)
+        ]
+        return sorted(out, key=lambda t: (t.digest, t.principal))
+
+    def start_pull_tracking(self, registry: str, repository: str, *, now: datetime) -> datetime:
+        """When pull tracking of the repository began: `now` unless an earlier start is
+        recorded. A create on condition that none is there (one request, the usual case);
+        when one is, a read and, only if it is later than `now`, a write on condition."""
+        at = utc(now)
+        name = self.name("pull_tracking", registry, repository)
+        fields = {"registry": registry, "repository": repository, "since": at}
+        found: _Doc | None = None
+        for n in _rounds():
+            if n:
+                found = self._get(name)
+            if found is not None and found.fields["since"] <= at:
+                since: datetime = found.fields["since"]
+                return since
+            try:
+                self._commit([self._put(name, fields, self._guard(found))])
+            except _Conflict:
+                continue
+            return at
+        raise self._contended("start_pull_tracking")
+
+    def pull_tracking_since(self, registry: str, repository: str) -> datetime | None:
+        found = self._get(self.name("pull_tracking", registry, repository))
+        return None if found is None else found.fields["since"]
+
+    @staticmethod
+    def _window_fields(w: AccessWindow) -> dict[str, Any]:
+        return {
+            "key": w.key,
+            "registry": w.registry,
+            "repository": w.repository,
+            "digest": w.digest,
+            "openedAt": utc(w.opened_at),
+            "closesAt": utc(w.closes_at),
+            "count": w.count,
+            "lastSeen": utc(w.last_seen) if w.last_seen is not None else None,
+            "alert": w.alert,
+        }
+
+    @staticmethod
+    def _window(f: Mapping[str, Any]) -> AccessWindow:
+        return AccessWindow(
+            str(f["key"]),
+            str(f["registry"]),
+            str(f["repository"]),
+            str(f["digest"]),
+            f["openedAt"],
+            f["closesAt"],
+            int(f.get("count", 0)),
+            f.get("lastSeen"),
+            str(f.get("alert", "")),
+        )
+
+    def open_access_window(
+        self, window: AccessWindow, *, replacing: datetime | None = None
+    ) -> bool:
+        """Create the window (a create on condition that its key is free), or overwrite
+        the one opened at `replacing` (a read, then a write on condition of its update
+        time). False, and nothing written, when the key holds another window."""
+        name = self.name("access_windows", check_window_key(window.key))
+        fields = self._window_fields(window)
+        over = utc(replacing) if replacing is not None else None
+        for _ in _rounds():
+            if over is None:
+                try:
+                    self._commit([self._put(name, fields, _ABSENT)])
+                except _Conflict:
+                    if self._get(name) is not None:
+                        return False  # another window holds the key
+                    continue  # aborted, not refused: try again
+                return True
+            found = self._get(name)
+            if found is None or found.fields.get("openedAt") != over:
+                return False
+            try:
+                self._commit([self._put(name, fields, found)])
+            except _Conflict:
+                continue
+            return True
+        raise self._contended("open_access_window")
+
+    def access_window(self, key: str) -> AccessWindow | None:
+        found = self._get(self.name("access_windows", key))
+        return None if found is None else self._window(found.fields)
+
+    def count_access(self, key: str, *, opened_at: datetime, add: int, last_seen: datetime) -> bool:
+        """`count += add`, `lastSeen` the later of both, if the window is the one opened at
+        `opened_at`: a read and a write on condition of its update time."""
+        opened, seen = utc(opened_at), utc(last_seen)
+
+        def counted(fields: dict[str, Any] | None) -> dict[str, Any] | None:
+            if fields is None or fields.get("openedAt") != opened:
+                return None
+            fields["count"] = int(fields.get("count", 0)) + add
+            old = fields.get("lastSeen")
+            fields["lastSeen"] = seen if old is None else max(old, seen)
+            return fields
+
+        return self._change("count_access", self.name("access_windows", key), counted) is not None
+
+    def access_windows_due(self, *, now: datetime, limit: int = 100) -> list[AccessWindow]:
+        """Windows with `closesAt <= now`, by closing time, then key (one query ordered by
+        `closesAt`; ties at the cut are read whole, as `outbox_pending` does)."""
+        at = utc(now)
+        if limit <= 0:
+            return []
+        docs = self._query("access_windows", at_most=("closesAt", at), limit=limit)
+        if len(docs) == limit:
+            last = docs[-1].fields["closesAt"]
+            docs = [d for d in docs if d.fields["closesAt"] < last]
+            docs += self._query("access_windows", equal={"closesAt": last})
+        windows = [self._window(d.fields) for d in docs]
+        windows.sort(key=lambda w: (w.closes_at, w.key))
+        return windows[:limit]
+
+    def drop_access_window(self, key: str, *, opened_at: datetime) -> bool:
+        """Delete the window if it is the one opened at `opened_at`: a read and a delete on
+        condition of its update time."""
+        opened = utc(opened_at)
+        name = self.name("access_windows", key)
+        for _ in _rounds():
+            found = self._get(name)
+            if found is None or found.fields.get("openedAt") != opened:
+                return False
+            write = protos().Write(delete=name)
+            write.current_document.update_time.CopyFrom(found.update_time)
+            try:
+                self._commit([write])
+            except _Conflict:
+                continue
+            return True
+        raise self._contended("drop_access_window")
 
 
 def _written_by(doc: _Doc | None, nonce: str) -> bool:

@@ -25,7 +25,17 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["EPOCH", "decode", "doc_id", "encode", "protos", "timestamp", "utc"]
+__all__ = [
+    "EPOCH",
+    "decode",
+    "doc_id",
+    "encode",
+    "from_micros",
+    "micros",
+    "protos",
+    "timestamp",
+    "utc",
+]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SAFE = "-._~:@!$&'()*+,;="
@@ -79,6 +89,17 @@ def timestamp(when: datetime) -> Any:
     return protos().Timestamp(
         seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
     )
+
+
+def micros(when: datetime) -> int:
+    """An aware datetime as whole microseconds since the epoch: a time kept as an integer,
+    where a transform must compare it (`maximum` takes numbers only, not timestamps)."""
+    return (utc(when) - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    """The aware datetime (UTC) of `micros`'s integer."""
+    return EPOCH + timedelta(microseconds=value)
 
 
 def _time(ts: Any) -> datetime:

@@ -33,12 +33,22 @@ import json
 import re
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._access import AccessWindow, PullTally, check_tally, check_window_key
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    OutboxItem,
+    OutboxRecord,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._postgres_schema import SchemaTooNew, advisory_key, migrate
 from ._records import ActionRecord, QuarantineRecord
 from ._sqlite_queue import DeadLetter, QueuedEvent
@@ -195,10 +205,11 @@ class PostgresLedger:
                     return None
             if o.verdict is not None:
                 db.execute(
-                    "INSERT INTO verdicts VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
-                    "(registry, repository, digest) DO UPDATE SET outcome = "
-                    "excluded.outcome, at = excluded.at",
-                    (o.registry, o.repository, o.digest, o.verdict, now),
+                    "INSERT INTO verdicts (registry, repository, digest, outcome, at, findings) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (registry, repository, digest) "
+                    "DO UPDATE SET outcome = excluded.outcome, at = excluded.at, "
+                    "findings = excluded.findings",
+                    (o.registry, o.repository, o.digest, o.verdict, now, findings_json(o.findings)),
                 )
                 db.execute(
                     "INSERT INTO verdict_log (delivery_id, registry, repository, digest, "
@@ -356,10 +367,10 @@ class PostgresLedger:
         self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
     ) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO verdicts VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
-                "(registry, repository, digest) DO UPDATE SET outcome = excluded.outcome, "
-                "at = excluded.at",
+            db.execute(  # no findings: those there were the replaced verdict's
+                "INSERT INTO verdicts (registry, repository, digest, outcome, at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (registry, repository, digest) "
+                "DO UPDATE SET outcome = excluded.outcome, at = excluded.at, findings = NULL",
                 (registry, repository, digest, outcome, _utc(now)),
             )
 
@@ -369,6 +380,15 @@ class PostgresLedger:
             (registry, repository, digest),
         )
         return str(rows[0][0]) if rows else None
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository, one query."""
+        rows = self._rows(
+            "SELECT digest, outcome, at, findings FROM verdicts WHERE registry = %s "
+            "AND repository = %s",
+            (registry, repository),
+        )
+        return {str(d): VerdictRecord(str(o), at, findings_from(f)) for d, o, at, f in rows}
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -487,6 +507,133 @@ class PostgresLedger:
                 "AND repository = %s AND digest = %s",
                 (_utc(now), registry, repository, digest),
             )
+
+    # -- access monitoring (pull tallies, tracking, alert windows) ---------------------------
+
+    def record_pulls(self, tallies: Sequence[PullTally]) -> None:
+        rows = [check_tally(t) for t in tallies]
+        if not rows:
+            return
+        # one row per key, written in key order: two batches over the same images never
+        # deadlock on each other
+        latest: dict[tuple[str, str, str], datetime] = {}
+        pulls: dict[tuple[str, str, str, str], tuple[datetime, int]] = {}
+        for t in rows:
+            at = _utc(t.last_pulled)
+            image = (t.registry, t.repository, t.digest)
+            latest[image] = max(latest.get(image, at), at)
+            key = (*image, t.principal)
+            last, count = pulls.get(key, (at, 0))
+            pulls[key] = (max(last, at), count + t.count)
+        with self._tx() as db, db.cursor() as cur:
+            cur.executemany(
+                b"INSERT INTO images (registry, repository, digest, first_seen, last_pulled) "
+                b"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (registry, repository, digest) "
+                b"DO UPDATE SET last_pulled = greatest(images.last_pulled, excluded.last_pulled)",
+                [(*k, at, at) for k, at in sorted(latest.items())],
+            )
+            cur.executemany(
+                b"INSERT INTO pulls VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT "
+                b"(registry, repository, digest, principal) DO UPDATE SET "
+                b"last_pulled = greatest(pulls.last_pulled, excluded.last_pulled), "
+                b"count = pulls.count + excluded.count",
+                [(*k, at, n) for k, (at, n) in sorted(pulls.items())],
+            )
+
+    def pull_tallies(self, registry: str, repository: str) -> list[PullTally]:
+        rows = self._rows(
+            "SELECT digest, principal, last_pulled, count FROM pulls WHERE registry = %s "
+            "AND repository = %s ORDER BY digest, principal",
+            (registry, repository),
+        )
+        return [PullTally(registry, repository, d, p, at, int(n)) for d, p, at, n in rows]
+
+    def start_pull_tracking(self, registry: str, repository: str, *, now: datetime) -> datetime:
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO pull_tracking VALUES (%s, %s, %s) ON CONFLICT "
+                "(registry, repository) DO UPDATE SET "
+                "since = least(pull_tracking.since, excluded.since) RETURNING since",
+                (registry, repository, _utc(now)),
+            ).fetchone()
+        assert row is not None
+        since: datetime = row[0]
+        return since
+
+    def pull_tracking_since(self, registry: str, repository: str) -> datetime | None:
+        rows = self._rows(
+            "SELECT since FROM pull_tracking WHERE registry = %s AND repository = %s",
+            (registry, repository),
+        )
+        return rows[0][0] if rows else None
+
+    def open_access_window(
+        self, window: AccessWindow, *, replacing: datetime | None = None
+    ) -> bool:
+        w = window
+        values = (
+            w.registry,
+            w.repository,
+            w.digest,
+            _utc(w.opened_at),
+            _utc(w.closes_at),
+            w.count,
+            _opt(w.last_seen),
+            w.alert,
+        )
+        with self._tx() as db:
+            if replacing is None:
+                cur = db.execute(
+                    "INSERT INTO access_windows VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (check_window_key(w.key), *values),
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE access_windows SET registry = %s, repository = %s, digest = %s, "
+                    "opened_at = %s, closes_at = %s, count = %s, last_seen = %s, alert = %s "
+                    "WHERE key = %s AND opened_at = %s",
+                    (*values, w.key, _utc(replacing)),
+                )
+            return cur.rowcount == 1
+
+    _WINDOW_COLUMNS = (
+        "SELECT key, registry, repository, digest, opened_at, closes_at, count, last_seen, "
+        "alert FROM access_windows"
+    )
+
+    def access_window(self, key: str) -> AccessWindow | None:
+        rows = self._rows(self._WINDOW_COLUMNS + " WHERE key = %s", (key,))
+        return self._window(rows[0]) if rows else None
+
+    def count_access(self, key: str, *, opened_at: datetime, add: int, last_seen: datetime) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE access_windows SET count = count + %s, "
+                "last_seen = greatest(last_seen, %s) WHERE key = %s AND opened_at = %s",
+                (add, _utc(last_seen), key, _utc(opened_at)),
+            )
+            return cur.rowcount == 1
+
+    def access_windows_due(self, *, now: datetime, limit: int = 100) -> list[AccessWindow]:
+        rows = self._rows(
+            self._WINDOW_COLUMNS + " WHERE closes_at <= %s ORDER BY closes_at, key LIMIT %s",
+            (_utc(now), limit),
+        )
+        return [self._window(r) for r in rows]
+
+    def drop_access_window(self, key: str, *, opened_at: datetime) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM access_windows WHERE key = %s AND opened_at = %s",
+                (key, _utc(opened_at)),
+            )
+            return cur.rowcount == 1
+
+    @staticmethod
+    def _window(row: tuple[Any, ...]) -> AccessWindow:
+        key, reg, repo, digest, opened, closes, count, last_seen, alert = row
+        return AccessWindow(key, reg, repo, digest, opened, closes, int(count), last_seen, alert)
 
     # -- the work queue ----------------------------------------------------------------------
 

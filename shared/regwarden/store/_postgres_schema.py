@@ -94,8 +94,32 @@ _V1 = (
     "CREATE INDEX queue_dead ON queue (id) WHERE done_at IS NOT NULL AND error IS NOT NULL",
 )
 
+_V2 = (
+    """CREATE TABLE pulls (
+        registry TEXT COLLATE "C" NOT NULL, repository TEXT COLLATE "C" NOT NULL,
+        digest TEXT COLLATE "C" NOT NULL, principal TEXT COLLATE "C" NOT NULL,
+        last_pulled TIMESTAMPTZ NOT NULL, count BIGINT NOT NULL,
+        PRIMARY KEY (registry, repository, digest, principal))""",
+    """CREATE TABLE pull_tracking (
+        registry TEXT NOT NULL, repository TEXT NOT NULL, since TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (registry, repository))""",
+    """CREATE TABLE access_windows (
+        key TEXT COLLATE "C" PRIMARY KEY, registry TEXT NOT NULL, repository TEXT NOT NULL,
+        digest TEXT NOT NULL, opened_at TIMESTAMPTZ NOT NULL, closes_at TIMESTAMPTZ NOT NULL,
+        count BIGINT NOT NULL, last_seen TIMESTAMPTZ, alert TEXT NOT NULL)""",
+    "CREATE INDEX access_windows_due ON access_windows (closes_at, key)",
+)
+
+_V3 = (
+    # the verdict's findings by severity (`store._outcome.findings_json`); NULL for the
+    # verdicts written before, and for a verdict judged without a scan report
+    "ALTER TABLE verdicts ADD COLUMN findings TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger and queue tables (as the SQLite ledger of session 7)", _V1),
+    Migration(2, "access monitoring: pull tallies, pull tracking, access-alert windows", _V2),
+    Migration(3, "verdicts keep their findings by severity", _V3),
 )
 """Every step, in order; versions are 1, 2, … with no gap."""
 

@@ -28,6 +28,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._access import AccessWindow, PullTally
     from ._outcome import DeliveryOutcome, OutboxItem, Outcome
     from ._records import ActionRecord, QuarantineRecord
     from ._sqlite_queue import DeadLetter, QueuedEvent
@@ -164,6 +167,55 @@ class Ledger(Protocol):
     def mark_released(
         self, registry: str, repository: str, digest: str, *, now: datetime
     ) -> None: ...
+
+    # -- access monitoring (pull tallies, tracking, alert windows) ------------------------
+
+    def record_pulls(self, tallies: Sequence[PullTally]) -> None:
+        """Add coalesced pulls. Per tally: the image's `last_pulled` becomes the later of the
+        stored one and the tally's (an image row it creates gets `first_seen =
+        t.last_pulled`, as `record_pull` does); the (digest, principal) row's `last_pulled`
+        likewise and its count grows by `t.count`. Atomic increments (no read-modify-write),
+        so processes may record the same image side by side; batched where the store can."""
+        ...
+
+    def pull_tallies(self, registry: str, repository: str) -> list[PullTally]:
+        """One tally per (digest, principal) of one repository — all pulls recorded, the
+        last one's time — by digest, then principal. One query per repository."""
+        ...
+
+    def start_pull_tracking(self, registry: str, repository: str, *, now: datetime) -> datetime:
+        """Record that pulls of this repository are being recorded from `now` on, unless an
+        earlier start is recorded (the earliest wins). Returns the stored start."""
+        ...
+
+    def pull_tracking_since(self, registry: str, repository: str) -> datetime | None:
+        """When pull tracking of this repository began, or None if it never did."""
+        ...
+
+    def open_access_window(
+        self, window: AccessWindow, *, replacing: datetime | None = None
+    ) -> bool:
+        """Write `window`: create it when no window has its key (`replacing` None), or
+        overwrite the one whose `opened_at == replacing` (a closed window reopened). False,
+        and nothing written, otherwise: a conditional write, so of processes racing to open
+        one window exactly one wins."""
+        ...
+
+    def access_window(self, key: str) -> AccessWindow | None: ...
+
+    def count_access(self, key: str, *, opened_at: datetime, add: int, last_seen: datetime) -> bool:
+        """`count += add` and `last_seen` the later of both, only if the window `key` is the
+        one opened at `opened_at`; False (nothing written) when it is gone or reopened."""
+        ...
+
+    def access_windows_due(self, *, now: datetime, limit: int = 100) -> list[AccessWindow]:
+        """Windows with `closes_at <= now`, by closes_at, then key (never a scan of the
+        table: few windows are open at once)."""
+        ...
+
+    def drop_access_window(self, key: str, *, opened_at: datetime) -> bool:
+        """Delete the window `key` if it is the one opened at `opened_at`; False otherwise."""
+        ...
 
     def quarantines(self, *, released: bool | None = None) -> list[QuarantineRecord]:
         """Every quarantine record (None), the standing ones (False) or the released ones

@@ -6,13 +6,23 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ._outcome import OUTBOX_TTL, DeliveryOutcome, OutboxItem, OutboxRecord, Outcome
+from ._access import AccessWindow, PullTally, check_tally, check_window_key
+from ._outcome import (
+    OUTBOX_TTL,
+    DeliveryOutcome,
+    OutboxItem,
+    OutboxRecord,
+    Outcome,
+    VerdictRecord,
+    findings_from,
+    findings_json,
+)
 from ._records import ActionRecord, QuarantineRecord
 from ._sqlite_queue import QueueMixin
 from ._urls import ParsedUrl
@@ -47,7 +57,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE TABLE IF NOT EXISTS verdicts (
     registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
-    outcome TEXT NOT NULL, at TEXT NOT NULL,
+    outcome TEXT NOT NULL, at TEXT NOT NULL, findings TEXT,
     PRIMARY KEY (registry, repository, digest)
 );
 CREATE TABLE IF NOT EXISTS verdict_log (
@@ -64,6 +74,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt TEXT NOT NULL, error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sent_at, next_attempt);
+CREATE TABLE IF NOT EXISTS pulls (
+    registry TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
+    principal TEXT NOT NULL, last_pulled TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (registry, repository, digest, principal)
+);
+CREATE TABLE IF NOT EXISTS pull_tracking (
+    registry TEXT NOT NULL, repository TEXT NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (registry, repository)
+);
+CREATE TABLE IF NOT EXISTS access_windows (
+    key TEXT PRIMARY KEY, registry TEXT NOT NULL, repository TEXT NOT NULL,
+    digest TEXT NOT NULL, opened_at TEXT NOT NULL, closes_at TEXT NOT NULL,
+    count INTEGER NOT NULL, last_seen TEXT, alert TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_windows_due ON access_windows (closes_at, key);
 """
 
 
@@ -87,6 +112,7 @@ class SqliteLedger(QueueMixin):
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None
         self._conn().executescript(_SCHEMA)  # idempotent DDL; executescript commits itself
+        _migrate_verdicts(self._conn())
         self._init_queue()  # the queue's table, migrated from older ledgers
 
     def _conn(self) -> sqlite3.Connection:
@@ -183,8 +209,16 @@ class SqliteLedger(QueueMixin):
                     return None
             if o.verdict is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
-                    (o.registry, o.repository, o.digest, o.verdict, _ts(now)),
+                    "INSERT OR REPLACE INTO verdicts (registry, repository, digest, outcome, "
+                    "at, findings) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        o.registry,
+                        o.repository,
+                        o.digest,
+                        o.verdict,
+                        _ts(now),
+                        findings_json(o.findings),
+                    ),
                 )
                 db.execute(
                     "INSERT INTO verdict_log VALUES (?, ?, ?, ?, ?, ?)",
@@ -368,8 +402,9 @@ class SqliteLedger(QueueMixin):
         self, registry: str, repository: str, digest: str, outcome: str, *, now: datetime
     ) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+            db.execute(  # no findings: those there were the replaced verdict's
+                "INSERT OR REPLACE INTO verdicts (registry, repository, digest, outcome, at) "
+                "VALUES (?, ?, ?, ?, ?)",
                 (registry, repository, digest, outcome, _ts(now)),
             )
 
@@ -383,6 +418,18 @@ class SqliteLedger(QueueMixin):
             .fetchone()
         )
         return None if row is None else str(row[0])
+
+    def repository_verdicts(self, registry: str, repository: str) -> dict[str, VerdictRecord]:
+        """digest → last verdict (outcome, when, findings) of one repository, one query."""
+        rows = self._conn().execute(
+            "SELECT digest, outcome, at, findings FROM verdicts WHERE registry = ? "
+            "AND repository = ?",
+            (registry, repository),
+        )
+        return {
+            str(d): VerdictRecord(str(o), datetime.fromisoformat(at), findings_from(f))
+            for d, o, at, f in rows
+        }
 
     # -- actions (audit and resumable intents) ---------------------------------------------
 
@@ -528,6 +575,158 @@ class SqliteLedger(QueueMixin):
                 "AND digest = ?",
                 (_ts(now), registry, repository, digest),
             )
+
+    # -- access monitoring (pull tallies, tracking, alert windows) ---------------------------
+
+    def record_pulls(self, tallies: Sequence[PullTally]) -> None:
+        rows = [check_tally(t) for t in tallies]
+        if not rows:
+            return
+        with self._tx() as db:  # one transaction for the batch
+            db.executemany(
+                "INSERT INTO images (registry, repository, digest, first_seen, last_pulled) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_pulled = "
+                "max(coalesce(last_pulled, ''), excluded.last_pulled)",
+                [
+                    (t.registry, t.repository, t.digest, _ts(t.last_pulled), _ts(t.last_pulled))
+                    for t in rows
+                ],
+            )
+            db.executemany(
+                "INSERT INTO pulls VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "last_pulled = max(last_pulled, excluded.last_pulled), "
+                "count = count + excluded.count",
+                [
+                    (t.registry, t.repository, t.digest, t.principal, _ts(t.last_pulled), t.count)
+                    for t in rows
+                ],
+            )
+
+    def pull_tallies(self, registry: str, repository: str) -> list[PullTally]:
+        rows = self._conn().execute(
+            "SELECT digest, principal, last_pulled, count FROM pulls WHERE registry = ? "
+            "AND repository = ? ORDER BY digest, principal",
+            (registry, repository),
+        )
+        return [
+            PullTally(registry, repository, d, p, datetime.fromisoformat(at), int(n))
+            for d, p, at, n in rows
+        ]
+
+    def start_pull_tracking(self, registry: str, repository: str, *, now: datetime) -> datetime:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO pull_tracking VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "since = min(since, excluded.since)",
+                (registry, repository, _ts(now)),
+            )
+            (since,) = db.execute(
+                "SELECT since FROM pull_tracking WHERE registry = ? AND repository = ?",
+                (registry, repository),
+            ).fetchone()
+        return datetime.fromisoformat(since)
+
+    def pull_tracking_since(self, registry: str, repository: str) -> datetime | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT since FROM pull_tracking WHERE registry = ? AND repository = ?",
+                (registry, repository),
+            )
+            .fetchone()
+        )
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    def open_access_window(
+        self, window: AccessWindow, *, replacing: datetime | None = None
+    ) -> bool:
+        w = window
+        values = (
+            w.registry,
+            w.repository,
+            w.digest,
+            _ts(w.opened_at),
+            _ts(w.closes_at),
+            w.count,
+            _ts(w.last_seen) if w.last_seen else None,
+            w.alert,
+        )
+        with self._tx() as db:
+            if replacing is None:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO access_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (check_window_key(w.key), *values),
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE access_windows SET registry = ?, repository = ?, digest = ?, "
+                    "opened_at = ?, closes_at = ?, count = ?, last_seen = ?, alert = ? "
+                    "WHERE key = ? AND opened_at = ?",
+                    (*values, w.key, _ts(replacing)),
+                )
+            return cur.rowcount == 1
+
+    _WINDOW_COLUMNS = (
+        "SELECT key, registry, repository, digest, opened_at, closes_at, count, last_seen, "
+        "alert FROM access_windows"
+    )
+
+    def access_window(self, key: str) -> AccessWindow | None:
+        row = self._conn().execute(self._WINDOW_COLUMNS + " WHERE key = ?", (key,)).fetchone()
+        return None if row is None else self._window(row)
+
+    def count_access(self, key: str, *, opened_at: datetime, add: int, last_seen: datetime) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE access_windows SET count = count + ?, "
+                "last_seen = max(coalesce(last_seen, ''), ?) WHERE key = ? AND opened_at = ?",
+                (add, _ts(last_seen), key, _ts(opened_at)),
+            )
+            return cur.rowcount == 1
+
+    def access_windows_due(self, *, now: datetime, limit: int = 100) -> list[AccessWindow]:
+        rows = self._conn().execute(
+            self._WINDOW_COLUMNS + " WHERE closes_at <= ? ORDER BY closes_at, key LIMIT ?",
+            (_ts(now), limit),
+        )
+        return [self._window(r) for r in rows]
+
+    def drop_access_window(self, key: str, *, opened_at: datetime) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM access_windows WHERE key = ? AND opened_at = ?",
+                (key, _ts(opened_at)),
+            )
+            return cur.rowcount == 1
+
+    @staticmethod
+    def _window(row: tuple[Any, ...]) -> AccessWindow:
+        key, reg, repo, digest, opened, closes, count, last_seen, alert = row
+        return AccessWindow(
+            key,
+            reg,
+            repo,
+            digest,
+            datetime.fromisoformat(opened),
+            datetime.fromisoformat(closes),
+            int(count),
+            _dt(last_seen),
+            alert,
+        )
+
+
+def _migrate_verdicts(db: sqlite3.Connection) -> None:
+    """A ledger written before verdicts kept their findings gains the column (NULL: not
+    known for the verdicts already there)."""
+    db.execute("BEGIN IMMEDIATE")  # two processes opening one old file migrate it once
+    try:
+        columns = {str(r[1]) for r in db.execute("PRAGMA table_info(verdicts)")}
+        if "findings" not in columns:
+            db.execute("ALTER TABLE verdicts ADD COLUMN findings TEXT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def open_sqlite(url: ParsedUrl) -> SqliteLedger:

@@ -24,9 +24,12 @@ from ._rules import (
     RetentionRules,
 )
 from ._semver import SemverKey, parse_semver
+from ._view import COMPLETE_PULLS, NO_PULL_TRACKING, PullTracking
 
 __all__ = [
+    "COMPLETE_PULLS",
     "NO_PROTECTIONS",
+    "NO_PULL_TRACKING",
     "Decision",
     "DeleteOlderThan",
     "DeleteOrphans",
@@ -44,6 +47,7 @@ __all__ = [
     "KeepSemver",
     "KeepTagMatches",
     "Protections",
+    "PullTracking",
     "RegistryPlan",
     "RepositoryPlan",
     "RetentionRules",

@@ -38,7 +38,7 @@ from ._plan import Decision, GuardTrip, RegistryPlan, RepositoryPlan, Role
 from ._protections import NO_PROTECTIONS, Protections
 from ._records import ImageRecord, cosign_subject
 from ._rules import DeleteOrphans, Guard, RetentionRules
-from ._view import AgeFrom, RepoView, human_duration, record_time
+from ._view import COMPLETE_PULLS, AgeFrom, PullTracking, RepoView, human_duration, record_time
 
 __all__ = ["plan_registry", "plan_repository"]
 
@@ -122,13 +122,21 @@ def plan_repository(
     now: datetime,
     protections: Protections | None = None,
     superseded: Collection[str] = (),
+    pull_tracking: PullTracking = COMPLETE_PULLS,
 ) -> RepositoryPlan:
     """Decide keep or delete for every digest of one repository, and why. `superseded`:
-    verdict attestations a newer one replaced, judged as orphans while untagged."""
+    verdict attestations a newer one replaced, judged as orphans while untagged.
+    `pull_tracking`: how far back the records' pull data goes (default: complete)."""
     now_s = _epoch_now(now)
     with _collector_paused():
         return _plan(
-            repository, records, rules, now_s, protections or NO_PROTECTIONS, frozenset(superseded)
+            repository,
+            records,
+            rules,
+            now_s,
+            protections or NO_PROTECTIONS,
+            frozenset(superseded),
+            pull_tracking,
         )
 
 
@@ -140,6 +148,7 @@ def plan_registry(
     protections: Protections | Mapping[str, Protections] | None = None,
     max_deletes: int | None = None,
     superseded: Mapping[str, Collection[str]] | None = None,
+    pull_tracking: Mapping[str, PullTracking] | None = None,
 ) -> RegistryPlan:
     """Plan every repository independently (a cloud run may fan them out instead).
 
@@ -147,12 +156,21 @@ def plan_registry(
     rules that apply (None: the repository is skipped). `protections` is one set for all
     or a map by repository. `max_deletes` caps the whole run: over it, nothing is deleted.
     `superseded`: by repository, the verdict attestations a newer one replaced.
+    `pull_tracking`: by repository, how far back its pull data goes (absent: complete).
     """
     now_s = _epoch_now(now)
     if max_deletes is not None and (type(max_deletes) is not int or max_deletes < 0):
         raise UsageError(f"got max_deletes={max_deletes!r}, expected an integer >= 0 or None")
     with _collector_paused():
-        return _plan_all(repositories, rules, now_s, protections, max_deletes, superseded or {})
+        return _plan_all(
+            repositories,
+            rules,
+            now_s,
+            protections,
+            max_deletes,
+            superseded or {},
+            pull_tracking or {},
+        )
 
 
 def _plan_all(
@@ -162,6 +180,7 @@ def _plan_all(
     protections: Protections | Mapping[str, Protections] | None,
     max_deletes: int | None,
     superseded: Mapping[str, Collection[str]],
+    pull_tracking: Mapping[str, PullTracking],
 ) -> RegistryPlan:
     plans: list[RepositoryPlan] = []
     skipped: list[str] = []
@@ -177,7 +196,8 @@ def _plan_all(
         else:
             prot = protections.get(name, NO_PROTECTIONS)
         old = frozenset(superseded.get(name, ()))
-        plans.append(_plan(name, repositories[name], repo_rules, now_s, prot, old))
+        tracking = pull_tracking.get(name, COMPLETE_PULLS)
+        plans.append(_plan(name, repositories[name], repo_rules, now_s, prot, old, tracking))
     total = sum(p.images_deleted for p in plans)
     if max_deletes is not None and total > max_deletes:
         population = sum(len(p.decisions) for p in plans)
@@ -235,6 +255,7 @@ def _plan(
     now: float,
     protections: Protections,
     superseded: frozenset[str] = frozenset(),
+    pull_tracking: PullTracking = COMPLETE_PULLS,
 ) -> RepositoryPlan:
     warnings: list[str] = []
     recs = records if isinstance(records, list) else list(records)
@@ -308,7 +329,7 @@ def _plan(
             "the ledger never saw them pushed): age rules skip them and rankings put them last"
         )
 
-    view = RepoView(now, images, protections.quarantined, warnings, age_from)
+    view = RepoView(now, images, protections.quarantined, warnings, age_from, pull_tracking)
 
     # 3a. protections, for every manifest whatever its role
     keep: dict[str, tuple[str, str]] = {}

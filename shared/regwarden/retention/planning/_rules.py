@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 from ...errors import PolicyError
 from ._records import ImageRecord, cosign_subject
 from ._semver import PreId, semver_tuple
-from ._view import NEG_INF, AgeFrom, RepoView, human_duration, human_seconds
+from ._view import NEG_INF, AgeFrom, RepoView, human_duration, human_seconds, human_time
 
 __all__ = [
     "AgeFrom",
@@ -290,6 +290,11 @@ class KeepPulledWithin:
             return
         now = view.now
         since = now - self._seconds
+        began = view.pull_tracking.times_since
+        # every image's pulls are on record when tracking began by the window's start
+        # (always, for complete data): the loop then has one test per image
+        partial = began is None or began > since
+        unknown = 0
         for r in view.images:
             pulled = r.last_pulled
             if pulled is not None and pulled >= since:
@@ -297,6 +302,27 @@ class KeepPulledWithin:
                     r.digest,
                     f"kept: pulled within {label} (pulled {human_seconds(now - pulled)} ago)",
                 )
+            elif partial and not view.pull_tracking.times_cover(since, r.pushed):
+                unknown += 1
+                yield r.digest, self._unknown(view, label)
+        if unknown:
+            view.warnings.append(
+                f"pulledWithin {label}: {unknown} images with no pull on record kept, their "
+                f"pull state unknown ({self._untracked(view, label)})"
+            )
+
+    @staticmethod
+    def _untracked(view: RepoView, label: str) -> str:
+        began = view.pull_tracking.times_since
+        if began is None:
+            return "pulls of this repository are not tracked: no pull-tracking record"
+        return (
+            f"pull tracking began {human_time(began)}, less than {label} ago "
+            f"({human_seconds(view.now - began)})"
+        )
+
+    def _unknown(self, view: RepoView, label: str) -> str:
+        return f"kept: pulledWithin {label} cannot be judged: {self._untracked(view, label)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,9 +346,31 @@ class KeepPullCount:
             )
             return
         least = self.min_pulls
+        tracking = view.pull_tracking
+        partial = tracking.since != NEG_INF
+        unknown = 0
         for r in view.images:
             if r.pulls is not None and r.pulls >= least:
                 yield r.digest, f"kept: pulled {r.pulls} times (at least {least})"
+            elif partial and not tracking.counts_cover(r.pushed):
+                # pulls before tracking began are not counted: fewer is no evidence
+                unknown += 1
+                counted = r.pulls or 0
+                began = tracking.since
+                why = (
+                    "pulls of this repository are not tracked"
+                    if began is None
+                    else f"pushed before pull tracking began {human_time(began)}"
+                )
+                yield (
+                    r.digest,
+                    f"kept: pullCount {least} cannot be judged: {counted} pulls counted, {why}",
+                )
+        if unknown:
+            view.warnings.append(
+                f"pullCount {least}: {unknown} images with fewer pulls on record kept, their "
+                "pulls before tracking began unknown"
+            )
 
 
 def _no_pull_data(

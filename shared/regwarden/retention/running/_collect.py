@@ -34,6 +34,12 @@ What a listing does not say directly, and how it is filled in:
   first-seen and last-pulled times from registry events (a digest only the tag history
   names: its first sighting there). The image config's `created` is kept on the record;
   the planner ages by it only with `ageFrom: created`. Otherwise the age is unknown.
+- **How far back pulls go.** The ledger records when it began tracking a repository's
+  pulls (`pull_tracking_since`); the plan judges "not pulled" only where tracking covers
+  the question (`PullTracking`): a registry that keeps pull times itself (ECR,
+  `CAP_PULL_TIMES`) covers them from its own start; elsewhere a repository the ledger
+  never tracked has unknown pull state, whatever pulls were recorded. Pull counts are
+  the sums of the ledger's pull tallies (no registry keeps counts).
 """
 
 from __future__ import annotations
@@ -46,13 +52,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from ...errors import NotFound
-from ..planning import ImageRecord, to_epoch
+from ..planning import NO_PULL_TRACKING, ImageRecord, PullTracking, to_epoch
 from ._ledger_digests import known_digests, ledger_manifests
 from ._referrers import INDEX_TYPES, find_referrers, tag_schema_subject
 
 if TYPE_CHECKING:
     from ...oci import RegistryClient
     from ...providers import ListedImage, Registry
+    from ...store import PullTally
 
 __all__ = ["Collected", "TimesLedger", "collect_records", "records_from_listing"]
 
@@ -60,13 +67,17 @@ _IMAGE_CONFIG_SUFFIXES = ("image.config.v1+json", "container.image.v1+json")
 
 
 class TimesLedger(Protocol):
-    """The ledger methods `collect_records` uses (SqliteLedger and DynamoLedger have them)."""
+    """The ledger methods `collect_records` uses (every `store.Ledger` has them)."""
 
     def image_times(
         self, registry: str, repository: str
     ) -> dict[str, tuple[datetime, datetime | None]]: ...
 
     def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]: ...
+
+    def pull_tallies(self, registry: str, repository: str) -> list[PullTally]: ...
+
+    def pull_tracking_since(self, registry: str, repository: str) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,8 @@ class Collected:
     locked: frozenset[str] = frozenset()
     """Digests the registry refuses to delete (`ListedImage.locked`): never planned for
     deletion, and named in the plan as locked on the registry."""
+    pull_tracking: PullTracking = NO_PULL_TRACKING
+    """How far back the records' pull data goes (see the module docstring)."""
 
 
 def _newest(a: float | None, b: float | None) -> float | None:
@@ -97,14 +110,17 @@ def records_from_listing(
     listing: Sequence[ListedImage],
     *,
     times: Mapping[str, tuple[datetime, datetime | None]] | None = None,
+    pull_counts: Mapping[str, int] | None = None,
 ) -> tuple[list[ImageRecord], list[str]]:
     """Provider records (one per listed manifest) → planner records, plus warnings.
 
     `times` is the ledger's digest → (first seen, last pulled) for the repository; the
     first-seen time stands in for a push time the registry does not keep, and the later of
-    the two pull times wins.
+    the two pull times wins. `pull_counts`: digest → pulls the ledger counted, where it
+    counts them (a digest it has none for: 0); None: no counts.
     """
     times = times or {}
+    counts = pull_counts
     out: list[ImageRecord] = []
     listed = {item.digest for item in listing}
     added: set[str] = set()
@@ -139,7 +155,7 @@ def records_from_listing(
                 item.children,
                 subject,
                 created,
-                None,
+                None if counts is None else counts.get(item.digest, 0),
             )
         )
         # Children the listing does not show (distribution lists tagged manifests only).
@@ -162,7 +178,7 @@ def records_from_listing(
                     (),
                     referrers_of,  # a referrers index lists referrers of its subject
                     created,
-                    None,
+                    None if counts is None else counts.get(child, 0),
                 )
             )
     warnings: list[str] = []
@@ -243,6 +259,7 @@ def collect_records(
     )
     name = registry_name or registry.host
     times = ledger.image_times(name, repository) if ledger is not None else None
+    tracking, counts = _pull_data(registry, ledger, name, repository)
     from_ledger = None
     if ledger is not None and CAP_MANIFEST_LISTING not in registry.capabilities:
         history = ledger.tag_history(name, repository)
@@ -269,7 +286,7 @@ def collect_records(
         listing = [*listing, *found.listing]
     listing_s = time.perf_counter() - t0
     c0 = time.process_time()
-    records, warnings = records_from_listing(listing, times=times)
+    records, warnings = records_from_listing(listing, times=times, pull_counts=counts)
     build_s = time.process_time() - c0
     if from_ledger is not None and from_ledger.checked:
         warnings.append(from_ledger.note())
@@ -287,4 +304,26 @@ def collect_records(
         listing_s=listing_s,
         build_s=build_s,
         locked=frozenset(item.digest for item in listing if item.locked),
+        pull_tracking=tracking,
     )
+
+
+def _pull_data(
+    registry: Registry, ledger: TimesLedger | None, name: str, repository: str
+) -> tuple[PullTracking, dict[str, int] | None]:
+    """How far back the repository's pull data goes, and the ledger's pull counts by digest
+    (None when it has neither counts nor a tracking record: no counts to judge by)."""
+    from ...providers import CAP_PULL_TIMES
+
+    registry_times = CAP_PULL_TIMES in registry.capabilities
+    if ledger is None:
+        return PullTracking(None, registry_times), None
+    began = ledger.pull_tracking_since(name, repository)
+    tallies = ledger.pull_tallies(name, repository)
+    tracking = PullTracking(to_epoch(began), registry_times)
+    if began is None and not tallies:
+        return tracking, None
+    counts: dict[str, int] = {}
+    for t in tallies:
+        counts[t.digest] = counts.get(t.digest, 0) + t.count
+    return tracking, counts

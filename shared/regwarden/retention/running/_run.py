@@ -347,6 +347,7 @@ def plan_run(
         protections=protections,
         max_deletes=max_deletes,
         superseded=superseded,
+        pull_tracking={repo: collected[repo].pull_tracking for repo in planned},
     )
     planning_s = time.perf_counter() - t0
     plans = tuple(
