@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from ..errors import IntakeError
 from ..intake import (
+    DISTRIBUTION_ACTIONS,
+    DISTRIBUTION_CONTENT_TYPES,
     MANIFEST_TYPES,
     check_content_type,
     check_registry,
@@ -26,12 +28,6 @@ __all__ = ["parse_distribution_access"]
 
 LABEL = "distribution notification"
 SOURCE = "distribution"
-CONTENT_TYPES = (
-    "application/vnd.docker.distribution.events.v1+json",
-    "application/vnd.docker.distribution.events.v2+json",
-    "application/json",
-)
-_ACTIONS = ("push", "pull", "mount", "delete")
 
 
 def parse_distribution_access(
@@ -42,7 +38,7 @@ def parse_distribution_access(
     `registry` overrides `request.host`. Raises IntakeError naming the path of the first
     malformed event (an envelope is one delivery: the registry sends it again whole).
     """
-    check_content_type(content_type, allowed=CONTENT_TYPES, label=LABEL)
+    check_content_type(content_type, allowed=DISTRIBUTION_CONTENT_TYPES, label=LABEL)
     check_registry(registry)
     root = load_json(body, label=LABEL, error=IntakeError)
     unexpected = sorted(set(root.mapping()) - {"events"})
@@ -126,8 +122,8 @@ def _event(node: Node, registry: str | None) -> AccessEvent | None:
     node.mapping()
     action_node = node.field("action")
     action = action_node.text()
-    if action not in _ACTIONS:
-        action_node.fail("one of " + ", ".join(_ACTIONS))
+    if action not in DISTRIBUTION_ACTIONS:
+        action_node.fail("one of " + ", ".join(DISTRIBUTION_ACTIONS))
     kind: AccessAction
     if action == "pull":
         kind = "pull"

@@ -8,24 +8,22 @@ from __future__ import annotations
 
 from ..errors import IntakeError
 from ..intake import (
-    REPOSITORY_EXPECTED,
+    HARBOR_CONTENT_TYPES,
     check_content_type,
     check_registry,
     digest_at,
     harbor_delivery_id,
-    repository_name,
+    harbor_host,
+    harbor_repository,
     tag_at,
-    valid_host,
-    valid_repository,
 )
-from ..jsondoc import Node, load_json
+from ..jsondoc import load_json
 from ._model import AccessAction, AccessEvent
 
 __all__ = ["parse_harbor_access"]
 
 LABEL = "Harbor webhook"
 SOURCE = "harbor"
-CONTENT_TYPES = ("application/json", "application/cloudevents+json")
 _ACTIONS: dict[str, AccessAction] = {"PULL_ARTIFACT": "pull", "PUSH_ARTIFACT": "push"}
 _CLOUDEVENT_TYPES = {
     "harbor.artifact.pulled": "PULL_ARTIFACT",
@@ -43,7 +41,7 @@ def parse_harbor_access(
     host comes from each resource's `resource_url` unless `registry` overrides it. Raises
     IntakeError naming the path.
     """
-    check_content_type(content_type, allowed=CONTENT_TYPES, label=LABEL)
+    check_content_type(content_type, allowed=HARBOR_CONTENT_TYPES, label=LABEL)
     check_registry(registry)
     root = load_json(body, label=LABEL, error=IntakeError)
     root.mapping()
@@ -69,7 +67,7 @@ def parse_harbor_access(
             got="an object with neither",
         )
     operator = root.field("operator").opt_text()
-    repository = _repository(data.field("repository"))
+    repository = harbor_repository(data.field("repository"))
     resources = data.field("resources").array()
     if not resources:
         data.field("resources").fail("at least one resource")
@@ -89,7 +87,7 @@ def parse_harbor_access(
                 source=SOURCE,
                 event_id=delivery,
                 action=_ACTIONS[event_type],
-                registry=_host(resource, repository, registry),
+                registry=harbor_host(resource, repository, registry),
                 repository=repository,
                 digest=digest,
                 tag=tag,
@@ -107,28 +105,3 @@ def _principal_type(operator: str | None) -> str | None:
     if operator is None:
         return None
     return "robot" if operator.startswith("robot$") else "user"
-
-
-def _repository(node: Node) -> str:
-    node.mapping()
-    full = node.field("repo_full_name")
-    if full.present:
-        return repository_name(full)
-    text = f"{node.field('namespace').text()}/{node.field('name').text()}"
-    if not valid_repository(text):
-        node.fail(REPOSITORY_EXPECTED + " from namespace/name", got=repr(text))
-    return text
-
-
-def _host(resource: Node, repository: str, registry: str | None) -> str:
-    if registry is not None:
-        return registry
-    url = resource.field("resource_url")
-    if not url.present:
-        raise url.error("no registry host in the event (resource_url); pass registry=")
-    text = url.text()
-    host, _, rest = text.partition("/")
-    after = rest[len(repository) :] if rest.startswith(repository) else None
-    if not valid_host(host) or after is None or after[:1] not in ("", ":", "@"):
-        url.fail(f"<registry host>/{repository}[:tag|@digest]")
-    return host

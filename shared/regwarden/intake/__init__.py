@@ -31,10 +31,23 @@ from ._common import (
     valid_host,
     valid_repository,
 )
-from ._distribution import MANIFEST_TYPES, parse_distribution, parse_distribution_batch
+from ._distribution import CONTENT_TYPES as DISTRIBUTION_CONTENT_TYPES
+from ._distribution import (
+    DISTRIBUTION_ACTIONS,
+    MANIFEST_TYPES,
+    parse_distribution,
+    parse_distribution_batch,
+)
 from ._filters import ignore_reason, is_self_write
 from ._gcr import gcr_events, is_occurrence_delivery, parse_gcr
-from ._harbor import harbor_delivery_id, parse_harbor, parse_harbor_results
+from ._harbor import CONTENT_TYPES as HARBOR_CONTENT_TYPES
+from ._harbor import (
+    harbor_delivery_id,
+    harbor_host,
+    harbor_repository,
+    parse_harbor,
+    parse_harbor_results,
+)
 from ._hosts import (
     allowed_host_set,
     check_event_hosts,
@@ -48,6 +61,9 @@ from ._result import IntakeBatch, IntakeResult
 from ._signatures import manifest_subject, signature_subject
 
 __all__ = [
+    "DISTRIBUTION_ACTIONS",
+    "DISTRIBUTION_CONTENT_TYPES",
+    "HARBOR_CONTENT_TYPES",
     "MANIFEST_TYPES",
     "PARSERS",
     "REPOSITORY_EXPECTED",
@@ -66,6 +82,8 @@ __all__ = [
     "digest_at",
     "gcr_events",
     "harbor_delivery_id",
+    "harbor_host",
+    "harbor_repository",
     "host_allowed",
     "host_not_allowed",
     "ignore_reason",

@@ -42,7 +42,8 @@ MANIFEST_TYPES = frozenset(
     }
 )
 
-_ACTIONS = ("push", "pull", "mount", "delete")
+DISTRIBUTION_ACTIONS = ("push", "pull", "mount", "delete")
+"""The `action` values distribution sends (blob and manifest alike)."""
 
 
 def parse_distribution(
@@ -104,8 +105,8 @@ def _event(node: Node, registry: str | None) -> ImageEvent | None:
     node.mapping()
     action_node = node.field("action")
     action = action_node.text()
-    if action not in _ACTIONS:
-        action_node.fail("one of " + ", ".join(_ACTIONS))
+    if action not in DISTRIBUTION_ACTIONS:
+        action_node.fail("one of " + ", ".join(DISTRIBUTION_ACTIONS))
     if action == "mount":
         return None  # cross-repository blob mounts
     target = node.field("target")

@@ -132,7 +132,7 @@ def parse_harbor_results(
     if event_type in IGNORED_TYPES:
         return []
     operator = root.field("operator").opt_text()
-    repository = _repository(data.field("repository"))
+    repository = harbor_repository(data.field("repository"))
     resources = data.field("resources").array()
     if not resources:
         data.field("resources").fail("at least one resource")
@@ -156,7 +156,9 @@ def parse_harbor_results(
     return results
 
 
-def _repository(node: Node) -> str:
+def harbor_repository(node: Node) -> str:
+    """The repository of a Harbor event's `repository` object: `repo_full_name`, else
+    `namespace/name` (older Harbor sends only those)."""
     node.mapping()
     full = node.field("repo_full_name")
     if full.present:
@@ -168,7 +170,9 @@ def _repository(node: Node) -> str:
     return text
 
 
-def _host(resource: Node, repository: str, registry: str | None) -> str:
+def harbor_host(resource: Node, repository: str, registry: str | None) -> str:
+    """`registry` when given, else the host of a resource's `resource_url`
+    (`<host>/<repository>[:tag|@digest]`, checked against `repository`)."""
     if registry is not None:
         return registry
     url = resource.field("resource_url")
@@ -197,7 +201,7 @@ def _result(
     tag_node = resource.field("tag")
     tag_text = tag_node.opt_text()
     tag = None if tag_text is None or tag_text == digest else tag_at(tag_node)  # by digest
-    host = _host(resource, repository, registry)
+    host = harbor_host(resource, repository, registry)
     if delivery_id is None:
         delivery_id = harbor_delivery_id(event_type, when, repository, digest, tag)
 
