@@ -39,9 +39,9 @@ FIRST_RECORD = {
     # sighting wins), the quarantine intent (conditional: answers with the record), the
     # quarantine record
     "PutItem": 4,
-    # the delivery's committed outcome, the quarantine intent (the pipeline's, then the
-    # action's own before it begins one), the digest's quarantine record
-    "GetItem": 4,
+    # the delivery's committed outcome, the quarantine intent (read once: the pipeline
+    # passes it to the action), the digest's quarantine record
+    "GetItem": 3,
     # the tags the ledger holds for the digest, the pushed tag's history (moved tag), the
     # same history again for the roll-back targets
     "Query": 3,

@@ -29,6 +29,11 @@ def worker_logging() -> Iterator[logging.StreamHandler[io.StringIO]]:
     _app._platform_logs.cache_clear()
     yield handler
     _app._platform_logs.cache_clear()
+    # the filter went on every root handler, pytest's capture handlers among them, which
+    # live for the whole session: left there, it would take later tests' tracebacks
+    for each in root.handlers:
+        for f in [f for f in each.filters if isinstance(f, RedactingFilter)]:
+            each.removeFilter(f)
     root.handlers, level = saved
     root.setLevel(level)
     for name, old in levels.items():
