@@ -13,8 +13,10 @@ import pytest
 from support import moto_server as support
 from support.moto_server import MotoServer
 
-from regwarden.report import record_report, report_summaries
-from regwarden.store import open_ledger
+from regwarden.devtools import LocalRegistry
+from regwarden.oci import RegistryClient
+from regwarden.report import collect, record_report, report_summaries
+from regwarden.store import QuarantineRecord, open_ledger
 from regwarden.store._dynamo import table_definition
 
 moto_server = support.moto_server
@@ -54,3 +56,49 @@ def test_summaries_are_kept_per_registry_and_read_oldest_first(ledger: Any) -> N
     }
     assert [s["bytes"] for s in report_summaries(ledger, "other")] == [1]
     assert report_summaries(ledger, "nowhere") == []
+
+
+def test_a_report_reads_the_ledger_s_action_records_once(
+    ledger: Any, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quarantine log, the retention history and the trend each come from the action
+    records: one read serves all three (on DynamoDB it is a Scan)."""
+    host = registry.host
+    record_report(ledger, {"registry": host, "at": T0.isoformat(), "images": 7}, now=T0)
+    ledger.begin_action(
+        "retention-run:r1",
+        registry=host,
+        repository="*",
+        digest="",
+        kind="retention-run",
+        reason="retention",
+        state={"run_id": "r1", "deleted": 2, "bytes_freed": 2048},
+        now=T0,
+    )
+    ledger.finish_action("retention-run:r1", status="done")
+    ledger.record_quarantine(
+        QuarantineRecord(
+            registry=host,
+            repository="t/held",
+            digest="sha256:" + "c3" * 32,
+            strategy="move",
+            location="quarantine/t/held",
+            tags=("1.0",),
+            reason="critical CVE",
+            quarantined_at=T0,
+            released_at=None,
+        )
+    )
+    reads: list[str | None] = []
+    every = ledger.actions
+    monkeypatch.setattr(
+        ledger, "actions", lambda status=None: reads.append(status) or every(status=status)
+    )
+    with RegistryClient(host, insecure=True) as client:
+        inventory = collect(client, ledger, registry=host, repositories=())
+    assert reads == [None]
+    assert [s["images"] for s in inventory.previous] == [7]
+    assert [(r.run_id, r.deleted, r.bytes_freed) for r in inventory.retention_runs] == [
+        ("r1", 2, 2048)
+    ]
+    assert [q.repository for q in inventory.quarantines] == ["t/held"]

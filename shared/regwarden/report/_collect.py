@@ -117,14 +117,18 @@ def _quarantine_records(ledger: Any) -> list[Any] | None:
 
 
 def read_quarantines(
-    ledger: Any, registry: str, records: list[Any] | None = None
+    ledger: Any,
+    registry: str,
+    records: list[Any] | None = None,
+    actions: Sequence[Any] | None = None,
 ) -> list[QuarantineRow]:
     """Every quarantine the ledger holds for `registry`, with the release's reason.
     `records`: `ledger.quarantines()` already read; else read here where the store has
-    it, else found through its quarantine actions."""
+    it, else found through its quarantine actions. `actions`: `ledger.actions()` already
+    read (every status)."""
     releases: dict[tuple[str, str], tuple[datetime, str]] = {}
     quarantine_keys: list[tuple[str, str]] = []
-    for action in ledger.actions():
+    for action in ledger.actions() if actions is None else actions:
         if action.registry != registry:
             continue
         where = (action.repository, action.digest)
@@ -163,10 +167,13 @@ def read_quarantines(
     ]
 
 
-def read_retention_runs(ledger: Any, registry: str) -> list[RetentionRun]:
-    """Applied retention runs (`retention-run` action records) and what each freed."""
+def read_retention_runs(
+    ledger: Any, registry: str, actions: Sequence[Any] | None = None
+) -> list[RetentionRun]:
+    """Applied retention runs (`retention-run` action records) and what each freed.
+    `actions`: `ledger.actions()` already read (every status)."""
     runs: list[RetentionRun] = []
-    for action in ledger.actions(status=None):
+    for action in ledger.actions(status=None) if actions is None else actions:
         if action.kind != _RUN_KIND or action.registry != registry or action.status == "intent":
             continue
         state = action.state
@@ -251,19 +258,22 @@ def collect(
             tracking[repo] = since
             if progress is not None:
                 progress(done, len(repos))
-    rows = read_quarantines(ledger, registry, every_quarantine)
+    # every action record, read once: on DynamoDB the audit read is a Scan, and the
+    # quarantine log, the retention history and the earlier reports each need them
+    actions = list(ledger.actions())
+    rows = read_quarantines(ledger, registry, every_quarantine, actions)
     teams = {r: _team(policy, r) for r in {q.repository for q in rows}}
     rows = [
         q.model_copy(update={"team": teams[q.repository]})
         for q in rows
         if _matches(q.repository, globs)
     ]
-    previous = tuple(report_summaries(ledger, registry, limit=history))
+    previous = tuple(report_summaries(ledger, registry, limit=history, actions=actions))
     return Inventory(
         registry=registry,
         images=tuple(images),
         quarantines=tuple(rows),
-        retention_runs=tuple(read_retention_runs(ledger, registry)),
+        retention_runs=tuple(read_retention_runs(ledger, registry, actions)),
         retention_plan=retention_plan,
         previous=previous,
         pull_times_known=registry_pull_times is not None

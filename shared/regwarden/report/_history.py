@@ -8,6 +8,7 @@ method on each store."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,10 +35,14 @@ def record_report(ledger: Any, summary: dict[str, Any], *, now: datetime) -> str
     return key
 
 
-def report_summaries(ledger: Any, registry: str, *, limit: int = 30) -> list[dict[str, Any]]:
-    """The newest `limit` summaries kept for `registry`, oldest first."""
+def report_summaries(
+    ledger: Any, registry: str, *, limit: int = 30, actions: Sequence[Any] | None = None
+) -> list[dict[str, Any]]:
+    """The newest `limit` summaries kept for `registry`, oldest first. `actions`:
+    `ledger.actions()` already read (every status; the finished ones are taken)."""
+    done = ledger.actions(status="done") if actions is None else actions
     records = [
-        a for a in ledger.actions(status="done") if a.kind == REPORT_KIND and a.registry == registry
+        a for a in done if a.kind == REPORT_KIND and a.registry == registry and a.status == "done"
     ]
     records.sort(key=lambda a: a.at)
     return [dict(a.state) for a in records[-limit:]] if limit > 0 else []
