@@ -71,9 +71,6 @@ CLOUDTRAIL = "AWS API Call via CloudTrail"
 """The EventBridge detail-type of a CloudTrail record (what the access rule forwards)."""
 SWEEP = "access-sweep"
 """The schedule's payload names this (`{"regwarden": "access-sweep", ...}`)."""
-RETRY_BASE = timedelta(seconds=30)
-RETRY_MAX = timedelta(hours=1)
-"""Backoff of an alert the topic refused (the recovery function sends it when due)."""
 
 RecordHandler = Callable[["SQSRecord"], dict[str, Any]]
 
@@ -299,7 +296,7 @@ def _finish(st: State, *, sweep: bool, logger: Logger, metrics: Metrics) -> dict
             summaries = st.monitor.sweep(now=now)
             st.last_sweep = time.monotonic()
     finally:
-        sent, failed = _deliver(st, st.ledger.take(), now=now, logger=logger)
+        sent, failed = _deliver(st, st.ledger.take(), now=now)
         if sent:
             metrics.add_metric(name="AlertsSent", unit=MetricUnit.Count, value=sent)
         if failed:
@@ -314,32 +311,10 @@ def _finish(st: State, *, sweep: bool, logger: Logger, metrics: Metrics) -> dict
     return out
 
 
-def _deliver(
-    st: State, items: list[OutboxItem], *, now: datetime, logger: Logger
-) -> tuple[int, int]:
+def _deliver(st: State, items: list[OutboxItem], *, now: datetime) -> tuple[int, int]:
     """Send the outbox rows this invocation added, each to its channel (the alerts topic);
     a refusal leaves the row pending with a backoff, for the recovery function. Returns
     (sent, failed)."""
-    from regwarden.errors import RegistryError
-    from regwarden.notify import Alert, DeliveryFailed
+    from regwarden.notify import send_outbox
 
-    sent = failed = 0
-    for item in items:
-        channel = st.router.channel(item.channel)
-        if channel is None:  # the policy no longer defines it: nowhere to send
-            st.ledger.outbox_retry(item.key, at=now + RETRY_MAX, error="unknown channel")
-            failed += 1
-            continue
-        try:
-            channel.send(Alert.model_validate_json(item.alert))
-        except RegistryError as exc:  # one dead channel must not block the others
-            delay = min(RETRY_BASE * (1 << min(item.attempts, 16)), RETRY_MAX)
-            if isinstance(exc, DeliveryFailed) and exc.permanent:
-                delay = RETRY_MAX
-            logger.error("alert not sent", extra={"channel": item.channel, "retry_in": str(delay)})
-            st.ledger.outbox_retry(item.key, at=now + delay, error=str(exc))
-            failed += 1
-            continue
-        st.ledger.outbox_sent(item.key, now=now)
-        sent += 1
-    return sent, failed
+    return send_outbox(items, router=st.router, ledger=st.ledger, now=now)

@@ -63,7 +63,7 @@ from .model import (
     Severity,
     Verdict,
 )
-from .notify import Alert, DeliveryFailed, Router
+from .notify import RETRY_BASE, RETRY_MAX, Alert, Router, send_outbox
 from .oci import Descriptor, Manifest, in_background
 from .providers import CAP_LOCK, ImageDetails, Lockable, Registry
 from .quarantine_names import DEFAULT_TEMPLATE
@@ -80,8 +80,6 @@ DELIVERY_TTL = timedelta(days=7)
 _MAX_REFERRER_DEPTH = 4
 """A signature on an SBOM on an image is two hops; more is a loop or an attack."""
 ALERT_TTL = timedelta(days=30)
-RETRY_BASE = timedelta(seconds=30)
-RETRY_MAX = timedelta(hours=1)
 """Backoff of the recovery sweep for an unfinished action that keeps failing."""
 
 
@@ -999,22 +997,7 @@ class Pipeline:
         return self._deliver([i for i in due if i.key in wanted], now=now)
 
     def _deliver(self, items: list[OutboxItem], *, now: datetime) -> int:
-        sent = 0
-        for item in items:
-            channel = self.router.channel(item.channel)
-            if channel is None:  # the policy no longer defines it: nowhere to send
-                self.ledger.outbox_retry(item.key, at=now + RETRY_MAX, error="unknown channel")
-                continue
-            try:
-                channel.send(Alert.model_validate_json(item.alert))
-            except RegistryError as exc:  # one dead channel must not block the others
-                delay = _outbox_delay(exc, item.attempts)
-                log.error("alert to %s failed (retry in %s): %s", channel.name, delay, exc)
-                self.ledger.outbox_retry(item.key, at=now + delay, error=str(exc))
-                continue
-            self.ledger.outbox_sent(item.key, now=now)
-            sent += 1
-        return sent
+        return send_outbox(items, router=self.router, ledger=self.ledger, now=now)[0]
 
     def _stored_alert(
         self,
@@ -1088,17 +1071,6 @@ class Pipeline:
 
 class _AlreadyHandled(Exception):
     """The delivery's outcome was committed by another attempt while this one worked."""
-
-
-def _outbox_delay(exc: RegistryError, attempts: int) -> timedelta:
-    """When to try a failed alert again: backing off, never sooner than the receiver asked,
-    and an hour for a refusal (a 4xx: only a configuration change will help)."""
-    if isinstance(exc, DeliveryFailed) and exc.permanent:
-        return RETRY_MAX
-    delay = min(RETRY_BASE * (1 << min(attempts, 16)), RETRY_MAX)
-    if isinstance(exc, DeliveryFailed) and exc.retry_after is not None:
-        delay = max(delay, timedelta(seconds=exc.retry_after))
-    return delay
 
 
 def _quarantine_actions(q: QuarantineOutcome) -> list[str]:

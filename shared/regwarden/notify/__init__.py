@@ -14,6 +14,7 @@ from ._channels import (
 )
 from ._deliver import DeliveryReport, deliver, routed_to
 from ._eventgrid import EventGridChannel, eventgrid_alert, eventgrid_event
+from ._outbox import RETRY_BASE, RETRY_MAX, outbox_delay, send_outbox
 from ._pubsub import PubSubChannel, pubsub_attributes
 from ._render import (
     ACCESS_CLOUDEVENT_TYPE,
@@ -39,6 +40,8 @@ __all__ = [
     "CHANNELS",
     "CLOUDEVENT_TYPE",
     "ID_HEADER",
+    "RETRY_BASE",
+    "RETRY_MAX",
     "SIGNATURE_HEADER",
     "SIGNATURE_TOLERANCE",
     "TIMESTAMP_HEADER",
@@ -68,12 +71,14 @@ __all__ = [
     "eventgrid_event",
     "everything_to",
     "finding_line",
+    "outbox_delay",
     "pubsub_attributes",
     "render_cloudevent",
     "render_slack",
     "render_teams",
     "render_text",
     "routed_to",
+    "send_outbox",
     "sign_payload",
     "signature_headers",
     "sns_attributes",
