@@ -31,7 +31,10 @@ answered with a refusal instead; `answers_unlike_product` counts them.
 
 Both children see only what a deployed function has: every package installed here outside
 the azure extra's requirement closure (the AWS and Google SDKs, the dev tools, aiohttp)
-is hidden. Prints JSON; target: product <= 1.5x floor.
+is hidden. Prints JSON; target: product <= 1.5x floor. Besides the wall-clock medians it
+prints each run's pair and both sides' CPU (every thread's, interpreter start included),
+which other jobs on a shared machine move less. `--profile FILE` also runs the product
+once under cProfile (`python -m pstats FILE` reads it).
 """
 
 from __future__ import annotations
@@ -382,8 +385,17 @@ class Stack:
     def take(self) -> list[Exchange]:
         return sorted((ex for f in self.fronts.values() for ex in f.take()), key=lambda e: e.at)
 
-    def spawn(self, mode: str, spec: Mapping[str, Any], *, importtime: bool = False) -> Run:
+    def spawn(
+        self,
+        mode: str,
+        spec: Mapping[str, Any],
+        *,
+        importtime: bool = False,
+        profile: Path | None = None,
+    ) -> Run:
         flags = ["-X", "importtime"] if importtime else []
+        if profile is not None:
+            flags += ["-m", "cProfile", "-o", str(profile)]
         with tempfile.TemporaryDirectory(prefix="regwarden-cold-azure-") as tmp:
             spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "marks.json")
             spec_path.write_text(json.dumps({**spec, "hidden": HIDDEN}))
@@ -403,7 +415,7 @@ class Stack:
             marks = json.loads(out_path.read_text())
         return Run(spawned, marks, self.take(), done.stderr)
 
-    def product(self, *, importtime: bool = False) -> Run:
+    def product(self, *, importtime: bool = False, profile: Path | None = None) -> Run:
         event = self.event()
         self.take()  # the push itself went around the fronts; nothing to keep
         spec = {
@@ -412,7 +424,7 @@ class Stack:
             "expect": "PENDING",
             "shared": str((ROOT / "shared").resolve()),  # the regwarden it must import
         }
-        return self.spawn("product", spec, importtime=importtime)
+        return self.spawn("product", spec, importtime=importtime, profile=profile)
 
     def floor(self, product: Run) -> Run:
         used = {self.service_of(ex) for ex in product.exchanges}
@@ -452,6 +464,13 @@ def main() -> None:
     parser.add_argument(
         "--quarantine", default="lock", choices=("lock", "retag"), help="the policy's strategy"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="also run the product once under cProfile and write its stats to FILE "
+        "(read them with `python -m pstats FILE`)",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs: expected at least 1")
@@ -464,6 +483,8 @@ def main() -> None:
             products.append(st.product())
             floors.append(st.floor(products[-1]))
         detail = st.product(importtime=True)
+        if args.profile is not None:
+            st.product(profile=args.profile.resolve())
         phases = {
             "interpreter_start": ("spawned", "started"),
             "runtime_import": ("started", "runtime"),
@@ -499,6 +520,10 @@ def main() -> None:
     paired = statistics.median(
         p.total_ms / f.total_ms for p, f in zip(products, floors, strict=True)
     )
+    cpu = {
+        name: round(statistics.median(r.marks["cpu"] for r in runs) * 1000, 1)
+        for name, runs in (("product", products), ("floor", floors))
+    }
     out = {
         "python": sys.version.split()[0],
         "path": PATH.replace("quarantined", f"quarantined ({args.quarantine})"),
@@ -508,6 +533,14 @@ def main() -> None:
         "product": product,
         "ratio": round(ratio, 2),
         "paired_ratio_median": round(paired, 2),
+        "pairs_ms": [
+            [round(p.total_ms, 1), round(f.total_ms, 1)]
+            for p, f in zip(products, floors, strict=True)
+        ],
+        # CPU of every thread, interpreter start included: what the machine's load moves
+        # least (a wall-clock ratio on a shared machine also carries other jobs' time)
+        "cpu_median_ms": cpu,
+        "cpu_ratio": round(cpu["product"] / cpu["floor"], 2),
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio <= TARGET_RATIO,
         "breakdown": {
