@@ -11,18 +11,21 @@ quarantine state from the same GET).
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from support.fake_acr import TOKEN_USER, FakeAcr
+from support.retention import wait_for
 
 from regwarden.actions._lock import plan_lock
 from regwarden.devtools import LocalRegistry, make_image, make_multiarch, skopeo_copy, write_layout
-from regwarden.providers import ProviderOptions
+from regwarden.providers import ImageDetails, ProviderOptions
 from regwarden.providers._acr_tokens import MARGIN
 from regwarden.providers.acr import AcrRegistry
 from regwarden.reference import ImageRef
@@ -225,3 +228,46 @@ def test_the_token_service_trust_store_is_loaded_once(
     assert len(acr.exchanges) - exchanges == 1
     assert token_requests(acr, f"repository:{repo}:metadata_write") == 1
     assert made == [{"cafile": acr.ca_file}]
+
+
+def test_image_details_by_digest_reads_the_properties_beside_v2(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
+) -> None:
+    """By digest, ACR's manifest properties are read while `/v2/` is, not after it: with
+    the `/v2/` manifest GET held unanswered, the properties GET still arrives. The held
+    request's connection then drops unanswered: the data plane reads the manifest again,
+    and the details merge both."""
+    manifest = f"/v2/{repo}/manifests/{single}"
+    props = f"/acr/v1/{repo}/_manifests/{single}"
+    parked = acr.park(1, "before", lambda m, p, _h: m == "GET" and p == manifest)
+    outcome: dict[str, object] = {}
+
+    def details() -> None:
+        try:
+            outcome["details"] = ar.image_details(repo, single)
+        except Exception as exc:  # looked at below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=details)
+    worker.start()
+    try:
+        assert parked.reached.wait(30)
+        seen = lambda: [(m, unquote(p)) for m, p in acr.acr_requests]  # noqa: E731
+        assert wait_for(lambda: ("GET", props) in seen(), 30), "the properties waited for /v2/"
+    finally:
+        parked.release()
+        worker.join(60)
+    assert not worker.is_alive()
+    assert "error" not in outcome, outcome
+    details = outcome["details"]
+    assert isinstance(details, ImageDetails)
+    assert (details.record.digest, details.record.tags) == (single, ("v1",))
+
+
+def test_image_details_by_digest_merges_the_properties(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
+) -> None:
+    details = ar.image_details(repo, single)
+    assert details.record.digest == single
+    assert details.record.tags == ("v1",)  # from ACR's properties, not /v2/
+    assert details.record.pushed is not None

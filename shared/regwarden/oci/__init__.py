@@ -23,7 +23,7 @@ from ._client import (
     is_loopback_host,
 )
 from ._credentials import Credentials
-from ._fanout import gather, in_background
+from ._fanout import gather, in_background, on_own_thread
 from ._http import Challenge, error_summary, parse_challenges, parse_next_link
 from ._media import (
     ALL_MANIFEST_TYPES,
@@ -101,6 +101,7 @@ __all__ = [
     "in_background",
     "index_of",
     "is_loopback_host",
+    "on_own_thread",
     "parse_challenges",
     "parse_next_link",
     "referrers_tag",

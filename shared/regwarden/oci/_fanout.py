@@ -26,7 +26,7 @@ MAX_IO_THREADS = 16
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
-__all__ = ["MAX_IO_THREADS", "gather", "in_background"]
+__all__ = ["MAX_IO_THREADS", "gather", "in_background", "on_own_thread"]
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -43,6 +43,24 @@ def _executor() -> ThreadPoolExecutor:
 def in_background(call: Callable[[], T]) -> Future[T]:
     """Start a leaf call on the I/O pool; `.result()` returns its value or raises its error."""
     return _executor().submit(call)
+
+
+def on_own_thread(call: Callable[[], T]) -> Future[T]:
+    """Start `call` on a thread of its own, not the pool: for a leaf call that a task
+    already on the pool makes beside its own request. Queued on the pool, it could wait
+    behind the very tasks that wait for it; a thread of its own never does."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # handed to whoever reads the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="regwarden-io-aside", daemon=True).start()
+    return future
 
 
 def gather(calls: Sequence[Callable[[], T]]) -> list[T]:

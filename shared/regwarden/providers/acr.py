@@ -32,6 +32,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import wait
 from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -475,14 +476,29 @@ class AcrRegistry:
         """The manifest, platforms, labels and config `created` over `/v2/`; tags, push
         time and ACR's size from the manifest's properties. `manifests`: digest → manifest
         already held (the `lock` quarantine's record of a read-locked image and its
-        children), served from there rather than pulled; the config blob is still read."""
-        details: ImageDetails = self._oci(manifests).image_details(repository, reference)
+        children), served from there rather than pulled; the config blob is still read.
+
+        By digest, the properties are read while `/v2/` is: they need nothing from it, and
+        each is a round trip of its own (ACR's metadata API is the slower one)."""
+        from ..oci import on_own_thread
+
+        def properties(digest: str) -> Any:
+            return self._call(
+                f"manifest properties of {repository}@{digest}",
+                lambda: self.client.get_manifest_properties(repository, digest),
+            )
+
+        early = _is_digest(reference)
+        # this may run on the I/O pool already: the second call gets a thread of its own
+        aside = on_own_thread(lambda: properties(reference)) if early else None
+        try:
+            details: ImageDetails = self._oci(manifests).image_details(repository, reference)
+        finally:
+            if aside is not None:
+                wait([aside])  # nothing is still talking to ACR once this returns
         record = details.record
         try:
-            props = self._call(
-                f"manifest properties of {repository}@{record.digest}",
-                lambda: self.client.get_manifest_properties(repository, record.digest),
-            )
+            props = aside.result() if aside is not None else properties(record.digest)
         except NotFound:
             return details
         merged = ListedImage(
@@ -749,3 +765,12 @@ def make_acr(host: str, options: ProviderOptions) -> Registry:
     if urlsplit(f"//{host}").hostname is None:
         raise UsageError(f"not a registry host: got {host!r}, expected NAME.azurecr.io")
     return AcrRegistry(host, options)
+
+
+def _is_digest(reference: str) -> bool:
+    """Whether `reference` is a well-formed digest (a tag never has a colon)."""
+    try:
+        validate_digest(reference)
+    except InvalidReference:
+        return False
+    return True
