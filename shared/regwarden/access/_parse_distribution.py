@@ -2,8 +2,11 @@
 
 Manifest pulls (`action: pull`, a manifest media type, a `/manifests/` URL or a tag) and
 manifest pushes become access events; blob pulls and pushes, mounts and deletes are
-dropped. Who: `actor.name` (present when the registry authenticates). From where: the host
-part of `request.addr`. How: `request.useragent`.
+dropped, and so are HEAD requests: distribution notifies a manifest HEAD as a `pull` too
+(`request.method: HEAD`), but it reads no content — clients ask whether a manifest exists
+before pushing or pulling it, and regwarden's own checks do — so it is neither a pull to
+count nor one to alert on. Who: `actor.name` (present when the registry authenticates).
+From where: the host part of `request.addr`. How: `request.useragent`.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def _fast(ev: dict[str, object], registry: str | None) -> AccessEvent | _Slow | 
     if not manifest:
         return None if media_type is None or isinstance(media_type, str) else _SLOW
     request, actor = ev.get("request"), ev.get("actor")
+    if isinstance(request, dict) and _is_head(request.get("method")):
+        return None
     event_id, repository, digest = ev.get("id"), target.get("repository"), target.get("digest")
     if not (
         isinstance(request, dict)
@@ -140,6 +145,8 @@ def _event(node: Node, registry: str | None) -> AccessEvent | None:
     if not (media_type in MANIFEST_TYPES or "/manifests/" in url or tag is not None):
         return None  # a layer or config blob
     request = node.field("request")
+    if request.present and _is_head(request.field("method").opt_text()):
+        return None  # an existence check: no content was read
     host = registry_host(
         registry,
         request.field("host") if request.present else request,
@@ -161,3 +168,7 @@ def _event(node: Node, registry: str | None) -> AccessEvent | None:
         user_agent=request.field("useragent").opt_text() if request.present else None,
         time=node.field("timestamp").timestamp(),
     )
+
+
+def _is_head(method: object) -> bool:
+    return isinstance(method, str) and method.upper() == "HEAD"

@@ -66,6 +66,25 @@ def test_distribution_pull_keeps_the_manifest_and_drops_the_layer() -> None:
     ]
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_distribution_manifest_head_is_not_an_access(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real registry (distribution 2.8) notifies a manifest HEAD as `action: pull` with
+    `request.method: HEAD`: an existence check, neither counted nor alerted on."""
+    from regwarden.access import _parse_distribution as module
+
+    if not fast:
+        monkeypatch.setattr(module, "_fast", lambda ev, registry: module._SLOW)
+    doc = load("distribution-pull.json")
+    head = copy.deepcopy(doc["events"][0])
+    head["request"]["method"] = "HEAD"
+    head["id"] = "head-1"
+    doc["events"] = [head, *doc["events"]]
+    events = parse_distribution_access(dumps(doc), content_type=DIST)
+    assert [e.event_id for e in events] == ["0d7e1c52-3a44-4f0e-9d61-6a2f3c8b9e01"]
+
+
 def test_distribution_quarantine_pull_ipv6_address_and_override() -> None:
     (event,) = parse_distribution_access(
         raw("distribution-pull-quarantine.json"), content_type=None, registry="reg.internal"
@@ -408,6 +427,9 @@ def test_acr_bad_input_names_its_path() -> None:
         lambda e: e.__setitem__("timestamp", 1772439304),
         lambda e: e.__setitem__("action", "push"),
         lambda e: e.__setitem__("action", "mount"),
+        lambda e: e["request"].__setitem__("method", "HEAD"),
+        lambda e: e["request"].__setitem__("method", "head"),
+        lambda e: e["request"].pop("method"),
     ],
 )
 def test_distribution_fast_path_matches_the_checked_path(
