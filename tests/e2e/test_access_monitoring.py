@@ -8,6 +8,11 @@ the access monitor; alerts reach a real HTTP sink (HMAC-signed CloudEvents).
   window closes, and then one summary counts them;
 - a pull of a FAILED image in a repository under `mode: audit` alerts;
 - a push by a user outside the repository's `pushers` alerts; one by a listed user does not;
+- a multi-arch index pushed with `skopeo copy --all` by a user outside `pushers` alerts once
+  per manifest it wrote (the index once, each child once: a window is per digest), one
+  pushed by the listed user not at all; the gate moves the index with its children to
+  quarantine, and a `skopeo inspect --raw` of the index by digest there is a blocked pull
+  naming the puller and skopeo's User-Agent;
 - serve SIGKILLed while pulls stream in and started again: the first alert is not sent
   again and the window's summary still comes.
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +40,14 @@ from support.gate import TOKEN, generate_keys
 from support.loopback import LoopbackServer
 from support.streams import Serve, alerts, start_sink, wait_for
 
-from regwarden.devtools import LocalRegistry, free_port, make_image, push_image
+from regwarden.devtools import (
+    LocalRegistry,
+    build_index,
+    free_port,
+    make_image,
+    push_image,
+    skopeo_copy,
+)
 from regwarden.oci import Credentials, RegistryClient
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +79,8 @@ repositories:
     mode: audit
   - match: "pushers/**"
     signatures: {{required: false}}
+    access: {{pushers: ["ci-bot"], dedupeWindow: {window}s}}
+  - match: "held/**"  # signatures required (defaults) and pushers: the multi-arch test
     access: {{pushers: ["ci-bot"], dedupeWindow: {window}s}}
 notifications:
   channels:
@@ -308,3 +323,116 @@ def test_serve_killed_mid_stream_sends_no_second_first_alert_and_still_sums_up(
     # twice
     assert 1 <= last["access"]["count"] <= 401
     print(f"summary after SIGKILL counts {last['access']['count']} of 400 pulls")
+
+
+def skopeo_pull_raw(world: World, user: str, repo: str, digest: str) -> bytes:
+    """`skopeo inspect --raw` of REPO@DIGEST as `user`: one manifest GET, with skopeo's own
+    User-Agent, as a client resolving an index before it picks its platform."""
+    proc = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            f"{user}:{USERS[user]}",
+            f"docker://{world.registry.host}/{repo}@{digest}",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout
+
+
+def test_a_multiarch_push_with_skopeo_alerts_per_manifest_and_its_pull_is_seen(
+    world: World, tmp_path: Path
+) -> None:
+    """`skopeo copy --all` writes each platform's manifest by digest, then the index by
+    tag: distribution notifies one push per manifest PUT, and the monitor judges each, so
+    a push by a user outside `pushers` alerts once per manifest it wrote (a window is per
+    principal and digest: docs/access.md, "Alerts and windows") — the index once, never
+    again for its children's PUTs or the gate's move. The gate judges the index as one
+    unit (docs/policy.md, "What the gate judges") and moves it with its children; a pull
+    of the index from quarantine by digest is a blocked pull naming the puller."""
+    repo = "held/multi"
+    host = world.registry.host
+    layout = tmp_path / "oci"
+    bad = build_index(layout, tag="bad", seed=1607)
+    good = build_index(layout, tag="good", seed=1608)
+    bad_children = [c.digest for c in bad.children]
+    good_digests = [good.digest, *(c.digest for c in good.children)]
+    assert len(bad_children) == 2
+
+    def pushed_by(principal: str, digests: list[str]) -> list[dict[str, Any]]:
+        return [
+            a
+            for d in digests
+            for a in world.access_alerts(d, principal)
+            if a["access"]["finding"] == "unexpected-pusher"
+        ]
+
+    skopeo_copy(
+        f"oci:{layout}:bad", f"docker://{host}/{repo}:4.0", creds=("mallory", USERS["mallory"])
+    )
+    every = [bad.digest, *bad_children]
+    world.wait(
+        lambda: len(pushed_by("mallory", every)) >= len(every),
+        timeout=10,
+        what="mallory's pusher alerts",
+    )
+
+    # the gate: the index is one unit, FAILED (unsigned) and moved with its children
+    with world.client("ci-bot") as ci:
+        world.wait(
+            lambda: (
+                ci.head_manifest(f"quarantine/{repo}", bad.digest) is not None
+                and ci.head_manifest(repo, bad.digest) is None
+            ),
+            what="the index moved to quarantine",
+        )
+        world.wait(lambda: world.verdict(repo, bad.digest) == "FAILED", what="the FAILED verdict")
+        for child in bad_children:
+            assert ci.head_manifest(f"quarantine/{repo}", child) is not None, child
+            assert ci.head_manifest(repo, child) is None, f"child {child} left behind"
+            assert world.verdict(repo, child) is None, f"child {child} judged on its own"
+
+    skopeo_copy(
+        f"oci:{layout}:good", f"docker://{host}/{repo}:4.1", creds=("ci-bot", USERS["ci-bot"])
+    )
+
+    # a pull of the index by digest, from where the gate put it
+    raw = skopeo_pull_raw(world, "alice", f"quarantine/{repo}", bad.digest)
+    assert json.loads(raw)["manifests"][0]["digest"] in bad_children
+    (pulled,) = world.wait(
+        lambda: [
+            a
+            for a in world.access_alerts(bad.digest, "alice")
+            if a["access"]["finding"] == "blocked-pull"
+        ],
+        timeout=10,
+        what="the blocked-pull alert",
+    )
+    detail = pulled["access"]
+    assert pulled["image"] == f"{host}/{repo}@{bad.digest}"  # mapped back to the source
+    assert pulled["outcome"] == "FAILED"
+    assert detail["access"] == "pull" and detail["principal"] == "alice"
+    assert detail["reference"] == f"{host}/quarantine/{repo}@{bad.digest}"
+    assert str(detail["user_agent"]).startswith("skopeo/")
+    assert detail["source_ip"] == "127.0.0.1"
+
+    # the monitor handles events in order: alice's pull came after both pushes, so every
+    # alert those pushes raise has been committed and sent by now
+    index_alerts = pushed_by("mallory", [bad.digest])
+    assert len(index_alerts) == 1, index_alerts  # once for the index push, not per child
+    (alert,) = index_alerts
+    assert alert["access"]["access"] == "push"
+    assert alert["access"]["reference"] == f"{host}/{repo}@{bad.digest}"
+    assert alert["access"]["user_agent"] == detail["user_agent"]  # skopeo's, both ways
+    assert alert["tags"] == ["4.0"]
+    # each child's PUT is a push of its own digest: one alert each, and no more
+    for child in bad_children:
+        (one,) = pushed_by("mallory", [child])
+        assert one["tags"] == [], child  # pushed by digest
+    assert pushed_by("ci-bot", good_digests) == []
