@@ -20,9 +20,10 @@ in the command output:
 - an apply SIGKILLed after its first DELETE reached the registry, then resumed with
   `--resume RUN_ID --yes`, ends in exactly the planned state.
 
-Known failing (xfail, strict): an apply SIGKILLed between an index's DELETE and its
-platform manifests', followed by a fresh `retention apply --yes` (no `--resume`), leaves
-those platform manifests in the registry for good — see the marker's reason.
+- an apply SIGKILLed between an index's DELETE and its platform manifests', followed by a
+  fresh `retention apply --yes` (no `--resume`, as cron runs it again), leaves nothing
+  behind: the killed run had put those untagged platform images in the ledger, so the
+  fresh plan sees them (a tag listing cannot) and its `untagged` rule deletes them.
 """
 
 from __future__ import annotations
@@ -558,19 +559,6 @@ def test_an_apply_killed_after_its_first_delete_resumes_to_exactly_the_planned_s
 # -- 3. SIGKILL between an index and its children, then a fresh run ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # only the final check; a broken precondition calls pytest.fail
-    reason=(
-        "product bug: the executor deletes an index before its platform manifests "
-        "(retention/running/_run.py work_from_plan), and a fresh plan on a tag-listing "
-        "registry finds untagged manifests only through the ledger's pushes and tag history "
-        "(retention/running/_ledger_digests.py known_digests), never through the ledger's own "
-        "interrupted retention run: after a kill between the two phases, the next "
-        "`retention apply --yes` plans 0 deletions, says nothing of the unfinished run, and "
-        "the platform manifests stay in the registry for good (only --resume RUN_ID removes them)"
-    ),
-)
 def test_a_fresh_apply_after_a_kill_between_an_index_and_its_children_deletes_the_children(
     world: World,
 ) -> None:
@@ -589,7 +577,18 @@ def test_a_fresh_apply_after_a_kill_between_an_index_and_its_children_deletes_th
     deleted, keep = planned(doc, repo, "delete"), planned(doc, repo, "keep")
     if not ({index.digest, *children} <= deleted and kept.digest in keep):
         pytest.fail(f"unexpected plan: delete {sorted(deleted)}, keep {sorted(keep)}")
-    policy = str(world.root / "regwarden.yaml")
+    # the next run's policy also deletes untagged images: a platform image left behind
+    # is one now (its index is gone), and the plan judges it as such
+    untagged = world.root / "regwarden-untagged.yaml"
+    untagged.write_text(
+        policy_text().replace(
+            "        - olderThan: 30d\n",
+            "        - olderThan: 30d\n        - untagged: {olderThan: 30d}\n",
+        )
+    )
+    if "untagged: {olderThan: 30d}" not in untagged.read_text():
+        pytest.fail("the untagged rule was not added to the policy")
+    policy = str(untagged)
     log = world.root / "fresh-apply.log"
     with RegistryProxy(world.host, page_tags=False, emulate_tag_delete=False) as proxy:
         proxy.delay(0.3, method="DELETE")
@@ -619,5 +618,10 @@ def test_a_fresh_apply_after_a_kill_between_an_index_and_its_children_deletes_th
     final = present(world, repo, deleted | keep)
     if not all(final[d] for d in keep):
         pytest.fail(f"kept manifests deleted: {final}")
-    # what fails today: the two platform manifests are still there, and no plan sees them
+    # the killed run put its untagged platform images in the ledger before deleting the
+    # index: the fresh plan reads them, aged as the killed plan aged them, and deletes them
     assert [d for d in deleted if final[d]] == [], "left behind after the fresh run"
+    leftovers = {d for d in children if midway[d]}
+    assert leftovers, midway
+    # one may still have been in flight through the proxy when the run was killed
+    assert 1 <= again["planned_deletions"] <= len(leftovers), again

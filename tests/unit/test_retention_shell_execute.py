@@ -367,3 +367,83 @@ def test_bad_settings_are_usage_errors(ledger: SqliteLedger) -> None:
     with pytest.raises(UsageError, match="run id: got 'a b'"):
         load_run(ledger, "a b")
     assert isinstance(RegistryError("x"), Exception)
+
+
+def index_listing() -> list:  # type: ignore[type-arg]
+    """An old untagged-children index, as a tag-listing registry shows it (children not
+    listed), and a kept image."""
+    index, amd, arm = dg("index"), dg("child-amd64"), dg("child-arm64")
+    return [
+        record(
+            "team/api",
+            index,
+            "multi",
+            pushed=NOW - 90 * DAY,
+            media_type=INDEX,
+            children=(amd, arm),
+        ),
+        *images("team/api", 2, old=0),
+    ]
+
+
+def test_a_childs_unknown_age_is_its_deleted_index_and_the_plan_keeps_it(
+    ledger: SqliteLedger, tmp_path: Path
+) -> None:
+    registry = FakeRegistry({"team/api": index_listing()})
+    run = plan(registry, ledger)
+    (work,) = run.work
+    index = dg("index")
+    assert work.phases[0] == (index,)
+    anchor = (NOW - 90 * DAY).timestamp()
+    assert work.deletions[index].anchor == anchor
+    for child in (dg("child-amd64"), dg("child-arm64")):
+        assert work.deletions[child].anchor == anchor  # none of its own: the index's
+    apply(run, registry, ledger, dry_run=True)  # a dry run saves nothing
+    assert ledger.action("retention-plan:run-1") is None
+    # saved with the plan: a resumed run has them too
+    apply(run, registry, ledger)
+    assert load_run(ledger, "run-1").work[0].deletions == work.deletions
+
+
+def test_a_plan_saved_without_anchors_still_loads(ledger: SqliteLedger) -> None:
+    registry = FakeRegistry({"team/api": index_listing()})
+    run = plan(registry, ledger)
+    apply(run, registry, ledger)
+    record_ = ledger.action("retention-plan:run-1")
+    assert record_ is not None
+    state = record_.state
+    for repo in state["repositories"]:
+        repo["deletions"] = {d: v[:4] for d, v in repo["deletions"].items()}
+    ledger.finish_action("retention-plan:run-1", status="planned", state=state)
+    loaded = load_run(ledger, "run-1")
+    assert {d.anchor for d in loaded.work[0].deletions.values()} == {None}
+
+
+def test_a_tag_listing_registry_gets_the_untagged_later_phases_in_the_ledger_first(
+    ledger: SqliteLedger,
+) -> None:
+    """Before the index's DELETE, its untagged platform images go into the ledger's pushes
+    at the plan's age for them: killed between the two, the next plan still sees them."""
+    registry = FakeRegistry({"team/api": index_listing()})
+    run = plan(registry, ledger)
+    seen_at_index_delete: dict[str, tuple[datetime, datetime | None]] = {}
+    real_delete = registry.delete
+
+    def delete(repository: str, digest: str) -> object:
+        if digest == dg("index"):
+            seen_at_index_delete.update(ledger.image_times(registry.host, "team/api"))
+        return real_delete(repository, digest)
+
+    registry.delete = delete  # type: ignore[method-assign]
+    assert apply(run, registry, ledger).status == "done"
+    children = {dg("child-amd64"), dg("child-arm64")}
+    assert set(seen_at_index_delete) == children  # the index itself is tagged: not added
+    assert {t[0] for t in seen_at_index_delete.values()} == {NOW - 90 * DAY}
+
+
+def test_a_registry_listing_every_manifest_gets_nothing_added(ledger: SqliteLedger) -> None:
+    registry = FakeRegistry({"team/api": index_listing()})
+    registry.capabilities = frozenset({"manifest-listing"})
+    run = plan(registry, ledger)
+    assert apply(run, registry, ledger).status == "done"
+    assert ledger.image_times(registry.host, "team/api") == {}

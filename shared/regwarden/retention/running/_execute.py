@@ -40,7 +40,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...errors import AuthError, NotFound, RegistryError, Unsupported, UsageError
-from ...providers import CAP_BATCH_DELETE, CAP_LOCK, THROTTLE_STATUS, DeleteResult
+from ...providers import (
+    CAP_BATCH_DELETE,
+    CAP_LOCK,
+    CAP_MANIFEST_LISTING,
+    THROTTLE_STATUS,
+    DeleteResult,
+)
 from ._progress import NoProgress, Progress
 from ._run import RUN_KIND, Deletion, RunLedger, RunPlan, save_run
 
@@ -608,6 +614,25 @@ def _result(
     )
 
 
+def remember_unlisted(run: RunPlan, registry: Registry, ledger: RunLedger) -> None:
+    """On a registry that lists tags only, put in the ledger's pushes every untagged digest
+    the run deletes after another (an index's platform images, an untagged subject), at the
+    age the plan judged it by. A run killed after the index's DELETE and before theirs
+    would otherwise leave manifests no tag names and no later plan can see; known to the
+    ledger, the next plan reads them (`_ledger_digests`) and the policy judges them again.
+    A digest the ledger already knows keeps its own first-seen time."""
+    if CAP_MANIFEST_LISTING in registry.capabilities:
+        return  # the listing shows every manifest
+    for work in run.work:
+        for phase in work.phases[1:]:
+            for digest in phase:
+                info = work.deletions[digest]
+                if info.tags or info.anchor is None:
+                    continue
+                seen = datetime.fromtimestamp(info.anchor, UTC)
+                ledger.record_push(run.registry, work.repository, digest, (), now=seen)
+
+
 def apply(
     run: RunPlan,
     registry: Registry,
@@ -651,6 +676,7 @@ def apply(
         result = _result(run, "tripped", None, 0.0, ["a guard rail tripped: nothing deleted"])
         ledger.finish_action(run_key, status="tripped", state=result.to_dict())
         return result
+    remember_unlisted(run, registry, ledger)
 
     progress = progress or NoProgress()
     executor = _Executor(

@@ -88,6 +88,10 @@ class RunLedger(TimesLedger, Protocol):
 
     def actions(self, *, status: str | None = None) -> list[ActionRecord]: ...
 
+    def record_push(
+        self, registry: str, repository: str, digest: str, tags: tuple[str, ...], *, now: datetime
+    ) -> datetime: ...
+
     def quarantined(
         self, registry: str, repository: str, digest: str
     ) -> QuarantineRecord | None: ...
@@ -103,6 +107,9 @@ class Deletion:
     size: int
     rule: str
     reason: str
+    anchor: float | None = None
+    """The age the plan judged it by (epoch seconds): its own, or for a platform image or
+    subject of unknown age, the deleted manifest's that points at it. None: unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +262,17 @@ def work_from_plan(plan: RepositoryPlan, records: Iterable[ImageRecord]) -> Repo
     phases: list[list[str]] = [[] for _ in range(max(phase.values()) + 1)]
     for d in plan.delete_order:
         phases[phase[d]].append(d)
+    times = {d.digest: d.time for d in plan.decisions}
+
+    def anchor(digest: str) -> float | None:
+        own = times.get(digest)
+        if own is not None:
+            return own
+        known = [t for p in pointers.get(digest, ()) if (t := times.get(p)) is not None]
+        return min(known) if known else None
+
     deletions = {
-        d.digest: Deletion(d.tags, d.size, d.rule, d.reason)
+        d.digest: Deletion(d.tags, d.size, d.rule, d.reason, anchor(d.digest))
         for d in plan.decisions
         if d.action == "delete"
     }
@@ -395,7 +411,8 @@ def save_run(ledger: RunLedger, run: RunPlan, *, now: datetime) -> bool:
                 "repository": w.repository,
                 "phases": [list(p) for p in w.phases],
                 "deletions": {
-                    d: [list(x.tags), x.size, x.rule, x.reason] for d, x in w.deletions.items()
+                    d: [list(x.tags), x.size, x.rule, x.reason, x.anchor]
+                    for d, x in w.deletions.items()
                 },
             }
             for w in run.work
@@ -436,7 +453,8 @@ def load_run(ledger: RunLedger, run_id: str) -> RunPlan:
             repository=str(item["repository"]),
             phases=tuple(tuple(str(d) for d in p) for p in item["phases"]),
             deletions={
-                str(d): Deletion(tuple(v[0]), int(v[1]), str(v[2]), str(v[3]))
+                # a plan saved before anchors were kept has four fields
+                str(d): Deletion(tuple(v[0]), int(v[1]), str(v[2]), str(v[3]), _anchor(v[4:5]))
                 for d, v in item["deletions"].items()
             },
         )
@@ -449,3 +467,7 @@ def load_run(ledger: RunLedger, run_id: str) -> RunPlan:
         work=work,
         tripped=bool(state.get("tripped")),
     )
+
+
+def _anchor(saved: list[Any]) -> float | None:
+    return float(saved[0]) if saved and saved[0] is not None else None
