@@ -35,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +43,7 @@ from typing import Any
 
 import pytest
 from support.proxy import RegistryProxy
+from support.streams import wait_for
 
 from regwarden.devtools import (
     DEFAULT_BINARY,
@@ -240,34 +240,23 @@ def present(world: World, repo: str, digests: set[str]) -> dict[str, bool]:
         return {d: c.head_manifest(repo, d) is not None for d in sorted(digests)}
 
 
+def retention(
+    world: World, verb: str, repo: str, *extra: str, host: str = "", policy: str = ""
+) -> list[str]:
+    """`retention VERB` of `repo` on `host` (default: the registry itself) under `policy`
+    (default: the module's), as the CLI's arguments."""
+    policy = policy or str(world.root / "regwarden.yaml")
+    target = ["--repository", repo] if repo else []
+    return ["retention", verb, "-p", policy, "--registry", host or world.host, *target, *extra]
+
+
 def plan_json(world: World, repo: str) -> dict[str, Any]:
-    return dict(
-        world.cli_json(
-            "retention",
-            "plan",
-            "-p",
-            str(world.root / "regwarden.yaml"),
-            "--registry",
-            world.host,
-            "--repository",
-            repo,
-        )
-    )
+    return dict(world.cli_json(*retention(world, "plan", repo)))
 
 
 def planned(doc: dict[str, Any], repo: str, action: str) -> set[str]:
     (plan,) = [r for r in doc["repositories"] if r["repository"] == repo]
     return {d["digest"] for d in plan["decisions"] if d["action"] == action}
-
-
-def wait_for(cond: Callable[[], object], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.01)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def apply_killed(
@@ -278,17 +267,7 @@ def apply_killed(
     with open(log, "w") as err:
         proc = subprocess.Popen(
             world.command(
-                "retention",
-                "apply",
-                "-p",
-                str(world.root / "regwarden.yaml"),
-                "--registry",
-                proxy.host,
-                "--repository",
-                repo,
-                "--concurrency",
-                "1",
-                "--yes",
+                *retention(world, "apply", repo, "--concurrency", "1", "--yes", host=proxy.host)
             ),
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -409,33 +388,14 @@ def test_retention_deletes_signed_and_attested_images_with_everything_that_refer
     assert doc["totals"]["images_deleted"] == len(scene.deleted)
 
     # apply without --yes: a dry run that says so, exits 1 and deletes nothing
-    dry = world.cli(
-        "retention",
-        "apply",
-        "-p",
-        str(world.root / "regwarden.yaml"),
-        "--registry",
-        world.host,
-        "--repository",
-        repo,
-    )
+    dry = world.cli(*retention(world, "apply", repo))
     assert dry.returncode == 1, dry.stdout + dry.stderr
     assert f"dry run: {len(scene.deleted)} images" in dry.stderr, dry.stderr
     assert tag_map(world, repo) == before_tags
     assert all(present(world, repo, everything).values())
 
     # the real run
-    done = world.cli_json(
-        "retention",
-        "apply",
-        "-p",
-        str(world.root / "regwarden.yaml"),
-        "--registry",
-        world.host,
-        "--repository",
-        repo,
-        "--yes",
-    )
+    done = world.cli_json(*retention(world, "apply", repo, "--yes"))
     result = done["result"]
     assert result["status"] == "done", result
     assert result["deleted"] == len(scene.deleted), result
@@ -519,7 +479,6 @@ def test_an_apply_killed_after_its_first_delete_resumes_to_exactly_the_planned_s
 
     # the run goes through a loopback proxy that holds each DELETE a moment, one at a time,
     # so the kill lands with deletions still to do; the registry itself is watched
-    policy = str(world.root / "regwarden.yaml")
     log = world.root / "crash-apply.log"
     with RegistryProxy(world.host, page_tags=False, emulate_tag_delete=False) as proxy:
         proxy.delay(0.15, method="DELETE")
@@ -537,15 +496,7 @@ def test_an_apply_killed_after_its_first_delete_resumes_to_exactly_the_planned_s
         # held when the process died may land meanwhile: the resumed run finds it gone)
         proxy.clear()
         resumed = world.cli_json(
-            "retention",
-            "apply",
-            "-p",
-            policy,
-            "--registry",
-            proxy.host,
-            "--resume",
-            found.group(1),
-            "--yes",
+            *retention(world, "apply", "", "--resume", found.group(1), "--yes", host=proxy.host)
         )
     assert resumed["result"]["status"] == "done", resumed
     final = present(world, repo, deleted | keep)
@@ -603,15 +554,7 @@ def test_a_fresh_apply_after_a_kill_between_an_index_and_its_children_deletes_th
         # same registry host, with the same ledger
         proxy.clear()
         again = world.cli_json(
-            "retention",
-            "apply",
-            "-p",
-            policy,
-            "--registry",
-            proxy.host,
-            "--repository",
-            repo,
-            "--yes",
+            *retention(world, "apply", repo, "--yes", host=proxy.host, policy=policy)
         )
         if again["result"]["status"] != "done":
             pytest.fail(f"the fresh apply did not finish: {again['result']}")
