@@ -138,6 +138,16 @@ class World:
         finally:
             ledger.close()
 
+    def last_pulled(self, repo: str, digest: str) -> datetime | None:
+        """The ledger's last-pulled time of `repo@digest` (None: never seen used)."""
+        from regwarden.store import SqliteLedger
+
+        ledger = SqliteLedger(self.serve.ledger_path)
+        try:
+            return ledger.image_times(self.registry.host, repo).get(digest, (None, None))[1]
+        finally:
+            ledger.close()
+
     def handled(self) -> float:
         """Access events the monitor of the running serve has handled (its /metrics)."""
         text = httpx.get(
@@ -440,3 +450,10 @@ def test_a_multiarch_push_with_skopeo_alerts_per_manifest_and_its_pull_is_seen(
     # read no content: the registry notifies them as pulls, the monitor drops them
     for digest in [bad.digest, *bad_children]:
         assert world.access_alerts(digest, "ci-bot") == [], digest
+    # yet they mark the platform images used (nobody GETs those): a HEAD is how containerd
+    # with pull policy Always checks the image it then runs from its cache
+    for child in bad_children:
+        world.wait(
+            lambda child=child: world.last_pulled(repo, child) is not None,  # type: ignore[misc]
+            what=f"the HEAD of {child} marked as its last use",
+        )

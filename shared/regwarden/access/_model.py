@@ -45,7 +45,9 @@ class AccessEvent:
     role the *role*, `sessionContext.sessionIssuer.arn`, not the session), a service
     account e-mail, a registry username; None when the source names nobody.
     `source_ip` is an address without the port. `event_id` is the sender's id (dedupe of
-    redeliveries).
+    redeliveries). `probe`: a manifest HEAD — the client asked whether the manifest is
+    there and read nothing; not a pull to count or alert on, but a sign the image is used
+    (containerd with pull policy Always asks so, then runs its cached copy).
     """
 
     source: str
@@ -60,6 +62,7 @@ class AccessEvent:
     source_ip: str | None
     user_agent: str | None
     time: datetime
+    probe: bool = False
 
     @property
     def reference(self) -> str:

@@ -145,6 +145,8 @@ class AccessMonitor:
         self._tracked: set[tuple[str, str]] = set()
         self._tallies: dict[tuple[str, str, str, str], _Tally] = {}
         self._flushed: dict[tuple[str, str, str], datetime] = {}
+        self._probes: dict[tuple[str, str, str], datetime] = {}
+        """(registry, repository, digest) → its latest HEAD not yet written."""
         self._windows: dict[str, _Open] = {}
         self._rate: dict[str, tuple[datetime, int]] = {}
 
@@ -209,6 +211,8 @@ class AccessMonitor:
             digest = self._resolve_tag(registry, repository, event.tag, now)
         if event.action == "pull" and digest is not None:
             self._tally(registry, repository, digest, event, now)
+        if event.probe:  # asked whether it is there: a use, not a pull to alert on
+            return
         state = DigestState()
         if digest is not None:
             state = self._state(registry, repository, digest, now)
@@ -295,6 +299,12 @@ class AccessMonitor:
             self._ledger.start_pull_tracking(registry, repository, now=now)
             self._tracked.add((registry, repository))
         key = (registry, repository, digest, event.principal or "")
+        if event.probe:  # a HEAD marks the image used (its last-pulled time), no pull
+            image = (registry, repository, digest)
+            latest = self._probes.get(image)
+            if latest is None or event.time > latest:
+                self._probes[image] = event.time
+            return
         tally = self._tallies.get(key)
         if tally is None:
             self._tallies[key] = _Tally(event.time, 1)
@@ -440,9 +450,17 @@ class AccessMonitor:
                 self._tallies.pop((done.registry, done.repository, done.digest, done.principal))
                 self._flushed[(done.registry, done.repository, done.digest)] = now
             writes += len(due)
-            if len(self._flushed) > 50_000:
-                cutoff = now - self._flush_every
-                self._flushed = {k: t for k, t in self._flushed.items() if t > cutoff}
+        for image, at in list(self._probes.items()):
+            flushed = self._flushed.get(image)
+            if not force and flushed is not None and now - flushed < self._flush_every:
+                continue
+            self._ledger.record_pull(*image, now=at)  # the image's last use; no count
+            del self._probes[image]
+            self._flushed[image] = now
+            writes += 1
+        if writes and len(self._flushed) > 50_000:
+            cutoff = now - self._flush_every
+            self._flushed = {k: t for k, t in self._flushed.items() if t > cutoff}
         for wkey, window in list(self._windows.items()):
             if window.pending:
                 ok = self._ledger.count_access(
@@ -462,5 +480,5 @@ class AccessMonitor:
 
     @property
     def pending_tallies(self) -> int:
-        """Pull tallies held in memory, not yet written."""
-        return len(self._tallies)
+        """Pull tallies (and HEADs' last-use times) held in memory, not yet written."""
+        return len(self._tallies) + len(self._probes)

@@ -2,10 +2,12 @@
 
 Manifest pulls (`action: pull`, a manifest media type, a `/manifests/` URL or a tag) and
 manifest pushes become access events; blob pulls and pushes, mounts and deletes are
-dropped, and so are HEAD requests: distribution notifies a manifest HEAD as a `pull` too
-(`request.method: HEAD`), but it reads no content — clients ask whether a manifest exists
-before pushing or pulling it, and regwarden's own checks do — so it is neither a pull to
-count nor one to alert on. Who: `actor.name` (present when the registry authenticates).
+dropped. Distribution notifies a manifest HEAD as a `pull` too (`request.method: HEAD`):
+it reads no content — clients ask whether a manifest is there before pulling or pushing
+it — so it becomes a `probe`, neither counted nor alerted on, which still marks the image
+as used (containerd with pull policy Always asks with a HEAD and runs its cached copy;
+pull-based retention that ignored it would delete images nodes run, as Harbor users found:
+goharbor/harbor#22020). Who: `actor.name` (present when the registry authenticates).
 From where: the host part of `request.addr`. How: `request.useragent`.
 """
 
@@ -84,8 +86,6 @@ def _fast(ev: dict[str, object], registry: str | None) -> AccessEvent | _Slow | 
     if not manifest:
         return None if media_type is None or isinstance(media_type, str) else _SLOW
     request, actor = ev.get("request"), ev.get("actor")
-    if isinstance(request, dict) and _is_head(request.get("method")):
-        return None
     event_id, repository, digest = ev.get("id"), target.get("repository"), target.get("digest")
     if not (
         isinstance(request, dict)
@@ -107,6 +107,7 @@ def _fast(ev: dict[str, object], registry: str | None) -> AccessEvent | _Slow | 
     if not all(isinstance(v, str | None) for v in (addr, agent, name)):
         return _SLOW
     principal = name.strip() and name if isinstance(name, str) else None
+    probe = action == "pull" and _is_head(request.get("method"))
     return AccessEvent(
         source=SOURCE,
         event_id=event_id,
@@ -120,6 +121,7 @@ def _fast(ev: dict[str, object], registry: str | None) -> AccessEvent | _Slow | 
         source_ip=address_host(addr),
         user_agent=agent if agent and agent.strip() else None,
         time=when,
+        probe=probe,
     )
 
 
@@ -145,8 +147,7 @@ def _event(node: Node, registry: str | None) -> AccessEvent | None:
     if not (media_type in MANIFEST_TYPES or "/manifests/" in url or tag is not None):
         return None  # a layer or config blob
     request = node.field("request")
-    if request.present and _is_head(request.field("method").opt_text()):
-        return None  # an existence check: no content was read
+    probe = kind == "pull" and request.present and _is_head(request.field("method").opt_text())
     host = registry_host(
         registry,
         request.field("host") if request.present else request,
@@ -167,6 +168,7 @@ def _event(node: Node, registry: str | None) -> AccessEvent | None:
         source_ip=address_host(request.field("addr").opt_text()) if request.present else None,
         user_agent=request.field("useragent").opt_text() if request.present else None,
         time=node.field("timestamp").timestamp(),
+        probe=probe,
     )
 
 

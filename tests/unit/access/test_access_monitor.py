@@ -429,3 +429,32 @@ def test_closing_does_not_repeat_an_opening_alert_already_sent(
     ledger.outbox_sent(key, now=T0 + timedelta(seconds=1))
     assert monitor.sweep(now=T0 + timedelta(minutes=2)) == []
     assert outbox(ledger, T0 + timedelta(minutes=3)) == []
+
+
+def test_a_manifest_head_marks_the_image_used_but_is_no_pull(
+    ledger: SpyLedger, monitor: AccessMonitor
+) -> None:
+    """A HEAD (`probe`) of a FAILED digest by an outsider: no alert, no pull counted, and
+    yet the image's last-pulled time moves — containerd with pull policy Always asks with a
+    HEAD and runs its cached copy, so pull-based retention must see it used."""
+    ledger.record_verdict(REG, "payments/api", D1, "FAILED", now=T0)
+    probe = pull(1, probe=True, source_ip="192.0.2.7")
+    result = monitor.handle([probe], now=T0)
+    assert (result.handled, result.findings, result.alerts) == (1, 0, [])
+    assert outbox(ledger, T0) == []
+    assert monitor.pending_tallies == 1
+    assert monitor.flush(now=T0, force=True) == 1
+    assert ledger.pull_tallies(REG, "payments/api") == []  # no pull counted
+    assert ledger.image_times(REG, "payments/api")[D1][1] == probe.time  # but used
+    assert ledger.pull_tracking_since(REG, "payments/api") == T0
+    # many HEADs in a minute: one write of the latest
+    later = [pull(10 + n, probe=True) for n in range(50)]
+    monitor.handle(later, now=T0 + timedelta(seconds=61))
+    assert monitor.flush(now=T0 + timedelta(seconds=61)) == 1
+    assert ledger.image_times(REG, "payments/api")[D1][1] == later[-1].time
+    # the same client's GET afterwards is a pull: counted, and alerted
+    got = monitor.handle([pull(100, source_ip="192.0.2.7")], now=T0 + timedelta(seconds=62))
+    assert got.findings >= 1 and got.alerts
+    monitor.flush(now=T0 + timedelta(seconds=62), force=True)
+    (tally,) = ledger.pull_tallies(REG, "payments/api")
+    assert tally.count == 1

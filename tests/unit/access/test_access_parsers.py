@@ -67,11 +67,12 @@ def test_distribution_pull_keeps_the_manifest_and_drops_the_layer() -> None:
 
 
 @pytest.mark.parametrize("fast", [True, False])
-def test_distribution_manifest_head_is_not_an_access(
+def test_distribution_manifest_head_is_a_probe_not_a_pull(
     fast: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real registry (distribution 2.8) notifies a manifest HEAD as `action: pull` with
-    `request.method: HEAD`: an existence check, neither counted nor alerted on."""
+    `request.method: HEAD`: an existence check, kept as a `probe` (a use of the image, not
+    a pull to count or alert on); a GET, and a pull with no method, are pulls."""
     from regwarden.access import _parse_distribution as module
 
     if not fast:
@@ -80,9 +81,16 @@ def test_distribution_manifest_head_is_not_an_access(
     head = copy.deepcopy(doc["events"][0])
     head["request"]["method"] = "HEAD"
     head["id"] = "head-1"
-    doc["events"] = [head, *doc["events"]]
+    bare = copy.deepcopy(doc["events"][0])
+    bare["request"].pop("method")
+    bare["id"] = "bare-1"
+    doc["events"] = [head, bare, *doc["events"]]
     events = parse_distribution_access(dumps(doc), content_type=DIST)
-    assert [e.event_id for e in events] == ["0d7e1c52-3a44-4f0e-9d61-6a2f3c8b9e01"]
+    assert [(e.event_id, e.probe) for e in events] == [
+        ("head-1", True),
+        ("bare-1", False),
+        ("0d7e1c52-3a44-4f0e-9d61-6a2f3c8b9e01", False),
+    ]
 
 
 def test_distribution_quarantine_pull_ipv6_address_and_override() -> None:
