@@ -13,25 +13,21 @@ From where: the host part of `request.addr`. How: `request.useragent`.
 
 from __future__ import annotations
 
-from ..errors import IntakeError
 from ..intake import (
     DISTRIBUTION_ACTIONS,
-    DISTRIBUTION_CONTENT_TYPES,
     MANIFEST_TYPES,
-    check_content_type,
-    check_registry,
     digest_at,
+    distribution_events,
     registry_host,
     repository_name,
     tag_at,
 )
-from ..jsondoc import Node, load_json
+from ..jsondoc import Node
 from ._common import address_host, fast_digest, fast_host, fast_repository, fast_tag, fast_time
 from ._model import AccessAction, AccessEvent
 
 __all__ = ["parse_distribution_access"]
 
-LABEL = "distribution notification"
 SOURCE = "distribution"
 
 
@@ -43,17 +39,8 @@ def parse_distribution_access(
     `registry` overrides `request.host`. Raises IntakeError naming the path of the first
     malformed event (an envelope is one delivery: the registry sends it again whole).
     """
-    check_content_type(content_type, allowed=DISTRIBUTION_CONTENT_TYPES, label=LABEL)
-    check_registry(registry)
-    root = load_json(body, label=LABEL, error=IntakeError)
-    unexpected = sorted(set(root.mapping()) - {"events"})
-    if unexpected:
-        root.fail(
-            'an envelope {"events": [...]}',
-            got="an object with keys " + ", ".join(repr(k) for k in unexpected[:5]),
-        )
     out: list[AccessEvent] = []
-    for node in root.field("events").opt_array():
+    for node in distribution_events(body, content_type=content_type, registry=registry):
         fast = _fast(node.value, registry) if isinstance(node.value, dict) else _SLOW
         event = _event(node, registry) if fast is _SLOW else fast
         if isinstance(event, AccessEvent):

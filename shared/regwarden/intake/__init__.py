@@ -35,6 +35,7 @@ from ._distribution import CONTENT_TYPES as DISTRIBUTION_CONTENT_TYPES
 from ._distribution import (
     DISTRIBUTION_ACTIONS,
     MANIFEST_TYPES,
+    distribution_events,
     parse_distribution,
     parse_distribution_batch,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "check_registry",
     "classify_manifest",
     "digest_at",
+    "distribution_events",
     "gcr_events",
     "harbor_delivery_id",
     "harbor_host",

@@ -71,11 +71,12 @@ def parse_distribution(
     return list(batch.events)
 
 
-def parse_distribution_batch(
+def distribution_events(
     body: bytes, *, content_type: str | None, registry: str | None = None
-) -> IntakeBatch:
-    """Like `parse_distribution`, but one bad event is reported in `errors` instead of
-    failing the envelope. A body that is not an envelope at all still raises IntakeError."""
+) -> list[Node]:
+    """The events of a distribution envelope `{"events": [...]}`, each unread; IntakeError
+    for a body that is not one (wrong content type, not JSON, other keys) or a bad
+    `registry` override."""
     check_content_type(content_type, allowed=CONTENT_TYPES, label=LABEL)
     check_registry(registry)
     root = load_json(body, label=LABEL, error=IntakeError)
@@ -85,10 +86,18 @@ def parse_distribution_batch(
             'an envelope {"events": [...]}',
             got="an object with keys " + ", ".join(repr(k) for k in unexpected[:5]),
         )
+    return root.field("events").opt_array()
+
+
+def parse_distribution_batch(
+    body: bytes, *, content_type: str | None, registry: str | None = None
+) -> IntakeBatch:
+    """Like `parse_distribution`, but one bad event is reported in `errors` instead of
+    failing the envelope. A body that is not an envelope at all still raises IntakeError."""
     events: list[ImageEvent] = []
     errors: list[IntakeError] = []
     skipped = 0
-    for node in root.field("events").opt_array():
+    for node in distribution_events(body, content_type=content_type, registry=registry):
         try:
             event = _event(node, registry)
         except IntakeError as exc:
