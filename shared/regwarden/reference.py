@@ -40,6 +40,12 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _MAX_NAME = 255
 
 
+def is_digest(reference: str) -> bool:
+    """Whether a manifest reference (the part after `name@` or `name:`) is a digest rather
+    than a tag: a tag never holds a colon. Not a validation (`validate_digest` is)."""
+    return ":" in reference
+
+
 def validate_digest(value: str, *, original: str | None = None) -> str:
     """Return `value` if it is a well-formed digest, else raise InvalidReference."""
     m = _DIGEST.fullmatch(value)

@@ -31,7 +31,7 @@ from ..errors import (
     UsageError,
 )
 from ..redact import redact_text, redact_url
-from ..reference import validate_digest
+from ..reference import is_digest, validate_digest
 from ..retry import RETRYABLE_STATUS, Backoff, GiveUp, Retries, may_replay, tally
 from ._auth import Authenticator
 from ._credentials import Credentials
@@ -133,12 +133,8 @@ def _check_repository(repo: str) -> str:
     return repo
 
 
-def _is_digest(reference: str) -> bool:
-    return ":" in reference
-
-
 def _check_reference(reference: str) -> str:
-    if _is_digest(reference):
+    if is_digest(reference):
         return validate_digest(reference)
     if not _TAG.fullmatch(reference):
         raise InvalidReference(reference, "expected a tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})")
@@ -705,7 +701,7 @@ class RegistryClient:
             self._fail(response, f"manifest {repo}:{reference}")
         raw = response.content
         expected: str | None = reference
-        if not _is_digest(reference):
+        if not is_digest(reference):
             header = response.headers.get("docker-content-digest")
             expected = _header_digest(header, f"manifest {repo}:{reference}") if header else None
         try:
@@ -735,7 +731,7 @@ class RegistryClient:
         media_type = (response.headers.get("content-type") or "").split(";", 1)[0].strip()
         size_text = response.headers.get("content-length") or ""
         digest: str | None = None
-        if _is_digest(reference):
+        if is_digest(reference):
             if header is None or header.strip() == reference:
                 digest = reference
         elif header:
@@ -749,9 +745,9 @@ class RegistryClient:
         self, repo: str, reference: str, raw: bytes, media_type: str
     ) -> tuple[str, httpx.Response]:
         _check_reference(reference)
-        algorithm = reference.split(":", 1)[0] if _is_digest(reference) else "sha256"
+        algorithm = reference.split(":", 1)[0] if is_digest(reference) else "sha256"
         digest = compute_digest(raw, algorithm)
-        if _is_digest(reference) and digest != reference:
+        if is_digest(reference) and digest != reference:
             raise DigestMismatch(expected=reference, got=digest, what=f"manifest to put in {repo}")
         response = self._request(
             "PUT",
@@ -773,7 +769,7 @@ class RegistryClient:
 
     def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete a manifest by digest (every tag pointing at it goes with it)."""
-        if not _is_digest(digest):
+        if not is_digest(digest):
             raise UsageError(
                 f"delete_manifest: got tag {digest!r}, expected a digest (use delete_tag for tags)"
             )
@@ -793,7 +789,7 @@ class RegistryClient:
         Registries without tag deletion (distribution 2.8 answers 400 DIGEST_INVALID)
         raise `Unsupported`.
         """
-        if _is_digest(tag) or not _TAG.fullmatch(tag):
+        if is_digest(tag) or not _TAG.fullmatch(tag):
             raise UsageError(f"delete_tag: got {tag!r}, expected a tag (use delete_manifest)")
         response, attempts = self._exchange(
             "DELETE", self._url(repo, "manifests", tag), scopes=(f"repository:{repo}:delete",)
@@ -1040,7 +1036,7 @@ class RegistryClient:
             manifest = self.get_manifest(src_repo, reference)
         tree = self.index_tree(src_repo, manifest)
         self._copy_content(src_repo, dst_repo, manifest, tree, set())
-        target = dst_tag or (manifest.digest if _is_digest(reference) else reference)
+        target = dst_tag or (manifest.digest if is_digest(reference) else reference)
         self._put_manifest(dst_repo, target, manifest.raw, manifest.media_type)
         return manifest.digest
 

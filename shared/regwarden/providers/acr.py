@@ -47,7 +47,7 @@ from ..errors import (
     Unsupported,
     UsageError,
 )
-from ..reference import validate_digest
+from ..reference import is_digest, validate_digest
 from . import _acr_tokens
 from ._base import (
     CAP_LOCK,
@@ -488,7 +488,7 @@ class AcrRegistry:
                 lambda: self.client.get_manifest_properties(repository, digest),
             )
 
-        early = _is_digest(reference)
+        early = is_digest(reference)
         # this may run on the I/O pool already: the second call gets a thread of its own
         aside = on_own_thread(lambda: properties(reference)) if early else None
         try:
@@ -765,12 +765,3 @@ def make_acr(host: str, options: ProviderOptions) -> Registry:
     if urlsplit(f"//{host}").hostname is None:
         raise UsageError(f"not a registry host: got {host!r}, expected NAME.azurecr.io")
     return AcrRegistry(host, options)
-
-
-def _is_digest(reference: str) -> bool:
-    """Whether `reference` is a well-formed digest (a tag never has a colon)."""
-    try:
-        validate_digest(reference)
-    except InvalidReference:
-        return False
-    return True

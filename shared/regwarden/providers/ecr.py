@@ -44,7 +44,7 @@ from ..errors import (
     Unsupported,
     UsageError,
 )
-from ..reference import short_digest, validate_digest
+from ..reference import is_digest, short_digest, validate_digest
 from ._base import (
     CAP_BATCH_DELETE,
     CAP_COPY_MOUNT,
@@ -235,12 +235,8 @@ def _parse_rfc3339(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _is_digest(reference: str) -> bool:
-    return ":" in reference
-
-
 def _image_id(reference: str) -> dict[str, str]:
-    if _is_digest(reference):
+    if is_digest(reference):
         try:
             return {"imageDigest": validate_digest(reference)}
         except InvalidReference as exc:
@@ -592,7 +588,7 @@ class EcrRegistry:
         raw = str(image["imageManifest"]).encode("utf-8")
         computed = "sha256:" + hashlib.sha256(raw).hexdigest()
         stated = str((image.get("imageId") or {}).get("imageDigest") or computed)
-        expected = reference if _is_digest(reference) else stated
+        expected = reference if is_digest(reference) else stated
         if computed != expected:
             raise DigestMismatch(
                 expected=expected, got=computed, what=f"manifest {repository}:{reference}"
@@ -977,7 +973,7 @@ class EcrRegistry:
         # An index's whole tree is read and checked before the first write.
         tree = self._tree(src_repository, manifest)
         self._copy_children(src_repository, dst_repository, manifest.data, tree, set())
-        target = tag or (None if _is_digest(reference) else reference)
+        target = tag or (None if is_digest(reference) else reference)
         self._put(dst_repository, manifest.digest, manifest.raw, manifest.media_type, target)
         return manifest.digest
 
