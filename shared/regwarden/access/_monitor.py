@@ -298,13 +298,13 @@ class AccessMonitor:
         if (registry, repository) not in self._tracked:
             self._ledger.start_pull_tracking(registry, repository, now=now)
             self._tracked.add((registry, repository))
-        key = (registry, repository, digest, event.principal or "")
         if event.probe:  # a HEAD marks the image used (its last-pulled time), no pull
             image = (registry, repository, digest)
             latest = self._probes.get(image)
             if latest is None or event.time > latest:
                 self._probes[image] = event.time
             return
+        key = (registry, repository, digest, event.principal or "")
         tally = self._tallies.get(key)
         if tally is None:
             self._tallies[key] = _Tally(event.time, 1)
