@@ -56,6 +56,16 @@ resource "azurerm_function_app_flex_consumption" "regwarden" {
   }
   key_vault_reference_identity_id = azurerm_user_assigned_identity.functions.id
 
+  # on_push's warm instances, none unless asked for: each keeps the gate's cold start (the
+  # imports and clients docs/azure.md#cold-start measures) off the first push it judges
+  dynamic "always_ready" {
+    for_each = var.on_push_always_ready > 0 ? [var.on_push_always_ready] : []
+    content {
+      name           = "function:on_push"
+      instance_count = always_ready.value
+    }
+  }
+
   app_settings = local.app_settings
 
   # on_webhook (HTTP, a function key) and Event Grid's deliveries reach the app publicly;

@@ -102,6 +102,17 @@ variable "instance_memory_in_mb" {
   }
 }
 
+variable "on_push_always_ready" {
+  description = "Instances of on_push Flex Consumption keeps running while idle (always ready, billed as such): an image pushed after a quiet spell is judged without a cold start. 0: none; every new instance starts cold."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.on_push_always_ready >= 0 && floor(var.on_push_always_ready) == var.on_push_always_ready
+    error_message = "on_push_always_ready: a whole number, 0 or more."
+  }
+}
+
 variable "log_retention_days" {
   description = "Days the Log Analytics workspace behind Application Insights keeps logs."
   type        = number

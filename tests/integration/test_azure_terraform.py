@@ -294,6 +294,24 @@ def test_the_function_app_runs_python_311_on_flex_consumption_with_its_identity(
     assert block(app, "site_config")["minimum_tls_version"] == "1.2"
 
 
+def test_on_push_is_kept_warm_only_when_asked_and_by_the_name_the_app_gives_it() -> None:
+    app = CONFIG.resource("azurerm_function_app_flex_consumption", "regwarden")
+    assert "always_ready" not in app  # only through the variable
+    (dynamic,) = app["dynamic"]
+    ready = dynamic["always_ready"]
+    # none by default: always-ready instances are billed while idle
+    assert CONFIG.variables["on_push_always_ready"]["default"] == 0
+    assert ready["for_each"] == (
+        "${var.on_push_always_ready > 0 ? [var.on_push_always_ready] : []}"
+    )
+    (content,) = ready["content"]
+    assert content == {"name": "function:on_push", "instance_count": "${always_ready.value}"}
+    # Flex Consumption names one function `function:<its name>`: the Event Grid trigger
+    # the registry feeds, as function_app.py names it
+    name = content["name"].removeprefix("function:")
+    assert triggers()[name]["type"] == "eventGridTrigger"
+
+
 TEST_VARS: dict[str, Any] = {
     "subscription_id": "00000000-0000-0000-0000-00000000aaaa",
     "registry_id": (
