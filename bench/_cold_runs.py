@@ -5,6 +5,7 @@ imports of a `-X importtime` run."""
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 
 from _cold_proxy import Exchange
 
-__all__ = ["Run", "importtime_ms", "replay", "summary"]
+__all__ = ["Run", "importtime_ms", "ratio_interval", "replay", "summary"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,24 @@ def replay(exchanges: Iterable[Exchange]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def ratio_interval(
+    pairs: list[tuple[float, float]], *, level: float = 0.95, resamples: int = 2000
+) -> tuple[float, float]:
+    """A bootstrap interval of the ratio of medians (product median / floor median) over
+    (product, floor) pairs, resampled as pairs: each run and the floor run after it met the
+    same machine load. Seeded, so one set of runs always gives one interval. On a shared
+    machine a single median ratio moves by several hundredths; this says how far."""
+    if not pairs:
+        raise ValueError("no runs")
+    rng = random.Random(0)
+    ratios = sorted(
+        statistics.median(p for p, _ in sample) / statistics.median(f for _, f in sample)
+        for sample in (rng.choices(pairs, k=len(pairs)) for _ in range(resamples))
+    )
+    tail = (1 - level) / 2
+    return ratios[int(tail * resamples)], ratios[min(resamples - 1, int((1 - tail) * resamples))]
 
 
 def summary(runs: list[Run], phases: Mapping[str, tuple[str, str]]) -> dict[str, Any]:

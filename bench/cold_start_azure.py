@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the Azure stand-ins and the recording
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _cold_proxy import Exchange, RecordingProxy  # noqa: E402
-from _cold_runs import Run, importtime_ms, replay, summary  # noqa: E402
+from _cold_runs import Run, importtime_ms, ratio_interval, replay, summary  # noqa: E402
 from support.azurite import Azurite  # noqa: E402
 from support.bundles import not_deployed  # noqa: E402
 from support.fake_acr import TOKEN_USER, FakeAcr, _make_tls  # noqa: E402
@@ -520,6 +520,9 @@ def main() -> None:
     paired = statistics.median(
         p.total_ms / f.total_ms for p, f in zip(products, floors, strict=True)
     )
+    low, high = ratio_interval(
+        [(p.total_ms, f.total_ms) for p, f in zip(products, floors, strict=True)]
+    )
     cpu = {
         name: round(statistics.median(r.marks["cpu"] for r in runs) * 1000, 1)
         for name, runs in (("product", products), ("floor", floors))
@@ -532,6 +535,8 @@ def main() -> None:
         "floor": floor,
         "product": product,
         "ratio": round(ratio, 2),
+        # how far the ratio of medians moves with which runs the box happened to give
+        "ratio_ci95": [round(low, 2), round(high, 2)],
         "paired_ratio_median": round(paired, 2),
         "pairs_ms": [
             [round(p.total_ms, 1), round(f.total_ms, 1)]
