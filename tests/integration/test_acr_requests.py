@@ -115,6 +115,28 @@ def test_two_reads_of_one_manifest_take_one_token_and_no_challenge(
     assert len(acr.exchanges) - exchanges == 1
 
 
+def test_the_exchange_and_each_scopes_token_share_one_connection(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
+) -> None:
+    """The provider's own requests to ACR's token service (the refresh token, then an
+    access token per scope) go over one kept-alive connection, not a TCP and TLS
+    handshake each."""
+    ar.manifest_attributes(repo, single)  # the exchange, then metadata_read
+    ar.set_manifest_attributes(repo, single, write=False)  # metadata_write
+    ar.set_manifest_attributes(repo, single, delete=False)  # the same token again
+    own = [
+        (path, form.get("scope"), peer)
+        for path, form, peer in acr.oauth_connections
+        if "client_id" not in form  # the data plane's OCI client names itself
+    ]
+    assert [(path, scope) for path, scope, _ in own] == [
+        ("/oauth2/exchange", None),
+        ("/oauth2/token", f"repository:{repo}:metadata_read"),
+        ("/oauth2/token", f"repository:{repo}:metadata_write"),
+    ]
+    assert len({peer for *_, peer in own}) == 1
+
+
 def test_without_a_fetch_a_challenge_token_is_learnt(
     ar: AcrRegistry, acr: FakeAcr, repo: str, single: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -258,6 +258,9 @@ class FakeAcr:
         self.lock = threading.RLock()
         self.exchanges: list[dict[str, str]] = []
         self.token_requests: list[dict[str, str]] = []
+        self.oauth_connections: list[tuple[str, dict[str, str], tuple[str, int]]] = []
+        """(path, form, the client's address) of each `/oauth2/` POST: one address per
+        connection, so a client that keeps its connection alive shows one."""
         self.v2_requests: list[V2Seen] = []
         self.acr_requests: list[tuple[str, str]] = []
         self.challenges: list[tuple[str, str, str]] = []
@@ -549,6 +552,9 @@ class FakeAcr:
     def _oauth(self, h: BaseHTTPRequestHandler, path: str, query: dict[str, list[str]]) -> None:
         body = self._body(h)
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        if h.command == "POST":
+            with self.lock:
+                self.oauth_connections.append((path, form, h.client_address[:2]))
         if path == "/oauth2/exchange" and h.command == "POST":
             with self.lock:
                 self.exchanges.append(form)
