@@ -137,6 +137,21 @@ def test_the_exchange_and_each_scopes_token_share_one_connection(
     assert len({peer for *_, peer in own}) == 1
 
 
+def test_the_data_planes_first_read_carries_a_token_without_drawing_a_401(
+    ar: AcrRegistry, acr: FakeAcr, repo: str, single: str
+) -> None:
+    """`/v2/` challenges with ACR's own token service, which the provider knows: its first
+    read is authorized from the start (one round trip fewer on each cold start)."""
+    before = len(acr.v2_requests)
+    assert ar.resolve(repo, "v1") == single
+    seen = acr.v2_requests[before:]
+    assert seen
+    assert [s.status for s in seen if s.status == 401] == []
+    assert all((s.authorization or "").startswith("Bearer at-") for s in seen)
+    pulls = [t for t in acr.token_requests if t.get("scope") == f"repository:{repo}:pull"]
+    assert len(pulls) == 1
+
+
 def test_without_a_fetch_a_challenge_token_is_learnt(
     ar: AcrRegistry, acr: FakeAcr, repo: str, single: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -190,6 +190,46 @@ def test_user_agent_on_registry_and_token_requests() -> None:
     assert agents == {USER_AGENT}
 
 
+def test_an_expected_challenge_spares_the_first_401() -> None:
+    fake = FakeTokenRegistry()
+    with _client(fake, Credentials(identity_token="refresh-me")) as client:
+        client.expect_challenge(f'Bearer realm="{REALM}",service="{SERVICE}"')
+        assert client.list_tags("team/app") == ["v1", "v2"]
+        assert client.list_tags("team/app") == ["v1", "v2"]
+    # a token before the first registry request, every request carrying it
+    assert [r.headers.get("authorization") for r in fake.registry_calls] == ["Bearer oauth-1"] * 2
+    [call] = fake.token_calls
+    form = parse_qs(call.content.decode())
+    assert (form["service"], form["scope"]) == ([SERVICE], ["repository:team/app:pull"])
+
+
+def test_an_expected_challenge_gives_way_to_the_registrys_own() -> None:
+    """Expected wrongly (another realm's token is refused): the registry's 401 teaches the
+    right token service, as without the expectation."""
+    fake = FakeTokenRegistry()
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "stale.example.com":
+            return httpx.Response(200, json={"token": "not-the-registrys", "expires_in": 300})
+        return fake(request)
+
+    with RegistryClient(HOST, transport=httpx.MockTransport(route)) as client:
+        client.expect_challenge('Bearer realm="https://stale.example.com/token",service="x"')
+        assert client.list_tags("team/app") == ["v1", "v2"]
+    assert [r.headers.get("authorization") for r in fake.registry_calls] == [
+        "Bearer not-the-registrys",
+        "Bearer tok-1",
+    ]
+
+
+def test_an_expected_challenge_is_checked_as_a_sent_one() -> None:
+    with RegistryClient(HOST, transport=httpx.MockTransport(FakeTokenRegistry())) as client:
+        with pytest.raises(AuthError, match="refusing to send credentials in the clear"):
+            client.expect_challenge('Bearer realm="http://auth.example.com/token"')
+        with pytest.raises(ValueError, match="expected a Bearer challenge with a realm"):
+            client.expect_challenge('Basic realm="local"')
+
+
 def test_plain_http_realm_for_remote_host_is_refused() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         challenge = 'Bearer realm="http://auth.example.com/token",service="x"'

@@ -80,6 +80,20 @@ class Authenticator:
             return "Bearer " + token.value
         return self._fetch(scopes, stale=None)
 
+    def expect(self, header: str) -> None:
+        """Take `header` (a `WWW-Authenticate` value) as the registry's challenge before it
+        sends one: a registry whose Bearer token service is known beforehand (a cloud
+        registry's own) gets a token with its first request instead of after an
+        unauthenticated probe for the 401. The realm is checked as a challenge's is, and a
+        challenge the registry sends later still replaces it."""
+        bearer = next((c for c in parse_challenges(header) if c.scheme == "bearer"), None)
+        if bearer is None or not bearer.realm:
+            raise ValueError(f"expected a Bearer challenge with a realm, got {header!r}")
+        self._check_realm(bearer.realm)
+        with self._lock:
+            if self._bearer is None and self._basic is None:
+                self._bearer = bearer
+
     @property
     def learnt(self) -> bool:
         """Whether a challenge has told which scheme the registry uses (Basic or Bearer)."""

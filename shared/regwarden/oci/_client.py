@@ -617,6 +617,12 @@ class RegistryClient:
         if response.status_code != 200:
             self._fail(response, f"registry API at {self._base}/v2/")
 
+    def expect_challenge(self, header: str) -> None:
+        """The registry's Bearer challenge (`WWW-Authenticate` value) as known beforehand:
+        requests carry a token from the first one, saving the round trip of the 401 that
+        would teach it (see `Authenticator.expect`)."""
+        self._auth.expect(header)
+
     def pull_token(self, repo: str, *, min_life: float = 30.0) -> str | None:
         """A Bearer token from the registry's token service that can only pull `repo`
         (valid at least `min_life` more seconds), for a scanner that fetches the layers

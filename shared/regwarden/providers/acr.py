@@ -360,7 +360,7 @@ class AcrRegistry:
 
         creds = Credentials(identity_token=token) if token else None
         allowed = (self.host, self.data_plane_host, bare_host(self.endpoint))
-        return pinned_client(
+        client = pinned_client(
             self.data_plane_host,
             creds,
             self.options,
@@ -370,6 +370,13 @@ class AcrRegistry:
             secret=b"refresh_token",  # a token request elsewhere is refused, not stripped
             what="ACR refresh token",
         )
+        if creds is not None:
+            # ACR's `/v2/` challenges with its own token service, the one `_exchange` uses:
+            # the first read carries a token rather than first drawing the 401
+            client.expect_challenge(
+                f'Bearer realm="{self.endpoint}/oauth2/token",service="{self.host}"'
+            )
+        return client
 
     def _oci(self, manifests: Mapping[str, Manifest] | None = None) -> Any:
         from .oci import OciRegistry
