@@ -100,10 +100,10 @@ class KeyVaultSecrets:
                     self.vault,
                     self._credential or azure_clients.default_credential(),
                     verify_challenge_resource=not self._stand_in,
-                    connection_verify=self._verify,
                     connection_timeout=_TIMEOUT,
                     read_timeout=_TIMEOUT,
                     retry_total=2,
+                    **azure_clients.transport_options(self._verify),
                 )
             return self._client
 

@@ -53,6 +53,7 @@ def queue_client(name: str, env: Mapping[str, str]) -> Any:
                 name,
                 credential=azure_clients.storage_credential(account, env),
                 message_encode_policy=BinaryBase64EncodePolicy(),
+                **azure_clients.transport_options(azure_clients.ca_bundle(env) or True),
             )
         return found
 

@@ -4,15 +4,19 @@ test_ledger_contract.py): real Azurite on loopback, the Azure SDKs over the wire
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 from support.azurite import Azurite
+from support.loopback import LoopbackServer
 
 from regwarden.errors import RegistryError, UsageError
 from regwarden.store import AccessWindow, OutboxItem, Outcome, PullTally, open_ledger
@@ -521,3 +525,81 @@ def test_a_window_opened_here_is_counted_into_with_one_request_each(
     assert found is not None and (found.opened_at, found.count) == (T0 + timedelta(hours=1), 0)
     assert ledger.drop_access_window("k", opened_at=T0 + timedelta(hours=1))
     assert ledger.access_window("k") is None
+
+
+# -- the environment's proxy settings ---------------------------------------------------------
+
+
+class _ForwardProxy(BaseHTTPRequestHandler):
+    """A forward proxy on loopback: each request (an absolute URL) is sent on and recorded."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[str]]
+
+    def _forward(self) -> None:
+        target = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append(f"{self.command} {target.path}")
+        upstream = http.client.HTTPConnection(target.netloc, timeout=30)
+        try:
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+            origin = target.path + (f"?{target.query}" if target.query else "")
+            upstream.putrequest(self.command, origin, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                upstream.putheader(name, value)
+            upstream.endheaders(body or None)
+            answer = upstream.getresponse()
+            payload = answer.read()
+        finally:
+            upstream.close()
+        self.send_response(answer.status, answer.reason)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "NETRC")
+
+
+def test_a_proxy_in_the_environment_is_still_honoured_and_otherwise_it_is_not_read(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without proxy variables the ledger's client does not read the environment on each
+    call (a variable set later changes nothing); with one, it goes through the proxy."""
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    seen: list[str] = []
+    handler = type("Recording", (_ForwardProxy,), {"seen": seen})
+    with LoopbackServer(handler) as proxy:
+
+        def fresh() -> AzureTableLedger:
+            opened = open_ledger(f"azuretable://{azurite.account}?prefix=p{uuid.uuid4().hex[:10]}")
+            assert isinstance(opened, AzureTableLedger)
+            opened._env = azurite.env()
+            return opened
+
+        direct = fresh()
+        try:
+            direct.commit_outcome(outcome("d1", "k1"), now=T0, ttl=TTL)
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            assert direct.delivery_outcome("d1", now=T0) is not None
+            assert seen == []  # made without a proxy variable: the environment is not read
+        finally:
+            direct.close()
+
+        proxied = fresh()
+        try:
+            proxied.commit_outcome(outcome("d2", "k2"), now=T0, ttl=TTL)
+            assert proxied.delivery_outcome("d2", now=T0) is not None
+        finally:
+            proxied.close()
+    assert seen and all(f"/{azurite.account}/" in line for line in seen)

@@ -203,9 +203,9 @@ class AzureKmsSigner:
                         _make_policy(credential, self._vault_host, not self._stand_in),
                     ],
                     transport=RequestsTransport(
-                        connection_verify=self._verify,
                         connection_timeout=_TIMEOUT,
                         read_timeout=_TIMEOUT,
+                        **azure_clients.transport_options(self._verify),
                     ),
                 )
             return self._client

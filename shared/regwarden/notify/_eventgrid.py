@@ -191,7 +191,11 @@ class EventGridChannel:
                 else:
                     credential = self._credential or azure_clients.default_credential()
                 _quiet_request_options()
-                self._client = EventGridPublisherClient(self.url, credential)
+                # `connection_verify` goes with each publish (below); the environment
+                # settings are the transport's own, fixed here
+                options = azure_clients.transport_options(self._verify)
+                self._verify = options.pop("connection_verify")
+                self._client = EventGridPublisherClient(self.url, credential, **options)
             return self._client
 
     def send(self, alert: Alert) -> None:

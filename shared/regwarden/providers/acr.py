@@ -160,13 +160,13 @@ class AcrRegistry:
                 self.endpoint,
                 self.credential,
                 audience=self._scope.removesuffix("/.default"),
-                connection_verify=self.ca_file or True,
                 retry_total=0,  # retried here, so throttling is seen (see _call)
                 connection_timeout=self.options.deadline,
                 read_timeout=self.options.deadline,
                 # the library trades a challenge for a token on every call (no cache of its
                 # own): this keeps each scope's token and pre-authorizes (see _acr_tokens)
                 per_retry_policies=[_acr_tokens.policy(self.tokens)],
+                **azure_clients.transport_options(self.ca_file or True),
             )
         self.client: Any = client
         self._refresh: tuple[str, datetime] | None = None

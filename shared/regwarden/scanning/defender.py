@@ -128,6 +128,7 @@ def resourcegraph_client(
         "retry_backoff_max": retry_backoff_max,
         "connection_timeout": timeout,
         "read_timeout": timeout,
+        **azure_clients.transport_options(azure_clients.ca_bundle(env) or True),
     }
     if url is not None and url.startswith("http://"):
         # azure-core refuses bearer tokens over http; a loopback stand-in gets none

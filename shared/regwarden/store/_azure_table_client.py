@@ -161,10 +161,11 @@ class TableLedgerBase:
                         "identity's token is never sent over it",
                         hint=f"set {azure_clients.STORAGE_KEY_ENV} (Azurite, local runs)",
                     )
-                kwargs: dict[str, Any] = {"retry_total": 3}
                 bundle = azure_clients.ca_bundle(env)
-                if bundle:
-                    kwargs["connection_verify"] = bundle
+                kwargs: dict[str, Any] = {
+                    "retry_total": 3,
+                    **azure_clients.transport_options(bundle or True),
+                }
                 self._service = TableServiceClient(
                     endpoint=endpoint,
                     credential=azure_clients.storage_credential(self.account, env),
