@@ -4,14 +4,17 @@ the local registry, manifests in moto, exactly as the provider splits the work."
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
 
 import pytest
 from support import moto_server as support
+from support.loopback import LoopbackServer
 from support.moto_server import (
     REGISTRY_HOST,
     EcrLimitsProxy,
@@ -176,3 +179,50 @@ def test_copy_index_puts_children_first(
     details = registry.image_details("multi/dst", "v1")
     assert [p.digest for p in details.platforms] == [c.digest for c in children]
     assert details.record.children == tuple(c.digest for c in children)
+
+
+class _Front(BaseHTTPRequestHandler):
+    """ECR's `/v2/` as its first read sees it: the Authorization it came with, recorded;
+    401 with ECR's Basic challenge when none, else an empty tag list."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[str | None]]
+
+    def do_GET(self) -> None:
+        authorization = self.headers.get("Authorization")
+        self.seen.append(authorization)
+        if authorization is None:
+            body = b'{"errors": [{"code": "UNAUTHORIZED", "message": "Not Authorized"}]}'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="https://ecr",service="ecr"')
+        else:
+            body = b'{"name": "app", "tags": []}'
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_first_read_carries_ecrs_basic_credentials_without_drawing_a_401(
+    ecr_proxy: EcrLimitsProxy,
+) -> None:
+    seen: list[str | None] = []
+    with LoopbackServer(type("Recording", (_Front,), {"seen": seen})) as front:
+        reg = EcrRegistry(
+            REGISTRY_HOST,
+            ProviderOptions(),
+            endpoint_url=ecr_proxy.endpoint_url,
+            data_plane_host=front.host,
+        )
+        try:
+            assert reg.data_plane().list_tags("app") == []
+        finally:
+            reg.close()
+    (first,) = seen
+    assert first is not None and first.startswith("Basic ")
+    user, _, password = base64.b64decode(first.removeprefix("Basic ")).decode().partition(":")
+    assert user == "AWS" and password

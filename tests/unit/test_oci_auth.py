@@ -226,8 +226,27 @@ def test_an_expected_challenge_is_checked_as_a_sent_one() -> None:
     with RegistryClient(HOST, transport=httpx.MockTransport(FakeTokenRegistry())) as client:
         with pytest.raises(AuthError, match="refusing to send credentials in the clear"):
             client.expect_challenge('Bearer realm="http://auth.example.com/token"')
-        with pytest.raises(ValueError, match="expected a Bearer challenge with a realm"):
-            client.expect_challenge('Basic realm="local"')
+        with pytest.raises(ValueError, match="expected a Basic or a Bearer challenge"):
+            client.expect_challenge("Negotiate abc123==")
+        with pytest.raises(ValueError, match="expected a Basic or a Bearer challenge"):
+            client.expect_challenge("Bearer service=x")  # no realm to ask
+
+
+def test_an_expected_basic_challenge_sends_the_credentials_from_the_first_request() -> None:
+    seen: list[httpx.Request] = []
+    transport = _basic_handler("bob", "hunter2", seen)
+    creds = Credentials(username="bob", password="hunter2")
+    with RegistryClient(HOST, credentials=creds, transport=transport) as client:
+        client.expect_challenge('Basic realm="local"')
+        assert client.list_tags("a") == ["x"]
+    assert [r.headers.get("authorization", "").split(" ")[0] for r in seen] == ["Basic"]
+    # without credentials there is nothing to send up front: the registry's 401 is seen
+    seen.clear()
+    with RegistryClient(HOST, transport=transport) as client:
+        client.expect_challenge('Basic realm="local"')
+        with pytest.raises(AuthError):
+            client.list_tags("a")
+    assert [r.headers.get("authorization") for r in seen] == [None]
 
 
 def test_plain_http_realm_for_remote_host_is_refused() -> None:

@@ -82,17 +82,25 @@ class Authenticator:
 
     def expect(self, header: str) -> None:
         """Take `header` (a `WWW-Authenticate` value) as the registry's challenge before it
-        sends one: a registry whose Bearer token service is known beforehand (a cloud
-        registry's own) gets a token with its first request instead of after an
-        unauthenticated probe for the 401. The realm is checked as a challenge's is, and a
-        challenge the registry sends later still replaces it."""
-        bearer = next((c for c in parse_challenges(header) if c.scheme == "bearer"), None)
-        if bearer is None or not bearer.realm:
-            raise ValueError(f"expected a Bearer challenge with a realm, got {header!r}")
-        self._check_realm(bearer.realm)
-        with self._lock:
-            if self._bearer is None and self._basic is None:
-                self._bearer = bearer
+        sends one: a registry whose scheme is known beforehand (a cloud registry's own) is
+        sent its credentials with the first request — a Bearer token from the named token
+        service, or Basic — instead of after an unauthenticated probe for the 401. A Bearer
+        realm is checked as a sent challenge's is; Basic without credentials to send changes
+        nothing; a challenge the registry sends later still replaces either."""
+        challenges = parse_challenges(header)
+        bearer = next((c for c in challenges if c.scheme == "bearer"), None)
+        if bearer is not None and bearer.realm:
+            self._check_realm(bearer.realm)
+            with self._lock:
+                if self._bearer is None and self._basic is None:
+                    self._bearer = bearer
+            return
+        if any(c.scheme == "basic" for c in challenges):
+            with self._lock:
+                if self._bearer is None and self._basic is None:
+                    self._basic = self._basic_value
+            return
+        raise ValueError(f"expected a Basic or a Bearer challenge with a realm, got {header!r}")
 
     @property
     def learnt(self) -> bool:

@@ -618,9 +618,9 @@ class RegistryClient:
             self._fail(response, f"registry API at {self._base}/v2/")
 
     def expect_challenge(self, header: str) -> None:
-        """The registry's Bearer challenge (`WWW-Authenticate` value) as known beforehand:
-        requests carry a token from the first one, saving the round trip of the 401 that
-        would teach it (see `Authenticator.expect`)."""
+        """The registry's challenge (`WWW-Authenticate` value) as known beforehand:
+        requests carry credentials from the first one, saving the round trip of the 401
+        that would teach the scheme (see `Authenticator.expect`)."""
         self._auth.expect(header)
 
     def pull_token(self, repo: str, *, min_life: float = 30.0) -> str | None:

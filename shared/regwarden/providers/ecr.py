@@ -455,6 +455,9 @@ class EcrRegistry:
                     blob_deadline=self.options.blob_deadline,
                     max_index_children=self.options.max_index_children,
                 )
+                # ECR's `/v2/` asks for Basic with the authorization token's user and
+                # password: sent from the first read instead of after its 401
+                self._data_plane.expect_challenge('Basic realm="ecr"')
                 self._data_plane_creds = creds
             return self._data_plane
 

@@ -345,7 +345,14 @@ class GarRegistry:
 
         creds = Credentials(username=_TOKEN_USER, password=password) if password else None
         allowed = (self.host, self.data_plane_host)
-        return pinned_client(self.data_plane_host, creds, self.options, allowed, self._watchers)
+        client = pinned_client(self.data_plane_host, creds, self.options, allowed, self._watchers)
+        if creds is not None:
+            # Artifact Registry's `/v2/` challenges with its own `/v2/token`: the first read
+            # carries a token rather than first drawing the 401
+            client.expect_challenge(
+                f'Bearer realm="{client.base_url}/v2/token",service="{self.host}"'
+            )
+        return client
 
     def _oci(self) -> Any:
         from .oci import OciRegistry
