@@ -168,7 +168,11 @@ class EventGridChannel:
         if key:
             register_secret(key)
         self._credential = credential
-        self._verify: str | bool = azure_clients.ca_bundle(env) or True
+        # `connection_verify` goes with each publish (`_publish`); the environment settings
+        # are the transport's own, given when the client is made
+        transport = azure_clients.transport_options(azure_clients.ca_bundle(env) or True)
+        self._verify: str | bool = transport.pop("connection_verify")
+        self._transport: dict[str, Any] = transport
         self._client = client
         self._lock = threading.Lock()
         self._retry = retry or RetryPolicy()
@@ -191,11 +195,7 @@ class EventGridChannel:
                 else:
                     credential = self._credential or azure_clients.default_credential()
                 _quiet_request_options()
-                # `connection_verify` goes with each publish (below); the environment
-                # settings are the transport's own, fixed here
-                options = azure_clients.transport_options(self._verify)
-                self._verify = options.pop("connection_verify")
-                self._client = EventGridPublisherClient(self.url, credential, **options)
+                self._client = EventGridPublisherClient(self.url, credential, **self._transport)
             return self._client
 
     def send(self, alert: Alert) -> None:
