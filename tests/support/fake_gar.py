@@ -1024,6 +1024,11 @@ class FakeGar(GoogleFake):
             headers = {k.lower(): v for k, v in response.getheaders()}
             if before_reply is not None:
                 before_reply(response.status, headers)
+            # logged before the answer goes back, so a client holding its reply finds it here
+            with self._state:
+                self.v2_requests.append(
+                    V2Record(h.command, path, response.status, h.headers.get("Authorization"))
+                )
             h.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() in _HOP_BY_HOP:
@@ -1045,10 +1050,6 @@ class FakeGar(GoogleFake):
                         h.wfile.write(data)
                 if relay_chunked:
                     h.wfile.write(b"0\r\n\r\n")
-            with self._state:
-                self.v2_requests.append(
-                    V2Record(h.command, path, response.status, h.headers.get("Authorization"))
-                )
         finally:
             conn.close()
 
