@@ -357,6 +357,7 @@ class Pipeline:
         details: ImageDetails | None = None,
         known: Collection[str] = (),
         record: bool = False,
+        tag_history: list[str] | None = None,
         held: Callable[[], QuarantineRecord | None] | None = None,
         looked: tuple[ActionRecord | None] | None = None,
     ) -> tuple[Facts, Manifest | None, ImageDetails] | None:
@@ -364,6 +365,7 @@ class Pipeline:
         image's details; None when the image no longer exists. `details`: already read;
         `known`: the tags the ledger holds for the digest (read by the caller);
         `record`: write the push and first-seen time to the ledger (not for `check`);
+        `tag_history`: every digest a pushed tag named, oldest first, if the caller read it;
         `held`, `looked`: the ledger's quarantine record and action of the digest, as
         `_image_details` takes them."""
         assert image.digest is not None
@@ -411,9 +413,13 @@ class Pipeline:
         if record and event.kind is EventKind.PUSHED:
             tags: tuple[str, ...] = ()
             if image.tag:
-                # one read of the tag's history, just before this push joins it: the digest
-                # it named before (the newest other one) and whether it names this one now
-                current = self.ledger.tag_digests(reg, repo, image.tag)
+                # the tag's history before this push joins it: the digest it named before
+                # (the newest other one) and whether it names this one now
+                current = (
+                    tag_history
+                    if tag_history is not None
+                    else self.ledger.tag_digests(reg, repo, image.tag)
+                )
                 prev = next((d for d in reversed(current) if d != image.digest), None)
                 if prev is not None and current[-1] != image.digest:
                     moved[image.tag] = prev
@@ -498,7 +504,11 @@ class Pipeline:
         """`looked`: the digest's quarantine action as `_gate` read it (not read again)."""
         assert image.digest is not None
         reg, repo, digest = image.registry, image.repository, image.digest
-        known = set(self.ledger.tags_for(reg, repo, digest))
+        # The tags the ledger holds for the digest and, for a tagged push, the tag's history:
+        # one read of the repository's tag rows where a ledger keeps them together.
+        pushed_tag = image.tag if event.kind is EventKind.PUSHED else None
+        tagged, tag_history = self.ledger.tags_for_push(reg, repo, digest, pushed_tag)
+        known = set(tagged)
         # The digest's quarantine record, read once: by the details (a registry with
         # locks judges a locked image from the manifests its lock recorded) or, at the
         # latest, when the verdict's actions are chosen.
@@ -529,6 +539,7 @@ class Pipeline:
             details=details,
             known=known,
             record=True,
+            tag_history=tag_history if pushed_tag else None,
             held=held_record,
             looked=looked,
         )

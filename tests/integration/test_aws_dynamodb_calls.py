@@ -42,9 +42,10 @@ FIRST_RECORD = {
     # the delivery's committed outcome, the quarantine intent (read once: the pipeline
     # passes it to the action), the digest's quarantine record
     "GetItem": 3,
-    # the tags the ledger holds for the digest, the pushed tag's history (moved tag), the
-    # same history again for the roll-back targets
-    "Query": 3,
+    # the tags the ledger holds for the digest with the pushed tag's history (moved tag),
+    # one query of the repository's tag rows; the tag's history again for the roll-back
+    # targets
+    "Query": 2,
     # first-seen time (answering it too), the intent's progress (tagged, roll-back plan,
     # each tag, untagged, done), the alert sent, Powertools' record completed
     "UpdateItem": 8,

@@ -244,6 +244,9 @@ def test_requests_each_ledger_call_costs(counted: tuple[AzureTableLedger, Reques
     assert len(requests.take()) == 1  # one partition query
     assert ledger.seen_delivery("d1", now=T0, ttl=TTL) is False
     assert len(requests.take()) == 1  # one create
+    # the digest's tags and the pushed tag's history: one query of the repository's tags
+    assert ledger.tags_for_push("r", "app", A, "t") == ([], ["sha256:" + "0" * 64])
+    assert len(requests.take()) == 1
     ledger.record_push("r", "app", A, ("v1",), now=T0)
     assert len(requests.take()) == 1  # image and tag rows: one batch
     ledger.commit_outcome(outcome("d1", "k1"), now=T0, ttl=TTL)

@@ -332,6 +332,13 @@ def test_tag_history(ledger: AuditedLedger) -> None:
     assert ledger.tags_for("r", "app", C) == ["latest", "v3"]
     assert ledger.tags_for("r", "app", A) == ["v1"]
     assert ledger.tags_for("r", "app", B) == []
+    # what judging a push reads, both answers at once; the same as asked one by one
+    assert ledger.tags_for_push("r", "app", C, "latest") == (["latest", "v3"], [A, B, C])
+    assert ledger.tags_for_push("r", "app", A, "v1") == (["v1"], [A])
+    assert ledger.tags_for_push("r", "app", B, "v3") == ([], [C])
+    assert ledger.tags_for_push("r", "app", B, "never") == ([], [])
+    assert ledger.tags_for_push("r", "app", A, None) == (["v1"], [])
+    assert ledger.tags_for_push("r", "other", A, "latest") == ([], [])
     assert ledger.tag_history("r", "app") == [
         ("latest", A, T0),
         ("v1", A, T0),

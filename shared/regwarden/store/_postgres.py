@@ -353,6 +353,13 @@ class PostgresLedger:
         )
         return [str(r[0]) for r in rows]
 
+    def tags_for_push(
+        self, registry: str, repository: str, digest: str, tag: str | None
+    ) -> tuple[list[str], list[str]]:
+        """Two indexed queries: each reads only the rows it needs."""
+        history = self.tag_digests(registry, repository, tag) if tag is not None else []
+        return self.tags_for(registry, repository, digest), history
+
     def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]:
         rows = self._rows(
             "SELECT tag, digest, seen_at FROM tag_history WHERE registry = %s "

@@ -116,6 +116,14 @@ class Ledger(Protocol):
         """Every digest `tag` has pointed at, oldest first."""
         ...
 
+    def tags_for_push(
+        self, registry: str, repository: str, digest: str, tag: str | None
+    ) -> tuple[list[str], list[str]]:
+        """`tags_for(digest)` and `tag_digests(tag)` (`[]` when `tag` is None) together: what
+        judging a push reads, in one query where the ledger keeps a repository's tag rows
+        together (its `tags_for` reads them all anyway)."""
+        ...
+
     def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]:
         """(tag, digest, first seen) for every tag → digest the ledger saw pushed in one
         repository, oldest first (one query: retention reads a whole repository)."""

@@ -387,6 +387,13 @@ class SqliteLedger(QueueMixin):
         )
         return [str(r[0]) for r in rows]
 
+    def tags_for_push(
+        self, registry: str, repository: str, digest: str, tag: str | None
+    ) -> tuple[list[str], list[str]]:
+        """Two indexed queries: each reads only the rows it needs."""
+        history = self.tag_digests(registry, repository, tag) if tag is not None else []
+        return self.tags_for(registry, repository, digest), history
+
     def tag_history(self, registry: str, repository: str) -> list[tuple[str, str, datetime]]:
         """(tag, digest, first seen) for every tag → digest seen in a repository, oldest first."""
         rows = self._conn().execute(

@@ -25,12 +25,25 @@ class TagRowQueries:
 
     def tags_for(self, registry: str, repository: str, digest: str) -> list[str]:
         """Tags whose most recent push (as regwarden saw it) was this digest."""
-        rows = self._tag_rows(registry, repository, None)
-        latest: dict[str, Any] = {}
-        for tag, _, seen in rows:
-            latest[tag] = max(latest.get(tag, seen), seen)
-        return sorted({t for t, d, seen in rows if d == digest and seen == latest[t]})
+        return _latest_tags(self._tag_rows(registry, repository, None), digest)
 
     def tag_digests(self, registry: str, repository: str, tag: str) -> list[str]:
         """Every digest `tag` has pointed at, oldest first."""
         return [d for _, d, _ in self._tag_rows(registry, repository, tag)]
+
+    def tags_for_push(
+        self, registry: str, repository: str, digest: str, tag: str | None
+    ) -> tuple[list[str], list[str]]:
+        """`tags_for` and `tag_digests` from one read of the repository's rows (ordered as
+        one tag's alone are: by time, then digest)."""
+        rows = self._tag_rows(registry, repository, None)
+        history = [d for t, d, _ in rows if t == tag] if tag is not None else []
+        return _latest_tags(rows, digest), history
+
+
+def _latest_tags(rows: list[Any], digest: str) -> list[str]:
+    """The tags among `rows` (tag, digest, seen at) whose latest sighting is `digest`."""
+    latest: dict[str, Any] = {}
+    for tag, _, seen in rows:
+        latest[tag] = max(latest.get(tag, seen), seen)
+    return sorted({t for t, d, seen in rows if d == digest and seen == latest[t]})
