@@ -10,8 +10,9 @@ manifest `Failed`, and a release or a PASSED verdict marks it `Passed`.
 Everything the writes change is recorded before the first of them, in the action's state
 under "lock": each digest's prior attributes, the manifests themselves (media type and
 base64 bytes, so re-evaluation and release never read a locked manifest), the child list
-and the level reached. Each PATCH is recorded once it is answered, so an attempt killed
-between two of them resumes where it stopped (a PATCH repeated is harmless). Release puts
+and the level reached. Each PATCH is recorded once it is answered (the last one with the
+action's finish), so an attempt killed between two of them resumes where it stopped (a
+PATCH repeated is harmless). Release puts
 back exactly the prior attributes, and leaves (and notes) a digest whose attributes are no
 longer what the lock set: someone changed them since, and their change stands.
 """
@@ -119,14 +120,21 @@ def lock(
     reason: str,
 ) -> None:
     """Drive the lock recorded in `state` to its level (resuming where it stopped);
-    `save(step)` records the state (and the step, when given) in the ledger."""
+    `save(step)` records the state (and the step, when given) in the ledger. The last
+    write's progress is left in `state` for the caller's own record (`quarantine` finishes
+    the action next): saving it here too would be a second ledger write in a row, and an
+    attempt killed between the two repeats one harmless PATCH."""
     locks = lockable(registry)
     plan = state["lock"]
     repo = image.repository
     read_too = plan["level"] == "failed"
-    for digest in plan["digests"]:
-        if digest in plan["locked"] and (not read_too or digest in plan["read_locked"]):
-            continue
+    marking = read_too and bool(plan.get("registry_quarantine"))
+    todo = [
+        d
+        for d in plan["digests"]
+        if d not in plan["locked"] or (read_too and d not in plan["read_locked"])
+    ]
+    for n, digest in enumerate(todo, 1):
         prior = plan["prior"][digest]
         locks.set_manifest_attributes(
             repo, digest, write=False, delete=False, read=False if read_too else prior["read"]
@@ -135,17 +143,20 @@ def lock(
             plan["locked"].append(digest)
         if read_too:
             plan["read_locked"].append(digest)
-        save(None)
-    save("locked")
-    if read_too and plan.get("registry_quarantine"):
-        details = _details(state, passed=False, reason=reason)
-        for digest in plan["digests"]:
-            if digest in plan["marked"]:
-                continue
-            locks.set_quarantine_state(repo, digest, "Failed", details)
-            plan["marked"].append(digest)
+        if n < len(todo):
             save(None)
-        save("marked")
+    if not marking:
+        state["step"] = "locked"
+        return
+    save("locked")
+    details = _details(state, passed=False, reason=reason)
+    unmarked = [d for d in plan["digests"] if d not in plan["marked"]]
+    for n, digest in enumerate(unmarked, 1):
+        locks.set_quarantine_state(repo, digest, "Failed", details)
+        plan["marked"].append(digest)
+        if n < len(unmarked):
+            save(None)
+    state["step"] = "marked"
 
 
 def escalate(state: dict[str, Any], context: Mapping[str, Any] | None) -> bool:
