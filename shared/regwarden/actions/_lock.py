@@ -182,7 +182,9 @@ def release_lock(
     reason: str,
 ) -> list[str]:
     """Restore each locked digest's prior attributes (`progress["restored"]` records
-    those done, for a resumed release); notes for the digests left as someone set them."""
+    those done, for a resumed release); notes for the digests left as someone set them.
+    Progress is saved before the next write to the registry, so the last is left in
+    `progress` for the caller's finishing record (as `lock` leaves its own)."""
     locks = lockable(registry)
     plan = quarantine_state.get("lock") or {}
     repo = image.repository
@@ -190,6 +192,14 @@ def release_lock(
     notes: list[str] = []
     restored: list[str] = progress.setdefault("restored", [])
     left: list[str] = progress.setdefault("left", [])
+    unsaved = False
+
+    def before_write() -> None:
+        nonlocal unsaved
+        if unsaved:
+            save()
+            unsaved = False
+
     for digest in plan.get("locked", ()):
         if digest in restored or digest in left:
             continue
@@ -206,9 +216,10 @@ def release_lock(
         elif current != expected:
             left.append(digest)
         else:
+            before_write()
             locks.set_manifest_attributes(repo, digest, **prior)
             restored.append(digest)
-        save()
+        unsaved = True
     notes += [f"{d}: attributes changed since the lock; left as they are" for d in left]
     if plan.get("registry_quarantine"):
         details = _details(quarantine_state, passed=True, reason=reason)
@@ -216,9 +227,10 @@ def release_lock(
         for digest in plan.get("digests", ()):
             if digest in marked:
                 continue
+            before_write()
             locks.set_quarantine_state(repo, digest, "Passed", details)
             marked.append(digest)
-            save()
+            unsaved = True
     return notes
 
 
