@@ -46,9 +46,10 @@ FIRST_RECORD = {
     # one query of the repository's tag rows; the tag's history again for the roll-back
     # targets
     "Query": 2,
-    # first-seen time (answering it too), the intent's progress (tagged, roll-back plan,
-    # each tag, untagged, done), the alert sent, Powertools' record completed
-    "UpdateItem": 8,
+    # first-seen time (answering it too), the intent's progress (tagged with its roll-back
+    # plan, before the tag is moved; then done), the alert sent, Powertools' record
+    # completed
+    "UpdateItem": 5,
     # verdict, verdict log, delivery marker and outbox: the delivery's outcome, at once
     "TransactWriteItems": 1,
 }

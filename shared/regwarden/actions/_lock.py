@@ -20,6 +20,7 @@ longer what the lock set: someone changed them since, and their change stands.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -200,37 +201,42 @@ def release_lock(
             save()
             unsaved = False
 
-    for digest in plan.get("locked", ()):
-        if digest in restored or digest in left:
-            continue
-        prior = plan["prior"][digest]
-        expected = ManifestAttributes(
-            write=False,
-            delete=False,
-            read=False if digest in read_locked else prior["read"],
-            list=prior["list"],
-        )
-        current = locks.manifest_attributes(repo, digest)
-        if current == ManifestAttributes(**prior):
-            restored.append(digest)  # restored by an attempt whose record was lost
-        elif current != expected:
-            left.append(digest)
-        else:
-            before_write()
-            locks.set_manifest_attributes(repo, digest, **prior)
-            restored.append(digest)
-        unsaved = True
-    notes += [f"{d}: attributes changed since the lock; left as they are" for d in left]
-    if plan.get("registry_quarantine"):
-        details = _details(quarantine_state, passed=True, reason=reason)
-        marked: list[str] = progress.setdefault("marked", [])
-        for digest in plan.get("digests", ()):
-            if digest in marked:
+    try:
+        for digest in plan.get("locked", ()):
+            if digest in restored or digest in left:
                 continue
-            before_write()
-            locks.set_quarantine_state(repo, digest, "Passed", details)
-            marked.append(digest)
+            prior = plan["prior"][digest]
+            expected = ManifestAttributes(
+                write=False,
+                delete=False,
+                read=False if digest in read_locked else prior["read"],
+                list=prior["list"],
+            )
+            current = locks.manifest_attributes(repo, digest)
+            if current == ManifestAttributes(**prior):
+                restored.append(digest)  # restored by an attempt whose record was lost
+            elif current != expected:
+                left.append(digest)
+            else:
+                before_write()
+                locks.set_manifest_attributes(repo, digest, **prior)
+                restored.append(digest)
             unsaved = True
+        notes += [f"{d}: attributes changed since the lock; left as they are" for d in left]
+        if plan.get("registry_quarantine"):
+            details = _details(quarantine_state, passed=True, reason=reason)
+            marked: list[str] = progress.setdefault("marked", [])
+            for digest in plan.get("digests", ()):
+                if digest in marked:
+                    continue
+                before_write()
+                locks.set_quarantine_state(repo, digest, "Passed", details)
+                marked.append(digest)
+                unsaved = True
+    except BaseException:
+        with contextlib.suppress(Exception):  # an error leaves the record up to date
+            before_write()
+        raise
     return notes
 
 

@@ -213,10 +213,27 @@ def quarantine(
     strategy = str(state["strategy"])
     reason = record.reason
 
+    unsaved = False
+
     def save(step: str | None = None) -> None:
+        """Progress (and the step, when given): recorded before the next write to the
+        registry (`flush`) or with the action's finish. A write must never go out before the
+        progress that led to it is recorded; the progress after a write may wait, since an
+        attempt killed before it is recorded repeats that write, which is harmless."""
+        nonlocal unsaved
         if step is not None:
             state["step"] = step
-        ledger.finish_action(key, status="intent", state=state)
+        unsaved = True
+
+    def flush() -> None:
+        nonlocal unsaved
+        if unsaved:
+            ledger.finish_action(key, status="intent", state=state)
+            unsaved = False
+
+    def save_now(step: str | None = None) -> None:
+        save(step)
+        flush()
 
     if "children" not in state:  # an intent recorded before children were
         moving = strategy == "move"
@@ -247,56 +264,70 @@ def quarantine(
             save()
         return dict(state["rolled_back"])
 
-    qtag = quarantine_tag(image.digest)
-    if strategy == "move":
-        if state["step"] == "start":
-            registry.copy(image.repository, image.digest, qrepo, qtag, manifest=manifest)
-            save("copied")
-        if state["step"] == "copied":
-            for tag, prev in plan_rollback().items():  # re-point first: no window without it
-                registry.add_tag(image.repository, prev, tag)
-            save("rolled-back")
-        if state["step"] == "rolled-back":
-            # NotFound: deleted by an earlier attempt whose acknowledgement was lost
-            with contextlib.suppress(NotFound):
-                registry.delete(image.repository, image.digest)  # the index before its children
-            save("deleted")
-        children = tuple(state["children"])
-        if state["step"] == "deleted" and children:
-            kept = children_to_keep(registry, image.repository, image.digest, children)
-            state["kept_children"] = kept
-            save()
-            for child in children:
-                if child not in kept:
-                    with contextlib.suppress(NotFound):
-                        registry.delete(image.repository, child)
-            state["notes"] = [
-                *state["notes"],
-                *(f"child {c} stays in {image.repository}: {why}" for c, why in kept.items()),
-            ]
-            save("children-deleted")
-    elif strategy == "lock":
-        lock(registry, image, state, save, reason=reason)
-    else:  # retag
-        if state["step"] == "start":
-            registry.add_tag(image.repository, image.digest, qtag)
-            save("tagged")
-        if state["step"] == "tagged":
-            targets = plan_rollback()
-            done = list(state.get("untagged", []))
-            for tag in deployable:
-                if tag in done:
-                    continue
-                if tag in targets:
-                    registry.add_tag(image.repository, targets[tag], tag)
-                else:
-                    # NotFound: removed by an earlier attempt, or absent from the start
-                    with contextlib.suppress(NotFound):
-                        registry.remove_tag(image.repository, tag)
-                done.append(tag)
-                state["untagged"] = done
+    try:
+        qtag = quarantine_tag(image.digest)
+        if strategy == "move":
+            if state["step"] == "start":
+                flush()
+                registry.copy(image.repository, image.digest, qrepo, qtag, manifest=manifest)
+                save("copied")
+            if state["step"] == "copied":
+                for tag, prev in plan_rollback().items():  # re-point first: no window without it
+                    flush()
+                    registry.add_tag(image.repository, prev, tag)
+                save("rolled-back")
+            if state["step"] == "rolled-back":
+                flush()
+                # NotFound: deleted by an earlier attempt whose acknowledgement was lost
+                with contextlib.suppress(NotFound):
+                    registry.delete(image.repository, image.digest)  # the index before its children
+                save("deleted")
+            children = tuple(state["children"])
+            if state["step"] == "deleted" and children:
+                kept = children_to_keep(registry, image.repository, image.digest, children)
+                state["kept_children"] = kept
                 save()
-            save("untagged")
+                for child in children:
+                    if child not in kept:
+                        flush()
+                        with contextlib.suppress(NotFound):
+                            registry.delete(image.repository, child)
+                state["notes"] = [
+                    *state["notes"],
+                    *(f"child {c} stays in {image.repository}: {why}" for c, why in kept.items()),
+                ]
+                save("children-deleted")
+        elif strategy == "lock":
+            flush()
+            lock(registry, image, state, save_now, reason=reason)
+        else:  # retag
+            if state["step"] == "start":
+                flush()
+                registry.add_tag(image.repository, image.digest, qtag)
+                save("tagged")
+            if state["step"] == "tagged":
+                targets = plan_rollback()
+                done = list(state.get("untagged", []))
+                for tag in deployable:
+                    if tag in done:
+                        continue
+                    flush()
+                    if tag in targets:
+                        registry.add_tag(image.repository, targets[tag], tag)
+                    else:
+                        # NotFound: removed by an earlier attempt, or absent from the start
+                        with contextlib.suppress(NotFound):
+                            registry.remove_tag(image.repository, tag)
+                    done.append(tag)
+                    state["untagged"] = done
+                    save()
+                save("untagged")
+    except BaseException:
+        # an error (not a kill) leaves the record up to date with what was written, for
+        # `quarantine show` and the retry; the error that stopped us is the one raised
+        with contextlib.suppress(Exception):
+            flush()
+        raise
     ledger.finish_action(key, status="done", state=state)
     return recorded_outcome(state, already_done=False)
 
