@@ -23,7 +23,7 @@ Samples of every source and shape: events/access/.
 
 from ._evaluate import AccessRules, access_alert, evaluate, principal_glob, summary_alert
 from ._model import SOURCES, AccessAction, AccessEvent, AccessFinding, DigestState, FindingKind
-from ._monitor import AccessMonitor, AccessResult, ChannelRouter, window_key
+from ._monitor import AccessMonitor, AccessResult, ChannelRouter, rate_key, window_key
 from ._parse_acr import parse_acr_diagnostics_access
 from ._parse_cloudtrail import parse_cloudtrail_access, parse_cloudtrail_access_body
 from ._parse_distribution import parse_distribution_access
@@ -50,6 +50,7 @@ __all__ = [
     "parse_gcp_audit_access",
     "parse_harbor_access",
     "principal_glob",
+    "rate_key",
     "summary_alert",
     "window_key",
 ]

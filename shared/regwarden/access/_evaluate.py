@@ -20,6 +20,7 @@ __all__ = [
     "access_alert",
     "evaluate",
     "principal_glob",
+    "rate_finding",
     "summary_alert",
 ]
 
@@ -127,17 +128,10 @@ def evaluate(
                         reason=f"{who} pulled {image}{where}: {why}",
                     )
                 )
-        if rules.pull_rate is not None and pulls_last_minute > rules.pull_rate:
-            findings.append(
-                AccessFinding(
-                    kind="pull-rate",
-                    severity=Severity.MEDIUM,
-                    reason=(
-                        f"{_words(event)[0]} pulled {pulls_last_minute} times in a minute, "
-                        f"over the policy's pullRate of {rules.pull_rate}"
-                    ),
-                )
-            )
+        if rules.pull_rate is not None:
+            over = rate_finding(event, pulls_last_minute, rules.pull_rate)
+            if over is not None:
+                findings.append(over)
     elif rules.unexpected_pusher:
         why = _unexpected(rules, event)
         if why is not None:
@@ -150,6 +144,21 @@ def evaluate(
                 )
             )
     return findings
+
+
+def rate_finding(event: AccessEvent, pulls: int, threshold: int) -> AccessFinding | None:
+    """The pull-rate finding when `pulls` (the principal's in one minute, `event` among
+    them) is over the policy's `pullRate` of `threshold`."""
+    if pulls <= threshold:
+        return None
+    return AccessFinding(
+        kind="pull-rate",
+        severity=Severity.MEDIUM,
+        reason=(
+            f"{_words(event)[0]} pulled {pulls} times in a minute, "
+            f"over the policy's pullRate of {threshold}"
+        ),
+    )
 
 
 def _words(event: AccessEvent) -> tuple[str, str, str]:

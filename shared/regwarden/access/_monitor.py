@@ -36,13 +36,21 @@ Per event (`handle`):
    written by `flush` at most once per digest per `flush_every` (1 minute) unless forced;
    `start_pull_tracking` the first time this process sees a repository's pulls.
 
-The pull rate (`alertOn.pullRate`) is counted per principal per minute in memory: per
-process (each receiver or function instance counts its own pulls).
+The pull rate (`alertOn.pullRate`) is counted per principal in a one-minute window the
+ledger holds, shared by every process (receiver replicas, function instances): the first
+pull opens it (`rate_key(principal)`, a window like the alerts' ones, with the pull and
+its repository's threshold in place of an alert), later pulls are counted into it and
+written at each flush as the alerts' windows are. A process alerts at once when the pulls
+it knows of (the window's count when it joined, plus its own since) go over the
+threshold; the sweep that closes the window checks the total every process wrote and
+raises the finding then if no process could see it. Either way the finding goes through
+its de-duplication window like any other.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,16 +62,18 @@ from ..policy import Policy
 from ..quarantine_names import is_destination, sources_of
 from ..reference import ImageRef
 from ..store import OUTBOX_TTL, AccessWindow, Ledger, OutboxItem, Outcome, PullTally
-from ._evaluate import AccessRules, access_alert, evaluate, summary_alert
+from ._evaluate import AccessRules, access_alert, evaluate, rate_finding, summary_alert
 from ._model import AccessEvent, AccessFinding, DigestState
 
-__all__ = ["AccessMonitor", "AccessResult", "ChannelRouter", "window_key"]
+__all__ = ["AccessMonitor", "AccessResult", "ChannelRouter", "rate_key", "window_key"]
 
 USER_AGENT_PREFIX = "regwarden/"
 STATE_TTL = timedelta(seconds=5)
 FLUSH_EVERY = timedelta(minutes=1)
 DEDUPE_IDS = 10_000
 SWEEP_LIMIT = 100
+RATE_WINDOW = timedelta(minutes=1)
+RATE_PREFIX = "ar-"
 
 
 class ChannelRouter(Protocol):
@@ -91,6 +101,26 @@ def window_key(
     return "aw-" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def rate_key(principal: str | None) -> str:
+    """The shared one-minute window counting one principal's pulls (`pullRate`)."""
+    return RATE_PREFIX + hashlib.sha256((principal or "").encode()).hexdigest()
+
+
+def _rate_note(event: AccessEvent, threshold: int) -> str:
+    """What a rate window holds in place of an alert: the pull that opened it (the finding
+    the sweep may raise names it) and its repository's threshold."""
+    fields = {f: getattr(event, f) for f in AccessEvent.__dataclass_fields__}
+    fields["time"] = event.time.isoformat()
+    return json.dumps({"threshold": threshold, "event": fields}, sort_keys=True)
+
+
+def _read_rate_note(text: str) -> tuple[int, AccessEvent]:
+    note = json.loads(text)
+    fields = dict(note["event"])
+    fields["time"] = datetime.fromisoformat(fields["time"])
+    return int(note["threshold"]), AccessEvent(**fields)
+
+
 @dataclass(slots=True)
 class _Open:
     """A window this process knows is open, with the accesses it counted since the last
@@ -100,6 +130,17 @@ class _Open:
     closes_at: datetime
     pending: int = 0
     last_seen: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Rate:
+    """A principal's rate window as this process knows it: `counted` is the window's count
+    when this process joined (every process's, the opening pull included) plus its own
+    pulls since."""
+
+    key: str
+    closes_at: datetime
+    counted: int
 
 
 @dataclass(slots=True)
@@ -148,7 +189,7 @@ class AccessMonitor:
         self._probes: dict[tuple[str, str, str], datetime] = {}
         """(registry, repository, digest) → its latest HEAD not yet written."""
         self._windows: dict[str, _Open] = {}
-        self._rate: dict[str, tuple[datetime, int]] = {}
+        self._rate: dict[str, _Rate] = {}
 
     @classmethod
     def from_policy(
@@ -221,7 +262,9 @@ class AccessMonitor:
                 verdict=state.verdict, quarantined=True, quarantine_location=event.repository
             )
         repo = self._repo(repository)
-        rate = self._count_rate(event, now) if repo.rules.pull_rate is not None else 0
+        rate = 0
+        if repo.rules.pull_rate is not None and event.action == "pull":
+            rate = self._count_rate(event, repo.rules.pull_rate, digest, now, result)
         findings = evaluate(event, repo.rules, state, now, pulls_last_minute=rate)
         if not findings:
             return
@@ -281,16 +324,65 @@ class AccessMonitor:
             self._repos[repository] = repo
         return repo
 
-    def _count_rate(self, event: AccessEvent, now: datetime) -> int:
-        if event.action != "pull":
-            return 0
+    def _count_rate(
+        self,
+        event: AccessEvent,
+        threshold: int,
+        digest: str | None,
+        now: datetime,
+        result: AccessResult,
+    ) -> int:
+        """Count the pull into its principal's shared rate window (joining or opening it):
+        the principal's pulls in the window as far as this process knows."""
         who = event.principal or ""
-        start, count = self._rate.get(who, (now, 0))
-        if now - start >= timedelta(minutes=1):
-            start, count = now, 0
-        count += 1
-        self._rate[who] = (start, count)
-        return count
+        rate = self._rate.get(who)
+        opened = self._windows.get(rate.key) if rate is not None else None
+        if rate is None or opened is None or now >= rate.closes_at:
+            rate, opened = self._join_rate(event, threshold, digest, now, result)
+            self._rate[who] = rate
+            if opened is None:  # this pull opened the window: it is the window's first
+                return rate.counted
+        self._count(opened, event)
+        rate.counted += 1
+        return rate.counted
+
+    def _join_rate(
+        self,
+        event: AccessEvent,
+        threshold: int,
+        digest: str | None,
+        now: datetime,
+        result: AccessResult,
+    ) -> tuple[_Rate, _Open | None]:
+        """Open the principal's rate window with this pull (then no `_Open` to count it
+        into: it is the opening one), or join the one another process opened."""
+        key = rate_key(event.principal)
+        for _ in range(3):  # lost races re-read; three rounds settle any interleaving
+            window = AccessWindow(
+                key=key,
+                registry=event.registry,
+                repository=event.repository,
+                digest=digest or "",
+                opened_at=now,
+                closes_at=now + RATE_WINDOW,
+                count=0,
+                last_seen=event.time,
+                alert=_rate_note(event, threshold),
+            )
+            if self._ledger.open_access_window(window):
+                self._windows[key] = _Open(opened_at=now, closes_at=window.closes_at)
+                return _Rate(key, window.closes_at, counted=1), None
+            existing = self._ledger.access_window(key)
+            if existing is None:
+                self._windows.pop(key, None)  # dropped meanwhile: open it again
+                continue
+            if now < existing.closes_at:
+                opened = _Open(opened_at=existing.opened_at, closes_at=existing.closes_at)
+                self._windows[key] = opened
+                return _Rate(key, existing.closes_at, counted=existing.count + 1), opened
+            result.alerts.extend(self._close(existing, now))  # due, not swept yet
+        # still racing: this pull counts here alone; the next one tries to join again
+        return _Rate(key, now, counted=1), None
 
     def _tally(
         self, registry: str, repository: str, digest: str, event: AccessEvent, now: datetime
@@ -406,7 +498,9 @@ class AccessMonitor:
             if known.last_seen is not None and (last_seen is None or known.last_seen > last_seen):
                 last_seen = known.last_seen
         keys: list[str] = []
-        if window.alert:
+        if window.key.startswith(RATE_PREFIX):
+            keys = self._close_rate(window, count + 1, now)  # the opening pull, then the rest
+        elif window.alert:
             opening = Alert.model_validate_json(window.alert)
             where = (window.registry, window.repository, window.digest)
             # The opening alert once more: its outbox key is the window's, so one committed
@@ -420,6 +514,26 @@ class AccessMonitor:
                 keys += self._commit(summary, *where, now)
         self._ledger.drop_access_window(window.key, opened_at=window.opened_at)
         return keys
+
+    def _close_rate(self, window: AccessWindow, pulls: int, now: datetime) -> list[str]:
+        """A closed rate window over its threshold: the pull-rate finding on the pull that
+        opened it, through the finding's de-duplication window (one a process opened when
+        it saw the rate itself counts this in)."""
+        threshold, event = _read_rate_note(window.alert)
+        finding = rate_finding(event, pulls, threshold)
+        if finding is None:
+            return []
+        digest = window.digest or None
+        image = ImageRef(
+            registry=window.registry,
+            repository=window.repository,
+            digest=digest,
+            tag=None if digest is not None else event.tag,
+        )
+        state = DigestState()
+        if digest is not None:
+            state = self._state(window.registry, window.repository, digest, now)
+        return self._window(event, finding, image, state, self._repo(window.repository), now)
 
     def sweep(self, *, now: datetime) -> list[str]:
         """Close every window due at `now`: the outbox keys of the summaries committed."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from regwarden.access import AccessEvent, AccessMonitor, parse_cloudtrail_access
+from regwarden.access import AccessEvent, AccessMonitor, parse_cloudtrail_access, rate_key
 from regwarden.notify import Alert, Router, StreamChannel
 from regwarden.policy import Policy, load_policy_text
 from regwarden.store import PullTally, QuarantineRecord, SqliteLedger
@@ -352,6 +352,68 @@ def test_pull_rate_per_principal_per_minute(ledger: SpyLedger, monitor: AccessMo
     assert alert.access is not None and alert.access.finding == "pull-rate"
     calm = monitor.handle([pull(100, repository="rate/app")], now=T0 + timedelta(minutes=1))
     assert calm.findings == 0  # a new minute
+
+
+def another_process(ledger: SpyLedger) -> AccessMonitor:
+    """A second monitor on the same ledger: a receiver replica, a function instance."""
+    p = policy()
+    return AccessMonitor.from_policy(p, ledger, router(p), actor="regwarden-bot")
+
+
+def rate_alerts(ledger: SqliteLedger, now: datetime) -> list[Alert]:
+    return [
+        a for a in outbox(ledger, now) if a.access is not None and a.access.finding == "pull-rate"
+    ]
+
+
+def test_the_pull_rate_counts_the_pulls_every_process_wrote(ledger: SpyLedger) -> None:
+    first, second = another_process(ledger), another_process(ledger)
+    a = first.handle([pull(n, repository="rate/app") for n in range(30)], now=T0)
+    assert a.findings == 0
+    first.flush(now=T0 + timedelta(seconds=1))  # the 29 after the opening pull, written
+    window = ledger.access_window(rate_key("system:serviceaccount:prod:deployer"))
+    assert window is not None and window.count == 29
+    # the second process joins the window with its 30 and sees the 51st pull at once
+    later = T0 + timedelta(seconds=10)
+    b = second.handle([pull(100 + n, repository="rate/app") for n in range(30)], now=later)
+    assert (b.findings, len(b.alerts)) == (10, 1)  # pulls 51..60, one de-duplication window
+    (alert,) = rate_alerts(ledger, later)
+    assert "pulled 51 times in a minute, over the policy's pullRate of 50" in alert.summary
+
+
+def test_a_rate_no_process_saw_alone_alerts_when_its_window_closes(ledger: SpyLedger) -> None:
+    first, second = another_process(ledger), another_process(ledger)
+    assert first.handle([pull(n, repository="rate/app") for n in range(30)], now=T0).findings == 0
+    # the second joins before the first wrote its count: each knows of about 30
+    soon = T0 + timedelta(seconds=5)
+    b = second.handle([pull(100 + n, repository="rate/app") for n in range(30)], now=soon)
+    assert b.findings == 0 and rate_alerts(ledger, soon) == []
+    first.flush(now=soon)
+    second.flush(now=soon)
+    # the sweep (either process's) closes the minute with the total: 60, over 50
+    closed = T0 + timedelta(seconds=61)
+    keys = second.sweep(now=closed)
+    (alert,) = rate_alerts(ledger, closed)
+    assert [k for k in keys if k.startswith(alert.dedup_key)] != []
+    assert "pulled 60 times in a minute, over the policy's pullRate of 50" in alert.summary
+    assert alert.access is not None and alert.access.principal == pull().principal
+    assert ledger.access_window(rate_key(pull().principal)) is None  # dropped
+    assert first.sweep(now=closed) == []  # closed once
+
+
+def test_a_rate_under_the_threshold_closes_without_an_alert(ledger: SpyLedger) -> None:
+    first, second = another_process(ledger), another_process(ledger)
+    first.handle([pull(n, repository="rate/app") for n in range(20)], now=T0)
+    second.handle([pull(100 + n, repository="rate/app") for n in range(20)], now=T0)
+    first.flush(now=T0)
+    second.flush(now=T0)
+    closed = T0 + timedelta(minutes=1)
+    assert first.sweep(now=closed) == [] and outbox(ledger, closed) == []
+    assert ledger.access_window(rate_key(pull().principal)) is None
+    # the next minute starts from nothing
+    assert first.handle([pull(200, repository="rate/app")], now=closed).findings == 0
+    window = ledger.access_window(rate_key(pull().principal))
+    assert window is not None and window.opened_at == closed and window.count == 0
 
 
 def test_tallies_are_coalesced_and_tracking_starts_once(
