@@ -339,6 +339,8 @@ class AccessMonitor:
         opened = self._windows.get(rate.key) if rate is not None else None
         if rate is None or opened is None or now >= rate.closes_at:
             rate, opened = self._join_rate(event, threshold, digest, now, result)
+            if len(self._rate) > 10_000:  # bounded: drop the minutes that are over
+                self._rate = {p: r for p, r in self._rate.items() if r.closes_at > now}
             self._rate[who] = rate
             if opened is None:  # this pull opened the window: it is the window's first
                 return rate.counted
