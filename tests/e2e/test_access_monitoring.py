@@ -34,11 +34,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from support.gate import TOKEN, generate_keys
 from support.loopback import LoopbackServer
-from support.streams import Serve, alerts, start_sink, wait_for
+from support.streams import Serve, access_handled, alerts, start_sink, wait_for
 
 from regwarden.devtools import (
     LocalRegistry,
@@ -150,13 +149,7 @@ class World:
 
     def handled(self) -> float:
         """Access events the monitor of the running serve has handled (its /metrics)."""
-        text = httpx.get(
-            f"{self.serve.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
-        ).text
-        for line in text.splitlines():
-            if line.startswith("regwarden_access_events_handled_total "):
-                return float(line.split()[1])
-        return 0.0
+        return access_handled(self.serve.url)
 
 
 @pytest.fixture(scope="module")

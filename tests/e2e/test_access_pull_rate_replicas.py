@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from support.chaos import NotifyTap
 from support.gate import TOKEN
 from support.loopback import LoopbackServer
 from support.postgres import PostgresServer
 from support.replicas import Replica, launch_replica
-from support.streams import alerts, start_sink, wait_for
+from support.streams import access_handled, alerts, start_sink, wait_for
 
 from regwarden.access import rate_key
 from regwarden.devtools import LocalRegistry, make_image, push_image
@@ -79,14 +78,7 @@ class Rig:
         ]
 
     def handled(self, replica: Replica) -> float:
-        """Access events the replica's monitor has handled (its /metrics)."""
-        text = httpx.get(
-            f"{replica.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
-        ).text
-        for line in text.splitlines():
-            if line.startswith("regwarden_access_events_handled_total "):
-                return float(line.split()[1])
-        return 0.0
+        return access_handled(replica.url)
 
     def wait(self, cond: Any, *, what: str) -> Any:
         return wait_for(cond, timeout=60.0, what=what, log=self.replicas[-1].log)

@@ -540,6 +540,15 @@ def alerts(sink: LoopbackServer) -> list[dict[str, Any]]:
     return out
 
 
+def access_handled(serve_url: str) -> float:
+    """Access events a running serve's monitor has handled (its /metrics)."""
+    text = httpx.get(f"{serve_url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    for line in text.splitlines():
+        if line.startswith("regwarden_access_events_handled_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def start_sink() -> LoopbackServer:
     sink = LoopbackServer(Sink).start()
     sink.server.received = []  # type: ignore[attr-defined]
