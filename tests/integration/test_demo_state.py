@@ -41,11 +41,21 @@ def test_the_report_on_a_kept_demo_names_what_the_demo_did(tmp_path: Path) -> No
     ledger = SqliteLedger(state / "ledger.db")
     try:
         records = ledger.quarantines()
+        standing = {q.digest for q in records if q.released_at is None}
+        released = {q.digest for q in records if q.released_at is not None}
+        assert len(standing) == 2 and len(released) == 1  # 1.1.0 and the overwrite; 1.2.0 back
+        # the node's pull of 1.1.0 from quarantine: the registry's pull notification reached
+        # the access monitor, which alerted once and wrote its tally when it stopped
+        alerted = [json.loads(x) for x in (state / "alerts.jsonl").read_text().splitlines()]
+        (blocked,) = [a for a in alerted if a.get("kind") == "access"]
+        assert blocked["access"]["finding"] == "blocked-pull"
+        assert blocked["access"]["user_agent"] == "containerd/1.7.13 (demo)"
+        host, _, pulled = blocked["image"].partition("/payments/api@")
+        assert pulled in standing
+        (tally,) = ledger.pull_tallies(host, "payments/api")
+        assert (tally.digest, tally.count) == (pulled, 1)
     finally:
         ledger.close()
-    standing = {q.digest for q in records if q.released_at is None}
-    released = {q.digest for q in records if q.released_at is not None}
-    assert len(standing) == 2 and len(released) == 1  # 1.1.0 and the overwrite; 1.2.0 back
 
     # the registry comes back on the address the ledger names images by
     serving = subprocess.Popen(

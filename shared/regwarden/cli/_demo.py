@@ -4,7 +4,9 @@ A local distribution registry sends its notifications to regwarden's webhook rec
 (running in this process, as `regwarden serve` would). Four pushes follow — a signed clean
 image, an unsigned one, one with a critical finding in its signed scan, and an overwrite
 of an immutable tag — each verdict and action printed as it happens. Then the quarantine
-repository is listed and one image released. Everything started is stopped.
+repository is listed, someone pulls a quarantined image (the registry notifies the pull
+too, and the access monitor alerts on it, as under `regwarden serve`) and one image is
+released. Everything started is stopped.
 
 `--state DIR` keeps what the demo made in DIR (the ledger, the policy and its key, the
 alerts, the registry's storage) and prints the `regwarden report` command to run on it;
@@ -68,6 +70,7 @@ notifications:
     - {{match: {{team: payments}}, to: [console]}}
 """
 CI = "demo-ci/1.0"  # the demo pushes as a CI system would
+PULLER = "containerd/1.7.13 (demo)"  # a node pulling what it should not
 REPO = "payments/api"
 CLEAN = [Vuln("CVE-2099-0101", "LOW", "zlib", "1.3", "1.3.1")]
 CRITICAL = [Vuln("CVE-2099-0102", "CRITICAL", "openssl", "3.0.1", "3.0.15", 9.8)]
@@ -128,13 +131,21 @@ def _serve_kept(console: Console, state: Path) -> None:
         _serve_until_interrupted()
 
 
-def _wait(cond: Callable[[], object], timeout: float = 30.0) -> None:
+def _wait(cond: Callable[[], object], timeout: float = 30.0, what: str = "a verdict") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(0.05)
-    raise TimeoutError("the demo waited too long for a verdict")
+    raise TimeoutError(f"the demo waited too long for {what}")
+
+
+def _access_alerts(alerts: Path) -> list[dict[str, Any]]:
+    """The access alerts in the demo's alert file (one JSON alert a line)."""
+    if not alerts.exists():
+        return []
+    found = [json.loads(line) for line in alerts.read_text().splitlines() if line.strip()]
+    return [a for a in found if a.get("kind") == "access"]
 
 
 class _Demo:
@@ -201,7 +212,7 @@ def run_demo(*, keep: bool, state: Path | None = None) -> None:
     from ..actions import release
     from ..pipeline import Handled
     from ..runtime import load_runtime
-    from ..service import Processor
+    from ..service import Processor, access_intake
     from ..store import open_queue
     from ._gate import print_handled
     from ._images import run_images
@@ -235,6 +246,9 @@ def run_demo(*, keep: bool, state: Path | None = None) -> None:
                     print_handled(h)
 
         processor = Processor(pipeline, queue, clock=lambda: datetime.now(UTC), on_handled=show)
+        access = access_intake(
+            runtime.policy, pipeline, allowed_hosts=None, clock=lambda: datetime.now(UTC)
+        )
         try:
             with (
                 gated_registry(
@@ -243,6 +257,7 @@ def run_demo(*, keep: bool, state: Path | None = None) -> None:
                     poll=0.1,
                     keep=pipeline.wants,
                     registry_dir=None if state is None else root / "registry",
+                    access=access,
                 ) as gated,
                 RegistryClient(gated.registry.host, user_agent=CI) as client,
             ):
@@ -295,8 +310,18 @@ def run_demo(*, keep: bool, state: Path | None = None) -> None:
                 count = len(alerts.read_text().splitlines()) if alerts.exists() else 0
                 console.print(f"{count} alert(s) routed to team payments ({alerts.name})")
 
+                demo.step("5. a node pulls the quarantined 1.1.0 (the registry notifies pulls too)")
+                with RegistryClient(registry.host, user_agent=PULLER) as node:
+                    node.get_manifest(f"quarantine/{REPO}", unsigned)
+                _wait(lambda: _access_alerts(alerts), what="the access monitor's alert")
+                (pulled,) = _access_alerts(alerts)
+                console.print(
+                    f"  access alert ({pulled['access']['finding']}, {pulled['severity']}) "
+                    f"to team {pulled['team']}: {pulled['summary']}"
+                )
+
                 demo.step(
-                    f"5. security reviews 1.2.0 and releases it: regwarden quarantine "
+                    f"6. security reviews 1.2.0 and releases it: regwarden quarantine "
                     f"release {registry.host}/{REPO}@{vulnerable[:19]}…"
                 )
                 registry_api = runtime.registry(registry.host)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..receiver import CallerAuthenticator, Job, WorkerPool, create_app
+from ..receiver import AccessIntake, CallerAuthenticator, Job, WorkerPool, create_app
 from ..store import EventQueue
 from ._registry import LocalRegistry, free_port
 
@@ -66,10 +66,14 @@ def gated_registry(
     backoff: str = "200ms",
     keep: Callable[[ImageEvent], bool] | None = None,
     registry_dir: Path | None = None,
+    access: AccessIntake | None = None,
 ) -> Iterator[GatedRegistry]:
     """docker-registry on loopback → receiver (random token) → durable queue → workers.
     `keep` (`Pipeline.wants`) lets the receiver drop events the pipeline would ignore;
-    `registry_dir`: the registry's directory (storage, config, log), kept after it stops."""
+    `registry_dir`: the registry's directory (storage, config, log), kept after it stops;
+    `access`: the access monitor's intake (`service.access_intake`), which then gets the
+    registry's manifest pulls, as under `regwarden serve` (started here, stopped last:
+    its tallies are written when it stops)."""
     from ..service import receiver_validators
 
     token = secrets.token_urlsafe(24)
@@ -79,9 +83,12 @@ def gated_registry(
         auth=CallerAuthenticator([token]),
         validators=receiver_validators(keep),
         pool=pool,
+        access=access,
     )
     port = free_port()
     pool.start()
+    if access is not None:
+        access.start()
     try:
         with (
             serve_in_thread(app, port),
@@ -98,3 +105,5 @@ def gated_registry(
             yield GatedRegistry(registry, pool, port)
     finally:
         pool.stop()
+        if access is not None:
+            access.stop()
