@@ -10,9 +10,9 @@ manifest `Failed`, and a release or a PASSED verdict marks it `Passed`.
 Everything the writes change is recorded before the first of them, in the action's state
 under "lock": each digest's prior attributes, the manifests themselves (media type and
 base64 bytes, so re-evaluation and release never read a locked manifest), the child list
-and the level reached. Each PATCH is recorded once it is answered (the last one with the
-action's finish), so an attempt killed between two of them resumes where it stopped (a
-PATCH repeated is harmless). Release puts
+and the level reached. Each PATCH's progress is recorded before the next one goes out (the
+last one's with the action's finish: `_progress`), so an attempt killed between two of
+them resumes where it stopped (a PATCH repeated is harmless). Release puts
 back exactly the prior attributes, and leaves (and notes) a digest whose attributes are no
 longer what the lock set: someone changed them since, and their change stands.
 """
@@ -20,8 +20,7 @@ longer what the lock set: someone changed them since, and their change stands.
 from __future__ import annotations
 
 import base64
-import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import UsageError
@@ -29,6 +28,7 @@ from ..oci import Manifest
 from ..providers import CAP_LOCK, Lockable, ManifestAttributes, Registry
 from ..reference import ImageRef
 from ..store import ActionRecord, Ledger, QuarantineRecord
+from ._progress import Progress
 
 __all__ = [
     "LEVELS",
@@ -112,31 +112,19 @@ def _details(state: Mapping[str, Any], *, passed: bool, reason: str) -> dict[str
     }
 
 
-def lock(
-    registry: Registry,
-    image: ImageRef,
-    state: dict[str, Any],
-    save: Callable[[str | None], None],
-    *,
-    reason: str,
-) -> None:
-    """Drive the lock recorded in `state` to its level (resuming where it stopped);
-    `save(step)` records the state (and the step, when given) in the ledger. The last
-    write's progress is left in `state` for the caller's own record (`quarantine` finishes
-    the action next): saving it here too would be a second ledger write in a row, and an
-    attempt killed between the two repeats one harmless PATCH."""
+def lock(registry: Registry, image: ImageRef, progress: Progress, *, reason: str) -> None:
+    """Drive the lock recorded in `progress.state` to its level (resuming where it
+    stopped), each PATCH's progress noted for the ledger before the next (the last goes
+    with the caller's finishing record: `quarantine` finishes the action next)."""
     locks = lockable(registry)
-    plan = state["lock"]
+    plan = progress.state["lock"]
     repo = image.repository
     read_too = plan["level"] == "failed"
-    marking = read_too and bool(plan.get("registry_quarantine"))
-    todo = [
-        d
-        for d in plan["digests"]
-        if d not in plan["locked"] or (read_too and d not in plan["read_locked"])
-    ]
-    for n, digest in enumerate(todo, 1):
+    for digest in plan["digests"]:
+        if digest in plan["locked"] and (not read_too or digest in plan["read_locked"]):
+            continue
         prior = plan["prior"][digest]
+        progress.before_write()
         locks.set_manifest_attributes(
             repo, digest, write=False, delete=False, read=False if read_too else prior["read"]
         )
@@ -144,20 +132,18 @@ def lock(
             plan["locked"].append(digest)
         if read_too:
             plan["read_locked"].append(digest)
-        if n < len(todo):
-            save(None)
-    if not marking:
-        state["step"] = "locked"
-        return
-    save("locked")
-    details = _details(state, passed=False, reason=reason)
-    unmarked = [d for d in plan["digests"] if d not in plan["marked"]]
-    for n, digest in enumerate(unmarked, 1):
-        locks.set_quarantine_state(repo, digest, "Failed", details)
-        plan["marked"].append(digest)
-        if n < len(unmarked):
-            save(None)
-    state["step"] = "marked"
+        progress.note()
+    progress.note("locked")
+    if read_too and plan.get("registry_quarantine"):
+        details = _details(progress.state, passed=False, reason=reason)
+        for digest in plan["digests"]:
+            if digest in plan["marked"]:
+                continue
+            progress.before_write()
+            locks.set_quarantine_state(repo, digest, "Failed", details)
+            plan["marked"].append(digest)
+            progress.note()
+        progress.note("marked")
 
 
 def escalate(state: dict[str, Any], context: Mapping[str, Any] | None) -> bool:
@@ -177,31 +163,21 @@ def release_lock(
     registry: Registry,
     image: ImageRef,
     quarantine_state: Mapping[str, Any],
-    progress: dict[str, Any],
-    save: Callable[[], None],
+    progress: Progress,
     *,
     reason: str,
 ) -> list[str]:
-    """Restore each locked digest's prior attributes (`progress["restored"]` records
-    those done, for a resumed release); notes for the digests left as someone set them.
-    Progress is saved before the next write to the registry, so the last is left in
-    `progress` for the caller's finishing record (as `lock` leaves its own)."""
+    """Restore each locked digest's prior attributes (`progress.state["restored"]` records
+    those done, for a resumed release, noted before the next write as `lock` notes its
+    own); notes for the digests left as someone set them."""
     locks = lockable(registry)
     plan = quarantine_state.get("lock") or {}
     repo = image.repository
     read_locked = set(plan.get("read_locked", ()))
     notes: list[str] = []
-    restored: list[str] = progress.setdefault("restored", [])
-    left: list[str] = progress.setdefault("left", [])
-    unsaved = False
-
-    def before_write() -> None:
-        nonlocal unsaved
-        if unsaved:
-            save()
-            unsaved = False
-
-    try:
+    restored: list[str] = progress.state.setdefault("restored", [])
+    left: list[str] = progress.state.setdefault("left", [])
+    with progress.recorded_on_error():
         for digest in plan.get("locked", ()):
             if digest in restored or digest in left:
                 continue
@@ -218,25 +194,21 @@ def release_lock(
             elif current != expected:
                 left.append(digest)
             else:
-                before_write()
+                progress.before_write()
                 locks.set_manifest_attributes(repo, digest, **prior)
                 restored.append(digest)
-            unsaved = True
+            progress.note()
         notes += [f"{d}: attributes changed since the lock; left as they are" for d in left]
         if plan.get("registry_quarantine"):
             details = _details(quarantine_state, passed=True, reason=reason)
-            marked: list[str] = progress.setdefault("marked", [])
+            marked: list[str] = progress.state.setdefault("marked", [])
             for digest in plan.get("digests", ()):
                 if digest in marked:
                     continue
-                before_write()
+                progress.before_write()
                 locks.set_quarantine_state(repo, digest, "Passed", details)
                 marked.append(digest)
-                unsaved = True
-    except BaseException:
-        with contextlib.suppress(Exception):  # an error leaves the record up to date
-            before_write()
-        raise
+                progress.note()
     return notes
 
 

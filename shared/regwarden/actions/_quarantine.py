@@ -46,6 +46,7 @@ from ..reference import ImageRef
 from ..store import ActionRecord, Ledger, QuarantineRecord
 from ._children import children_of, children_to_keep
 from ._lock import describe_lock, escalate, lock, lockable, plan_lock, release_lock
+from ._progress import Progress
 from ._tags import current_tags, rollback_targets
 
 STRATEGIES = ("move", "retag", "lock")
@@ -213,32 +214,13 @@ def quarantine(
     strategy = str(state["strategy"])
     reason = record.reason
 
-    unsaved = False
-
-    def save(step: str | None = None) -> None:
-        """Progress (and the step, when given): recorded before the next write to the
-        registry (`flush`) or with the action's finish. A write must never go out before the
-        progress that led to it is recorded; the progress after a write may wait, since an
-        attempt killed before it is recorded repeats that write, which is harmless."""
-        nonlocal unsaved
-        if step is not None:
-            state["step"] = step
-        unsaved = True
-
-    def flush() -> None:
-        nonlocal unsaved
-        if unsaved:
-            ledger.finish_action(key, status="intent", state=state)
-            unsaved = False
-
-    def save_now(step: str | None = None) -> None:
-        save(step)
-        flush()
+    # noted, and written before the next registry write or with the finish (`_progress`)
+    progress = Progress(state, lambda s: ledger.finish_action(key, status="intent", state=s))
 
     if "children" not in state:  # an intent recorded before children were
         moving = strategy == "move"
         state["children"] = list(children_of(registry, image, manifest)) if moving else []
-        save()
+        progress.note()
     ledger.record_quarantine(
         QuarantineRecord(
             registry=image.registry,
@@ -261,57 +243,56 @@ def quarantine(
             )
             state["rolled_back"] = targets
             state["notes"] = [*state["notes"], *notes]
-            save()
+            progress.note()
         return dict(state["rolled_back"])
 
-    try:
+    with progress.recorded_on_error():
         qtag = quarantine_tag(image.digest)
         if strategy == "move":
             if state["step"] == "start":
-                flush()
+                progress.before_write()
                 registry.copy(image.repository, image.digest, qrepo, qtag, manifest=manifest)
-                save("copied")
+                progress.note("copied")
             if state["step"] == "copied":
                 for tag, prev in plan_rollback().items():  # re-point first: no window without it
-                    flush()
+                    progress.before_write()
                     registry.add_tag(image.repository, prev, tag)
-                save("rolled-back")
+                progress.note("rolled-back")
             if state["step"] == "rolled-back":
-                flush()
+                progress.before_write()
                 # NotFound: deleted by an earlier attempt whose acknowledgement was lost
                 with contextlib.suppress(NotFound):
                     registry.delete(image.repository, image.digest)  # the index before its children
-                save("deleted")
+                progress.note("deleted")
             children = tuple(state["children"])
             if state["step"] == "deleted" and children:
                 kept = children_to_keep(registry, image.repository, image.digest, children)
                 state["kept_children"] = kept
-                save()
+                progress.note()
                 for child in children:
                     if child not in kept:
-                        flush()
+                        progress.before_write()
                         with contextlib.suppress(NotFound):
                             registry.delete(image.repository, child)
                 state["notes"] = [
                     *state["notes"],
                     *(f"child {c} stays in {image.repository}: {why}" for c, why in kept.items()),
                 ]
-                save("children-deleted")
+                progress.note("children-deleted")
         elif strategy == "lock":
-            flush()
-            lock(registry, image, state, save_now, reason=reason)
+            lock(registry, image, progress, reason=reason)
         else:  # retag
             if state["step"] == "start":
-                flush()
+                progress.before_write()
                 registry.add_tag(image.repository, image.digest, qtag)
-                save("tagged")
+                progress.note("tagged")
             if state["step"] == "tagged":
                 targets = plan_rollback()
                 done = list(state.get("untagged", []))
                 for tag in deployable:
                     if tag in done:
                         continue
-                    flush()
+                    progress.before_write()
                     if tag in targets:
                         registry.add_tag(image.repository, targets[tag], tag)
                     else:
@@ -320,14 +301,8 @@ def quarantine(
                             registry.remove_tag(image.repository, tag)
                     done.append(tag)
                     state["untagged"] = done
-                    save()
-                save("untagged")
-    except BaseException:
-        # an error (not a kill) leaves the record up to date with what was written, for
-        # `quarantine show` and the retry; the error that stopped us is the one raised
-        with contextlib.suppress(Exception):
-            flush()
-        raise
+                    progress.note()
+                progress.note("untagged")
     ledger.finish_action(key, status="done", state=state)
     return recorded_outcome(state, already_done=False)
 
@@ -421,17 +396,12 @@ def release(
             state={"tags": list(rec.tags), "children": list(children), **_by(by)},
             now=now,
         )
-        progress = dict(begun.state)
-        left = release_lock(
-            registry,
-            image,
-            quarantine_state,
-            progress,
-            lambda: ledger.finish_action(key, status="intent", state=progress),
-            reason=reason,
+        progress = Progress(
+            dict(begun.state), lambda s: ledger.finish_action(key, status="intent", state=s)
         )
+        left = release_lock(registry, image, quarantine_state, progress, reason=reason)
         # done before released: a retry after a lost write finds the record and ends here
-        ledger.finish_action(key, status="done", state=progress)
+        ledger.finish_action(key, status="done", state=progress.state)
         ledger.mark_released(image.registry, image.repository, image.digest, now=now)
         return ReleaseOutcome((), (), image.repository, tuple(left))
     begun = ledger.begin_action(
