@@ -359,30 +359,23 @@ class AccessMonitor:
         """Open the principal's rate window with this pull (then no `_Open` to count it
         into: it is the opening one), or join the one another process opened."""
         key = rate_key(event.principal)
-        for _ in range(3):  # lost races re-read; three rounds settle any interleaving
-            window = AccessWindow(
-                key=key,
-                registry=event.registry,
-                repository=event.repository,
-                digest=digest or "",
-                opened_at=now,
-                closes_at=now + RATE_WINDOW,
-                count=0,
-                last_seen=event.time,
-                alert=_rate_note(event, threshold),
-            )
-            if self._ledger.open_access_window(window):
-                self._windows[key] = _Open(opened_at=now, closes_at=window.closes_at)
-                return _Rate(key, window.closes_at, counted=1), None
-            existing = self._ledger.access_window(key)
-            if existing is None:
-                self._windows.pop(key, None)  # dropped meanwhile: open it again
-                continue
-            if now < existing.closes_at:
-                opened = _Open(opened_at=existing.opened_at, closes_at=existing.closes_at)
-                self._windows[key] = opened
-                return _Rate(key, existing.closes_at, counted=existing.count + 1), opened
-            result.alerts.extend(self._close(existing, now))  # due, not swept yet
+        window = AccessWindow(
+            key=key,
+            registry=event.registry,
+            repository=event.repository,
+            digest=digest or "",
+            opened_at=now,
+            closes_at=now + RATE_WINDOW,
+            count=0,
+            last_seen=event.time,
+            alert=_rate_note(event, threshold),
+        )
+        opened, theirs, closed = self._open_or_join(window, now)
+        result.alerts.extend(closed)
+        if opened:
+            return _Rate(key, window.closes_at, counted=1), None
+        if theirs is not None:
+            return _Rate(key, theirs.closes_at, counted=theirs.count + 1), self._windows[key]
         # still racing: this pull counts here alone; the next one tries to join again
         return _Rate(key, now, counted=1), None
 
@@ -424,39 +417,54 @@ class AccessMonitor:
         if known is not None and now < known.closes_at:
             self._count(known, event)
             return []
+        alert = access_alert(
+            event, finding, image=image, state=state, team=repo.team, window_start=now
+        )
+        window = AccessWindow(
+            key=key,
+            registry=image.registry,
+            repository=image.repository,
+            digest=digest,
+            opened_at=now,
+            closes_at=now + repo.rules.dedupe_window,
+            count=0,
+            last_seen=event.time,
+            alert=alert.model_dump_json(),
+        )
+        opened, theirs, closed = self._open_or_join(window, now)
+        if opened:
+            return closed + self._commit(alert, image.registry, image.repository, digest, now)
+        if theirs is not None:  # another process opened it: count into theirs
+            self._count(self._windows[key], event)
+        return closed
+
+    def _open_or_join(
+        self, window: AccessWindow, now: datetime
+    ) -> tuple[bool, AccessWindow | None, list[str]]:
+        """Open `window` in the ledger (True, None) or join the one another process has open
+        under its key (False, that one), either way known in `_windows`; (False, None):
+        still racing after three rounds. A due window not swept yet is closed first: the
+        list is its outbox keys."""
+        key = window.key
         closed: list[str] = []
         for _ in range(3):  # lost races re-read; three rounds settle any interleaving
-            alert = access_alert(
-                event, finding, image=image, state=state, team=repo.team, window_start=now
-            )
-            window = AccessWindow(
-                key=key,
-                registry=image.registry,
-                repository=image.repository,
-                digest=digest,
-                opened_at=now,
-                closes_at=now + repo.rules.dedupe_window,
-                count=0,
-                last_seen=event.time,
-                alert=alert.model_dump_json(),
-            )
             if self._ledger.open_access_window(window):
-                self._windows[key] = _Open(opened_at=now, closes_at=window.closes_at)
-                return closed + self._commit(alert, image.registry, image.repository, digest, now)
+                self._windows[key] = _Open(opened_at=window.opened_at, closes_at=window.closes_at)
+                return True, None, closed
             existing = self._ledger.access_window(key)
             if existing is None:
                 self._windows.pop(key, None)  # dropped meanwhile: open it again
                 continue
-            if now < existing.closes_at:  # another process opened it: count into theirs
+            if now < existing.closes_at:
                 opened = self._windows.get(key)
                 if opened is None or opened.opened_at != existing.opened_at:
-                    opened = _Open(opened_at=existing.opened_at, closes_at=existing.closes_at)
-                    self._windows[key] = opened
-                self._count(opened, event)
-                return closed
+                    self._windows[key] = _Open(
+                        opened_at=existing.opened_at, closes_at=existing.closes_at
+                    )
+                return False, existing, closed
             # due but not swept yet: close it (with what this process counted) and reopen
             closed += self._close(existing, now)
-        return closed
+        return False, None, closed
 
     @staticmethod
     def _count(window: _Open, event: AccessEvent) -> None:
