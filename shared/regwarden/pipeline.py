@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -357,7 +357,7 @@ class Pipeline:
         details: ImageDetails | None = None,
         known: Collection[str] = (),
         record: bool = False,
-        tag_history: list[str] | None = None,
+        tag_history: Sequence[str] = (),
         held: Callable[[], QuarantineRecord | None] | None = None,
         looked: tuple[ActionRecord | None] | None = None,
     ) -> tuple[Facts, Manifest | None, ImageDetails] | None:
@@ -365,7 +365,8 @@ class Pipeline:
         image's details; None when the image no longer exists. `details`: already read;
         `known`: the tags the ledger holds for the digest (read by the caller);
         `record`: write the push and first-seen time to the ledger (not for `check`);
-        `tag_history`: every digest a pushed tag named, oldest first, if the caller read it;
+        `tag_history`: every digest the pushed tag named, oldest first (read by the caller
+        with `known`; only a recorded push reads it);
         `held`, `looked`: the ledger's quarantine record and action of the digest, as
         `_image_details` takes them."""
         assert image.digest is not None
@@ -415,13 +416,8 @@ class Pipeline:
             if image.tag:
                 # the tag's history before this push joins it: the digest it named before
                 # (the newest other one) and whether it names this one now
-                current = (
-                    tag_history
-                    if tag_history is not None
-                    else self.ledger.tag_digests(reg, repo, image.tag)
-                )
-                prev = next((d for d in reversed(current) if d != image.digest), None)
-                if prev is not None and current[-1] != image.digest:
+                prev = next((d for d in reversed(tag_history) if d != image.digest), None)
+                if prev is not None and tag_history[-1] != image.digest:
                     moved[image.tag] = prev
                 tags = (image.tag,)
             first_seen = self.ledger.record_push(reg, repo, image.digest, tags, now=event.time)
@@ -539,7 +535,7 @@ class Pipeline:
             details=details,
             known=known,
             record=True,
-            tag_history=tag_history if pushed_tag else None,
+            tag_history=tag_history,
             held=held_record,
             looked=looked,
         )
